@@ -1,0 +1,12 @@
+//! # twem-core
+//!
+//! Sharding for Redis and memcached, bit-exact with nutcracker (twemproxy)
+//! 0.5.0: the [`Ring`] that maps a key to a server, the config model that reads
+//! `nutcracker.yml` unchanged, and the `Pool` that shards traffic.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod hash;
+pub mod ring;
+
+

@@ -1,0 +1,2 @@
+//! `twemproxy`: a drop-in for nutcracker. All logic lives in the library.
+fn main() {}
