@@ -9,4 +9,7 @@ pub mod config;
 pub mod hash;
 pub mod ring;
 
+pub use hash::{HashKind, HashTag};
+pub use ring::{Distribution, Ring, RingError, RingServer};
+
 
