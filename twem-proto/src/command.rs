@@ -1,1 +1,541 @@
-//! (being written)
+//! The Redis command table: for every command Redis 7 knows, its arity, its
+//! key positions and how twem routes it.
+//!
+//! The table is written once, below, sorted by name; [`lookup`] finds an
+//! entry without allocating and [`classify`] turns a [`Request`] into a
+//! [`Route`] or the error reply the client should read.
+//!
+//! Arities are Redis's (`COMMAND` on redis-server 7.0): `n` means exactly `n`
+//! arguments counting the name, `-n` at least `n`. Which commands are forwarded
+//! follows nutcracker 0.5.0 (`shared/compat/NUTCRACKER.md`), with the
+//! differences of `DESIGN.md` section 4: `ECHO` and `SELECT` (database 0 only)
+//! are answered by the proxy, `EXISTS`, `TOUCH` and `UNLINK` are split like
+//! `DEL`, and the Redis commands nutcracker does not forward are in the table
+//! as [`Class::Refused`], so a client reads "not supported" and why, rather
+//! than "unknown command".
+
+use crate::resp::{Reply, Request};
+
+/// How a command is handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Answered by the proxy itself: `PING`, `QUIT`, `AUTH`, `ECHO`, `SELECT`.
+    Local,
+    /// One key, `args[1]`, picks the server.
+    Single,
+    /// Several keys; the first one picks the server (clients co-locate the
+    /// others with hash tags).
+    MultiFirst,
+    /// `MGET`: split per server; the values are put back in key order.
+    Mget,
+    /// `DEL`, `UNLINK`, `TOUCH`, `EXISTS`: split per server; the integer
+    /// replies are summed.
+    SumInt,
+    /// `MSET`: split per server in key/value pairs; one `+OK`.
+    Mset,
+    /// `EVAL`/`EVALSHA script numkeys key...`: the first key picks the server;
+    /// `numkeys` 0 is refused.
+    Script,
+    /// No key; sent to the server that owns the key `placeholder` (`COMMAND`,
+    /// `LOLWUT`).
+    Placeholder,
+    /// Not forwarded; the text says why, for the client to read.
+    Refused(&'static str),
+}
+
+/// One entry of the command table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// The name, lowercase, as Redis spells it in its errors.
+    pub name: &'static str,
+    /// Redis's arity: `n` exactly `n` arguments counting the name, `-n` at
+    /// least `n`.
+    pub arity: i32,
+    /// How twem handles it.
+    pub class: Class,
+    /// Index in the arguments of the first key (the routing key); 0 when the
+    /// command has no key. For refused commands, Redis's value, for
+    /// information only.
+    pub first_key: usize,
+    /// Distance between keys: 1 for `MGET` and `DEL`, 2 for `MSET`; 0 when
+    /// the command has no key.
+    pub key_step: usize,
+}
+
+impl Command {
+    /// True if `argc` arguments (the name included) satisfy the arity.
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let argc = i64::try_from(argc).unwrap_or(i64::MAX);
+        let arity = i64::from(self.arity);
+        if arity >= 0 {
+            argc == arity
+        } else {
+            argc >= -arity
+        }
+    }
+}
+
+/// Where a request goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// The proxy answers it (see [`Class::Local`]).
+    Local(&'static Command),
+    /// Forward it whole to the server of the key at this index of the
+    /// arguments.
+    Key(usize),
+    /// Forward it whole to the server of the key `placeholder`.
+    Placeholder,
+    /// Split per server: the keys are at `first`, `first + step`, ... up to the
+    /// last argument (for `MSET`, each key is followed by its value).
+    Split {
+        /// The command being split (its class says how to merge).
+        cmd: &'static Command,
+        /// Index of the first key.
+        first: usize,
+        /// Distance between keys.
+        step: usize,
+    },
+}
+
+/// Why a request cannot be routed. `Display` is the error reply's text,
+/// without the leading `-`, worded as Redis words it where Redis has words.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// A request without even a command name.
+    #[error("ERR empty command")]
+    Empty,
+    /// A name neither Redis nor twem knows. `name` and `args` are already cut
+    /// and cleaned the way Redis does it (see [`CommandError::unknown`]).
+    #[error("ERR unknown command '{name}', with args beginning with: {args}")]
+    Unknown {
+        /// The name as the client sent it, at most 128 bytes.
+        name: String,
+        /// The first arguments, each quoted and followed by a space.
+        args: String,
+    },
+    /// The number of arguments does not fit the command's arity (for `MSET`,
+    /// also an odd number of keys and values).
+    #[error("ERR wrong number of arguments for '{name}' command")]
+    WrongArity {
+        /// The command's lowercase name.
+        name: &'static str,
+    },
+    /// A Redis command twem does not forward.
+    #[error("ERR command '{name}' is not supported by twem: {reason}")]
+    Refused {
+        /// The command's lowercase name.
+        name: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+    /// `EVAL`/`EVALSHA` with `numkeys` 0: there is no key to pick a server.
+    #[error("ERR {name} with numkeys 0 is not supported by twem: the first key picks the server")]
+    ScriptWithoutKeys {
+        /// The command's lowercase name.
+        name: &'static str,
+    },
+    /// `numkeys` of `EVAL`/`EVALSHA` is not an integer.
+    #[error("ERR value is not an integer or out of range")]
+    NumKeysNotInteger,
+    /// `numkeys` of `EVAL`/`EVALSHA` is negative.
+    #[error("ERR Number of keys can't be negative")]
+    NumKeysNegative,
+    /// `numkeys` of `EVAL`/`EVALSHA` is more than the arguments that follow.
+    #[error("ERR Number of keys can't be greater than number of args")]
+    NumKeysTooLarge,
+}
+
+impl CommandError {
+    /// The error reply for the client.
+    pub fn reply(&self) -> Reply {
+        Reply::error(self.to_string())
+    }
+
+    /// The unknown-command error for `req`, built as Redis 7 builds it: the
+    /// name cut at 128 bytes, then quoted arguments while the list is shorter
+    /// than 128 bytes (the last one cut to fit), line breaks as spaces.
+    pub fn unknown(req: &Request) -> CommandError {
+        let clean = |b: &[u8]| {
+            String::from_utf8_lossy(b)
+                .chars()
+                .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+                .collect::<String>()
+        };
+        let name = req.name();
+        let name = clean(name.get(..name.len().min(128)).unwrap_or(name));
+        let mut args = Vec::new();
+        for arg in req.args().iter().skip(1) {
+            if args.len() >= 128 {
+                break;
+            }
+            let room = 128 - args.len();
+            args.push(b'\'');
+            args.extend_from_slice(arg.get(..arg.len().min(room)).unwrap_or(arg));
+            args.extend_from_slice(b"' ");
+        }
+        CommandError::Unknown {
+            name,
+            args: clean(&args),
+        }
+    }
+}
+
+/// Looks a command up by name, ignoring ASCII case, without allocating.
+pub fn lookup(name: &[u8]) -> Option<&'static Command> {
+    // No name in the table is longer than this; a longer one is unknown.
+    let mut buf = [0u8; 32];
+    let lower = buf.get_mut(..name.len())?;
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    let lower = &*lower;
+    COMMANDS
+        .binary_search_by(|c| c.name.as_bytes().cmp(lower))
+        .ok()
+        .and_then(|i| COMMANDS.get(i))
+}
+
+/// Decides where `req` goes, checking what the proxy must check before
+/// forwarding: that the command is known and forwarded, its arity, the pairs
+/// of `MSET` and the `numkeys` of scripts.
+pub fn classify(req: &Request) -> Result<(&'static Command, Route), CommandError> {
+    if req.is_empty() {
+        return Err(CommandError::Empty);
+    }
+    let cmd = lookup(req.name()).ok_or_else(|| CommandError::unknown(req))?;
+    if let Class::Refused(reason) = cmd.class {
+        // Refuse before checking arity: "wrong number of arguments" would
+        // suggest the command works with the right ones.
+        return Err(CommandError::Refused {
+            name: cmd.name,
+            reason,
+        });
+    }
+    let argc = req.len();
+    if !cmd.arity_ok(argc) {
+        return Err(CommandError::WrongArity { name: cmd.name });
+    }
+    let route = match cmd.class {
+        Class::Local => Route::Local(cmd),
+        Class::Placeholder => Route::Placeholder,
+        Class::Single | Class::MultiFirst => Route::Key(cmd.first_key),
+        Class::Mget | Class::SumInt => Route::Split {
+            cmd,
+            first: cmd.first_key,
+            step: cmd.key_step,
+        },
+        Class::Mset => {
+            if (argc - 1) % 2 != 0 {
+                return Err(CommandError::WrongArity { name: cmd.name });
+            }
+            Route::Split {
+                cmd,
+                first: cmd.first_key,
+                step: cmd.key_step,
+            }
+        }
+        Class::Script => {
+            let numkeys = req
+                .args()
+                .get(2)
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .and_then(|n| n.parse::<i64>().ok())
+                .ok_or(CommandError::NumKeysNotInteger)?;
+            if numkeys < 0 {
+                return Err(CommandError::NumKeysNegative);
+            }
+            if numkeys > i64::try_from(argc - 3).unwrap_or(i64::MAX) {
+                return Err(CommandError::NumKeysTooLarge);
+            }
+            if numkeys == 0 {
+                return Err(CommandError::ScriptWithoutKeys { name: cmd.name });
+            }
+            Route::Key(cmd.first_key)
+        }
+        Class::Refused(reason) => {
+            return Err(CommandError::Refused {
+                name: cmd.name,
+                reason,
+            })
+        }
+    };
+    Ok((cmd, route))
+}
+
+/// Every command of the table, sorted by name (byte order) for the binary
+/// search in [`lookup`].
+pub fn commands() -> &'static [Command] {
+    COMMANDS
+}
+
+const R_EVERY_SERVER: &str = "it would have to visit every server";
+const R_CROSS_KEYS: &str = "its keys may live on different servers";
+const R_BLOCKING: &str = "a blocking command would stall a server connection shared by all clients";
+const R_PUBSUB: &str = "pub/sub needs a server connection of its own";
+const R_TRANSACTION: &str = "transactions need a server connection of their own";
+const R_SCRIPT: &str = "scripts and functions are managed on each server directly";
+const R_CONNECTION: &str = "it would change a server connection shared by all clients";
+const R_ADMIN: &str = "server administration is done on each server directly";
+const R_NOT_FORWARDED: &str = "nutcracker does not forward it";
+
+const fn c(
+    name: &'static str,
+    arity: i32,
+    class: Class,
+    first_key: usize,
+    key_step: usize,
+) -> Command {
+    Command {
+        name,
+        arity,
+        class,
+        first_key,
+        key_step,
+    }
+}
+
+use Class::{Local, Mget, Mset, MultiFirst, Placeholder, Refused, Script, Single, SumInt};
+
+/// The table: name, arity, class, first key, key step. Generated once from
+/// `COMMAND` on redis-server 7.0.15 and NUTCRACKER.md, then kept by hand.
+static COMMANDS: &[Command] = &[
+    c("acl", -2, Refused(R_ADMIN), 0, 0),
+    c("append", 3, Single, 1, 1),
+    c("asking", 1, Refused(R_CONNECTION), 0, 0),
+    c("auth", -2, Local, 0, 0),
+    c("bgrewriteaof", 1, Refused(R_ADMIN), 0, 0),
+    c("bgsave", -1, Refused(R_ADMIN), 0, 0),
+    c("bitcount", -2, Single, 1, 1),
+    c("bitfield", -2, Single, 1, 1),
+    c("bitfield_ro", -2, Refused(R_NOT_FORWARDED), 1, 1),
+    c("bitop", -4, Refused(R_CROSS_KEYS), 2, 1),
+    c("bitpos", -3, Single, 1, 1),
+    c("blmove", 6, Refused(R_BLOCKING), 1, 1),
+    c("blmpop", -5, Refused(R_BLOCKING), 0, 0),
+    c("blpop", -3, Refused(R_BLOCKING), 1, 1),
+    c("brpop", -3, Refused(R_BLOCKING), 1, 1),
+    c("brpoplpush", 4, Refused(R_BLOCKING), 1, 1),
+    c("bzmpop", -5, Refused(R_BLOCKING), 0, 0),
+    c("bzpopmax", -3, Refused(R_BLOCKING), 1, 1),
+    c("bzpopmin", -3, Refused(R_BLOCKING), 1, 1),
+    c("client", -2, Refused(R_CONNECTION), 0, 0),
+    c("cluster", -2, Refused(R_ADMIN), 0, 0),
+    c("command", -1, Placeholder, 0, 0),
+    c("config", -2, Refused(R_ADMIN), 0, 0),
+    c("copy", -3, MultiFirst, 1, 1),
+    c("dbsize", 1, Refused(R_EVERY_SERVER), 0, 0),
+    c("debug", -2, Refused(R_ADMIN), 0, 0),
+    c("decr", 2, Single, 1, 1),
+    c("decrby", 3, Single, 1, 1),
+    c("del", -2, SumInt, 1, 1),
+    c("discard", 1, Refused(R_TRANSACTION), 0, 0),
+    c("dump", 2, Single, 1, 1),
+    c("echo", 2, Local, 0, 0),
+    c("eval", -3, Script, 3, 1),
+    c("eval_ro", -3, Refused(R_NOT_FORWARDED), 0, 0),
+    c("evalsha", -3, Script, 3, 1),
+    c("evalsha_ro", -3, Refused(R_NOT_FORWARDED), 0, 0),
+    c("exec", 1, Refused(R_TRANSACTION), 0, 0),
+    c("exists", -2, SumInt, 1, 1),
+    c("expire", -3, Single, 1, 1),
+    c("expireat", -3, Single, 1, 1),
+    c("expiretime", 2, Refused(R_NOT_FORWARDED), 1, 1),
+    c("failover", -1, Refused(R_ADMIN), 0, 0),
+    c("fcall", -3, Refused(R_NOT_FORWARDED), 0, 0),
+    c("fcall_ro", -3, Refused(R_NOT_FORWARDED), 0, 0),
+    c("flushall", -1, Refused(R_EVERY_SERVER), 0, 0),
+    c("flushdb", -1, Refused(R_EVERY_SERVER), 0, 0),
+    c("function", -2, Refused(R_SCRIPT), 0, 0),
+    c("geoadd", -5, Single, 1, 1),
+    c("geodist", -4, Single, 1, 1),
+    c("geohash", -2, Single, 1, 1),
+    c("geopos", -2, Single, 1, 1),
+    c("georadius", -6, Single, 1, 1),
+    c("georadius_ro", -6, Refused(R_NOT_FORWARDED), 1, 1),
+    c("georadiusbymember", -5, Single, 1, 1),
+    c("georadiusbymember_ro", -5, Refused(R_NOT_FORWARDED), 1, 1),
+    c("geosearch", -7, Single, 1, 1),
+    c("geosearchstore", -8, MultiFirst, 1, 1),
+    c("get", 2, Single, 1, 1),
+    c("getbit", 3, Single, 1, 1),
+    c("getdel", 2, Single, 1, 1),
+    c("getex", -2, Single, 1, 1),
+    c("getrange", 4, Single, 1, 1),
+    c("getset", 3, Single, 1, 1),
+    c("hdel", -3, Single, 1, 1),
+    c("hello", -1, Refused(R_CONNECTION), 0, 0),
+    c("hexists", 3, Single, 1, 1),
+    c("hget", 3, Single, 1, 1),
+    c("hgetall", 2, Single, 1, 1),
+    c("hincrby", 4, Single, 1, 1),
+    c("hincrbyfloat", 4, Single, 1, 1),
+    c("hkeys", 2, Single, 1, 1),
+    c("hlen", 2, Single, 1, 1),
+    c("hmget", -3, Single, 1, 1),
+    c("hmset", -4, Single, 1, 1),
+    c("hrandfield", -2, Single, 1, 1),
+    c("hscan", -3, Single, 1, 1),
+    c("hset", -4, Single, 1, 1),
+    c("hsetnx", 4, Single, 1, 1),
+    c("hstrlen", 3, Single, 1, 1),
+    c("hvals", 2, Single, 1, 1),
+    c("incr", 2, Single, 1, 1),
+    c("incrby", 3, Single, 1, 1),
+    c("incrbyfloat", 3, Single, 1, 1),
+    c("info", -1, Refused(R_ADMIN), 0, 0),
+    c("keys", 2, Refused(R_EVERY_SERVER), 0, 0),
+    c("lastsave", 1, Refused(R_ADMIN), 0, 0),
+    c("latency", -2, Refused(R_ADMIN), 0, 0),
+    c("lcs", -3, Refused(R_CROSS_KEYS), 1, 1),
+    c("lindex", 3, Single, 1, 1),
+    c("linsert", 5, Single, 1, 1),
+    c("llen", 2, Single, 1, 1),
+    c("lmove", 5, MultiFirst, 1, 1),
+    c("lmpop", -4, Refused(R_CROSS_KEYS), 0, 0),
+    c("lolwut", -1, Placeholder, 0, 0),
+    c("lpop", -2, Single, 1, 1),
+    c("lpos", -3, Single, 1, 1),
+    c("lpush", -3, Single, 1, 1),
+    c("lpushx", -3, Single, 1, 1),
+    c("lrange", 4, Single, 1, 1),
+    c("lrem", 4, Single, 1, 1),
+    c("lset", 4, Single, 1, 1),
+    c("ltrim", 4, Single, 1, 1),
+    c("memory", -2, Refused(R_ADMIN), 0, 0),
+    c("mget", -2, Mget, 1, 1),
+    c("migrate", -6, Refused(R_ADMIN), 3, 1),
+    c("module", -2, Refused(R_ADMIN), 0, 0),
+    c("monitor", 1, Refused(R_CONNECTION), 0, 0),
+    c("move", 3, Refused(R_ADMIN), 1, 1),
+    c("mset", -3, Mset, 1, 2),
+    c("msetnx", -3, Refused(R_CROSS_KEYS), 1, 2),
+    c("multi", 1, Refused(R_TRANSACTION), 0, 0),
+    c("object", -2, Refused(R_ADMIN), 0, 0),
+    c("persist", 2, Single, 1, 1),
+    c("pexpire", -3, Single, 1, 1),
+    c("pexpireat", -3, Single, 1, 1),
+    c("pexpiretime", 2, Refused(R_NOT_FORWARDED), 1, 1),
+    c("pfadd", -2, Single, 1, 1),
+    c("pfcount", -2, MultiFirst, 1, 1),
+    c("pfdebug", 3, Refused(R_ADMIN), 2, 1),
+    c("pfmerge", -2, MultiFirst, 1, 1),
+    c("pfselftest", 1, Refused(R_ADMIN), 0, 0),
+    c("ping", -1, Local, 0, 0),
+    c("psetex", 4, Single, 1, 1),
+    c("psubscribe", -2, Refused(R_PUBSUB), 0, 0),
+    c("psync", -3, Refused(R_ADMIN), 0, 0),
+    c("pttl", 2, Single, 1, 1),
+    c("publish", 3, Refused(R_PUBSUB), 0, 0),
+    c("pubsub", -2, Refused(R_PUBSUB), 0, 0),
+    c("punsubscribe", -1, Refused(R_PUBSUB), 0, 0),
+    c("quit", -1, Local, 0, 0),
+    c("randomkey", 1, Refused(R_EVERY_SERVER), 0, 0),
+    c("readonly", 1, Refused(R_CONNECTION), 0, 0),
+    c("readwrite", 1, Refused(R_CONNECTION), 0, 0),
+    c("rename", 3, Refused(R_CROSS_KEYS), 1, 1),
+    c("renamenx", 3, Refused(R_CROSS_KEYS), 1, 1),
+    c("replconf", -1, Refused(R_ADMIN), 0, 0),
+    c("replicaof", 3, Refused(R_ADMIN), 0, 0),
+    c("reset", 1, Refused(R_CONNECTION), 0, 0),
+    c("restore", -4, Single, 1, 1),
+    c("restore-asking", -4, Refused(R_ADMIN), 1, 1),
+    c("role", 1, Refused(R_ADMIN), 0, 0),
+    c("rpop", -2, Single, 1, 1),
+    c("rpoplpush", 3, MultiFirst, 1, 1),
+    c("rpush", -3, Single, 1, 1),
+    c("rpushx", -3, Single, 1, 1),
+    c("sadd", -3, Single, 1, 1),
+    c("save", 1, Refused(R_ADMIN), 0, 0),
+    c("scan", -2, Refused(R_EVERY_SERVER), 0, 0),
+    c("scard", 2, Single, 1, 1),
+    c("script", -2, Refused(R_SCRIPT), 0, 0),
+    c("sdiff", -2, MultiFirst, 1, 1),
+    c("sdiffstore", -3, MultiFirst, 1, 1),
+    c("select", 2, Local, 0, 0),
+    c("set", -3, Single, 1, 1),
+    c("setbit", 4, Single, 1, 1),
+    c("setex", 4, Single, 1, 1),
+    c("setnx", 3, Single, 1, 1),
+    c("setrange", 4, Single, 1, 1),
+    c("shutdown", -1, Refused(R_ADMIN), 0, 0),
+    c("sinter", -2, MultiFirst, 1, 1),
+    c("sintercard", -3, Refused(R_CROSS_KEYS), 0, 0),
+    c("sinterstore", -3, MultiFirst, 1, 1),
+    c("sismember", 3, Single, 1, 1),
+    c("slaveof", 3, Refused(R_ADMIN), 0, 0),
+    c("slowlog", -2, Refused(R_ADMIN), 0, 0),
+    c("smembers", 2, Single, 1, 1),
+    c("smismember", -3, Single, 1, 1),
+    c("smove", 4, MultiFirst, 1, 1),
+    c("sort", -2, Single, 1, 1),
+    c("sort_ro", -2, Refused(R_NOT_FORWARDED), 1, 1),
+    c("spop", -2, Single, 1, 1),
+    c("spublish", 3, Refused(R_PUBSUB), 1, 1),
+    c("srandmember", -2, Single, 1, 1),
+    c("srem", -3, Single, 1, 1),
+    c("sscan", -3, Single, 1, 1),
+    c("ssubscribe", -2, Refused(R_PUBSUB), 1, 1),
+    c("strlen", 2, Single, 1, 1),
+    c("subscribe", -2, Refused(R_PUBSUB), 0, 0),
+    c("substr", 4, Refused(R_NOT_FORWARDED), 1, 1),
+    c("sunion", -2, MultiFirst, 1, 1),
+    c("sunionstore", -3, MultiFirst, 1, 1),
+    c("sunsubscribe", -1, Refused(R_PUBSUB), 1, 1),
+    c("swapdb", 3, Refused(R_EVERY_SERVER), 0, 0),
+    c("sync", 1, Refused(R_ADMIN), 0, 0),
+    c("time", 1, Refused(R_ADMIN), 0, 0),
+    c("touch", -2, SumInt, 1, 1),
+    c("ttl", 2, Single, 1, 1),
+    c("type", 2, Single, 1, 1),
+    c("unlink", -2, SumInt, 1, 1),
+    c("unsubscribe", -1, Refused(R_PUBSUB), 0, 0),
+    c("unwatch", 1, Refused(R_TRANSACTION), 0, 0),
+    c("wait", 3, Refused(R_BLOCKING), 0, 0),
+    c("watch", -2, Refused(R_TRANSACTION), 1, 1),
+    c("xack", -4, Refused(R_NOT_FORWARDED), 1, 1),
+    c("xadd", -5, Refused(R_NOT_FORWARDED), 1, 1),
+    c("xautoclaim", -6, Refused(R_NOT_FORWARDED), 1, 1),
+    c("xclaim", -6, Refused(R_NOT_FORWARDED), 1, 1),
+    c("xdel", -3, Refused(R_NOT_FORWARDED), 1, 1),
+    c("xgroup", -2, Refused(R_NOT_FORWARDED), 0, 0),
+    c("xinfo", -2, Refused(R_NOT_FORWARDED), 0, 0),
+    c("xlen", 2, Refused(R_NOT_FORWARDED), 1, 1),
+    c("xpending", -3, Refused(R_NOT_FORWARDED), 1, 1),
+    c("xrange", -4, Refused(R_NOT_FORWARDED), 1, 1),
+    c("xread", -4, Refused(R_NOT_FORWARDED), 0, 0),
+    c("xreadgroup", -7, Refused(R_NOT_FORWARDED), 0, 0),
+    c("xrevrange", -4, Refused(R_NOT_FORWARDED), 1, 1),
+    c("xsetid", -3, Refused(R_NOT_FORWARDED), 1, 1),
+    c("xtrim", -4, Refused(R_NOT_FORWARDED), 1, 1),
+    c("zadd", -4, Single, 1, 1),
+    c("zcard", 2, Single, 1, 1),
+    c("zcount", 4, Single, 1, 1),
+    c("zdiff", -3, MultiFirst, 2, 1),
+    c("zdiffstore", -4, MultiFirst, 1, 1),
+    c("zincrby", 4, Single, 1, 1),
+    c("zinter", -3, MultiFirst, 2, 1),
+    c("zintercard", -3, Refused(R_CROSS_KEYS), 0, 0),
+    c("zinterstore", -4, MultiFirst, 1, 1),
+    c("zlexcount", 4, Single, 1, 1),
+    c("zmpop", -4, Refused(R_CROSS_KEYS), 0, 0),
+    c("zmscore", -3, Single, 1, 1),
+    c("zpopmax", -2, Single, 1, 1),
+    c("zpopmin", -2, Single, 1, 1),
+    c("zrandmember", -2, Single, 1, 1),
+    c("zrange", -4, Single, 1, 1),
+    c("zrangebylex", -4, Single, 1, 1),
+    c("zrangebyscore", -4, Single, 1, 1),
+    c("zrangestore", -5, MultiFirst, 1, 1),
+    c("zrank", 3, Single, 1, 1),
+    c("zrem", -3, Single, 1, 1),
+    c("zremrangebylex", 4, Single, 1, 1),
+    c("zremrangebyrank", 4, Single, 1, 1),
+    c("zremrangebyscore", 4, Single, 1, 1),
+    c("zrevrange", -4, Single, 1, 1),
+    c("zrevrangebylex", -4, Single, 1, 1),
+    c("zrevrangebyscore", -4, Single, 1, 1),
+    c("zrevrank", 3, Single, 1, 1),
+    c("zscan", -3, Single, 1, 1),
+    c("zscore", 3, Single, 1, 1),
+    c("zunion", -3, MultiFirst, 2, 1),
+    c("zunionstore", -4, MultiFirst, 1, 1),
+];
