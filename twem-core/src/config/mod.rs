@@ -1,0 +1,496 @@
+//! The config model: `nutcracker.yml` read unchanged, or the same pools in
+//! TOML, checked in one place before anything is bound.
+//!
+//! ```
+//! use twem_core::config::{Config, Listen};
+//!
+//! let config = Config::from_yaml(
+//!     "alpha:\n  listen: 127.0.0.1:22121\n  hash: fnv1a_64\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1 redis-a\n   - /var/run/redis.sock:1\n",
+//! )?;
+//! let alpha = config.pool("alpha").expect("defined above");
+//! assert_eq!(alpha.listen, Listen::Tcp { host: "127.0.0.1".into(), port: 22121 });
+//! assert_eq!(alpha.servers[1].name(), "/var/run/redis.sock:");
+//! assert_eq!(alpha.backlog, twem_core::config::DEFAULT_BACKLOG);
+//!
+//! let err = Config::from_yaml("alpha:\n  listen: 127.0.0.1:22121\n  hash: nosuchhash\n  servers: []\n")
+//!     .unwrap_err();
+//! assert_eq!(err.problems.len(), 2);
+//! assert!(err.to_string().starts_with("pool \"alpha\": hash \"nosuchhash\" is not one of one_at_a_time, md5,"));
+//! # Ok::<(), twem_core::config::ConfigError>(())
+//! ```
+//!
+//! # YAML
+//!
+//! The root maps pool names to pools; a pool maps the keys below to single
+//! values, except `servers`, a list of `host:port:weight [name]` or
+//! `/path:weight [name]` entries. Defaults are the `DEFAULT_*` constants.
+//!
+//! | key | value | default |
+//! |---|---|---|
+//! | `listen` | `host:port`, or `/path/to.sock [octal permissions]` | required |
+//! | `hash` | one of [`HashKind::ALL`] by name (`siphash` is twem-only) | `fnv1a_64` |
+//! | `hash_tag` | exactly two bytes, e.g. `"{}"` | none |
+//! | `distribution` | `ketama`, `modula`, `random` | `ketama` |
+//! | `timeout` | milliseconds, digits only; `0` means none, as in nutcracker | none |
+//! | `backlog` | integer | 512 |
+//! | `client_connections` | integer, 0 = unlimited | 0 |
+//! | `redis` | `true` or `false` | `false` (memcached) |
+//! | `redis_auth` | string, only with `redis: true` | none |
+//! | `redis_db` | integer | 0 |
+//! | `preconnect` | `true` or `false` | `false` |
+//! | `auto_eject_hosts` | `true` or `false` | `false` |
+//! | `server_connections` | integer > 0 | 1 |
+//! | `server_retry_timeout` | milliseconds | 30000 |
+//! | `server_failure_limit` | integer | 2 |
+//! | `tcpkeepalive` | `true` or `false` | `false` |
+//! | `reuseport` | `true` or `false` | `false` |
+//! | `servers` | non-empty list of server entries | required |
+//!
+//! Values are judged by their text, as nutcracker judges them: `redis: "true"`
+//! is accepted, `redis: True` or `yes` is not; numbers are decimal digits only
+//! and at most 2147483647 (nutcracker's `int`).
+//!
+//! # TOML
+//!
+//! The same model: each top-level table is a pool, its keys are the YAML keys,
+//! `servers` is an array of the same entry strings. TOML integers and booleans
+//! stand for the YAML text of their value (`redis = true`, `timeout = 400`).
+//!
+//! ```
+//! use twem_core::config::Config;
+//!
+//! let toml = Config::from_toml(
+//!     "[alpha]\nlisten = \"127.0.0.1:22121\"\nhash_tag = \"{}\"\ntimeout = 400\nservers = [\"127.0.0.1:6379:1 server1\"]\n",
+//! )?;
+//! let yaml = Config::from_yaml(
+//!     "alpha:\n  listen: 127.0.0.1:22121\n  hash_tag: \"{}\"\n  timeout: 400\n  servers:\n   - 127.0.0.1:6379:1 server1\n",
+//! )?;
+//! assert_eq!(toml, yaml);
+//! # Ok::<(), twem_core::config::ConfigError>(())
+//! ```
+//!
+//! # Where twem differs from nutcracker 0.5.0
+//!
+//! Everything nutcracker accepts is accepted with the same meaning, except:
+//! - a unix `listen` permission must be octal digits up to `0777`
+//!   (nutcracker's `strtol` reads `0888` as 0 and `06x` as 6, silently);
+//! - numbers above 2147483647 are refused (nutcracker wraps some of them
+//!   silently to other values);
+//! - an empty host (`:6379:1`) or an empty server name (`"host:6379:1 "`) is
+//!   refused, since it has no clear meaning;
+//! - host names are not resolved here: the core reads text only, so the
+//!   binary resolves `listen` when it binds and servers at every connect.
+//!
+//! and twem accepts what nutcracker 0.5.0 refuses: `reuseport`, the
+//! `siphash` hash, flow collections (`servers: [a, b]`) and an explicit `---`
+//! document start. Anchors, aliases and tags stay refused, as in nutcracker.
+//! IPv6 hosts are written as nutcracker reads them, split at the last colon
+//! (`::1:6379:1`); brackets are kept as written.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::hash::{HashKind, HashTag};
+use crate::ring::{server_identity, Distribution, Ring, RingError, RingServer};
+
+mod tree;
+mod validate;
+
+/// Default `hash`.
+pub const DEFAULT_HASH: HashKind = HashKind::Fnv1a_64;
+/// Default `hash_tag`: none, the whole key is hashed.
+pub const DEFAULT_HASH_TAG: Option<HashTag> = None;
+/// Default `distribution`.
+pub const DEFAULT_DISTRIBUTION: Distribution = Distribution::Ketama;
+/// Default `timeout`: none, wait for a reply forever.
+pub const DEFAULT_TIMEOUT: Option<Duration> = None;
+/// Default `backlog` of the listen socket.
+pub const DEFAULT_BACKLOG: u32 = 512;
+/// Default `client_connections`: 0, unlimited.
+pub const DEFAULT_CLIENT_CONNECTIONS: u32 = 0;
+/// Default `redis`: false, the pool speaks memcached.
+pub const DEFAULT_REDIS: bool = false;
+/// Default `redis_auth`: none.
+pub const DEFAULT_REDIS_AUTH: Option<String> = None;
+/// Default `redis_db`.
+pub const DEFAULT_REDIS_DB: u32 = 0;
+/// Default `preconnect`.
+pub const DEFAULT_PRECONNECT: bool = false;
+/// Default `auto_eject_hosts`.
+pub const DEFAULT_AUTO_EJECT_HOSTS: bool = false;
+/// Default `server_connections` per backend server.
+pub const DEFAULT_SERVER_CONNECTIONS: u32 = 1;
+/// Default `server_retry_timeout`: 30000 ms.
+pub const DEFAULT_SERVER_RETRY_TIMEOUT: Duration = Duration::from_millis(30_000);
+/// Default `server_failure_limit`.
+pub const DEFAULT_SERVER_FAILURE_LIMIT: u32 = 2;
+/// Default `tcpkeepalive`.
+pub const DEFAULT_TCPKEEPALIVE: bool = false;
+/// Default `reuseport`.
+pub const DEFAULT_REUSEPORT: bool = false;
+
+/// Every key a pool may have, in nutcracker's documented order.
+pub const KEYS: [&str; 18] = [
+    "listen",
+    "hash",
+    "hash_tag",
+    "distribution",
+    "timeout",
+    "backlog",
+    "client_connections",
+    "redis",
+    "redis_auth",
+    "redis_db",
+    "preconnect",
+    "auto_eject_hosts",
+    "server_connections",
+    "server_retry_timeout",
+    "server_failure_limit",
+    "tcpkeepalive",
+    "reuseport",
+    "servers",
+];
+
+/// A whole config file: every pool, in file order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The pools, in the order the file lists them.
+    pub pools: Vec<PoolConfig>,
+}
+
+/// The syntax a config file is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// `nutcracker.yml` syntax.
+    Yaml,
+    /// The same pools as TOML tables.
+    Toml,
+}
+
+impl Format {
+    /// The format a file's name implies: `.toml` (any case) is TOML,
+    /// everything else YAML, as nutcracker reads any file as YAML.
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension() {
+            Some(ext) if ext.eq_ignore_ascii_case("toml") => Format::Toml,
+            _ => Format::Yaml,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates `nutcracker.yml` text.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Format::Yaml)
+    }
+
+    /// Parses and validates the TOML form of the same pools.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Format::Toml)
+    }
+
+    /// Parses `text` as `format` and validates it, reporting every problem
+    /// found (a syntax error stops at the first one).
+    pub fn parse(text: &str, format: Format) -> Result<Config, ConfigError> {
+        let root = match format {
+            Format::Yaml => tree::from_yaml(text),
+            Format::Toml => tree::from_toml(text),
+        }
+        .map_err(|problem| ConfigError {
+            problems: vec![problem],
+        })?;
+        validate::validate(root)
+    }
+
+    /// The pool called `name`.
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|pool| pool.name == name)
+    }
+}
+
+impl FromStr for Config {
+    type Err = ConfigError;
+
+    /// Same as [`Config::from_yaml`].
+    fn from_str(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(text)
+    }
+}
+
+/// One pool: a listen address and the servers its keys are sharded over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// The pool's name (its key in the file); names the pool in stats.
+    pub name: String,
+    /// Where clients connect.
+    pub listen: Listen,
+    /// How keys are hashed.
+    pub hash: HashKind,
+    /// The part of a key that is hashed, if set.
+    pub hash_tag: Option<HashTag>,
+    /// How hashes map to servers.
+    pub distribution: Distribution,
+    /// How long to wait for connect + reply; `None` waits forever.
+    pub timeout: Option<Duration>,
+    /// The listen socket's backlog.
+    pub backlog: u32,
+    /// Most client connections at once; 0 is unlimited.
+    pub client_connections: u32,
+    /// Redis (`true`) or memcached (`false`).
+    pub redis: bool,
+    /// Password sent with `AUTH` on every new backend connection.
+    pub redis_auth: Option<String>,
+    /// Database selected with `SELECT` on every new backend connection.
+    pub redis_db: u32,
+    /// Open one connection per server at start.
+    pub preconnect: bool,
+    /// Take failing servers out of the ring.
+    pub auto_eject_hosts: bool,
+    /// Most connections per backend server, at least 1.
+    pub server_connections: u32,
+    /// How long an ejected server stays out.
+    pub server_retry_timeout: Duration,
+    /// Consecutive failures before a server is ejected.
+    pub server_failure_limit: u32,
+    /// Set `SO_KEEPALIVE` on sockets.
+    pub tcpkeepalive: bool,
+    /// Set `SO_REUSEPORT` on the listen socket.
+    pub reuseport: bool,
+    /// The servers in file order (the [`Ring`] sorts them; see
+    /// [`PoolConfig::sorted_servers`]).
+    pub servers: Vec<ServerConfig>,
+}
+
+impl PoolConfig {
+    /// A pool with every optional key at its default.
+    pub fn new(name: impl Into<String>, listen: Listen, servers: Vec<ServerConfig>) -> PoolConfig {
+        PoolConfig {
+            name: name.into(),
+            listen,
+            hash: DEFAULT_HASH,
+            hash_tag: DEFAULT_HASH_TAG,
+            distribution: DEFAULT_DISTRIBUTION,
+            timeout: DEFAULT_TIMEOUT,
+            backlog: DEFAULT_BACKLOG,
+            client_connections: DEFAULT_CLIENT_CONNECTIONS,
+            redis: DEFAULT_REDIS,
+            redis_auth: DEFAULT_REDIS_AUTH,
+            redis_db: DEFAULT_REDIS_DB,
+            preconnect: DEFAULT_PRECONNECT,
+            auto_eject_hosts: DEFAULT_AUTO_EJECT_HOSTS,
+            server_connections: DEFAULT_SERVER_CONNECTIONS,
+            server_retry_timeout: DEFAULT_SERVER_RETRY_TIMEOUT,
+            server_failure_limit: DEFAULT_SERVER_FAILURE_LIMIT,
+            tcpkeepalive: DEFAULT_TCPKEEPALIVE,
+            reuseport: DEFAULT_REUSEPORT,
+            servers,
+        }
+    }
+
+    /// The ring over every server, all live. Never fails for a pool that
+    /// came out of [`Config::parse`]: validation builds it once.
+    pub fn ring(&self) -> Result<Ring, RingError> {
+        let servers = self
+            .servers
+            .iter()
+            .map(|server| RingServer::new(server.name(), server.weight))
+            .collect();
+        Ring::new(servers, self.hash, self.distribution, self.hash_tag)
+    }
+
+    /// The server whose identity ([`ServerConfig::name`]) is `name`.
+    pub fn server(&self, name: &str) -> Option<&ServerConfig> {
+        self.servers.iter().find(|server| server.name() == name)
+    }
+
+    /// The servers in the [`Ring`]'s order (by name: shorter first, then
+    /// bytewise, as nutcracker sorts them), so index `i` here is index `i`
+    /// of [`Ring::servers`].
+    pub fn sorted_servers(&self) -> Vec<&ServerConfig> {
+        let mut named: Vec<(String, &ServerConfig)> =
+            self.servers.iter().map(|s| (s.name(), s)).collect();
+        named.sort_by(|(a, _), (b, _)| {
+            a.len()
+                .cmp(&b.len())
+                .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+        });
+        named.into_iter().map(|(_, server)| server).collect()
+    }
+}
+
+/// Where a pool accepts clients.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Listen {
+    /// `host:port`. The host is kept as written (a name, an IPv4 or IPv6
+    /// address); the binary resolves it when it binds.
+    Tcp {
+        /// Host name or address, as written.
+        host: String,
+        /// Port, 1..=65535.
+        port: u16,
+    },
+    /// `/path/to.sock [octal permissions]`.
+    Unix {
+        /// Socket path; unlinked before bind.
+        path: PathBuf,
+        /// Permissions to `chmod` the socket to after bind.
+        mode: Option<u32>,
+    },
+}
+
+impl fmt::Display for Listen {
+    /// As written in the config (permissions as four octal digits), so the
+    /// text parses back to the same value.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Listen::Unix { path, mode: None } => write!(f, "{}", path.display()),
+            Listen::Unix {
+                path,
+                mode: Some(mode),
+            } => write!(f, "{} {mode:04o}", path.display()),
+        }
+    }
+}
+
+impl FromStr for Listen {
+    type Err = ConfigError;
+
+    /// Parses a `listen` value by nutcracker's rules.
+    fn from_str(text: &str) -> Result<Listen, ConfigError> {
+        validate::parse_listen(text)
+            .map_err(|message| ConfigError::single(None, Some("listen"), message))
+    }
+}
+
+/// One `servers` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerConfig {
+    /// Where the server is.
+    pub addr: ServerAddr,
+    /// Share of the keys, at least 1.
+    pub weight: u32,
+    /// The name written after the weight, if any.
+    pub name: Option<String>,
+}
+
+impl ServerConfig {
+    /// The server's identity: what the ring hashes and sorts by and what
+    /// stats call it ([`server_identity`]: the configured name, else
+    /// `host:port`, `host` alone for port 11211, `path:` for a unix socket).
+    pub fn name(&self) -> String {
+        match &self.addr {
+            ServerAddr::Tcp { host, port } => {
+                server_identity(host, Some(*port), self.name.as_deref())
+            }
+            ServerAddr::Unix { path } => {
+                server_identity(&path.to_string_lossy(), None, self.name.as_deref())
+            }
+        }
+    }
+}
+
+impl fmt::Display for ServerConfig {
+    /// As written in the config: `host:port:weight [name]` or
+    /// `/path:weight [name]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.addr, self.weight)?;
+        if let Some(name) = &self.name {
+            write!(f, " {name}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for ServerConfig {
+    type Err = ConfigError;
+
+    /// Parses a `servers` entry by nutcracker's rules.
+    fn from_str(text: &str) -> Result<ServerConfig, ConfigError> {
+        validate::parse_server(text)
+            .map_err(|message| ConfigError::single(None, Some("servers"), message))
+    }
+}
+
+/// A backend server's address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServerAddr {
+    /// `host:port`; the host is resolved at every (re)connect.
+    Tcp {
+        /// Host name or address, as written.
+        host: String,
+        /// Port, 1..=65535.
+        port: u16,
+    },
+    /// A unix socket path.
+    Unix {
+        /// Socket path.
+        path: PathBuf,
+    },
+}
+
+impl fmt::Display for ServerAddr {
+    /// `host:port` or the path.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerAddr::Tcp { host, port } => write!(f, "{host}:{port}"),
+            ServerAddr::Unix { path } => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Everything wrong with a config; never empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", display_lines(.problems))]
+pub struct ConfigError {
+    /// Each problem found, in file order as far as possible.
+    pub problems: Vec<Problem>,
+}
+
+fn display_lines(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ConfigError {
+    fn single(pool: Option<&str>, key: Option<&str>, message: String) -> ConfigError {
+        ConfigError {
+            problems: vec![Problem {
+                pool: pool.map(str::to_owned),
+                key: key.map(str::to_owned),
+                message,
+                line: None,
+            }],
+        }
+    }
+}
+
+/// One thing wrong with a config, naming the pool and key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The pool concerned, if the problem is inside one.
+    pub pool: Option<String>,
+    /// The key concerned (`hash`, `servers`, ...), if any.
+    pub key: Option<String>,
+    /// What is wrong, naming the key and the offending value, e.g.
+    /// `hash "nosuchhash" is not one of one_at_a_time, md5, ...`; a syntax
+    /// error names its line and column.
+    pub message: String,
+    /// The 1-based line the problem is on, when known.
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for Problem {
+    /// `pool "alpha": <message>`, or the bare message outside any pool.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.pool {
+            Some(pool) => write!(f, "pool {pool:?}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}

@@ -1,0 +1,590 @@
+//! The one place where a raw tree becomes a [`Config`]: every rule of
+//! nutcracker 0.5.0's `conf.c`, every problem collected rather than the first.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::tree::{Node, Pos, Value};
+use super::{
+    Config, ConfigError, Listen, PoolConfig, Problem, ServerAddr, ServerConfig,
+    DEFAULT_AUTO_EJECT_HOSTS, DEFAULT_BACKLOG, DEFAULT_CLIENT_CONNECTIONS, DEFAULT_DISTRIBUTION,
+    DEFAULT_HASH, DEFAULT_PRECONNECT, DEFAULT_REDIS, DEFAULT_REDIS_DB, DEFAULT_REUSEPORT,
+    DEFAULT_SERVER_CONNECTIONS, DEFAULT_SERVER_FAILURE_LIMIT, DEFAULT_SERVER_RETRY_TIMEOUT,
+    DEFAULT_TCPKEEPALIVE, KEYS,
+};
+use crate::hash::{HashKind, HashTag};
+use crate::ring::Distribution;
+
+/// nutcracker keeps numbers in a C `int`; larger values wrap there, so they
+/// are refused here rather than given a different meaning.
+const MAX_NUMBER: u32 = i32::MAX as u32;
+
+/// Turns the raw tree into a [`Config`], or reports everything wrong with it.
+pub(crate) fn validate(root: Option<Node>) -> Result<Config, ConfigError> {
+    let mut checker = Checker::default();
+    let pools = checker.config(root.as_ref());
+    if checker.problems.is_empty() {
+        Ok(Config { pools })
+    } else {
+        Err(ConfigError {
+            problems: checker.problems,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+/// The keys of one pool, first occurrence of each.
+struct Keys<'n> {
+    found: Vec<(&'static str, &'n Node)>,
+}
+
+impl<'n> Keys<'n> {
+    fn get(&self, key: &str) -> Option<&'n Node> {
+        self.found
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, node)| *node)
+    }
+}
+
+impl Checker {
+    fn report(&mut self, pool: Option<&str>, key: Option<&str>, pos: Option<Pos>, message: String) {
+        self.problems.push(Problem {
+            pool: pool.map(str::to_owned),
+            key: key.map(str::to_owned),
+            message,
+            line: pos.map(|p| p.line),
+        });
+    }
+
+    fn config(&mut self, root: Option<&Node>) -> Vec<PoolConfig> {
+        let no_pools = "no pools defined: the file must map pool names to pools".to_owned();
+        let Some(root) = root else {
+            self.report(None, None, None, no_pools);
+            return Vec::new();
+        };
+        let entries = match &root.value {
+            Value::Map(entries) => entries,
+            // A document that is only a null, e.g. `~` or `---`.
+            Value::Scalar(text) if text.is_empty() || text == "~" || text == "null" => {
+                self.report(None, None, Some(root.pos), no_pools);
+                return Vec::new();
+            }
+            Value::Scalar(_) | Value::Seq(_) => {
+                let message = format!(
+                    "the top level must map pool names to pools, not be {}",
+                    root.kind()
+                );
+                self.report(None, None, Some(root.pos), message);
+                return Vec::new();
+            }
+        };
+        if entries.is_empty() {
+            self.report(None, None, Some(root.pos), no_pools);
+        }
+
+        let mut pools = Vec::new();
+        let mut names: Vec<(&str, Pos)> = Vec::new();
+        let mut listens: Vec<(&str, Listen)> = Vec::new();
+        for (key, value) in entries {
+            let Some(name) = key.as_scalar() else {
+                let message = format!("pool names must be single values, not {}", key.kind());
+                self.report(None, None, Some(key.pos), message);
+                continue;
+            };
+            if name.is_empty() {
+                let message = "a pool name is empty".to_owned();
+                self.report(None, None, Some(key.pos), message);
+                continue;
+            }
+            if let Some((_, first)) = names.iter().find(|(n, _)| *n == name) {
+                let message = format!("duplicate pool name (first defined on line {})", first.line);
+                self.report(Some(name), None, Some(key.pos), message);
+                continue;
+            }
+            names.push((name, key.pos));
+
+            let (listen, pool) = self.pool(name, key.pos, value);
+            if let Some(listen) = listen {
+                if let Some((other, _)) = listens.iter().find(|(_, l)| *l == listen) {
+                    let message = format!(
+                        "listen {:?} is also used by pool {other:?}",
+                        listen.to_string()
+                    );
+                    self.report(Some(name), Some("listen"), Some(key.pos), message);
+                } else {
+                    listens.push((name, listen));
+                }
+            }
+            pools.extend(pool);
+        }
+        pools
+    }
+
+    /// Checks one pool; returns its listen address if that part is valid (so
+    /// clashes between pools are found even in otherwise broken pools) and
+    /// the pool if all of it is.
+    fn pool(
+        &mut self,
+        name: &str,
+        name_pos: Pos,
+        node: &Node,
+    ) -> (Option<Listen>, Option<PoolConfig>) {
+        let before = self.problems.len();
+        let pool = Some(name);
+        let Value::Map(entries) = &node.value else {
+            let message = format!("must be a mapping of keys to values, not {}", node.kind());
+            self.report(pool, None, Some(node.pos), message);
+            return (None, None);
+        };
+
+        let mut keys = Keys { found: Vec::new() };
+        for (key, value) in entries {
+            let Some(text) = key.as_scalar() else {
+                let message = format!("keys must be single words, not {}", key.kind());
+                self.report(pool, None, Some(key.pos), message);
+                continue;
+            };
+            let Some(known) = KEYS.iter().copied().find(|k| *k == text) else {
+                let message = format!("unknown key {text:?} (known keys: {})", KEYS.join(", "));
+                self.report(pool, Some(text), Some(key.pos), message);
+                continue;
+            };
+            if let Some(first) = keys.get(known) {
+                // `first` is the value; its line is the key's line for every
+                // layout nutcracker accepts.
+                let message = format!(
+                    "duplicate key {known:?} (first given on line {})",
+                    first.pos.line
+                );
+                self.report(pool, Some(known), Some(key.pos), message);
+                continue;
+            }
+            keys.found.push((known, value));
+        }
+
+        let listen = match keys.get("listen") {
+            None => {
+                self.report(
+                    pool,
+                    Some("listen"),
+                    Some(name_pos),
+                    "listen is missing".to_owned(),
+                );
+                None
+            }
+            Some(node) => self.text(pool, "listen", node).and_then(|text| {
+                parse_listen(text)
+                    .map_err(|message| self.report(pool, Some("listen"), Some(node.pos), message))
+                    .ok()
+            }),
+        };
+
+        let hash = self.choice(
+            pool,
+            &keys,
+            "hash",
+            HashKind::from_name,
+            &names_of(HashKind::ALL.map(HashKind::name)),
+        );
+        let distribution = self.choice(
+            pool,
+            &keys,
+            "distribution",
+            Distribution::from_name,
+            &names_of(Distribution::ALL.map(Distribution::name)),
+        );
+        let hash_tag = keys.get("hash_tag").and_then(|node| {
+            let text = self.text(pool, "hash_tag", node)?;
+            let tag = HashTag::from_bytes(text.as_bytes());
+            if tag.is_none() {
+                let message = format!("hash_tag {text:?} must be exactly 2 bytes, e.g. \"{{}}\"");
+                self.report(pool, Some("hash_tag"), Some(node.pos), message);
+            }
+            tag
+        });
+
+        // nutcracker arms no timer for `timeout: 0`, so 0 means none.
+        let timeout = self
+            .number(pool, &keys, "timeout")
+            .filter(|ms| *ms > 0)
+            .map(|ms| Duration::from_millis(u64::from(ms)));
+        let backlog = self
+            .number(pool, &keys, "backlog")
+            .unwrap_or(DEFAULT_BACKLOG);
+        let client_connections = self
+            .number(pool, &keys, "client_connections")
+            .unwrap_or(DEFAULT_CLIENT_CONNECTIONS);
+        let redis = self.boolean(pool, &keys, "redis").unwrap_or(DEFAULT_REDIS);
+        let redis_auth = keys.get("redis_auth").and_then(|node| {
+            self.text(pool, "redis_auth", node)
+                .map(|text| (text.to_owned(), node))
+        });
+        if let Some((_, node)) = &redis_auth {
+            if !redis {
+                let message = "redis_auth is only valid for a redis pool (redis: true)".to_owned();
+                self.report(pool, Some("redis_auth"), Some(node.pos), message);
+            }
+        }
+        let redis_db = self
+            .number(pool, &keys, "redis_db")
+            .unwrap_or(DEFAULT_REDIS_DB);
+        let preconnect = self
+            .boolean(pool, &keys, "preconnect")
+            .unwrap_or(DEFAULT_PRECONNECT);
+        let auto_eject_hosts = self
+            .boolean(pool, &keys, "auto_eject_hosts")
+            .unwrap_or(DEFAULT_AUTO_EJECT_HOSTS);
+        let server_connections = match self.number(pool, &keys, "server_connections") {
+            Some(0) => {
+                let pos = keys.get("server_connections").map(|n| n.pos);
+                let message = "server_connections must be at least 1".to_owned();
+                self.report(pool, Some("server_connections"), pos, message);
+                DEFAULT_SERVER_CONNECTIONS
+            }
+            Some(n) => n,
+            None => DEFAULT_SERVER_CONNECTIONS,
+        };
+        let server_retry_timeout = self
+            .number(pool, &keys, "server_retry_timeout")
+            .map_or(DEFAULT_SERVER_RETRY_TIMEOUT, |ms| {
+                Duration::from_millis(u64::from(ms))
+            });
+        let server_failure_limit = self
+            .number(pool, &keys, "server_failure_limit")
+            .unwrap_or(DEFAULT_SERVER_FAILURE_LIMIT);
+        let tcpkeepalive = self
+            .boolean(pool, &keys, "tcpkeepalive")
+            .unwrap_or(DEFAULT_TCPKEEPALIVE);
+        let reuseport = self
+            .boolean(pool, &keys, "reuseport")
+            .unwrap_or(DEFAULT_REUSEPORT);
+        let servers = self.servers(pool, name_pos, keys.get("servers"));
+
+        let result = match (&listen, self.problems.len() == before) {
+            (Some(listen), true) => {
+                let config = PoolConfig {
+                    name: name.to_owned(),
+                    listen: listen.clone(),
+                    hash: hash.unwrap_or(DEFAULT_HASH),
+                    hash_tag,
+                    distribution: distribution.unwrap_or(DEFAULT_DISTRIBUTION),
+                    timeout,
+                    backlog,
+                    client_connections,
+                    redis,
+                    redis_auth: redis_auth.map(|(text, _)| text),
+                    redis_db,
+                    preconnect,
+                    auto_eject_hosts,
+                    server_connections,
+                    server_retry_timeout,
+                    server_failure_limit,
+                    tcpkeepalive,
+                    reuseport,
+                    servers,
+                };
+                // The remaining ring rule (total weight fits 32 bits) is
+                // checked by building the ring, so `ring()` cannot fail later.
+                match config.ring() {
+                    Ok(_) => Some(config),
+                    Err(err) => {
+                        let pos = keys.get("servers").map(|n| n.pos);
+                        self.report(
+                            pool,
+                            Some("servers"),
+                            pos,
+                            format!("servers cannot form a ring: {err}"),
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        // Problems were found key by key; show them in file order.
+        if let Some(found) = self.problems.get_mut(before..) {
+            found.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+        }
+        (listen, result)
+    }
+
+    /// The text of a single-value key, reporting lists, mappings and empty
+    /// values (nutcracker refuses an empty `key:`).
+    fn text<'n>(&mut self, pool: Option<&str>, key: &str, node: &'n Node) -> Option<&'n str> {
+        match node.as_scalar() {
+            Some("") => {
+                self.report(
+                    pool,
+                    Some(key),
+                    Some(node.pos),
+                    format!("{key} has no value"),
+                );
+                None
+            }
+            Some(text) => Some(text),
+            None => {
+                let message = format!("{key} must be a single value, not {}", node.kind());
+                self.report(pool, Some(key), Some(node.pos), message);
+                None
+            }
+        }
+    }
+
+    fn choice<T>(
+        &mut self,
+        pool: Option<&str>,
+        keys: &Keys<'_>,
+        key: &str,
+        from_name: fn(&str) -> Option<T>,
+        names: &str,
+    ) -> Option<T> {
+        let node = keys.get(key)?;
+        let text = self.text(pool, key, node)?;
+        let value = from_name(text);
+        if value.is_none() {
+            let message = format!("{key} {text:?} is not one of {names}");
+            self.report(pool, Some(key), Some(node.pos), message);
+        }
+        value
+    }
+
+    /// A non-negative number as nutcracker's `nc_atoi` reads it: decimal
+    /// digits only, no sign, no spaces.
+    fn number(&mut self, pool: Option<&str>, keys: &Keys<'_>, key: &str) -> Option<u32> {
+        let node = keys.get(key)?;
+        let text = self.text(pool, key, node)?;
+        parse_number(text)
+            .map_err(|reason| {
+                self.report(
+                    pool,
+                    Some(key),
+                    Some(node.pos),
+                    format!("{key} {text:?} {reason}"),
+                )
+            })
+            .ok()
+    }
+
+    /// Exactly `true` or `false`, as nutcracker compares them.
+    fn boolean(&mut self, pool: Option<&str>, keys: &Keys<'_>, key: &str) -> Option<bool> {
+        let node = keys.get(key)?;
+        let text = self.text(pool, key, node)?;
+        match text {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                let message = format!("{key} {text:?} is not true or false");
+                self.report(pool, Some(key), Some(node.pos), message);
+                None
+            }
+        }
+    }
+
+    fn servers(
+        &mut self,
+        pool: Option<&str>,
+        name_pos: Pos,
+        node: Option<&Node>,
+    ) -> Vec<ServerConfig> {
+        let key = Some("servers");
+        let Some(node) = node else {
+            let message =
+                "servers is missing (a list of host:port:weight [name] entries)".to_owned();
+            self.report(pool, key, Some(name_pos), message);
+            return Vec::new();
+        };
+        let items = match &node.value {
+            Value::Seq(items) if !items.is_empty() => items,
+            Value::Seq(_) => {
+                let message = "servers is empty; a pool needs at least one server".to_owned();
+                self.report(pool, key, Some(node.pos), message);
+                return Vec::new();
+            }
+            Value::Scalar(text) if text.is_empty() => {
+                let message = "servers is empty; a pool needs at least one server".to_owned();
+                self.report(pool, key, Some(node.pos), message);
+                return Vec::new();
+            }
+            Value::Scalar(_) | Value::Map(_) => {
+                let message = format!(
+                    "servers must be a list of host:port:weight [name] entries, not {}",
+                    node.kind()
+                );
+                self.report(pool, key, Some(node.pos), message);
+                return Vec::new();
+            }
+        };
+
+        let mut servers: Vec<(String, usize, &str, ServerConfig)> = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let n = index + 1;
+            let Some(text) = item.as_scalar() else {
+                let message = format!(
+                    "servers entry {n} must be a host:port:weight [name] string, not {}",
+                    item.kind()
+                );
+                self.report(pool, key, Some(item.pos), message);
+                continue;
+            };
+            let server = match parse_server(text) {
+                Ok(server) => server,
+                Err(reason) => {
+                    let message = format!("servers entry {n} {reason}");
+                    self.report(pool, key, Some(item.pos), message);
+                    continue;
+                }
+            };
+            let identity = server.name();
+            if let Some((_, first_n, first_text, _)) =
+                servers.iter().find(|(id, ..)| *id == identity)
+            {
+                let message = format!(
+                    "servers entries {first_n} {first_text:?} and {n} {text:?} have the same name {identity:?}; \
+                     names must be unique (add a name after the weight)"
+                );
+                self.report(pool, key, Some(item.pos), message);
+                continue;
+            }
+            servers.push((identity, n, text, server));
+        }
+        servers.into_iter().map(|(.., server)| server).collect()
+    }
+}
+
+fn names_of<const N: usize>(names: [&str; N]) -> String {
+    names.join(", ")
+}
+
+/// The reason after `<key> "<text>"` when a number is refused.
+fn parse_number(text: &str) -> Result<u32, String> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("is not a number (decimal digits only)".to_owned());
+    }
+    match text.parse::<u64>() {
+        Ok(n) if n <= u64::from(MAX_NUMBER) => u32::try_from(n).map_err(|_| too_large()),
+        _ => Err(too_large()),
+    }
+}
+
+fn too_large() -> String {
+    format!("is too large (at most {MAX_NUMBER})")
+}
+
+/// A port as nutcracker's `nc_valid_port` accepts it: 1..=65535.
+fn parse_port(text: &str) -> Option<u16> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<u16>().ok().filter(|port| *port > 0)
+}
+
+/// Parses a `listen` value: `/path [perm]` when it starts with `/`, else
+/// `host:port` split at the last colon (so `::1:22121` is host `::1`).
+/// The error is a whole message naming the key.
+pub(crate) fn parse_listen(text: &str) -> Result<Listen, String> {
+    if text.starts_with('/') {
+        // nutcracker takes the permissions from after the last space, so a
+        // path may itself contain spaces.
+        let Some((path, perm)) = text.rsplit_once(' ') else {
+            return Ok(Listen::Unix {
+                path: PathBuf::from(text),
+                mode: None,
+            });
+        };
+        let mode = (!perm.is_empty() && perm.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+            .then(|| u32::from_str_radix(perm, 8).ok())
+            .flatten()
+            .filter(|mode| *mode <= 0o777);
+        return match mode {
+            Some(mode) => Ok(Listen::Unix {
+                path: PathBuf::from(path),
+                mode: Some(mode),
+            }),
+            None => Err(format!(
+                "listen {text:?} has invalid permissions {perm:?} (octal digits, at most 0777)"
+            )),
+        };
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!(
+            "listen {text:?} is not host:port or /path/to.sock [permissions]"
+        ));
+    };
+    let Some(port) = parse_port(port) else {
+        return Err(format!(
+            "listen {text:?} has an invalid port {port:?} (1..=65535)"
+        ));
+    };
+    if host.is_empty() {
+        return Err(format!(
+            "listen {text:?} has no host (use 0.0.0.0 for every address)"
+        ));
+    }
+    Ok(Listen::Tcp {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// Parses a `servers` entry the way nutcracker does, from the right: an
+/// optional name after the last space, the weight after the last colon,
+/// then (TCP only) the port after the next colon. The error is the reason,
+/// starting with the quoted entry.
+pub(crate) fn parse_server(text: &str) -> Result<ServerConfig, String> {
+    let format_error =
+        || format!("{text:?} is not host:port:weight [name] or /path/to.sock:weight [name]");
+    let (rest, name) = match text.rsplit_once(' ') {
+        Some((rest, name)) => (rest, Some(name)),
+        None => (text, None),
+    };
+    if name == Some("") {
+        return Err(format!("{text:?} has an empty name after the space"));
+    }
+    if rest.contains(' ') {
+        return Err(format!(
+            "{text:?} has more than one space; a server name cannot contain spaces"
+        ));
+    }
+    let (addr, weight) = rest.rsplit_once(':').ok_or_else(format_error)?;
+    let weight = match parse_number(weight) {
+        Ok(0) => return Err(format!("{text:?} has weight 0; weights must be at least 1")),
+        Ok(weight) => weight,
+        Err(_) => {
+            return Err(format!(
+                "{text:?} has an invalid weight {weight:?} (an integer from 1 to {MAX_NUMBER})"
+            ))
+        }
+    };
+    let addr = if addr.starts_with('/') {
+        // nutcracker splits a unix entry at exactly one colon, so a path with
+        // a colon in it does not parse there either.
+        if addr.contains(':') {
+            return Err(format_error());
+        }
+        ServerAddr::Unix {
+            path: PathBuf::from(addr),
+        }
+    } else {
+        let (host, port) = addr.rsplit_once(':').ok_or_else(format_error)?;
+        let Some(port) = parse_port(port) else {
+            return Err(format!("{text:?} has an invalid port {port:?} (1..=65535)"));
+        };
+        if host.is_empty() {
+            return Err(format!("{text:?} has no host"));
+        }
+        ServerAddr::Tcp {
+            host: host.to_owned(),
+            port,
+        }
+    };
+    Ok(ServerConfig {
+        addr,
+        weight,
+        name: name.map(str::to_owned),
+    })
+}
