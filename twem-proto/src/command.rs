@@ -539,3 +539,334 @@ static COMMANDS: &[Command] = &[
     c("zunion", -3, MultiFirst, 2, 1),
     c("zunionstore", -4, MultiFirst, 1, 1),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(args: &[&str]) -> Request {
+        Request::from_args(args.iter().map(|a| a.to_string()))
+    }
+
+    fn class_of(name: &str) -> Class {
+        lookup(name.as_bytes())
+            .unwrap_or_else(|| panic!("{name} is not in the table"))
+            .class
+    }
+
+    // Copied from NUTCRACKER.md ("Redis commands nutcracker forwards").
+    const SINGLE: &str = "PERSIST PTTL TTL TYPE DUMP DECR GET GETDEL INCR STRLEN HGETALL HKEYS HLEN HVALS LLEN SCARD SMEMBERS ZCARD EXPIRE EXPIREAT PEXPIRE PEXPIREAT APPEND DECRBY GETBIT GETSET INCRBY INCRBYFLOAT SETNX HEXISTS HGET HSTRLEN LINDEX SISMEMBER ZRANK ZREVRANK ZSCORE GETRANGE PSETEX SETBIT SETEX SETRANGE HINCRBY HINCRBYFLOAT HSETNX LRANGE LREM LSET LTRIM ZCOUNT ZLEXCOUNT ZINCRBY ZREMRANGEBYLEX ZREMRANGEBYRANK ZREMRANGEBYSCORE LINSERT SET GETEX SORT BITCOUNT BITPOS BITFIELD HDEL HMGET HMSET HSET HSCAN HRANDFIELD LPUSH LPUSHX RPUSH RPUSHX LPOP RPOP LPOS SADD SREM SPOP SRANDMEMBER SSCAN SMISMEMBER PFADD ZADD ZREM ZMSCORE ZPOPMAX ZPOPMIN ZRANDMEMBER ZRANGE ZRANGEBYLEX ZRANGEBYSCORE ZREVRANGE ZREVRANGEBYLEX ZREVRANGEBYSCORE ZSCAN GEOADD GEODIST GEOHASH GEOPOS GEORADIUS GEORADIUSBYMEMBER GEOSEARCH RESTORE";
+    const MULTI_FIRST: &str = "RPOPLPUSH SMOVE LMOVE COPY SDIFF SDIFFSTORE SINTER SINTERSTORE SUNION SUNIONSTORE PFCOUNT PFMERGE ZRANGESTORE ZDIFFSTORE ZINTERSTORE ZUNIONSTORE GEOSEARCHSTORE ZDIFF ZINTER ZUNION";
+    const REFUSED: &str = "KEYS SCAN RANDOMKEY RENAME RENAMENX MIGRATE OBJECT MOVE BITOP MSETNX BLPOP BRPOP BRPOPLPUSH BLMOVE BZPOPMIN BZPOPMAX SUBSCRIBE PSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE PUBLISH PUBSUB SSUBSCRIBE SUNSUBSCRIBE SPUBLISH MULTI EXEC DISCARD WATCH UNWATCH SCRIPT INFO CONFIG CLIENT FLUSHALL FLUSHDB DBSIZE TIME MONITOR SAVE SHUTDOWN SLAVEOF SLOWLOG SYNC DEBUG";
+
+    // The table is sorted and without duplicates, or lookup's binary search
+    // would miss entries.
+    #[test]
+    fn table_sorted_and_unique() {
+        for pair in COMMANDS.windows(2) {
+            assert!(
+                pair[0].name < pair[1].name,
+                "{} before {}",
+                pair[0].name,
+                pair[1].name
+            );
+        }
+    }
+
+    // Names are lowercase (Redis's spelling in errors) and fit lookup's
+    // stack buffer.
+    #[test]
+    fn table_names_lowercase_and_short() {
+        for c in COMMANDS {
+            assert_eq!(c.name, c.name.to_ascii_lowercase());
+            assert!(c.name.len() <= 32, "{}", c.name);
+        }
+    }
+
+    // Every forwarded command keeps its key where the route says.
+    #[test]
+    fn keyed_commands_have_a_first_key() {
+        for c in COMMANDS {
+            match c.class {
+                Class::Single
+                | Class::MultiFirst
+                | Class::Mget
+                | Class::SumInt
+                | Class::Mset
+                | Class::Script => {
+                    assert!(c.first_key >= 1 && c.key_step >= 1, "{}", c.name)
+                }
+                Class::Local | Class::Placeholder => assert_eq!(c.first_key, 0, "{}", c.name),
+                Class::Refused(_) => {}
+            }
+        }
+    }
+
+    // Every one-key command of NUTCRACKER.md is Single and routes by args[1].
+    #[test]
+    fn nutcracker_single_key_commands() {
+        for name in SINGLE.split_whitespace() {
+            assert_eq!(class_of(name), Class::Single, "{name}");
+            assert_eq!(lookup(name.as_bytes()).map(|c| c.first_key), Some(1));
+        }
+    }
+
+    // Every several-key command of NUTCRACKER.md is MultiFirst.
+    #[test]
+    fn nutcracker_multi_key_commands() {
+        for name in MULTI_FIRST.split_whitespace() {
+            assert_eq!(class_of(name), Class::MultiFirst, "{name}");
+        }
+    }
+
+    // Every refused command of NUTCRACKER.md is in the table as Refused
+    // (except SELECT, which twem answers for database 0).
+    #[test]
+    fn nutcracker_refused_commands() {
+        for name in REFUSED.split_whitespace() {
+            assert!(
+                matches!(class_of(name), Class::Refused(_)),
+                "{name} is {:?}",
+                class_of(name)
+            );
+        }
+    }
+
+    // Local, placeholder, split and script classes.
+    #[test]
+    fn special_classes() {
+        for name in ["PING", "QUIT", "AUTH", "ECHO", "SELECT"] {
+            assert_eq!(class_of(name), Class::Local, "{name}");
+        }
+        assert_eq!(class_of("COMMAND"), Class::Placeholder);
+        assert_eq!(class_of("LOLWUT"), Class::Placeholder);
+        assert_eq!(class_of("MGET"), Class::Mget);
+        for name in ["DEL", "UNLINK", "TOUCH", "EXISTS"] {
+            assert_eq!(class_of(name), Class::SumInt, "{name}");
+        }
+        assert_eq!(class_of("MSET"), Class::Mset);
+        assert_eq!(class_of("EVAL"), Class::Script);
+        assert_eq!(class_of("EVALSHA"), Class::Script);
+    }
+
+    // Arities are Redis 7.0's.
+    #[test]
+    fn redis_arities() {
+        let want = [
+            ("get", 2),
+            ("set", -3),
+            ("mget", -2),
+            ("mset", -3),
+            ("eval", -3),
+            ("del", -2),
+            ("ping", -1),
+            ("hset", -4),
+            ("zadd", -4),
+            ("georadius", -6),
+            ("select", 2),
+        ];
+        for (name, arity) in want {
+            assert_eq!(
+                lookup(name.as_bytes()).map(|c| c.arity),
+                Some(arity),
+                "{name}"
+            );
+        }
+    }
+
+    // Lookup ignores ASCII case.
+    #[test]
+    fn lookup_case_insensitive() {
+        let get = lookup(b"get").unwrap();
+        assert_eq!(lookup(b"GET"), Some(get));
+        assert_eq!(lookup(b"gEt"), Some(get));
+        assert_eq!(
+            lookup(b"RESTORE-ASKING").map(|c| c.name),
+            Some("restore-asking")
+        );
+    }
+
+    // Names not in the table, empty or longer than any command, are unknown.
+    #[test]
+    fn lookup_unknown() {
+        assert_eq!(lookup(b"nosuchcommand"), None);
+        assert_eq!(lookup(b""), None);
+        assert_eq!(lookup(&[b'a'; 100]), None);
+        assert_eq!(lookup(b"get\0"), None);
+    }
+
+    // A key command routes to args[first_key].
+    #[test]
+    fn classify_single() {
+        let (cmd, route) = classify(&req(&["Get", "k"])).unwrap();
+        assert_eq!(cmd.name, "get");
+        assert_eq!(route, Route::Key(1));
+    }
+
+    // ZDIFF/ZINTER/ZUNION route by their first key, not by numkeys.
+    #[test]
+    fn classify_zdiff_by_first_key() {
+        let (_, route) = classify(&req(&["ZDIFF", "2", "a", "b"])).unwrap();
+        assert_eq!(route, Route::Key(2));
+    }
+
+    // Local and placeholder routes.
+    #[test]
+    fn classify_local_and_placeholder() {
+        let (cmd, route) = classify(&req(&["ping"])).unwrap();
+        assert_eq!(route, Route::Local(cmd));
+        let (_, route) = classify(&req(&["COMMAND", "COUNT"])).unwrap();
+        assert_eq!(route, Route::Placeholder);
+    }
+
+    // MGET, DEL and MSET are split with their key step.
+    #[test]
+    fn classify_split() {
+        let (cmd, route) = classify(&req(&["MGET", "a", "b"])).unwrap();
+        assert_eq!(
+            route,
+            Route::Split {
+                cmd,
+                first: 1,
+                step: 1
+            }
+        );
+        let (cmd, route) = classify(&req(&["del", "a"])).unwrap();
+        assert_eq!(
+            route,
+            Route::Split {
+                cmd,
+                first: 1,
+                step: 1
+            }
+        );
+        let (cmd, route) = classify(&req(&["MSET", "a", "1", "b", "2"])).unwrap();
+        assert_eq!(
+            route,
+            Route::Split {
+                cmd,
+                first: 1,
+                step: 2
+            }
+        );
+    }
+
+    // Too few or too many arguments give Redis's arity error, with the
+    // lowercase name whatever the client typed.
+    #[test]
+    fn arity_errors() {
+        for args in [&["GeT"][..], &["GET", "a", "b"], &["set", "k"], &["MGET"]] {
+            let err = classify(&req(args)).unwrap_err();
+            let name = args[0].to_ascii_lowercase();
+            assert_eq!(
+                err.to_string(),
+                format!("ERR wrong number of arguments for '{name}' command")
+            );
+        }
+    }
+
+    // MSET with a key but no value is a wrong-arity error, as in Redis.
+    #[test]
+    fn mset_odd_arguments() {
+        let err = classify(&req(&["MSET", "a", "1", "b"])).unwrap_err();
+        assert_eq!(err, CommandError::WrongArity { name: "mset" });
+    }
+
+    // EVAL with numkeys 0 is refused: no key to pick a server.
+    #[test]
+    fn eval_without_keys_refused() {
+        let err = classify(&req(&["EVAL", "return 1", "0"])).unwrap_err();
+        assert_eq!(err, CommandError::ScriptWithoutKeys { name: "eval" });
+        assert!(err
+            .to_string()
+            .starts_with("ERR eval with numkeys 0 is not supported by twem"));
+    }
+
+    // EVAL routes by its first key, args[3].
+    #[test]
+    fn eval_routes_by_first_key() {
+        let (_, route) = classify(&req(&["evalsha", "abc", "2", "k1", "k2", "arg"])).unwrap();
+        assert_eq!(route, Route::Key(3));
+    }
+
+    // Bad numkeys get Redis's own errors.
+    #[test]
+    fn eval_bad_numkeys() {
+        let e = |args: &[&str]| classify(&req(args)).unwrap_err().to_string();
+        assert_eq!(
+            e(&["EVAL", "s", "x", "k"]),
+            "ERR value is not an integer or out of range"
+        );
+        assert_eq!(
+            e(&["EVAL", "s", "-1", "k"]),
+            "ERR Number of keys can't be negative"
+        );
+        assert_eq!(
+            e(&["EVAL", "s", "5", "k"]),
+            "ERR Number of keys can't be greater than number of args"
+        );
+    }
+
+    // Unknown commands are worded exactly as redis-server 7.0.15 words them.
+    #[test]
+    fn unknown_command_wording() {
+        let err = classify(&req(&["foo", "a", "b"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ERR unknown command 'foo', with args beginning with: 'a' 'b' "
+        );
+        let err = classify(&req(&["foo"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ERR unknown command 'foo', with args beginning with: "
+        );
+    }
+
+    // Redis cuts the argument list at 128 bytes and turns line breaks into
+    // spaces (observed: redis-cli FoO $'a\r\nb' <200 x> c).
+    #[test]
+    fn unknown_command_long_args() {
+        let xs = "x".repeat(200);
+        let err = classify(&req(&["FoO", "a\r\nb", &xs, "c"])).unwrap_err();
+        let want = format!(
+            "ERR unknown command 'FoO', with args beginning with: 'a  b' '{}' ",
+            "x".repeat(121)
+        );
+        assert_eq!(err.to_string(), want);
+        let long = "y".repeat(200);
+        let err = classify(&req(&[&long])).unwrap_err();
+        assert!(err.to_string().contains(&format!("'{}'", "y".repeat(128))));
+        assert!(!err.to_string().contains(&"y".repeat(129)));
+    }
+
+    // Refused commands say so and why, whatever their arguments.
+    #[test]
+    fn refused_wording() {
+        let err = classify(&req(&["KEYS", "*"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ERR command 'keys' is not supported by twem: it would have to visit every server"
+        );
+        let err = classify(&req(&["blpop"])).unwrap_err();
+        assert!(matches!(err, CommandError::Refused { name: "blpop", .. }));
+    }
+
+    // An empty request has its own error.
+    #[test]
+    fn empty_request() {
+        let err = classify(&Request::from_args(Vec::<Bytes>::new())).unwrap_err();
+        assert_eq!(err, CommandError::Empty);
+    }
+
+    // The reply is the error text as a RESP error.
+    #[test]
+    fn error_reply() {
+        let err = CommandError::WrongArity { name: "get" };
+        assert_eq!(
+            &err.reply().to_bytes()[..],
+            b"-ERR wrong number of arguments for 'get' command\r\n"
+        );
+    }
+
+    use bytes::Bytes;
+}

@@ -76,7 +76,7 @@
 //! assert_eq!(&ping.wire()[..], b"*1\r\n$4\r\nPING\r\n");
 //! framed.send(&Reply::Status("PONG".into())).await?;
 //!
-//! let mut buf = [0u8; 13];
+//! let mut buf = [0u8; 15];
 //! client.read_exact(&mut buf).await?;
 //! assert_eq!(&buf, b"$2\r\nhi\r\n+PONG\r\n");
 //! # Ok(())
@@ -1039,4 +1039,799 @@ fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
 
 fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Decodes every request in `input` with default limits.
+    fn requests(input: &[u8]) -> Result<Vec<Request>, ProtoError> {
+        let mut codec = RequestCodec::default();
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Some(req) = codec.decode(&mut buf)? {
+            out.push(req);
+        }
+        Ok(out)
+    }
+
+    /// Decodes the single reply in `input`; fails the test if it is not
+    /// exactly one complete reply.
+    fn reply(input: &[u8]) -> Result<ReplyFrame, ProtoError> {
+        let mut codec = ReplyCodec::default();
+        let mut buf = BytesMut::from(input);
+        let frame = codec.decode(&mut buf)?.expect("a complete reply");
+        assert!(buf.is_empty(), "bytes left after the reply: {buf:?}");
+        Ok(frame)
+    }
+
+    fn protocol_msg(err: ProtoError) -> String {
+        match err {
+            ProtoError::Protocol(m) => m.into_owned(),
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+    }
+
+    fn args_of(req: &Request) -> Vec<&[u8]> {
+        req.args().iter().map(|a| &a[..]).collect()
+    }
+
+    // ---- requests ----
+
+    // An array request: args are its bulk strings, wire is the exact input.
+    #[test]
+    fn array_request_is_cut_whole() {
+        let input = b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n";
+        let reqs = requests(input).unwrap();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(args_of(&reqs[0]), [&b"GET"[..], b"key"]);
+        assert_eq!(&reqs[0].wire()[..], input);
+        assert_eq!(reqs[0].name(), b"GET");
+        assert_eq!(reqs[0].len(), 2);
+        assert!(!reqs[0].is_inline());
+    }
+
+    // Arguments are slices of the wire buffer, not copies.
+    #[test]
+    fn array_request_args_share_the_wire_buffer() {
+        let reqs = requests(b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n").unwrap();
+        let wire = reqs[0].wire().as_ptr_range();
+        for arg in reqs[0].args() {
+            assert!(wire.contains(&arg.as_ptr()));
+        }
+    }
+
+    // An empty bulk string is a valid (empty) argument.
+    #[test]
+    fn empty_bulk_argument() {
+        let reqs = requests(b"*2\r\n$4\r\nECHO\r\n$0\r\n\r\n").unwrap();
+        assert_eq!(args_of(&reqs[0]), [&b"ECHO"[..], b""]);
+    }
+
+    // A bulk string may contain CR, LF and NUL bytes.
+    #[test]
+    fn binary_bulk_argument() {
+        let reqs = requests(b"*2\r\n$4\r\nECHO\r\n$4\r\n\r\n\0x\r\n").unwrap();
+        assert_eq!(reqs[0].args()[1], &b"\r\n\0x"[..]);
+    }
+
+    // Several requests in one buffer come out in order.
+    #[test]
+    fn pipelined_requests() {
+        let reqs =
+            requests(b"*1\r\n$4\r\nPING\r\nECHO a\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n").unwrap();
+        let names: Vec<_> = reqs.iter().map(|r| r.name().to_vec()).collect();
+        assert_eq!(names, [b"PING".to_vec(), b"ECHO".to_vec(), b"GET".to_vec()]);
+    }
+
+    // An incomplete request is Ok(None) and leaves the bytes in the buffer.
+    #[test]
+    fn partial_request_waits() {
+        let mut codec = RequestCodec::default();
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$3\r\nke"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert_eq!(buf.len(), 19);
+        buf.extend_from_slice(b"y\r\n");
+        let req = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(args_of(&req), [&b"GET"[..], b"key"]);
+        assert!(buf.is_empty());
+    }
+
+    // Progress is kept: after a partial read the codec resumes at the bulk it
+    // was waiting for, with the arguments already found.
+    #[test]
+    fn partial_request_keeps_progress() {
+        let mut codec = RequestCodec::default();
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$10\r\nabc"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        match codec.state {
+            ReqState::Array {
+                expected: 2,
+                pos: 18,
+                bulk: Some(10),
+            } => {}
+            other => panic!("unexpected state {other:?}"),
+        }
+        assert_eq!(codec.ranges, [(8, 11)]);
+    }
+
+    // Waiting for a big bulk grows the buffer once, to what the header
+    // announced, instead of doubling it read after read.
+    #[test]
+    fn big_bulk_reserves_announced_size() {
+        let mut codec = RequestCodec::default();
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$65536\r\n"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() >= buf.len() + 65536 + 2);
+    }
+
+    // `*0` and `*-1` carry no command and are skipped, as Redis does.
+    #[test]
+    fn empty_and_null_arrays_are_skipped() {
+        let reqs = requests(b"*0\r\n*-1\r\n*-5\r\n*1\r\n$4\r\nPING\r\n").unwrap();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].name(), b"PING");
+    }
+
+    // A `$` length over the limit is rejected from the header alone, without
+    // growing the buffer.
+    #[test]
+    fn bulk_over_limit_rejected_from_header() {
+        let mut codec = RequestCodec::default();
+        let mut buf = BytesMut::from(&b"*1\r\n$999999999999\r\n"[..]);
+        let cap = buf.capacity();
+        match codec.decode(&mut buf) {
+            Err(ProtoError::TooLarge {
+                what: "bulk length",
+                len: 999_999_999_999,
+                limit,
+            }) => assert_eq!(limit, 512 * 1024 * 1024),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        assert_eq!(buf.capacity(), cap);
+    }
+
+    // An argument count over the limit is rejected from the header alone.
+    #[test]
+    fn multibulk_over_limit_rejected() {
+        let mut codec = RequestCodec::new(Limits {
+            max_array_len: 3,
+            ..Limits::default()
+        });
+        let mut buf = BytesMut::from(&b"*4\r\n"[..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(ProtoError::TooLarge {
+                what: "multibulk length",
+                len: 4,
+                limit: 3
+            })
+        ));
+    }
+
+    // A negative bulk length is invalid in a request.
+    #[test]
+    fn negative_bulk_length() {
+        let err = requests(b"*1\r\n$-2\r\n").unwrap_err();
+        assert_eq!(protocol_msg(err), "invalid bulk length");
+        let err = requests(b"*1\r\n$-1\r\n").unwrap_err();
+        assert_eq!(protocol_msg(err), "invalid bulk length");
+    }
+
+    // A length that overflows i64 is invalid, not wrapped.
+    #[test]
+    fn overflowing_lengths() {
+        let err = requests(b"*1\r\n$99999999999999999999999\r\n").unwrap_err();
+        assert_eq!(protocol_msg(err), "invalid bulk length");
+        let err = requests(b"*99999999999999999999\r\n").unwrap_err();
+        assert_eq!(protocol_msg(err), "invalid multibulk length");
+    }
+
+    // Numbers are read as Redis's string2ll reads them: no sign, blank or
+    // leading zero.
+    #[test]
+    fn malformed_lengths() {
+        for input in [
+            &b"*abc\r\n"[..],
+            b"*+1\r\n",
+            b"* 1\r\n",
+            b"*01\r\n",
+            b"*\r\n",
+            b"*1x\r\n",
+        ] {
+            let err = requests(input).unwrap_err();
+            assert_eq!(protocol_msg(err), "invalid multibulk length", "{input:?}");
+        }
+        for input in [
+            &b"*1\r\n$abc\r\n"[..],
+            b"*1\r\n$+4\r\n",
+            b"*1\r\n$04\r\n",
+            b"*1\r\n$4PING\r\n",
+        ] {
+            let err = requests(input).unwrap_err();
+            assert_eq!(protocol_msg(err), "invalid bulk length", "{input:?}");
+        }
+    }
+
+    // A header line that does not end within a valid header's length is an
+    // error, not a reason to buffer more.
+    #[test]
+    fn endless_header_rejected() {
+        let err = requests(b"*111111111111111111111111111111").unwrap_err();
+        assert_eq!(protocol_msg(err), "invalid multibulk length");
+    }
+
+    // A header terminated by a bare LF is invalid, as in Redis.
+    #[test]
+    fn header_needs_crlf() {
+        let err = requests(b"*1\n$4\nPING\r\n").unwrap_err();
+        assert_eq!(protocol_msg(err), "invalid multibulk length");
+    }
+
+    // Something other than `$` where a bulk string should start.
+    #[test]
+    fn expected_dollar() {
+        let err = requests(b"*3\r\n*abc\r\n").unwrap_err();
+        assert_eq!(protocol_msg(err), "expected '$', got '*'");
+        let err = requests(b"*1\r\n\x01\r\n").unwrap_err();
+        assert_eq!(protocol_msg(err), "expected '$', got '\\x01'");
+    }
+
+    // Bulk data must be followed by CRLF (stricter than Redis, which skips
+    // two bytes unread).
+    #[test]
+    fn bulk_without_crlf() {
+        let err = requests(b"*1\r\n$3\r\nabcXY").unwrap_err();
+        assert_eq!(protocol_msg(err), "expected CRLF after bulk data");
+    }
+
+    // ---- inline requests ----
+
+    // A telnet-style line is split on blanks and re-encoded as RESP.
+    #[test]
+    fn inline_request() {
+        let reqs = requests(b"set  key\tvalue\r\n").unwrap();
+        assert_eq!(args_of(&reqs[0]), [&b"set"[..], b"key", b"value"]);
+        assert!(reqs[0].is_inline());
+        assert_eq!(
+            &reqs[0].wire()[..],
+            b"*3\r\n$3\r\nset\r\n$3\r\nkey\r\n$5\r\nvalue\r\n"
+        );
+    }
+
+    // A bare LF ends an inline line too.
+    #[test]
+    fn inline_request_lf_only() {
+        let reqs = requests(b"PING\n").unwrap();
+        assert_eq!(args_of(&reqs[0]), [&b"PING"[..]]);
+    }
+
+    // Quotes follow sdssplitargs: escapes in "...", \' in '...'.
+    #[test]
+    fn inline_quotes() {
+        let reqs = requests(b"echo \"a\\x41b\\n\\q\" 'c d' 'it\\'s' \"\"\r\n").unwrap();
+        assert_eq!(
+            args_of(&reqs[0]),
+            [&b"echo"[..], b"aAb\nq", b"c d", b"it's", b""]
+        );
+    }
+
+    // An unterminated quote is an error.
+    #[test]
+    fn inline_unbalanced_quotes() {
+        for input in [
+            &b"\"abc\r\n"[..],
+            b"'abc\r\n",
+            b"echo \"a\"b\r\n",
+            b"echo 'a'b\r\n",
+        ] {
+            let err = requests(input).unwrap_err();
+            assert_eq!(
+                protocol_msg(err),
+                "unbalanced quotes in request",
+                "{input:?}"
+            );
+        }
+    }
+
+    // Empty and blank lines are skipped without a request.
+    #[test]
+    fn inline_empty_lines_skipped() {
+        let reqs = requests(b"\r\n\n  \t \r\nPING\r\n").unwrap();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].name(), b"PING");
+    }
+
+    // A line longer than the limit without a newline is an error.
+    #[test]
+    fn inline_too_big() {
+        let mut codec = RequestCodec::new(Limits {
+            max_inline_len: 8,
+            ..Limits::default()
+        });
+        let mut buf = BytesMut::from(&b"PINGPING"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        buf.extend_from_slice(b"P");
+        let err = codec.decode(&mut buf).unwrap_err();
+        assert_eq!(protocol_msg(err), "too big inline request");
+    }
+
+    // A line of exactly the limit is accepted.
+    #[test]
+    fn inline_at_limit() {
+        let mut codec = RequestCodec::new(Limits {
+            max_inline_len: 8,
+            ..Limits::default()
+        });
+        let mut buf = BytesMut::from(&b"ECHO abc\n"[..]);
+        let req = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(args_of(&req), [&b"ECHO"[..], b"abc"]);
+    }
+
+    // from_args builds the same wire the decoder would have received.
+    #[test]
+    fn request_from_args() {
+        let req = Request::from_args(["GET", "key"]);
+        assert_eq!(&req.wire()[..], b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n");
+        assert_eq!(args_of(&req), [&b"GET"[..], b"key"]);
+        let empty = Request::from_args(Vec::<Bytes>::new());
+        assert!(empty.is_empty());
+        assert_eq!(empty.name(), b"");
+    }
+
+    // ---- replies ----
+
+    // Status, error and integer replies.
+    #[test]
+    fn simple_replies() {
+        assert_eq!(reply(b"+OK\r\n").unwrap().parse(), Reply::ok());
+        let err = reply(b"-ERR bad\r\n").unwrap();
+        assert!(err.is_error());
+        assert_eq!(err.parse(), Reply::error("ERR bad"));
+        let int = reply(b":-42\r\n").unwrap();
+        assert_eq!(int.kind(), b':');
+        assert_eq!(int.integer(), Some(-42));
+        assert_eq!(int.parse(), Reply::Integer(-42));
+        assert_eq!(reply(b"+OK\r\n").unwrap().integer(), None);
+    }
+
+    // Bulk strings, empty and with binary content.
+    #[test]
+    fn bulk_replies() {
+        assert_eq!(
+            reply(b"$5\r\nhe\r\no\r\n").unwrap().parse(),
+            Reply::Bulk(Some(Bytes::from_static(b"he\r\no")))
+        );
+        assert_eq!(
+            reply(b"$0\r\n\r\n").unwrap().parse(),
+            Reply::Bulk(Some(Bytes::new()))
+        );
+    }
+
+    // The null bulk string.
+    #[test]
+    fn null_bulk() {
+        assert_eq!(reply(b"$-1\r\n").unwrap().parse(), Reply::Bulk(None));
+    }
+
+    // The null array and the empty array are different replies.
+    #[test]
+    fn null_and_empty_array() {
+        assert_eq!(reply(b"*-1\r\n").unwrap().parse(), Reply::Array(None));
+        assert_eq!(
+            reply(b"*0\r\n").unwrap().parse(),
+            Reply::Array(Some(vec![]))
+        );
+    }
+
+    // Nested arrays, with nulls and empty arrays inside, form one frame.
+    #[test]
+    fn nested_arrays() {
+        let input = b"*3\r\n*2\r\n:1\r\n$1\r\na\r\n*0\r\n*2\r\n$-1\r\n*-1\r\n+x\r\n";
+        let mut codec = ReplyCodec::default();
+        let mut buf = BytesMut::from(&input[..]);
+        let frame = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(&buf[..], b"+x\r\n");
+        assert_eq!(
+            frame.parse(),
+            Reply::Array(Some(vec![
+                Reply::Array(Some(vec![
+                    Reply::Integer(1),
+                    Reply::Bulk(Some(Bytes::from_static(b"a")))
+                ])),
+                Reply::Array(Some(vec![])),
+                Reply::Array(Some(vec![Reply::Bulk(None), Reply::Array(None)])),
+            ]))
+        );
+    }
+
+    // A frame split anywhere inside a nested array resumes where it stopped.
+    #[test]
+    fn partial_nested_reply_keeps_progress() {
+        let mut codec = ReplyCodec::default();
+        let mut buf = BytesMut::from(&b"*2\r\n*2\r\n:1\r\n$5\r\nab"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert_eq!(codec.stack, [2, 1]);
+        assert_eq!(codec.bulk_end, Some(21));
+        buf.extend_from_slice(b"cde\r\n:2\r\n");
+        let frame = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(frame.raw().len(), 27);
+        assert!(buf.is_empty());
+    }
+
+    // Parsed strings are slices of the raw frame.
+    #[test]
+    fn parsed_reply_shares_raw() {
+        let frame = reply(b"*1\r\n$3\r\nabc\r\n").unwrap();
+        let Reply::Array(Some(items)) = frame.parse() else {
+            panic!("not an array")
+        };
+        let Reply::Bulk(Some(b)) = &items[0] else {
+            panic!("not a bulk")
+        };
+        assert!(frame.raw().as_ptr_range().contains(&b.as_ptr()));
+    }
+
+    // RESP3 types are rejected with a clear message.
+    #[test]
+    fn resp3_rejected() {
+        for t in [b'_', b',', b'#', b'!', b'=', b'(', b'|', b'~', b'>', b'%'] {
+            let err = reply(&[t, b'1', b'\r', b'\n']).unwrap_err();
+            assert_eq!(
+                protocol_msg(err),
+                format!("RESP3 reply type '{}' not supported", t as char)
+            );
+        }
+    }
+
+    // A byte that starts no reply type is an error.
+    #[test]
+    fn garbage_reply_type() {
+        let err = reply(b"?x\r\n").unwrap_err();
+        assert_eq!(protocol_msg(err), "unexpected reply type byte '?'");
+        let err = reply(b"\xff\r\n").unwrap_err();
+        assert_eq!(protocol_msg(err), "unexpected reply type byte '\\xff'");
+    }
+
+    // Lengths below -1 are invalid in replies.
+    #[test]
+    fn reply_negative_lengths() {
+        assert_eq!(
+            protocol_msg(reply(b"$-2\r\n").unwrap_err()),
+            "invalid bulk length"
+        );
+        assert_eq!(
+            protocol_msg(reply(b"*-5\r\n").unwrap_err()),
+            "invalid multibulk length"
+        );
+    }
+
+    // An integer reply must hold an integer.
+    #[test]
+    fn invalid_integer_reply() {
+        assert_eq!(
+            protocol_msg(reply(b":12a\r\n").unwrap_err()),
+            "invalid integer reply"
+        );
+        assert_eq!(
+            protocol_msg(reply(b":99999999999999999999\r\n").unwrap_err()),
+            "invalid integer reply"
+        );
+    }
+
+    // A reply line ended by a bare CR is broken framing.
+    #[test]
+    fn reply_line_needs_crlf() {
+        assert_eq!(
+            protocol_msg(reply(b"+OK\rX").unwrap_err()),
+            "expected CRLF after reply line"
+        );
+    }
+
+    // Bulk data in a reply must be followed by CRLF.
+    #[test]
+    fn reply_bulk_without_crlf() {
+        assert_eq!(
+            protocol_msg(reply(b"$2\r\nabXY").unwrap_err()),
+            "expected CRLF after bulk data"
+        );
+    }
+
+    // A reply bulk over the limit is rejected from its header, unbuffered.
+    #[test]
+    fn reply_bulk_over_limit() {
+        let mut codec = ReplyCodec::new(Limits {
+            max_bulk_len: 10,
+            ..Limits::default()
+        });
+        let mut buf = BytesMut::from(&b"$11\r\n"[..]);
+        let cap = buf.capacity();
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(ProtoError::TooLarge {
+                what: "bulk length",
+                len: 11,
+                limit: 10
+            })
+        ));
+        assert_eq!(buf.capacity(), cap);
+    }
+
+    // A reply array over the limit is rejected from its header.
+    #[test]
+    fn reply_array_over_limit() {
+        let mut codec = ReplyCodec::new(Limits {
+            max_array_len: 2,
+            ..Limits::default()
+        });
+        let mut buf = BytesMut::from(&b"*3\r\n"[..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(ProtoError::TooLarge {
+                what: "multibulk length",
+                ..
+            })
+        ));
+    }
+
+    // Nesting deeper than max_depth is rejected; max_depth itself is fine.
+    #[test]
+    fn reply_depth_limit() {
+        let limits = Limits {
+            max_depth: 3,
+            ..Limits::default()
+        };
+        let mut ok = BytesMut::from(&b"*1\r\n*1\r\n*1\r\n:1\r\n"[..]);
+        assert!(ReplyCodec::new(limits).decode(&mut ok).unwrap().is_some());
+        let mut deep = BytesMut::from(&b"*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n"[..]);
+        assert!(matches!(
+            ReplyCodec::new(limits).decode(&mut deep),
+            Err(ProtoError::TooLarge {
+                what: "reply nesting depth",
+                len: 4,
+                limit: 3
+            })
+        ));
+    }
+
+    // A status line longer than max_inline_len is rejected before more of it
+    // is buffered.
+    #[test]
+    fn reply_line_too_long() {
+        let mut codec = ReplyCodec::new(Limits {
+            max_inline_len: 4,
+            ..Limits::default()
+        });
+        let mut buf = BytesMut::from(&b"+OKOK"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        buf.extend_from_slice(b"K");
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(ProtoError::TooLarge {
+                what: "reply line",
+                ..
+            })
+        ));
+    }
+
+    // ---- encoding ----
+
+    // Every reply type encodes as RESP2.
+    #[test]
+    fn reply_encoding() {
+        let r = Reply::Array(Some(vec![
+            Reply::ok(),
+            Reply::error("ERR x"),
+            Reply::Integer(i64::MIN),
+            Reply::Bulk(Some(Bytes::from_static(b"v"))),
+            Reply::Bulk(None),
+            Reply::Array(None),
+            Reply::Array(Some(vec![])),
+        ]));
+        assert_eq!(
+            &r.to_bytes()[..],
+            b"*7\r\n+OK\r\n-ERR x\r\n:-9223372036854775808\r\n$1\r\nv\r\n$-1\r\n*-1\r\n*0\r\n"
+        );
+    }
+
+    // Line breaks inside a status or error become spaces, so a message
+    // quoting client input cannot inject a reply.
+    #[test]
+    fn reply_line_breaks_sanitised() {
+        assert_eq!(
+            &Reply::error("ERR a\r\n+OK").to_bytes()[..],
+            b"-ERR a  +OK\r\n"
+        );
+    }
+
+    // The request codec writes replies and passes frames through verbatim.
+    #[test]
+    fn request_codec_encoders() {
+        let mut codec = RequestCodec::default();
+        let mut dst = BytesMut::new();
+        codec.encode(&Reply::Integer(3), &mut dst).unwrap();
+        let frame = ReplyFrame::from_reply(&Reply::Bulk(None));
+        codec.encode(frame, &mut dst).unwrap();
+        assert_eq!(&dst[..], b":3\r\n$-1\r\n");
+    }
+
+    // The reply codec writes a request's wire form.
+    #[test]
+    fn reply_codec_encodes_requests() {
+        let mut codec = ReplyCodec::default();
+        let mut dst = BytesMut::new();
+        let req = requests(b"PING\r\n").unwrap().remove(0);
+        codec.encode(&req, &mut dst).unwrap();
+        assert_eq!(&dst[..], b"*1\r\n$4\r\nPING\r\n");
+    }
+
+    // parse_i64 follows string2ll.
+    #[test]
+    fn integer_parsing() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"9223372036854775808"), None);
+        assert_eq!(parse_i64(b"-9223372036854775809"), None);
+        assert_eq!(parse_i64(b"-0"), None);
+        assert_eq!(parse_i64(b"007"), None);
+        assert_eq!(parse_i64(b""), None);
+        assert_eq!(parse_i64(b"-"), None);
+    }
+
+    // ---- properties ----
+
+    fn arb_request() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..8)
+    }
+
+    fn arb_line() -> impl Strategy<Value = Vec<u8>> {
+        // Status and error texts cannot hold CR or LF.
+        prop::collection::vec(
+            any::<u8>().prop_filter("no CR/LF", |b| *b != b'\r' && *b != b'\n'),
+            0..20,
+        )
+    }
+
+    fn arb_reply() -> impl Strategy<Value = Reply> {
+        let leaf = prop_oneof![
+            arb_line().prop_map(|l| Reply::Status(l.into())),
+            arb_line().prop_map(|l| Reply::Error(l.into())),
+            any::<i64>().prop_map(Reply::Integer),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..40))
+                .prop_map(|b| Reply::Bulk(b.map(Bytes::from))),
+            Just(Reply::Array(None)),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop::collection::vec(inner, 0..6).prop_map(|v| Reply::Array(Some(v)))
+        })
+    }
+
+    /// An inline line of plain words, and the arguments it stands for.
+    fn arb_inline() -> impl Strategy<Value = (Vec<u8>, Vec<Vec<u8>>)> {
+        prop::collection::vec("[a-zA-Z0-9:_{}-]{1,12}", 1..6).prop_map(|words| {
+            let line = format!("{}\r\n", words.join(" ")).into_bytes();
+            (line, words.into_iter().map(String::into_bytes).collect())
+        })
+    }
+
+    /// Feeds `input` to `codec` in pieces ending at `cuts` (sorted offsets),
+    /// decoding as much as possible after each piece.
+    fn decode_chunked<D: Decoder>(codec: &mut D, input: &[u8], cuts: &[usize]) -> Vec<D::Item>
+    where
+        D::Error: std::fmt::Debug,
+    {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+            let cut = cut.clamp(start, input.len());
+            buf.extend_from_slice(&input[start..cut]);
+            start = cut;
+            while let Some(item) = codec.decode(&mut buf).unwrap() {
+                out.push(item);
+            }
+        }
+        assert!(buf.is_empty(), "undecoded bytes left: {buf:?}");
+        out
+    }
+
+    proptest! {
+        // Encoding a request and decoding it gives the same arguments and wire.
+        #[test]
+        fn request_round_trip(args in arb_request()) {
+            let built = Request::from_args(args.clone());
+            let mut buf = BytesMut::from(&built.wire()[..]);
+            let decoded = RequestCodec::default().decode(&mut buf).unwrap().unwrap();
+            prop_assert_eq!(&decoded, &built);
+            prop_assert_eq!(decoded.args().iter().map(|a| a.to_vec()).collect::<Vec<_>>(), args);
+            prop_assert!(buf.is_empty());
+        }
+
+        // Encoding a reply and decoding it gives the same reply.
+        #[test]
+        fn reply_round_trip(r in arb_reply()) {
+            let bytes = r.to_bytes();
+            let mut buf = BytesMut::from(&bytes[..]);
+            let frame = ReplyCodec::default().decode(&mut buf).unwrap().unwrap();
+            prop_assert!(buf.is_empty());
+            prop_assert_eq!(frame.raw(), &bytes);
+            prop_assert_eq!(frame.parse(), r);
+        }
+
+        // A request split at any byte decodes to the same request.
+        #[test]
+        fn request_split_anywhere(args in arb_request()) {
+            let wire = Request::from_args(args).wire().clone();
+            for cut in 0..=wire.len() {
+                let got = decode_chunked(&mut RequestCodec::default(), &wire, &[cut]);
+                prop_assert_eq!(got.len(), 1);
+                prop_assert_eq!(got[0].wire(), &wire);
+            }
+        }
+
+        // A reply split at any byte decodes to the same frame.
+        #[test]
+        fn reply_split_anywhere(r in arb_reply()) {
+            let bytes = r.to_bytes();
+            for cut in 0..=bytes.len() {
+                let got = decode_chunked(&mut ReplyCodec::default(), &bytes, &[cut]);
+                prop_assert_eq!(got.len(), 1);
+                prop_assert_eq!(got[0].raw(), &bytes);
+            }
+        }
+
+        // A pipeline of array and inline requests (and skipped empty lines)
+        // decodes to the same sequence whatever the read sizes.
+        #[test]
+        fn request_pipeline_any_chunking(
+            items in prop::collection::vec(prop_oneof![
+                arb_request().prop_map(|a| (Request::from_args(a.clone()).wire().to_vec(), Some(a), false)),
+                arb_inline().prop_map(|(l, a)| (l, Some(a), true)),
+                Just((b"\r\n".to_vec(), None, true)),
+                Just((b"*0\r\n".to_vec(), None, false)),
+            ], 1..12),
+            mut cuts in prop::collection::vec(0usize..2000, 0..20),
+        ) {
+            let input: Vec<u8> = items.iter().flat_map(|(w, _, _)| w.clone()).collect();
+            cuts.sort_unstable();
+            let got = decode_chunked(&mut RequestCodec::default(), &input, &cuts);
+            let want: Vec<_> = items.iter().filter_map(|(_, a, inline)| a.clone().map(|a| (a, *inline))).collect();
+            prop_assert_eq!(got.len(), want.len());
+            for (req, (args, inline)) in got.iter().zip(want) {
+                prop_assert_eq!(req.args().iter().map(|a| a.to_vec()).collect::<Vec<_>>(), args.clone());
+                prop_assert_eq!(req.is_inline(), inline);
+                let built = Request::from_args(args);
+                prop_assert_eq!(req.wire(), built.wire());
+            }
+        }
+
+        // A pipeline of replies decodes to the same frames whatever the read
+        // sizes.
+        #[test]
+        fn reply_pipeline_any_chunking(
+            replies in prop::collection::vec(arb_reply(), 1..10),
+            mut cuts in prop::collection::vec(0usize..2000, 0..20),
+        ) {
+            let input: Vec<u8> = replies.iter().flat_map(|r| r.to_bytes().to_vec()).collect();
+            cuts.sort_unstable();
+            let got = decode_chunked(&mut ReplyCodec::default(), &input, &cuts);
+            prop_assert_eq!(got.iter().map(ReplyFrame::parse).collect::<Vec<_>>(), replies);
+        }
+
+        // Arbitrary bytes never panic either decoder.
+        #[test]
+        fn garbage_never_panics(input in prop::collection::vec(any::<u8>(), 0..200)) {
+            let mut buf = BytesMut::from(&input[..]);
+            let mut codec = RequestCodec::default();
+            while let Ok(Some(_)) = codec.decode(&mut buf) {}
+            let mut buf = BytesMut::from(&input[..]);
+            let mut codec = ReplyCodec::default();
+            while let Ok(Some(f)) = codec.decode(&mut buf) {
+                let _ = f.parse();
+            }
+        }
+    }
 }
