@@ -1,0 +1,1574 @@
+//! Client requests: the [`Request`] type, its constructors, the errors a
+//! command line can have, and [`RequestCodec`], the server-side codec.
+
+use std::ops::Range;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::{key_problem, parse_i64, parse_u32, parse_u64, Command, Limits, Reply, Tokens};
+use crate::ProtoError;
+
+/// memcached refuses a `<bytes>` above `INT_MAX - 2` (it adds the `\r\n`); so
+/// do we, which also keeps a skip from running for ever.
+const MAX_DATA_LEN: u64 = i32::MAX as u64 - 2;
+
+/// The keys of a request; one key is not boxed in a `Vec`, so the common
+/// single-key request allocates nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Keys {
+    None,
+    One(Bytes),
+    Many(Vec<Bytes>),
+}
+
+impl Keys {
+    fn from_vec(mut v: Vec<Bytes>) -> Keys {
+        match v.len() {
+            0 => Keys::None,
+            1 => v.pop().map_or(Keys::None, Keys::One),
+            _ => Keys::Many(v),
+        }
+    }
+
+    fn as_slice(&self) -> &[Bytes] {
+        match self {
+            Keys::None => &[],
+            Keys::One(k) => std::slice::from_ref(k),
+            Keys::Many(v) => v,
+        }
+    }
+}
+
+/// One memcached request, zero copy: its keys and value are slices of
+/// [`Request::wire`], the exact bytes received (or built by a constructor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    command: Command,
+    keys: Keys,
+    wire: Bytes,
+    value: Option<Bytes>,
+    flags: u32,
+    exptime: i64,
+    /// The cas unique of `cas`, the delta of `incr`/`decr`, else 0.
+    number: u64,
+    noreply: bool,
+}
+
+impl Request {
+    /// The command.
+    pub fn command(&self) -> Command {
+        self.command
+    }
+
+    /// The keys, in request order: several for `get`/`gets`, one for the
+    /// other keyed commands, none for `version` and `quit`.
+    pub fn keys(&self) -> &[Bytes] {
+        self.keys.as_slice()
+    }
+
+    /// The first key, the one the request is routed by.
+    pub fn key(&self) -> Option<&Bytes> {
+        self.keys().first()
+    }
+
+    /// Whether the client asked for no reply (`noreply` as last argument).
+    pub fn noreply(&self) -> bool {
+        self.noreply
+    }
+
+    /// The exact bytes of the request: command line, and for storage commands
+    /// the data block with its `\r\n`.
+    pub fn wire(&self) -> &Bytes {
+        &self.wire
+    }
+
+    /// The request's bytes, without a reference-count bump.
+    pub fn into_wire(self) -> Bytes {
+        self.wire
+    }
+
+    /// The data block of a storage command, without its `\r\n`.
+    pub fn value(&self) -> Option<&Bytes> {
+        self.value.as_ref()
+    }
+
+    /// The flags of a storage command.
+    pub fn flags(&self) -> Option<u32> {
+        self.command.is_storage().then_some(self.flags)
+    }
+
+    /// The exptime of a storage command or `touch`.
+    pub fn exptime(&self) -> Option<i64> {
+        (self.command.is_storage() || self.command == Command::Touch).then_some(self.exptime)
+    }
+
+    /// The cas unique of a `cas` command.
+    pub fn cas_unique(&self) -> Option<u64> {
+        (self.command == Command::Cas).then_some(self.number)
+    }
+
+    /// The delta of `incr`/`decr`.
+    pub fn delta(&self) -> Option<u64> {
+        matches!(self.command, Command::Incr | Command::Decr).then_some(self.number)
+    }
+
+    /// Whether the client expects a reply: not for `noreply` nor `quit`.
+    pub fn expects_reply(&self) -> bool {
+        !self.noreply && self.command != Command::Quit
+    }
+
+    /// `get <key>*`.
+    pub fn get<K: AsRef<[u8]>>(keys: &[K]) -> Result<Request, RequestError> {
+        Self::retrieval(Command::Get, keys)
+    }
+
+    /// `gets <key>*`: values with their cas unique.
+    pub fn gets<K: AsRef<[u8]>>(keys: &[K]) -> Result<Request, RequestError> {
+        Self::retrieval(Command::Gets, keys)
+    }
+
+    /// `set <key> <flags> <exptime> <bytes> [noreply]` with its data block.
+    pub fn set(
+        key: impl AsRef<[u8]>,
+        flags: u32,
+        exptime: i64,
+        value: impl AsRef<[u8]>,
+        noreply: bool,
+    ) -> Result<Request, RequestError> {
+        Self::storage(
+            Command::Set,
+            key.as_ref(),
+            flags,
+            exptime,
+            value.as_ref(),
+            None,
+            noreply,
+        )
+    }
+
+    /// `add`: store only if the key is absent.
+    pub fn add(
+        key: impl AsRef<[u8]>,
+        flags: u32,
+        exptime: i64,
+        value: impl AsRef<[u8]>,
+        noreply: bool,
+    ) -> Result<Request, RequestError> {
+        Self::storage(
+            Command::Add,
+            key.as_ref(),
+            flags,
+            exptime,
+            value.as_ref(),
+            None,
+            noreply,
+        )
+    }
+
+    /// `replace`: store only if the key is present.
+    pub fn replace(
+        key: impl AsRef<[u8]>,
+        flags: u32,
+        exptime: i64,
+        value: impl AsRef<[u8]>,
+        noreply: bool,
+    ) -> Result<Request, RequestError> {
+        let (k, v) = (key.as_ref(), value.as_ref());
+        Self::storage(Command::Replace, k, flags, exptime, v, None, noreply)
+    }
+
+    /// `append`: add the data after the existing value (flags and exptime are
+    /// ignored by memcached).
+    pub fn append(
+        key: impl AsRef<[u8]>,
+        flags: u32,
+        exptime: i64,
+        value: impl AsRef<[u8]>,
+        noreply: bool,
+    ) -> Result<Request, RequestError> {
+        let (k, v) = (key.as_ref(), value.as_ref());
+        Self::storage(Command::Append, k, flags, exptime, v, None, noreply)
+    }
+
+    /// `prepend`: add the data before the existing value.
+    pub fn prepend(
+        key: impl AsRef<[u8]>,
+        flags: u32,
+        exptime: i64,
+        value: impl AsRef<[u8]>,
+        noreply: bool,
+    ) -> Result<Request, RequestError> {
+        let (k, v) = (key.as_ref(), value.as_ref());
+        Self::storage(Command::Prepend, k, flags, exptime, v, None, noreply)
+    }
+
+    /// `cas <key> <flags> <exptime> <bytes> <cas unique> [noreply]`: store
+    /// only if the item still has `cas_unique`.
+    pub fn cas(
+        key: impl AsRef<[u8]>,
+        flags: u32,
+        exptime: i64,
+        value: impl AsRef<[u8]>,
+        cas_unique: u64,
+        noreply: bool,
+    ) -> Result<Request, RequestError> {
+        let (k, v) = (key.as_ref(), value.as_ref());
+        Self::storage(
+            Command::Cas,
+            k,
+            flags,
+            exptime,
+            v,
+            Some(cas_unique),
+            noreply,
+        )
+    }
+
+    /// `incr <key> <delta> [noreply]`.
+    pub fn incr(key: impl AsRef<[u8]>, delta: u64, noreply: bool) -> Result<Request, RequestError> {
+        Self::arith(Command::Incr, key.as_ref(), delta, noreply)
+    }
+
+    /// `decr <key> <delta> [noreply]`.
+    pub fn decr(key: impl AsRef<[u8]>, delta: u64, noreply: bool) -> Result<Request, RequestError> {
+        Self::arith(Command::Decr, key.as_ref(), delta, noreply)
+    }
+
+    /// `touch <key> <exptime> [noreply]`.
+    pub fn touch(
+        key: impl AsRef<[u8]>,
+        exptime: i64,
+        noreply: bool,
+    ) -> Result<Request, RequestError> {
+        let key = key.as_ref();
+        check_key(Command::Touch, key, noreply)?;
+        let mut w = line_start(Command::Touch, key.len() + 24);
+        let k = put_range(&mut w, key);
+        w.put_u8(b' ');
+        put_i64(&mut w, exptime);
+        Ok(finish(w, Command::Touch, k, noreply, |r| {
+            r.exptime = exptime
+        }))
+    }
+
+    /// `delete <key> [noreply]`.
+    pub fn delete(key: impl AsRef<[u8]>, noreply: bool) -> Result<Request, RequestError> {
+        let key = key.as_ref();
+        check_key(Command::Delete, key, noreply)?;
+        let mut w = line_start(Command::Delete, key.len() + 10);
+        let k = put_range(&mut w, key);
+        Ok(finish(w, Command::Delete, k, noreply, |_| ()))
+    }
+
+    /// `version`.
+    pub fn version() -> Request {
+        Self::bare(Command::Version, b"version\r\n")
+    }
+
+    /// `quit`: the server closes the connection without a reply.
+    pub fn quit() -> Request {
+        Self::bare(Command::Quit, b"quit\r\n")
+    }
+
+    fn bare(command: Command, wire: &'static [u8]) -> Request {
+        Request {
+            command,
+            keys: Keys::None,
+            wire: Bytes::from_static(wire),
+            value: None,
+            flags: 0,
+            exptime: 0,
+            number: 0,
+            noreply: false,
+        }
+    }
+
+    fn retrieval<K: AsRef<[u8]>>(command: Command, keys: &[K]) -> Result<Request, RequestError> {
+        if keys.is_empty() {
+            return Err(RequestError::WrongArity { command });
+        }
+        for k in keys {
+            check_key(command, k.as_ref(), false)?;
+        }
+        Ok(Self::retrieval_unchecked(command, keys))
+    }
+
+    /// Builds `get`/`gets` from keys known to be valid (those of a decoded
+    /// request, when splitting it).
+    pub(super) fn retrieval_unchecked<K: AsRef<[u8]>>(command: Command, keys: &[K]) -> Request {
+        let len =
+            command.name().len() + 2 + keys.iter().map(|k| k.as_ref().len() + 1).sum::<usize>();
+        let mut w = BytesMut::with_capacity(len);
+        w.put_slice(command.name().as_bytes());
+        let mut ranges = Vec::with_capacity(keys.len());
+        for k in keys {
+            w.put_u8(b' ');
+            ranges.push(put_range(&mut w, k.as_ref()));
+        }
+        w.put_slice(b"\r\n");
+        let wire = w.freeze();
+        let keys = Keys::from_vec(ranges.into_iter().map(|r| wire.slice(r)).collect());
+        Request {
+            keys,
+            ..Self::bare_with(command, wire)
+        }
+    }
+
+    fn storage(
+        command: Command,
+        key: &[u8],
+        flags: u32,
+        exptime: i64,
+        value: &[u8],
+        cas: Option<u64>,
+        noreply: bool,
+    ) -> Result<Request, RequestError> {
+        check_key(command, key, noreply)?;
+        let mut w = line_start(command, key.len() + value.len() + 80);
+        let k = put_range(&mut w, key);
+        w.put_u8(b' ');
+        put_u64(&mut w, u64::from(flags));
+        w.put_u8(b' ');
+        put_i64(&mut w, exptime);
+        w.put_u8(b' ');
+        put_u64(&mut w, value.len() as u64);
+        if let Some(cas) = cas {
+            w.put_u8(b' ');
+            put_u64(&mut w, cas);
+        }
+        if noreply {
+            w.put_slice(b" noreply");
+        }
+        w.put_slice(b"\r\n");
+        let v = put_range(&mut w, value);
+        w.put_slice(b"\r\n");
+        let wire = w.freeze();
+        Ok(Request {
+            keys: Keys::One(wire.slice(k)),
+            value: Some(wire.slice(v)),
+            flags,
+            exptime,
+            number: cas.unwrap_or(0),
+            noreply,
+            ..Self::bare_with(command, wire)
+        })
+    }
+
+    fn arith(
+        command: Command,
+        key: &[u8],
+        delta: u64,
+        noreply: bool,
+    ) -> Result<Request, RequestError> {
+        check_key(command, key, noreply)?;
+        let mut w = line_start(command, key.len() + 40);
+        let k = put_range(&mut w, key);
+        w.put_u8(b' ');
+        put_u64(&mut w, delta);
+        Ok(finish(w, command, k, noreply, |r| r.number = delta))
+    }
+
+    fn bare_with(command: Command, wire: Bytes) -> Request {
+        Request {
+            command,
+            keys: Keys::None,
+            wire,
+            value: None,
+            flags: 0,
+            exptime: 0,
+            number: 0,
+            noreply: false,
+        }
+    }
+}
+
+fn check_key(command: Command, key: &[u8], noreply: bool) -> Result<(), RequestError> {
+    match key_problem(key) {
+        None => Ok(()),
+        Some(reason) => Err(RequestError::InvalidKey {
+            command,
+            reason,
+            noreply,
+        }),
+    }
+}
+
+/// A buffer holding `<command> `, with room for `extra` more bytes.
+fn line_start(command: Command, extra: usize) -> BytesMut {
+    let mut w = BytesMut::with_capacity(command.name().len() + 1 + extra);
+    w.put_slice(command.name().as_bytes());
+    w.put_u8(b' ');
+    w
+}
+
+/// Appends `bytes` and says where they landed.
+fn put_range(w: &mut BytesMut, bytes: &[u8]) -> Range<usize> {
+    let start = w.len();
+    w.put_slice(bytes);
+    start..w.len()
+}
+
+/// Ends a single-key line without data block (`[ noreply]\r\n`).
+fn finish(
+    mut w: BytesMut,
+    command: Command,
+    key: Range<usize>,
+    noreply: bool,
+    set: impl FnOnce(&mut Request),
+) -> Request {
+    if noreply {
+        w.put_slice(b" noreply");
+    }
+    w.put_slice(b"\r\n");
+    let wire = w.freeze();
+    let mut r = Request {
+        keys: Keys::One(wire.slice(key)),
+        noreply,
+        ..Request::bare_with(command, wire)
+    };
+    set(&mut r);
+    r
+}
+
+/// Decimal without going through `fmt` (no allocation, nothing to unwrap).
+pub(super) fn put_u64(w: &mut BytesMut, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    w.put_slice(&buf[i..]);
+}
+
+fn put_i64(w: &mut BytesMut, n: i64) {
+    if n < 0 {
+        w.put_u8(b'-');
+    }
+    put_u64(w, n.unsigned_abs());
+}
+
+/// A command line the client got wrong while its extent is known. The codec
+/// yields it as an item; the stream goes on unless
+/// [`RequestError::closes_connection`] says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The first word is no command we know (or the line is empty).
+    #[error("unknown command '{}'", String::from_utf8_lossy(.name))]
+    UnknownCommand {
+        /// The word the client sent (empty for an empty line).
+        name: Bytes,
+    },
+    /// Too few or too many arguments (or no key for `get`).
+    #[error("wrong number of arguments for '{command}'")]
+    WrongArity {
+        /// The command.
+        command: Command,
+    },
+    /// A key that is empty, over 250 bytes, or holds a blank or control
+    /// character.
+    #[error("invalid key for '{command}': {reason}")]
+    InvalidKey {
+        /// The command.
+        command: Command,
+        /// What is wrong with the key.
+        reason: &'static str,
+        /// The line ended in `noreply`.
+        noreply: bool,
+    },
+    /// A numeric argument that does not parse or does not fit.
+    #[error("invalid {field} argument for '{command}'")]
+    InvalidNumber {
+        /// The command.
+        command: Command,
+        /// Which argument: `flags`, `exptime`, `cas unique`, `delta`.
+        field: &'static str,
+        /// The line ended in `noreply`.
+        noreply: bool,
+    },
+    /// `delete <key> <x>` where `<x>` is neither `0` nor `noreply`.
+    #[error("invalid arguments for 'delete': expected `delete <key> [0] [noreply]`")]
+    DeleteUsage {
+        /// The line ended in `noreply`.
+        noreply: bool,
+    },
+    /// A `get`/`gets` with more keys than [`Limits::max_keys`].
+    #[error("{count} keys in one '{command}' exceed the limit of {limit}")]
+    TooManyKeys {
+        /// The command.
+        command: Command,
+        /// How many keys the line had.
+        count: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A data block over [`Limits::max_value_len`]; it is skipped unbuffered.
+    #[error("value of {len} bytes for '{command}' exceeds the limit of {limit}")]
+    ValueTooLarge {
+        /// The command.
+        command: Command,
+        /// The `<bytes>` the client announced.
+        len: u64,
+        /// The configured limit.
+        limit: usize,
+        /// The line ended in `noreply`.
+        noreply: bool,
+    },
+    /// The `<bytes>` bytes of data were not followed by `\r\n`; they have been
+    /// consumed, as memcached does.
+    #[error("data block of '{command}' is not followed by \\r\\n")]
+    BadDataChunk {
+        /// The command.
+        command: Command,
+        /// The line ended in `noreply`.
+        noreply: bool,
+    },
+    /// A storage command whose `<bytes>` is missing, not a number, negative
+    /// or over 2147483645: the data block cannot be found, so nothing after
+    /// this line can be trusted and the connection must close.
+    #[error("data block length of '{command}' is missing or invalid; the stream cannot be resynchronised")]
+    UndelimitedData {
+        /// The command.
+        command: Command,
+        /// The line ended in `noreply`.
+        noreply: bool,
+    },
+}
+
+impl RequestError {
+    /// The line memcached would answer, `\r\n` included.
+    pub fn reply(&self) -> Bytes {
+        let line: &'static [u8] = match self {
+            RequestError::UnknownCommand { .. } | RequestError::WrongArity { .. } => b"ERROR\r\n",
+            RequestError::InvalidNumber { field: "delta", .. } => {
+                b"CLIENT_ERROR invalid numeric delta argument\r\n"
+            }
+            RequestError::InvalidNumber {
+                command: Command::Touch,
+                ..
+            } => b"CLIENT_ERROR invalid exptime argument\r\n",
+            RequestError::InvalidKey { .. }
+            | RequestError::InvalidNumber { .. }
+            | RequestError::UndelimitedData { .. } => b"CLIENT_ERROR bad command line format\r\n",
+            RequestError::DeleteUsage { .. } => {
+                b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
+            }
+            RequestError::TooManyKeys { .. } => b"CLIENT_ERROR too many keys\r\n",
+            RequestError::ValueTooLarge { .. } => b"SERVER_ERROR object too large for cache\r\n",
+            RequestError::BadDataChunk { .. } => b"CLIENT_ERROR bad data chunk\r\n",
+        };
+        Bytes::from_static(line)
+    }
+
+    /// Whether memcached would stay silent: the line ended in `noreply` (a
+    /// wrong argument count is answered regardless, as memcached does).
+    pub fn noreply(&self) -> bool {
+        match self {
+            RequestError::UnknownCommand { .. }
+            | RequestError::WrongArity { .. }
+            | RequestError::TooManyKeys { .. } => false,
+            RequestError::InvalidKey { noreply, .. }
+            | RequestError::InvalidNumber { noreply, .. }
+            | RequestError::DeleteUsage { noreply }
+            | RequestError::ValueTooLarge { noreply, .. }
+            | RequestError::BadDataChunk { noreply, .. }
+            | RequestError::UndelimitedData { noreply, .. } => *noreply,
+        }
+    }
+
+    /// Whether the connection must be closed after the reply because the
+    /// stream cannot be resynchronised.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, RequestError::UndelimitedData { .. })
+    }
+
+    /// The command the line named, if it was one we know.
+    pub fn command(&self) -> Option<Command> {
+        match self {
+            RequestError::UnknownCommand { .. } => None,
+            RequestError::DeleteUsage { .. } => Some(Command::Delete),
+            RequestError::WrongArity { command }
+            | RequestError::InvalidKey { command, .. }
+            | RequestError::InvalidNumber { command, .. }
+            | RequestError::TooManyKeys { command, .. }
+            | RequestError::ValueTooLarge { command, .. }
+            | RequestError::BadDataChunk { command, .. }
+            | RequestError::UndelimitedData { command, .. } => Some(*command),
+        }
+    }
+}
+
+/// A storage command line, parsed, whose data block has not all arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StorageHeader {
+    command: Command,
+    /// Command line length, terminator included.
+    line_len: usize,
+    key: Range<usize>,
+    flags: u32,
+    exptime: i64,
+    cas: u64,
+    data_len: usize,
+    noreply: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Waiting for a command line.
+    Line,
+    /// Waiting for the data block of a storage command.
+    Data(StorageHeader),
+    /// Discarding the data block of a refused storage command.
+    Skip(u64),
+    /// An unrecoverable error was yielded; nothing more is decoded.
+    Closed,
+}
+
+/// What one complete command line amounts to.
+enum Parsed {
+    /// A request without data block; `keys` are ranges of the line.
+    Simple {
+        command: Command,
+        keys: Vec<Range<usize>>,
+        exptime: i64,
+        number: u64,
+        noreply: bool,
+    },
+    /// A storage command; its data block follows.
+    Storage(StorageHeader),
+    /// A refused line; `skip` bytes of data block follow it and are dropped.
+    Refused { err: RequestError, skip: u64 },
+}
+
+/// The server-side codec: decodes client [`Request`]s, encodes replies.
+///
+/// Resumable: a partial command line is searched for its end only in the
+/// bytes that arrived since the last call, a storage command's header is
+/// parsed once, and a refused data block is dropped as it streams in.
+#[derive(Debug, Clone)]
+pub struct RequestCodec {
+    limits: Limits,
+    /// Bytes at the front of the buffer already searched for `\n`.
+    scanned: usize,
+    state: State,
+}
+
+impl Default for RequestCodec {
+    fn default() -> Self {
+        RequestCodec::new(Limits::default())
+    }
+}
+
+impl RequestCodec {
+    /// A codec enforcing `limits`.
+    pub fn new(limits: Limits) -> Self {
+        RequestCodec {
+            limits,
+            scanned: 0,
+            state: State::Line,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Whether a `get`/`gets` starts in the first bytes of the line; looked at
+    /// through the same window whether or not the line is complete, so the
+    /// verdict does not depend on how the bytes were chunked.
+    fn line_bound(&self, buf: &[u8]) -> usize {
+        let window = &buf[..buf.len().min(self.limits.max_line_len + 1)];
+        let start = window
+            .iter()
+            .position(|&b| b != b' ')
+            .unwrap_or(window.len());
+        let rest = &window[start..];
+        if rest.starts_with(b"get ") || rest.starts_with(b"gets ") {
+            self.limits.max_get_line_len()
+        } else {
+            self.limits.max_line_len
+        }
+    }
+
+    fn parse_line(&self, line: &[u8], line_len: usize) -> Parsed {
+        let mut tokens = Tokens::new(line);
+        let Some(first) = tokens.next() else {
+            return refused(RequestError::UnknownCommand { name: Bytes::new() });
+        };
+        let Some(command) = Command::from_name(&line[first.clone()]) else {
+            let name = Bytes::copy_from_slice(&line[first]);
+            return refused(RequestError::UnknownCommand { name });
+        };
+        if command.is_retrieval() {
+            return self.parse_retrieval(command, line, tokens);
+        }
+        // Every other command has at most 6 arguments; one more tells us
+        // there were too many.
+        let mut args: [Range<usize>; 7] = Default::default();
+        let mut n = 0;
+        for t in tokens {
+            if n == args.len() {
+                break;
+            }
+            args[n] = t;
+            n += 1;
+        }
+        let args = &args[..n];
+        let arg = |i: usize| args.get(i).map(|r| &line[r.clone()]);
+        let noreply = arg(n.wrapping_sub(1)) == Some(b"noreply");
+        if command.is_storage() {
+            return self.parse_storage(command, line, line_len, args, noreply);
+        }
+        let simple = |keys: Vec<Range<usize>>, exptime, number| Parsed::Simple {
+            command,
+            keys,
+            exptime,
+            number,
+            noreply,
+        };
+        match command {
+            Command::Version | Command::Quit => simple(Vec::new(), 0, 0),
+            Command::Incr | Command::Decr | Command::Touch => {
+                if !(2..=3).contains(&n) {
+                    return refused(RequestError::WrongArity { command });
+                }
+                if let Some(e) = bad_key(command, &line[args[0].clone()], noreply) {
+                    return refused(e);
+                }
+                let value = &line[args[1].clone()];
+                if command == Command::Touch {
+                    match parse_i64(value) {
+                        Some(exptime) => simple(vec![args[0].clone()], exptime, 0),
+                        None => refused(bad_number(command, "exptime", noreply)),
+                    }
+                } else {
+                    match parse_u64(value) {
+                        Some(delta) => simple(vec![args[0].clone()], 0, delta),
+                        None => refused(bad_number(command, "delta", noreply)),
+                    }
+                }
+            }
+            _ => {
+                // delete <key> [0] [noreply]: memcached accepts a legacy hold
+                // time only if it is 0.
+                if !(1..=3).contains(&n) {
+                    return refused(RequestError::WrongArity { command });
+                }
+                if let Some(e) = bad_key(command, &line[args[0].clone()], noreply) {
+                    return refused(e);
+                }
+                let zero = arg(1) == Some(b"0");
+                let valid = n == 1 || (n == 2 && (zero || noreply)) || (n == 3 && zero && noreply);
+                if valid {
+                    simple(vec![args[0].clone()], 0, 0)
+                } else {
+                    refused(RequestError::DeleteUsage { noreply })
+                }
+            }
+        }
+    }
+
+    fn parse_retrieval(&self, command: Command, line: &[u8], tokens: Tokens<'_>) -> Parsed {
+        let mut keys = Vec::new();
+        let mut count = 0usize;
+        let mut first_bad = None;
+        for t in tokens {
+            count += 1;
+            if count > self.limits.max_keys {
+                continue;
+            }
+            if first_bad.is_none() {
+                first_bad = bad_key(command, &line[t.clone()], false);
+            }
+            keys.push(t);
+        }
+        if count == 0 {
+            return refused(RequestError::WrongArity { command });
+        }
+        if count > self.limits.max_keys {
+            return refused(RequestError::TooManyKeys {
+                command,
+                count,
+                limit: self.limits.max_keys,
+            });
+        }
+        if let Some(e) = first_bad {
+            return refused(e);
+        }
+        Parsed::Simple {
+            command,
+            keys,
+            exptime: 0,
+            number: 0,
+            noreply: false,
+        }
+    }
+
+    fn parse_storage(
+        &self,
+        command: Command,
+        line: &[u8],
+        line_len: usize,
+        args: &[Range<usize>],
+        noreply: bool,
+    ) -> Parsed {
+        let arg = |i: usize| args.get(i).map(|r| &line[r.clone()]);
+        // Without a valid <bytes> the data block cannot be found: fatal.
+        let Some(data_len) = arg(3).and_then(parse_u64).filter(|&n| n <= MAX_DATA_LEN) else {
+            return refused(RequestError::UndelimitedData { command, noreply });
+        };
+        let base = if command == Command::Cas { 5 } else { 4 };
+        let skip = data_len + 2;
+        let refuse = |err| Parsed::Refused { err, skip };
+        if args.len() < base || args.len() > base + 1 {
+            return refuse(RequestError::WrongArity { command });
+        }
+        if let Some(e) = bad_key(command, &line[args[0].clone()], noreply) {
+            return refuse(e);
+        }
+        let Some(flags) = arg(1).and_then(parse_u32) else {
+            return refuse(bad_number(command, "flags", noreply));
+        };
+        let Some(exptime) = arg(2).and_then(parse_i64) else {
+            return refuse(bad_number(command, "exptime", noreply));
+        };
+        let cas = if command == Command::Cas {
+            match arg(4).and_then(parse_u64) {
+                Some(c) => c,
+                None => return refuse(bad_number(command, "cas unique", noreply)),
+            }
+        } else {
+            0
+        };
+        let Some(data_len) = usize::try_from(data_len)
+            .ok()
+            .filter(|&n| n <= self.limits.max_value_len)
+        else {
+            return refuse(RequestError::ValueTooLarge {
+                command,
+                len: data_len,
+                limit: self.limits.max_value_len,
+                noreply,
+            });
+        };
+        Parsed::Storage(StorageHeader {
+            command,
+            line_len,
+            key: args[0].clone(),
+            flags,
+            exptime,
+            cas,
+            data_len,
+            noreply,
+        })
+    }
+
+    /// Finishes a storage command once its whole data block is buffered.
+    fn take_storage(h: StorageHeader, src: &mut BytesMut) -> Option<Result<Request, RequestError>> {
+        let total = h.line_len + h.data_len + 2;
+        if src.len() < total {
+            src.reserve(total - src.len());
+            return None;
+        }
+        let wire = src.split_to(total).freeze();
+        if !wire.ends_with(b"\r\n") {
+            return Some(Err(RequestError::BadDataChunk {
+                command: h.command,
+                noreply: h.noreply,
+            }));
+        }
+        Some(Ok(Request {
+            command: h.command,
+            keys: Keys::One(wire.slice(h.key)),
+            value: Some(wire.slice(h.line_len..h.line_len + h.data_len)),
+            wire,
+            flags: h.flags,
+            exptime: h.exptime,
+            number: h.cas,
+            noreply: h.noreply,
+        }))
+    }
+}
+
+fn refused(err: RequestError) -> Parsed {
+    Parsed::Refused { err, skip: 0 }
+}
+
+fn bad_key(command: Command, key: &[u8], noreply: bool) -> Option<RequestError> {
+    check_key(command, key, noreply).err()
+}
+
+fn bad_number(command: Command, field: &'static str, noreply: bool) -> RequestError {
+    RequestError::InvalidNumber {
+        command,
+        field,
+        noreply,
+    }
+}
+
+impl Decoder for RequestCodec {
+    type Item = Result<Request, RequestError>;
+    type Error = ProtoError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, ProtoError> {
+        loop {
+            match std::mem::replace(&mut self.state, State::Line) {
+                State::Closed => {
+                    self.state = State::Closed;
+                    src.clear();
+                    return Err(ProtoError::protocol(
+                        "input after a storage command whose data block could not be delimited",
+                    ));
+                }
+                State::Skip(left) => {
+                    let n = usize::try_from(left).map_or(src.len(), |l| l.min(src.len()));
+                    src.advance(n);
+                    let left = left - n as u64;
+                    if left > 0 {
+                        self.state = State::Skip(left);
+                        return Ok(None);
+                    }
+                }
+                State::Data(h) => {
+                    return match Self::take_storage(h.clone(), src) {
+                        Some(item) => Ok(Some(item)),
+                        None => {
+                            self.state = State::Data(h);
+                            Ok(None)
+                        }
+                    };
+                }
+                State::Line => {
+                    let from = self.scanned.min(src.len());
+                    let Some(nl) = memchr::memchr(b'\n', &src[from..]).map(|i| from + i) else {
+                        self.scanned = src.len();
+                        let bound = self.line_bound(src);
+                        // +1: the '\r' of a line exactly at the limit may
+                        // arrive before its '\n'.
+                        if src.len() > bound + 1 {
+                            return Err(too_long(src.len(), bound));
+                        }
+                        return Ok(None);
+                    };
+                    self.scanned = 0;
+                    let end = if nl > 0 && src[nl - 1] == b'\r' {
+                        nl - 1
+                    } else {
+                        nl
+                    };
+                    let bound = self.line_bound(&src[..end]);
+                    if end > bound {
+                        return Err(too_long(end, bound));
+                    }
+                    let line_len = nl + 1;
+                    match self.parse_line(&src[..end], line_len) {
+                        Parsed::Simple {
+                            command,
+                            keys,
+                            exptime,
+                            number,
+                            noreply,
+                        } => {
+                            let wire = src.split_to(line_len).freeze();
+                            let keys =
+                                Keys::from_vec(keys.into_iter().map(|r| wire.slice(r)).collect());
+                            return Ok(Some(Ok(Request {
+                                command,
+                                keys,
+                                wire,
+                                value: None,
+                                flags: 0,
+                                exptime,
+                                number,
+                                noreply,
+                            })));
+                        }
+                        Parsed::Storage(h) => {
+                            self.state = State::Data(h);
+                        }
+                        Parsed::Refused { err, skip } => {
+                            src.advance(line_len);
+                            if err.closes_connection() {
+                                self.state = State::Closed;
+                            } else if skip > 0 {
+                                self.state = State::Skip(skip);
+                            }
+                            return Ok(Some(Err(err)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn too_long(len: usize, limit: usize) -> ProtoError {
+    ProtoError::TooLarge {
+        what: "command line",
+        len: len as u64,
+        limit: limit as u64,
+    }
+}
+
+impl Encoder<Bytes> for RequestCodec {
+    type Error = ProtoError;
+
+    /// Writes reply bytes as they are (a backend's [`super::ReplyFrame::raw`],
+    /// a merged `get` reply, a [`RequestError::reply`]).
+    fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), ProtoError> {
+        dst.extend_from_slice(&item);
+        Ok(())
+    }
+}
+
+impl Encoder<&Reply> for RequestCodec {
+    type Error = ProtoError;
+
+    fn encode(&mut self, item: &Reply, dst: &mut BytesMut) -> Result<(), ProtoError> {
+        item.encode(dst);
+        Ok(())
+    }
+}
+
+impl Encoder<Reply> for RequestCodec {
+    type Error = ProtoError;
+
+    fn encode(&mut self, item: Reply, dst: &mut BytesMut) -> Result<(), ProtoError> {
+        item.encode(dst);
+        Ok(())
+    }
+}
+
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes everything `input` holds, as one buffer.
+    fn decode_all(input: &[u8]) -> Vec<Result<Request, RequestError>> {
+        decode_with(RequestCodec::default(), input).0
+    }
+
+    /// Items decoded and the framing error that stopped decoding, if any.
+    fn decode_with(
+        mut codec: RequestCodec,
+        input: &[u8],
+    ) -> (Vec<Result<Request, RequestError>>, Option<ProtoError>) {
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(item)) => out.push(item),
+                Ok(None) => return (out, None),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+
+    fn one(input: &[u8]) -> Result<Request, RequestError> {
+        let mut items = decode_all(input);
+        assert_eq!(items.len(), 1, "{items:?}");
+        items.remove(0)
+    }
+
+    fn err_reply(input: &[u8]) -> Bytes {
+        one(input).unwrap_err().reply()
+    }
+
+    // get with one key: the key is a slice of the wire, wire is the line.
+    #[test]
+    fn get_one_key() {
+        let r = one(b"get foo\r\n").unwrap();
+        assert_eq!(r.command(), Command::Get);
+        assert_eq!(r.keys(), [Bytes::from_static(b"foo")]);
+        assert_eq!(r.wire(), &Bytes::from_static(b"get foo\r\n"));
+        assert!(r.expects_reply());
+    }
+
+    // Multi-key gets keeps key order and duplicates.
+    #[test]
+    fn gets_many_keys() {
+        let r = one(b"gets a b a\r\n").unwrap();
+        assert_eq!(r.command(), Command::Gets);
+        let keys: Vec<&[u8]> = r.keys().iter().map(|k| &k[..]).collect();
+        assert_eq!(keys, [&b"a"[..], b"b", b"a"]);
+    }
+
+    // Bare \n ends a line and repeated blanks are ignored, as in memcached.
+    #[test]
+    fn lenient_line_format() {
+        let r = one(b"  get  a   b \n").unwrap();
+        assert_eq!(r.keys().len(), 2);
+        assert_eq!(r.wire().len(), 14);
+    }
+
+    // set: flags, exptime, value; wire includes the data block.
+    #[test]
+    fn set_with_value() {
+        let r = one(b"set k 5 -1 3\r\nabc\r\n").unwrap();
+        assert_eq!(r.command(), Command::Set);
+        assert_eq!(r.key().unwrap(), &Bytes::from_static(b"k"));
+        assert_eq!(r.flags(), Some(5));
+        assert_eq!(r.exptime(), Some(-1));
+        assert_eq!(r.value().unwrap(), &Bytes::from_static(b"abc"));
+        assert_eq!(r.wire().len(), 19);
+        assert!(!r.noreply());
+        assert_eq!(r.cas_unique(), None);
+    }
+
+    // add/replace/append/prepend parse like set.
+    #[test]
+    fn other_storage_commands() {
+        for c in [
+            Command::Add,
+            Command::Replace,
+            Command::Append,
+            Command::Prepend,
+        ] {
+            let line = format!("{c} k 0 0 1\r\nx\r\n");
+            let r = one(line.as_bytes()).unwrap();
+            assert_eq!(r.command(), c);
+            assert_eq!(r.value().unwrap(), &Bytes::from_static(b"x"));
+        }
+    }
+
+    // An empty value is fine: data block is just \r\n.
+    #[test]
+    fn empty_value() {
+        let r = one(b"set k 0 0 0\r\n\r\n").unwrap();
+        assert_eq!(r.value().unwrap().len(), 0);
+    }
+
+    // noreply on a storage command.
+    #[test]
+    fn set_noreply() {
+        let r = one(b"set k 0 0 1 noreply\r\nx\r\n").unwrap();
+        assert!(r.noreply());
+        assert!(!r.expects_reply());
+    }
+
+    // A fifth argument other than noreply is accepted and ignored (memcached
+    // answers STORED).
+    #[test]
+    fn set_junk_fifth_argument() {
+        let r = one(b"set k 0 0 1 junk\r\nx\r\n").unwrap();
+        assert!(!r.noreply());
+    }
+
+    // cas carries its unique.
+    #[test]
+    fn cas_unique() {
+        let r = one(b"cas k 1 2 1 99 noreply\r\nx\r\n").unwrap();
+        assert_eq!(r.command(), Command::Cas);
+        assert_eq!(r.cas_unique(), Some(99));
+        assert!(r.noreply());
+    }
+
+    // cas without its unique: wrong arity, data block skipped.
+    #[test]
+    fn cas_missing_unique() {
+        let items = decode_all(b"cas k 0 0 1\r\nz\r\nversion\r\n");
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            items[0],
+            Err(RequestError::WrongArity {
+                command: Command::Cas
+            })
+        );
+        assert_eq!(items[1].as_ref().unwrap().command(), Command::Version);
+    }
+
+    // incr/decr carry their delta; a u64::MAX delta fits.
+    #[test]
+    fn incr_decr() {
+        let r = one(b"incr n 18446744073709551615\r\n").unwrap();
+        assert_eq!(r.delta(), Some(u64::MAX));
+        let r = one(b"decr n 2 noreply\r\n").unwrap();
+        assert_eq!(
+            (r.command(), r.delta(), r.noreply()),
+            (Command::Decr, Some(2), true)
+        );
+    }
+
+    // A bad delta gets memcached's own words.
+    #[test]
+    fn incr_bad_delta() {
+        assert_eq!(
+            err_reply(b"incr n -1\r\n"),
+            Bytes::from_static(b"CLIENT_ERROR invalid numeric delta argument\r\n")
+        );
+        assert!(one(b"incr n x noreply\r\n").unwrap_err().noreply());
+    }
+
+    // touch with exptime, and with a bad one.
+    #[test]
+    fn touch() {
+        let r = one(b"touch k 10\r\n").unwrap();
+        assert_eq!((r.command(), r.exptime()), (Command::Touch, Some(10)));
+        assert_eq!(
+            err_reply(b"touch k x\r\n"),
+            Bytes::from_static(b"CLIENT_ERROR invalid exptime argument\r\n")
+        );
+    }
+
+    // delete forms memcached accepts, and one it refuses.
+    #[test]
+    fn delete_forms() {
+        for ok in [
+            &b"delete k\r\n"[..],
+            b"delete k 0\r\n",
+            b"delete k noreply\r\n",
+            b"delete k 0 noreply\r\n",
+        ] {
+            assert_eq!(one(ok).unwrap().command(), Command::Delete);
+        }
+        assert!(one(b"delete k 0 noreply\r\n").unwrap().noreply());
+        assert_eq!(
+            err_reply(b"delete k x\r\n"),
+            Bytes::from_static(
+                b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
+            )
+        );
+    }
+
+    // version and quit have no keys.
+    #[test]
+    fn version_quit() {
+        let v = one(b"version\r\n").unwrap();
+        assert_eq!((v.command(), v.keys().len()), (Command::Version, 0));
+        let q = one(b"quit\r\n").unwrap();
+        assert_eq!(q.command(), Command::Quit);
+        assert!(!q.expects_reply());
+    }
+
+    // A key of exactly 250 bytes is accepted.
+    #[test]
+    fn key_250() {
+        let line = format!("get {}\r\n", "k".repeat(250));
+        assert_eq!(one(line.as_bytes()).unwrap().key().unwrap().len(), 250);
+    }
+
+    // 251 bytes is refused with memcached's words, and the stream goes on.
+    #[test]
+    fn key_251() {
+        let line = format!("get {}\r\nversion\r\n", "k".repeat(251));
+        let items = decode_all(line.as_bytes());
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            items[0].as_ref().unwrap_err().reply(),
+            Bytes::from_static(b"CLIENT_ERROR bad command line format\r\n")
+        );
+        assert!(items[1].is_ok());
+    }
+
+    // Control characters in a key are refused (memcached accepts them).
+    #[test]
+    fn key_control_char() {
+        assert!(matches!(
+            one(b"get a\x01b\r\n"),
+            Err(RequestError::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            one(b"delete a\tb\r\n"),
+            Err(RequestError::InvalidKey { .. })
+        ));
+    }
+
+    // Unknown and uppercase commands, and empty lines, get ERROR.
+    #[test]
+    fn unknown_command() {
+        assert_eq!(err_reply(b"GET a\r\n"), Bytes::from_static(b"ERROR\r\n"));
+        assert_eq!(
+            err_reply(b"flush_all\r\n"),
+            Bytes::from_static(b"ERROR\r\n")
+        );
+        assert_eq!(
+            one(b"\r\n"),
+            Err(RequestError::UnknownCommand { name: Bytes::new() })
+        );
+    }
+
+    // Missing arguments get ERROR, as in memcached.
+    #[test]
+    fn missing_args() {
+        assert_eq!(
+            one(b"get\r\n"),
+            Err(RequestError::WrongArity {
+                command: Command::Get
+            })
+        );
+        assert_eq!(
+            one(b"incr k\r\n"),
+            Err(RequestError::WrongArity {
+                command: Command::Incr
+            })
+        );
+        assert_eq!(
+            one(b"touch k\r\n"),
+            Err(RequestError::WrongArity {
+                command: Command::Touch
+            })
+        );
+        assert_eq!(
+            one(b"delete\r\n"),
+            Err(RequestError::WrongArity {
+                command: Command::Delete
+            })
+        );
+    }
+
+    // Flags over u32 and a non-numeric exptime: bad command line format, and
+    // the data block is skipped rather than run as a command.
+    #[test]
+    fn bad_flags_skip_data() {
+        let items =
+            decode_all(b"set k 4294967296 0 6\r\ndelete\r\nset k 0 x 1\r\nz\r\nversion\r\n");
+        assert_eq!(items.len(), 3, "{items:?}");
+        assert!(matches!(
+            items[0],
+            Err(RequestError::InvalidNumber { field: "flags", .. })
+        ));
+        assert!(matches!(
+            items[1],
+            Err(RequestError::InvalidNumber {
+                field: "exptime",
+                ..
+            })
+        ));
+        assert_eq!(items[2].as_ref().unwrap().command(), Command::Version);
+    }
+
+    // Negative <bytes>: the block cannot be found; reply then close, and the
+    // codec refuses anything after it.
+    #[test]
+    fn negative_bytes_closes() {
+        let (items, err) = decode_with(RequestCodec::default(), b"set k 0 0 -1\r\nget a\r\n");
+        assert_eq!(items.len(), 1);
+        let e = items[0].as_ref().unwrap_err();
+        assert!(e.closes_connection());
+        assert_eq!(
+            e.reply(),
+            Bytes::from_static(b"CLIENT_ERROR bad command line format\r\n")
+        );
+        assert!(err.is_some());
+    }
+
+    // <bytes> overflowing u64, or over memcached's INT_MAX-2, is fatal too.
+    #[test]
+    fn overflowing_bytes_closes() {
+        for line in [
+            &b"set k 0 0 99999999999999999999\r\n"[..],
+            b"set k 0 0 2147483646\r\n",
+            b"set k 0 0\r\n",
+        ] {
+            let e = one(line).unwrap_err();
+            assert!(matches!(e, RequestError::UndelimitedData { .. }), "{e:?}");
+        }
+        // The largest length memcached accepts is a skip, not a close.
+        let e = one(b"set k 0 0 2147483645\r\n").unwrap_err();
+        assert!(matches!(e, RequestError::ValueTooLarge { .. }));
+    }
+
+    // A value over the limit is refused at once and skipped as it arrives:
+    // the buffer never holds more than one chunk of it.
+    #[test]
+    fn value_over_limit_skipped_unbuffered() {
+        let limits = Limits {
+            max_value_len: 100,
+            ..Limits::default()
+        };
+        let mut codec = RequestCodec::new(limits);
+        let mut buf = BytesMut::from(&b"set k 0 0 1000 noreply\r\n"[..]);
+        let e = codec.decode(&mut buf).unwrap().unwrap().unwrap_err();
+        assert_eq!(
+            e.reply(),
+            Bytes::from_static(b"SERVER_ERROR object too large for cache\r\n")
+        );
+        assert!(e.noreply());
+        for _ in 0..10 {
+            buf.extend_from_slice(&[b'x'; 100]);
+            assert!(codec.decode(&mut buf).unwrap().is_none());
+            assert!(buf.is_empty());
+        }
+        buf.extend_from_slice(b"\r\nversion\r\n");
+        let r = codec.decode(&mut buf).unwrap().unwrap().unwrap();
+        assert_eq!(r.command(), Command::Version);
+    }
+
+    // A value exactly at the limit is accepted.
+    #[test]
+    fn value_at_limit() {
+        let limits = Limits {
+            max_value_len: 4,
+            ..Limits::default()
+        };
+        let (items, _) = decode_with(RequestCodec::new(limits), b"set k 0 0 4\r\nabcd\r\n");
+        assert_eq!(items[0].as_ref().unwrap().value().unwrap().len(), 4);
+    }
+
+    // Data not followed by \r\n: bad data chunk, bytes+2 consumed, then the
+    // stream resumes exactly where memcached would.
+    #[test]
+    fn bad_data_chunk() {
+        let items = decode_all(b"set k 0 0 3\r\nabcXYversion\r\n");
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            items[0].as_ref().unwrap_err().reply(),
+            Bytes::from_static(b"CLIENT_ERROR bad data chunk\r\n")
+        );
+        assert_eq!(items[1].as_ref().unwrap().command(), Command::Version);
+    }
+
+    // Too many keys in a get.
+    #[test]
+    fn too_many_keys() {
+        let limits = Limits {
+            max_keys: 2,
+            ..Limits::default()
+        };
+        let (items, _) = decode_with(RequestCodec::new(limits), b"get a b c\r\n");
+        assert_eq!(
+            items[0],
+            Err(RequestError::TooManyKeys {
+                command: Command::Get,
+                count: 3,
+                limit: 2
+            })
+        );
+    }
+
+    // A non-get line over max_line_len without a newline is a framing error;
+    // a get line may run longer.
+    #[test]
+    fn line_too_long() {
+        let limits = Limits {
+            max_line_len: 20,
+            ..Limits::default()
+        };
+        let (_, err) = decode_with(RequestCodec::new(limits), &[b'x'; 30]);
+        assert!(matches!(
+            err,
+            Some(ProtoError::TooLarge {
+                what: "command line",
+                ..
+            })
+        ));
+        let get = format!("get {}\r\n", "a ".repeat(20));
+        let (items, err) = decode_with(RequestCodec::new(limits), get.as_bytes());
+        assert!(err.is_none());
+        assert_eq!(items[0].as_ref().unwrap().keys().len(), 20);
+    }
+
+    // A line exactly max_line_len long is fine, with its \r arriving first.
+    #[test]
+    fn line_at_limit() {
+        let limits = Limits {
+            max_line_len: 11,
+            ..Limits::default()
+        };
+        let mut codec = RequestCodec::new(limits);
+        let mut buf = BytesMut::from(&b"delete abcd\r"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        buf.extend_from_slice(b"\n");
+        assert!(codec.decode(&mut buf).unwrap().unwrap().is_ok());
+    }
+
+    // Constructors build exactly the wire a client would send.
+    #[test]
+    fn constructors_wire() {
+        let cases: [(Request, &[u8]); 11] = [
+            (Request::get(&["a", "b"]).unwrap(), b"get a b\r\n"),
+            (Request::gets(&["a"]).unwrap(), b"gets a\r\n"),
+            (
+                Request::set("k", 1, -2, "v", true).unwrap(),
+                b"set k 1 -2 1 noreply\r\nv\r\n",
+            ),
+            (
+                Request::add("k", 0, 0, "", false).unwrap(),
+                b"add k 0 0 0\r\n\r\n",
+            ),
+            (
+                Request::replace("k", 0, 0, "v", false).unwrap(),
+                b"replace k 0 0 1\r\nv\r\n",
+            ),
+            (
+                Request::append("k", 0, 0, "v", false).unwrap(),
+                b"append k 0 0 1\r\nv\r\n",
+            ),
+            (
+                Request::prepend("k", 0, 0, "v", false).unwrap(),
+                b"prepend k 0 0 1\r\nv\r\n",
+            ),
+            (
+                Request::cas("k", 0, 0, "v", 7, false).unwrap(),
+                b"cas k 0 0 1 7\r\nv\r\n",
+            ),
+            (Request::incr("k", 3, false).unwrap(), b"incr k 3\r\n"),
+            (Request::touch("k", -1, false).unwrap(), b"touch k -1\r\n"),
+            (Request::delete("k", true).unwrap(), b"delete k noreply\r\n"),
+        ];
+        for (req, wire) in cases {
+            assert_eq!(&req.wire()[..], wire);
+            // and decoding the wire gives the same request back
+            assert_eq!(one(wire).unwrap(), req);
+        }
+        assert_eq!(
+            &Request::decr("k", 1, false).unwrap().wire()[..],
+            b"decr k 1\r\n"
+        );
+        assert_eq!(&Request::version().wire()[..], b"version\r\n");
+        assert_eq!(&Request::quit().wire()[..], b"quit\r\n");
+    }
+
+    // Constructors refuse bad keys and an empty get.
+    #[test]
+    fn constructors_refuse() {
+        assert!(matches!(
+            Request::get(&["a b"]),
+            Err(RequestError::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            Request::set("k".repeat(251), 0, 0, "", false),
+            Err(RequestError::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            Request::delete("", false),
+            Err(RequestError::InvalidKey { .. })
+        ));
+        let none: [&str; 0] = [];
+        assert_eq!(
+            Request::get(&none),
+            Err(RequestError::WrongArity {
+                command: Command::Get
+            })
+        );
+    }
+
+    // The errors say what failed.
+    #[test]
+    fn error_messages_name_the_failure() {
+        assert!(
+            decode_all(b"set k 0 0 10\r\n").is_empty(),
+            "an incomplete data block is not an error yet"
+        );
+        let e = RequestError::ValueTooLarge {
+            command: Command::Set,
+            len: 10,
+            limit: 5,
+            noreply: false,
+        };
+        assert_eq!(
+            e.to_string(),
+            "value of 10 bytes for 'set' exceeds the limit of 5"
+        );
+        let e = one(b"bogus x\r\n").unwrap_err();
+        assert_eq!(e.to_string(), "unknown command 'bogus'");
+        assert_eq!(e.command(), None);
+    }
+}
