@@ -494,3 +494,68 @@ impl fmt::Display for Problem {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(host: &str, port: u16, weight: u32, name: Option<&str>) -> ServerConfig {
+        ServerConfig {
+            addr: ServerAddr::Tcp {
+                host: host.into(),
+                port,
+            },
+            weight,
+            name: name.map(str::to_owned),
+        }
+    }
+
+    // sorted_servers orders by identity, shorter first, then bytewise.
+    #[test]
+    fn sorted_servers_by_identity() {
+        let listen = Listen::Tcp {
+            host: "127.0.0.1".into(),
+            port: 22121,
+        };
+        let pool = PoolConfig::new(
+            "p",
+            listen,
+            vec![
+                tcp("10.0.0.1", 6379, 1, Some("zz")),
+                tcp("10.0.0.1", 11211, 1, None),
+                tcp("10.0.0.1", 6380, 1, Some("b")),
+                tcp("10.0.0.1", 6381, 1, Some("a")),
+            ],
+        );
+        let names: Vec<String> = pool.sorted_servers().iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["a", "b", "zz", "10.0.0.1"]);
+        assert_eq!(pool.server("10.0.0.1").map(|s| s.weight), Some(1));
+        assert_eq!(pool.server("10.0.0.1:11211"), None);
+    }
+
+    // A problem outside any pool displays as its bare message; inside one,
+    // the pool name is quoted and escaped.
+    #[test]
+    fn problem_display() {
+        let mut problem = Problem {
+            pool: None,
+            key: None,
+            message: "no pools defined".into(),
+            line: None,
+        };
+        assert_eq!(problem.to_string(), "no pools defined");
+        problem.pool = Some("we\"ird\n".into());
+        assert_eq!(
+            problem.to_string(),
+            "pool \"we\\\"ird\\n\": no pools defined"
+        );
+    }
+
+    // Config::from_str reads YAML.
+    #[test]
+    fn from_str_is_yaml() {
+        let config: Config = "a:\n  listen: h:1\n  servers: [h:2:1]\n".parse().unwrap();
+        assert_eq!(config.pool("a").map(|p| p.servers.len()), Some(1));
+        assert_eq!(config.pool("b"), None);
+    }
+}

@@ -110,7 +110,7 @@ impl Checker {
 
             let (listen, pool) = self.pool(name, key.pos, value);
             if let Some(listen) = listen {
-                if let Some((other, _)) = listens.iter().find(|(_, l)| *l == listen) {
+                if let Some((other, _)) = listens.iter().find(|(_, l)| same_address(l, &listen)) {
                     let message = format!(
                         "listen {:?} is also used by pool {other:?}",
                         listen.to_string()
@@ -456,6 +456,15 @@ impl Checker {
     }
 }
 
+/// Whether two pools would bind the same socket: the permissions of a unix
+/// socket do not make it a different socket.
+fn same_address(a: &Listen, b: &Listen) -> bool {
+    match (a, b) {
+        (Listen::Unix { path: p, .. }, Listen::Unix { path: q, .. }) => p == q,
+        _ => a == b,
+    }
+}
+
 fn names_of<const N: usize>(names: [&str; N]) -> String {
     names.join(", ")
 }
@@ -587,4 +596,146 @@ pub(crate) fn parse_server(text: &str) -> Result<ServerConfig, String> {
         weight,
         name: name.map(str::to_owned),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Numbers are nc_atoi's: digits only, up to nutcracker's int.
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_number("0"), Ok(0));
+        assert_eq!(parse_number("007"), Ok(7));
+        assert_eq!(parse_number("2147483647"), Ok(2_147_483_647));
+        assert_eq!(parse_number("2147483648"), Err(too_large()));
+        assert_eq!(parse_number("99999999999999999999999"), Err(too_large()));
+        for bad in ["", "-1", "+1", " 1", "1 ", "1.0", "1e3", "0x1", "١"] {
+            assert!(parse_number(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    // Ports are 1..=65535, digits only.
+    #[test]
+    fn ports() {
+        assert_eq!(parse_port("1"), Some(1));
+        assert_eq!(parse_port("65535"), Some(65535));
+        for bad in ["0", "65536", "", "+80", "80 "] {
+            assert_eq!(parse_port(bad), None, "{bad:?}");
+        }
+    }
+
+    // listen splits at the last colon, or takes permissions after the last
+    // space of a path.
+    #[test]
+    fn listen_values() {
+        assert_eq!(
+            parse_listen("0.0.0.0:22121"),
+            Ok(Listen::Tcp {
+                host: "0.0.0.0".into(),
+                port: 22121
+            })
+        );
+        assert_eq!(
+            parse_listen("[::1]:22121"),
+            Ok(Listen::Tcp {
+                host: "[::1]".into(),
+                port: 22121
+            })
+        );
+        assert_eq!(
+            parse_listen("/a b/c.sock 0700"),
+            Ok(Listen::Unix {
+                path: "/a b/c.sock".into(),
+                mode: Some(0o700)
+            })
+        );
+        assert_eq!(
+            parse_listen("/c.sock 0"),
+            Ok(Listen::Unix {
+                path: "/c.sock".into(),
+                mode: Some(0)
+            })
+        );
+        for bad in [
+            "/c.sock 0x7",
+            "/c.sock -1",
+            "/c.sock 1000",
+            "host",
+            "host:",
+            ":1",
+        ] {
+            assert!(parse_listen(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    // Server entries split from the right, as nutcracker does.
+    #[test]
+    fn server_entries() {
+        let server = parse_server("::1:6379:3 cache").unwrap();
+        assert_eq!(
+            server.addr,
+            ServerAddr::Tcp {
+                host: "::1".into(),
+                port: 6379
+            }
+        );
+        assert_eq!(server.weight, 3);
+        assert_eq!(server.name.as_deref(), Some("cache"));
+        let server = parse_server("/tmp/r.sock:2").unwrap();
+        assert_eq!(
+            server.addr,
+            ServerAddr::Unix {
+                path: "/tmp/r.sock".into()
+            }
+        );
+        assert_eq!(server.name, None);
+        // A name may contain colons; only spaces separate it.
+        assert_eq!(
+            parse_server("h:1:1 a:b").unwrap().name.as_deref(),
+            Some("a:b")
+        );
+        for bad in [
+            "h:1:0",
+            "h:1",
+            "h:1:1:1x",
+            "/p",
+            "/p:q:1",
+            "h:1:1 ",
+            "h:70000:1",
+            "h:1:2147483648",
+        ] {
+            assert!(parse_server(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    // A unix socket is the same address whatever its permissions; TCP
+    // addresses compare as written (nutcracker does not resolve to compare).
+    #[test]
+    fn listen_clashes() {
+        let unix = |mode| Listen::Unix {
+            path: "/s".into(),
+            mode,
+        };
+        assert!(same_address(&unix(None), &unix(Some(0o666))));
+        let tcp = |host: &str| Listen::Tcp {
+            host: host.into(),
+            port: 1,
+        };
+        assert!(same_address(&tcp("a"), &tcp("a")));
+        assert!(!same_address(&tcp("localhost"), &tcp("127.0.0.1")));
+    }
+
+    // A pool's problems come out in file order, whatever order keys are
+    // checked in.
+    #[test]
+    fn problems_in_file_order() {
+        let root = super::super::tree::from_yaml(
+            "a:\n  servers: x\n  redis: no\n  hash: h\n  listen: l\n",
+        )
+        .unwrap();
+        let err = validate(root).unwrap_err();
+        let lines: Vec<Option<usize>> = err.problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [Some(2), Some(3), Some(4), Some(5)]);
+    }
 }
