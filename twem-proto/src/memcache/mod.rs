@@ -104,6 +104,8 @@
 //! # }
 //! ```
 
+#[cfg(test)]
+mod prop;
 mod reply;
 mod request;
 mod split;
