@@ -1,1 +1,509 @@
-//! Test harness for the workspace integration tests.
+//! Harness for the workspace integration tests: real `redis-server`,
+//! `memcached`, `nutcracker` and `twemproxy` processes on 127.0.0.1
+//! ephemeral ports, and minimal blocking clients that speak raw bytes so a
+//! test can compare replies byte for byte.
+//!
+//! Every process started here is killed by its pid when its handle drops, so
+//! a failing test leaves nothing behind.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A fresh temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Create one under the system temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("twem-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Wait until `addr` accepts connections, or panic after `limit`.
+pub fn wait_for_port(port: u16, limit: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listening on 127.0.0.1:{port} after {limit:?}");
+}
+
+/// A child process killed (by its pid) when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    child: Option<Child>,
+    /// What it is, for messages.
+    pub what: String,
+}
+
+impl Proc {
+    /// Start `cmd`, naming it `what`.
+    pub fn spawn(what: &str, cmd: &mut Command) -> Proc {
+        let child = cmd.stdin(Stdio::null()).spawn().unwrap_or_else(|e| {
+            panic!("cannot start {what}: {e} (is it installed? .ci/run installs it)")
+        });
+        Proc {
+            child: Some(child),
+            what: what.to_string(),
+        }
+    }
+
+    /// The pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Send a signal to the process.
+    pub fn signal(&self, sig: i32) {
+        let pid = self.pid() as i32;
+        if pid > 0 {
+            // SAFETY-free: `kill` through the libc crate is safe to call, but
+            // the crate marks it unsafe; use the `kill` command instead so the
+            // tests keep `unsafe` out entirely.
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
+    /// Wait for the process to exit within `limit`; its exit status.
+    pub fn wait_timeout(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        let child = self.child.as_mut()?;
+        while start.elapsed() < limit {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// Kill it now (SIGKILL) and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `redis-server` on an ephemeral port, without persistence.
+#[derive(Debug)]
+pub struct Redis {
+    /// Its port.
+    pub port: u16,
+    /// The process.
+    pub proc: Proc,
+    _dir: TempDir,
+}
+
+impl Redis {
+    /// Start one with extra `redis-server` arguments (e.g. `--requirepass x`).
+    pub fn start_with(extra: &[&str]) -> Redis {
+        let port = free_port();
+        let dir = TempDir::new("redis");
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--dir", &dir.path().display().to_string()])
+        .args(extra)
+        .stdout(Stdio::null());
+        let proc = Proc::spawn("redis-server", &mut cmd);
+        wait_for_port(port, Duration::from_secs(10));
+        Redis {
+            port,
+            proc,
+            _dir: dir,
+        }
+    }
+
+    /// Start one with defaults.
+    pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A raw client connected to it.
+    pub fn client(&self) -> Client {
+        Client::connect(self.port)
+    }
+}
+
+/// A `memcached` on an ephemeral port.
+#[derive(Debug)]
+pub struct Memcached {
+    /// Its port.
+    pub port: u16,
+    /// The process.
+    pub proc: Proc,
+}
+
+impl Memcached {
+    /// Start one (2 MiB item size so 1 MiB values fit).
+    pub fn start() -> Memcached {
+        let port = free_port();
+        let mut cmd = Command::new("memcached");
+        cmd.args([
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-I",
+            "2m",
+            "-m",
+            "256",
+        ]);
+        if is_root() {
+            cmd.args(["-u", "root"]);
+        }
+        let proc = Proc::spawn("memcached", &mut cmd);
+        wait_for_port(port, Duration::from_secs(10));
+        Memcached { port, proc }
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A raw client connected to it.
+    pub fn client(&self) -> Client {
+        Client::connect(self.port)
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Where the `twemproxy` binary is: `$TWEMPROXY_BIN`, else next to the test
+/// executable's `deps/` directory (cargo builds it for twem-server's tests).
+pub fn twemproxy_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TWEMPROXY_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("twemproxy");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build -p twem-server` first",
+        bin.display()
+    );
+    bin
+}
+
+/// A proxy process (twemproxy or nutcracker) on a config written to a temp dir.
+#[derive(Debug)]
+pub struct ProxyProc {
+    /// The process.
+    pub proc: Proc,
+    /// Its stats port.
+    pub stats_port: u16,
+    /// The directory holding its config (and log, pid file).
+    pub dir: TempDir,
+    /// The config file.
+    pub conf: PathBuf,
+}
+
+impl ProxyProc {
+    /// Start `twemproxy` with `yaml` and extra args; waits for `wait_port`.
+    pub fn twem(yaml: &str, wait_port: u16, extra: &[&str]) -> ProxyProc {
+        Self::start(&twemproxy_bin(), "twemproxy", yaml, wait_port, extra)
+    }
+
+    /// Start Debian's `nutcracker` with `yaml`; waits for `wait_port`.
+    pub fn nutcracker(yaml: &str, wait_port: u16) -> ProxyProc {
+        Self::start(Path::new("nutcracker"), "nutcracker", yaml, wait_port, &[])
+    }
+
+    fn start(bin: &Path, what: &str, yaml: &str, wait_port: u16, extra: &[&str]) -> ProxyProc {
+        let dir = TempDir::new(what);
+        let conf = dir.path().join("nutcracker.yml");
+        std::fs::write(&conf, yaml).expect("write config");
+        let stats_port = free_port();
+        let log = dir.path().join("proxy.log");
+        let mut cmd = Command::new(bin);
+        cmd.arg("-c")
+            .arg(&conf)
+            .args([
+                "-s",
+                &stats_port.to_string(),
+                "-a",
+                "127.0.0.1",
+                "-i",
+                "100",
+            ])
+            .arg("-o")
+            .arg(&log)
+            .args(extra);
+        let proc = Proc::spawn(what, &mut cmd);
+        wait_for_port(wait_port, Duration::from_secs(10));
+        ProxyProc {
+            proc,
+            stats_port,
+            dir,
+            conf,
+        }
+    }
+
+    /// Read the stats document.
+    pub fn stats(&self) -> serde_json::Value {
+        let mut s = TcpStream::connect(("127.0.0.1", self.stats_port)).expect("stats port");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read stats");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("stats is not JSON ({e}): {text}"))
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+}
+
+/// A blocking raw-bytes client with a read timeout.
+#[derive(Debug)]
+pub struct Client {
+    /// The socket.
+    pub sock: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connect to 127.0.0.1:`port` (5 s read timeout).
+    pub fn connect(port: u16) -> Client {
+        let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        sock.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        sock.set_nodelay(true).expect("nodelay");
+        Client {
+            sock,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Send raw bytes.
+    pub fn send(&mut self, b: &[u8]) {
+        self.sock.write_all(b).expect("send");
+    }
+
+    /// Send a command as a RESP array.
+    pub fn send_cmd(&mut self, args: &[&[u8]]) {
+        self.send(&resp_cmd(args));
+    }
+
+    /// Send a RESP command and read its one reply.
+    pub fn cmd(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.send_cmd(args);
+        self.read_resp()
+    }
+
+    /// Send a command given as space-separated words; read its reply.
+    pub fn cmds(&mut self, line: &str) -> Vec<u8> {
+        let words: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+        self.cmd(&words)
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut tmp = [0u8; 65536];
+        match self.sock.read(&mut tmp) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                true
+            }
+            Err(e) => panic!(
+                "read failed (timeout?): {e}; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            ),
+        }
+    }
+
+    /// Read one complete RESP reply (raw bytes). Panics on EOF or timeout.
+    pub fn read_resp(&mut self) -> Vec<u8> {
+        loop {
+            if let Some(n) = resp_len(&self.buf) {
+                return self.buf.drain(..n).collect();
+            }
+            assert!(
+                self.fill(),
+                "connection closed; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+        }
+    }
+
+    /// Read exactly `n` bytes.
+    pub fn read_exact_n(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            assert!(
+                self.fill(),
+                "connection closed after {} of {n} bytes",
+                self.buf.len()
+            );
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// Read until `end` appears (inclusive).
+    pub fn read_until(&mut self, end: &[u8]) -> Vec<u8> {
+        loop {
+            if let Some(i) = find(&self.buf, end) {
+                return self.buf.drain(..i + end.len()).collect();
+            }
+            assert!(
+                self.fill(),
+                "closed before {:?}; have {:?}",
+                String::from_utf8_lossy(end),
+                String::from_utf8_lossy(&self.buf)
+            );
+        }
+    }
+
+    /// Read one memcached reply line (through `\r\n`).
+    pub fn read_line(&mut self) -> Vec<u8> {
+        self.read_until(b"\r\n")
+    }
+
+    /// Whether the peer closed the connection (reads until EOF, within the timeout).
+    pub fn is_closed(&mut self) -> bool {
+        let mut tmp = [0u8; 4096];
+        loop {
+            match self.sock.read(&mut tmp) {
+                Ok(0) => return true,
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Bytes received but not consumed yet.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// Find `needle` in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Encode a command as a RESP array of bulk strings.
+pub fn resp_cmd(args: &[&[u8]]) -> Vec<u8> {
+    let mut v = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        v.extend_from_slice(a);
+        v.extend_from_slice(b"\r\n");
+    }
+    v
+}
+
+/// Length of the complete RESP reply at the start of `b`, if complete.
+pub fn resp_len(b: &[u8]) -> Option<usize> {
+    let line_end = find(b, b"\r\n")?;
+    let head = &b[1..line_end];
+    let after = line_end + 2;
+    match b.first()? {
+        b'+' | b'-' | b':' => Some(after),
+        b'$' => {
+            let n: i64 = std::str::from_utf8(head).ok()?.parse().ok()?;
+            if n < 0 {
+                return Some(after);
+            }
+            let end = after + n as usize + 2;
+            (b.len() >= end).then_some(end)
+        }
+        b'*' => {
+            let n: i64 = std::str::from_utf8(head).ok()?.parse().ok()?;
+            let mut at = after;
+            for _ in 0..n.max(0) {
+                at += resp_len(&b[at..])?;
+            }
+            Some(at)
+        }
+        _ => None,
+    }
+}
+
+/// A RESP bulk string reply for `v`.
+pub fn bulk(v: &[u8]) -> Vec<u8> {
+    let mut out = format!("${}\r\n", v.len()).into_bytes();
+    out.extend_from_slice(v);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The harness's own RESP scanner must find frame ends exactly, or every
+    // comparison built on it is meaningless.
+    #[test]
+    fn resp_len_frames() {
+        assert_eq!(resp_len(b"+OK\r\n"), Some(5));
+        assert_eq!(resp_len(b"$3\r\nabc\r\nxx"), Some(9));
+        assert_eq!(resp_len(b"$3\r\nab"), None);
+        assert_eq!(resp_len(b"$-1\r\n"), Some(5));
+        assert_eq!(resp_len(b"*2\r\n$1\r\na\r\n:5\r\n"), Some(15));
+        assert_eq!(resp_len(b"*2\r\n$1\r\na\r\n"), None);
+        assert_eq!(resp_cmd(&[b"GET", b"k"]), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+    }
+}

@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod net;
+pub mod pool;
 pub mod hash;
 pub mod ring;
 

@@ -1,5 +1,119 @@
 //! # twem-server
 //!
 //! The library behind the `twemproxy` binary: nutcracker's command line,
-//! listeners, client sessions, the stats port and signal handling.
+//! listeners, client sessions, the stats port and signal handling. `main`
+//! only calls [`run`].
+//!
+//! ```text
+//! cargo build --release -p twem-server
+//! target/release/twemproxy -c examples/conf/nutcracker.yml
+//! ```
 #![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod listener;
+pub mod locate;
+pub mod logging;
+pub mod proxy;
+pub mod session;
+pub mod stats;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cli::Cli;
+
+/// Run the binary with parsed options; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    if cli.version {
+        print!("{}", Cli::version_text());
+        return 0;
+    }
+    if cli.describe_stats {
+        print!("{}", Cli::version_text());
+        print!("\n{}", stats::describe());
+        return 0;
+    }
+    let conf_shown = cli.conf_file.display().to_string();
+    let config = match proxy::load_config(&cli.conf_file) {
+        Ok(c) => c,
+        Err(e) => {
+            // Every problem on its own line (pool and key named), then
+            // nutcracker's summary line.
+            eprintln!("{e}");
+            eprintln!("nutcracker: configuration file '{conf_shown}' syntax is invalid");
+            return 1;
+        }
+    };
+    if cli.test_conf {
+        eprintln!("nutcracker: configuration file '{conf_shown}' syntax is ok");
+        return 0;
+    }
+    if cli.locate {
+        let stdin = std::io::stdin();
+        let stdout = std::io::stdout();
+        return match locate::run(
+            &config,
+            cli.pool.as_deref(),
+            cli.hex,
+            &cli.eject,
+            stdin.lock(),
+            stdout.lock(),
+        ) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("twemproxy: {e}");
+                1
+            }
+        };
+    }
+
+    let abs = |p: &Path| -> PathBuf { std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()) };
+    let output = cli.output.as_deref().map(abs);
+    let pid_file = cli.pid_file.as_deref().map(abs);
+    if cli.daemonize {
+        // Before any thread exists: fork() in a multi-threaded process is unsafe.
+        if let Err(e) = nix::unistd::daemon(false, false) {
+            eprintln!("twemproxy: daemonize failed: {e}");
+            return 1;
+        }
+    }
+    let logger = match logging::Logger::init(cli.verbose, output.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("twemproxy: cannot open log file: {e}");
+            return 1;
+        }
+    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all().thread_name("twem-worker");
+    if let Some(n) = cli.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("twemproxy: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let opts = proxy::Options {
+        stats_addr: cli.stats_addr.clone(),
+        stats_port: cli.stats_port,
+        stats_interval: Duration::from_millis(cli.stats_interval),
+        pid_file,
+        shutdown_grace: Duration::from_millis(cli.shutdown_grace),
+    };
+    let res = rt.block_on(proxy::serve(config, opts, logger));
+    rt.shutdown_timeout(Duration::from_millis(100));
+    match res {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("twemproxy: {e}");
+            let _ = std::io::stderr().flush();
+            1
+        }
+    }
+}

@@ -1,2 +1,6 @@
 //! `twemproxy`: a drop-in for nutcracker. All logic lives in the library.
-fn main() {}
+use clap::Parser;
+
+fn main() {
+    std::process::exit(twem_server::run(twem_server::cli::Cli::parse()));
+}

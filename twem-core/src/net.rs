@@ -1,0 +1,90 @@
+//! Socket helpers shared by the backend connections and the proxy's client
+//! sessions.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// Buffers given to one vectored write.
+const MAX_IOV: usize = 64;
+
+/// Write as much of the front of `queue` as one vectored write takes, drop
+/// what was written, and return how many bytes that was. Queued replies and
+/// requests are written from the buffers they arrived in, with no copy into
+/// a staging buffer. Cancel-safe: nothing is consumed unless written.
+pub async fn write_some<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    queue: &mut VecDeque<Bytes>,
+) -> io::Result<usize> {
+    let n = {
+        let slices: Vec<IoSlice<'_>> = queue
+            .iter()
+            .take(MAX_IOV)
+            .map(|b| IoSlice::new(b))
+            .collect();
+        wr.write_vectored(&slices).await?
+    };
+    if n == 0 {
+        return Err(io::Error::from(io::ErrorKind::WriteZero));
+    }
+    let mut left = n;
+    while left > 0 {
+        let Some(front) = queue.front_mut() else {
+            break;
+        };
+        if left >= front.len() {
+            left -= front.len();
+            queue.pop_front();
+        } else {
+            front.advance(left);
+            left = 0;
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A writer that takes at most 3 bytes per call: the queue must advance
+    // across buffer boundaries and keep the unwritten remainder in order.
+    #[tokio::test]
+    async fn partial_writes_keep_order() {
+        struct Slow(Vec<u8>);
+        impl AsyncWrite for Slow {
+            fn poll_write(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<io::Result<usize>> {
+                let n = buf.len().min(3);
+                self.0.extend_from_slice(&buf[..n]);
+                std::task::Poll::Ready(Ok(n))
+            }
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<io::Result<()>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+            fn poll_shutdown(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<io::Result<()>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        let mut w = Slow(Vec::new());
+        let mut q: VecDeque<Bytes> = ["ab", "cde", "f", "ghij"]
+            .iter()
+            .map(|s| Bytes::from_static(s.as_bytes()))
+            .collect();
+        while !q.is_empty() {
+            write_some(&mut w, &mut q).await.expect("write");
+        }
+        assert_eq!(w.0, b"abcdefghij");
+    }
+}

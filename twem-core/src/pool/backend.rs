@@ -1,0 +1,514 @@
+//! One backend connection: a task that owns the socket to a server, writes the
+//! requests it is handed in batches and matches replies to them in FIFO order.
+//!
+//! Many clients share it: requests arrive on an unbounded channel (each
+//! client bounds its own in-flight requests, so the channel is bounded by the
+//! sum of those bounds) and each carries a oneshot for its reply. The task
+//! connects lazily on the first request (or at start with `preconnect`),
+//! reconnects on the next request after a failure, and never lets a reply be
+//! matched to the wrong request: on timeout, EOF, a reset or a reply it cannot
+//! parse, it closes the socket and fails every request that was on it.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, Sleep};
+use tokio_util::codec::Decoder;
+
+use twem_proto::{memcache as mc, resp};
+
+use super::error::{BackendError, BackendErrorKind};
+use super::{PoolShared, Protocol};
+use crate::config::ServerAddr;
+
+/// Most requests written to one connection and not yet answered. Past this
+/// the task stops taking new requests until replies come back, which bounds
+/// the memory one slow server can pin.
+const MAX_IN_FLIGHT: usize = 4096;
+/// Requests taken from the channel in one go, so one write carries many.
+const BATCH: usize = 256;
+/// Initial read buffer; grows as replies need.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What a reply must be parsed as: RESP needs no context, memcached replies
+/// are parsed in the context of their request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Expect {
+    /// A RESP reply.
+    Resp,
+    /// The reply to this memcached command.
+    Mc(mc::Command),
+}
+
+/// A reply as it came from a server.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    /// A Redis reply.
+    Resp(resp::ReplyFrame),
+    /// A memcached reply.
+    Mc(mc::ReplyFrame),
+}
+
+impl Frame {
+    /// The exact bytes the server sent.
+    pub fn raw(&self) -> &Bytes {
+        match self {
+            Frame::Resp(f) => f.raw(),
+            Frame::Mc(f) => f.raw(),
+        }
+    }
+}
+
+/// The reply channel of one request.
+pub(crate) type ReplyTx = oneshot::Sender<Result<Frame, BackendError>>;
+
+/// One request for a backend connection.
+pub(crate) struct BackendReq {
+    /// The bytes to write.
+    pub wire: Bytes,
+    /// How to parse its reply; `None` for a memcached `noreply` request,
+    /// which gets none.
+    pub expect: Option<Expect>,
+    /// Where the reply goes; `None` when nobody waits (noreply).
+    pub reply: Option<ReplyTx>,
+    /// When the pool's `timeout` for this request expires.
+    pub deadline: Option<Instant>,
+}
+
+/// A message for a connection task.
+pub(crate) enum Msg {
+    /// Forward a request.
+    Req(BackendReq),
+    /// Finish what is in flight, then close (pool closing or replaced).
+    Close,
+}
+
+struct InFlight {
+    expect: Expect,
+    reply: Option<ReplyTx>,
+    deadline: Option<Instant>,
+    bytes: i64,
+}
+
+/// Reply parser state for one connection.
+enum ReplyDecoder {
+    Resp(resp::ReplyCodec),
+    Mc(mc::ReplyDecoder, mc::Limits),
+}
+
+impl ReplyDecoder {
+    fn new(protocol: Protocol) -> Self {
+        match protocol {
+            Protocol::Redis => ReplyDecoder::Resp(resp::ReplyCodec::default()),
+            Protocol::Memcache => ReplyDecoder::Mc(mc::ReplyDecoder::new(), mc::Limits::default()),
+        }
+    }
+
+    fn decode(&mut self, expect: Expect, buf: &mut BytesMut) -> Result<Option<Frame>, ()> {
+        match (self, expect) {
+            (ReplyDecoder::Resp(codec), _) => match codec.decode(buf) {
+                Ok(f) => Ok(f.map(Frame::Resp)),
+                Err(_) => Err(()),
+            },
+            (ReplyDecoder::Mc(dec, limits), Expect::Mc(cmd)) => {
+                match dec.decode(cmd, buf, limits) {
+                    Ok(f) => Ok(f.map(Frame::Mc)),
+                    Err(_) => Err(()),
+                }
+            }
+            (ReplyDecoder::Mc(..), Expect::Resp) => Err(()),
+        }
+    }
+}
+
+/// The connection task of server `idx`, slot `slot`. Runs until the pool is
+/// dropped or closed.
+pub(crate) async fn run(shared: Arc<PoolShared>, idx: usize, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    let preconnect = shared.config.preconnect;
+    let mut pending: Option<BackendReq> = None;
+    let mut first_round = true;
+    loop {
+        if !(first_round && preconnect) && pending.is_none() {
+            match rx.recv().await {
+                Some(Msg::Req(r)) => pending = Some(r),
+                Some(Msg::Close) | None => return,
+            }
+        }
+        first_round = false;
+        match connect(&shared, idx).await {
+            Ok(conn) => {
+                let server = &shared.servers[idx];
+                server.stats.server_connections.fetch_add(1, Relaxed);
+                let close = match conn {
+                    Conn::Tcp(s) => {
+                        let (r, w) = s.into_split();
+                        drive(&shared, idx, r, w, pending.take(), &mut rx).await
+                    }
+                    Conn::Unix(s) => {
+                        let (r, w) = s.into_split();
+                        drive(&shared, idx, r, w, pending.take(), &mut rx).await
+                    }
+                };
+                server.stats.server_connections.fetch_sub(1, Relaxed);
+                if close {
+                    return;
+                }
+            }
+            Err(kind) => {
+                // Fail the request that asked for the connection and every one
+                // queued behind it: retrying a refused connect once per queued
+                // request would only add latency to an outage.
+                let err = BackendError::new(kind, shared.servers[idx].name.clone());
+                let mut failed = 0u64;
+                if let Some(r) = pending.take() {
+                    fail_req(&shared, idx, r, &err);
+                    failed += 1;
+                }
+                while let Ok(msg) = rx.try_recv() {
+                    match msg {
+                        Msg::Req(r) => {
+                            fail_req(&shared, idx, r, &err);
+                            failed += 1;
+                        }
+                        Msg::Close => return,
+                    }
+                }
+                tracing::debug!(pool = %shared.config.name, server = %shared.servers[idx].name,
+                    error = kind.words(), failed, "connect failed");
+                shared.servers[idx].stats.server_err.fetch_add(1, Relaxed);
+                shared.record_failure(idx);
+            }
+        }
+    }
+}
+
+fn fail_req(shared: &PoolShared, idx: usize, r: BackendReq, err: &BackendError) {
+    let stats = &shared.servers[idx].stats;
+    stats.in_queue.fetch_sub(1, Relaxed);
+    stats.in_queue_bytes.fetch_sub(r.wire.len() as i64, Relaxed);
+    shared.stats.forward_error.fetch_add(1, Relaxed);
+    if let Some(tx) = r.reply {
+        let _ = tx.send(Err(err.clone()));
+    }
+}
+
+/// A connected socket of either family.
+pub(crate) enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// Open a connection to server `idx`, resolving its host name afresh, and run
+/// the Redis handshake (AUTH, then SELECT) when the pool needs one. The whole
+/// of it is bounded by the pool's `timeout`.
+pub(crate) async fn connect(shared: &PoolShared, idx: usize) -> Result<Conn, BackendErrorKind> {
+    let fut = connect_inner(shared, idx);
+    match shared.config.timeout {
+        Some(t) => match tokio::time::timeout(t, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendErrorKind::TimedOut),
+        },
+        None => fut.await,
+    }
+}
+
+async fn connect_inner(shared: &PoolShared, idx: usize) -> Result<Conn, BackendErrorKind> {
+    let server = &shared.servers[idx];
+    let mut conn = match &server.addr {
+        ServerAddr::Tcp { host, port } => {
+            let mut addrs = tokio::net::lookup_host((host.as_str(), *port))
+                .await
+                .map_err(|_| BackendErrorKind::HostDown)?;
+            let addr = addrs.next().ok_or(BackendErrorKind::HostDown)?;
+            let s = TcpStream::connect(addr)
+                .await
+                .map_err(|e| BackendErrorKind::from_io(&e))?;
+            let _ = s.set_nodelay(true);
+            if shared.config.tcpkeepalive {
+                let _ = socket2::SockRef::from(&s).set_keepalive(true);
+            }
+            Conn::Tcp(s)
+        }
+        ServerAddr::Unix { path } => Conn::Unix(
+            UnixStream::connect(path)
+                .await
+                .map_err(|e| BackendErrorKind::from_io(&e))?,
+        ),
+    };
+    let init = shared.handshake();
+    if !init.is_empty() {
+        let n = init.len();
+        let wire: Vec<u8> = init.iter().flat_map(|r| r.wire().iter().copied()).collect();
+        match &mut conn {
+            Conn::Tcp(s) => handshake(s, &wire, n, &shared.config.name, &server.name).await?,
+            Conn::Unix(s) => handshake(s, &wire, n, &shared.config.name, &server.name).await?,
+        }
+    }
+    Ok(conn)
+}
+
+/// Write the handshake requests and check each reply; an error reply (wrong
+/// password, bad db) makes the connection unusable, and is logged with the
+/// server's own words because the client only sees the consequence.
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    wire: &[u8],
+    n: usize,
+    pool: &str,
+    server: &str,
+) -> Result<(), BackendErrorKind> {
+    s.write_all(wire)
+        .await
+        .map_err(|e| BackendErrorKind::from_io(&e))?;
+    let mut codec = resp::ReplyCodec::default();
+    let mut buf = BytesMut::with_capacity(256);
+    let mut got = 0;
+    while got < n {
+        match codec.decode(&mut buf) {
+            Ok(Some(frame)) => {
+                if frame.is_error() {
+                    tracing::warn!(pool, server, reply = %String::from_utf8_lossy(frame.raw()).trim_end(),
+                        "backend rejected the connection handshake (redis_auth / redis_db)");
+                    return Err(BackendErrorKind::InvalidReply);
+                }
+                got += 1;
+            }
+            Ok(None) => {
+                if s.read_buf(&mut buf)
+                    .await
+                    .map_err(|e| BackendErrorKind::from_io(&e))?
+                    == 0
+                {
+                    return Err(BackendErrorKind::Unknown);
+                }
+            }
+            Err(_) => return Err(BackendErrorKind::InvalidReply),
+        }
+    }
+    Ok(())
+}
+
+/// Run one connected socket until it fails, the server closes it, or the pool
+/// asks it to close. Returns true when the task should end (close requested or
+/// channel gone), false to go back to waiting for a request and reconnect.
+async fn drive<R, W>(
+    shared: &Arc<PoolShared>,
+    idx: usize,
+    mut rd: R,
+    mut wr: W,
+    first: Option<BackendReq>,
+    rx: &mut mpsc::UnboundedReceiver<Msg>,
+) -> bool
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let server = &shared.servers[idx];
+    let stats = &server.stats;
+    let mut decoder = ReplyDecoder::new(shared.protocol);
+    let mut wq: VecDeque<Bytes> = VecDeque::new();
+    // (size, expects a reply) of each request not fully written yet.
+    let mut wq_reqs: VecDeque<(i64, bool)> = VecDeque::new();
+
+    let mut written_into_front = 0usize; // bytes of wq's front request already written
+    let mut inflight: VecDeque<InFlight> = VecDeque::new();
+    let mut rbuf = BytesMut::new();
+    let mut closing = false;
+    let mut sleep: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep(Duration::from_secs(3600)));
+    let mut armed: Option<Instant> = None;
+
+    let push = |r: BackendReq,
+                wq: &mut VecDeque<Bytes>,
+                wq_reqs: &mut VecDeque<(i64, bool)>,
+                inflight: &mut VecDeque<InFlight>| {
+        let len = r.wire.len() as i64;
+        stats.requests.fetch_add(1, Relaxed);
+        stats.request_bytes.fetch_add(len as u64, Relaxed);
+        wq_reqs.push_back((len, r.expect.is_some()));
+        wq.push_back(r.wire);
+        if let Some(expect) = r.expect {
+            inflight.push_back(InFlight {
+                expect,
+                reply: r.reply,
+                deadline: r.deadline,
+                bytes: len,
+            });
+        }
+    };
+    if let Some(r) = first {
+        push(r, &mut wq, &mut wq_reqs, &mut inflight);
+    }
+
+    let outcome: Result<(), BackendErrorKind> = loop {
+        if closing && inflight.is_empty() && wq.is_empty() {
+            let _ = wr.shutdown().await;
+            return true;
+        }
+        // Re-arm the timer only when the oldest deadline changes: resetting a
+        // Sleep costs a timer-wheel update, and most loop turns don't need one.
+        let want = inflight.front().and_then(|f| f.deadline);
+        if want != armed {
+            if let Some(d) = want {
+                sleep.as_mut().reset(d);
+            }
+            armed = want;
+        }
+        let can_take = !closing && inflight.len() < MAX_IN_FLIGHT;
+        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+            rbuf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            biased;
+            res = rd.read_buf(&mut rbuf) => {
+                match res {
+                    Ok(0) => {
+                        stats.server_eof.fetch_add(1, Relaxed);
+                        break Err(BackendErrorKind::Unknown);
+                    }
+                    Ok(_) => {
+                        if let Err(kind) = deliver(shared, idx, &mut decoder, &mut rbuf, &mut inflight) {
+                            stats.server_err.fetch_add(1, Relaxed);
+                            break Err(kind);
+                        }
+                        if rbuf.is_empty() && rbuf.capacity() > 4 * READ_CHUNK {
+                            // A large reply grew the buffer; don't keep it for an idle connection.
+                            rbuf = BytesMut::new();
+                        }
+                    }
+                    Err(e) => {
+                        stats.server_err.fetch_add(1, Relaxed);
+                        break Err(BackendErrorKind::from_io(&e));
+                    }
+                }
+            }
+            res = crate::net::write_some(&mut wr, &mut wq), if !wq.is_empty() => {
+                match res {
+                    Ok(mut n) => {
+                        // Move fully written requests from in_queue to out_queue.
+                        while n > 0 {
+                            let Some((front, wants_reply)) = wq_reqs.front().copied() else { break };
+                            let left = front as usize - written_into_front;
+                            if n >= left {
+                                n -= left;
+                                written_into_front = 0;
+                                wq_reqs.pop_front();
+                                stats.in_queue.fetch_sub(1, Relaxed);
+                                stats.in_queue_bytes.fetch_sub(front, Relaxed);
+                                if wants_reply {
+                                    stats.out_queue.fetch_add(1, Relaxed);
+                                    stats.out_queue_bytes.fetch_add(front, Relaxed);
+                                }
+                            } else {
+                                written_into_front += n;
+                                n = 0;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        stats.server_err.fetch_add(1, Relaxed);
+                        break Err(BackendErrorKind::from_io(&e));
+                    }
+                }
+            }
+            msg = rx.recv(), if can_take => {
+                match msg {
+                    Some(Msg::Req(r)) => {
+                        push(r, &mut wq, &mut wq_reqs, &mut inflight);
+                        for _ in 0..BATCH {
+                            match rx.try_recv() {
+                                Ok(Msg::Req(r)) => push(r, &mut wq, &mut wq_reqs, &mut inflight),
+                                Ok(Msg::Close) => { closing = true; break }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Some(Msg::Close) | None => closing = true,
+                }
+            }
+            () = sleep.as_mut(), if armed.is_some() => {
+                stats.server_timedout.fetch_add(1, Relaxed);
+                tracing::debug!(pool = %shared.config.name, server = %server.name, "request timed out; closing the connection");
+                break Err(BackendErrorKind::TimedOut);
+            }
+        }
+    };
+
+    // The connection is broken: everything written or queued on it fails, so
+    // no late reply can ever be matched to a later request.
+    let kind = outcome.err().unwrap_or(BackendErrorKind::Unknown);
+    let err = BackendError::new(kind, server.name.clone());
+    // Gauges: whatever was counted in a queue leaves it. In-flight requests
+    // are in write order, so the written ones (in out_queue) are the first
+    // `inflight - unwritten-with-reply` of them.
+    let unwritten_replies = wq_reqs.iter().filter(|r| r.1).count();
+    let written = inflight.len().saturating_sub(unwritten_replies);
+    let written_bytes: i64 = inflight.iter().take(written).map(|f| f.bytes).sum();
+    stats.out_queue.fetch_sub(written as i64, Relaxed);
+    stats.out_queue_bytes.fetch_sub(written_bytes, Relaxed);
+    let unwritten: i64 = wq_reqs.iter().map(|r| r.0).sum();
+    stats.in_queue.fetch_sub(wq_reqs.len() as i64, Relaxed);
+    stats.in_queue_bytes.fetch_sub(unwritten, Relaxed);
+    let mut failed = 0usize;
+    for f in inflight.drain(..) {
+        failed += 1;
+        if let Some(tx) = f.reply {
+            let _ = tx.send(Err(err.clone()));
+        }
+    }
+    if failed > 0 || kind != BackendErrorKind::Unknown {
+        shared.stats.forward_error.fetch_add(failed as u64, Relaxed);
+        shared.record_failure(idx);
+    }
+    tracing::debug!(pool = %shared.config.name, server = %server.name, error = kind.words(), failed,
+        "backend connection closed");
+    closing
+}
+
+/// Parse every complete reply in `rbuf` and hand each to its request.
+fn deliver(
+    shared: &PoolShared,
+    idx: usize,
+    decoder: &mut ReplyDecoder,
+    rbuf: &mut BytesMut,
+    inflight: &mut VecDeque<InFlight>,
+) -> Result<(), BackendErrorKind> {
+    let stats = &shared.servers[idx].stats;
+    let mut got = false;
+    loop {
+        let Some(front) = inflight.front() else {
+            if rbuf.is_empty() {
+                break;
+            }
+            // Bytes nobody asked for: the stream is out of step.
+            return Err(BackendErrorKind::InvalidReply);
+        };
+        match decoder.decode(front.expect, rbuf) {
+            Ok(Some(frame)) => {
+                let Some(f) = inflight.pop_front() else { break };
+                stats.responses.fetch_add(1, Relaxed);
+                stats
+                    .response_bytes
+                    .fetch_add(frame.raw().len() as u64, Relaxed);
+                stats.out_queue.fetch_sub(1, Relaxed);
+                stats.out_queue_bytes.fetch_sub(f.bytes, Relaxed);
+                got = true;
+                if let Some(tx) = f.reply {
+                    let _ = tx.send(Ok(frame));
+                }
+            }
+            Ok(None) => break,
+            Err(()) => return Err(BackendErrorKind::InvalidReply),
+        }
+    }
+    if got {
+        shared.record_success(idx);
+    }
+    Ok(())
+}

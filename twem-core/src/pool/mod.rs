@@ -1,0 +1,729 @@
+//! The [`Pool`]: one configured pool of Redis or memcached servers, live.
+//!
+//! A pool owns, per server, `server_connections` connection tasks (see
+//! [`backend`]), the current [`Ring`] snapshot (swapped atomically on
+//! ejection and re-admission, so routing takes no lock), failure accounting
+//! for `auto_eject_hosts`, and the counters behind the stats port.
+//!
+//! The proxy is a `Pool` plus listeners: its client sessions call
+//! [`Pool::dispatch_redis`] / [`Pool::dispatch_memcache`] for every request, in
+//! request order, and write what the returned [`ReplyFuture`]s resolve to in
+//! that same order. Embedders call the same functions through [`Pool::call`]
+//! and the typed helpers, and so get exactly the proxy's placement and
+//! semantics without the extra hop.
+
+pub mod backend;
+pub mod error;
+mod merge;
+pub mod stats;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::codec::Decoder;
+
+use twem_proto::command::{self, Class, Route};
+use twem_proto::{memcache as mc, resp};
+
+use crate::config::{PoolConfig, ServerAddr};
+use crate::ring::Ring;
+
+pub use backend::Frame;
+pub use error::{BackendError, BackendErrorKind, CallError, PoolError};
+pub use stats::{PoolSnapshot, PoolStats, ServerSnapshot, ServerStats};
+
+use backend::{BackendReq, Expect, Msg};
+use merge::Merge;
+
+/// Which protocol a pool speaks (`redis: true` in the config, or memcached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Redis (RESP).
+    Redis,
+    /// memcached ASCII.
+    Memcache,
+}
+
+/// The routing key nutcracker uses for commands that carry no key (COMMAND,
+/// LOLWUT, memcached `version`).
+pub const PLACEHOLDER_KEY: &[u8] = b"placeholder";
+
+/// How long a re-admission probe may take when the pool has no `timeout`.
+const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One server of a pool, shared by its connection tasks and the pool.
+#[derive(Debug)]
+pub(crate) struct ServerShared {
+    pub name: Arc<str>,
+    pub addr: ServerAddr,
+    pub stats: ServerStats,
+    failures: AtomicU32,
+    ejected: AtomicBool,
+}
+
+/// State shared by a pool's handles, connection tasks and probe tasks.
+#[derive(Debug)]
+pub(crate) struct PoolShared {
+    pub config: PoolConfig,
+    pub protocol: Protocol,
+    /// In ring order: index i is `base_ring.servers()[i]`.
+    pub servers: Vec<ServerShared>,
+    base_ring: Ring,
+    ring: ArcSwap<Ring>,
+    pub stats: PoolStats,
+    rebuild: Mutex<()>,
+    closed: AtomicBool,
+    /// Requests every new Redis backend connection starts with.
+    handshake: Vec<resp::Request>,
+}
+
+impl PoolShared {
+    pub(crate) fn handshake(&self) -> &[resp::Request] {
+        &self.handshake
+    }
+
+    /// A request to server `idx` succeeded: its failure streak ends.
+    pub(crate) fn record_success(&self, idx: usize) {
+        let f = &self.servers[idx].failures;
+        if f.load(Relaxed) != 0 {
+            f.store(0, Relaxed);
+        }
+    }
+
+    /// A connection to server `idx` failed. With `auto_eject_hosts`,
+    /// `server_failure_limit` consecutive failures take it out of the ring
+    /// until a probe after `server_retry_timeout` finds it healthy.
+    pub(crate) fn record_failure(self: &Arc<Self>, idx: usize) {
+        if !self.config.auto_eject_hosts {
+            return;
+        }
+        let s = &self.servers[idx];
+        let n = s.failures.fetch_add(1, Relaxed).saturating_add(1);
+        if n < self.config.server_failure_limit.max(1) || s.ejected.swap(true, AcqRel) {
+            return;
+        }
+        self.stats.server_ejects.fetch_add(1, Relaxed);
+        s.stats.server_ejected_at.store(now_micros(), Relaxed);
+        self.rebuild_ring();
+        tracing::warn!(pool = %self.config.name, server = %s.name, failures = n,
+            retry_ms = self.config.server_retry_timeout.as_millis() as u64, "server ejected");
+        let me = Arc::clone(self);
+        tokio::spawn(async move { me.probe_loop(idx).await });
+    }
+
+    fn rebuild_ring(&self) {
+        // Ejections are rare; the lock only orders concurrent rebuilds so the
+        // last one stored reflects the latest live set. Readers never take it.
+        let _guard = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
+        let live: Vec<bool> = self
+            .servers
+            .iter()
+            .map(|s| !s.ejected.load(Acquire))
+            .collect();
+        self.ring.store(Arc::new(self.base_ring.with_live(&live)));
+    }
+
+    /// Wait out the retry timeout, then probe; re-admit on success, else wait
+    /// again. nutcracker re-adds blindly after the timeout; a probe keeps a
+    /// still-dead server from costing a round of failed client requests.
+    async fn probe_loop(self: Arc<Self>, idx: usize) {
+        let s = &self.servers[idx];
+        loop {
+            tokio::time::sleep(self.config.server_retry_timeout).await;
+            if self.closed.load(Acquire) {
+                return;
+            }
+            match self.probe(idx).await {
+                Ok(()) => {
+                    s.failures.store(0, Relaxed);
+                    s.ejected.store(false, Release);
+                    self.rebuild_ring();
+                    tracing::warn!(pool = %self.config.name, server = %s.name, "server re-admitted after a successful probe");
+                    return;
+                }
+                Err(kind) => {
+                    tracing::debug!(pool = %self.config.name, server = %s.name, error = kind.words(),
+                        "probe failed; server stays ejected");
+                }
+            }
+        }
+    }
+
+    /// Connect (with the handshake) and ask for `PING` / `version`.
+    async fn probe(&self, idx: usize) -> Result<(), BackendErrorKind> {
+        let limit = self.config.timeout.unwrap_or(DEFAULT_PROBE_TIMEOUT);
+        let fut = async {
+            let conn = backend::connect(self, idx).await?;
+            let (wire, expect) = match self.protocol {
+                Protocol::Redis => (Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), Expect::Resp),
+                Protocol::Memcache => (
+                    Bytes::from_static(b"version\r\n"),
+                    Expect::Mc(mc::Command::Version),
+                ),
+            };
+            match conn {
+                backend::Conn::Tcp(mut s) => probe_io(&mut s, &wire, expect).await,
+                backend::Conn::Unix(mut s) => probe_io(&mut s, &wire, expect).await,
+            }
+        };
+        tokio::time::timeout(limit, fut)
+            .await
+            .unwrap_or(Err(BackendErrorKind::TimedOut))
+    }
+}
+
+async fn probe_io<S>(s: &mut S, wire: &[u8], expect: Expect) -> Result<(), BackendErrorKind>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(wire)
+        .await
+        .map_err(|e| BackendErrorKind::from_io(&e))?;
+    let mut buf = BytesMut::with_capacity(128);
+    let mut codec = resp::ReplyCodec::default();
+    let limits = mc::Limits::default();
+    loop {
+        let done = match expect {
+            Expect::Resp => codec
+                .decode(&mut buf)
+                .map_err(|_| BackendErrorKind::InvalidReply)?
+                .map(|f| !f.is_error()),
+            Expect::Mc(cmd) => mc::decode_reply(cmd, &mut buf, &limits)
+                .map_err(|_| BackendErrorKind::InvalidReply)?
+                .map(|f| !f.is_error()),
+        };
+        match done {
+            Some(true) => return Ok(()),
+            Some(false) => return Err(BackendErrorKind::InvalidReply),
+            None => {
+                if s.read_buf(&mut buf)
+                    .await
+                    .map_err(|e| BackendErrorKind::from_io(&e))?
+                    == 0
+                {
+                    return Err(BackendErrorKind::Unknown);
+                }
+            }
+        }
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The handles' part: the senders to the connection tasks. Dropping the last
+/// handle closes the channels, which ends the tasks once their in-flight
+/// requests are answered, and stops the probes.
+#[derive(Debug)]
+struct Handles {
+    shared: Arc<PoolShared>,
+    /// `conns[server][slot]`.
+    conns: Vec<Vec<mpsc::UnboundedSender<Msg>>>,
+}
+
+impl Drop for Handles {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Release);
+    }
+}
+
+/// A live pool of Redis or memcached servers: routing, connections, failure
+/// handling and stats. Cheap to clone; every clone is the same pool.
+///
+/// Build it inside a tokio runtime (it spawns one task per backend
+/// connection slot).
+#[derive(Debug, Clone)]
+pub struct Pool {
+    inner: Arc<Handles>,
+}
+
+impl Pool {
+    /// Start a pool from its validated configuration.
+    ///
+    /// Must be called from within a tokio runtime.
+    pub fn new(config: PoolConfig) -> Result<Pool, PoolError> {
+        let base_ring = config.ring().map_err(|source| PoolError::Ring {
+            pool: config.name.clone(),
+            source,
+        })?;
+        let servers: Vec<ServerShared> =
+            base_ring
+                .servers()
+                .iter()
+                .map(|rs| {
+                    let addr = config.server(&rs.name).map(|s| s.addr.clone()).unwrap_or(
+                        ServerAddr::Tcp {
+                            host: rs.name.clone(),
+                            port: 0,
+                        },
+                    );
+                    ServerShared {
+                        name: Arc::from(rs.name.as_str()),
+                        addr,
+                        stats: ServerStats::default(),
+                        failures: AtomicU32::new(0),
+                        ejected: AtomicBool::new(false),
+                    }
+                })
+                .collect();
+        let protocol = if config.redis {
+            Protocol::Redis
+        } else {
+            Protocol::Memcache
+        };
+        let mut handshake = Vec::new();
+        if protocol == Protocol::Redis {
+            if let Some(pw) = &config.redis_auth {
+                handshake.push(resp::Request::from_args([
+                    Bytes::from_static(b"AUTH"),
+                    Bytes::from(pw.clone()),
+                ]));
+            }
+            if config.redis_db != 0 {
+                handshake.push(resp::Request::from_args([
+                    Bytes::from_static(b"SELECT"),
+                    Bytes::from(config.redis_db.to_string()),
+                ]));
+            }
+        }
+        let slots = config.server_connections.max(1) as usize;
+        let shared = Arc::new(PoolShared {
+            ring: ArcSwap::from_pointee(base_ring.clone()),
+            base_ring,
+            servers,
+            protocol,
+            stats: PoolStats::default(),
+            rebuild: Mutex::new(()),
+            closed: AtomicBool::new(false),
+            handshake,
+            config,
+        });
+        let mut conns = Vec::with_capacity(shared.servers.len());
+        for idx in 0..shared.servers.len() {
+            let mut per = Vec::with_capacity(slots);
+            for slot in 0..slots {
+                let (tx, rx) = mpsc::unbounded_channel();
+                // nutcracker's preconnect opens one connection per server.
+                let _ = slot;
+                tokio::spawn(backend::run(Arc::clone(&shared), idx, rx));
+                per.push(tx);
+            }
+            conns.push(per);
+        }
+        Ok(Pool {
+            inner: Arc::new(Handles { shared, conns }),
+        })
+    }
+
+    /// The pool's configuration.
+    pub fn config(&self) -> &PoolConfig {
+        &self.inner.shared.config
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.inner.shared.config.name
+    }
+
+    /// The protocol the pool speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.inner.shared.protocol
+    }
+
+    /// The current ring snapshot (live servers only); cheap.
+    pub fn ring(&self) -> Arc<Ring> {
+        self.inner.shared.ring.load_full()
+    }
+
+    /// The name of the server `key` maps to now, or `None` when every server
+    /// is ejected.
+    pub fn server_for(&self, key: &[u8]) -> Option<String> {
+        let ring = self.inner.shared.ring.load();
+        ring.locate(key).map(|i| ring.servers()[i].name.clone())
+    }
+
+    /// The pool's counters (client and forwarding side).
+    pub fn stats(&self) -> &PoolStats {
+        &self.inner.shared.stats
+    }
+
+    /// A copy of every counter of the pool and its servers.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let sh = &self.inner.shared;
+        PoolSnapshot {
+            name: sh.config.name.clone(),
+            fields: sh.stats.fields(),
+            servers: sh
+                .servers
+                .iter()
+                .map(|s| ServerSnapshot {
+                    name: s.name.to_string(),
+                    fields: s.stats.fields(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Ask every connection to finish its in-flight requests and close. New
+    /// calls fail with [`CallError::Closed`]. Resolves once every connection
+    /// task has been told; in-flight replies still reach their callers.
+    pub async fn close(&self) {
+        let sh = &self.inner.shared;
+        sh.closed.store(true, Release);
+        for per in &self.inner.conns {
+            for tx in per {
+                let _ = tx.send(Msg::Close);
+            }
+        }
+        // Let the tasks see the message before the caller moves on.
+        tokio::task::yield_now().await;
+    }
+
+    /// Whether [`close`](Pool::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.shared.closed.load(Acquire)
+    }
+
+    fn fail_now(&self, kind: BackendErrorKind) -> ReplyFuture {
+        self.inner.shared.stats.forward_error.fetch_add(1, Relaxed);
+        ReplyFuture::ready(Err(CallError::Backend(BackendError::new(
+            kind,
+            Arc::from(""),
+        ))))
+    }
+
+    /// Hand `wire` to a connection of server `idx`; `hint` picks the slot so
+    /// that one client's requests to a server stay on one connection, in order.
+    fn send(
+        &self,
+        idx: usize,
+        wire: Bytes,
+        expect: Option<Expect>,
+        hint: usize,
+    ) -> Result<Option<oneshot::Receiver<Result<Frame, BackendError>>>, CallError> {
+        let sh = &self.inner.shared;
+        if sh.closed.load(Relaxed) {
+            return Err(CallError::Closed(Arc::from(sh.config.name.as_str())));
+        }
+        let per = &self.inner.conns[idx];
+        let tx = &per[hint % per.len()];
+        let (reply, rx) = match expect {
+            Some(_) => {
+                let (t, r) = oneshot::channel();
+                (Some(t), Some(r))
+            }
+            None => (None, None),
+        };
+        let stats = &sh.servers[idx].stats;
+        let len = wire.len() as i64;
+        stats.in_queue.fetch_add(1, Relaxed);
+        stats.in_queue_bytes.fetch_add(len, Relaxed);
+        let deadline = sh.config.timeout.map(|t| Instant::now() + t);
+        if tx
+            .send(Msg::Req(BackendReq {
+                wire,
+                expect,
+                reply,
+                deadline,
+            }))
+            .is_err()
+        {
+            stats.in_queue.fetch_sub(1, Relaxed);
+            stats.in_queue_bytes.fetch_sub(len, Relaxed);
+            return Err(CallError::Closed(Arc::from(sh.config.name.as_str())));
+        }
+        Ok(rx)
+    }
+
+    fn send_one(&self, idx: usize, wire: Bytes, expect: Expect, hint: usize) -> ReplyFuture {
+        match self.send(idx, wire, Some(expect), hint) {
+            Ok(Some(rx)) => ReplyFuture {
+                inner: Inner::One(rx),
+            },
+            Ok(None) => ReplyFuture::ready(Ok(Bytes::new())),
+            Err(e) => ReplyFuture::ready(Err(e)),
+        }
+    }
+
+    /// Route a Redis request and send it; the future resolves to the reply
+    /// bytes the client should get (a server's own error replies included),
+    /// or to the error the proxy words as nutcracker does.
+    ///
+    /// The request is sent before this returns, so calling it for a client's
+    /// requests in order keeps them in order on each backend connection.
+    /// `hint` (a client id) keeps one client's requests on one connection
+    /// when `server_connections` > 1.
+    pub fn dispatch_redis(&self, req: &resp::Request, hint: usize) -> ReplyFuture {
+        let (cmd, route) = match command::classify(req) {
+            Ok(x) => x,
+            Err(e) => return ReplyFuture::ready(Err(CallError::Request(e.to_string()))),
+        };
+        let ring = self.inner.shared.ring.load();
+        match route {
+            Route::Local(c) => ReplyFuture::ready(Ok(local_reply(c.name, req))),
+            Route::Key(i) => {
+                let key = req.args().get(i).map(|b| &b[..]).unwrap_or(b"");
+                match ring.locate(key) {
+                    Some(idx) => self.send_one(idx, req.wire().clone(), Expect::Resp, hint),
+                    None => self.fail_now(BackendErrorKind::ConnectionRefused),
+                }
+            }
+            Route::Placeholder => match ring.locate(PLACEHOLDER_KEY) {
+                Some(idx) => self.send_one(idx, req.wire().clone(), Expect::Resp, hint),
+                None => self.fail_now(BackendErrorKind::ConnectionRefused),
+            },
+            Route::Split {
+                cmd: split_cmd,
+                first,
+                step,
+            } => {
+                if ring.live_count() == 0 {
+                    return self.fail_now(BackendErrorKind::ConnectionRefused);
+                }
+                let _ = cmd;
+                self.split_redis(&ring, req, split_cmd, first, step, hint)
+            }
+        }
+    }
+
+    fn split_redis(
+        &self,
+        ring: &Ring,
+        req: &resp::Request,
+        cmd: &'static command::Command,
+        first: usize,
+        step: usize,
+        hint: usize,
+    ) -> ReplyFuture {
+        let args = req.args();
+        let step = step.max(1);
+        // Which server each key group goes to, in request order.
+        let mut owner: Vec<usize> = Vec::with_capacity((args.len().saturating_sub(first)) / step);
+        let mut i = first;
+        while i < args.len() {
+            owner.push(ring.locate(&args[i]).unwrap_or(0));
+            i += step;
+        }
+        let merge_kind = match cmd.class {
+            Class::Mget => merge::Kind::Mget,
+            Class::Mset => merge::Kind::Mset,
+            _ => merge::Kind::Sum,
+        };
+        // All keys on one server: forward the request as it came, no split.
+        if owner.iter().all(|&o| Some(&o) == owner.first()) {
+            let idx = owner.first().copied().unwrap_or(0);
+            return self.send_one(idx, req.wire().clone(), Expect::Resp, hint);
+        }
+        let mut servers: Vec<usize> = Vec::new();
+        let mut part_of: Vec<usize> = Vec::with_capacity(owner.len());
+        for &o in &owner {
+            let p = match servers.iter().position(|&s| s == o) {
+                Some(p) => p,
+                None => {
+                    servers.push(o);
+                    servers.len() - 1
+                }
+            };
+            part_of.push(p);
+        }
+        let mut parts = Vec::with_capacity(servers.len());
+        for (p, &srv) in servers.iter().enumerate() {
+            let mut sub: Vec<Bytes> = Vec::with_capacity(1 + step * owner.len());
+            sub.push(args[0].clone());
+            for (g, &pp) in part_of.iter().enumerate() {
+                if pp == p {
+                    let at = first + g * step;
+                    sub.extend(args[at..(at + step).min(args.len())].iter().cloned());
+                }
+            }
+            let wire = resp::Request::from_args(sub).wire().clone();
+            match self.send(srv, wire, Some(Expect::Resp), hint) {
+                Ok(Some(rx)) => parts.push(rx),
+                Ok(None) => {
+                    return ReplyFuture::ready(Err(CallError::Request("internal: no reply".into())))
+                }
+                Err(e) => return ReplyFuture::ready(Err(e)),
+            }
+        }
+        self.inner
+            .shared
+            .stats
+            .fragments
+            .fetch_add(parts.len() as u64, Relaxed);
+        ReplyFuture::merge(Merge::new(merge_kind, parts, part_of))
+    }
+
+    /// Route a memcached request and send it; resolves to the reply bytes the
+    /// client should get (empty for `noreply` and `quit`).
+    pub fn dispatch_memcache(&self, req: &mc::Request, hint: usize) -> ReplyFuture {
+        let ring = self.inner.shared.ring.load();
+        let cmd = req.command();
+        if cmd == mc::Command::Quit {
+            return ReplyFuture::ready(Ok(Bytes::new()));
+        }
+        if ring.live_count() == 0 {
+            return self.fail_now(BackendErrorKind::ConnectionRefused);
+        }
+        let key: &[u8] = if cmd == mc::Command::Version {
+            PLACEHOLDER_KEY
+        } else {
+            req.key().map(|k| &k[..]).unwrap_or(b"")
+        };
+        if cmd.is_retrieval() && req.keys().len() > 1 {
+            return self.split_memcache(&ring, req, hint);
+        }
+        let Some(idx) = ring.locate(key) else {
+            return self.fail_now(BackendErrorKind::ConnectionRefused);
+        };
+        if req.noreply() {
+            return match self.send(idx, req.wire().clone(), None, hint) {
+                Ok(_) => ReplyFuture::ready(Ok(Bytes::new())),
+                Err(e) => ReplyFuture::ready(Err(e)),
+            };
+        }
+        self.send_one(idx, req.wire().clone(), Expect::Mc(cmd), hint)
+    }
+
+    fn split_memcache(&self, ring: &Ring, req: &mc::Request, hint: usize) -> ReplyFuture {
+        let subs = mc::split_get(req, |k| ring.locate(k).unwrap_or(0));
+        if let [(srv, one)] = &subs[..] {
+            return self.send_one(*srv, one.wire().clone(), Expect::Mc(req.command()), hint);
+        }
+        let mut parts = Vec::with_capacity(subs.len());
+        for (srv, sub) in &subs {
+            match self.send(
+                *srv,
+                sub.wire().clone(),
+                Some(Expect::Mc(req.command())),
+                hint,
+            ) {
+                Ok(Some(rx)) => parts.push(rx),
+                Ok(None) => {
+                    return ReplyFuture::ready(Err(CallError::Request("internal: no reply".into())))
+                }
+                Err(e) => return ReplyFuture::ready(Err(e)),
+            }
+        }
+        self.inner
+            .shared
+            .stats
+            .fragments
+            .fetch_add(parts.len() as u64, Relaxed);
+        ReplyFuture::merge(Merge::new(
+            merge::Kind::McGet(req.clone()),
+            parts,
+            Vec::new(),
+        ))
+    }
+}
+
+/// Commands the pool answers itself: PING, ECHO, SELECT 0, QUIT. (AUTH is the
+/// client session's business: it knows whether that client has authenticated.)
+fn local_reply(name: &str, req: &resp::Request) -> Bytes {
+    let args = req.args();
+    let reply = if name.eq_ignore_ascii_case("ping") {
+        match args.get(1) {
+            Some(msg) => resp::Reply::Bulk(Some(msg.clone())),
+            None => resp::Reply::Status(Bytes::from_static(b"PONG")),
+        }
+    } else if name.eq_ignore_ascii_case("echo") {
+        resp::Reply::Bulk(args.get(1).cloned())
+    } else if name.eq_ignore_ascii_case("select") {
+        match args.get(1).map(|a| &a[..]) {
+            Some(b"0") => resp::Reply::ok(),
+            _ => resp::Reply::error(
+                "ERR SELECT is not allowed in twem: set redis_db in the pool config",
+            ),
+        }
+    } else if name.eq_ignore_ascii_case("quit") {
+        resp::Reply::ok()
+    } else if name.eq_ignore_ascii_case("auth") {
+        resp::Reply::error("ERR Client sent AUTH, but no password is set")
+    } else {
+        resp::Reply::error(format!("ERR unknown command '{name}'"))
+    };
+    reply.to_bytes()
+}
+
+enum Inner {
+    Ready(Option<Result<Bytes, CallError>>),
+    One(oneshot::Receiver<Result<Frame, BackendError>>),
+    Merge(Box<Merge>),
+}
+
+/// The reply to one dispatched request, resolving to the bytes the client
+/// should read (or the error to word for it). Requests are already on their
+/// way when this exists; polling only collects the reply.
+pub struct ReplyFuture {
+    inner: Inner,
+}
+
+impl std::fmt::Debug for ReplyFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.inner {
+            Inner::Ready(_) => "ready",
+            Inner::One(_) => "waiting",
+            Inner::Merge(_) => "merging",
+        };
+        f.debug_struct("ReplyFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl ReplyFuture {
+    /// A reply that is known already (local command or immediate error).
+    pub fn ready(r: Result<Bytes, CallError>) -> ReplyFuture {
+        ReplyFuture {
+            inner: Inner::Ready(Some(r)),
+        }
+    }
+
+    fn merge(m: Merge) -> ReplyFuture {
+        ReplyFuture {
+            inner: Inner::Merge(Box::new(m)),
+        }
+    }
+
+    /// Whether the reply is already there without waiting.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.inner, Inner::Ready(_))
+    }
+}
+
+impl Future for ReplyFuture {
+    type Output = Result<Bytes, CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.inner {
+            Inner::Ready(r) => Poll::Ready(
+                r.take()
+                    .unwrap_or_else(|| Err(CallError::Request("reply already taken".into()))),
+            ),
+            Inner::One(rx) => match Pin::new(rx).poll(cx) {
+                Poll::Ready(Ok(Ok(frame))) => Poll::Ready(Ok(frame.raw().clone())),
+                Poll::Ready(Ok(Err(e))) => Poll::Ready(Err(CallError::Backend(e))),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(CallError::Backend(BackendError::new(
+                    BackendErrorKind::Unknown,
+                    Arc::from(""),
+                )))),
+                Poll::Pending => Poll::Pending,
+            },
+            Inner::Merge(m) => m.poll(cx),
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Counters and gauges behind nutcracker's stats JSON (and the Prometheus
+//! endpoint). Plain relaxed atomics: the request path never takes a lock, and
+//! a reader may see figures a few microseconds apart, which the stats port
+//! (refreshed every `-i` ms) tolerates by design.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// Per-pool counters, named as in nutcracker's stats JSON.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Clients that closed their connection (end of file).
+    pub client_eof: AtomicU64,
+    /// Client connections closed on an error (I/O or protocol).
+    pub client_err: AtomicU64,
+    /// Client connections open now (gauge).
+    pub client_connections: AtomicI64,
+    /// Client connections refused because of `client_connections` (twem only).
+    pub client_rejected: AtomicU64,
+    /// Times a server was ejected from the ring.
+    pub server_ejects: AtomicU64,
+    /// Requests that could not be forwarded (no live server, connect failure...).
+    pub forward_error: AtomicU64,
+    /// Sub-requests created by splitting multi-key commands.
+    pub fragments: AtomicU64,
+}
+
+/// Per-server counters, named as in nutcracker's stats JSON.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// The server closed a connection.
+    pub server_eof: AtomicU64,
+    /// A connection to the server failed (connect error, reset, bad reply).
+    pub server_err: AtomicU64,
+    /// Requests that timed out on this server.
+    pub server_timedout: AtomicU64,
+    /// Connections open to the server now (gauge).
+    pub server_connections: AtomicI64,
+    /// When the server was last ejected, microseconds since the epoch (0: never).
+    pub server_ejected_at: AtomicU64,
+    /// Requests forwarded.
+    pub requests: AtomicU64,
+    /// Bytes of requests forwarded.
+    pub request_bytes: AtomicU64,
+    /// Replies received.
+    pub responses: AtomicU64,
+    /// Bytes of replies received.
+    pub response_bytes: AtomicU64,
+    /// Requests waiting to be written to the server (gauge).
+    pub in_queue: AtomicI64,
+    /// Bytes of requests waiting to be written (gauge).
+    pub in_queue_bytes: AtomicI64,
+    /// Requests written and waiting for their reply (gauge).
+    pub out_queue: AtomicI64,
+    /// Bytes of requests written and waiting for their reply (gauge).
+    pub out_queue_bytes: AtomicI64,
+}
+
+/// A copy of one server's counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerSnapshot {
+    /// The server's name (its identity, as in the ring).
+    pub name: String,
+    /// The counters, in nutcracker's order: `(field name, value)`.
+    pub fields: Vec<(&'static str, i64)>,
+}
+
+/// A copy of one pool's counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolSnapshot {
+    /// The pool's name.
+    pub name: String,
+    /// The pool counters, in nutcracker's order: `(field name, value)`.
+    pub fields: Vec<(&'static str, i64)>,
+    /// Every server of the pool, in ring order.
+    pub servers: Vec<ServerSnapshot>,
+}
+
+fn u(v: &AtomicU64) -> i64 {
+    i64::try_from(v.load(Relaxed)).unwrap_or(i64::MAX)
+}
+
+fn g(v: &AtomicI64) -> i64 {
+    v.load(Relaxed).max(0)
+}
+
+impl PoolStats {
+    /// nutcracker's pool fields with their values.
+    pub fn fields(&self) -> Vec<(&'static str, i64)> {
+        vec![
+            ("client_eof", u(&self.client_eof)),
+            ("client_err", u(&self.client_err)),
+            ("client_connections", g(&self.client_connections)),
+            ("server_ejects", u(&self.server_ejects)),
+            ("forward_error", u(&self.forward_error)),
+            ("fragments", u(&self.fragments)),
+        ]
+    }
+}
+
+impl ServerStats {
+    /// nutcracker's server fields with their values.
+    pub fn fields(&self) -> Vec<(&'static str, i64)> {
+        vec![
+            ("server_eof", u(&self.server_eof)),
+            ("server_err", u(&self.server_err)),
+            ("server_timedout", u(&self.server_timedout)),
+            ("server_connections", g(&self.server_connections)),
+            ("server_ejected_at", u(&self.server_ejected_at)),
+            ("requests", u(&self.requests)),
+            ("request_bytes", u(&self.request_bytes)),
+            ("responses", u(&self.responses)),
+            ("response_bytes", u(&self.response_bytes)),
+            ("in_queue", g(&self.in_queue)),
+            ("in_queue_bytes", g(&self.in_queue_bytes)),
+            ("out_queue", g(&self.out_queue)),
+            ("out_queue_bytes", g(&self.out_queue_bytes)),
+        ]
+    }
+}
+
+/// What each stats field means, for `--describe-stats` (nutcracker's wording).
+pub const POOL_FIELD_DESCRIPTIONS: &[(&str, &str, &str)] = &[
+    ("client_eof", "counter", "# eof on client connections"),
+    ("client_err", "counter", "# errors on client connections"),
+    ("client_connections", "gauge", "# active client connections"),
+    (
+        "server_ejects",
+        "counter",
+        "# times backend server was ejected",
+    ),
+    (
+        "forward_error",
+        "counter",
+        "# times we encountered a forwarding error",
+    ),
+    (
+        "fragments",
+        "counter",
+        "# fragments created from a multi-vector request",
+    ),
+];
+
+/// What each server stats field means, for `--describe-stats`.
+pub const SERVER_FIELD_DESCRIPTIONS: &[(&str, &str, &str)] = &[
+    ("server_eof", "counter", "# eof on server connections"),
+    ("server_err", "counter", "# errors on server connections"),
+    (
+        "server_timedout",
+        "counter",
+        "# timeouts on server connections",
+    ),
+    ("server_connections", "gauge", "# active server connections"),
+    (
+        "server_ejected_at",
+        "timestamp",
+        "timestamp when server was ejected in usec since epoch",
+    ),
+    ("requests", "counter", "# requests"),
+    ("request_bytes", "counter", "total request bytes"),
+    ("responses", "counter", "# responses"),
+    ("response_bytes", "counter", "total response bytes"),
+    ("in_queue", "gauge", "# requests in incoming queue"),
+    (
+        "in_queue_bytes",
+        "gauge",
+        "current request bytes in incoming queue",
+    ),
+    ("out_queue", "gauge", "# requests in outgoing queue"),
+    (
+        "out_queue_bytes",
+        "gauge",
+        "current request bytes in outgoing queue",
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The field lists and their descriptions must name the same fields in the
+    // same order, or `-D` would describe a document the stats port never sends.
+    #[test]
+    fn descriptions_match_fields() {
+        let pool: Vec<_> = PoolStats::default()
+            .fields()
+            .into_iter()
+            .map(|f| f.0)
+            .collect();
+        let pool_desc: Vec<_> = POOL_FIELD_DESCRIPTIONS.iter().map(|d| d.0).collect();
+        assert_eq!(pool, pool_desc);
+        let srv: Vec<_> = ServerStats::default()
+            .fields()
+            .into_iter()
+            .map(|f| f.0)
+            .collect();
+        let srv_desc: Vec<_> = SERVER_FIELD_DESCRIPTIONS.iter().map(|d| d.0).collect();
+        assert_eq!(srv, srv_desc);
+    }
+
+    // A gauge that briefly dips below zero (decrement seen before increment by
+    // a reader) must not be reported as a negative count.
+    #[test]
+    fn gauges_never_negative() {
+        let s = ServerStats::default();
+        s.in_queue.fetch_sub(1, Relaxed);
+        let f = s.fields();
+        assert_eq!(f.iter().find(|x| x.0 == "in_queue").map(|x| x.1), Some(0));
+    }
+}

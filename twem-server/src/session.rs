@@ -1,0 +1,358 @@
+//! One client connection: decode requests, dispatch each through the pool in
+//! order, and write the replies back in that same order, in batches.
+//!
+//! Memory is bounded per client: the session stops decoding (and so stops
+//! reading) while too many replies are outstanding or too many reply bytes
+//! wait for a client that does not read. The bound on outstanding requests
+//! adapts to the size of this client's replies, so a client fetching 1 MiB
+//! values pipelines a few dozen at a time while one fetching small values
+//! pipelines hundreds.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+
+use twem_core::pool::{CallError, Pool, ReplyFuture};
+use twem_proto::{memcache as mc, resp, ProtoError};
+
+/// Reply bytes waiting for a slow client before the session stops taking
+/// new requests.
+const MAX_UNWRITTEN: usize = 4 * 1024 * 1024;
+/// Budget for replies outstanding (dispatched, not yet written): divided by
+/// the client's average reply size it gives the request window.
+const OUTSTANDING_BUDGET: usize = 16 * 1024 * 1024;
+/// Window bounds, whatever the reply sizes.
+const MIN_WINDOW: usize = 8;
+const MAX_WINDOW: usize = 1024;
+/// Assumed reply size until the client's replies teach us better: large, so
+/// a fresh connection's first burst can't pin much memory.
+const INITIAL_AVG_REPLY: usize = 512 * 1024;
+/// Read buffer kept for an idle client; a bigger one is released once empty.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// What the session does with one decoded item.
+pub enum Step {
+    /// Queue this reply.
+    Reply(ReplyFuture),
+    /// Queue this reply, then close once everything before it is written.
+    Close(ReplyFuture),
+    /// Nothing to answer (memcached `noreply` handled by the pool returns an
+    /// empty reply instead; this is for items the frontend swallows).
+    Nothing,
+}
+
+/// The protocol-specific part of a session.
+pub trait Frontend: Send + 'static {
+    /// The request decoder.
+    type Codec: Decoder<Error = ProtoError> + Send;
+    /// A fresh decoder for a new connection.
+    fn codec(&self) -> Self::Codec;
+    /// Dispatch one decoded item.
+    fn handle(&mut self, item: <Self::Codec as Decoder>::Item, pool: &Pool, hint: usize) -> Step;
+    /// How a failed call is worded to this client.
+    fn error_reply(&self, e: &CallError) -> Bytes;
+    /// What a client whose framing broke reads before the connection closes.
+    fn protocol_error(&self, e: &ProtoError) -> Bytes;
+}
+
+/// Redis clients: AUTH handled here (the session knows whether this client
+/// authenticated), QUIT answered `+OK` then closed, everything else goes to
+/// the pool.
+pub struct RedisFrontend {
+    password: Option<Arc<str>>,
+    authed: bool,
+    limits: resp::Limits,
+}
+
+impl RedisFrontend {
+    /// A frontend for a pool whose `redis_auth` is `password`.
+    pub fn new(password: Option<Arc<str>>) -> Self {
+        let authed = password.is_none();
+        RedisFrontend {
+            password,
+            authed,
+            limits: resp::Limits::default(),
+        }
+    }
+}
+
+fn ready(b: &'static [u8]) -> ReplyFuture {
+    ReplyFuture::ready(Ok(Bytes::from_static(b)))
+}
+
+impl Frontend for RedisFrontend {
+    type Codec = resp::RequestCodec;
+
+    fn codec(&self) -> resp::RequestCodec {
+        resp::RequestCodec::new(self.limits)
+    }
+
+    fn handle(&mut self, req: resp::Request, pool: &Pool, hint: usize) -> Step {
+        let name = req.name();
+        if name.eq_ignore_ascii_case(b"quit") {
+            return Step::Close(ready(b"+OK\r\n"));
+        }
+        if name.eq_ignore_ascii_case(b"auth") {
+            let reply: &'static [u8] = match (&self.password, req.args().len()) {
+                (None, _) => b"-ERR Client sent AUTH, but no password is set\r\n",
+                (Some(_), n) if n != 2 => b"-ERR wrong number of arguments for 'auth' command\r\n",
+                (Some(pw), _) => {
+                    if req.args()[1] == pw.as_bytes() {
+                        self.authed = true;
+                        b"+OK\r\n"
+                    } else {
+                        self.authed = false;
+                        b"-ERR invalid password\r\n"
+                    }
+                }
+            };
+            return Step::Reply(ready(reply));
+        }
+        if !self.authed {
+            return Step::Reply(ready(b"-NOAUTH Authentication required.\r\n"));
+        }
+        Step::Reply(pool.dispatch_redis(&req, hint))
+    }
+
+    fn error_reply(&self, e: &CallError) -> Bytes {
+        let words = match e {
+            CallError::Backend(b) => format!("ERR {}", b.kind.words()),
+            other => other.words(),
+        };
+        let mut b = BytesMut::with_capacity(words.len() + 3);
+        b.extend_from_slice(b"-");
+        b.extend_from_slice(words.as_bytes());
+        b.extend_from_slice(b"\r\n");
+        b.freeze()
+    }
+
+    fn protocol_error(&self, e: &ProtoError) -> Bytes {
+        Bytes::from(format!("-ERR {e}\r\n"))
+    }
+}
+
+/// memcached clients: bad command lines answered with the codec's
+/// `ERROR`/`CLIENT_ERROR`, `quit` closes, everything else goes to the pool.
+pub struct MemcacheFrontend {
+    limits: mc::Limits,
+}
+
+impl MemcacheFrontend {
+    /// A frontend with the default limits.
+    pub fn new() -> Self {
+        MemcacheFrontend {
+            limits: mc::Limits::default(),
+        }
+    }
+}
+
+impl Default for MemcacheFrontend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Frontend for MemcacheFrontend {
+    type Codec = mc::RequestCodec;
+
+    fn codec(&self) -> mc::RequestCodec {
+        mc::RequestCodec::new(self.limits)
+    }
+
+    fn handle(
+        &mut self,
+        item: Result<mc::Request, mc::RequestError>,
+        pool: &Pool,
+        hint: usize,
+    ) -> Step {
+        match item {
+            // memcached stays silent about a bad line that ended in noreply,
+            // and drops a connection whose data block can't be delimited.
+            Err(e) if e.closes_connection() => Step::Close(ReplyFuture::ready(Ok(e.reply()))),
+            Err(e) if e.noreply() => Step::Nothing,
+            Err(e) => Step::Reply(ReplyFuture::ready(Ok(e.reply()))),
+            Ok(req) if req.command() == mc::Command::Quit => {
+                Step::Close(ReplyFuture::ready(Ok(Bytes::new())))
+            }
+            Ok(req) => Step::Reply(pool.dispatch_memcache(&req, hint)),
+        }
+    }
+
+    fn error_reply(&self, e: &CallError) -> Bytes {
+        match e {
+            CallError::Request(s) => Bytes::from(format!("CLIENT_ERROR {s}\r\n")),
+            CallError::Server(s) => Bytes::from(format!("{s}\r\n")),
+            CallError::Backend(b) => Bytes::from(format!("SERVER_ERROR {}\r\n", b.kind.words())),
+            CallError::Closed(_) => Bytes::from_static(b"SERVER_ERROR pool is closed\r\n"),
+        }
+    }
+
+    fn protocol_error(&self, e: &ProtoError) -> Bytes {
+        mc::protocol_error_reply(e)
+    }
+}
+
+struct Slot {
+    fut: ReplyFuture,
+    close_after: bool,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client closed its side and every reply was written.
+    Eof,
+    /// QUIT / quit, or a protocol error reply, then closed by us.
+    Closed,
+    /// The socket failed.
+    Error,
+    /// The proxy is shutting down and the client's replies were written.
+    Shutdown,
+}
+
+/// Serve one client until it leaves, errs, or `shutdown` fires and its
+/// outstanding replies are written.
+pub async fn run<F, R, W>(
+    mut fe: F,
+    pool: Pool,
+    hint: usize,
+    mut rd: R,
+    mut wr: W,
+    shutdown: CancellationToken,
+) -> End
+where
+    F: Frontend,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut codec = fe.codec();
+    let mut rbuf = BytesMut::new();
+    let mut queue: VecDeque<Slot> = VecDeque::new();
+    let mut wq: VecDeque<Bytes> = VecDeque::new();
+    let mut wq_bytes = 0usize;
+    let mut avg_reply = INITIAL_AVG_REPLY;
+    let mut read_open = true;
+    let mut closing = false; // a close-after reply is queued: read no more
+    let mut close_now = false; // that reply reached the write queue
+    let mut draining = false;
+
+    loop {
+        let window = (OUTSTANDING_BUDGET / avg_reply.max(1)).clamp(MIN_WINDOW, MAX_WINDOW);
+        // Decode and dispatch what the window allows.
+        while !closing && queue.len() < window && wq_bytes < MAX_UNWRITTEN {
+            match codec.decode(&mut rbuf) {
+                Ok(Some(item)) => match fe.handle(item, &pool, hint) {
+                    Step::Reply(fut) => queue.push_back(Slot {
+                        fut,
+                        close_after: false,
+                    }),
+                    Step::Close(fut) => {
+                        queue.push_back(Slot {
+                            fut,
+                            close_after: true,
+                        });
+                        closing = true;
+                    }
+                    Step::Nothing => {}
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(pool = pool.name(), error = %e, "client protocol error");
+                    pool.stats()
+                        .client_err
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let reply = fe.protocol_error(&e);
+                    queue.push_back(Slot {
+                        fut: ReplyFuture::ready(Ok(reply)),
+                        close_after: true,
+                    });
+                    closing = true;
+                }
+            }
+        }
+        // Move every reply that is already there to the write queue, in order.
+        while wq_bytes < MAX_UNWRITTEN {
+            let Some(front) = queue.front_mut() else {
+                break;
+            };
+            let Some(res) = (&mut front.fut).now_or_never() else {
+                break;
+            };
+            let close_after = front.close_after;
+            queue.pop_front();
+            let bytes = match res {
+                Ok(b) => b,
+                Err(e) => fe.error_reply(&e),
+            };
+            avg_reply = avg_reply - avg_reply / 8 + bytes.len() / 8;
+            if !bytes.is_empty() {
+                wq_bytes += bytes.len();
+                wq.push_back(bytes);
+            }
+            if close_after {
+                close_now = true;
+                break;
+            }
+        }
+        if wq.is_empty() {
+            if close_now {
+                let _ = wr.shutdown().await;
+                return End::Closed;
+            }
+            if (!read_open || draining) && queue.is_empty() {
+                let _ = wr.shutdown().await;
+                return if draining { End::Shutdown } else { End::Eof };
+            }
+        }
+        if rbuf.is_empty() && rbuf.capacity() > 8 * READ_CHUNK {
+            rbuf = BytesMut::new();
+        }
+        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 && queue.len() < window {
+            rbuf.reserve(READ_CHUNK);
+        }
+
+        let can_read =
+            read_open && !closing && !draining && queue.len() < window && wq_bytes < MAX_UNWRITTEN;
+        let wait_front = !close_now && !queue.is_empty() && wq_bytes < MAX_UNWRITTEN;
+        let can_write = !wq.is_empty();
+        if !can_read && !wait_front && !can_write {
+            // Nothing can make progress: only possible when the client closed
+            // and nothing is pending, handled above; guard against spinning.
+            let _ = wr.shutdown().await;
+            return End::Eof;
+        }
+        tokio::select! {
+            res = rd.read_buf(&mut rbuf), if can_read => match res {
+                Ok(0) => {
+                    read_open = false;
+                    pool.stats().client_eof.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    pool.stats().client_err.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return End::Error;
+                }
+            },
+            _ = async { if let Some(front) = queue.front_mut() { let _ = std::future::poll_fn(|cx| {
+                    // Only wake when the front is ready; the next loop turn takes it.
+                    std::pin::Pin::new(&mut front.fut).poll(cx).map(|r| { front.fut = ReplyFuture::ready(r); })
+                }).await; } }, if wait_front => {}
+            res = twem_core::net::write_some(&mut wr, &mut wq), if can_write => match res {
+                Ok(n) => wq_bytes = wq_bytes.saturating_sub(n),
+                Err(_) => {
+                    pool.stats().client_err.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return End::Error;
+                }
+            },
+            () = shutdown.cancelled(), if !draining => {
+                draining = true;
+            }
+        }
+    }
+}
