@@ -71,21 +71,30 @@
 //!
 //! # Where twem differs from nutcracker 0.5.0
 //!
-//! Everything nutcracker accepts is accepted with the same meaning, except:
+//! Checked against `nutcracker -t` on about 90 edge cases. Everything
+//! nutcracker accepts is accepted with the same meaning, except:
 //! - a unix `listen` permission must be octal digits up to `0777`
 //!   (nutcracker's `strtol` reads `0888` as 0 and `06x` as 6, silently);
 //! - numbers above 2147483647 are refused (nutcracker wraps some of them
 //!   silently to other values);
-//! - an empty host (`:6379:1`) or an empty server name (`"host:6379:1 "`) is
-//!   refused, since it has no clear meaning;
-//! - host names are not resolved here: the core reads text only, so the
-//!   binary resolves `listen` when it binds and servers at every connect.
+//! - an empty host (`:6379:1`), a host with whitespace or control
+//!   characters, or an empty server name (`"host:6379:1 "`) is refused, since
+//!   none has a clear meaning;
+//! - two pools on one unix socket path clash whatever their permissions
+//!   (nutcracker compares the raw text and fails later, at bind);
+//! - yaml-rust2 is stricter than libyaml about the indentation of the
+//!   continuation lines of a multi-line quoted scalar.
 //!
-//! and twem accepts what nutcracker 0.5.0 refuses: `reuseport`, the
-//! `siphash` hash, flow collections (`servers: [a, b]`) and an explicit `---`
-//! document start. Anchors, aliases and tags stay refused, as in nutcracker.
-//! IPv6 hosts are written as nutcracker reads them, split at the last colon
-//! (`::1:6379:1`); brackets are kept as written.
+//! Host names are not resolved here: the core reads text only, so the binary
+//! resolves `listen` when it binds and servers at every connect (nutcracker
+//! -t refuses an unresolvable `listen` host at load).
+//!
+//! twem accepts what nutcracker 0.5.0 refuses: `reuseport`, the `siphash`
+//! hash, flow collections (`servers: [a, b]`), an explicit `---` document
+//! start and `...` end. Anchors, aliases and tags stay refused, as in
+//! nutcracker. IPv6 hosts are written as nutcracker reads them, split at the
+//! last colon (`::1:6379:1`); brackets are kept as written (`[::1]` is
+//! passed on to the resolver as is).
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -492,6 +492,12 @@ fn parse_port(text: &str) -> Option<u16> {
     text.parse::<u16>().ok().filter(|port| *port > 0)
 }
 
+/// No name resolves with whitespace or control characters in it; refusing
+/// them here names the mistake instead of leaving a resolver error for later.
+fn plausible_host(host: &str) -> bool {
+    !host.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 /// Parses a `listen` value: `/path [perm]` when it starts with `/`, else
 /// `host:port` split at the last colon (so `::1:22121` is host `::1`).
 /// The error is a whole message naming the key.
@@ -532,6 +538,11 @@ pub(crate) fn parse_listen(text: &str) -> Result<Listen, String> {
     if host.is_empty() {
         return Err(format!(
             "listen {text:?} has no host (use 0.0.0.0 for every address)"
+        ));
+    }
+    if !plausible_host(host) {
+        return Err(format!(
+            "listen {text:?} has whitespace or a control character in its host"
         ));
     }
     Ok(Listen::Tcp {
@@ -585,6 +596,11 @@ pub(crate) fn parse_server(text: &str) -> Result<ServerConfig, String> {
         };
         if host.is_empty() {
             return Err(format!("{text:?} has no host"));
+        }
+        if !plausible_host(host) {
+            return Err(format!(
+                "{text:?} has whitespace or a control character in its host"
+            ));
         }
         ServerAddr::Tcp {
             host: host.to_owned(),
@@ -664,6 +680,8 @@ mod tests {
             "host",
             "host:",
             ":1",
+            " h:1",
+            "h\t:1",
         ] {
             assert!(parse_listen(bad).is_err(), "{bad:?}");
         }
@@ -704,6 +722,7 @@ mod tests {
             "h:1:1 ",
             "h:70000:1",
             "h:1:2147483648",
+            "h\u{7}:1:1",
         ] {
             assert!(parse_server(bad).is_err(), "{bad:?}");
         }
