@@ -311,6 +311,13 @@ impl ProxyProc {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("stats is not JSON ({e}): {text}"))
     }
 
+    /// Read the stats document after it has been refreshed (the harness
+    /// starts proxies with `-i 100`).
+    pub fn stats_after_refresh(&self) -> serde_json::Value {
+        std::thread::sleep(Duration::from_millis(300));
+        self.stats()
+    }
+
     /// The log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()

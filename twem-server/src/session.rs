@@ -115,7 +115,7 @@ impl Frontend for RedisFrontend {
             return Step::Reply(ready(reply));
         }
         if !self.authed {
-            return Step::Reply(ready(b"-NOAUTH Authentication required.\r\n"));
+            return Step::Reply(ready(b"-NOAUTH Authentication required\r\n"));
         }
         Step::Reply(pool.dispatch_redis(&req, hint))
     }

@@ -1,0 +1,421 @@
+//! twemproxy serving a Redis pool across real redis-server shards: every
+//! command class compared with what Redis itself answers, split and merge,
+//! placement checked on the backends, long pipelines, AUTH/SELECT and the
+//! client-facing error behaviour of DESIGN.md section 4.
+
+use std::collections::BTreeSet;
+
+use twem_core::config::Config;
+use twem_tests::{bulk, free_port, Client, ProxyProc, Redis};
+
+/// Three shards behind one twem pool, plus a reference Redis on the side.
+struct Setup {
+    shards: Vec<Redis>,
+    reference: Redis,
+    proxy: ProxyProc,
+    port: u16,
+    yaml: String,
+}
+
+fn setup(extra_pool_lines: &str) -> Setup {
+    let shards: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let reference = Redis::start();
+    let port = free_port();
+    let mut yaml = format!(
+        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{{}}\"\n  timeout: 2000\n{extra_pool_lines}  servers:\n"
+    );
+    for (i, s) in shards.iter().enumerate() {
+        yaml.push_str(&format!("   - {}:1 shard{i}\n", s.addr()));
+    }
+    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    Setup {
+        shards,
+        reference,
+        proxy,
+        port,
+        yaml,
+    }
+}
+
+impl Setup {
+    fn client(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    /// The shard index the Ring puts `key` on.
+    fn shard_of(&self, key: &[u8]) -> usize {
+        let cfg = Config::from_yaml(&self.yaml).expect("test config parses");
+        let ring = cfg.pools[0].ring().expect("ring");
+        let name = ring.locate_name(key).expect("live server");
+        name.trim_start_matches("shard").parse().expect("shardN")
+    }
+}
+
+/// The same commands through the proxy and straight to Redis give the same
+/// bytes, for every single-key command family and the split commands.
+#[test]
+fn commands_match_direct_redis() {
+    let s = setup("");
+    let mut p = s.client();
+    let mut r = s.reference.client();
+    let corpus: &[&[&str]] = &[
+        &["SET", "s1", "hello"],
+        &["GET", "s1"],
+        &["GET", "missing"],
+        &["APPEND", "s1", " world"],
+        &["STRLEN", "s1"],
+        &["GETRANGE", "s1", "0", "4"],
+        &["SETRANGE", "s1", "0", "J"],
+        &["INCR", "n1"],
+        &["INCRBY", "n1", "41"],
+        &["DECRBY", "n1", "2"],
+        &["INCRBYFLOAT", "f1", "1.5"],
+        &["SETNX", "s1", "x"],
+        &["GETSET", "s1", "new"],
+        &["SETEX", "e1", "100", "v"],
+        &["PSETEX", "e2", "100000", "v"],
+        &["EXPIRE", "s1", "1000"],
+        &["TTL", "s1"],
+        &["PERSIST", "s1"],
+        &["TTL", "s1"],
+        &["TYPE", "s1"],
+        &["SETBIT", "b1", "7", "1"],
+        &["GETBIT", "b1", "7"],
+        &["BITCOUNT", "b1"],
+        &["HSET", "h1", "a", "1", "b", "2"],
+        &["HGET", "h1", "a"],
+        &["HMGET", "h1", "a", "zz", "b"],
+        &["HINCRBY", "h1", "a", "5"],
+        &["HGETALL", "h1"],
+        &["HLEN", "h1"],
+        &["HDEL", "h1", "b"],
+        &["HEXISTS", "h1", "b"],
+        &["RPUSH", "l1", "a", "b", "c"],
+        &["LPUSH", "l1", "z"],
+        &["LRANGE", "l1", "0", "-1"],
+        &["LINDEX", "l1", "1"],
+        &["LPOP", "l1"],
+        &["LLEN", "l1"],
+        &["SADD", "set1", "a", "b", "c"],
+        &["SISMEMBER", "set1", "b"],
+        &["SCARD", "set1"],
+        &["SREM", "set1", "a"],
+        &["ZADD", "z1", "1", "a", "2", "b", "3", "c"],
+        &["ZRANGE", "z1", "0", "-1", "WITHSCORES"],
+        &["ZSCORE", "z1", "b"],
+        &["ZRANK", "z1", "c"],
+        &["ZINCRBY", "z1", "10", "a"],
+        &["ZREVRANGE", "z1", "0", "1"],
+        &["ZCOUNT", "z1", "0", "100"],
+        &["PFADD", "hll", "a", "b", "c"],
+        &["PFCOUNT", "hll"],
+        &["GEOADD", "g1", "13.361389", "38.115556", "Palermo"],
+        &["GEOPOS", "g1", "Palermo"],
+        // A server's own error replies pass through untouched.
+        &["LPUSH", "s1", "x"],
+        &["INCR", "s1"],
+        // Split commands.
+        &[
+            "MSET", "m1", "1", "m2", "2", "m3", "3", "m4", "4", "m5", "5",
+        ],
+        &["MGET", "m1", "nope", "m2", "m3", "m1", "m4", "m5", "nope2"],
+        &["EXISTS", "m1", "m2", "nope", "m1", "m5"],
+        &["TOUCH", "m1", "m2", "nope"],
+        &["DEL", "m1", "m2", "nope", "m3"],
+        &["UNLINK", "m4", "nope"],
+        &["MGET", "m1", "m2", "m3", "m4", "m5"],
+        &[
+            "EVAL",
+            "return redis.call('SET', KEYS[1], ARGV[1])",
+            "1",
+            "ev1",
+            "v",
+        ],
+        &["EVAL", "return redis.call('GET', KEYS[1])", "1", "ev1"],
+        &["PING"],
+        &["PING", "hi"],
+        &["ECHO", "hello"],
+        // Multi-key commands routed by the first key (co-located by hash tag).
+        &["SADD", "{t}a", "1", "2"],
+        &["SADD", "{t}b", "2", "3"],
+        &["SINTER", "{t}a", "{t}b"],
+        &["SUNIONSTORE", "{t}c", "{t}a", "{t}b"],
+        &["SMEMBERS", "{t}c"],
+        &["RPOPLPUSH", "l1", "{t}l"],
+    ];
+    for cmd in corpus {
+        let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_bytes()).collect();
+        let got = p.cmd(&args);
+        let want = r.cmd(&args);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "command {cmd:?}: proxy and direct Redis disagree"
+        );
+    }
+}
+
+/// Every key written through the proxy is on the shard the Ring names, and
+/// only there.
+#[test]
+fn keys_land_where_the_ring_says() {
+    let s = setup("");
+    let mut p = s.client();
+    let keys: Vec<String> = (0..300).map(|i| format!("user:{i}")).collect();
+    for k in &keys {
+        assert_eq!(p.cmd(&[b"SET", k.as_bytes(), b"v"]), b"+OK\r\n");
+    }
+    let mut per_shard: Vec<BTreeSet<String>> = vec![BTreeSet::new(); 3];
+    for k in &keys {
+        per_shard[s.shard_of(k.as_bytes())].insert(k.clone());
+    }
+    for (i, shard) in s.shards.iter().enumerate() {
+        let mut c = shard.client();
+        let reply = c.cmd(&[b"KEYS", b"*"]);
+        let text = String::from_utf8_lossy(&reply);
+        let on_shard: BTreeSet<String> = text
+            .split("\r\n")
+            .filter(|l| l.starts_with("user:"))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            on_shard, per_shard[i],
+            "shard{i} holds other keys than the Ring says"
+        );
+        assert!(
+            !on_shard.is_empty(),
+            "300 keys should reach every one of 3 shards"
+        );
+    }
+}
+
+/// MGET across shards answers in the client's key order, with nulls for
+/// misses and duplicates repeated; the parts really went to several shards.
+#[test]
+fn mget_merges_in_key_order() {
+    let s = setup("");
+    let mut p = s.client();
+    // fnv1a_64 (nutcracker's 32-bit variant) mixes short keys that differ in
+    // one trailing byte poorly; spread the keys so every shard gets some.
+    let keys: Vec<String> = (0..60)
+        .map(|i| format!("k{i}:{}", (i * 2_654_435_761u64) % 100_000))
+        .collect();
+    for k in keys.iter().step_by(2) {
+        p.cmd(&[b"SET", k.as_bytes(), format!("val-{k}").as_bytes()]);
+    }
+    let mut args: Vec<&[u8]> = vec![b"MGET"];
+    let mut asked: Vec<&str> = keys.iter().map(String::as_str).collect();
+    asked.push(&keys[0]);
+    asked.push(&keys[1]);
+    asked.push(&keys[0]);
+    args.extend(asked.iter().map(|k| k.as_bytes()));
+    let got = p.cmd(&args);
+    let mut want = format!("*{}\r\n", asked.len()).into_bytes();
+    for k in &asked {
+        let n: usize = k[1..k.find(':').expect("k<n>:")].parse().expect("kN");
+        if n % 2 == 0 {
+            want.extend(bulk(format!("val-{k}").as_bytes()));
+        } else {
+            want.extend_from_slice(b"$-1\r\n");
+        }
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
+    let shards: BTreeSet<usize> = asked.iter().map(|k| s.shard_of(k.as_bytes())).collect();
+    assert_eq!(
+        shards.len(),
+        3,
+        "the MGET must have been split over every shard"
+    );
+    let stats = s.proxy.stats_after_refresh();
+    assert!(
+        stats["alpha"]["fragments"].as_u64().unwrap_or(0) >= 3,
+        "fragments counted: {stats}"
+    );
+}
+
+/// A 20,000-request pipeline written in one go is answered completely and
+/// in order (each GET returns the value its own SET wrote).
+#[test]
+fn long_pipeline_answered_in_order() {
+    let s = setup("");
+    let mut p = s.client();
+    let n = 10_000;
+    let mut batch = Vec::new();
+    for i in 0..n {
+        batch.extend(twem_tests::resp_cmd(&[
+            b"SET",
+            format!("p{i}").as_bytes(),
+            format!("{i}").as_bytes(),
+        ]));
+    }
+    for i in 0..n {
+        batch.extend(twem_tests::resp_cmd(&[b"GET", format!("p{i}").as_bytes()]));
+    }
+    // Write from a second thread so a proxy that stops reading while its
+    // replies wait can't deadlock the test; replies are read concurrently.
+    let mut w = p.sock.try_clone().expect("clone socket");
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        w.write_all(&batch).expect("write pipeline");
+    });
+    for _ in 0..n {
+        assert_eq!(p.read_resp(), b"+OK\r\n");
+    }
+    for i in 0..n {
+        assert_eq!(
+            p.read_resp(),
+            bulk(format!("{i}").as_bytes()),
+            "GET p{i} out of order"
+        );
+    }
+    writer.join().expect("writer");
+}
+
+/// With `redis_auth` and `redis_db`, clients must AUTH to the proxy (with
+/// nutcracker's replies), and backends get AUTH then SELECT: keys land in
+/// the configured database.
+#[test]
+fn auth_and_db_together() {
+    let shard = Redis::start_with(&["--requirepass", "sekret"]);
+    let port = free_port();
+    let yaml = format!(
+        "a:\n  listen: 127.0.0.1:{port}\n  redis: true\n  redis_auth: sekret\n  redis_db: 3\n  servers:\n   - {}:1\n",
+        shard.addr()
+    );
+    let _proxy = ProxyProc::twem(&yaml, port, &[]);
+    let mut c = Client::connect(port);
+    assert_eq!(c.cmds("GET a"), b"-NOAUTH Authentication required\r\n");
+    assert_eq!(c.cmds("PING"), b"-NOAUTH Authentication required\r\n");
+    assert_eq!(c.cmds("AUTH wrong"), b"-ERR invalid password\r\n");
+    assert_eq!(c.cmds("GET a"), b"-NOAUTH Authentication required\r\n");
+    assert_eq!(c.cmds("AUTH sekret"), b"+OK\r\n");
+    assert_eq!(c.cmds("SET authkey v"), b"+OK\r\n");
+    assert_eq!(c.cmds("GET authkey"), b"$1\r\nv\r\n");
+    let mut direct = shard.client();
+    assert_eq!(direct.cmds("AUTH sekret"), b"+OK\r\n");
+    assert_eq!(direct.cmds("SELECT 3"), b"+OK\r\n");
+    assert_eq!(
+        direct.cmds("GET authkey"),
+        b"$1\r\nv\r\n",
+        "key must be in db 3"
+    );
+    assert_eq!(direct.cmds("SELECT 0"), b"+OK\r\n");
+    assert_eq!(
+        direct.cmds("GET authkey"),
+        b"$-1\r\n",
+        "key must not be in db 0"
+    );
+}
+
+/// Client mistakes get Redis's error wording and the connection stays open.
+#[test]
+fn client_errors_keep_the_connection() {
+    let s = setup("");
+    let mut p = s.client();
+    assert_eq!(
+        p.cmds("GET"),
+        b"-ERR wrong number of arguments for 'get' command\r\n"
+    );
+    let unknown = p.cmds("NOSUCHCMD a b");
+    assert!(
+        unknown.starts_with(b"-ERR unknown command 'NOSUCHCMD'"),
+        "{}",
+        String::from_utf8_lossy(&unknown)
+    );
+    let keys = p.cmds("KEYS *");
+    assert!(
+        keys.starts_with(b"-ERR ") && twem_tests::find(&keys, b"not supported").is_some(),
+        "{}",
+        String::from_utf8_lossy(&keys)
+    );
+    assert_eq!(
+        p.cmds("EVAL return"),
+        b"-ERR wrong number of arguments for 'eval' command\r\n"
+    );
+    let zero = p.cmds("EVAL return 0 0");
+    assert!(
+        zero.starts_with(b"-ERR"),
+        "EVAL with numkeys 0 is refused: {}",
+        String::from_utf8_lossy(&zero)
+    );
+    assert_eq!(p.cmds("SET still open"), b"+OK\r\n");
+    assert_eq!(p.cmds("GET still"), b"$4\r\nopen\r\n");
+}
+
+/// Inline commands work as in Redis; QUIT answers +OK after earlier replies
+/// and then closes.
+#[test]
+fn inline_and_quit() {
+    let s = setup("");
+    let mut p = s.client();
+    p.send(b"SET inl \"two words\"\r\nGET inl\r\nPING\r\n");
+    assert_eq!(p.read_resp(), b"+OK\r\n");
+    assert_eq!(p.read_resp(), b"$9\r\ntwo words\r\n");
+    assert_eq!(p.read_resp(), b"+PONG\r\n");
+    p.send(b"*2\r\n$3\r\nGET\r\n$3\r\ninl\r\n*1\r\n$4\r\nQUIT\r\n*1\r\n$4\r\nPING\r\n");
+    assert_eq!(p.read_resp(), b"$9\r\ntwo words\r\n");
+    assert_eq!(p.read_resp(), b"+OK\r\n");
+    assert!(p.is_closed(), "QUIT must close the connection");
+    assert!(
+        p.pending().is_empty(),
+        "nothing may follow QUIT's +OK: {:?}",
+        String::from_utf8_lossy(p.pending())
+    );
+}
+
+/// Broken framing gets `-ERR Protocol error: ...` and the connection closes;
+/// replies to requests before it are still delivered first.
+#[test]
+fn protocol_error_then_close() {
+    let s = setup("");
+    let mut p = s.client();
+    p.send(b"*1\r\n$4\r\nPING\r\n*3\r\n*abc\r\n");
+    assert_eq!(p.read_resp(), b"+PONG\r\n");
+    let err = p.read_resp();
+    assert!(
+        err.starts_with(b"-ERR Protocol error: "),
+        "{}",
+        String::from_utf8_lossy(&err)
+    );
+    assert!(p.is_closed());
+}
+
+/// `client_connections` is enforced: past the limit a new connection is
+/// closed at once; the ones inside the limit keep working.
+#[test]
+fn client_connections_enforced() {
+    let s = setup("  client_connections: 2\n");
+    // The harness's readiness probe was a connection too; let the proxy see it close.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut a = s.client();
+    let mut b = s.client();
+    assert_eq!(a.cmds("PING"), b"+PONG\r\n");
+    assert_eq!(b.cmds("PING"), b"+PONG\r\n");
+    let mut c = s.client();
+    c.send(b"PING\r\n");
+    assert!(c.is_closed(), "third connection must be closed");
+    assert!(c.pending().is_empty());
+    assert_eq!(a.cmds("PING"), b"+PONG\r\n");
+    drop(b);
+    // The slot frees once the proxy sees the close.
+    let mut ok = false;
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut d = s.client();
+        d.send(b"PING\r\n");
+        d.sock
+            .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .expect("timeout");
+        let mut buf = [0u8; 16];
+        if let Ok(n) = std::io::Read::read(&mut d.sock, &mut buf) {
+            if &buf[..n] == b"+PONG\r\n" {
+                ok = true;
+                break;
+            }
+        }
+    }
+    assert!(ok, "a slot freed by a closed client must be usable again");
+}
