@@ -407,11 +407,15 @@ fn jenkins(key: &[u8]) -> u32 {
     };
     let mut rest = key;
     while rest.len() > 12 {
-        a = a.wrapping_add(word(rest));
-        b = b.wrapping_add(word(rest.get(4..).unwrap_or_default()));
-        c = c.wrapping_add(word(rest.get(8..).unwrap_or_default()));
+        let Some((block, tail)) = rest.split_first_chunk::<12>() else {
+            break;
+        };
+        let [a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3] = *block;
+        a = a.wrapping_add(u32::from_le_bytes([a0, a1, a2, a3]));
+        b = b.wrapping_add(u32::from_le_bytes([b0, b1, b2, b3]));
+        c = c.wrapping_add(u32::from_le_bytes([c0, c1, c2, c3]));
         jenkins_mix(&mut a, &mut b, &mut c);
-        rest = rest.get(12..).unwrap_or_default();
+        rest = tail;
     }
     if rest.is_empty() {
         return c;
