@@ -2,9 +2,17 @@
 //! of every file must match, or a key would move when nutcracker is swapped
 //! for twem.
 
-use twem_core::hash::HashKind;
+use std::collections::HashMap;
+
+use twem_core::config::Config;
+use twem_core::hash::{HashKind, HashTag};
+use twem_core::ring::{server_identity, Distribution, Ring, RingServer};
+use yaml_rust2::YamlLoader;
 
 const HASHES: &str = include_str!("data/hashes.tsv");
+const POOLS: &str = include_str!("data/pools.yml");
+const PLACEMENT: &str = include_str!("data/placement.tsv");
+const PLACEMENT_EJECTED: &str = include_str!("data/placement_ejected.tsv");
 
 /// Decodes the hex column; the golden files only hold well-formed hex, so a
 /// bad row is a broken fixture and fails the test loudly.
@@ -50,120 +58,136 @@ fn every_hash_row_matches() {
     );
 }
 
-mod by_hand {
-    //! Placement checked with pools read straight from pools.yml by this
-    //! test, so the Ring is verified independently of the config parser.
-    use super::*;
-    use std::collections::HashMap;
-    use twem_core::hash::HashTag;
-    use twem_core::ring::{server_identity, Distribution, Ring, RingServer};
-    use yaml_rust2::YamlLoader;
+/// Every pool of pools.yml as the config parser reads it, with its ring
+/// (all servers live) and whether it ejects hosts.
+fn config_rings() -> HashMap<String, (Ring, bool)> {
+    let config = Config::from_yaml(POOLS).unwrap_or_else(|e| panic!("pools.yml: {e}"));
+    config
+        .pools
+        .iter()
+        .map(|pool| {
+            let ring = pool.ring().unwrap_or_else(|e| panic!("{}: {e}", pool.name));
+            (pool.name.clone(), (ring, pool.auto_eject_hosts))
+        })
+        .collect()
+}
 
-    const POOLS: &str = include_str!("data/pools.yml");
-    const PLACEMENT: &str = include_str!("data/placement.tsv");
-    const PLACEMENT_EJECTED: &str = include_str!("data/placement_ejected.tsv");
-
-    fn parse_server(entry: &str) -> RingServer {
-        let (spec, name) = match entry.split_once(' ') {
-            Some((spec, name)) => (spec, Some(name)),
-            None => (entry, None),
+// Every placement row: pools.yml through the config parser, then the Ring.
+#[test]
+fn every_placement_row_matches() {
+    let rings = config_rings();
+    assert_eq!(rings.len(), 30);
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for row in rows(PLACEMENT) {
+        let [pool, key_hex, want] = row[..] else {
+            panic!("malformed row {row:?}");
         };
-        let (addr, weight) = spec.rsplit_once(':').expect("weight");
-        let weight = weight.parse().expect("numeric weight");
-        let identity = if addr.starts_with('/') {
-            server_identity(addr, None, name)
-        } else {
-            let (host, port) = addr.rsplit_once(':').expect("port");
-            server_identity(host, Some(port.parse().expect("port")), name)
+        let (ring, _) = &rings[pool];
+        let got = ring.locate_name(&unhex(key_hex));
+        if got != Some(want) {
+            failures.push(format!("{pool} {key_hex}: got {got:?}, want {want}"));
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 30 * 1000, "golden file is incomplete");
+    assert!(
+        failures.is_empty(),
+        "{} mismatches, first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+}
+
+// Every row after ejection: the ring of the configured pool with the listed
+// servers ejected, rebuilt over the live ones as nutcracker does.
+#[test]
+fn every_ejected_placement_row_matches() {
+    let rings = config_rings();
+    let mut snapshots: HashMap<(&str, &str), Ring> = HashMap::new();
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for row in rows(PLACEMENT_EJECTED) {
+        let [pool, ejected, key_hex, want] = row[..] else {
+            panic!("malformed row {row:?}");
         };
-        RingServer::new(identity, weight)
-    }
-
-    fn rings() -> HashMap<String, Ring> {
-        let docs = YamlLoader::load_from_str(POOLS).expect("yaml");
-        let root = docs[0].as_hash().expect("mapping");
-        root.iter()
-            .map(|(name, pool)| {
-                let get = |k: &str| pool[k].as_str();
-                let servers = pool["servers"]
-                    .as_vec()
-                    .expect("servers")
-                    .iter()
-                    .map(|s| parse_server(s.as_str().expect("server string")))
-                    .collect();
-                let hash = HashKind::from_name(get("hash").unwrap_or("fnv1a_64")).expect("hash");
-                let dist = Distribution::from_name(get("distribution").unwrap_or("ketama"))
-                    .expect("distribution");
-                let tag = get("hash_tag").map(|t| HashTag::from_bytes(t.as_bytes()).expect("tag"));
-                let ring = Ring::new(servers, hash, dist, tag).expect("valid pool");
-                (name.as_str().expect("pool name").to_owned(), ring)
-            })
-            .collect()
-    }
-
-    // Every placement row, with the Ring built from a hand-parsed pools.yml.
-    #[test]
-    fn every_placement_row_matches() {
-        let rings = rings();
-        assert_eq!(rings.len(), 30);
-        let mut checked = 0;
-        let mut failures = Vec::new();
-        for row in rows(PLACEMENT) {
-            let [pool, key_hex, want] = row[..] else {
-                panic!("malformed row {row:?}");
-            };
-            let ring = &rings[pool];
-            let got = ring.locate_name(&unhex(key_hex));
-            if got != Some(want) {
-                failures.push(format!("{pool} {key_hex}: got {got:?}, want {want}"));
-            }
-            checked += 1;
+        let ring = snapshots.entry((pool, ejected)).or_insert_with(|| {
+            let (ring, auto_eject) = &rings[pool];
+            assert!(auto_eject, "{pool} ejects without auto_eject_hosts");
+            let idx: Vec<usize> = ejected
+                .split(',')
+                .map(|n| {
+                    ring.index_of(n)
+                        .unwrap_or_else(|| panic!("{pool}: no server {n}"))
+                })
+                .collect();
+            let snapshot = ring.with_ejected(&idx);
+            assert_eq!(snapshot.live_count(), ring.servers().len() - idx.len());
+            snapshot
+        });
+        let got = ring.locate_name(&unhex(key_hex));
+        if got != Some(want) {
+            failures.push(format!(
+                "{pool} -[{ejected}] {key_hex}: got {got:?}, want {want}"
+            ));
         }
-        assert_eq!(checked, 30 * 1000);
-        assert!(
-            failures.is_empty(),
-            "{} mismatches: {:?}",
-            failures.len(),
-            &failures[..failures.len().min(10)]
-        );
+        checked += 1;
     }
+    assert_eq!(snapshots.len(), 10);
+    assert_eq!(checked, 10 * 1000, "golden file is incomplete");
+    assert!(
+        failures.is_empty(),
+        "{} mismatches, first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+}
 
-    // Every row after ejection, with the Ring built from a hand-parsed pools.yml.
-    #[test]
-    fn every_ejected_placement_row_matches() {
-        let rings = rings();
-        let mut snapshots = HashMap::new();
-        let mut checked = 0;
-        let mut failures = Vec::new();
-        for row in rows(PLACEMENT_EJECTED) {
-            let [pool, ejected, key_hex, want] = row[..] else {
-                panic!("malformed row {row:?}");
-            };
-            let ring = snapshots.entry((pool, ejected)).or_insert_with(|| {
-                let ring = &rings[pool];
-                let idx: Vec<usize> = ejected
-                    .split(',')
-                    .map(|n| {
-                        ring.index_of(n)
-                            .unwrap_or_else(|| panic!("{pool}: no server {n}"))
-                    })
-                    .collect();
-                ring.with_ejected(&idx)
-            });
-            let got = ring.locate_name(&unhex(key_hex));
-            if got != Some(want) {
-                failures.push(format!(
-                    "{pool} -[{ejected}] {key_hex}: got {got:?}, want {want}"
-                ));
-            }
-            checked += 1;
-        }
-        assert_eq!(checked, 10 * 1000);
-        assert!(
-            failures.is_empty(),
-            "{} mismatches: {:?}",
-            failures.len(),
-            &failures[..failures.len().min(10)]
-        );
+/// Reads a `servers` entry (`host:port:weight [name]` or `/path:weight
+/// [name]`) without the config parser.
+fn parse_server_by_hand(entry: &str) -> RingServer {
+    let (spec, name) = match entry.split_once(' ') {
+        Some((spec, name)) => (spec, Some(name)),
+        None => (entry, None),
+    };
+    let (addr, weight) = spec.rsplit_once(':').expect("weight");
+    let weight = weight.parse().expect("numeric weight");
+    let identity = if addr.starts_with('/') {
+        server_identity(addr, None, name)
+    } else {
+        let (host, port) = addr.rsplit_once(':').expect("port");
+        server_identity(host, Some(port.parse().expect("port")), name)
+    };
+    RingServer::new(identity, weight)
+}
+
+// The config parser builds the same rings as pools.yml read by hand here
+// (names, weights, order, hash, distribution, tag): a second reading that
+// would catch the two drifting apart.
+#[test]
+fn config_rings_match_hand_parsed_pools() {
+    let rings = config_rings();
+    let docs = YamlLoader::load_from_str(POOLS).expect("yaml");
+    let root = docs[0].as_hash().expect("mapping");
+    assert_eq!(root.len(), rings.len());
+    for (name, pool) in root {
+        let name = name.as_str().expect("pool name");
+        let get = |k: &str| pool[k].as_str();
+        let servers = pool["servers"]
+            .as_vec()
+            .expect("servers")
+            .iter()
+            .map(|s| parse_server_by_hand(s.as_str().expect("server string")))
+            .collect();
+        let hash = HashKind::from_name(get("hash").unwrap_or("fnv1a_64")).expect("hash");
+        let dist =
+            Distribution::from_name(get("distribution").unwrap_or("ketama")).expect("distribution");
+        let tag = get("hash_tag").map(|t| HashTag::from_bytes(t.as_bytes()).expect("tag"));
+        let by_hand = Ring::new(servers, hash, dist, tag).expect("valid pool");
+        let (from_config, _) = &rings[name];
+        assert_eq!(from_config.servers(), by_hand.servers(), "{name}");
+        assert_eq!(from_config.hash(), by_hand.hash(), "{name}");
+        assert_eq!(from_config.distribution(), by_hand.distribution(), "{name}");
+        assert_eq!(from_config.hash_tag(), by_hand.hash_tag(), "{name}");
     }
 }
