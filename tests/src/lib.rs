@@ -137,7 +137,15 @@ pub struct Redis {
 impl Redis {
     /// Start one with extra `redis-server` arguments (e.g. `--requirepass x`).
     pub fn start_with(extra: &[&str]) -> Redis {
-        let port = free_port();
+        Redis::start_port(free_port(), extra)
+    }
+
+    /// Start one on a given port (to bring a killed server back).
+    pub fn start_on(port: u16) -> Redis {
+        Redis::start_port(port, &[])
+    }
+
+    fn start_port(port: u16, extra: &[&str]) -> Redis {
         let dir = TempDir::new("redis");
         let mut cmd = Command::new("redis-server");
         cmd.args([
