@@ -627,23 +627,26 @@ mod tests {
         }
     }
 
-    // p90_omega: weights that round one server down to 0 ketama points. It
-    // then receives no key at all, as under nutcracker.
+    // p90_omega (from the golden pools): weights that round one server down
+    // to 0 ketama points. It then receives no key at all, as under nutcracker.
     #[test]
     fn zero_point_server_receives_nothing() {
-        // 1 / 1001 * 40 * 2 = 0.0799 -> floor 0 points.
+        // 1 / 100001 * 40 * 2 = 0.0008 -> 0 points; 100000 / 100001 * 80 =
+        // 79.9992 -> 79 hashes of 4 points.
         let r = ring(
-            &[("big", 1000), ("tiny", 1)],
+            &[("127.0.0.1:11214", 100_000), ("127.0.0.1:11215", 1)],
             HashKind::Fnv1a_64,
             Distribution::Ketama,
         );
-        let tiny = r.index_of("tiny").expect("present");
-        assert_eq!(ketama_points_of(&r, tiny), 0);
-        assert_eq!(
-            ketama_points_of(&r, r.index_of("big").expect("present")),
-            316
-        );
-        assert!(sample_keys().iter().all(|k| r.locate(k) != Some(tiny)));
+        let omega = r.index_of("127.0.0.1:11215").expect("present");
+        let big = r.index_of("127.0.0.1:11214").expect("present");
+        assert_eq!(ketama_points_of(&r, omega), 0);
+        assert_eq!(ketama_points_of(&r, big), 316);
+        assert!(sample_keys().iter().all(|k| r.locate(k) == Some(big)));
+        // With the big server ejected, omega is alone and gets its 160 points.
+        let alone = r.with_ejected(&[big]);
+        assert_eq!(ketama_points_of(&alone, omega), 160);
+        assert_eq!(alone.locate(b"k"), Some(omega));
     }
 
     // Point counts follow the single-precision formula: equal weights give
@@ -837,5 +840,38 @@ mod tests {
     fn ring_is_send_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Ring>();
+    }
+
+    proptest::proptest! {
+        // Whatever the key, weights, hash, distribution, tag and live set,
+        // locate answers a live server, or None exactly when none is live.
+        #[test]
+        fn locate_only_answers_live_servers(
+            key in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            weights in proptest::collection::vec(1u32..2000, 1..8),
+            live in proptest::collection::vec(proptest::bool::ANY, 8),
+            hash_idx in 0usize..13,
+            dist_idx in 0usize..3,
+            tag in proptest::option::of((proptest::num::u8::ANY, proptest::num::u8::ANY)),
+        ) {
+            let list = weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| RingServer::new(format!("s{i}"), w))
+                .collect();
+            let r = Ring::new(
+                list,
+                HashKind::ALL[hash_idx],
+                Distribution::ALL[dist_idx],
+                tag.map(|(open, close)| HashTag::new(open, close)),
+            )
+            .expect("valid ring");
+            let snap = r.with_live(&live);
+            let any_live = (0..weights.len()).any(|i| snap.is_live(i));
+            match snap.locate(&key) {
+                Some(idx) => proptest::prop_assert!(snap.is_live(idx)),
+                None => proptest::prop_assert!(!any_live),
+            }
+        }
     }
 }
