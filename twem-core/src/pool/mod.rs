@@ -13,6 +13,7 @@
 //! semantics without the extra hop.
 
 pub mod backend;
+mod client;
 pub mod error;
 mod merge;
 pub mod stats;
@@ -38,6 +39,7 @@ use crate::config::{PoolConfig, ServerAddr};
 use crate::ring::Ring;
 
 pub use backend::Frame;
+pub use client::{McValue, MemcacheClient, PoolBuilder, RedisClient, Stored};
 pub use error::{BackendError, BackendErrorKind, CallError, PoolError};
 pub use stats::{PoolSnapshot, PoolStats, ServerSnapshot, ServerStats};
 

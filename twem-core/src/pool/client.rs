@@ -1,0 +1,604 @@
+//! The embedding API: build a [`Pool`] from config text or in code, and call
+//! it with any request ([`Pool::call`], [`Pool::call_memcache`]) or through
+//! the typed helpers of [`RedisClient`] and [`MemcacheClient`].
+//!
+//! Calls take exactly the proxy's path (same routing, split and merge,
+//! timeouts, ejection), so keys written in-process land where a twemproxy on
+//! the same config would put them.
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::Decoder;
+
+use twem_proto::{memcache as mc, resp};
+
+use super::{CallError, Pool, PoolError, Protocol};
+use crate::config::{Config, Format, Listen, PoolConfig, ServerConfig};
+use crate::hash::{HashKind, HashTag};
+use crate::ring::Distribution;
+
+/// Round-robin hint for embedded callers: concurrent callers have no order
+/// between them, so spreading them over `server_connections` is free.
+static NEXT_CALL: AtomicUsize = AtomicUsize::new(0);
+
+fn hint() -> usize {
+    NEXT_CALL.fetch_add(1, Relaxed)
+}
+
+impl Pool {
+    /// Start the pool `name` (or the only pool) of a config text in `format`.
+    ///
+    /// Must be called from within a tokio runtime.
+    pub fn from_config_text(
+        text: &str,
+        format: Format,
+        name: Option<&str>,
+    ) -> Result<Pool, PoolError> {
+        let config = Config::parse(text, format)?;
+        let chosen = match name {
+            Some(n) => config
+                .pools
+                .into_iter()
+                .find(|p| p.name == n)
+                .ok_or_else(|| {
+                    PoolError::NoSuchPool(format!("no pool named \"{n}\" in the config"))
+                })?,
+            None if config.pools.len() == 1 => config
+                .pools
+                .into_iter()
+                .next()
+                .ok_or_else(|| PoolError::NoSuchPool("the config has no pool".into()))?,
+            None => {
+                return Err(PoolError::NoSuchPool(format!(
+                    "the config has {} pools; name the one to start",
+                    config.pools.len()
+                )))
+            }
+        };
+        Pool::new(chosen)
+    }
+
+    /// Start a pool from `nutcracker.yml` text (see [`Pool::from_config_text`]).
+    pub fn from_yaml(text: &str, name: Option<&str>) -> Result<Pool, PoolError> {
+        Pool::from_config_text(text, Format::Yaml, name)
+    }
+
+    /// Start building a pool in code.
+    pub fn builder(name: &str) -> PoolBuilder {
+        PoolBuilder::new(name)
+    }
+
+    /// Send any Redis command and wait for its reply. A server's error reply
+    /// is `Ok(Reply::Error(..))`: it is the server's answer; failures of the
+    /// request, the network or the pool are `Err`.
+    pub async fn call(&self, req: resp::Request) -> Result<resp::Reply, CallError> {
+        if self.protocol() != Protocol::Redis {
+            return Err(CallError::Request(format!(
+                "pool {} speaks memcached, not Redis",
+                self.name()
+            )));
+        }
+        let bytes = self.dispatch_redis(&req, hint()).await?;
+        parse_resp(bytes)
+    }
+
+    /// Send any memcached request and wait for its reply; `None` for
+    /// `noreply` requests (and `quit`), which get none.
+    pub async fn call_memcache(&self, req: mc::Request) -> Result<Option<mc::Reply>, CallError> {
+        if self.protocol() != Protocol::Memcache {
+            return Err(CallError::Request(format!(
+                "pool {} speaks Redis, not memcached",
+                self.name()
+            )));
+        }
+        let cmd = req.command();
+        let bytes = self.dispatch_memcache(&req, hint()).await?;
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let mut buf = BytesMut::from(&bytes[..]);
+        match mc::decode_reply(cmd, &mut buf, &mc::Limits::default()) {
+            Ok(Some(frame)) => Ok(Some(frame.parse())),
+            _ => Err(CallError::Server(
+                String::from_utf8_lossy(&bytes).trim_end().to_string(),
+            )),
+        }
+    }
+
+    /// Typed Redis commands on this pool.
+    pub fn redis(&self) -> RedisClient {
+        RedisClient { pool: self.clone() }
+    }
+
+    /// Typed memcached commands on this pool.
+    pub fn memcache(&self) -> MemcacheClient {
+        MemcacheClient { pool: self.clone() }
+    }
+}
+
+fn parse_resp(bytes: Bytes) -> Result<resp::Reply, CallError> {
+    let mut buf = BytesMut::from(&bytes[..]);
+    match resp::ReplyCodec::default().decode(&mut buf) {
+        Ok(Some(frame)) => Ok(frame.parse()),
+        _ => Err(CallError::Server(format!(
+            "unparsable reply: {:?}",
+            String::from_utf8_lossy(&bytes)
+        ))),
+    }
+}
+
+/// Builds a [`PoolConfig`] in code, with nutcracker's defaults for every
+/// setting not given, and starts it.
+#[derive(Debug, Clone)]
+pub struct PoolBuilder {
+    config: PoolConfig,
+    problems: Vec<String>,
+}
+
+impl PoolBuilder {
+    fn new(name: &str) -> PoolBuilder {
+        let listen = Listen::Tcp {
+            host: "127.0.0.1".into(),
+            port: 0,
+        };
+        PoolBuilder {
+            config: PoolConfig::new(name, listen, Vec::new()),
+            problems: Vec::new(),
+        }
+    }
+
+    /// Speak Redis to the servers (the default is memcached, as nutcracker's).
+    pub fn redis(mut self) -> Self {
+        self.config.redis = true;
+        self
+    }
+
+    /// Add a server written as in `nutcracker.yml`: `host:port:weight [name]`
+    /// or `/path:weight [name]`.
+    pub fn server(mut self, entry: &str) -> Self {
+        match entry.parse::<ServerConfig>() {
+            Ok(s) => self.config.servers.push(s),
+            Err(e) => self.problems.push(format!("server \"{entry}\": {e}")),
+        }
+        self
+    }
+
+    /// The hash function (default `fnv1a_64`).
+    pub fn hash(mut self, hash: HashKind) -> Self {
+        self.config.hash = hash;
+        self
+    }
+
+    /// The distribution (default `ketama`).
+    pub fn distribution(mut self, d: Distribution) -> Self {
+        self.config.distribution = d;
+        self
+    }
+
+    /// Hash only the part of keys between these two bytes (e.g. `{` `}`).
+    pub fn hash_tag(mut self, open: u8, close: u8) -> Self {
+        self.config.hash_tag = Some(HashTag::new(open, close));
+        self
+    }
+
+    /// Fail a request not answered within `t` (default: wait forever).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.config.timeout = Some(t);
+        self
+    }
+
+    /// Eject a server after `failure_limit` consecutive failures; probe it
+    /// again after `retry`.
+    pub fn auto_eject(mut self, failure_limit: u32, retry: Duration) -> Self {
+        self.config.auto_eject_hosts = true;
+        self.config.server_failure_limit = failure_limit;
+        self.config.server_retry_timeout = retry;
+        self
+    }
+
+    /// Connections per server (default 1).
+    pub fn server_connections(mut self, n: u32) -> Self {
+        self.config.server_connections = n;
+        self
+    }
+
+    /// Redis password sent with AUTH on every new backend connection.
+    pub fn redis_auth(mut self, password: &str) -> Self {
+        self.config.redis_auth = Some(password.to_string());
+        self
+    }
+
+    /// Redis database selected on every new backend connection.
+    pub fn redis_db(mut self, db: u32) -> Self {
+        self.config.redis_db = db;
+        self
+    }
+
+    /// Open one connection per server at start.
+    pub fn preconnect(mut self) -> Self {
+        self.config.preconnect = true;
+        self
+    }
+
+    /// The configuration built so far.
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    /// Start the pool. Must be called from within a tokio runtime.
+    pub fn build(self) -> Result<Pool, PoolError> {
+        let mut problems = self.problems;
+        if self.config.servers.is_empty() {
+            problems.push("a pool needs at least one server".into());
+        }
+        if self.config.server_connections == 0 {
+            problems.push("server_connections must be at least 1".into());
+        }
+        if !problems.is_empty() {
+            return Err(PoolError::NoSuchPool(format!(
+                "pool \"{}\": {}",
+                self.config.name,
+                problems.join("; ")
+            )));
+        }
+        Pool::new(self.config)
+    }
+}
+
+fn server_error(reply: resp::Reply) -> CallError {
+    match reply {
+        resp::Reply::Error(e) => CallError::Server(String::from_utf8_lossy(&e).into_owned()),
+        other => CallError::Server(format!("unexpected reply {other:?}")),
+    }
+}
+
+fn req<I, B>(args: I) -> resp::Request
+where
+    I: IntoIterator<Item = B>,
+    B: Into<Bytes>,
+{
+    resp::Request::from_args(args)
+}
+
+/// Typed Redis commands on a pool. Every method is one [`Pool::call`].
+#[derive(Debug, Clone)]
+pub struct RedisClient {
+    pool: Pool,
+}
+
+impl RedisClient {
+    /// `GET key`.
+    pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<Bytes>, CallError> {
+        match self
+            .pool
+            .call(req([Bytes::from_static(b"GET"), key.into()]))
+            .await?
+        {
+            resp::Reply::Bulk(v) => Ok(v),
+            other => Err(server_error(other)),
+        }
+    }
+
+    /// `SET key value`.
+    pub async fn set(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> Result<(), CallError> {
+        match self
+            .pool
+            .call(req([Bytes::from_static(b"SET"), key.into(), value.into()]))
+            .await?
+        {
+            resp::Reply::Status(_) => Ok(()),
+            other => Err(server_error(other)),
+        }
+    }
+
+    async fn int(&self, r: resp::Request) -> Result<i64, CallError> {
+        match self.pool.call(r).await? {
+            resp::Reply::Integer(n) => Ok(n),
+            other => Err(server_error(other)),
+        }
+    }
+
+    fn with_keys<K: AsRef<[u8]>>(cmd: &'static [u8], keys: &[K]) -> resp::Request {
+        let mut args = vec![Bytes::from_static(cmd)];
+        args.extend(keys.iter().map(|k| Bytes::copy_from_slice(k.as_ref())));
+        req(args)
+    }
+
+    /// `DEL key...` across shards: how many existed.
+    pub async fn del<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<i64, CallError> {
+        self.int(Self::with_keys(b"DEL", keys)).await
+    }
+
+    /// `EXISTS key...` across shards: how many exist (a key named twice counts twice).
+    pub async fn exists<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<i64, CallError> {
+        self.int(Self::with_keys(b"EXISTS", keys)).await
+    }
+
+    /// `INCR key`.
+    pub async fn incr(&self, key: impl Into<Bytes>) -> Result<i64, CallError> {
+        self.int(req([Bytes::from_static(b"INCR"), key.into()]))
+            .await
+    }
+
+    /// `EXPIRE key seconds`: whether the key existed.
+    pub async fn expire(&self, key: impl Into<Bytes>, seconds: u64) -> Result<bool, CallError> {
+        Ok(self
+            .int(req([
+                Bytes::from_static(b"EXPIRE"),
+                key.into(),
+                Bytes::from(seconds.to_string()),
+            ]))
+            .await?
+            == 1)
+    }
+
+    /// `MGET key...` across shards, values in key order.
+    pub async fn mget<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>, CallError> {
+        match self.pool.call(Self::with_keys(b"MGET", keys)).await? {
+            resp::Reply::Array(Some(items)) => Ok(items
+                .into_iter()
+                .map(|r| match r {
+                    resp::Reply::Bulk(v) => v,
+                    _ => None,
+                })
+                .collect()),
+            other => Err(server_error(other)),
+        }
+    }
+
+    /// `MSET key value ...` across shards.
+    pub async fn mset<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        pairs: &[(K, V)],
+    ) -> Result<(), CallError> {
+        let mut args = vec![Bytes::from_static(b"MSET")];
+        for (k, v) in pairs {
+            args.push(Bytes::copy_from_slice(k.as_ref()));
+            args.push(Bytes::copy_from_slice(v.as_ref()));
+        }
+        match self.pool.call(req(args)).await? {
+            resp::Reply::Status(_) => Ok(()),
+            other => Err(server_error(other)),
+        }
+    }
+
+    /// `EVAL script numkeys key... arg...`, routed by the first key (all keys
+    /// must live on one server: use a hash tag).
+    pub async fn eval<K: AsRef<[u8]>, A: AsRef<[u8]>>(
+        &self,
+        script: &str,
+        keys: &[K],
+        args: &[A],
+    ) -> Result<resp::Reply, CallError> {
+        let mut v = vec![
+            Bytes::from_static(b"EVAL"),
+            Bytes::copy_from_slice(script.as_bytes()),
+            Bytes::from(keys.len().to_string()),
+        ];
+        v.extend(keys.iter().map(|k| Bytes::copy_from_slice(k.as_ref())));
+        v.extend(args.iter().map(|a| Bytes::copy_from_slice(a.as_ref())));
+        match self.pool.call(req(v)).await? {
+            resp::Reply::Error(e) => {
+                Err(CallError::Server(String::from_utf8_lossy(&e).into_owned()))
+            }
+            r => Ok(r),
+        }
+    }
+}
+
+/// One value read from memcached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McValue {
+    /// The item's flags.
+    pub flags: u32,
+    /// Its cas unique (with `gets`).
+    pub cas: Option<u64>,
+    /// Its data.
+    pub data: Bytes,
+}
+
+/// What a storage command reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// `STORED`.
+    Stored,
+    /// `NOT_STORED` (add of an existing key, replace of a missing one...).
+    NotStored,
+    /// `EXISTS`: a cas whose unique was stale.
+    Exists,
+    /// `NOT_FOUND`: a cas of a missing key.
+    NotFound,
+}
+
+/// Typed memcached commands on a pool. Every method is one [`Pool::call_memcache`].
+#[derive(Debug, Clone)]
+pub struct MemcacheClient {
+    pool: Pool,
+}
+
+fn bad_key(e: mc::RequestError) -> CallError {
+    CallError::Request(e.to_string())
+}
+
+fn mc_unexpected(r: Option<mc::Reply>) -> CallError {
+    match r {
+        Some(mc::Reply::ServerError(m)) => {
+            CallError::Server(format!("SERVER_ERROR {}", String::from_utf8_lossy(&m)))
+        }
+        Some(mc::Reply::ClientError(m)) => {
+            CallError::Server(format!("CLIENT_ERROR {}", String::from_utf8_lossy(&m)))
+        }
+        Some(mc::Reply::Error) => CallError::Server("ERROR".into()),
+        other => CallError::Server(format!("unexpected reply {other:?}")),
+    }
+}
+
+impl MemcacheClient {
+    /// `get` of several keys across shards: `(key, value)` for each hit, in key order.
+    pub async fn get_multi<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<(Bytes, McValue)>, CallError> {
+        self.retrieve(mc::Request::get(keys).map_err(bad_key)?)
+            .await
+    }
+
+    /// `gets` of several keys: like [`get_multi`](Self::get_multi) with cas uniques.
+    pub async fn gets_multi<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<(Bytes, McValue)>, CallError> {
+        self.retrieve(mc::Request::gets(keys).map_err(bad_key)?)
+            .await
+    }
+
+    async fn retrieve(&self, r: mc::Request) -> Result<Vec<(Bytes, McValue)>, CallError> {
+        match self.pool.call_memcache(r).await? {
+            Some(mc::Reply::Values(vs)) => Ok(vs
+                .into_iter()
+                .map(|v| {
+                    (
+                        v.key,
+                        McValue {
+                            flags: v.flags,
+                            cas: v.cas,
+                            data: v.data,
+                        },
+                    )
+                })
+                .collect()),
+            other => Err(mc_unexpected(other)),
+        }
+    }
+
+    /// `get key`.
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<McValue>, CallError> {
+        Ok(self
+            .get_multi(&[key.as_ref()])
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, v)| v))
+    }
+
+    /// `gets key`: the value with its cas unique.
+    pub async fn gets(&self, key: impl AsRef<[u8]>) -> Result<Option<McValue>, CallError> {
+        Ok(self
+            .gets_multi(&[key.as_ref()])
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, v)| v))
+    }
+
+    async fn store(&self, r: mc::Request) -> Result<Stored, CallError> {
+        match self.pool.call_memcache(r).await? {
+            Some(mc::Reply::Stored) => Ok(Stored::Stored),
+            Some(mc::Reply::NotStored) => Ok(Stored::NotStored),
+            Some(mc::Reply::Exists) => Ok(Stored::Exists),
+            Some(mc::Reply::NotFound) => Ok(Stored::NotFound),
+            other => Err(mc_unexpected(other)),
+        }
+    }
+
+    /// `set key flags exptime` with `value`.
+    pub async fn set(
+        &self,
+        key: impl AsRef<[u8]>,
+        flags: u32,
+        exptime: i64,
+        value: impl AsRef<[u8]>,
+    ) -> Result<Stored, CallError> {
+        self.store(mc::Request::set(key, flags, exptime, value, false).map_err(bad_key)?)
+            .await
+    }
+
+    /// `add`: store only if the key is missing.
+    pub async fn add(
+        &self,
+        key: impl AsRef<[u8]>,
+        flags: u32,
+        exptime: i64,
+        value: impl AsRef<[u8]>,
+    ) -> Result<Stored, CallError> {
+        self.store(mc::Request::add(key, flags, exptime, value, false).map_err(bad_key)?)
+            .await
+    }
+
+    /// `replace`: store only if the key exists.
+    pub async fn replace(
+        &self,
+        key: impl AsRef<[u8]>,
+        flags: u32,
+        exptime: i64,
+        value: impl AsRef<[u8]>,
+    ) -> Result<Stored, CallError> {
+        self.store(mc::Request::replace(key, flags, exptime, value, false).map_err(bad_key)?)
+            .await
+    }
+
+    /// `cas`: store only if the item's cas unique is still `cas`.
+    pub async fn cas(
+        &self,
+        key: impl AsRef<[u8]>,
+        flags: u32,
+        exptime: i64,
+        value: impl AsRef<[u8]>,
+        cas: u64,
+    ) -> Result<Stored, CallError> {
+        self.store(mc::Request::cas(key, flags, exptime, value, cas, false).map_err(bad_key)?)
+            .await
+    }
+
+    /// `delete key`: whether it existed.
+    pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool, CallError> {
+        match self
+            .pool
+            .call_memcache(mc::Request::delete(key, false).map_err(bad_key)?)
+            .await?
+        {
+            Some(mc::Reply::Deleted) => Ok(true),
+            Some(mc::Reply::NotFound) => Ok(false),
+            other => Err(mc_unexpected(other)),
+        }
+    }
+
+    async fn arith(&self, r: mc::Request) -> Result<Option<u64>, CallError> {
+        match self.pool.call_memcache(r).await? {
+            Some(mc::Reply::Number(n)) => Ok(Some(n)),
+            Some(mc::Reply::NotFound) => Ok(None),
+            other => Err(mc_unexpected(other)),
+        }
+    }
+
+    /// `incr key delta`: the new value, or `None` if the key is missing.
+    pub async fn incr(&self, key: impl AsRef<[u8]>, delta: u64) -> Result<Option<u64>, CallError> {
+        self.arith(mc::Request::incr(key, delta, false).map_err(bad_key)?)
+            .await
+    }
+
+    /// `decr key delta`: the new value, or `None` if the key is missing.
+    pub async fn decr(&self, key: impl AsRef<[u8]>, delta: u64) -> Result<Option<u64>, CallError> {
+        self.arith(mc::Request::decr(key, delta, false).map_err(bad_key)?)
+            .await
+    }
+
+    /// `touch key exptime`: whether the key existed.
+    pub async fn touch(&self, key: impl AsRef<[u8]>, exptime: i64) -> Result<bool, CallError> {
+        match self
+            .pool
+            .call_memcache(mc::Request::touch(key, exptime, false).map_err(bad_key)?)
+            .await?
+        {
+            Some(mc::Reply::Touched) => Ok(true),
+            Some(mc::Reply::NotFound) => Ok(false),
+            other => Err(mc_unexpected(other)),
+        }
+    }
+}
