@@ -1,0 +1,92 @@
+//! Fuzzes the memcached `RequestCodec`: arbitrary bytes, fed in arbitrary
+//! chunks.
+//!
+//! Run: `cd twem-proto/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run memcache_request`
+//!
+//! The first two input bytes seed the chunk sizes; the rest is the stream.
+//! Checks: no panic, never more consumed than fed, the buffer never holds
+//! more than the limits allow, every request within the limits, and every
+//! request's wire decodes back to the same request.
+#![no_main]
+
+use bytes::BytesMut;
+use libfuzzer_sys::fuzz_target;
+use tokio_util::codec::Decoder;
+use twem_proto::memcache::{Limits, RequestCodec, MAX_KEY_LEN};
+
+/// Small limits, so the fuzzer reaches them.
+const LIMITS: Limits = Limits {
+    max_value_len: 300,
+    max_line_len: 200,
+    max_keys: 8,
+};
+
+/// Most bytes the codec may hold between calls: a get line at its bound, or
+/// a storage line and its data block, plus the chunk just fed.
+fn max_buffered() -> usize {
+    LIMITS
+        .max_get_line_len()
+        .max(LIMITS.max_line_len + LIMITS.max_value_len + 2)
+        + 2
+        + 64
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((seed, input)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let mut rng = u16::from_le_bytes(*seed) as u32 | 1;
+    let mut codec = RequestCodec::new(LIMITS);
+    let mut buf = BytesMut::new();
+    let mut fed = 0usize;
+    let mut consumed_by_requests = 0usize;
+    'outer: while fed < input.len() {
+        // xorshift: chunk sizes from 1 to 64 bytes.
+        rng ^= rng << 13;
+        rng ^= rng >> 17;
+        rng ^= rng << 5;
+        let n = (rng as usize % 64 + 1).min(input.len() - fed);
+        buf.extend_from_slice(&input[fed..fed + n]);
+        fed += n;
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(Ok(req))) => {
+                    consumed_by_requests += req.wire().len();
+                    assert!(req.keys().len() <= LIMITS.max_keys);
+                    for k in req.keys() {
+                        assert!(!k.is_empty() && k.len() <= MAX_KEY_LEN);
+                        assert!(k.iter().all(|&b| b > b' ' && b != 0x7f));
+                    }
+                    if let Some(v) = req.value() {
+                        assert!(v.len() <= LIMITS.max_value_len);
+                    }
+                    assert_eq!(req.command().is_storage(), req.value().is_some());
+                    // The wire form is what backends get: it must decode to
+                    // the same request.
+                    let mut again = BytesMut::from(&req.wire()[..]);
+                    let back = RequestCodec::new(LIMITS)
+                        .decode(&mut again)
+                        .expect("wire decodes")
+                        .expect("wire is complete")
+                        .expect("wire is valid");
+                    assert_eq!(back, req);
+                    assert!(again.is_empty());
+                }
+                Ok(Some(Err(e))) => {
+                    // An error always has a one-line reply.
+                    let reply = e.reply();
+                    assert!(reply.ends_with(b"\r\n"));
+                    assert_eq!(
+                        reply.iter().position(|&b| b == b'\n'),
+                        Some(reply.len() - 1)
+                    );
+                }
+                Ok(None) => break,
+                Err(_) => break 'outer,
+            }
+        }
+        assert!(fed - buf.len() <= input.len());
+        assert!(consumed_by_requests <= fed - buf.len());
+        assert!(buf.len() <= max_buffered(), "buffered {} bytes", buf.len());
+    }
+});
