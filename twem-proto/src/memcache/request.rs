@@ -733,7 +733,14 @@ impl RequestCodec {
             noreply,
         };
         match command {
-            Command::Version | Command::Quit => simple(Vec::new(), 0, 0),
+            // memcached answers `version noreply` anyway: no noreply here.
+            Command::Version | Command::Quit => Parsed::Simple {
+                command,
+                keys: Vec::new(),
+                exptime: 0,
+                number: 0,
+                noreply: false,
+            },
             Command::Incr | Command::Decr | Command::Touch => {
                 if !(2..=3).contains(&n) {
                     return refused(RequestError::WrongArity { command });
@@ -1245,6 +1252,15 @@ mod tests {
         let q = one(b"quit\r\n").unwrap();
         assert_eq!(q.command(), Command::Quit);
         assert!(!q.expects_reply());
+    }
+
+    // Extra words after version are ignored, noreply included (memcached
+    // still answers).
+    #[test]
+    fn version_ignores_noreply() {
+        let v = one(b"version noreply\r\n").unwrap();
+        assert!(!v.noreply());
+        assert!(v.expects_reply());
     }
 
     // A key of exactly 250 bytes is accepted.
