@@ -443,6 +443,15 @@ impl Client {
             match self.sock.read(&mut tmp) {
                 Ok(0) => return true,
                 Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                // A reset is a close too (the peer closed with our bytes unread).
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    return true
+                }
                 Err(_) => return false,
             }
         }
@@ -520,5 +529,92 @@ mod tests {
         assert_eq!(resp_len(b"*2\r\n$1\r\na\r\n:5\r\n"), Some(15));
         assert_eq!(resp_len(b"*2\r\n$1\r\na\r\n"), None);
         assert_eq!(resp_cmd(&[b"GET", b"k"]), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+    }
+}
+
+/// Length of the complete memcached reply at the start of `b`, if complete.
+///
+/// memcached replies are not self-describing, so the caller says whether the
+/// request was a `get`/`gets` (`retrieval`): then the reply is `VALUE` items
+/// up to `END`, or an error line (`ERROR`, `CLIENT_ERROR ...`,
+/// `SERVER_ERROR ...`) that ends it early. Any other reply is one line. A
+/// `VALUE` line whose byte count does not parse ends the reply there, so a
+/// test comparing bytes sees the garbage instead of waiting for more.
+pub fn mc_reply_len(b: &[u8], retrieval: bool) -> Option<usize> {
+    let first = find(b, b"\r\n")? + 2;
+    if !retrieval {
+        return Some(first);
+    }
+    let mut at = 0;
+    loop {
+        let rest = b.get(at..)?;
+        let line_end = find(rest, b"\r\n")?;
+        let line = &rest[..line_end];
+        let after = at + line_end + 2;
+        if line == b"END" {
+            return Some(after);
+        }
+        if !line.starts_with(b"VALUE ") {
+            return Some(after);
+        }
+        let len = line
+            .split(|&c| c == b' ')
+            .nth(3)
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|n| n.parse::<usize>().ok());
+        match len {
+            Some(n) => {
+                let end = after.checked_add(n)?.checked_add(2)?;
+                if b.len() < end {
+                    return None;
+                }
+                at = end;
+            }
+            None => return Some(after),
+        }
+    }
+}
+
+impl Client {
+    /// Read one complete memcached reply (raw bytes); `retrieval` says whether
+    /// it answers a `get`/`gets` (see [`mc_reply_len`]). Panics on EOF or
+    /// timeout.
+    pub fn read_mc(&mut self, retrieval: bool) -> Vec<u8> {
+        loop {
+            if let Some(n) = mc_reply_len(&self.buf, retrieval) {
+                return self.buf.drain(..n).collect();
+            }
+            assert!(
+                self.fill(),
+                "connection closed; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+        }
+    }
+
+    /// Send one memcached command (raw bytes, `\r\n` included) and read its
+    /// reply; a `get`/`gets` is recognised by its first word.
+    pub fn mc(&mut self, req: &[u8]) -> Vec<u8> {
+        self.send(req);
+        self.read_mc(req.starts_with(b"get ") || req.starts_with(b"gets "))
+    }
+}
+
+#[cfg(test)]
+mod mc_tests {
+    use super::*;
+
+    // The memcached reply scanner decides where each compared reply ends; a
+    // wrong cut would shift every later comparison.
+    #[test]
+    fn mc_reply_len_frames() {
+        assert_eq!(mc_reply_len(b"STORED\r\nEND\r\n", false), Some(8));
+        assert_eq!(mc_reply_len(b"STORED\r", false), None);
+        let get = b"VALUE k 0 4\r\na\r\nb\r\nVALUE j 1 0 9\r\n\r\nEND\r\nX";
+        assert_eq!(mc_reply_len(get, true), Some(get.len() - 1));
+        assert_eq!(mc_reply_len(&get[..get.len() - 3], true), None);
+        assert_eq!(mc_reply_len(b"VALUE k 0 4\r\nab", true), None);
+        assert_eq!(mc_reply_len(b"SERVER_ERROR x\r\nEND\r\n", true), Some(16));
+        assert_eq!(mc_reply_len(b"END\r\n", true), Some(5));
     }
 }

@@ -104,6 +104,7 @@ pub fn run(cli: Cli) -> i32 {
         stats_interval: Duration::from_millis(cli.stats_interval),
         pid_file,
         shutdown_grace: Duration::from_millis(cli.shutdown_grace),
+        conf_file: Some(abs(&cli.conf_file)),
     };
     let res = rt.block_on(proxy::serve(config, opts, logger));
     rt.shutdown_timeout(Duration::from_millis(100));

@@ -6,12 +6,14 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use twem_core::config::Config;
+use twem_core::config::{Config, PoolConfig};
 use twem_core::pool::{Pool, Protocol};
 
 use crate::listener::{self, Listener};
@@ -32,6 +34,9 @@ pub struct Options {
     pub pid_file: Option<PathBuf>,
     /// How long SIGTERM/SIGINT wait for in-flight requests.
     pub shutdown_grace: Duration,
+    /// The config file, re-read on SIGHUP / SIGUSR1 (absolute: `-d` changes
+    /// the working directory). `None` disables reload.
+    pub conf_file: Option<PathBuf>,
 }
 
 /// Why the proxy could not start or run.
@@ -65,6 +70,194 @@ pub enum ServeError {
 
 static NEXT_CLIENT: AtomicUsize = AtomicUsize::new(0);
 
+/// The pool a listener's clients use now. Reload swaps the pool inside;
+/// sessions load it per request, so a changed pool takes over for new
+/// requests while requests already sent finish on the old one (which
+/// drains and closes once nothing refers to it).
+pub type PoolSlot = Arc<ArcSwap<Pool>>;
+
+/// One configured pool while the proxy runs.
+struct Running {
+    config: PoolConfig,
+    slot: PoolSlot,
+    /// Stops this pool's accept loop (a listen change, removal, shutdown).
+    accept_stop: CancellationToken,
+    accept_task: JoinHandle<()>,
+    /// Tells this pool's client sessions to finish and close (removal, shutdown).
+    sessions_stop: CancellationToken,
+}
+
+/// The running proxy's mutable state: its pools, in config order.
+struct Proxy {
+    pools: Vec<Running>,
+    stop: CancellationToken,
+    sessions: TaskTracker,
+    globals: Arc<Globals>,
+    /// What the stats port reports: the current pool of every running pool.
+    stats_slots: Arc<ArcSwap<Vec<PoolSlot>>>,
+}
+
+impl Proxy {
+    fn start_pool(&mut self, pool: Pool, listener: Listener) {
+        let config = pool.config().clone();
+        tracing::info!(pool = %config.name, listen = %config.listen, servers = config.servers.len(),
+            protocol = if config.redis { "redis" } else { "memcache" }, "pool listening");
+        let slot: PoolSlot = Arc::new(ArcSwap::from_pointee(pool));
+        let accept_stop = self.stop.child_token();
+        let sessions_stop = self.stop.child_token();
+        let accept_task = self.spawn_accept(&slot, listener, &accept_stop, &sessions_stop);
+        self.pools.push(Running {
+            config,
+            slot,
+            accept_stop,
+            accept_task,
+            sessions_stop,
+        });
+    }
+
+    fn spawn_accept(
+        &self,
+        slot: &PoolSlot,
+        listener: Listener,
+        accept_stop: &CancellationToken,
+        sessions_stop: &CancellationToken,
+    ) -> JoinHandle<()> {
+        self.globals.total_connections.fetch_add(1, Relaxed);
+        self.globals.curr_connections.fetch_add(1, Relaxed);
+        tokio::spawn(accept_loop(
+            Arc::clone(slot),
+            listener,
+            accept_stop.clone(),
+            sessions_stop.clone(),
+            self.sessions.clone(),
+            Arc::clone(&self.globals),
+        ))
+    }
+
+    fn publish_stats(&self) {
+        self.stats_slots.store(Arc::new(
+            self.pools.iter().map(|r| Arc::clone(&r.slot)).collect(),
+        ));
+    }
+
+    /// Re-read the config and apply it without dropping anything that did
+    /// not change. On any problem (unreadable file, invalid config, an
+    /// address that cannot be bound) nothing changes and the reason is logged.
+    fn reload(&mut self, path: &Path) {
+        let config = match load_config(path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(file = %path.display(), "reload rejected, keeping the running config: {}", e.replace('\n', "; "));
+                return;
+            }
+        };
+        // Phase 1: everything that can fail, with nothing changed yet.
+        enum Plan {
+            Keep(usize),
+            Swap {
+                at: usize,
+                pool: Pool,
+                listener: Option<Listener>,
+            },
+            Add {
+                pool: Pool,
+                listener: Listener,
+            },
+        }
+        let mut plans = Vec::with_capacity(config.pools.len());
+        for pc in &config.pools {
+            let old = self.pools.iter().position(|r| r.config.name == pc.name);
+            let same_protocol = old.is_some_and(|i| self.pools[i].config.redis == pc.redis);
+            let plan = match old {
+                Some(i) if self.pools[i].config == *pc => Ok(Plan::Keep(i)),
+                Some(i) if same_protocol => {
+                    let listener = if self.pools[i].config.listen == pc.listen {
+                        Ok(None)
+                    } else {
+                        listener::bind(pc).map(Some)
+                    };
+                    listener.map_err(|e| e.to_string()).and_then(|listener| {
+                        let prev = self.pools[i].slot.load_full();
+                        Pool::replacing(pc.clone(), Some(&prev))
+                            .map(|pool| Plan::Swap {
+                                at: i,
+                                pool,
+                                listener,
+                            })
+                            .map_err(|e| e.to_string())
+                    })
+                }
+                _ => {
+                    // A new pool (or one whose protocol changed: its clients speak
+                    // the other protocol, so it restarts as a new pool).
+                    let taken = old.is_some_and(|i| self.pools[i].config.listen == pc.listen);
+                    if taken {
+                        Err(format!("pool \"{}\": changing redis/memcached on the same listen address needs a restart", pc.name))
+                    } else {
+                        listener::bind(pc).map_err(|e| e.to_string()).and_then(|l| {
+                            Pool::new(pc.clone())
+                                .map(|pool| Plan::Add { pool, listener: l })
+                                .map_err(|e| e.to_string())
+                        })
+                    }
+                }
+            };
+            match plan {
+                Ok(p) => plans.push(p),
+                Err(e) => {
+                    tracing::error!(file = %path.display(), "reload rejected, keeping the running config: {e}");
+                    return; // bound listeners and started pools in `plans` drop here
+                }
+            }
+        }
+        // Phase 2: apply.
+        let mut old: Vec<Option<Running>> = std::mem::take(&mut self.pools)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let (mut kept, mut changed, mut added) = (0, 0, 0);
+        for plan in plans {
+            match plan {
+                Plan::Keep(i) => {
+                    if let Some(r) = old[i].take() {
+                        self.pools.push(r);
+                        kept += 1;
+                    }
+                }
+                Plan::Swap { at, pool, listener } => {
+                    let Some(mut r) = old[at].take() else {
+                        continue;
+                    };
+                    r.config = pool.config().clone();
+                    r.slot.store(Arc::new(pool));
+                    if let Some(l) = listener {
+                        r.accept_stop.cancel();
+                        r.accept_stop = self.stop.child_token();
+                        r.accept_task =
+                            self.spawn_accept(&r.slot, l, &r.accept_stop, &r.sessions_stop);
+                    }
+                    tracing::info!(pool = %r.config.name, listen = %r.config.listen, "pool reconfigured; requests in flight finish on the old definition");
+                    self.pools.push(r);
+                    changed += 1;
+                }
+                Plan::Add { pool, listener } => {
+                    self.start_pool(pool, listener);
+                    added += 1;
+                }
+            }
+        }
+        let mut removed = 0;
+        for r in old.into_iter().flatten() {
+            tracing::info!(pool = %r.config.name, "pool removed: no new connections; its clients close once their replies are written");
+            r.accept_stop.cancel();
+            r.sessions_stop.cancel();
+            removed += 1;
+        }
+        self.publish_stats();
+        tracing::info!(file = %path.display(), kept, changed, added, removed, "configuration reloaded");
+    }
+}
+
 /// Run the proxy until SIGTERM/SIGINT, then drain and return.
 pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result<(), ServeError> {
     // Bind everything before starting anything, so a bad address fails the
@@ -80,6 +273,10 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
             addr: stats_addr.clone(),
             source,
         })?;
+    let mut pools = Vec::with_capacity(config.pools.len());
+    for p in &config.pools {
+        pools.push(Pool::new(p.clone())?);
+    }
     if let Some(path) = &opts.pid_file {
         std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
             ServeError::PidFile {
@@ -89,57 +286,47 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
         })?;
     }
 
-    let globals = Arc::new(Globals::default());
-    let mut pools = Vec::with_capacity(config.pools.len());
-    for p in &config.pools {
-        pools.push(Pool::new(p.clone())?);
+    let mut proxy = Proxy {
+        pools: Vec::new(),
+        stop: CancellationToken::new(),
+        sessions: TaskTracker::new(),
+        globals: Arc::new(Globals::default()),
+        stats_slots: Arc::new(ArcSwap::from_pointee(Vec::new())),
+    };
+    for (pool, l) in pools.into_iter().zip(listeners) {
+        proxy.start_pool(pool, l);
     }
-    let stop = CancellationToken::new();
-    let sessions = TaskTracker::new();
-    let mut accept_tasks = Vec::new();
-    for (pool, l) in pools.iter().cloned().zip(listeners) {
-        tracing::info!(pool = pool.name(), listen = %pool.config().listen, servers = pool.ring().servers().len(),
-            protocol = if pool.protocol() == Protocol::Redis { "redis" } else { "memcache" }, "pool listening");
-        globals.total_connections.fetch_add(1, Relaxed);
-        globals.curr_connections.fetch_add(1, Relaxed);
-        accept_tasks.push(tokio::spawn(accept_loop(
-            pool,
-            l,
-            stop.clone(),
-            sessions.clone(),
-            Arc::clone(&globals),
-        )));
-    }
-    let snap_pools = pools.clone();
+    proxy.publish_stats();
+    let slots = Arc::clone(&proxy.stats_slots);
     let stats_task = tokio::spawn(stats::serve(
         stats_listener,
         opts.stats_interval,
-        move || snap_pools.iter().map(Pool::snapshot).collect(),
-        Arc::clone(&globals),
-        stop.clone(),
+        move || slots.load().iter().map(|s| s.load().snapshot()).collect(),
+        Arc::clone(&proxy.globals),
+        proxy.stop.clone(),
     ));
     tracing::info!(stats = %stats_addr, pid = std::process::id(), "twem started");
 
-    wait_for_exit(&logger).await;
+    wait_for_exit(&logger, &mut proxy, opts.conf_file.as_deref()).await;
     tracing::info!(
         grace_ms = opts.shutdown_grace.as_millis() as u64,
         "shutting down: no new connections, draining in-flight requests"
     );
-    stop.cancel();
-    for t in accept_tasks {
-        let _ = t.await;
+    proxy.stop.cancel();
+    for r in &mut proxy.pools {
+        let _ = (&mut r.accept_task).await;
     }
-    sessions.close();
+    proxy.sessions.close();
     let mut term = signal(SignalKind::terminate()).ok();
     let mut int = signal(SignalKind::interrupt()).ok();
     tokio::select! {
-        () = sessions.wait() => tracing::info!("all clients drained"),
+        () = proxy.sessions.wait() => tracing::info!("all clients drained"),
         () = tokio::time::sleep(opts.shutdown_grace) => tracing::warn!("shutdown grace period over; closing remaining clients"),
         _ = recv_opt(&mut term) => tracing::warn!("second signal: exiting at once"),
         _ = recv_opt(&mut int) => tracing::warn!("second signal: exiting at once"),
     }
-    for p in &pools {
-        p.close().await;
+    for r in &proxy.pools {
+        r.slot.load().close().await;
     }
     let _ = stats_task.await;
     if let Some(path) = &opts.pid_file {
@@ -158,17 +345,27 @@ async fn recv_opt(s: &mut Option<tokio::signal::unix::Signal>) {
 }
 
 /// Handle signals until one asks the process to exit.
-async fn wait_for_exit(logger: &Logger) {
+async fn wait_for_exit(logger: &Logger, proxy: &mut Proxy, conf: Option<&Path>) {
     let mut term = signal(SignalKind::terminate()).ok();
     let mut int = signal(SignalKind::interrupt()).ok();
     let mut hup = signal(SignalKind::hangup()).ok();
+    let mut usr1 = signal(SignalKind::user_defined1()).ok();
     let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN)).ok();
     let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU)).ok();
     loop {
         tokio::select! {
             _ = recv_opt(&mut term) => { tracing::info!("SIGTERM received"); return; }
             _ = recv_opt(&mut int) => { tracing::info!("SIGINT received"); return; }
-            _ = recv_opt(&mut hup) => { logger.reopen(); tracing::info!("SIGHUP: log file reopened"); }
+            _ = recv_opt(&mut hup) => {
+                // nutcracker's SIGHUP reopens the log (logrotate); twem also reloads.
+                logger.reopen();
+                tracing::info!("SIGHUP: log file reopened, reloading the configuration");
+                if let Some(c) = conf { proxy.reload(c); }
+            }
+            _ = recv_opt(&mut usr1) => {
+                tracing::info!("SIGUSR1: reloading the configuration");
+                if let Some(c) = conf { proxy.reload(c); }
+            }
             _ = recv_opt(&mut ttin) => logger.step(true),
             _ = recv_opt(&mut ttou) => logger.step(false),
         }
@@ -176,19 +373,19 @@ async fn wait_for_exit(logger: &Logger) {
 }
 
 async fn accept_loop(
-    pool: Pool,
+    slot: PoolSlot,
     listener: Listener,
     stop: CancellationToken,
+    sessions_stop: CancellationToken,
     sessions: TaskTracker,
     globals: Arc<Globals>,
 ) {
-    let limit = pool.config().client_connections;
-    let keepalive = pool.config().tcpkeepalive;
     loop {
         let accepted = tokio::select! {
             r = accept(&listener) => r,
             () = stop.cancelled() => break,
         };
+        let pool = slot.load_full();
         let conn = match accepted {
             Ok(c) => c,
             Err(e) => {
@@ -198,6 +395,7 @@ async fn accept_loop(
                 continue;
             }
         };
+        let limit = pool.config().client_connections;
         let stats = pool.stats();
         if limit > 0 && stats.client_connections.load(Relaxed) >= i64::from(limit) {
             stats.client_rejected.fetch_add(1, Relaxed);
@@ -213,26 +411,33 @@ async fn accept_loop(
         globals.total_connections.fetch_add(1, Relaxed);
         globals.curr_connections.fetch_add(1, Relaxed);
         let hint = NEXT_CLIENT.fetch_add(1, Relaxed);
-        let pool = pool.clone();
-        let stop = stop.clone();
+        let keepalive = pool.config().tcpkeepalive;
+        let redis = pool.protocol() == Protocol::Redis;
+        let stats = Arc::clone(pool.stats_arc());
+        drop(pool);
+        let slot = Arc::clone(&slot);
+        let stop = sessions_stop.clone();
         let globals = Arc::clone(&globals);
         sessions.spawn(async move {
             let end = match conn {
                 Accepted::Tcp(s) => {
+                    let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                    tracing::info!(pool = %slot.load().name(), client = %peer, "client connected");
                     let _ = s.set_nodelay(true);
                     if keepalive {
                         let _ = socket2::SockRef::from(&s).set_keepalive(true);
                     }
                     let (r, w) = s.into_split();
-                    run_session(&pool, hint, r, w, stop).await
+                    run_session(redis, &slot, hint, r, w, stop).await
                 }
                 Accepted::Unix(s) => {
+                    tracing::info!(pool = %slot.load().name(), client = "unix", "client connected");
                     let (r, w) = s.into_split();
-                    run_session(&pool, hint, r, w, stop).await
+                    run_session(redis, &slot, hint, r, w, stop).await
                 }
             };
-            tracing::debug!(pool = pool.name(), client = hint, end = ?end, "client closed");
-            pool.stats().client_connections.fetch_sub(1, Relaxed);
+            tracing::info!(pool = %slot.load().name(), client = hint, end = ?end, "client closed");
+            stats.client_connections.fetch_sub(1, Relaxed);
             globals.curr_connections.fetch_sub(1, Relaxed);
         });
     }
@@ -240,7 +445,8 @@ async fn accept_loop(
 }
 
 async fn run_session<R, W>(
-    pool: &Pool,
+    redis: bool,
+    slot: &PoolSlot,
     hint: usize,
     r: R,
     w: W,
@@ -250,14 +456,10 @@ where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
-    match pool.protocol() {
-        Protocol::Redis => {
-            let pw = pool.config().redis_auth.as_deref().map(Arc::from);
-            session::run(RedisFrontend::new(pw), pool.clone(), hint, r, w, stop).await
-        }
-        Protocol::Memcache => {
-            session::run(MemcacheFrontend::new(), pool.clone(), hint, r, w, stop).await
-        }
+    if redis {
+        session::run(RedisFrontend::new(), Arc::clone(slot), hint, r, w, stop).await
+    } else {
+        session::run(MemcacheFrontend::new(), Arc::clone(slot), hint, r, w, stop).await
     }
 }
 

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -65,20 +66,25 @@ pub trait Frontend: Send + 'static {
 /// authenticated), QUIT answered `+OK` then closed, everything else goes to
 /// the pool.
 pub struct RedisFrontend {
-    password: Option<Arc<str>>,
     authed: bool,
     limits: resp::Limits,
 }
 
 impl RedisFrontend {
-    /// A frontend for a pool whose `redis_auth` is `password`.
-    pub fn new(password: Option<Arc<str>>) -> Self {
-        let authed = password.is_none();
+    /// A frontend for a new client. The password checked is the pool's
+    /// current `redis_auth`, so a reload that sets one applies to clients
+    /// already connected.
+    pub fn new() -> Self {
         RedisFrontend {
-            password,
-            authed,
+            authed: false,
             limits: resp::Limits::default(),
         }
+    }
+}
+
+impl Default for RedisFrontend {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -99,7 +105,7 @@ impl Frontend for RedisFrontend {
             return Step::Close(ready(b"+OK\r\n"));
         }
         if name.eq_ignore_ascii_case(b"auth") {
-            let reply: &'static [u8] = match (&self.password, req.args().len()) {
+            let reply: &'static [u8] = match (&pool.config().redis_auth, req.args().len()) {
                 (None, _) => b"-ERR Client sent AUTH, but no password is set\r\n",
                 (Some(_), n) if n != 2 => b"-ERR wrong number of arguments for 'auth' command\r\n",
                 (Some(pw), _) => {
@@ -114,7 +120,7 @@ impl Frontend for RedisFrontend {
             };
             return Step::Reply(ready(reply));
         }
-        if !self.authed {
+        if !self.authed && pool.config().redis_auth.is_some() {
             return Step::Reply(ready(b"-NOAUTH Authentication required\r\n"));
         }
         Step::Reply(pool.dispatch_redis(&req, hint))
@@ -220,7 +226,7 @@ pub enum End {
 /// outstanding replies are written.
 pub async fn run<F, R, W>(
     mut fe: F,
-    pool: Pool,
+    slot: Arc<ArcSwap<Pool>>,
     hint: usize,
     mut rd: R,
     mut wr: W,
@@ -244,7 +250,9 @@ where
 
     loop {
         let window = (OUTSTANDING_BUDGET / avg_reply.max(1)).clamp(MIN_WINDOW, MAX_WINDOW);
-        // Decode and dispatch what the window allows.
+        // Decode and dispatch what the window allows, through the pool that
+        // is current now (a reload may have replaced it).
+        let pool = slot.load_full();
         while !closing && queue.len() < window && wq_bytes < MAX_UNWRITTEN {
             match codec.decode(&mut rbuf) {
                 Ok(Some(item)) => match fe.handle(item, &pool, hint) {
@@ -331,11 +339,11 @@ where
             res = rd.read_buf(&mut rbuf), if can_read => match res {
                 Ok(0) => {
                     read_open = false;
-                    pool.stats().client_eof.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    slot.load().stats().client_eof.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Ok(_) => {}
                 Err(_) => {
-                    pool.stats().client_err.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    slot.load().stats().client_err.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return End::Error;
                 }
             },
@@ -346,7 +354,7 @@ where
             res = twem_core::net::write_some(&mut wr, &mut wq), if can_write => match res {
                 Ok(n) => wq_bytes = wq_bytes.saturating_sub(n),
                 Err(_) => {
-                    pool.stats().client_err.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    slot.load().stats().client_err.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return End::Error;
                 }
             },

@@ -67,7 +67,7 @@ const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) struct ServerShared {
     pub name: Arc<str>,
     pub addr: ServerAddr,
-    pub stats: ServerStats,
+    pub stats: Arc<ServerStats>,
     failures: AtomicU32,
     ejected: AtomicBool,
 }
@@ -81,7 +81,7 @@ pub(crate) struct PoolShared {
     pub servers: Vec<ServerShared>,
     base_ring: Ring,
     ring: ArcSwap<Ring>,
-    pub stats: PoolStats,
+    pub stats: Arc<PoolStats>,
     rebuild: Mutex<()>,
     closed: AtomicBool,
     /// Requests every new Redis backend connection starts with.
@@ -258,30 +258,44 @@ impl Pool {
     ///
     /// Must be called from within a tokio runtime.
     pub fn new(config: PoolConfig) -> Result<Pool, PoolError> {
+        Pool::replacing(config, None)
+    }
+
+    /// Start a pool that takes over from `prev` (a config reload): the pool
+    /// counters, and the counters of servers that keep their name, carry on
+    /// from `prev`'s, so the stats port shows one continuous history and
+    /// gauges count the connections of both while `prev` drains.
+    ///
+    /// Must be called from within a tokio runtime.
+    pub fn replacing(config: PoolConfig, prev: Option<&Pool>) -> Result<Pool, PoolError> {
         let base_ring = config.ring().map_err(|source| PoolError::Ring {
             pool: config.name.clone(),
             source,
         })?;
-        let servers: Vec<ServerShared> =
-            base_ring
-                .servers()
-                .iter()
-                .map(|rs| {
-                    let addr = config.server(&rs.name).map(|s| s.addr.clone()).unwrap_or(
-                        ServerAddr::Tcp {
+        let servers: Vec<ServerShared> = base_ring
+            .servers()
+            .iter()
+            .map(|rs| {
+                let addr =
+                    config
+                        .server(&rs.name)
+                        .map(|s| s.addr.clone())
+                        .unwrap_or(ServerAddr::Tcp {
                             host: rs.name.clone(),
                             port: 0,
-                        },
-                    );
-                    ServerShared {
-                        name: Arc::from(rs.name.as_str()),
-                        addr,
-                        stats: ServerStats::default(),
-                        failures: AtomicU32::new(0),
-                        ejected: AtomicBool::new(false),
-                    }
-                })
-                .collect();
+                        });
+                ServerShared {
+                    name: Arc::from(rs.name.as_str()),
+                    addr,
+                    stats: prev
+                        .and_then(|p| p.inner.shared.servers.iter().find(|s| *s.name == *rs.name))
+                        .map(|s| Arc::clone(&s.stats))
+                        .unwrap_or_default(),
+                    failures: AtomicU32::new(0),
+                    ejected: AtomicBool::new(false),
+                }
+            })
+            .collect();
         let protocol = if config.redis {
             Protocol::Redis
         } else {
@@ -308,7 +322,9 @@ impl Pool {
             base_ring,
             servers,
             protocol,
-            stats: PoolStats::default(),
+            stats: prev
+                .map(|p| Arc::clone(&p.inner.shared.stats))
+                .unwrap_or_default(),
             rebuild: Mutex::new(()),
             closed: AtomicBool::new(false),
             handshake,
@@ -360,6 +376,12 @@ impl Pool {
 
     /// The pool's counters (client and forwarding side).
     pub fn stats(&self) -> &PoolStats {
+        &self.inner.shared.stats
+    }
+
+    /// The pool's counters as a shared handle, for a holder that must outlive
+    /// this pool (a client session across a reload).
+    pub fn stats_arc(&self) -> &Arc<PoolStats> {
         &self.inner.shared.stats
     }
 

@@ -1,0 +1,229 @@
+//! Operations nutcracker never had: config reload on SIGHUP/SIGUSR1 without
+//! dropping clients, and graceful shutdown on SIGTERM/SIGINT. Real processes,
+//! real signals, real redis-servers.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use twem_tests::{free_port, wait_for_port, Client, ProxyProc, Redis};
+
+const SIGHUP: i32 = 1;
+const SIGINT: i32 = 2;
+const SIGUSR1: i32 = 10;
+const SIGTERM: i32 = 15;
+
+fn pool(name: &str, port: u16, backends: &[&Redis], extra: &str) -> String {
+    let mut y = format!("{name}:\n  listen: 127.0.0.1:{port}\n  redis: true\n{extra}  servers:\n");
+    for (i, b) in backends.iter().enumerate() {
+        y.push_str(&format!("   - {}:1 {name}{i}\n", b.addr()));
+    }
+    y
+}
+
+/// 8 clients SET/GET continuously while the config changes three times (a
+/// timeout changed, a pool added, then an invalid file): no error, no
+/// disconnect, and the added pool answers.
+#[test]
+fn reload_keeps_clients_and_applies_changes() {
+    let r1 = Redis::start();
+    let r2 = Redis::start();
+    let port = free_port();
+    let port2 = free_port();
+    let v1 = pool("alpha", port, &[&r1, &r2], "  timeout: 1000\n");
+    let proxy = ProxyProc::twem(&v1, port, &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let stop = Arc::clone(&stop);
+            let ops = Arc::clone(&ops);
+            thread::spawn(move || {
+                let mut c = Client::connect(port);
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("w{w}:{}", i % 50);
+                    let val = format!("{w}-{i}");
+                    let set = c.cmd(&[b"SET", key.as_bytes(), val.as_bytes()]);
+                    assert_eq!(
+                        set,
+                        b"+OK\r\n",
+                        "worker {w} op {i}: SET failed: {}",
+                        String::from_utf8_lossy(&set)
+                    );
+                    let got = c.cmd(&[b"GET", key.as_bytes()]);
+                    assert_eq!(
+                        got,
+                        twem_tests::bulk(val.as_bytes()),
+                        "worker {w} op {i}: GET got another value"
+                    );
+                    i += 1;
+                    ops.fetch_add(2, Ordering::Relaxed);
+                }
+                i
+            })
+        })
+        .collect();
+    let settle = || thread::sleep(Duration::from_millis(400));
+    settle();
+    // 1: a timeout changed (the pool is rebuilt; its listener and clients stay).
+    std::fs::write(
+        &proxy.conf,
+        pool("alpha", port, &[&r1, &r2], "  timeout: 2000\n"),
+    )
+    .expect("write v2");
+    proxy.proc.signal(SIGHUP);
+    settle();
+    // 2: a pool added (SIGUSR1 reloads too).
+    let v3 = format!(
+        "{}{}",
+        pool("alpha", port, &[&r1, &r2], "  timeout: 2000\n"),
+        pool("beta", port2, &[&r2], "")
+    );
+    std::fs::write(&proxy.conf, &v3).expect("write v3");
+    proxy.proc.signal(SIGUSR1);
+    wait_for_port(port2, Duration::from_secs(5));
+    let mut b = Client::connect(port2);
+    assert_eq!(b.cmds("SET beta-key 1"), b"+OK\r\n");
+    assert_eq!(
+        r2.client().cmds("GET beta-key"),
+        b"$1\r\n1\r\n",
+        "beta routes to its only server"
+    );
+    // 3: an invalid file: rejected, everything keeps running.
+    std::fs::write(
+        &proxy.conf,
+        "alpha:\n  listen: 127.0.0.1:1\n  hash: nosuchhash\n  servers:\n   - 127.0.0.1:1:1\n",
+    )
+    .expect("write bad");
+    proxy.proc.signal(SIGHUP);
+    settle();
+    assert_eq!(
+        b.cmds("GET beta-key"),
+        b"$1\r\n1\r\n",
+        "beta survives an invalid reload"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let per_worker: Vec<u64> = workers
+        .into_iter()
+        .map(|w| w.join().expect("worker ran without error"))
+        .collect();
+    assert!(
+        per_worker.iter().all(|&n| n > 10),
+        "every worker made progress: {per_worker:?}"
+    );
+    let log = proxy.log();
+    assert!(
+        log.contains("reload rejected"),
+        "the invalid file is logged:\n{log}"
+    );
+    assert!(
+        log.contains("hash"),
+        "the log line names the problem:\n{log}"
+    );
+    eprintln!(
+        "reload test: {} ops across 8 clients, 3 reloads, 0 errors",
+        ops.load(Ordering::Relaxed)
+    );
+}
+
+/// A pool removed by a reload stops accepting and closes its idle clients.
+#[test]
+fn reload_removes_a_pool() {
+    let r1 = Redis::start();
+    let (pa, pb) = (free_port(), free_port());
+    let both = format!(
+        "{}{}",
+        pool("alpha", pa, &[&r1], ""),
+        pool("beta", pb, &[&r1], "")
+    );
+    let proxy = ProxyProc::twem(&both, pa, &[]);
+    wait_for_port(pb, Duration::from_secs(5));
+    let mut a = Client::connect(pa);
+    let mut b = Client::connect(pb);
+    assert_eq!(b.cmds("PING"), b"+PONG\r\n");
+    std::fs::write(&proxy.conf, pool("alpha", pa, &[&r1], "")).expect("write");
+    proxy.proc.signal(SIGHUP);
+    assert!(b.is_closed(), "beta's client is closed after the reload");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", pb)).is_err(),
+        "beta no longer listens"
+    );
+    assert_eq!(a.cmds("PING"), b"+PONG\r\n", "alpha is untouched");
+}
+
+/// The script every shutdown test runs: busy-loops ~700 ms on the server.
+const SLOW_SCRIPT: &str = "local s=redis.call('TIME') while true do local n=redis.call('TIME') \
+     if (n[1]-s[1])*1000000+(n[2]-s[2]) > 700000 then break end end return 'done'";
+
+/// SIGTERM while a request is in flight: the reply still arrives, then the
+/// proxy exits 0 and removes its pid file.
+#[test]
+fn sigterm_drains_in_flight_requests() {
+    let r = Redis::start();
+    let port = free_port();
+    let mut proxy = ProxyProc::twem(&pool("alpha", port, &[&r], ""), port, &[]);
+    let pid_file = proxy.dir.path().join("twem.pid");
+    // Restart with a pid file (the harness's start has none).
+    proxy.proc.kill();
+    let mut proxy = ProxyProc::twem(
+        &pool("alpha", port, &[&r], ""),
+        port,
+        &["-p", pid_file.to_str().expect("utf-8 path")],
+    );
+    assert!(pid_file.exists(), "pid file written");
+    let mut c = Client::connect(port);
+    c.send_cmd(&[b"EVAL", SLOW_SCRIPT.as_bytes(), b"1", b"k"]);
+    thread::sleep(Duration::from_millis(150));
+    let t0 = Instant::now();
+    proxy.proc.signal(SIGTERM);
+    assert_eq!(
+        c.read_resp(),
+        b"$4\r\ndone\r\n",
+        "the in-flight reply is delivered"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "the reply came from the slow script"
+    );
+    assert!(c.is_closed(), "then the connection closes");
+    let status = proxy
+        .proc
+        .wait_timeout(Duration::from_secs(5))
+        .expect("proxy exits after draining");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(!pid_file.exists(), "pid file removed on a clean exit");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "no longer listening"
+    );
+}
+
+/// A second signal during the drain exits at once.
+#[test]
+fn second_signal_exits_at_once() {
+    let r = Redis::start();
+    let port = free_port();
+    let mut proxy = ProxyProc::twem(
+        &pool("alpha", port, &[&r], ""),
+        port,
+        &["--shutdown-grace", "10000"],
+    );
+    let mut c = Client::connect(port);
+    c.send_cmd(&[b"EVAL", SLOW_SCRIPT.as_bytes(), b"1", b"k"]);
+    thread::sleep(Duration::from_millis(100));
+    proxy.proc.signal(SIGINT);
+    thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    proxy.proc.signal(SIGINT);
+    let status = proxy
+        .proc
+        .wait_timeout(Duration::from_secs(3))
+        .expect("exits");
+    assert!(
+        t0.elapsed() < Duration::from_millis(600),
+        "second signal must not wait for the slow script"
+    );
+    assert!(status.success(), "{status:?}");
+}
