@@ -2,6 +2,7 @@
 //! dropping clients, and graceful shutdown on SIGTERM/SIGINT. Real processes,
 //! real signals, real redis-servers.
 
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -226,4 +227,90 @@ fn second_signal_exits_at_once() {
         "second signal must not wait for the slow script"
     );
     assert!(status.success(), "{status:?}");
+}
+
+/// `--metrics-addr` serves Prometheus text: per-pool and per-server latency
+/// histograms that count the requests made, per-class counters, and the
+/// stats-JSON facts as labelled metrics; the stats port keeps working beside it.
+#[test]
+fn prometheus_metrics_after_traffic() {
+    let r1 = Redis::start();
+    let r2 = Redis::start();
+    let port = free_port();
+    let mport = free_port();
+    let addr = format!("127.0.0.1:{mport}");
+    let proxy = ProxyProc::twem(
+        &pool("mpool", port, &[&r1, &r2], ""),
+        port,
+        &["--metrics-addr", &addr],
+    );
+    wait_for_port(mport, Duration::from_secs(5));
+    let mut c = Client::connect(port);
+    for i in 0..50 {
+        assert_eq!(
+            c.cmd(&[b"SET", format!("m{i}").as_bytes(), b"v"]),
+            b"+OK\r\n"
+        );
+    }
+    let mget: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let mut args: Vec<&[u8]> = vec![b"MGET"];
+    args.extend(mget.iter().map(|k| k.as_bytes()));
+    let _ = c.cmd(&args);
+    let _ = c.cmds("NOSUCH x");
+    let scrape = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", mport)).expect("metrics port");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("request");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("response");
+        out
+    };
+    let text = scrape();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    let value = |needle: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no line starting {needle:?} in:\n{text}"))
+    };
+    // 50 SET + 1 MGET + 1 rejected = 52 replies written to the client.
+    assert_eq!(
+        value("twem_pool_request_duration_seconds_count{pool=\"mpool\"}"),
+        52.0
+    );
+    let server_count =
+        value("twem_server_request_duration_seconds_count{pool=\"mpool\",server=\"mpool0\"}")
+            + value("twem_server_request_duration_seconds_count{pool=\"mpool\",server=\"mpool1\"}");
+    assert!(
+        server_count >= 51.0,
+        "every forwarded request (and fragment) is timed: {server_count}"
+    );
+    assert_eq!(
+        value("twem_requests_total{class=\"single\",pool=\"mpool\"}"),
+        50.0
+    );
+    assert_eq!(
+        value("twem_requests_total{class=\"mget\",pool=\"mpool\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("twem_requests_total{class=\"rejected\",pool=\"mpool\"}"),
+        1.0
+    );
+    assert!(text.contains("# TYPE twem_server_requests_total counter"));
+    assert!(
+        text.contains("twem_pool_client_connections{pool=\"mpool\"} 1"),
+        "{text}"
+    );
+    // The stats port is unchanged beside it.
+    let st = proxy.stats();
+    assert_eq!(st["service"], "nutcracker");
+    assert!(st["mpool"]["mpool0"].is_object());
+    let mut bad = std::net::TcpStream::connect(("127.0.0.1", mport)).expect("metrics port");
+    bad.write_all(b"GET /nope HTTP/1.1\r\n\r\n")
+        .expect("request");
+    let mut out = String::new();
+    bad.read_to_string(&mut out).expect("response");
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
 }

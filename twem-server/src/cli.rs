@@ -96,6 +96,9 @@ pub struct Cli {
     /// twem: how long SIGTERM/SIGINT wait for in-flight requests, in ms.
     #[arg(long = "shutdown-grace", value_name = "MS", default_value_t = 5000)]
     pub shutdown_grace: u64,
+    /// twem: serve Prometheus metrics on `GET /metrics` at this address.
+    #[arg(long = "metrics-addr", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
     /// twem: worker threads (default: one per core).
     #[arg(long = "threads", value_name = "N")]
     pub threads: Option<usize>,

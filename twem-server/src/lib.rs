@@ -14,6 +14,7 @@ pub mod cli;
 pub mod listener;
 pub mod locate;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod session;
 pub mod stats;
@@ -105,6 +106,7 @@ pub fn run(cli: Cli) -> i32 {
         pid_file,
         shutdown_grace: Duration::from_millis(cli.shutdown_grace),
         conf_file: Some(abs(&cli.conf_file)),
+        metrics_addr: cli.metrics_addr.clone(),
     };
     let res = rt.block_on(proxy::serve(config, opts, logger));
     rt.shutdown_timeout(Duration::from_millis(100));

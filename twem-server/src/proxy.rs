@@ -37,6 +37,8 @@ pub struct Options {
     /// The config file, re-read on SIGHUP / SIGUSR1 (absolute: `-d` changes
     /// the working directory). `None` disables reload.
     pub conf_file: Option<PathBuf>,
+    /// Where to serve Prometheus `/metrics` (`--metrics-addr`), if anywhere.
+    pub metrics_addr: Option<String>,
 }
 
 /// Why the proxy could not start or run.
@@ -273,6 +275,16 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
             addr: stats_addr.clone(),
             source,
         })?;
+    let metrics_listener =
+        match &opts.metrics_addr {
+            Some(addr) => Some(TcpListener::bind(addr.as_str()).await.map_err(|source| {
+                ServeError::Stats {
+                    addr: format!("{addr} (metrics)"),
+                    source,
+                }
+            })?),
+            None => None,
+        };
     let mut pools = Vec::with_capacity(config.pools.len());
     for p in &config.pools {
         pools.push(Pool::new(p.clone())?);
@@ -305,6 +317,15 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
         Arc::clone(&proxy.globals),
         proxy.stop.clone(),
     ));
+    if let Some(l) = metrics_listener {
+        let slots = Arc::clone(&proxy.stats_slots);
+        tokio::spawn(crate::metrics::serve(
+            l,
+            move || slots.load().iter().map(|s| s.load().snapshot()).collect(),
+            Arc::clone(&proxy.globals),
+            proxy.stop.clone(),
+        ));
+    }
     tracing::info!(stats = %stats_addr, pid = std::process::id(), "twem started");
 
     wait_for_exit(&logger, &mut proxy, opts.conf_file.as_deref()).await;

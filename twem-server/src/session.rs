@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
@@ -207,6 +208,8 @@ impl Frontend for MemcacheFrontend {
 struct Slot {
     fut: ReplyFuture,
     close_after: bool,
+    /// When the request was decoded, for the pool latency histogram.
+    start: Instant,
 }
 
 /// How a session ended.
@@ -238,6 +241,10 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut codec = fe.codec();
+    // The pool's latency histogram: the same child across reloads (same name).
+    let latency = slot.load().metrics().latency.clone();
+    // (bytes left to write, decode time) of each reply in `wq`.
+    let mut unwritten: VecDeque<(usize, Instant)> = VecDeque::new();
     let mut rbuf = BytesMut::new();
     let mut queue: VecDeque<Slot> = VecDeque::new();
     let mut wq: VecDeque<Bytes> = VecDeque::new();
@@ -255,20 +262,26 @@ where
         let pool = slot.load_full();
         while !closing && queue.len() < window && wq_bytes < MAX_UNWRITTEN {
             match codec.decode(&mut rbuf) {
-                Ok(Some(item)) => match fe.handle(item, &pool, hint) {
-                    Step::Reply(fut) => queue.push_back(Slot {
-                        fut,
-                        close_after: false,
-                    }),
-                    Step::Close(fut) => {
-                        queue.push_back(Slot {
+                Ok(Some(item)) => {
+                    // Per-request lines only at nutcracker levels 8+ (TRACE).
+                    tracing::trace!(pool = pool.name(), client = hint, "request");
+                    match fe.handle(item, &pool, hint) {
+                        Step::Reply(fut) => queue.push_back(Slot {
                             fut,
-                            close_after: true,
-                        });
-                        closing = true;
+                            close_after: false,
+                            start: Instant::now(),
+                        }),
+                        Step::Close(fut) => {
+                            queue.push_back(Slot {
+                                fut,
+                                close_after: true,
+                                start: Instant::now(),
+                            });
+                            closing = true;
+                        }
+                        Step::Nothing => {}
                     }
-                    Step::Nothing => {}
-                },
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(pool = pool.name(), error = %e, "client protocol error");
@@ -279,6 +292,7 @@ where
                     queue.push_back(Slot {
                         fut: ReplyFuture::ready(Ok(reply)),
                         close_after: true,
+                        start: Instant::now(),
                     });
                     closing = true;
                 }
@@ -293,14 +307,18 @@ where
                 break;
             };
             let close_after = front.close_after;
+            let start = front.start;
             queue.pop_front();
             let bytes = match res {
                 Ok(b) => b,
                 Err(e) => fe.error_reply(&e),
             };
             avg_reply = avg_reply - avg_reply / 8 + bytes.len() / 8;
-            if !bytes.is_empty() {
+            if bytes.is_empty() {
+                latency.observe(start.elapsed().as_secs_f64());
+            } else {
                 wq_bytes += bytes.len();
+                unwritten.push_back((bytes.len(), start));
                 wq.push_back(bytes);
             }
             if close_after {
@@ -352,7 +370,20 @@ where
                     std::pin::Pin::new(&mut front.fut).poll(cx).map(|r| { front.fut = ReplyFuture::ready(r); })
                 }).await; } }, if wait_front => {}
             res = twem_core::net::write_some(&mut wr, &mut wq), if can_write => match res {
-                Ok(n) => wq_bytes = wq_bytes.saturating_sub(n),
+                Ok(n) => {
+                    wq_bytes = wq_bytes.saturating_sub(n);
+                    // Replies fully written now: their latency is complete.
+                    let mut n = n;
+                    while let Some((left, start)) = unwritten.front_mut() {
+                        if n < *left {
+                            *left -= n;
+                            break;
+                        }
+                        n -= *left;
+                        latency.observe(start.elapsed().as_secs_f64());
+                        unwritten.pop_front();
+                    }
+                }
                 Err(_) => {
                     slot.load().stats().client_err.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return End::Error;

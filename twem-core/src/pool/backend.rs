@@ -80,6 +80,8 @@ pub(crate) struct BackendReq {
     pub reply: Option<ReplyTx>,
     /// When the pool's `timeout` for this request expires.
     pub deadline: Option<Instant>,
+    /// When it was handed to the connection (for the latency histogram).
+    pub start: Instant,
 }
 
 /// A message for a connection task.
@@ -91,6 +93,7 @@ pub(crate) enum Msg {
 }
 
 struct InFlight {
+    start: Instant,
     expect: Expect,
     reply: Option<ReplyTx>,
     deadline: Option<Instant>,
@@ -335,6 +338,7 @@ where
         wq.push_back(r.wire);
         if let Some(expect) = r.expect {
             inflight.push_back(InFlight {
+                start: r.start,
                 expect,
                 reply: r.reply,
                 deadline: r.deadline,
@@ -479,7 +483,8 @@ fn deliver(
     rbuf: &mut BytesMut,
     inflight: &mut VecDeque<InFlight>,
 ) -> Result<(), BackendErrorKind> {
-    let stats = &shared.servers[idx].stats;
+    let server = &shared.servers[idx];
+    let stats = &server.stats;
     let mut got = false;
     loop {
         let Some(front) = inflight.front() else {
@@ -492,6 +497,7 @@ fn deliver(
         match decoder.decode(front.expect, rbuf) {
             Ok(Some(frame)) => {
                 let Some(f) = inflight.pop_front() else { break };
+                server.latency.observe(f.start.elapsed().as_secs_f64());
                 stats.responses.fetch_add(1, Relaxed);
                 stats
                     .response_bytes

@@ -16,6 +16,7 @@ pub mod backend;
 mod client;
 pub mod error;
 mod merge;
+pub mod metrics;
 pub mod stats;
 
 use std::future::Future;
@@ -68,6 +69,8 @@ pub(crate) struct ServerShared {
     pub name: Arc<str>,
     pub addr: ServerAddr,
     pub stats: Arc<ServerStats>,
+    /// Reply latency of this server (Prometheus).
+    pub latency: prometheus::Histogram,
     failures: AtomicU32,
     ejected: AtomicBool,
 }
@@ -82,6 +85,8 @@ pub(crate) struct PoolShared {
     base_ring: Ring,
     ring: ArcSwap<Ring>,
     pub stats: Arc<PoolStats>,
+    /// Latency and per-class counters (Prometheus).
+    pub metrics: metrics::PoolMetrics,
     rebuild: Mutex<()>,
     closed: AtomicBool,
     /// Requests every new Redis backend connection starts with.
@@ -291,6 +296,7 @@ impl Pool {
                         .and_then(|p| p.inner.shared.servers.iter().find(|s| *s.name == *rs.name))
                         .map(|s| Arc::clone(&s.stats))
                         .unwrap_or_default(),
+                    latency: metrics::server_latency(&config.name, &rs.name),
                     failures: AtomicU32::new(0),
                     ejected: AtomicBool::new(false),
                 }
@@ -325,6 +331,7 @@ impl Pool {
             stats: prev
                 .map(|p| Arc::clone(&p.inner.shared.stats))
                 .unwrap_or_default(),
+            metrics: metrics::PoolMetrics::new(&config.name, config.redis),
             rebuild: Mutex::new(()),
             closed: AtomicBool::new(false),
             handshake,
@@ -372,6 +379,12 @@ impl Pool {
     pub fn server_for(&self, key: &[u8]) -> Option<String> {
         let ring = self.inner.shared.ring.load();
         ring.locate(key).map(|i| ring.servers()[i].name.clone())
+    }
+
+    /// The pool's Prometheus children: client-side latency histogram and
+    /// per-class request counters.
+    pub fn metrics(&self) -> &metrics::PoolMetrics {
+        &self.inner.shared.metrics
     }
 
     /// The pool's counters (client and forwarding side).
@@ -456,13 +469,15 @@ impl Pool {
         let len = wire.len() as i64;
         stats.in_queue.fetch_add(1, Relaxed);
         stats.in_queue_bytes.fetch_add(len, Relaxed);
-        let deadline = sh.config.timeout.map(|t| Instant::now() + t);
+        let start = Instant::now();
+        let deadline = sh.config.timeout.map(|t| start + t);
         if tx
             .send(Msg::Req(BackendReq {
                 wire,
                 expect,
                 reply,
                 deadline,
+                start,
             }))
             .is_err()
         {
@@ -492,10 +507,20 @@ impl Pool {
     /// `hint` (a client id) keeps one client's requests on one connection
     /// when `server_connections` > 1.
     pub fn dispatch_redis(&self, req: &resp::Request, hint: usize) -> ReplyFuture {
+        let metrics = &self.inner.shared.metrics;
         let (cmd, route) = match command::classify(req) {
             Ok(x) => x,
-            Err(e) => return ReplyFuture::ready(Err(CallError::Request(e.to_string()))),
+            Err(e) => {
+                // Refused commands count as such; anything else the table
+                // rejected (unknown, wrong arity) as "rejected".
+                let class = command::lookup(req.name())
+                    .map(|c| &c.class)
+                    .filter(|c| matches!(c, Class::Refused(_)));
+                metrics.count(metrics::redis_class_index(class));
+                return ReplyFuture::ready(Err(CallError::Request(e.to_string())));
+            }
         };
+        metrics.count(metrics::redis_class_index(Some(&cmd.class)));
         let ring = self.inner.shared.ring.load();
         match route {
             Route::Local(c) => ReplyFuture::ready(Ok(local_reply(c.name, req))),
@@ -596,6 +621,10 @@ impl Pool {
     pub fn dispatch_memcache(&self, req: &mc::Request, hint: usize) -> ReplyFuture {
         let ring = self.inner.shared.ring.load();
         let cmd = req.command();
+        self.inner
+            .shared
+            .metrics
+            .count(metrics::memcache_class_index(cmd));
         if cmd == mc::Command::Quit {
             return ReplyFuture::ready(Ok(Bytes::new()));
         }
