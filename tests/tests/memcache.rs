@@ -822,7 +822,6 @@ fn values_up_to_one_mebibyte() {
 /// through nutcracker, which bounds no value; one stored directly on the
 /// shard fails neither its own `get` nor the next request on that backend.
 #[test]
-#[ignore = "bug: values over 1 MiB are refused on set and a get of one fails the backend connection"]
 fn values_over_one_mebibyte_pass_like_nutcracker() {
     let c = Cluster::start();
     let mut p = c.client();

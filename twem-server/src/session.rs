@@ -154,7 +154,7 @@ impl MemcacheFrontend {
     /// A frontend with the default limits.
     pub fn new() -> Self {
         MemcacheFrontend {
-            limits: mc::Limits::default(),
+            limits: twem_core::pool::memcache_limits(),
         }
     }
 }

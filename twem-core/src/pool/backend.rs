@@ -110,7 +110,9 @@ impl ReplyDecoder {
     fn new(protocol: Protocol) -> Self {
         match protocol {
             Protocol::Redis => ReplyDecoder::Resp(resp::ReplyCodec::default()),
-            Protocol::Memcache => ReplyDecoder::Mc(mc::ReplyDecoder::new(), mc::Limits::default()),
+            Protocol::Memcache => {
+                ReplyDecoder::Mc(mc::ReplyDecoder::new(), super::memcache_limits())
+            }
         }
     }
 

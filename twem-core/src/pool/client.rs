@@ -99,7 +99,7 @@ impl Pool {
             return Ok(None);
         }
         let mut buf = BytesMut::from(&bytes[..]);
-        match mc::decode_reply(cmd, &mut buf, &mc::Limits::default()) {
+        match mc::decode_reply(cmd, &mut buf, &super::memcache_limits()) {
             Ok(Some(frame)) => Ok(Some(frame.parse())),
             _ => Err(CallError::Server(
                 String::from_utf8_lossy(&bytes).trim_end().to_string(),

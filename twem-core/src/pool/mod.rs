@@ -60,6 +60,19 @@ pub enum Protocol {
 /// LOLWUT, memcached `version`).
 pub const PLACEHOLDER_KEY: &[u8] = b"placeholder";
 
+/// The memcached limits a pool uses, for client requests and for server
+/// replies. memcached's own item limit (`-I`, 1 MiB by default, up to 1 GiB)
+/// is the server's business: nutcracker forwards values of any size and lets
+/// memcached refuse them, so the proxy only bounds a frame the way Redis
+/// bounds a bulk string (512 MiB), to keep a hostile client from making it
+/// buffer without end.
+pub fn memcache_limits() -> mc::Limits {
+    mc::Limits {
+        max_value_len: 512 * 1024 * 1024,
+        ..mc::Limits::default()
+    }
+}
+
 /// How long a re-admission probe may take when the pool has no `timeout`.
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -198,7 +211,7 @@ where
         .map_err(|e| BackendErrorKind::from_io(&e))?;
     let mut buf = BytesMut::with_capacity(128);
     let mut codec = resp::ReplyCodec::default();
-    let limits = mc::Limits::default();
+    let limits = memcache_limits();
     loop {
         let done = match expect {
             Expect::Resp => codec
