@@ -474,7 +474,7 @@ async fn run_session<R, W>(
     stop: CancellationToken,
 ) -> session::End
 where
-    R: tokio::io::AsyncRead + Unpin,
+    R: session::ClientRead,
     W: tokio::io::AsyncWrite + Unpin,
 {
     if redis {

@@ -16,7 +16,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
@@ -205,6 +205,33 @@ impl Frontend for MemcacheFrontend {
     }
 }
 
+/// The read half of a client socket, read by readiness so that no buffer is
+/// needed while the client is idle.
+pub trait ClientRead: Send + Unpin {
+    /// Wait until the socket may be readable.
+    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+    /// Read what is there into `buf` without waiting (`WouldBlock` if nothing).
+    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize>;
+}
+
+impl ClientRead for tokio::net::tcp::OwnedReadHalf {
+    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        tokio::net::tcp::OwnedReadHalf::readable(self)
+    }
+    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        tokio::net::tcp::OwnedReadHalf::try_read_buf(self, buf)
+    }
+}
+
+impl ClientRead for tokio::net::unix::OwnedReadHalf {
+    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        tokio::net::unix::OwnedReadHalf::readable(self)
+    }
+    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        tokio::net::unix::OwnedReadHalf::try_read_buf(self, buf)
+    }
+}
+
 struct Slot {
     fut: ReplyFuture,
     close_after: bool,
@@ -231,13 +258,13 @@ pub async fn run<F, R, W>(
     mut fe: F,
     slot: Arc<ArcSwap<Pool>>,
     hint: usize,
-    mut rd: R,
+    rd: R,
     mut wr: W,
     shutdown: CancellationToken,
 ) -> End
 where
     F: Frontend,
-    R: AsyncRead + Unpin,
+    R: ClientRead,
     W: AsyncWrite + Unpin,
 {
     let mut codec = fe.codec();
@@ -336,11 +363,11 @@ where
                 return if draining { End::Shutdown } else { End::Eof };
             }
         }
-        if rbuf.is_empty() && rbuf.capacity() > 8 * READ_CHUNK {
+        // An idle client (nothing buffered, nothing outstanding) holds no
+        // read buffer: thousands of idle connections cost only their task.
+        // The buffer is allocated again when the socket becomes readable.
+        if rbuf.is_empty() && queue.is_empty() && rbuf.capacity() > 0 {
             rbuf = BytesMut::new();
-        }
-        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 && queue.len() < window {
-            rbuf.reserve(READ_CHUNK);
         }
 
         let can_read =
@@ -354,15 +381,25 @@ where
             return End::Eof;
         }
         tokio::select! {
-            res = rd.read_buf(&mut rbuf), if can_read => match res {
-                Ok(0) => {
-                    read_open = false;
-                    slot.load().stats().client_eof.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    slot.load().stats().client_err.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return End::Error;
+            res = rd.readable(), if can_read => {
+                let res = res.and_then(|()| {
+                    if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
+                        rbuf.reserve(READ_CHUNK);
+                    }
+                    rd.try_read_buf(&mut rbuf)
+                });
+                match res {
+                    Ok(0) => {
+                        read_open = false;
+                        slot.load().stats().client_eof.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    // Readiness can be spurious; wait again.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => {
+                        slot.load().stats().client_err.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return End::Error;
+                    }
                 }
             },
             _ = async { if let Some(front) = queue.front_mut() { let _ = std::future::poll_fn(|cx| {
