@@ -1,0 +1,528 @@
+//! The embedding API against real servers: an in-process `Pool` and a
+//! twemproxy on the same config put every key on the same server (checked on
+//! the backends themselves, both directions), the typed Redis and memcached
+//! helpers round-trip, concurrent callers each get their own replies, and
+//! failures surface as the `CallError` variant that names them.
+//!
+//! Pool work runs inside a tokio runtime; the backend checks use the
+//! harness's blocking clients outside it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::runtime::Runtime;
+use twem_core::pool::{BackendErrorKind, CallError, Pool, Stored};
+use twem_proto::resp::{Reply, Request};
+use twem_tests::{bulk, free_port, Memcached, ProxyProc, Redis};
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A Redis pool over `shards` named shard0.., with nutcracker's default
+/// hash and distribution, listening on `port` when run by a proxy.
+fn redis_yaml(port: u16, shards: &[Redis]) -> String {
+    let mut yaml = format!(
+        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash_tag: \"{{}}\"\n  timeout: 2000\n  servers:\n"
+    );
+    for (i, s) in shards.iter().enumerate() {
+        yaml.push_str(&format!("   - {}:1 shard{i}\n", s.addr()));
+    }
+    yaml
+}
+
+/// The one shard holding `key`, found by asking every shard directly;
+/// panics if it is on none or on several.
+fn holder(shards: &[Redis], key: &str) -> usize {
+    let found: Vec<usize> = shards
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.client().cmd(&[b"EXISTS", key.as_bytes()]) == b":1\r\n")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(found.len(), 1, "{key} is on shards {found:?}");
+    found[0]
+}
+
+fn shard_index(name: &str) -> usize {
+    name.trim_start_matches("shard")
+        .parse()
+        .unwrap_or_else(|_| panic!("server name {name} is not shardN"))
+}
+
+/// Keys written in-process are where twemproxy looks for them, and keys
+/// written through twemproxy are where the pool looks: each key is on exactly
+/// the backend `Pool::server_for` names, and every shard holds some.
+#[test]
+fn pool_and_proxy_agree_on_placement_redis() {
+    let shards: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let port = free_port();
+    let yaml = redis_yaml(port, &shards);
+    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let rt = runtime();
+    let pool = rt
+        .block_on(async { Pool::from_yaml(&yaml, None) })
+        .expect("pool");
+    // Keys whose varying part comes first: fnv1a_64 spreads those well.
+    let from_pool: Vec<String> = (0..150).map(|i| format!("{i}:from-pool")).collect();
+    let from_proxy: Vec<String> = (0..150).map(|i| format!("{i}:from-proxy")).collect();
+
+    rt.block_on(async {
+        let r = pool.redis();
+        for k in &from_pool {
+            r.set(k.clone(), format!("pool {k}"))
+                .await
+                .expect("SET through the pool");
+        }
+    });
+    let mut proxy_client = twem_tests::Client::connect(port);
+    for k in &from_proxy {
+        assert_eq!(
+            proxy_client.cmd(&[b"SET", k.as_bytes(), format!("proxy {k}").as_bytes()]),
+            b"+OK\r\n"
+        );
+    }
+
+    // Read each set through the other side.
+    for k in &from_pool {
+        assert_eq!(
+            proxy_client.cmd(&[b"GET", k.as_bytes()]),
+            bulk(format!("pool {k}").as_bytes()),
+            "twemproxy reading {k} written by the pool"
+        );
+    }
+    rt.block_on(async {
+        let r = pool.redis();
+        let got = r.mget(&from_proxy).await.expect("MGET through the pool");
+        let want: Vec<Option<Bytes>> = from_proxy
+            .iter()
+            .map(|k| Some(Bytes::from(format!("proxy {k}"))))
+            .collect();
+        assert_eq!(got, want, "pool reading keys written by twemproxy");
+    });
+
+    // And on the backends: every key on the one shard the ring names.
+    let mut per_shard = BTreeMap::new();
+    for k in from_pool.iter().chain(&from_proxy) {
+        let named = pool.server_for(k.as_bytes()).expect("a live server");
+        assert_eq!(holder(&shards, k), shard_index(&named), "{k}");
+        *per_shard.entry(named).or_insert(0) += 1;
+    }
+    assert_eq!(
+        per_shard.len(),
+        3,
+        "keys spread over every shard: {per_shard:?}"
+    );
+    drop(proxy);
+    rt.block_on(pool.close());
+}
+
+/// The same agreement for memcached, and a multi-key get through the pool
+/// merges values from every server in key order.
+#[test]
+fn pool_and_proxy_agree_on_placement_memcache() {
+    let servers: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
+    let port = free_port();
+    let mut yaml = format!("beta:\n  listen: 127.0.0.1:{port}\n  timeout: 2000\n  servers:\n");
+    for (i, s) in servers.iter().enumerate() {
+        yaml.push_str(&format!("   - {}:1 mc{i}\n", s.addr()));
+    }
+    let _proxy = ProxyProc::twem(&yaml, port, &[]);
+    let rt = runtime();
+    let pool = rt
+        .block_on(async { Pool::from_yaml(&yaml, None) })
+        .expect("pool");
+    let keys: Vec<String> = (0..100).map(|i| format!("{i}:mc")).collect();
+
+    rt.block_on(async {
+        let mc = pool.memcache();
+        for (i, k) in keys.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+            assert_eq!(
+                mc.set(k, i as u32, 0, k).await.expect("set"),
+                Stored::Stored
+            );
+        }
+    });
+    let mut proxy_client = twem_tests::Client::connect(port);
+    for (i, k) in keys.iter().enumerate().filter(|(i, _)| i % 2 == 1) {
+        let line = format!("set {k} {i} 0 {}\r\n{k}\r\n", k.len());
+        assert_eq!(proxy_client.mc(line.as_bytes()), b"STORED\r\n");
+    }
+
+    // Every key from both writers, read in one multi-get through the pool.
+    let got = rt.block_on(async { pool.memcache().get_multi(&keys).await.expect("get") });
+    let got: Vec<(String, u32, String)> = got
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(&k).into_owned(),
+                v.flags,
+                String::from_utf8_lossy(&v.data).into_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u32, String)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.clone(), i as u32, k.clone()))
+        .collect();
+    assert_eq!(got, want);
+
+    let mut per_server = BTreeMap::new();
+    for k in &keys {
+        let named = pool.server_for(k.as_bytes()).expect("a live server");
+        let found: Vec<usize> = servers
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.client()
+                    .mc(format!("get {k}\r\n").as_bytes())
+                    .starts_with(b"VALUE ")
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let idx: usize = named.trim_start_matches("mc").parse().expect("mcN");
+        assert_eq!(found, vec![idx], "{k}");
+        *per_server.entry(named).or_insert(0) += 1;
+    }
+    assert_eq!(per_server.len(), 2, "keys on both servers: {per_server:?}");
+    rt.block_on(pool.close());
+}
+
+/// Every typed Redis helper gives back what Redis answered, across shards.
+#[test]
+fn redis_helpers_round_trip() {
+    let shards: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut b = Pool::builder("typed").redis().hash_tag(b'{', b'}');
+        for s in &shards {
+            b = b.server(&format!("{}:1", s.addr()));
+        }
+        let pool = b.build().expect("pool");
+        let r = pool.redis();
+
+        // set / get, and a miss.
+        r.set("a", "1").await.expect("set");
+        assert_eq!(r.get("a").await.expect("get"), Some(Bytes::from("1")));
+        assert_eq!(r.get("missing").await.expect("get"), None);
+
+        // mset / mget across shards, a miss in the middle keeps its place.
+        let pairs: Vec<(String, String)> = (0..40)
+            .map(|i| (format!("m{i}"), format!("v{i}")))
+            .collect();
+        r.mset(&pairs).await.expect("mset");
+        let mut keys: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
+        keys.insert(20, "nope".into());
+        let got = r.mget(&keys).await.expect("mget");
+        assert_eq!(got.len(), 41);
+        assert_eq!(got[20], None);
+        assert_eq!(got[0], Some(Bytes::from("v0")));
+        assert_eq!(got[40], Some(Bytes::from("v39")));
+        assert!(got.iter().filter(|v| v.is_some()).count() == 40);
+
+        // exists / del sum their per-shard counts; a repeated key counts twice.
+        assert_eq!(
+            r.exists(&["m1", "m2", "nope", "m1"]).await.expect("exists"),
+            3
+        );
+        assert_eq!(r.del(&["m1", "m2", "nope"]).await.expect("del"), 2);
+        assert_eq!(r.exists(&["m1", "m2"]).await.expect("exists"), 0);
+
+        // incr, and the server's error reply for a non-integer.
+        assert_eq!(r.incr("n").await.expect("incr"), 1);
+        assert_eq!(r.incr("n").await.expect("incr"), 2);
+        r.set("s", "x").await.expect("set");
+        match r.incr("s").await {
+            Err(CallError::Server(msg)) => assert!(msg.contains("not an integer"), "{msg}"),
+            other => panic!("INCR of a string: {other:?}"),
+        }
+
+        // expire: true for an existing key (and the TTL is set), false otherwise.
+        assert!(r.expire("a", 100).await.expect("expire"));
+        assert!(!r.expire("missing", 100).await.expect("expire"));
+        let ttl = pool
+            .call(Request::from_args(["TTL", "a"]))
+            .await
+            .expect("ttl");
+        assert!(
+            matches!(ttl, Reply::Integer(t) if t > 90 && t <= 100),
+            "{ttl:?}"
+        );
+
+        // eval on hash-tagged keys, which share a server.
+        let out = r
+            .eval(
+                "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[2])",
+                &["{u}:x", "{u}:y"],
+                &["v"],
+            )
+            .await
+            .expect("eval");
+        assert_eq!(out, Reply::Bulk(None));
+        assert_eq!(r.get("{u}:x").await.expect("get"), Some(Bytes::from("v")));
+
+        // A server's error reply through `call` is Ok(Reply::Error)...
+        let err = pool
+            .call(Request::from_args(["LPUSH", "a", "x"]))
+            .await
+            .expect("call");
+        assert!(
+            matches!(&err, Reply::Error(e) if e.starts_with(b"WRONGTYPE")),
+            "{err:?}"
+        );
+        // ...while a request the pool refuses is CallError::Request.
+        match pool.call(Request::from_args(["NOSUCHCMD", "x"])).await {
+            Err(CallError::Request(msg)) => assert!(msg.contains("unknown command"), "{msg}"),
+            other => panic!("unknown command: {other:?}"),
+        }
+        pool.close().await;
+    });
+}
+
+/// Every typed memcached helper maps memcached's replies as documented.
+#[test]
+fn memcache_helpers_round_trip() {
+    let servers: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut b = Pool::builder("typed-mc");
+        for s in &servers {
+            b = b.server(&format!("{}:1", s.addr()));
+        }
+        let pool = b.build().expect("pool");
+        let mc = pool.memcache();
+
+        assert_eq!(mc.set("k", 5, 0, "v1").await.expect("set"), Stored::Stored);
+        let v = mc.get("k").await.expect("get").expect("hit");
+        assert_eq!((v.flags, &v.data[..], v.cas), (5, &b"v1"[..], None));
+        assert_eq!(mc.get("missing").await.expect("get"), None);
+
+        assert_eq!(
+            mc.add("k", 0, 0, "x").await.expect("add"),
+            Stored::NotStored
+        );
+        assert_eq!(mc.add("k2", 0, 0, "x").await.expect("add"), Stored::Stored);
+        assert_eq!(
+            mc.replace("k3", 0, 0, "x").await.expect("replace"),
+            Stored::NotStored
+        );
+        assert_eq!(
+            mc.replace("k2", 0, 0, "y").await.expect("replace"),
+            Stored::Stored
+        );
+
+        // gets + cas: fresh unique stores, stale one is EXISTS, missing key NOT_FOUND.
+        let unique = mc
+            .gets("k")
+            .await
+            .expect("gets")
+            .and_then(|v| v.cas)
+            .expect("cas unique");
+        assert_eq!(
+            mc.cas("k", 0, 0, "v2", unique).await.expect("cas"),
+            Stored::Stored
+        );
+        assert_eq!(
+            mc.cas("k", 0, 0, "v3", unique).await.expect("cas"),
+            Stored::Exists
+        );
+        assert_eq!(
+            mc.cas("gone", 0, 0, "v", unique).await.expect("cas"),
+            Stored::NotFound
+        );
+        assert_eq!(
+            mc.get("k").await.expect("get").map(|v| v.data),
+            Some(Bytes::from("v2"))
+        );
+
+        // incr / decr: the new value, None for a missing key.
+        mc.set("n", 0, 0, "10").await.expect("set");
+        assert_eq!(mc.incr("n", 5).await.expect("incr"), Some(15));
+        assert_eq!(
+            mc.decr("n", 20).await.expect("decr"),
+            Some(0),
+            "decr stops at 0"
+        );
+        assert_eq!(mc.incr("nn", 1).await.expect("incr"), None);
+
+        assert!(mc.touch("n", 100).await.expect("touch"));
+        assert!(!mc.touch("nn", 100).await.expect("touch"));
+        assert!(mc.delete("n").await.expect("delete"));
+        assert!(!mc.delete("n").await.expect("delete"));
+
+        // Multi-gets across both servers, misses left out, key order kept.
+        let keys: Vec<String> = (0..30).map(|i| format!("{i}:multi")).collect();
+        for (i, k) in keys.iter().enumerate().filter(|(i, _)| i % 3 != 0) {
+            mc.set(k, i as u32, 0, format!("d{i}")).await.expect("set");
+        }
+        let got = mc.get_multi(&keys).await.expect("get_multi");
+        let want: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|(_, k)| k.clone())
+            .collect();
+        let got_keys: Vec<String> = got
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        assert_eq!(got_keys, want);
+        assert!(got.iter().all(|(k, v)| {
+            let i: usize = String::from_utf8_lossy(k)
+                .split(':')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(usize::MAX);
+            v.flags == i as u32 && v.data == format!("d{i}").as_bytes() && v.cas.is_none()
+        }));
+        let with_cas = mc.gets_multi(&keys).await.expect("gets_multi");
+        assert_eq!(with_cas.len(), 20);
+        assert!(with_cas.iter().all(|(_, v)| v.cas.is_some()));
+
+        // An invalid key is refused before anything is sent.
+        match mc.get("bad key").await {
+            Err(CallError::Request(_)) => {}
+            other => panic!("key with a space: {other:?}"),
+        }
+        pool.close().await;
+    });
+}
+
+/// 64 tasks x 200 operations on one pool: every reply is the caller's own
+/// (each value names its task and sequence number, and a per-task counter
+/// ends at exactly 200).
+#[test]
+fn concurrent_callers_get_their_own_replies() {
+    let shards: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut b = Pool::builder("many").redis().server_connections(2);
+        for s in &shards {
+            b = b.server(&format!("{}:1", s.addr()));
+        }
+        let pool = b.build().expect("pool");
+        let mut tasks = Vec::new();
+        for t in 0..64u32 {
+            let r = pool.redis();
+            tasks.push(tokio::spawn(async move {
+                for s in 0..200u32 {
+                    let key = format!("{t}:{s}:c");
+                    let value = format!("task {t} seq {s}");
+                    r.set(key.clone(), value.clone()).await?;
+                    let got = r.get(key.clone()).await?;
+                    if got.as_deref() != Some(value.as_bytes()) {
+                        return Err(CallError::Server(format!(
+                            "{key}: got {got:?}, want {value}"
+                        )));
+                    }
+                    let n = r.incr(format!("{t}:counter")).await?;
+                    if n != i64::from(s) + 1 {
+                        return Err(CallError::Server(format!(
+                            "task {t} counter {n} at seq {s}"
+                        )));
+                    }
+                }
+                Ok::<u32, CallError>(t)
+            }));
+        }
+        for (i, task) in tasks.into_iter().enumerate() {
+            let done = task.await.expect("task did not panic");
+            assert_eq!(done.expect("every reply is the caller's own"), i as u32);
+        }
+        pool.close().await;
+    });
+}
+
+/// A server nobody listens on: calls routed to it fail with
+/// `CallError::Backend` of kind ConnectionRefused naming that server, while
+/// keys of a live server are still served.
+#[test]
+fn dead_server_is_connection_refused() {
+    let live = Redis::start();
+    let dead_port = free_port();
+    let rt = runtime();
+    rt.block_on(async {
+        let pool = Pool::builder("half")
+            .redis()
+            .timeout(Duration::from_secs(2))
+            .server(&format!("{}:1 live", live.addr()))
+            .server(&format!("127.0.0.1:{dead_port}:1 dead"))
+            .build()
+            .expect("pool");
+        let key_on = |name: &str| {
+            (0..10_000)
+                .map(|i| format!("{i}:k"))
+                .find(|k| pool.server_for(k.as_bytes()).as_deref() == Some(name))
+                .expect("a key for each server")
+        };
+        let (live_key, dead_key) = (key_on("live"), key_on("dead"));
+        let r = pool.redis();
+        r.set(live_key.clone(), "ok")
+            .await
+            .expect("live server answers");
+        match r.get(dead_key.clone()).await {
+            Err(CallError::Backend(e)) => {
+                assert_eq!(e.kind, BackendErrorKind::ConnectionRefused, "{e}");
+                assert_eq!(&*e.server, "dead", "the error names the server");
+            }
+            other => panic!("GET on a dead server: {other:?}"),
+        }
+        // The live server is unaffected.
+        assert_eq!(r.get(live_key).await.expect("get"), Some(Bytes::from("ok")));
+        pool.close().await;
+    });
+
+    // memcached pools report it the same way.
+    rt.block_on(async {
+        let pool = Pool::builder("dead-mc")
+            .server(&format!("127.0.0.1:{dead_port}:1"))
+            .build()
+            .expect("pool");
+        match pool.memcache().set("k", 0, 0, "v").await {
+            Err(CallError::Backend(e)) => assert_eq!(e.kind, BackendErrorKind::ConnectionRefused),
+            other => panic!("set on a dead server: {other:?}"),
+        }
+        pool.close().await;
+    });
+}
+
+/// After `close().await` every call on the pool and its clones fails with
+/// `CallError::Closed` naming the pool; a request dispatched before the
+/// close still gets its reply.
+#[test]
+fn closed_pool_refuses_calls() {
+    let server = Redis::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let pool = Pool::builder("shut")
+            .redis()
+            .server(&format!("{}:1", server.addr()))
+            .build()
+            .expect("pool");
+        let clone = pool.clone();
+        pool.redis().set("k", "v").await.expect("set before close");
+        assert!(!pool.is_closed());
+
+        let in_flight = pool.dispatch_redis(&Request::from_args(["GET", "k"]), 0);
+        pool.close().await;
+        assert!(clone.is_closed());
+        assert_eq!(in_flight.await.expect("in-flight reply"), bulk(b"v"));
+
+        match clone.redis().get("k").await {
+            Err(CallError::Closed(name)) => assert_eq!(&*name, "shut"),
+            other => panic!("GET after close: {other:?}"),
+        }
+        match pool.call(Request::from_args(["SET", "k", "w"])).await {
+            Err(CallError::Closed(_)) => {}
+            other => panic!("SET after close: {other:?}"),
+        }
+    });
+    // The SET after close never reached the server.
+    assert_eq!(server.client().cmd(&[b"GET", b"k"]), bulk(b"v"));
+}
