@@ -719,6 +719,23 @@ fn run_corpus(rport: u16, mport: u16) -> Pass {
     }
 }
 
+/// Every leaf of a JSON document as `path: type`, sorted.
+fn json_paths(v: &serde_json::Value, at: &str) -> Vec<String> {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut out: Vec<String> = m
+                .iter()
+                .flat_map(|(k, v)| json_paths(v, &format!("{at}/{k}")))
+                .collect();
+            out.sort();
+            out
+        }
+        serde_json::Value::Number(_) => vec![format!("{at}: number")],
+        serde_json::Value::String(_) => vec![format!("{at}: string")],
+        other => vec![format!("{at}: {other}")],
+    }
+}
+
 fn show(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(b);
     if s.len() > 300 {
@@ -922,6 +939,13 @@ fn nutcracker_and_twem_answer_alike() {
             }
         }
     }
+    // Same document shape: every field path nutcracker has, twem has, with
+    // the same JSON type, and nothing more (dashboards key on these names).
+    assert_eq!(
+        json_paths(&ns, ""),
+        json_paths(&ts, ""),
+        "stats document shape differs"
+    );
     assert!(
         stat_diffs.is_empty(),
         "per-server counters differ:\n{}",
