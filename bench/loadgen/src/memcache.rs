@@ -1,14 +1,17 @@
 //! A closed-loop memcached ASCII load client: each connection sends a batch of
 //! `pipeline` requests, reads all their replies, and records for each request the
 //! time from the batch's write to its reply (what `redis-benchmark -P` reports too).
+//! All connections share one thread and one event loop, as in redis-benchmark.
 
 use crate::stats::{summarize, Summary};
 use crate::Error;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, Barrier};
-use std::thread;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
 
 /// Longest reply line accepted; a longer one means the stream is not memcached.
 const MAX_LINE: u64 = 64 * 1024;
@@ -138,38 +141,40 @@ pub fn encode_request(spec: &LoadSpec, rng: &mut Rng, value: &[u8], out: &mut Ve
     out.extend_from_slice(b"\r\n");
 }
 
-fn read_line<R: BufRead>(r: &mut R, line: &mut Vec<u8>) -> Result<(), Error> {
-    line.clear();
-    let n = r
-        .by_ref()
-        .take(MAX_LINE)
-        .read_until(b'\n', line)
-        .map_err(|e| Error::io("read reply", e))?;
-    if n == 0 {
-        return Err(Error::Protocol("server closed the connection".into()));
+/// Where the first CRLF-ended line of `buf` ends: (line without CRLF, bytes used).
+fn line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, Error> {
+    match memchr_crlf(buf) {
+        Some(i) => Ok(buf.get(..i).map(|l| (l, i + 2))),
+        None if buf.len() as u64 > MAX_LINE => Err(Error::Protocol(format!(
+            "no CRLF within {MAX_LINE} bytes: {:?}",
+            String::from_utf8_lossy(buf.get(..80).unwrap_or(buf))
+        ))),
+        None => Ok(None),
     }
-    if !line.ends_with(b"\r\n") {
-        return Err(Error::Protocol(format!(
-            "reply line not ended by CRLF within {MAX_LINE} bytes: {:?}",
-            String::from_utf8_lossy(&line[..line.len().min(80)])
-        )));
-    }
-    line.truncate(line.len() - 2);
-    Ok(())
 }
 
-/// Reads one whole reply to a request of `test`, skipping any values.
-pub fn read_reply<R: BufRead>(r: &mut R, test: Test, line: &mut Vec<u8>) -> Result<Reply, Error> {
+fn memchr_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+/// Parses one whole reply to a request of `test` at the start of `buf`:
+/// `Ok(None)` when more bytes are needed, else the reply and the bytes it took.
+/// Values are skipped by their announced length (they may contain CRLF).
+pub fn parse_reply(buf: &[u8], test: Test) -> Result<Option<(Reply, usize)>, Error> {
+    let mut pos = 0;
     loop {
-        read_line(r, line)?;
-        let text = String::from_utf8_lossy(line);
+        let Some((l, used)) = line(buf.get(pos..).unwrap_or_default())? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(l);
+        pos += used;
         if text == "ERROR" || text.starts_with("CLIENT_ERROR") || text.starts_with("SERVER_ERROR") {
-            return Ok(Reply::Error(text.into_owned()));
+            return Ok(Some((Reply::Error(text.into_owned()), pos)));
         }
         match test {
             Test::Set => {
                 return match text.as_ref() {
-                    "STORED" | "NOT_STORED" | "EXISTS" | "NOT_FOUND" => Ok(Reply::Ok),
+                    "STORED" | "NOT_STORED" | "EXISTS" | "NOT_FOUND" => Ok(Some((Reply::Ok, pos))),
                     other => Err(Error::Protocol(format!(
                         "unexpected reply to set: {other:?}"
                     ))),
@@ -177,7 +182,7 @@ pub fn read_reply<R: BufRead>(r: &mut R, test: Test, line: &mut Vec<u8>) -> Resu
             }
             Test::Get | Test::Mget => {
                 if text == "END" {
-                    return Ok(Reply::Ok);
+                    return Ok(Some((Reply::Ok, pos)));
                 }
                 let Some(rest) = text.strip_prefix("VALUE ") else {
                     return Err(Error::Protocol(format!(
@@ -191,109 +196,130 @@ pub fn read_reply<R: BufRead>(r: &mut R, test: Test, line: &mut Vec<u8>) -> Resu
                     .and_then(|b| b.parse().ok())
                     .filter(|&n| n <= MAX_VALUE)
                     .ok_or_else(|| Error::Protocol(format!("bad VALUE line: {text:?}")))?;
-                // The data block and its CRLF; discarded, only its arrival matters.
-                let skipped =
-                    std::io::copy(&mut r.by_ref().take(len as u64 + 2), &mut std::io::sink())
-                        .map_err(|e| Error::io("read value", e))?;
-                if skipped != len as u64 + 2 {
-                    return Err(Error::Protocol(
-                        "server closed the connection mid-value".into(),
-                    ));
+                let end = pos + len + 2;
+                match buf.get(pos + len..end) {
+                    None => return Ok(None),
+                    Some(b"\r\n") => pos = end,
+                    Some(_) => {
+                        return Err(Error::Protocol(format!(
+                            "value of {len} bytes not followed by CRLF"
+                        )))
+                    }
                 }
             }
         }
     }
 }
 
+#[derive(Debug, Default)]
 struct WorkerResult {
     latencies_us: Vec<u64>,
     errors: u64,
     first_error: Option<String>,
 }
 
-fn worker(
-    spec: &LoadSpec,
+async fn worker(
+    spec: Arc<LoadSpec>,
     index: usize,
     share: u64,
-    stream: TcpStream,
-    start: &Barrier,
+    mut stream: TcpStream,
 ) -> Result<WorkerResult, Error> {
-    let mut reader = BufReader::with_capacity(
-        64 * 1024,
-        stream
-            .try_clone()
-            .map_err(|e| Error::io("clone socket", e))?,
-    );
-    let mut writer = stream;
     let mut rng = Rng::new(spec.seed ^ (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let value = vec![b'x'; spec.value_size];
     let mut out = Vec::with_capacity(4096);
-    let mut line = Vec::with_capacity(256);
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
     let mut res = WorkerResult {
         latencies_us: Vec::with_capacity(usize::try_from(share).unwrap_or(0)),
-        errors: 0,
-        first_error: None,
+        ..WorkerResult::default()
     };
-    start.wait();
     let mut left = share;
     let batch_max = spec.pipeline.max(1) as u64;
     while left > 0 {
         let n = left.min(batch_max);
         out.clear();
         for _ in 0..n {
-            encode_request(spec, &mut rng, &value, &mut out);
+            encode_request(&spec, &mut rng, &value, &mut out);
         }
         let t0 = Instant::now();
-        writer
+        stream
             .write_all(&out)
+            .await
             .map_err(|e| Error::io(format!("write to {}", spec.addr), e))?;
-        for _ in 0..n {
-            if let Reply::Error(msg) = read_reply(&mut reader, spec.test, &mut line)? {
-                res.errors += 1;
-                res.first_error.get_or_insert(msg);
+        let mut got = 0;
+        let mut pos = 0;
+        while got < n {
+            if let Some((reply, used)) = parse_reply(buf.get(pos..).unwrap_or_default(), spec.test)?
+            {
+                pos += used;
+                got += 1;
+                if let Reply::Error(msg) = reply {
+                    res.errors += 1;
+                    res.first_error.get_or_insert(msg);
+                }
+                res.latencies_us
+                    .push(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
+                continue;
             }
-            res.latencies_us
-                .push(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
+            buf.drain(..pos);
+            pos = 0;
+            let read = timeout(READ_TIMEOUT, stream.read(&mut chunk))
+                .await
+                .map_err(|_| {
+                    Error::Protocol(format!(
+                        "no reply from {} within {READ_TIMEOUT:?}",
+                        spec.addr
+                    ))
+                })?
+                .map_err(|e| Error::io(format!("read from {}", spec.addr), e))?;
+            if read == 0 {
+                return Err(Error::Protocol(format!(
+                    "{} closed the connection",
+                    spec.addr
+                )));
+            }
+            buf.extend_from_slice(chunk.get(..read).unwrap_or_default());
         }
+        buf.drain(..pos);
         left -= n;
     }
     Ok(res)
 }
 
-/// Runs the load and summarises it; the first reply error's text is returned too.
-pub fn run(spec: &LoadSpec) -> Result<(Summary, Option<String>), Error> {
+async fn run_async(spec: Arc<LoadSpec>) -> Result<(Summary, Option<String>), Error> {
     let clients = spec.clients.max(1);
     // Connect everyone before the clock starts, so connection setup is not timed.
     let mut streams = Vec::with_capacity(clients);
     for i in 0..clients {
-        let s = TcpStream::connect_timeout(&spec.addr, Duration::from_secs(5))
+        let s = timeout(Duration::from_secs(5), TcpStream::connect(spec.addr))
+            .await
+            .map_err(|_| {
+                Error::Protocol(format!("connect client {i} to {}: timed out", spec.addr))
+            })?
             .map_err(|e| Error::io(format!("connect client {i} to {}", spec.addr), e))?;
         s.set_nodelay(true)
             .map_err(|e| Error::io("set TCP_NODELAY", e))?;
-        s.set_read_timeout(Some(READ_TIMEOUT))
-            .map_err(|e| Error::io("set read timeout", e))?;
         streams.push(s);
     }
-    let barrier = Arc::new(Barrier::new(clients + 1));
     let per = spec.requests / clients as u64;
     let extra = spec.requests % clients as u64;
-    let mut handles = Vec::with_capacity(clients);
-    for (i, stream) in streams.into_iter().enumerate() {
-        let share = per + u64::from((i as u64) < extra);
-        let spec = spec.clone();
-        let barrier = Arc::clone(&barrier);
-        handles.push(thread::spawn(move || {
-            worker(&spec, i, share, stream, &barrier)
-        }));
-    }
-    barrier.wait();
+    // On a current-thread runtime no task runs before the first await below, so the
+    // clock starts before any request is sent.
     let t0 = Instant::now();
+    let handles: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, stream)| {
+            let share = per + u64::from((i as u64) < extra);
+            tokio::spawn(worker(Arc::clone(&spec), i, share, stream))
+        })
+        .collect();
     let mut all = Vec::with_capacity(usize::try_from(spec.requests).unwrap_or(0));
     let mut errors = 0;
     let mut first_error = None;
     let mut failure = None;
     for h in handles {
-        match h.join() {
+        match h.await {
             Ok(Ok(r)) => {
                 all.extend_from_slice(&r.latencies_us);
                 errors += r.errors;
@@ -304,8 +330,8 @@ pub fn run(spec: &LoadSpec) -> Result<(Summary, Option<String>), Error> {
             Ok(Err(e)) => {
                 failure.get_or_insert(e);
             }
-            Err(_) => {
-                failure.get_or_insert(Error::Protocol("a client thread panicked".into()));
+            Err(e) => {
+                failure.get_or_insert(Error::Protocol(format!("a client task failed: {e}")));
             }
         }
     }
@@ -316,11 +342,21 @@ pub fn run(spec: &LoadSpec) -> Result<(Summary, Option<String>), Error> {
     Ok((summarize(&mut all, errors, elapsed), first_error))
 }
 
+/// Runs the load on one thread and summarises it; the first error reply's text too.
+pub fn run(spec: &LoadSpec) -> Result<(Summary, Option<String>), Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start the event loop", e))?;
+    rt.block_on(run_async(Arc::new(spec.clone())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Cursor;
+    use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
+    use std::thread;
 
     fn spec(test: Test) -> LoadSpec {
         LoadSpec {
@@ -365,48 +401,59 @@ mod tests {
         assert!(s.ends_with(" 0 0 3\r\nabc\r\n"), "{s}");
     }
 
-    // Values are skipped by length (even when they contain CRLF) up to END.
+    // Values are skipped by length (even when they contain CRLF) up to END, and
+    // the bytes used stop right after END.
     #[test]
-    fn reads_get_reply_with_values() {
-        let mut r = Cursor::new(
-            b"VALUE a 0 4\r\n\r\nxy\r\nVALUE b 0 1 99\r\nz\r\nEND\r\nSTORED\r\n".to_vec(),
-        );
-        let mut line = Vec::new();
-        assert_eq!(
-            read_reply(&mut r, Test::Mget, &mut line).unwrap(),
-            Reply::Ok
-        );
-        // The next reply starts right after END: nothing was over-read.
-        assert_eq!(read_reply(&mut r, Test::Set, &mut line).unwrap(), Reply::Ok);
+    fn parses_get_reply_with_values() {
+        let buf = b"VALUE a 0 4\r\n\r\nxy\r\nVALUE b 0 1 99\r\nz\r\nEND\r\nSTORED\r\n";
+        let (reply, used) = parse_reply(buf, Test::Mget).unwrap().unwrap();
+        assert_eq!(reply, Reply::Ok);
+        assert_eq!(&buf[used..], b"STORED\r\n");
+        let (reply, used2) = parse_reply(&buf[used..], Test::Set).unwrap().unwrap();
+        assert_eq!((reply, used2), (Reply::Ok, 8));
+    }
+
+    // Every strict prefix of a complete reply asks for more bytes.
+    #[test]
+    fn every_prefix_needs_more() {
+        let buf = b"VALUE a 0 4\r\nabcd\r\nEND\r\n";
+        for cut in 0..buf.len() {
+            assert_eq!(
+                parse_reply(&buf[..cut], Test::Get).unwrap(),
+                None,
+                "cut {cut}"
+            );
+        }
+        assert!(parse_reply(buf, Test::Get).unwrap().is_some());
     }
 
     // Error lines end the reply and are reported as errors, not failures.
     #[test]
     fn error_lines_are_error_replies() {
-        let mut r = Cursor::new(b"SERVER_ERROR Connection refused\r\n".to_vec());
-        let mut line = Vec::new();
+        let buf = b"SERVER_ERROR Connection refused\r\n";
         assert_eq!(
-            read_reply(&mut r, Test::Get, &mut line).unwrap(),
-            Reply::Error("SERVER_ERROR Connection refused".into())
+            parse_reply(buf, Test::Get).unwrap(),
+            Some((
+                Reply::Error("SERVER_ERROR Connection refused".into()),
+                buf.len()
+            ))
         );
-    }
-
-    // A stream cut inside a value is a protocol failure.
-    #[test]
-    fn truncated_value_fails() {
-        let mut r = Cursor::new(b"VALUE a 0 10\r\nabc".to_vec());
-        let mut line = Vec::new();
-        assert!(read_reply(&mut r, Test::Get, &mut line).is_err());
     }
 
     // A reply that makes no sense for the request fails instead of desynchronising.
     #[test]
-    fn unexpected_line_fails() {
-        let mut r = Cursor::new(b"+OK\r\n".to_vec());
-        let mut line = Vec::new();
-        assert!(read_reply(&mut r, Test::Get, &mut line).is_err());
-        let mut r = Cursor::new(b"VALUE a 0 notanumber\r\n".to_vec());
-        assert!(read_reply(&mut r, Test::Get, &mut line).is_err());
+    fn unexpected_lines_fail() {
+        assert!(parse_reply(b"+OK\r\n", Test::Get).is_err());
+        assert!(parse_reply(b"VALUE a 0 notanumber\r\n", Test::Get).is_err());
+        assert!(parse_reply(b"VALUE a 0 2\r\nabcdEND\r\n", Test::Get).is_err());
+        assert!(parse_reply(b"END\r\n", Test::Set).is_err());
+    }
+
+    // A line that never ends is refused once it exceeds the limit.
+    #[test]
+    fn endless_line_fails() {
+        let buf = vec![b'a'; MAX_LINE as usize + 1];
+        assert!(parse_reply(&buf, Test::Get).is_err());
     }
 
     // End to end against a scripted server: every request is answered and timed.
@@ -415,25 +462,34 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = thread::spawn(move || {
-            let (s, _) = listener.accept().unwrap();
-            let mut w = s.try_clone().unwrap();
-            let mut r = BufReader::new(s);
-            let mut line = String::new();
             let mut answered = 0;
-            while answered < 10 {
-                line.clear();
-                if r.read_line(&mut line).unwrap() == 0 {
-                    break;
+            let mut conns = Vec::new();
+            for _ in 0..2 {
+                conns.push(listener.accept().unwrap().0);
+            }
+            for s in conns {
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                let mut line = String::new();
+                for _ in 0..5 {
+                    line.clear();
+                    if r.read_line(&mut line).unwrap() == 0 {
+                        break;
+                    }
+                    // Split the reply in two writes: the client must reassemble it.
+                    w.write_all(b"VALUE k 0 1\r\n").unwrap();
+                    w.flush().unwrap();
+                    w.write_all(b"v\r\nEND\r\n").unwrap();
+                    answered += 1;
                 }
-                w.write_all(b"VALUE k 0 1\r\nv\r\nEND\r\n").unwrap();
-                answered += 1;
             }
             answered
         });
         let mut s = spec(Test::Get);
         s.addr = addr;
+        s.clients = 2;
         s.requests = 10;
-        s.pipeline = 4;
+        s.pipeline = 1;
         let (summary, first_error) = run(&s).unwrap();
         assert_eq!(summary.count, 10);
         assert_eq!(summary.errors, 0);
