@@ -154,6 +154,7 @@ impl CommandError {
     /// The unknown-command error for `req`, built as Redis 7 builds it: the
     /// name cut at 128 bytes, then quoted arguments while the list is shorter
     /// than 128 bytes (the last one cut to fit), line breaks as spaces.
+    /// Bytes that are not UTF-8 are shown as U+FFFD (Redis echoes them raw).
     pub fn unknown(req: &Request) -> CommandError {
         let clean = |b: &[u8]| {
             String::from_utf8_lossy(b)

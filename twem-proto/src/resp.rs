@@ -1301,6 +1301,18 @@ mod tests {
         );
     }
 
+    // An inline line arriving in pieces is not rescanned from its start.
+    #[test]
+    fn partial_inline_keeps_progress() {
+        let mut codec = RequestCodec::default();
+        let mut buf = BytesMut::from(&b"ECHO a"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(matches!(codec.state, ReqState::Inline { scanned: 6 }));
+        buf.extend_from_slice(b"bc\r\n");
+        let req = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(args_of(&req), [&b"ECHO"[..], b"abc"]);
+    }
+
     // A bare LF ends an inline line too.
     #[test]
     fn inline_request_lf_only() {
