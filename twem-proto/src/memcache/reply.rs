@@ -189,8 +189,10 @@ impl ReplyFrame {
         )
     }
 
-    /// The `VALUE` blocks of a get reply without the closing `END\r\n`
-    /// (empty for other replies), for concatenating the parts of a split get.
+    /// The `VALUE` blocks of a get reply without the closing `END\r\n`, for
+    /// concatenating the parts of a split get: everything before the last
+    /// line, so empty for one-line replies (and the values before the error
+    /// line of a get that failed midway).
     pub fn values_raw(&self) -> Bytes {
         self.raw.slice(..self.last_line)
     }
