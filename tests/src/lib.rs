@@ -618,3 +618,355 @@ mod mc_tests {
         assert_eq!(mc_reply_len(b"END\r\n", true), Some(5));
     }
 }
+
+// ---------------------------------------------------------------------------
+// Reliability helpers: used by the chaos, hostile-client and malformed-input
+// suites, and by anything else that needs RSS figures, a proxy's stderr, a
+// key on a given server, or faults between twem and a backend.
+
+/// Whether the long (tier 2) variants of the reliability tests run:
+/// `TWEM_TIER2=1` in the environment. Tier 1 is bounded for CI.
+pub fn tier2() -> bool {
+    std::env::var("TWEM_TIER2").is_ok_and(|v| v == "1")
+}
+
+/// Resident set size of process `pid` in KiB (`VmRSS` in
+/// `/proc/PID/status`); `None` once the process is gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// This process's soft limit on open files (`/proc/self/limits`), which a
+/// proxy started by the harness inherits; `None` when unlimited or unknown.
+pub fn open_files_soft_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+impl Proc {
+    /// Whether the process is still running (not exited, not reaped).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+impl ProxyProc {
+    /// Like [`ProxyProc::twem`], with the proxy's stderr written to
+    /// `stderr.log` in its directory: a panic in a task does not kill a tokio
+    /// process, so the panic message is the only trace a test can check.
+    pub fn twem_capture(yaml: &str, wait_port: u16, extra: &[&str]) -> ProxyProc {
+        let dir = TempDir::new("twemproxy");
+        let conf = dir.path().join("nutcracker.yml");
+        std::fs::write(&conf, yaml).expect("write config");
+        let stats_port = free_port();
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
+        let mut cmd = Command::new(twemproxy_bin());
+        cmd.arg("-c")
+            .arg(&conf)
+            .args([
+                "-s",
+                &stats_port.to_string(),
+                "-a",
+                "127.0.0.1",
+                "-i",
+                "100",
+            ])
+            .arg("-o")
+            .arg(dir.path().join("proxy.log"))
+            .args(extra)
+            .stderr(stderr);
+        let proc = Proc::spawn("twemproxy", &mut cmd);
+        wait_for_port(wait_port, Duration::from_secs(10));
+        ProxyProc {
+            proc,
+            stats_port,
+            dir,
+            conf,
+        }
+    }
+
+    /// What a proxy started with [`ProxyProc::twem_capture`] wrote to stderr
+    /// (empty for the others).
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+}
+
+/// A key that the first pool of `yaml` (all servers live) puts on the server
+/// named `server`: `tag` followed by a number. Panics if none of the first
+/// 100,000 candidates maps there.
+pub fn key_on(yaml: &str, server: &str, tag: &str) -> String {
+    let config = twem_core::config::Config::from_yaml(yaml).expect("config parses");
+    let ring = config.pools[0].ring().expect("ring builds");
+    (0..100_000)
+        .map(|i| format!("{tag}{i}"))
+        .find(|k| ring.locate_name(k.as_bytes()) == Some(server))
+        .unwrap_or_else(|| panic!("no key {tag}N maps to {server}"))
+}
+
+/// A small deterministic xorshift64* generator: the tests need cheap
+/// varied choices (which shard to kill, which key), not cryptography, and a
+/// printed seed makes a failing run repeatable.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (0 is replaced: xorshift would stay at 0).
+    pub fn new(seed: u64) -> Rng {
+        Rng(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
+    }
+
+    /// A generator seeded from the clock; its seed is returned for messages.
+    pub fn from_time() -> (Rng, u64) {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        (Rng::new(seed), seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+}
+
+/// What a [`FaultProxy`] does to the backend's replies on their way to twem.
+/// Requests from twem always reach the backend untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    /// Forward replies untouched.
+    Pass = 0,
+    /// Hold each chunk of reply bytes for [`FaultProxy::set_delay`] ms.
+    Delay = 1,
+    /// Forward the first half of the next reply chunk (at least one byte
+    /// short of it), then close the connection to twem (FIN).
+    Cut = 2,
+    /// Drop the next reply chunk and reset the connection to twem (RST,
+    /// through `SO_LINGER` 0).
+    Reset = 3,
+    /// Send `@@@\r\n` (no protocol's reply) instead of each reply chunk.
+    Garbage = 4,
+}
+
+impl Fault {
+    fn from_u8(v: u8) -> Fault {
+        match v {
+            1 => Fault::Delay,
+            2 => Fault::Cut,
+            3 => Fault::Reset,
+            4 => Fault::Garbage,
+            _ => Fault::Pass,
+        }
+    }
+}
+
+/// A thread-based TCP forwarder to put between twem and a real backend,
+/// with a [`Fault`] mode switchable at runtime: each connection twem opens
+/// to `127.0.0.1:port` gets its own connection to the backend. Stops (and
+/// closes every forwarded connection within ~20 ms) when dropped.
+#[derive(Debug)]
+pub struct FaultProxy {
+    /// The port twem should use as the server's address.
+    pub port: u16,
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How often forwarding threads wake to look at the stop flags.
+const FAULT_TICK: Duration = Duration::from_millis(20);
+
+impl FaultProxy {
+    /// Forward to the backend on 127.0.0.1:`backend_port`, in [`Fault::Pass`].
+    pub fn start(backend_port: u16) -> FaultProxy {
+        use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind fault proxy");
+        let port = l.local_addr().expect("addr").port();
+        l.set_nonblocking(true).expect("nonblocking listener");
+        let mode = Arc::new(AtomicU8::new(Fault::Pass as u8));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, d, a, st) = (
+            Arc::clone(&mode),
+            Arc::clone(&delay_ms),
+            Arc::clone(&accepted),
+            Arc::clone(&stop),
+        );
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((front, _)) => {
+                        a.fetch_add(1, Ordering::Relaxed);
+                        let Ok(back) = TcpStream::connect(("127.0.0.1", backend_port)) else {
+                            continue; // dropping `front` closes it: twem sees a dead server
+                        };
+                        forward(front, back, Arc::clone(&m), Arc::clone(&d), Arc::clone(&st));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        FaultProxy {
+            port,
+            mode,
+            delay_ms,
+            accepted,
+            stop,
+        }
+    }
+
+    /// Switch the mode; it applies to the next reply chunk of every
+    /// connection, old and new.
+    pub fn set(&self, fault: Fault) {
+        self.mode
+            .store(fault as u8, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The delay [`Fault::Delay`] adds, in milliseconds.
+    pub fn set_delay(&self, ms: u64) {
+        self.delay_ms.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Connections accepted so far (how often twem (re)connected).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Pump one forwarded connection with two threads. The twem-facing socket is
+/// shared by both; for a reset both must drop it (an RST goes out only when
+/// the last descriptor closes), so they share a `dead` flag and wake every
+/// [`FAULT_TICK`] to look at it.
+fn forward(
+    front: TcpStream,
+    back: TcpStream,
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dead = Arc::new(AtomicBool::new(false));
+    let (Ok(front_rd), Ok(back_wr)) = (front.try_clone(), back.try_clone()) else {
+        return;
+    };
+    let _ = front_rd.set_read_timeout(Some(FAULT_TICK));
+    let _ = back.set_read_timeout(Some(FAULT_TICK));
+    let _ = front.set_nodelay(true);
+    let _ = back.set_nodelay(true);
+    let (d1, s1) = (Arc::clone(&dead), Arc::clone(&stop));
+    let gone = move |d: &AtomicBool| d.load(Ordering::SeqCst) || stop.load(Ordering::Relaxed);
+    // twem -> backend: requests pass untouched.
+    std::thread::spawn(move || {
+        let (mut rd, mut wr) = (front_rd, back_wr);
+        let mut buf = [0u8; 16 * 1024];
+        while !d1.load(Ordering::SeqCst) && !s1.load(Ordering::Relaxed) {
+            match rd.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if wr.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = wr.shutdown(std::net::Shutdown::Write);
+        d1.store(true, Ordering::SeqCst);
+    });
+    // backend -> twem: replies, with the fault applied.
+    std::thread::spawn(move || {
+        let (mut rd, mut wr) = (back, front);
+        let mut buf = [0u8; 16 * 1024];
+        while !gone(&dead) {
+            let n = match rd.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(_) => break,
+            };
+            let chunk = &buf[..n];
+            match Fault::from_u8(mode.load(Ordering::SeqCst)) {
+                Fault::Pass => {
+                    if wr.write_all(chunk).is_err() {
+                        break;
+                    }
+                }
+                Fault::Delay => {
+                    std::thread::sleep(Duration::from_millis(delay_ms.load(Ordering::SeqCst)));
+                    if wr.write_all(chunk).is_err() {
+                        break;
+                    }
+                }
+                Fault::Cut => {
+                    let _ = wr.write_all(&chunk[..n / 2]);
+                    let _ = wr.shutdown(std::net::Shutdown::Both);
+                    break;
+                }
+                Fault::Reset => {
+                    let _ = socket2::SockRef::from(&wr).set_linger(Some(Duration::ZERO));
+                    break;
+                }
+                Fault::Garbage => {
+                    if wr.write_all(b"@@@\r\n").is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        dead.store(true, Ordering::SeqCst);
+    });
+}
