@@ -419,3 +419,56 @@ fn client_connections_enforced() {
     }
     assert!(ok, "a slot freed by a closed client must be usable again");
 }
+
+/// Replies bigger than any client request may be (here a set of 1.1 million
+/// members, more array elements than the client-side limit allows) pass
+/// through intact: the server side is bounded separately.
+#[test]
+fn huge_array_replies_pass_through() {
+    let s = setup("");
+    let mut p = s.client();
+    // Filled on its shard directly: the script outlasts the pool's timeout.
+    let fill =
+        "for i=1,1100000 do redis.call('SADD', KEYS[1], i) end return redis.call('SCARD', KEYS[1])";
+    let mut owner = s.shards[s.shard_of(b"bigset")].client();
+    owner
+        .sock
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("timeout");
+    assert_eq!(
+        owner.cmd(&[b"EVAL", fill.as_bytes(), b"1", b"bigset"]),
+        b":1100000\r\n"
+    );
+    p.send_cmd(&[b"SMEMBERS", b"bigset"]);
+    // Count line ends as they arrive (re-scanning a 10 MB reply per read
+    // would make the test, not the proxy, slow): the header plus two lines
+    // per member.
+    let want_lines = 1 + 2 * 1_100_000;
+    let mut lines = 0usize;
+    let mut head = Vec::new();
+    let mut last = 0u8;
+    let mut buf = vec![0u8; 1 << 16];
+    while lines < want_lines {
+        let n = std::io::Read::read(&mut p.sock, &mut buf).expect("read SMEMBERS reply");
+        assert!(n > 0, "closed after {lines} lines");
+        if head.len() < 16 {
+            head.extend_from_slice(&buf[..n.min(16)]);
+        }
+        for &b in &buf[..n] {
+            if last == b'\r' && b == b'\n' {
+                lines += 1;
+            }
+            last = b;
+        }
+    }
+    assert!(
+        head.starts_with(b"*1100000\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+    assert_eq!(
+        p.cmds("PING"),
+        b"+PONG\r\n",
+        "the connection is still in step"
+    );
+}

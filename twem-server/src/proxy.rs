@@ -262,6 +262,17 @@ impl Proxy {
 
 /// Run the proxy until SIGTERM/SIGINT, then drain and return.
 pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result<(), ServeError> {
+    // Install every handler first: until a handler exists, SIGTTIN would stop
+    // the process and SIGHUP would kill it (their default actions).
+    let _early = [
+        SignalKind::terminate(),
+        SignalKind::interrupt(),
+        SignalKind::hangup(),
+        SignalKind::user_defined1(),
+        SignalKind::from_raw(libc::SIGTTIN),
+        SignalKind::from_raw(libc::SIGTTOU),
+    ]
+    .map(|k| signal(k).ok());
     // Bind everything before starting anything, so a bad address fails the
     // start with nothing half-running.
     let mut listeners = Vec::with_capacity(config.pools.len());

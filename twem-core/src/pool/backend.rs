@@ -109,7 +109,9 @@ enum ReplyDecoder {
 impl ReplyDecoder {
     fn new(protocol: Protocol) -> Self {
         match protocol {
-            Protocol::Redis => ReplyDecoder::Resp(resp::ReplyCodec::default()),
+            Protocol::Redis => {
+                ReplyDecoder::Resp(resp::ReplyCodec::new(super::redis_reply_limits()))
+            }
             Protocol::Memcache => {
                 ReplyDecoder::Mc(mc::ReplyDecoder::new(), super::memcache_limits())
             }
@@ -272,7 +274,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     s.write_all(wire)
         .await
         .map_err(|e| BackendErrorKind::from_io(&e))?;
-    let mut codec = resp::ReplyCodec::default();
+    let mut codec = resp::ReplyCodec::new(super::redis_reply_limits());
     let mut buf = BytesMut::with_capacity(256);
     let mut got = 0;
     while got < n {

@@ -120,7 +120,7 @@ impl Pool {
 
 fn parse_resp(bytes: Bytes) -> Result<resp::Reply, CallError> {
     let mut buf = BytesMut::from(&bytes[..]);
-    match resp::ReplyCodec::default().decode(&mut buf) {
+    match resp::ReplyCodec::new(super::redis_reply_limits()).decode(&mut buf) {
         Ok(Some(frame)) => Ok(frame.parse()),
         _ => Err(CallError::Server(format!(
             "unparsable reply: {:?}",

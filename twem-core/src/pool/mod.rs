@@ -73,6 +73,17 @@ pub fn memcache_limits() -> mc::Limits {
     }
 }
 
+/// The RESP limits for replies from Redis servers. A server is not a hostile
+/// client: a large `HGETALL`, `SMEMBERS` or `LRANGE` legitimately returns
+/// more elements than a client request may carry, so arrays are bounded far
+/// higher than the codec's client-side default.
+pub fn redis_reply_limits() -> resp::Limits {
+    resp::Limits {
+        max_array_len: 1 << 30,
+        ..resp::Limits::default()
+    }
+}
+
 /// How long a re-admission probe may take when the pool has no `timeout`.
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -210,7 +221,7 @@ where
         .await
         .map_err(|e| BackendErrorKind::from_io(&e))?;
     let mut buf = BytesMut::with_capacity(128);
-    let mut codec = resp::ReplyCodec::default();
+    let mut codec = resp::ReplyCodec::new(redis_reply_limits());
     let limits = memcache_limits();
     loop {
         let done = match expect {
