@@ -433,11 +433,12 @@ fn idle_connections_rss_per_connection() {
     assert_eq!(c.cmds("PING"), b"+PONG\r\n");
     assert_eq!(c.cmds("SET idle yes"), b"+OK\r\n");
     assert_eq!(c.cmds("GET idle"), b"$3\r\nyes\r\n");
-    // The per-connection target belongs to the benchmark issue; this bound
-    // catches a per-connection buffer kept by idle clients (8 KiB or more).
-    assert!(per_idle < 8.0, "{per_idle:.2} KiB per idle connection");
+    // The target: an idle client holds no buffer, only its task and socket
+    // state (measured ~1.7 KiB idle, ~2.1 KiB after a request, debug and
+    // release alike); a kept 8 KiB read buffer would break it.
+    assert!(per_idle < 3.0, "{per_idle:.2} KiB per idle connection");
     assert!(
-        per_used < 8.0,
+        per_used < 3.0,
         "{per_used:.2} KiB per connection after a request"
     );
     drop(conns);
