@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Where a proxy's time goes: runs twem and nutcracker under valgrind's callgrind
+# (this machine's perf has no hardware counters: `perf stat -e instructions true`
+# says <not supported>), drives the same short redis-benchmark load through each,
+# and prints instructions per request and the top functions by inclusive and self
+# cost; then counts the syscalls per request of the same load (strace -c) on an
+# uninstrumented proxy, since callgrind sees no kernel time. Outputs stay in
+# bench/out/profile/.
+#
+#   bash bench/profile.sh                    # GET, pipeline 1, 20,000 requests
+#   TEST=set PIPELINE=16 N=100000 bash bench/profile.sh
+#
+# Needs valgrind and strace (installed if missing). Only 127.0.0.1; kills only what it started.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+TEST=${TEST:-get}
+PIPELINE=${PIPELINE:-1}
+N=${N:-20000}
+CLIENTS=${CLIENTS:-50}
+
+missing=()
+command -v valgrind >/dev/null || missing+=(valgrind)
+command -v strace >/dev/null || missing+=(strace)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-benchmark >/dev/null || missing+=(redis-tools)
+command -v nutcracker >/dev/null || missing+=(nutcracker)
+if [ "${#missing[@]}" -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+cargo build --release -q -p twem-server
+TWEM=$target_dir/release/twemproxy
+
+out=$root/bench/out/profile
+mkdir -p "$out"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+read -r -a ports <<<"$(python3 -c '
+import socket
+s = [socket.socket() for _ in range(8)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(" ".join(str(x.getsockname()[1]) for x in s))')"
+redis_ports=("${ports[@]:0:4}")
+
+wait_port() {
+  local i
+  for i in $(seq 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "profile: nothing listens on 127.0.0.1:$1" >&2
+  return 1
+}
+
+for p in "${redis_ports[@]}"; do
+  redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" --logfile "$work/r$p.log" &
+  pids+=($!)
+done
+for p in "${redis_ports[@]}"; do wait_port "$p"; done
+
+profile_one() { # kind listen_port stats_port
+  local kind=$1 port=$2 stats=$3 conf=$work/$1.yml i=1 p
+  {
+    echo "bench_redis:"
+    echo "  listen: 127.0.0.1:$port"
+    echo "  hash: fnv1a_64"
+    echo "  distribution: ketama"
+    echo "  redis: true"
+    echo "  servers:"
+    for p in "${redis_ports[@]}"; do echo "   - 127.0.0.1:$p:1 redis-$i"; i=$((i + 1)); done
+  } >"$conf"
+  local bin=("$TWEM"); [ "$kind" = nutcracker ] && bin=(nutcracker)
+  valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.$kind.out" --dump-instr=no \
+    --instr-atstart=no --trace-children=no \
+    "${bin[@]}" -c "$conf" -s "$stats" -a 127.0.0.1 -o "$work/$kind.log" -p "$work/$kind.pid" \
+    2>"$work/$kind.valgrind.log" &
+  local vp=$!
+  pids+=("$vp")
+  wait_port "$port"
+  # Warm up (backend connections, first allocations) outside the measurement.
+  redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n 2000 -r 100000 -d 3 -t "$TEST" -q >/dev/null 2>&1
+  callgrind_control --instr=on "$vp" >/dev/null
+  redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$N" -P "$PIPELINE" -r 100000 -d 3 -t "$TEST" --csv \
+    2>/dev/null | tail -1 >"$out/$kind.benchmark.csv"
+  callgrind_control --instr=off "$vp" >/dev/null
+  kill "$vp"
+  wait "$vp" 2>/dev/null || true
+  local ir
+  ir=$(grep -h '^totals:' "$out"/callgrind."$kind".out* | awk '{s += $2} END {print s}')
+  echo "$kind: $ir instructions for $N requests = $((ir / N)) per request ($TEST, pipeline $PIPELINE)" | tee "$out/$kind.summary.txt"
+  # Whole annotations to a file first: `| head` would end callgrind_annotate by SIGPIPE.
+  callgrind_annotate --inclusive=yes "$out"/callgrind."$kind".out* >"$work/incl.txt" 2>/dev/null
+  callgrind_annotate "$out"/callgrind."$kind".out* >"$work/self.txt" 2>/dev/null
+  sed -n 1,70p "$work/incl.txt" >"$out/$kind.inclusive.txt"
+  sed -n 1,70p "$work/self.txt" >"$out/$kind.self.txt"
+
+  # Kernel time is invisible to callgrind: count the syscalls of the same load on
+  # an uninstrumented proxy instead.
+  "${bin[@]}" -c "$conf" -s "$stats" -a 127.0.0.1 -o "$work/$kind.log" -p "$work/$kind.pid" &
+  vp=$!
+  pids+=("$vp")
+  wait_port "$port"
+  redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n 2000 -r 100000 -d 3 -t "$TEST" -q >/dev/null 2>&1
+  timeout 120 strace -c -f -p "$vp" -o "$out/$kind.syscalls.txt" 2>/dev/null &
+  local sp=$!
+  sleep 1
+  redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$N" -P "$PIPELINE" -r 100000 -d 3 -t "$TEST" -q >/dev/null 2>&1
+  kill -INT "$sp"
+  wait "$sp" 2>/dev/null || true
+  kill "$vp"
+  wait "$vp" 2>/dev/null || true
+  awk -v n="$N" -v k="$kind" '$NF == "total" {printf "%s: %.2f syscalls per request\n", k, $4 / n}' \
+    "$out/$kind.syscalls.txt" | tee -a "$out/$kind.summary.txt"
+}
+
+rm -f "$out"/callgrind.*.out*
+profile_one twem "${ports[4]}" "${ports[5]}"
+profile_one nutcracker "${ports[6]}" "${ports[7]}"
+echo "profile: annotated output in $out/{twem,nutcracker}.{inclusive,self}.txt"
