@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The test command (README): formatting, lints, then every test in the workspace.
+# The test command (README): formatting, lints, docs, every test in the
+# workspace, the examples against local servers, and a fuzz smoke pass.
 # Integration tests start their own redis-server / memcached / nutcracker on
-# 127.0.0.1 ephemeral ports, so those binaries must be installed (.ci/run does it).
+# 127.0.0.1 ephemeral ports, so those must be installed (.ci/run does it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked -q
+# The tests/ crate drives the real binary: build it first (same profile).
+cargo build --locked -p twem-server
 cargo test --workspace --locked
+if [ -f scripts/examples.sh ]; then bash scripts/examples.sh; fi
+bash scripts/fuzz-smoke.sh
