@@ -472,3 +472,111 @@ fn huge_array_replies_pass_through() {
         "the connection is still in step"
     );
 }
+
+/// Unix sockets on both sides: the proxy listens on a socket with the
+/// configured permissions and reaches a redis-server over its unix socket;
+/// a server written as a host name (`localhost`) is resolved at connect.
+#[test]
+fn unix_sockets_and_host_names() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = twem_tests::TempDir::new("unix");
+    let rsock = dir.path().join("redis.sock");
+    let r_unix = Redis::start_with(&[
+        "--unixsocket",
+        rsock.to_str().expect("utf-8"),
+        "--unixsocketperm",
+        "700",
+    ]);
+    let r_tcp = Redis::start();
+    let listen = dir.path().join("twem.sock");
+    let port = free_port();
+    let yaml = format!(
+        "u:\n  listen: {} 0640\n  redis: true\n  servers:\n   - {}:1 viaunix\n   - localhost:{}:1 vianame\n\
+         t:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - {}:1\n",
+        listen.display(),
+        rsock.display(),
+        r_tcp.port,
+        r_unix.addr()
+    );
+    let _proxy = ProxyProc::twem(&yaml, port, &[]);
+    let mode = std::fs::metadata(&listen)
+        .expect("socket exists")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o640, "listen socket permissions");
+    let mut c =
+        std::os::unix::net::UnixStream::connect(&listen).expect("connect to the unix listener");
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let cfg = twem_core::config::Config::from_yaml(&yaml).expect("parses");
+    let ring = cfg.pools[0].ring().expect("ring");
+    let key_for = |server: &str| {
+        (0..1000)
+            .map(|i| format!("u{i}"))
+            .find(|k| ring.locate_name(k.as_bytes()) == Some(server))
+            .expect("a key")
+    };
+    let (ku, kn) = (key_for("viaunix"), key_for("vianame"));
+    for k in [&ku, &kn] {
+        c.write_all(&twem_tests::resp_cmd(&[b"SET", k.as_bytes(), b"v"]))
+            .expect("write");
+        let mut buf = [0u8; 5];
+        c.read_exact(&mut buf).expect("reply");
+        assert_eq!(&buf, b"+OK\r\n");
+    }
+    assert_eq!(
+        r_unix.client().cmd(&[b"GET", ku.as_bytes()]),
+        b"$1\r\nv\r\n",
+        "reached over the unix socket"
+    );
+    assert_eq!(
+        r_tcp.client().cmd(&[b"GET", kn.as_bytes()]),
+        b"$1\r\nv\r\n",
+        "reached through the host name"
+    );
+}
+
+/// `preconnect` opens a connection to every server at start, and
+/// `server_connections` bounds how many a busy pool opens.
+#[test]
+fn preconnect_and_server_connections() {
+    let r = Redis::start();
+    let port = free_port();
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  redis: true\n  preconnect: true\n  server_connections: 3\n  servers:\n   - {}:1 only\n",
+        r.addr()
+    );
+    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let st = proxy.stats_after_refresh();
+    assert!(
+        st["p"]["only"]["server_connections"].as_i64().unwrap_or(0) >= 1,
+        "preconnected: {st}"
+    );
+    // Eight clients at once: never more than 3 backend connections.
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(port);
+                for j in 0..200 {
+                    assert_eq!(
+                        c.cmd(&[b"SET", format!("c{i}-{j}").as_bytes(), b"v"]),
+                        b"+OK\r\n"
+                    );
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client");
+    }
+    let clients_seen = r.client().cmds("CLIENT LIST");
+    let conns = String::from_utf8_lossy(&clients_seen)
+        .lines()
+        .filter(|l| l.contains("addr="))
+        .count();
+    // Our own CLIENT LIST connection is one of them.
+    // preconnect opened all three slots; eight busy clients opened no more.
+    assert_eq!(conns - 1, 3, "server_connections=3 proxy connections");
+}
