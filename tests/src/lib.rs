@@ -198,7 +198,11 @@ pub struct Memcached {
 impl Memcached {
     /// Start one (2 MiB item size so 1 MiB values fit).
     pub fn start() -> Memcached {
-        let port = free_port();
+        Memcached::start_on(free_port())
+    }
+
+    /// Start one on a given port (to bring a killed server back).
+    pub fn start_on(port: u16) -> Memcached {
         let mut cmd = Command::new("memcached");
         cmd.args([
             "-l",

@@ -293,3 +293,73 @@ fn all_ejected_fails_fast() {
         "local commands still answered"
     );
 }
+
+/// The same ejection cycle for memcached: a killed server's keys move to
+/// the survivor, and the `version` probe brings it back once it answers.
+/// A silent memcached (a fake that never answers) times out with
+/// `SERVER_ERROR Connection timed out`.
+#[test]
+fn memcached_ejection_probe_and_timeout() {
+    let a = twem_tests::Memcached::start();
+    let mut b = twem_tests::Memcached::start();
+    let b_port = b.port;
+    let port = free_port();
+    let yaml = format!(
+        "m:\n  listen: 127.0.0.1:{port}\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 500\n  timeout: 300\n  servers:\n   - {}:1 a\n   - {}:1 b\n",
+        a.addr(),
+        b.addr()
+    );
+    let _proxy = ProxyProc::twem(&yaml, port, &[]);
+    let kb = key_on(&yaml, "b", "mc");
+    let mut c = Client::connect(port);
+    let set = |c: &mut Client, v: &str| {
+        c.send(format!("set {kb} 0 0 {}\r\n{v}\r\n", v.len()).as_bytes());
+        c.read_line()
+    };
+    assert_eq!(set(&mut c, "on-b"), b"STORED\r\n");
+    b.proc.kill();
+    assert!(
+        set(&mut c, "x").starts_with(b"SERVER_ERROR "),
+        "first failure is reported"
+    );
+    assert_eq!(set(&mut c, "on-a"), b"STORED\r\n", "then b's keys go to a");
+    let mut direct = a.client();
+    direct.send(format!("get {kb}\r\n").as_bytes());
+    assert_eq!(
+        direct.read_until(b"END\r\n"),
+        format!("VALUE {kb} 0 4\r\non-a\r\nEND\r\n").into_bytes()
+    );
+    let b2 = twem_tests::Memcached::start_on(b_port);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        c.send(format!("get {kb}\r\n").as_bytes());
+        if c.read_until(b"END\r\n") == b"END\r\n" {
+            break; // the fresh b answers: re-admitted
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b was not re-admitted within 5 s"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    drop(b2);
+
+    fn silent(mut s: std::net::TcpStream) {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+        }
+    }
+    let fake = Fake::start(silent);
+    let port2 = free_port();
+    let yaml2 = format!(
+        "s:\n  listen: 127.0.0.1:{port2}\n  timeout: 200\n  servers:\n   - 127.0.0.1:{}:1\n",
+        fake.port
+    );
+    let _p2 = ProxyProc::twem(&yaml2, port2, &[]);
+    let mut c2 = Client::connect(port2);
+    c2.send(b"get anything\r\n");
+    assert_eq!(c2.read_line(), b"SERVER_ERROR Connection timed out\r\n");
+}
