@@ -237,7 +237,7 @@ impl PoolBuilder {
             problems.push("server_connections must be at least 1".into());
         }
         if !problems.is_empty() {
-            return Err(PoolError::NoSuchPool(format!(
+            return Err(PoolError::Invalid(format!(
                 "pool \"{}\": {}",
                 self.config.name,
                 problems.join("; ")

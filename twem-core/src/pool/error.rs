@@ -125,6 +125,10 @@ pub enum PoolError {
     /// The config has no pool of that name (or several pools and none chosen).
     #[error("{0}")]
     NoSuchPool(String),
+    /// A pool built in code is incomplete or inconsistent; the text names the
+    /// pool and every problem.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 #[cfg(test)]

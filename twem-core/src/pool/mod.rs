@@ -512,6 +512,29 @@ impl Pool {
         Ok(rx)
     }
 
+    /// Send the fragments of a split command, each to its server, and count
+    /// them in the pool's `fragments`.
+    fn send_fragments(
+        &self,
+        frags: Vec<(usize, Bytes)>,
+        expect: Expect,
+        hint: usize,
+    ) -> Result<Vec<oneshot::Receiver<Result<Frame, BackendError>>>, CallError> {
+        let mut parts = Vec::with_capacity(frags.len());
+        for (srv, wire) in frags {
+            // `send` returns a receiver whenever a reply is expected.
+            if let Some(rx) = self.send(srv, wire, Some(expect), hint)? {
+                parts.push(rx);
+            }
+        }
+        self.inner
+            .shared
+            .stats
+            .fragments
+            .fetch_add(parts.len() as u64, Relaxed);
+        Ok(parts)
+    }
+
     fn send_one(&self, idx: usize, wire: Bytes, expect: Expect, hint: usize) -> ReplyFuture {
         match self.send(idx, wire, Some(expect), hint) {
             Ok(Some(rx)) => ReplyFuture {
@@ -613,7 +636,7 @@ impl Pool {
             };
             part_of.push(p);
         }
-        let mut parts = Vec::with_capacity(servers.len());
+        let mut frags = Vec::with_capacity(servers.len());
         for (p, &srv) in servers.iter().enumerate() {
             let mut sub: Vec<Bytes> = Vec::with_capacity(1 + step * owner.len());
             sub.push(args[0].clone());
@@ -623,20 +646,12 @@ impl Pool {
                     sub.extend(args[at..(at + step).min(args.len())].iter().cloned());
                 }
             }
-            let wire = resp::Request::from_args(sub).wire().clone();
-            match self.send(srv, wire, Some(Expect::Resp), hint) {
-                Ok(Some(rx)) => parts.push(rx),
-                Ok(None) => {
-                    return ReplyFuture::ready(Err(CallError::Request("internal: no reply".into())))
-                }
-                Err(e) => return ReplyFuture::ready(Err(e)),
-            }
+            frags.push((srv, resp::Request::from_args(sub).wire().clone()));
         }
-        self.inner
-            .shared
-            .stats
-            .fragments
-            .fetch_add(parts.len() as u64, Relaxed);
+        let parts = match self.send_fragments(frags, Expect::Resp, hint) {
+            Ok(p) => p,
+            Err(e) => return ReplyFuture::ready(Err(e)),
+        };
         ReplyFuture::merge(Merge::new(merge_kind, parts, part_of))
     }
 
@@ -680,26 +695,14 @@ impl Pool {
         if let [(srv, one)] = &subs[..] {
             return self.send_one(*srv, one.wire().clone(), Expect::Mc(req.command()), hint);
         }
-        let mut parts = Vec::with_capacity(subs.len());
-        for (srv, sub) in &subs {
-            match self.send(
-                *srv,
-                sub.wire().clone(),
-                Some(Expect::Mc(req.command())),
-                hint,
-            ) {
-                Ok(Some(rx)) => parts.push(rx),
-                Ok(None) => {
-                    return ReplyFuture::ready(Err(CallError::Request("internal: no reply".into())))
-                }
-                Err(e) => return ReplyFuture::ready(Err(e)),
-            }
-        }
-        self.inner
-            .shared
-            .stats
-            .fragments
-            .fetch_add(parts.len() as u64, Relaxed);
+        let frags = subs
+            .iter()
+            .map(|(srv, sub)| (*srv, sub.wire().clone()))
+            .collect();
+        let parts = match self.send_fragments(frags, Expect::Mc(req.command()), hint) {
+            Ok(p) => p,
+            Err(e) => return ReplyFuture::ready(Err(e)),
+        };
         ReplyFuture::merge(Merge::new(
             merge::Kind::McGet(req.clone()),
             parts,
