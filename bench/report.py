@@ -62,6 +62,7 @@ def aggregate(raw_path, clk_tck):
                 reqs = sum(int(r["requests"]) for r in rows)
                 cpu = ticks / clk_tck * 1e6 / reqs if reqs else None
             per_target[target] = {
+                "by_rep": {r["rep"]: float(r["rps"]) for r in rows},
                 "rps": statistics.median(rps),
                 "spread": spread(rps),
                 "p50": statistics.median(float(r["p50_ms"]) for r in rows),
@@ -71,6 +72,15 @@ def aggregate(raw_path, clk_tck):
             }
         out[key] = per_target
     return out
+
+
+def paired_ratio(t, a, b):
+    """Median over repetitions of a's throughput over b's in the same repetition.
+    The runs of one repetition are adjacent in time, so each pair saw about the same
+    load from the rest of the machine; this is steadier than a ratio of medians."""
+    ra, rb = t[a]["by_rep"], t[b]["by_rep"]
+    pairs = [ra[k] / rb[k] for k in ra if k in rb and rb[k]]
+    return statistics.median(pairs) if pairs else 0.0
 
 
 def table(suite, agg):
@@ -88,8 +98,8 @@ def table(suite, agg):
         cpu_r = ratio(tw["cpu"], nu["cpu"]) if tw["cpu"] and nu["cpu"] else "-"
         lines.append(
             f"| {name} | {kreq(tw['rps'])} ±{tw['spread']:.0f}% | {kreq(nu['rps'])} ±{nu['spread']:.0f}% "
-            f"| {kreq(di['rps'])} ±{di['spread']:.0f}% | **{ratio(tw['rps'], nu['rps'])}** "
-            f"| {ratio(tw['rps'], di['rps'])} | {tw['p50']:.3f} / {nu['p50']:.3f} / {di['p50']:.3f} "
+            f"| {kreq(di['rps'])} ±{di['spread']:.0f}% | **{paired_ratio(t, 'twem', 'nutcracker'):.2f}x** "
+            f"| {paired_ratio(t, 'twem', 'direct'):.2f}x | {tw['p50']:.3f} / {nu['p50']:.3f} / {di['p50']:.3f} "
             f"| {tw['p99']:.3f} / {nu['p99']:.3f} / {di['p99']:.3f} | {cpu_t} / {cpu_n} | {cpu_r} |"
         )
     return lines
@@ -113,7 +123,7 @@ def targets_section(agg, mem):
         for (s, name), t in agg.items():
             if s != suite or "twem" not in t or "nutcracker" not in t:
                 continue
-            r = t["twem"]["rps"] / t["nutcracker"]["rps"]
+            r = paired_ratio(t, "twem", "nutcracker")
             if "P16" in name:
                 lines.append(f"- {suite} {name}: twem / nutcracker throughput {r:.2f}x (target >= 2x): {mark(r >= 2)}")
             elif "P1" in name:
@@ -232,6 +242,8 @@ def main():
         f"at end {meta.get('load_end')}.",
         "",
         "Figures are medians over the repetitions; ±x% is the spread (max - min over median) of the throughput.",
+        "Throughput ratios are the median over repetitions of the ratio within one repetition (whose runs",
+        "are adjacent in time), which cancels most of the drift that the spreads show.",
         "All processes (load tool, proxy, 4 redis-servers, 2 memcached) share the same cores, so the numbers",
         "are noisy and say more about the ratios than about absolute speed. *direct* is one backend without",
         "a proxy (the proxies spread the keys over 4 redis-servers / 2 memcached). Proxy CPU is utime+stime",
