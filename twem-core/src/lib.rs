@@ -6,12 +6,10 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod hash;
 pub mod net;
 pub mod pool;
-pub mod hash;
 pub mod ring;
 
 pub use hash::{HashKind, HashTag};
 pub use ring::{Distribution, Ring, RingError, RingServer};
-
-
