@@ -545,6 +545,23 @@ impl Pool {
         }
     }
 
+    /// Route any decoded request (see [`Codec`](crate::Codec)) and send it;
+    /// resolves to the reply bytes for the client. A request of the other
+    /// protocol is refused; a memcached line the codec found invalid is
+    /// answered with memcached's own error line.
+    pub fn dispatch(&self, req: &crate::codec::Request, hint: usize) -> ReplyFuture {
+        use crate::codec::Request;
+        match (req, self.protocol()) {
+            (Request::Redis(r), Protocol::Redis) => self.dispatch_redis(r, hint),
+            (Request::Memcache(r), Protocol::Memcache) => self.dispatch_memcache(r, hint),
+            (Request::Invalid(e), _) => ReplyFuture::ready(Ok(e.reply())),
+            _ => ReplyFuture::ready(Err(CallError::Request(format!(
+                "ERR pool {} does not speak this protocol",
+                self.name()
+            )))),
+        }
+    }
+
     /// Route a Redis request and send it; the future resolves to the reply
     /// bytes the client should get (a server's own error replies included),
     /// or to the error the proxy words as nutcracker does.
