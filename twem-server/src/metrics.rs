@@ -75,6 +75,20 @@ pub fn render(pools: &[PoolSnapshot], globals: &Globals) -> String {
             }
         }
     }
+    if let Ok(rej) = IntCounterVec::new(
+        Opts::new(
+            "twem_pool_client_rejected_total",
+            "Client connections closed at accept because of client_connections",
+        ),
+        &["pool"],
+    ) {
+        for p in pools {
+            if let Some((_, v)) = p.twem_fields.iter().find(|f| f.0 == "client_rejected") {
+                rej.with_label_values(&[&p.name]).inc_by((*v).max(0) as u64);
+            }
+        }
+        let _ = reg.register(Box::new(rej));
+    }
     if let Ok(total) = prometheus::IntCounter::new(
         "twem_connections_opened_total",
         "Connections opened (listeners, clients, servers)",
@@ -180,12 +194,17 @@ mod tests {
                 name: "s1".into(),
                 fields: vec![("requests", 7), ("in_queue", 1)],
             }],
+            twem_fields: vec![("client_rejected", 5)],
         }];
         let g = Globals::default();
         g.curr_connections.store(4, Relaxed);
         let text = render(&pools, &g);
         assert!(
             text.contains("twem_pool_client_eof_total{pool=\"alpha\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("twem_pool_client_rejected_total{pool=\"alpha\"} 5"),
             "{text}"
         );
         assert!(

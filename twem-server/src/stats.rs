@@ -174,6 +174,7 @@ mod tests {
                     fields: vec![("server_eof", 1)],
                 },
             ],
+            ..Default::default()
         }];
         let s = render("vm", Duration::from_secs(1), &g, &pools);
         let (head, tail) = s.split_at(s.find(", \"total_connections\"").expect("has totals"));
@@ -193,6 +194,7 @@ mod tests {
             name: "a\"b".into(),
             fields: vec![],
             servers: vec![],
+            ..Default::default()
         }];
         let s = render("h", Duration::ZERO, &Globals::default(), &pools);
         let v: serde_json::Value = serde_json::from_str(&s).expect("valid JSON");

@@ -436,6 +436,10 @@ impl Pool {
                     fields: s.stats.fields(),
                 })
                 .collect(),
+            twem_fields: vec![(
+                "client_rejected",
+                i64::try_from(sh.stats.client_rejected.load(Relaxed)).unwrap_or(i64::MAX),
+            )],
         }
     }
 

@@ -73,6 +73,9 @@ pub struct PoolSnapshot {
     pub fields: Vec<(&'static str, i64)>,
     /// Every server of the pool, in ring order.
     pub servers: Vec<ServerSnapshot>,
+    /// Counters twem adds, kept out of nutcracker's JSON (which must stay
+    /// byte-compatible) and shown on `/metrics`: `client_rejected`.
+    pub twem_fields: Vec<(&'static str, i64)>,
 }
 
 fn u(v: &AtomicU64) -> i64 {
