@@ -974,3 +974,100 @@ fn forward(
         dead.store(true, Ordering::SeqCst);
     });
 }
+
+#[cfg(test)]
+mod reliability_helper_tests {
+    use super::*;
+
+    // RSS figures in the reliability suites come from this parser; a wrong
+    // field would make every memory bound vacuous.
+    #[test]
+    fn rss_reads_vmrss_of_a_live_process_only() {
+        let me = rss_kib(std::process::id()).expect("own RSS");
+        assert!(me > 100, "{me} KiB");
+        assert_eq!(rss_kib(u32::MAX), None);
+        assert!(open_files_soft_limit().is_some_and(|n| n > 0));
+    }
+
+    // The chaos tests pick shards and keys with it: it must stay in range
+    // and actually vary.
+    #[test]
+    fn rng_below_is_in_range_and_varies() {
+        let mut r = Rng::new(0);
+        let v: Vec<u64> = (0..1000).map(|_| r.below(4)).collect();
+        assert!(v.iter().all(|&x| x < 4));
+        for want in 0..4 {
+            assert!(v.contains(&want), "{want} never drawn");
+        }
+        assert_eq!(r.below(0), 0);
+    }
+
+    /// A backend that echoes every byte back.
+    fn echo_backend() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 || s.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn exchange(port: u16, send: &[u8]) -> (Vec<u8>, std::io::Result<usize>) {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        s.write_all(send).expect("send");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return (got, Ok(0)),
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    if got.len() >= send.len() {
+                        return (got, Ok(n));
+                    }
+                }
+                Err(e) => return (got, Err(e)),
+            }
+        }
+    }
+
+    // Each fault mode must do to the reply exactly what its name says, or
+    // the error words the fault tests expect would be checked against the
+    // wrong fault.
+    #[test]
+    fn fault_proxy_modes_shape_the_reply_stream() {
+        let f = FaultProxy::start(echo_backend());
+        let msg = b"0123456789";
+        assert_eq!(exchange(f.port, msg).0, msg);
+        f.set(Fault::Garbage);
+        assert_eq!(exchange(f.port, msg).0, b"@@@\r\n");
+        f.set(Fault::Cut);
+        let (got, end) = exchange(f.port, msg);
+        assert_eq!(got, b"01234");
+        assert!(matches!(end, Ok(0)), "cut must end with EOF: {end:?}");
+        f.set(Fault::Reset);
+        let (got, end) = exchange(f.port, msg);
+        assert!(got.is_empty());
+        assert_eq!(
+            end.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::ConnectionReset)
+        );
+        f.set_delay(150);
+        f.set(Fault::Delay);
+        let t0 = Instant::now();
+        assert_eq!(exchange(f.port, msg).0, msg);
+        assert!(t0.elapsed() >= Duration::from_millis(140));
+        assert_eq!(f.accepted(), 5);
+    }
+}

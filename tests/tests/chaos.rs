@@ -234,24 +234,27 @@ fn client_loop(
                 _ if get == b"$-1\r\n" => t.nils += 1,
                 Some(b'$') => match parse_value(&get) {
                     Some((gc, gk, gs)) if gc == me && gk == k => {
-                        if gs == s {
-                        } else if gs > s {
-                            t.out_of_order += 1;
-                            t.note(format!("client {me}: GET k{k} after s{s} saw future s{gs}"));
-                        } else if plan.eject {
-                            // The ring may have moved the key between the SET
-                            // and the GET: an older value of our own is stale,
-                            // not crossed.
-                            t.stale += 1;
-                        } else if set_ok || gs < *slot {
-                            t.out_of_order += 1;
-                            t.note(format!(
-                                "client {me}: GET k{k} after s{s} (acked s{}) saw s{gs}",
-                                *slot
-                            ));
-                        } else {
+                        match gs.cmp(&s) {
+                            std::cmp::Ordering::Equal => {}
+                            std::cmp::Ordering::Greater => {
+                                t.out_of_order += 1;
+                                t.note(format!(
+                                    "client {me}: GET k{k} after s{s} saw future s{gs}"
+                                ));
+                            }
+                            // The ring may have moved the key between the
+                            // SET and the GET: an older value of our own is
+                            // stale, not crossed.
+                            std::cmp::Ordering::Less if plan.eject => t.stale += 1,
+                            std::cmp::Ordering::Less if set_ok || gs < *slot => {
+                                t.out_of_order += 1;
+                                t.note(format!(
+                                    "client {me}: GET k{k} after s{s} (acked s{}) saw s{gs}",
+                                    *slot
+                                ));
+                            }
                             // The SET failed and may not have been applied.
-                            t.stale += 1;
+                            std::cmp::Ordering::Less => t.stale += 1,
                         }
                     }
                     _ => {
@@ -382,7 +385,7 @@ fn chaos(plan: Plan) {
         "client connections lost: {:?}",
         total.examples
     );
-    assert!(kills >= 3, "only {kills} kills in {:?}", plan.duration);
+    assert!(kills >= 2, "only {kills} kills in {:?}", plan.duration);
     assert!(total.ops >= 1000, "only {} ops: clients starved", total.ops);
     // Outages that no client noticed would mean the faults never reached
     // the clients (or were hidden): the test would prove nothing.
