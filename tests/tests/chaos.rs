@@ -776,3 +776,66 @@ fn fault_rotation_under_concurrent_clients() {
     assert!(ops > 20, "clients starved: {ops} pipelines");
     f.assert_alive();
 }
+
+/// The same faults on a memcached pool: the request held by the fault gets
+/// nutcracker's words after `SERVER_ERROR `, the other server's `get` in the
+/// same pipeline is exact, and the faulty server is served again after.
+#[test]
+fn fault_memcached_words() {
+    let _g = serial();
+    let (a, b) = (
+        twem_tests::Memcached::start(),
+        twem_tests::Memcached::start(),
+    );
+    let fault = FaultProxy::start(b.port);
+    let port = free_port();
+    let yaml = format!(
+        "m:\n  listen: 127.0.0.1:{port}\n  timeout: {FAULT_TIMEOUT_MS}\n  servers:\n   - {}:1 a\n   - 127.0.0.1:{}:1 b\n",
+        a.addr(),
+        fault.port
+    );
+    let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
+    let (ka, kb) = (key_on(&yaml, "a", "ma"), key_on(&yaml, "b", "mb"));
+    let mut c = Client::connect(port);
+    let data = [b'v'; 100];
+    for k in [&ka, &kb] {
+        let mut set = format!("set {k} 0 0 100\r\n").into_bytes();
+        set.extend_from_slice(&data);
+        set.extend_from_slice(b"\r\n");
+        assert_eq!(c.mc(&set), b"STORED\r\n");
+    }
+    let value = |k: &str| {
+        let mut v = format!("VALUE {k} 0 100\r\n").into_bytes();
+        v.extend_from_slice(&data);
+        v.extend_from_slice(b"\r\nEND\r\n");
+        v
+    };
+    fault.set_delay(FAULT_TIMEOUT_MS + 600);
+    for (f, words) in [
+        (Fault::Delay, "SERVER_ERROR Connection timed out\r\n"),
+        (Fault::Cut, "SERVER_ERROR unknown\r\n"),
+        (Fault::Reset, "SERVER_ERROR Connection reset by peer\r\n"),
+        (Fault::Garbage, "SERVER_ERROR Invalid argument\r\n"),
+    ] {
+        fault.set(f);
+        c.send(format!("get {ka}\r\nget {kb}\r\nget {ka}\r\n").as_bytes());
+        assert_eq!(c.read_mc(true), value(&ka), "{f:?}: a before");
+        assert_eq!(text(&c.read_mc(true)), words, "{f:?}: b");
+        assert_eq!(c.read_mc(true), value(&ka), "{f:?}: a after");
+        fault.set(Fault::Pass);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while c.mc(format!("get {kb}\r\n").as_bytes()) != value(&kb) {
+            assert!(Instant::now() < deadline, "{f:?}: b not served again");
+        }
+    }
+    // Late replies held by the delay reach nobody.
+    thread::sleep(Duration::from_millis(FAULT_TIMEOUT_MS + 700));
+    assert_eq!(c.mc(format!("get {kb}\r\n").as_bytes()), value(&kb));
+    assert!(
+        c.pending().is_empty(),
+        "stray bytes: {:?}",
+        text(c.pending())
+    );
+    assert!(proxy.proc.is_running(), "the proxy died");
+    assert!(!proxy.stderr_text().contains("panicked"));
+}
