@@ -125,13 +125,5 @@ async fn serve(sock: TcpStream, pool: Pool, client_id: usize) {
 /// `-ERR <words>`, as nutcracker words backend failures
 /// (`-ERR Connection refused`).
 fn error_reply(e: &CallError) -> Bytes {
-    let words = e.words();
-    // Request errors already carry Redis's error code ("ERR unknown
-    // command ..."); backend and pool errors are bare words.
-    let line = if words.starts_with("ERR ") {
-        format!("-{words}\r\n")
-    } else {
-        format!("-ERR {words}\r\n")
-    };
-    Bytes::from(line)
+    e.resp_reply()
 }

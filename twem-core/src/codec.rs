@@ -81,21 +81,9 @@ impl Codec {
     /// How a failed call is worded in this protocol (`-ERR ...` or
     /// `SERVER_ERROR ...`), as nutcracker words it.
     pub fn error_reply(&self, e: &crate::pool::CallError) -> Bytes {
-        use crate::pool::CallError;
-        match (&self.inner, e) {
-            (Inner::Redis(_), CallError::Backend(b)) => {
-                Bytes::from(format!("-ERR {}\r\n", b.kind.words()))
-            }
-            (Inner::Redis(_), other) => Bytes::from(format!("-{}\r\n", other.words())),
-            (Inner::Memcache(_), CallError::Backend(b)) => {
-                Bytes::from(format!("SERVER_ERROR {}\r\n", b.kind.words()))
-            }
-            (Inner::Memcache(_), CallError::Request(s)) => {
-                Bytes::from(format!("CLIENT_ERROR {s}\r\n"))
-            }
-            (Inner::Memcache(_), other) => {
-                Bytes::from(format!("SERVER_ERROR {}\r\n", other.words()))
-            }
+        match &self.inner {
+            Inner::Redis(_) => e.resp_reply(),
+            Inner::Memcache(_) => e.memcache_reply(),
         }
     }
 }

@@ -128,15 +128,7 @@ impl Frontend for RedisFrontend {
     }
 
     fn error_reply(&self, e: &CallError) -> Bytes {
-        let words = match e {
-            CallError::Backend(b) => format!("ERR {}", b.kind.words()),
-            other => other.words(),
-        };
-        let mut b = BytesMut::with_capacity(words.len() + 3);
-        b.extend_from_slice(b"-");
-        b.extend_from_slice(words.as_bytes());
-        b.extend_from_slice(b"\r\n");
-        b.freeze()
+        e.resp_reply()
     }
 
     fn protocol_error(&self, e: &ProtoError) -> Bytes {
@@ -192,12 +184,7 @@ impl Frontend for MemcacheFrontend {
     }
 
     fn error_reply(&self, e: &CallError) -> Bytes {
-        match e {
-            CallError::Request(s) => Bytes::from(format!("CLIENT_ERROR {s}\r\n")),
-            CallError::Server(s) => Bytes::from(format!("{s}\r\n")),
-            CallError::Backend(b) => Bytes::from(format!("SERVER_ERROR {}\r\n", b.kind.words())),
-            CallError::Closed(_) => Bytes::from_static(b"SERVER_ERROR pool is closed\r\n"),
-        }
+        e.memcache_reply()
     }
 
     fn protocol_error(&self, e: &ProtoError) -> Bytes {

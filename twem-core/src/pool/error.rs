@@ -96,14 +96,33 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// The error line as a nutcracker client would read it, without the
-    /// protocol prefix (`-` or `SERVER_ERROR `) and line end.
+    /// The error as a Redis client reads it after the `-`, error code
+    /// included: `ERR Connection refused`, `ERR unknown command ...`, or a
+    /// server's own `WRONGTYPE ...`.
     pub fn words(&self) -> String {
         match self {
             CallError::Request(s) | CallError::Server(s) => s.clone(),
-            CallError::Backend(b) => b.kind.words().to_string(),
-            CallError::Closed(_) => "pool is closed".to_string(),
+            CallError::Backend(b) => format!("ERR {}", b.kind.words()),
+            CallError::Closed(p) => format!("ERR pool {p} is closed"),
         }
+    }
+
+    /// The whole Redis error reply (`-<words>\r\n`).
+    pub fn resp_reply(&self) -> bytes::Bytes {
+        bytes::Bytes::from(format!("-{}\r\n", self.words()))
+    }
+
+    /// The whole memcached error line: `SERVER_ERROR <nutcracker's words>`
+    /// for a backend failure, `CLIENT_ERROR ...` for a rejected request, a
+    /// server's own line as it came.
+    pub fn memcache_reply(&self) -> bytes::Bytes {
+        let line = match self {
+            CallError::Backend(b) => format!("SERVER_ERROR {}", b.kind.words()),
+            CallError::Request(s) => format!("CLIENT_ERROR {s}"),
+            CallError::Server(s) => s.clone(),
+            CallError::Closed(p) => format!("SERVER_ERROR pool {p} is closed"),
+        };
+        bytes::Bytes::from(line + "\r\n")
     }
 }
 
@@ -134,6 +153,29 @@ pub enum PoolError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Every variant's Redis reply carries an error code, so clients that
+    // parse `-CODE message` never see a bare message.
+    #[test]
+    fn replies_are_well_formed() {
+        let refused = CallError::Backend(BackendError::new(
+            BackendErrorKind::ConnectionRefused,
+            Arc::from("s"),
+        ));
+        assert_eq!(&refused.resp_reply()[..], b"-ERR Connection refused\r\n");
+        assert_eq!(
+            &refused.memcache_reply()[..],
+            b"SERVER_ERROR Connection refused\r\n"
+        );
+        assert_eq!(
+            &CallError::Closed(Arc::from("p")).resp_reply()[..],
+            b"-ERR pool p is closed\r\n"
+        );
+        assert_eq!(
+            &CallError::Request("ERR x".into()).resp_reply()[..],
+            b"-ERR x\r\n"
+        );
+    }
 
     // nutcracker's wording is part of the compatibility contract: clients and
     // alerting match on these strings.
