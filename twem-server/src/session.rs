@@ -274,6 +274,10 @@ where
         // Decode and dispatch what the window allows, through the pool that
         // is current now (a reload may have replaced it).
         let pool = slot.load_full();
+        // Read more only when the decoder asked for more bytes: if the window
+        // stopped decoding, complete requests are already buffered, and
+        // reading on would buffer a client that never reads without bound.
+        let mut need_more = false;
         while !closing && queue.len() < window && wq_bytes < MAX_UNWRITTEN {
             match codec.decode(&mut rbuf) {
                 Ok(Some(item)) => {
@@ -296,7 +300,10 @@ where
                         Step::Nothing => {}
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    need_more = true;
+                    break;
+                }
                 Err(e) => {
                     tracing::debug!(pool = pool.name(), error = %e, "client protocol error");
                     pool.stats()
@@ -357,8 +364,7 @@ where
             rbuf = BytesMut::new();
         }
 
-        let can_read =
-            read_open && !closing && !draining && queue.len() < window && wq_bytes < MAX_UNWRITTEN;
+        let can_read = read_open && !closing && !draining && need_more && wq_bytes < MAX_UNWRITTEN;
         let wait_front = !close_now && !queue.is_empty() && wq_bytes < MAX_UNWRITTEN;
         let can_write = !wq.is_empty();
         if !can_read && !wait_front && !can_write {
