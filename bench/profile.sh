@@ -9,6 +9,7 @@
 #
 #   bash bench/profile.sh                    # GET, pipeline 1, 20,000 requests
 #   TEST=set PIPELINE=16 N=100000 bash bench/profile.sh
+#   TWEM_ARGS="--threads 1" bash bench/profile.sh
 #
 # Needs valgrind and strace (installed if missing). Only 127.0.0.1; kills only what it started.
 set -euo pipefail
@@ -18,6 +19,7 @@ TEST=${TEST:-get}
 PIPELINE=${PIPELINE:-1}
 N=${N:-20000}
 CLIENTS=${CLIENTS:-50}
+TWEM_ARGS=${TWEM_ARGS:-}   # extra twemproxy flags, e.g. "--threads 1"
 
 missing=()
 command -v valgrind >/dev/null || missing+=(valgrind)
@@ -81,7 +83,9 @@ profile_one() { # kind listen_port stats_port
     echo "  servers:"
     for p in "${redis_ports[@]}"; do echo "   - 127.0.0.1:$p:1 redis-$i"; i=$((i + 1)); done
   } >"$conf"
-  local bin=("$TWEM"); [ "$kind" = nutcracker ] && bin=(nutcracker)
+  local bin=("$TWEM") extra=()
+  [ -n "$TWEM_ARGS" ] && read -r -a extra <<<"$TWEM_ARGS" && bin+=("${extra[@]}")
+  [ "$kind" = nutcracker ] && bin=(nutcracker)
   valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.$kind.out" --dump-instr=no \
     --instr-atstart=no --trace-children=no \
     "${bin[@]}" -c "$conf" -s "$stats" -a 127.0.0.1 -o "$work/$kind.log" -p "$work/$kind.pid" \
