@@ -1,21 +1,24 @@
 //! The one error type of the load tool.
 
-use std::fmt;
 use std::io;
 
 /// Something that stopped a run, naming what failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A command-line problem (unknown flag, missing or malformed value).
+    #[error("usage: {0}")]
     Usage(String),
     /// An I/O error, with what was being done when it happened.
+    #[error("{what}: {source}")]
     Io {
         /// What the tool was doing (e.g. "connect to 127.0.0.1:22121").
         what: String,
         /// The underlying error.
+        #[source]
         source: io::Error,
     },
     /// The server sent something the client cannot parse.
+    #[error("protocol: {0}")]
     Protocol(String),
 }
 
@@ -29,21 +32,23 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Usage(m) => write!(f, "usage: {m}"),
-            Error::Io { what, source } => write!(f, "{what}: {source}"),
-            Error::Protocol(m) => write!(f, "protocol: {m}"),
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Io { source, .. } => Some(source),
-            _ => None,
-        }
+    // An I/O error names the step that failed and keeps the cause as its source.
+    #[test]
+    fn io_error_names_the_step() {
+        let e = Error::io(
+            "connect client 3 to 127.0.0.1:1",
+            io::Error::from(io::ErrorKind::ConnectionRefused),
+        );
+        assert!(
+            e.to_string()
+                .starts_with("connect client 3 to 127.0.0.1:1: "),
+            "{e}"
+        );
+        assert!(e.source().is_some());
     }
 }
