@@ -28,7 +28,9 @@ trap cleanup EXIT
 used_ports=" "
 free_port() {
     while :; do
-        port=$((20000 + RANDOM % 40000))
+        # Below Linux's ephemeral range (32768+), so no outgoing connection
+        # of another process can be holding the port we pick.
+        port=$((10000 + RANDOM % 22000))
         case "$used_ports" in *" $port "*) continue ;; esac
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             used_ports="$used_ports$port "
