@@ -485,7 +485,7 @@ async fn run_session<R, W>(
     stop: CancellationToken,
 ) -> session::End
 where
-    R: session::ClientRead,
+    R: session::ClientRead + tokio::io::AsyncRead,
     W: tokio::io::AsyncWrite + Unpin,
 {
     if redis {

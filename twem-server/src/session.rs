@@ -16,7 +16,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
@@ -245,16 +245,19 @@ pub async fn run<F, R, W>(
     mut fe: F,
     slot: Arc<ArcSwap<Pool>>,
     hint: usize,
-    rd: R,
+    mut rd: R,
     mut wr: W,
     shutdown: CancellationToken,
 ) -> End
 where
     F: Frontend,
-    R: ClientRead,
+    R: ClientRead + AsyncRead,
     W: AsyncWrite + Unpin,
 {
     let mut codec = fe.codec();
+    // Registered once: a fresh `cancelled()` per loop turn would lock the
+    // token's waiter list twice per request, shared by every session.
+    let mut cancelled = std::pin::pin!(shutdown.cancelled());
     // The pool's latency histogram: the same child across reloads (same name).
     let latency = slot.load().metrics().latency.clone();
     // (bytes left to write, decode time) of each reply in `wq`.
@@ -374,12 +377,21 @@ where
             return End::Eof;
         }
         tokio::select! {
+            // Fixed order, no per-turn random pick: reads first, so a busy
+            // client's requests are batched before its replies are flushed.
+            biased;
             res = rd.readable(), if can_read => {
                 let res = res.and_then(|()| {
                     if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
                         rbuf.reserve(READ_CHUNK);
                     }
-                    rd.try_read_buf(&mut rbuf)
+                    // One poll of an AsyncRead read: unlike try_read_buf, a
+                    // short read clears the readiness, which saves a
+                    // read() that would only say EAGAIN on the next turn.
+                    match rd.read_buf(&mut rbuf).now_or_never() {
+                        Some(r) => r,
+                        None => Err(std::io::ErrorKind::WouldBlock.into()),
+                    }
                 });
                 match res {
                     Ok(0) => {
@@ -419,7 +431,7 @@ where
                     return End::Error;
                 }
             },
-            () = shutdown.cancelled(), if !draining => {
+            () = &mut cancelled, if !draining => {
                 draining = true;
             }
         }

@@ -396,6 +396,23 @@ where
                     }
                 }
             }
+            // New requests before the write: whatever is queued now joins
+            // this write, so a busy connection sends batches, not singles.
+            msg = rx.recv(), if can_take => {
+                match msg {
+                    Some(Msg::Req(r)) => {
+                        push(r, &mut wq, &mut wq_reqs, &mut inflight);
+                        for _ in 0..BATCH {
+                            match rx.try_recv() {
+                                Ok(Msg::Req(r)) => push(r, &mut wq, &mut wq_reqs, &mut inflight),
+                                Ok(Msg::Close) => { closing = true; break }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Some(Msg::Close) | None => closing = true,
+                }
+            }
             res = crate::net::write_some(&mut wr, &mut wq), if !wq.is_empty() => {
                 match res {
                     Ok(mut n) => {
@@ -423,21 +440,6 @@ where
                         stats.server_err.fetch_add(1, Relaxed);
                         break Err(BackendErrorKind::from_io(&e));
                     }
-                }
-            }
-            msg = rx.recv(), if can_take => {
-                match msg {
-                    Some(Msg::Req(r)) => {
-                        push(r, &mut wq, &mut wq_reqs, &mut inflight);
-                        for _ in 0..BATCH {
-                            match rx.try_recv() {
-                                Ok(Msg::Req(r)) => push(r, &mut wq, &mut wq_reqs, &mut inflight),
-                                Ok(Msg::Close) => { closing = true; break }
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    Some(Msg::Close) | None => closing = true,
                 }
             }
             () = sleep.as_mut(), if armed.is_some() => {
