@@ -19,12 +19,15 @@ pub async fn write_some<W: AsyncWrite + Unpin>(
     queue: &mut VecDeque<Bytes>,
 ) -> io::Result<usize> {
     let n = {
-        let slices: Vec<IoSlice<'_>> = queue
-            .iter()
-            .take(MAX_IOV)
-            .map(|b| IoSlice::new(b))
-            .collect();
-        wr.write_vectored(&slices).await?
+        // On the stack: this runs for every batch written, and a Vec here
+        // was an allocation per write on the request path.
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let mut used = 0;
+        for (slot, b) in slices.iter_mut().zip(queue.iter()) {
+            *slot = IoSlice::new(b);
+            used += 1;
+        }
+        wr.write_vectored(&slices[..used]).await?
     };
     if n == 0 {
         return Err(io::Error::from(io::ErrorKind::WriteZero));
