@@ -364,10 +364,10 @@ impl Pool {
         let mut conns = Vec::with_capacity(shared.servers.len());
         for idx in 0..shared.servers.len() {
             let mut per = Vec::with_capacity(slots);
-            for slot in 0..slots {
+            // One task per connection slot; with `preconnect` each connects
+            // at start (nutcracker opens one per server; twem fills every slot).
+            for _ in 0..slots {
                 let (tx, rx) = mpsc::unbounded_channel();
-                // nutcracker's preconnect opens one connection per server.
-                let _ = slot;
                 tokio::spawn(backend::run(Arc::clone(&shared), idx, rx));
                 per.push(tx);
             }
@@ -611,7 +611,6 @@ impl Pool {
                 if ring.live_count() == 0 {
                     return self.fail_now(BackendErrorKind::ConnectionRefused);
                 }
-                let _ = cmd;
                 self.split_redis(&ring, req, split_cmd, first, step, hint)
             }
         }
