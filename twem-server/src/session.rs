@@ -276,49 +276,54 @@ where
         let window = (OUTSTANDING_BUDGET / avg_reply.max(1)).clamp(MIN_WINDOW, MAX_WINDOW);
         // Decode and dispatch what the window allows, through the pool that
         // is current now (a reload may have replaced it).
-        let pool = slot.load_full();
-        // Read more only when the decoder asked for more bytes: if the window
-        // stopped decoding, complete requests are already buffered, and
-        // reading on would buffer a client that never reads without bound.
         let mut need_more = false;
-        while !closing && queue.len() < window && wq_bytes < MAX_UNWRITTEN {
-            match codec.decode(&mut rbuf) {
-                Ok(Some(item)) => {
-                    // Per-request lines only at nutcracker levels 8+ (TRACE).
-                    tracing::trace!(pool = pool.name(), client = hint, "request");
-                    match fe.handle(item, &pool, hint) {
-                        Step::Reply(fut) => queue.push_back(Slot {
-                            fut,
-                            close_after: false,
-                            start: Instant::now(),
-                        }),
-                        Step::Close(fut) => {
-                            queue.push_back(Slot {
+        {
+            // A guard, not a clone: cloning the Arc every turn made all
+            // sessions bump one shared reference count. Dropped before any
+            // await below.
+            let pool = slot.load();
+            // Read more only when the decoder asked for more bytes: if the window
+            // stopped decoding, complete requests are already buffered, and
+            // reading on would buffer a client that never reads without bound.
+            while !closing && queue.len() < window && wq_bytes < MAX_UNWRITTEN {
+                match codec.decode(&mut rbuf) {
+                    Ok(Some(item)) => {
+                        // Per-request lines only at nutcracker levels 8+ (TRACE).
+                        tracing::trace!(pool = pool.name(), client = hint, "request");
+                        match fe.handle(item, &pool, hint) {
+                            Step::Reply(fut) => queue.push_back(Slot {
                                 fut,
-                                close_after: true,
+                                close_after: false,
                                 start: Instant::now(),
-                            });
-                            closing = true;
+                            }),
+                            Step::Close(fut) => {
+                                queue.push_back(Slot {
+                                    fut,
+                                    close_after: true,
+                                    start: Instant::now(),
+                                });
+                                closing = true;
+                            }
+                            Step::Nothing => {}
                         }
-                        Step::Nothing => {}
                     }
-                }
-                Ok(None) => {
-                    need_more = true;
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(pool = pool.name(), error = %e, "client protocol error");
-                    pool.stats()
-                        .client_err
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let reply = fe.protocol_error(&e);
-                    queue.push_back(Slot {
-                        fut: ReplyFuture::ready(Ok(reply)),
-                        close_after: true,
-                        start: Instant::now(),
-                    });
-                    closing = true;
+                    Ok(None) => {
+                        need_more = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(pool = pool.name(), error = %e, "client protocol error");
+                        pool.stats()
+                            .client_err
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let reply = fe.protocol_error(&e);
+                        queue.push_back(Slot {
+                            fut: ReplyFuture::ready(Ok(reply)),
+                            close_after: true,
+                            start: Instant::now(),
+                        });
+                        closing = true;
+                    }
                 }
             }
         }
