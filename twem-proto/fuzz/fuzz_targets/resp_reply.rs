@@ -8,6 +8,9 @@
 //! parsed frame gives the same bytes.
 #![no_main]
 
+#[path = "chunks.rs"]
+mod chunks;
+
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
@@ -36,18 +39,13 @@ fuzz_target!(|data: &[u8]| {
     let Some((seed, input)) = data.split_first_chunk::<2>() else {
         return;
     };
-    let mut rng = u16::from_le_bytes(*seed) as u32 | 1;
     let mut codec = ReplyCodec::new(LIMITS);
     let mut buf = BytesMut::new();
     let mut fed = 0usize;
     let mut framed = 0usize;
-    'outer: while fed < input.len() {
-        rng ^= rng << 13;
-        rng ^= rng >> 17;
-        rng ^= rng << 5;
-        let n = (rng as usize % 64 + 1).min(input.len() - fed);
-        buf.extend_from_slice(&input[fed..fed + n]);
-        fed += n;
+    'outer: for piece in chunks::chunks(*seed, input) {
+        buf.extend_from_slice(piece);
+        fed += piece.len();
         loop {
             match codec.decode(&mut buf) {
                 Ok(Some(frame)) => {

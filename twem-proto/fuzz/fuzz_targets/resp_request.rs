@@ -7,6 +7,9 @@
 //! limits, and every request's wire decodes back to the same arguments.
 #![no_main]
 
+#[path = "chunks.rs"]
+mod chunks;
+
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
@@ -24,19 +27,13 @@ fuzz_target!(|data: &[u8]| {
     let Some((seed, input)) = data.split_first_chunk::<2>() else {
         return;
     };
-    let mut rng = u16::from_le_bytes(*seed) as u32 | 1;
     let mut codec = RequestCodec::new(LIMITS);
     let mut buf = BytesMut::new();
     let mut fed = 0usize;
     let mut consumed_by_arrays = 0usize;
-    'outer: while fed < input.len() {
-        // xorshift: chunk sizes from 1 to 64 bytes.
-        rng ^= rng << 13;
-        rng ^= rng >> 17;
-        rng ^= rng << 5;
-        let n = (rng as usize % 64 + 1).min(input.len() - fed);
-        buf.extend_from_slice(&input[fed..fed + n]);
-        fed += n;
+    'outer: for piece in chunks::chunks(*seed, input) {
+        buf.extend_from_slice(piece);
+        fed += piece.len();
         loop {
             match codec.decode(&mut buf) {
                 Ok(Some(req)) => {
