@@ -121,18 +121,11 @@ pub fn redis_class_index(class: Option<&Class>) -> usize {
     }
 }
 
-/// memcached commands as counted.
-pub const MEMCACHE_CLASSES: &[&str] = &[
-    "get", "gets", "set", "add", "replace", "append", "prepend", "cas", "incr", "decr", "touch",
-    "delete", "version", "quit",
-];
-
-/// The counter index of a memcached command.
+/// The counter index of a memcached command: its position in
+/// [`mc::Command::ALL`] (the enum's own order), so the request path does no
+/// name lookup and the list of commands is written only once, in twem-proto.
 pub fn memcache_class_index(cmd: mc::Command) -> usize {
-    MEMCACHE_CLASSES
-        .iter()
-        .position(|n| *n == cmd.name())
-        .unwrap_or(0)
+    cmd as usize
 }
 
 /// One pool's labelled children, taken once at start.
@@ -149,10 +142,10 @@ impl PoolMetrics {
     /// The children for pool `name` speaking Redis (`redis`) or memcached.
     pub fn new(name: &str, redis: bool) -> PoolMetrics {
         let m = metrics();
-        let names = if redis {
-            REDIS_CLASSES
+        let names: Vec<&str> = if redis {
+            REDIS_CLASSES.to_vec()
         } else {
-            MEMCACHE_CLASSES
+            mc::Command::ALL.iter().map(|c| c.name()).collect()
         };
         PoolMetrics {
             latency: m.pool_latency.with_label_values(&[name]),
@@ -190,8 +183,8 @@ mod tests {
         pm.count(redis_class_index(Some(&Class::Single)));
         pm.count(redis_class_index(Some(&Class::Single)));
         assert_eq!(pm.classes[1].get(), 2);
-        for cmd in [mc::Command::Get, mc::Command::Cas, mc::Command::Quit] {
-            assert_eq!(MEMCACHE_CLASSES[memcache_class_index(cmd)], cmd.name());
+        for cmd in mc::Command::ALL {
+            assert_eq!(mc::Command::ALL[memcache_class_index(cmd)], cmd);
         }
     }
 
