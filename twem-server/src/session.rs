@@ -35,8 +35,13 @@ const MAX_WINDOW: usize = 1024;
 /// Assumed reply size until the client's replies teach us better: large, so
 /// a fresh connection's first burst can't pin much memory.
 const INITIAL_AVG_REPLY: usize = 512 * 1024;
-/// Read buffer kept for an idle client; a bigger one is released once empty.
+/// Largest amount asked of one read.
 const READ_CHUNK: usize = 8 * 1024;
+/// First read after the buffer was released: one small request fits, and an
+/// allocation this size comes from malloc's per-thread cache, where an 8 KiB
+/// one per request (a client at pipeline 1 releases its buffer after every
+/// reply) went through the main heap.
+const MIN_READ_CHUNK: usize = 1024;
 
 /// What the session does with one decoded item.
 pub enum Step {
@@ -195,27 +200,31 @@ impl Frontend for MemcacheFrontend {
 /// The read half of a client socket, read by readiness so that no buffer is
 /// needed while the client is idle.
 pub trait ClientRead: Send + Unpin {
-    /// Wait until the socket may be readable.
-    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
-    /// Read what is there into `buf` without waiting (`WouldBlock` if nothing).
-    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize>;
+    /// Poll until the socket may be readable. A poll, not an `async fn`:
+    /// tokio's `readable()` future links a waiter into the socket's list under
+    /// its lock and unlinks it on drop, on every session loop turn; the poll
+    /// keeps the socket's one reader waker.
+    fn poll_read_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>>;
 }
 
 impl ClientRead for tokio::net::tcp::OwnedReadHalf {
-    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
-        tokio::net::tcp::OwnedReadHalf::readable(self)
-    }
-    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
-        tokio::net::tcp::OwnedReadHalf::try_read_buf(self, buf)
+    fn poll_read_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.as_ref().poll_read_ready(cx)
     }
 }
 
 impl ClientRead for tokio::net::unix::OwnedReadHalf {
-    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
-        tokio::net::unix::OwnedReadHalf::readable(self)
-    }
-    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
-        tokio::net::unix::OwnedReadHalf::try_read_buf(self, buf)
+    fn poll_read_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.as_ref().poll_read_ready(cx)
     }
 }
 
@@ -259,10 +268,15 @@ where
     // token's waiter list twice per request, shared by every session.
     let mut cancelled = std::pin::pin!(shutdown.cancelled());
     // The pool's latency histogram: the same child across reloads (same name).
-    let latency = slot.load().metrics().latency.clone();
+    // Observed into a session-local copy, flushed once per loop turn: one
+    // atomic update per bucket hit per turn instead of several per reply.
+    let latency = slot.load().metrics().latency.local();
     // (bytes left to write, decode time) of each reply in `wq`.
     let mut unwritten: VecDeque<(usize, Instant)> = VecDeque::new();
     let mut rbuf = BytesMut::new();
+    // Size of the next read: doubles while reads fill the buffer, back to
+    // the minimum when the buffer is released.
+    let mut chunk = MIN_READ_CHUNK;
     let mut queue: VecDeque<Slot> = VecDeque::new();
     let mut wq: VecDeque<Bytes> = VecDeque::new();
     let mut wq_bytes = 0usize;
@@ -282,6 +296,8 @@ where
             // sessions bump one shared reference count. Dropped before any
             // await below.
             let pool = slot.load();
+            // One clock read per turn: the requests decoded together arrived together.
+            let mut now: Option<Instant> = None;
             // Read more only when the decoder asked for more bytes: if the window
             // stopped decoding, complete requests are already buffered, and
             // reading on would buffer a client that never reads without bound.
@@ -294,13 +310,13 @@ where
                             Step::Reply(fut) => queue.push_back(Slot {
                                 fut,
                                 close_after: false,
-                                start: Instant::now(),
+                                start: *now.get_or_insert_with(Instant::now),
                             }),
                             Step::Close(fut) => {
                                 queue.push_back(Slot {
                                     fut,
                                     close_after: true,
-                                    start: Instant::now(),
+                                    start: *now.get_or_insert_with(Instant::now),
                                 });
                                 closing = true;
                             }
@@ -320,7 +336,7 @@ where
                         queue.push_back(Slot {
                             fut: ReplyFuture::ready(Ok(reply)),
                             close_after: true,
-                            start: Instant::now(),
+                            start: *now.get_or_insert_with(Instant::now),
                         });
                         closing = true;
                     }
@@ -344,6 +360,7 @@ where
             };
             avg_reply = avg_reply - avg_reply / 8 + bytes.len() / 8;
             if bytes.is_empty() {
+                // A noreply request: done once dispatched.
                 latency.observe(start.elapsed().as_secs_f64());
             } else {
                 wq_bytes += bytes.len();
@@ -355,6 +372,7 @@ where
                 break;
             }
         }
+        latency.flush();
         if wq.is_empty() {
             if close_now {
                 let _ = wr.shutdown().await;
@@ -370,6 +388,7 @@ where
         // The buffer is allocated again when the socket becomes readable.
         if rbuf.is_empty() && queue.is_empty() && rbuf.capacity() > 0 {
             rbuf = BytesMut::new();
+            chunk = MIN_READ_CHUNK;
         }
 
         let can_read = read_open && !closing && !draining && need_more && wq_bytes < MAX_UNWRITTEN;
@@ -385,18 +404,23 @@ where
             // Fixed order, no per-turn random pick: reads first, so a busy
             // client's requests are batched before its replies are flushed.
             biased;
-            res = rd.readable(), if can_read => {
+            res = std::future::poll_fn(|cx| rd.poll_read_ready(cx)), if can_read => {
                 let res = res.and_then(|()| {
-                    if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
-                        rbuf.reserve(READ_CHUNK);
+                    if rbuf.capacity() - rbuf.len() < chunk / 2 {
+                        rbuf.reserve(chunk);
                     }
+                    let room = rbuf.capacity() - rbuf.len();
                     // One poll of an AsyncRead read: unlike try_read_buf, a
                     // short read clears the readiness, which saves a
                     // read() that would only say EAGAIN on the next turn.
-                    match rd.read_buf(&mut rbuf).now_or_never() {
+                    let r = match rd.read_buf(&mut rbuf).now_or_never() {
                         Some(r) => r,
                         None => Err(std::io::ErrorKind::WouldBlock.into()),
+                    };
+                    if matches!(r, Ok(n) if n == room) {
+                        chunk = (chunk * 2).min(READ_CHUNK);
                     }
+                    r
                 });
                 match res {
                     Ok(0) => {
@@ -421,15 +445,18 @@ where
                     wq_bytes = wq_bytes.saturating_sub(n);
                     // Replies fully written now: their latency is complete.
                     let mut n = n;
+                    let mut now: Option<Instant> = None;
                     while let Some((left, start)) = unwritten.front_mut() {
                         if n < *left {
                             *left -= n;
                             break;
                         }
                         n -= *left;
-                        latency.observe(start.elapsed().as_secs_f64());
+                        let now = *now.get_or_insert_with(Instant::now);
+                        latency.observe(now.saturating_duration_since(*start).as_secs_f64());
                         unwritten.pop_front();
                     }
+                    latency.flush();
                 }
                 Err(_) => {
                     slot.load().stats().client_err.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

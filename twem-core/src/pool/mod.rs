@@ -30,7 +30,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
 use twem_proto::command::{self, Class, Route};
@@ -497,15 +496,11 @@ impl Pool {
         let len = wire.len() as i64;
         stats.in_queue.fetch_add(1, Relaxed);
         stats.in_queue_bytes.fetch_add(len, Relaxed);
-        let start = Instant::now();
-        let deadline = sh.config.timeout.map(|t| start + t);
         if tx
             .send(Msg::Req(BackendReq {
                 wire,
                 expect,
                 reply,
-                deadline,
-                start,
             }))
             .is_err()
         {
