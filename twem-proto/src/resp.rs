@@ -87,6 +87,7 @@ use std::borrow::Cow;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
+use smallvec::SmallVec;
 
 use crate::error::ProtoError;
 
@@ -131,7 +132,9 @@ const MAX_HEADER: usize = 24;
 /// travels to a backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
-    args: Vec<Bytes>,
+    /// Inline room for three arguments (`GET k`, `SET k v`): most requests
+    /// then allocate nothing but their share of the read buffer.
+    args: SmallVec<[Bytes; 3]>,
     wire: Bytes,
     inline: bool,
 }
