@@ -3,7 +3,8 @@
 //!
 //! Many clients share it: requests arrive on an unbounded channel (each
 //! client bounds its own in-flight requests, so the channel is bounded by the
-//! sum of those bounds) and each carries a oneshot for its reply. The task
+//! sum of those bounds) and each carries where its reply goes (a oneshot, or
+//! a slot of its client's [`Inbox`](super::Inbox)). The task
 //! connects lazily on the first request (or at start with `preconnect`),
 //! reconnects on the next request after a failure, and never lets a reply be
 //! matched to the wrong request: on timeout, EOF, a reset or a reply it cannot
@@ -66,8 +67,25 @@ impl Frame {
     }
 }
 
-/// The reply channel of one request.
-pub(crate) type ReplyTx = oneshot::Sender<Result<Frame, BackendError>>;
+/// Where the reply to one request goes.
+pub(crate) enum ReplyTx {
+    /// A oneshot channel: embedded calls and the fragments of split commands.
+    Oneshot(oneshot::Sender<Result<Frame, BackendError>>),
+    /// A slot of the client's inbox: sessions' single-server requests.
+    Slot(super::inbox::SlotTx),
+}
+
+impl ReplyTx {
+    /// Hand over the reply; nobody waiting is not an error.
+    pub(crate) fn send(self, r: Result<Frame, BackendError>) {
+        match self {
+            ReplyTx::Oneshot(tx) => {
+                let _ = tx.send(r);
+            }
+            ReplyTx::Slot(tx) => tx.send(r),
+        }
+    }
+}
 
 /// One request for a backend connection.
 pub(crate) struct BackendReq {
@@ -200,7 +218,7 @@ fn fail_req(shared: &PoolShared, idx: usize, r: BackendReq, err: &BackendError) 
     stats.in_queue_bytes.fetch_sub(r.wire.len() as i64, Relaxed);
     shared.stats.forward_error.fetch_add(1, Relaxed);
     if let Some(tx) = r.reply {
-        let _ = tx.send(Err(err.clone()));
+        tx.send(Err(err.clone()));
     }
 }
 
@@ -477,7 +495,7 @@ where
     for f in inflight.drain(..) {
         failed += 1;
         if let Some(tx) = f.reply {
-            let _ = tx.send(Err(err.clone()));
+            tx.send(Err(err.clone()));
         }
     }
     if failed > 0 || kind != BackendErrorKind::Unknown {
@@ -524,7 +542,7 @@ fn deliver(
                 stats.out_queue_bytes.fetch_sub(f.bytes, Relaxed);
                 got = true;
                 if let Some(tx) = f.reply {
-                    let _ = tx.send(Ok(frame));
+                    tx.send(Ok(frame));
                 }
             }
             Ok(None) => break,

@@ -15,6 +15,7 @@
 pub mod backend;
 mod client;
 pub mod error;
+mod inbox;
 mod merge;
 pub mod metrics;
 pub mod stats;
@@ -41,9 +42,10 @@ use crate::ring::Ring;
 pub use backend::Frame;
 pub use client::{McValue, MemcacheClient, PoolBuilder, RedisClient, Stored};
 pub use error::{BackendError, BackendErrorKind, CallError, PoolError};
+pub use inbox::Inbox;
 pub use stats::{PoolSnapshot, PoolStats, ServerSnapshot, ServerStats};
 
-use backend::{BackendReq, Expect, Msg};
+use backend::{BackendReq, Expect, Msg, ReplyTx};
 use merge::Merge;
 
 /// Which protocol a pool speaks (`redis: true` in the config, or memcached).
@@ -470,28 +472,24 @@ impl Pool {
         ))))
     }
 
-    /// Hand `wire` to a connection of server `idx`; `hint` picks the slot so
-    /// that one client's requests to a server stay on one connection, in order.
+    /// Hand `wire` to a connection of server `idx`, its reply to go to
+    /// `reply` (`None` for a memcached `noreply` request); `hint` picks the
+    /// connection so that one client's requests to a server stay on one
+    /// connection, in order.
     fn send(
         &self,
         idx: usize,
         wire: Bytes,
         expect: Option<Expect>,
+        reply: Option<ReplyTx>,
         hint: usize,
-    ) -> Result<Option<oneshot::Receiver<Result<Frame, BackendError>>>, CallError> {
+    ) -> Result<(), CallError> {
         let sh = &self.inner.shared;
         if sh.closed.load(Relaxed) {
             return Err(CallError::Closed(Arc::from(sh.config.name.as_str())));
         }
         let per = &self.inner.conns[idx];
         let tx = &per[hint % per.len()];
-        let (reply, rx) = match expect {
-            Some(_) => {
-                let (t, r) = oneshot::channel();
-                (Some(t), Some(r))
-            }
-            None => (None, None),
-        };
         let stats = &sh.servers[idx].stats;
         let len = wire.len() as i64;
         stats.in_queue.fetch_add(1, Relaxed);
@@ -508,7 +506,7 @@ impl Pool {
             stats.in_queue_bytes.fetch_sub(len, Relaxed);
             return Err(CallError::Closed(Arc::from(sh.config.name.as_str())));
         }
-        Ok(rx)
+        Ok(())
     }
 
     /// Send the fragments of a split command, each to its server, and count
@@ -521,10 +519,9 @@ impl Pool {
     ) -> Result<Vec<oneshot::Receiver<Result<Frame, BackendError>>>, CallError> {
         let mut parts = Vec::with_capacity(frags.len());
         for (srv, wire) in frags {
-            // `send` returns a receiver whenever a reply is expected.
-            if let Some(rx) = self.send(srv, wire, Some(expect), hint)? {
-                parts.push(rx);
-            }
+            let (tx, rx) = oneshot::channel();
+            self.send(srv, wire, Some(expect), Some(ReplyTx::Oneshot(tx)), hint)?;
+            parts.push(rx);
         }
         self.inner
             .shared
@@ -534,12 +531,22 @@ impl Pool {
         Ok(parts)
     }
 
-    fn send_one(&self, idx: usize, wire: Bytes, expect: Expect, hint: usize) -> ReplyFuture {
-        match self.send(idx, wire, Some(expect), hint) {
-            Ok(Some(rx)) => ReplyFuture {
-                inner: Inner::One(rx),
-            },
-            Ok(None) => ReplyFuture::ready(Ok(Bytes::new())),
+    /// Send a request whose one reply is the client's: into the caller's
+    /// inbox if it has one, else through a oneshot.
+    fn send_one(&self, idx: usize, wire: Bytes, expect: Expect, caller: Caller<'_>) -> ReplyFuture {
+        let hint = caller.hint();
+        let (tx, inner) = match caller {
+            Caller::Inbox(inbox) => {
+                let (tx, rx) = inbox.slot();
+                (ReplyTx::Slot(tx), Inner::Slot(rx))
+            }
+            Caller::Hint(_) => {
+                let (tx, rx) = oneshot::channel();
+                (ReplyTx::Oneshot(tx), Inner::One(rx))
+            }
+        };
+        match self.send(idx, wire, Some(expect), Some(tx), hint) {
+            Ok(()) => ReplyFuture { inner },
             Err(e) => ReplyFuture::ready(Err(e)),
         }
     }
@@ -549,10 +556,21 @@ impl Pool {
     /// protocol is refused; a memcached line the codec found invalid is
     /// answered with memcached's own error line.
     pub fn dispatch(&self, req: &crate::codec::Request, hint: usize) -> ReplyFuture {
+        self.route(req, Caller::Hint(hint))
+    }
+
+    /// [`dispatch`](Pool::dispatch) for a client with an [`Inbox`]: the same
+    /// routing, with single-server replies delivered into the inbox instead
+    /// of a channel allocated per request.
+    pub fn dispatch_in(&self, req: &crate::codec::Request, inbox: &mut Inbox) -> ReplyFuture {
+        self.route(req, Caller::Inbox(inbox))
+    }
+
+    fn route(&self, req: &crate::codec::Request, caller: Caller<'_>) -> ReplyFuture {
         use crate::codec::Request;
         match (req, self.protocol()) {
-            (Request::Redis(r), Protocol::Redis) => self.dispatch_redis(r, hint),
-            (Request::Memcache(r), Protocol::Memcache) => self.dispatch_memcache(r, hint),
+            (Request::Redis(r), Protocol::Redis) => self.route_redis(r, caller),
+            (Request::Memcache(r), Protocol::Memcache) => self.route_memcache(r, caller),
             (Request::Invalid(e), _) => ReplyFuture::ready(Ok(e.reply())),
             _ => ReplyFuture::ready(Err(CallError::Request(format!(
                 "ERR pool {} does not speak this protocol",
@@ -570,6 +588,16 @@ impl Pool {
     /// `hint` (a client id) keeps one client's requests on one connection
     /// when `server_connections` > 1.
     pub fn dispatch_redis(&self, req: &resp::Request, hint: usize) -> ReplyFuture {
+        self.route_redis(req, Caller::Hint(hint))
+    }
+
+    /// [`dispatch_redis`](Pool::dispatch_redis) for a client with an
+    /// [`Inbox`] (a proxy session): single-server replies go into the inbox.
+    pub fn dispatch_redis_in(&self, req: &resp::Request, inbox: &mut Inbox) -> ReplyFuture {
+        self.route_redis(req, Caller::Inbox(inbox))
+    }
+
+    fn route_redis(&self, req: &resp::Request, caller: Caller<'_>) -> ReplyFuture {
         let metrics = &self.inner.shared.metrics;
         let (cmd, route) = match command::classify(req) {
             Ok(x) => x,
@@ -590,12 +618,12 @@ impl Pool {
             Route::Key(i) => {
                 let key = req.args().get(i).map(|b| &b[..]).unwrap_or(b"");
                 match ring.locate(key) {
-                    Some(idx) => self.send_one(idx, req.wire().clone(), Expect::Resp, hint),
+                    Some(idx) => self.send_one(idx, req.wire().clone(), Expect::Resp, caller),
                     None => self.fail_now(BackendErrorKind::ConnectionRefused),
                 }
             }
             Route::Placeholder => match ring.locate(PLACEHOLDER_KEY) {
-                Some(idx) => self.send_one(idx, req.wire().clone(), Expect::Resp, hint),
+                Some(idx) => self.send_one(idx, req.wire().clone(), Expect::Resp, caller),
                 None => self.fail_now(BackendErrorKind::ConnectionRefused),
             },
             Route::Split {
@@ -606,7 +634,7 @@ impl Pool {
                 if ring.live_count() == 0 {
                     return self.fail_now(BackendErrorKind::ConnectionRefused);
                 }
-                self.split_redis(&ring, req, split_cmd, first, step, hint)
+                self.split_redis(&ring, req, split_cmd, first, step, caller)
             }
         }
     }
@@ -618,7 +646,7 @@ impl Pool {
         cmd: &'static command::Command,
         first: usize,
         step: usize,
-        hint: usize,
+        caller: Caller<'_>,
     ) -> ReplyFuture {
         let args = req.args();
         let step = step.max(1);
@@ -637,7 +665,7 @@ impl Pool {
         // All keys on one server: forward the request as it came, no split.
         if owner.iter().all(|&o| Some(&o) == owner.first()) {
             let idx = owner.first().copied().unwrap_or(0);
-            return self.send_one(idx, req.wire().clone(), Expect::Resp, hint);
+            return self.send_one(idx, req.wire().clone(), Expect::Resp, caller);
         }
         let mut servers: Vec<usize> = Vec::new();
         let mut part_of: Vec<usize> = Vec::with_capacity(owner.len());
@@ -663,7 +691,7 @@ impl Pool {
             }
             frags.push((srv, resp::Request::from_args(sub).wire().clone()));
         }
-        let parts = match self.send_fragments(frags, Expect::Resp, hint) {
+        let parts = match self.send_fragments(frags, Expect::Resp, caller.hint()) {
             Ok(p) => p,
             Err(e) => return ReplyFuture::ready(Err(e)),
         };
@@ -673,6 +701,16 @@ impl Pool {
     /// Route a memcached request and send it; resolves to the reply bytes the
     /// client should get (empty for `noreply` and `quit`).
     pub fn dispatch_memcache(&self, req: &mc::Request, hint: usize) -> ReplyFuture {
+        self.route_memcache(req, Caller::Hint(hint))
+    }
+
+    /// [`dispatch_memcache`](Pool::dispatch_memcache) for a client with an
+    /// [`Inbox`] (a proxy session): single-server replies go into the inbox.
+    pub fn dispatch_memcache_in(&self, req: &mc::Request, inbox: &mut Inbox) -> ReplyFuture {
+        self.route_memcache(req, Caller::Inbox(inbox))
+    }
+
+    fn route_memcache(&self, req: &mc::Request, caller: Caller<'_>) -> ReplyFuture {
         let ring = self.inner.shared.ring.load();
         let cmd = req.command();
         self.inner
@@ -691,25 +729,26 @@ impl Pool {
             req.key().map(|k| &k[..]).unwrap_or(b"")
         };
         if cmd.is_retrieval() && req.keys().len() > 1 {
-            return self.split_memcache(&ring, req, hint);
+            return self.split_memcache(&ring, req, caller);
         }
         let Some(idx) = ring.locate(key) else {
             return self.fail_now(BackendErrorKind::ConnectionRefused);
         };
         if req.noreply() {
-            return match self.send(idx, req.wire().clone(), None, hint) {
-                Ok(_) => ReplyFuture::ready(Ok(Bytes::new())),
+            return match self.send(idx, req.wire().clone(), None, None, caller.hint()) {
+                Ok(()) => ReplyFuture::ready(Ok(Bytes::new())),
                 Err(e) => ReplyFuture::ready(Err(e)),
             };
         }
-        self.send_one(idx, req.wire().clone(), Expect::Mc(cmd), hint)
+        self.send_one(idx, req.wire().clone(), Expect::Mc(cmd), caller)
     }
 
-    fn split_memcache(&self, ring: &Ring, req: &mc::Request, hint: usize) -> ReplyFuture {
+    fn split_memcache(&self, ring: &Ring, req: &mc::Request, caller: Caller<'_>) -> ReplyFuture {
         let subs = mc::split_get(req, |k| ring.locate(k).unwrap_or(0));
         if let [(srv, one)] = &subs[..] {
-            return self.send_one(*srv, one.wire().clone(), Expect::Mc(req.command()), hint);
+            return self.send_one(*srv, one.wire().clone(), Expect::Mc(req.command()), caller);
         }
+        let hint = caller.hint();
         let frags = subs
             .iter()
             .map(|(srv, sub)| (*srv, sub.wire().clone()))
@@ -754,9 +793,25 @@ fn local_reply(name: &str, req: &resp::Request) -> Bytes {
     reply.to_bytes()
 }
 
+/// Who a request is for: a bare client id, or a client with an inbox.
+enum Caller<'a> {
+    Hint(usize),
+    Inbox(&'a mut Inbox),
+}
+
+impl Caller<'_> {
+    fn hint(&self) -> usize {
+        match self {
+            Caller::Hint(h) => *h,
+            Caller::Inbox(i) => i.hint(),
+        }
+    }
+}
+
 enum Inner {
     Ready(Option<Result<Bytes, CallError>>),
     One(oneshot::Receiver<Result<Frame, BackendError>>),
+    Slot(inbox::SlotRx),
     Merge(Box<Merge>),
 }
 
@@ -771,7 +826,7 @@ impl std::fmt::Debug for ReplyFuture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.inner {
             Inner::Ready(_) => "ready",
-            Inner::One(_) => "waiting",
+            Inner::One(_) | Inner::Slot(_) => "waiting",
             Inner::Merge(_) => "merging",
         };
         f.debug_struct("ReplyFuture")
@@ -816,6 +871,11 @@ impl Future for ReplyFuture {
                     BackendErrorKind::Unknown,
                     Arc::from(""),
                 )))),
+                Poll::Pending => Poll::Pending,
+            },
+            Inner::Slot(rx) => match rx.poll(cx) {
+                Poll::Ready(Ok(frame)) => Poll::Ready(Ok(frame.raw().clone())),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(CallError::Backend(e))),
                 Poll::Pending => Poll::Pending,
             },
             Inner::Merge(m) => m.poll(cx),
