@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
-use twem_core::pool::{CallError, Pool, ReplyFuture};
+use twem_core::pool::{CallError, Inbox, Pool, ReplyFuture};
 use twem_proto::{memcache as mc, resp, ProtoError};
 
 /// Reply bytes waiting for a slow client before the session stops taking
@@ -37,11 +37,56 @@ const MAX_WINDOW: usize = 1024;
 const INITIAL_AVG_REPLY: usize = 512 * 1024;
 /// Largest amount asked of one read.
 const READ_CHUNK: usize = 8 * 1024;
-/// First read after the buffer was released: one small request fits, and an
-/// allocation this size comes from malloc's per-thread cache, where an 8 KiB
-/// one per request (a client at pipeline 1 releases its buffer after every
-/// reply) went through the main heap.
+/// First read after the buffer was released (see `read_some`).
 const MIN_READ_CHUNK: usize = 1024;
+
+/// One read of what the socket has, without waiting (`WouldBlock` if
+/// nothing).
+///
+/// A released buffer (an idle client's) is refilled through a buffer on the
+/// stack, then allocated at the size actually read: a request at pipeline 1
+/// then costs a small allocation, which glibc serves from its fast bins,
+/// where a 1 KiB one per request (fifty clients each holding one while their
+/// request is out) went through its main heap. The stack buffer lives in
+/// this function's frame, never in the session's future.
+#[inline(never)]
+fn read_some<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    rbuf: &mut BytesMut,
+    chunk: &mut usize,
+) -> std::io::Result<usize> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    // One poll of an AsyncRead read: unlike try_read_buf, a short read clears
+    // the readiness, which saves a read() that would only say EAGAIN on the
+    // next turn.
+    if rbuf.capacity() == 0 {
+        let mut tmp = [0u8; MIN_READ_CHUNK];
+        let mut rb = tokio::io::ReadBuf::new(&mut tmp);
+        match std::pin::Pin::new(&mut *rd).poll_read(&mut cx, &mut rb) {
+            std::task::Poll::Ready(Ok(())) => {}
+            std::task::Poll::Ready(Err(e)) => return Err(e),
+            std::task::Poll::Pending => return Err(std::io::ErrorKind::WouldBlock.into()),
+        }
+        let n = rb.filled().len();
+        rbuf.extend_from_slice(rb.filled());
+        if n == MIN_READ_CHUNK {
+            *chunk = (*chunk * 2).min(READ_CHUNK);
+        }
+        return Ok(n);
+    }
+    if rbuf.capacity() - rbuf.len() < *chunk / 2 {
+        rbuf.reserve(*chunk);
+    }
+    let room = rbuf.capacity() - rbuf.len();
+    let r = match std::pin::pin!(rd.read_buf(rbuf)).poll(&mut cx) {
+        std::task::Poll::Ready(r) => r,
+        std::task::Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+    };
+    if matches!(r, Ok(n) if n == room) {
+        *chunk = (*chunk * 2).min(READ_CHUNK);
+    }
+    r
+}
 
 /// What the session does with one decoded item.
 pub enum Step {
@@ -60,8 +105,13 @@ pub trait Frontend: Send + 'static {
     type Codec: Decoder<Error = ProtoError> + Send;
     /// A fresh decoder for a new connection.
     fn codec(&self) -> Self::Codec;
-    /// Dispatch one decoded item.
-    fn handle(&mut self, item: <Self::Codec as Decoder>::Item, pool: &Pool, hint: usize) -> Step;
+    /// Dispatch one decoded item; single-server replies go into `inbox`.
+    fn handle(
+        &mut self,
+        item: <Self::Codec as Decoder>::Item,
+        pool: &Pool,
+        inbox: &mut Inbox,
+    ) -> Step;
     /// How a failed call is worded to this client.
     fn error_reply(&self, e: &CallError) -> Bytes;
     /// What a client whose framing broke reads before the connection closes.
@@ -105,7 +155,7 @@ impl Frontend for RedisFrontend {
         resp::RequestCodec::new(self.limits)
     }
 
-    fn handle(&mut self, req: resp::Request, pool: &Pool, hint: usize) -> Step {
+    fn handle(&mut self, req: resp::Request, pool: &Pool, inbox: &mut Inbox) -> Step {
         let name = req.name();
         if name.eq_ignore_ascii_case(b"quit") {
             return Step::Close(ready(b"+OK\r\n"));
@@ -129,7 +179,7 @@ impl Frontend for RedisFrontend {
         if !self.authed && pool.config().redis_auth.is_some() {
             return Step::Reply(ready(b"-NOAUTH Authentication required\r\n"));
         }
-        Step::Reply(pool.dispatch_redis(&req, hint))
+        Step::Reply(pool.dispatch_redis_in(&req, inbox))
     }
 
     fn error_reply(&self, e: &CallError) -> Bytes {
@@ -173,7 +223,7 @@ impl Frontend for MemcacheFrontend {
         &mut self,
         item: Result<mc::Request, mc::RequestError>,
         pool: &Pool,
-        hint: usize,
+        inbox: &mut Inbox,
     ) -> Step {
         match item {
             // memcached stays silent about a bad line that ended in noreply,
@@ -184,7 +234,7 @@ impl Frontend for MemcacheFrontend {
             Ok(req) if req.command() == mc::Command::Quit => {
                 Step::Close(ReplyFuture::ready(Ok(Bytes::new())))
             }
-            Ok(req) => Step::Reply(pool.dispatch_memcache(&req, hint)),
+            Ok(req) => Step::Reply(pool.dispatch_memcache_in(&req, inbox)),
         }
     }
 
@@ -273,6 +323,8 @@ where
     let latency = slot.load().metrics().latency.local();
     // (bytes left to write, decode time) of each reply in `wq`.
     let mut unwritten: VecDeque<(usize, Instant)> = VecDeque::new();
+    // Where this client's single-server replies land (no channel per request).
+    let mut inbox = Inbox::new(hint);
     let mut rbuf = BytesMut::new();
     // Size of the next read: doubles while reads fill the buffer, back to
     // the minimum when the buffer is released.
@@ -306,7 +358,7 @@ where
                     Ok(Some(item)) => {
                         // Per-request lines only at nutcracker levels 8+ (TRACE).
                         tracing::trace!(pool = pool.name(), client = hint, "request");
-                        match fe.handle(item, &pool, hint) {
+                        match fe.handle(item, &pool, &mut inbox) {
                             Step::Reply(fut) => queue.push_back(Slot {
                                 fut,
                                 close_after: false,
@@ -389,6 +441,7 @@ where
         if rbuf.is_empty() && queue.is_empty() && rbuf.capacity() > 0 {
             rbuf = BytesMut::new();
             chunk = MIN_READ_CHUNK;
+            inbox.release_idle();
         }
 
         let can_read = read_open && !closing && !draining && need_more && wq_bytes < MAX_UNWRITTEN;
@@ -405,23 +458,7 @@ where
             // client's requests are batched before its replies are flushed.
             biased;
             res = std::future::poll_fn(|cx| rd.poll_read_ready(cx)), if can_read => {
-                let res = res.and_then(|()| {
-                    if rbuf.capacity() - rbuf.len() < chunk / 2 {
-                        rbuf.reserve(chunk);
-                    }
-                    let room = rbuf.capacity() - rbuf.len();
-                    // One poll of an AsyncRead read: unlike try_read_buf, a
-                    // short read clears the readiness, which saves a
-                    // read() that would only say EAGAIN on the next turn.
-                    let r = match rd.read_buf(&mut rbuf).now_or_never() {
-                        Some(r) => r,
-                        None => Err(std::io::ErrorKind::WouldBlock.into()),
-                    };
-                    if matches!(r, Ok(n) if n == room) {
-                        chunk = (chunk * 2).min(READ_CHUNK);
-                    }
-                    r
-                });
+                let res = res.and_then(|()| read_some(&mut rd, &mut rbuf, &mut chunk));
                 match res {
                     Ok(0) => {
                         read_open = false;
