@@ -236,7 +236,8 @@ def main():
         "",
         f"Measured {meta.get('date')} on {meta.get('nproc')} cores ({meta.get('model')}), "
         f"Linux {meta.get('kernel')}; Redis {meta.get('redis')}, memcached {meta.get('memcached')}, "
-        f"nutcracker {meta.get('nutcracker')} (Debian), twem at commit {meta.get('twem')} (release build).",
+        f"nutcracker {meta.get('nutcracker')} (Debian), twem at commit {meta.get('twem')} (release build, "
+        f"flags `{meta.get('twem_args') or '(none: one worker per core)'}`).",
         f"Command: `{meta.get('command')}` ({meta.get('reps')} repetitions, {meta.get('clients')} clients, "
         f"requests per run: {meta.get('requests')}). Load average at start {meta.get('load_start')}, "
         f"at end {meta.get('load_end')}.",

@@ -5,8 +5,15 @@
 #   QUICK=1 bash bench/run.sh         # smoke test: few requests, 1 repetition (~1 min)
 #   REPS=5 bash bench/run.sh          # more repetitions
 #
-# Other knobs: CLIENTS (50), TWEM_ARGS (extra twemproxy flags, e.g. "--threads 1"),
+# Other knobs: CLIENTS (50), TWEM_ARGS (twemproxy flags; default "--threads 1", see
+# below; TWEM_ARGS="" runs twem's default of one worker per core),
 # NO_PUBLISH=1 (leave bench/results.md and bench/chart.png alone).
+#
+# Why --threads 1 by default: this harness runs the load tool, 4 redis-servers,
+# 2 memcached and the proxy on the same cores. On the 2-core machine it was
+# written on, a second proxy worker only takes CPU from the load tool and the
+# backends (and pays for cross-thread wake-ups): twem's GET at pipeline 16 drops
+# from ~440k to ~340-380k requests/s. nutcracker is single-threaded too.
 #
 # Starts 4 redis-server and 2 memcached on free loopback ports, nutcracker and twem
 # (target/release/twemproxy) on the same pools (same servers, fnv1a_64, ketama),
@@ -25,14 +32,15 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 command_line="$*"
 env_line=""
-for v in QUICK REPS CLIENTS TWEM_ARGS; do
+for v in QUICK REPS CLIENTS; do
   [ -n "${!v:-}" ] && env_line+="$v=${!v} "
 done
+[ "${TWEM_ARGS---threads 1}" != "--threads 1" ] && env_line+="TWEM_ARGS=\"${TWEM_ARGS}\" "
 command_line="${env_line}bash bench/run.sh${command_line:+ $command_line}"
 
 QUICK=${QUICK:-0}
 CLIENTS=${CLIENTS:-50}
-TWEM_ARGS=${TWEM_ARGS:-}
+TWEM_ARGS=${TWEM_ARGS---threads 1}
 if [ "$QUICK" = 1 ]; then
   REPS=${REPS:-1}
   N_P1=5000 N_P16=40000 N_MGET=3000 N_FILL=20000
@@ -186,6 +194,7 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
   echo "nutcracker=$(nutcracker -V 2>&1 | head -1 | sed 's/This is nutcracker-//')"
   echo "twem=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "command=$command_line"
+  echo "twem_args=$TWEM_ARGS"
   echo "reps=$REPS"
   echo "clients=$CLIENTS"
   echo "requests=P1 $N_P1, P16 $N_P16, MGET $N_MGET"
