@@ -314,3 +314,89 @@ fn prometheus_metrics_after_traffic() {
     bad.read_to_string(&mut out).expect("response");
     assert!(out.starts_with("HTTP/1.1 404"), "{out}");
 }
+
+/// The per-server counters balance on a single-threaded proxy (`--threads
+/// 1`, the current-thread runtime): after pipelined traffic every request
+/// has its response and the queue gauges are back at zero, and they stay at
+/// zero after requests failed on a killed backend. (The backend counts these
+/// per batch, not per request.)
+#[test]
+fn server_counters_balance_after_pipelines_and_a_failure() {
+    let r1 = Redis::start();
+    let mut r2 = Redis::start();
+    let port = free_port();
+    let yaml = pool("cpool", port, &[&r1, &r2], "  timeout: 2000\n");
+    let proxy = ProxyProc::twem(&yaml, port, &["--threads", "1"]);
+    let mut c = Client::connect(port);
+    // 500 SETs in one write, then 500 GETs in one write.
+    let mut burst = Vec::new();
+    for i in 0..500 {
+        burst.extend(twem_tests::resp_cmd(&[
+            b"SET",
+            format!("c{i}").as_bytes(),
+            b"v",
+        ]));
+    }
+    c.send(&burst);
+    for i in 0..500 {
+        assert_eq!(c.read_resp(), b"+OK\r\n", "SET {i}");
+    }
+    burst.clear();
+    for i in 0..500 {
+        burst.extend(twem_tests::resp_cmd(&[b"GET", format!("c{i}").as_bytes()]));
+    }
+    c.send(&burst);
+    for i in 0..500 {
+        assert_eq!(c.read_resp(), b"$1\r\nv\r\n", "GET {i}");
+    }
+    let gauges = |st: &serde_json::Value| -> Vec<(String, i64)> {
+        let mut v = Vec::new();
+        for s in ["cpool0", "cpool1"] {
+            for g in ["in_queue", "in_queue_bytes", "out_queue", "out_queue_bytes"] {
+                v.push((
+                    format!("{s}.{g}"),
+                    st["cpool"][s][g].as_i64().expect("gauge"),
+                ));
+            }
+        }
+        v
+    };
+    let st = proxy.stats_after_refresh();
+    let mut total = 0;
+    for s in ["cpool0", "cpool1"] {
+        let srv = &st["cpool"][s];
+        let req = srv["requests"].as_i64().expect("requests");
+        assert_eq!(
+            req,
+            srv["responses"].as_i64().expect("responses"),
+            "{s}: {srv}"
+        );
+        assert!(srv["request_bytes"].as_i64() > Some(0), "{s}: {srv}");
+        assert!(srv["response_bytes"].as_i64() > Some(0), "{s}: {srv}");
+        total += req;
+    }
+    assert_eq!(total, 1000, "{st}");
+    assert!(gauges(&st).iter().all(|g| g.1 == 0), "{:?}", gauges(&st));
+
+    // Kill one backend, then pipeline GETs to its keys and the other's.
+    let k2 = twem_tests::key_on(&yaml, "cpool1", "dead");
+    let k1 = twem_tests::key_on(&yaml, "cpool0", "live");
+    r2.proc.kill();
+    burst.clear();
+    for _ in 0..20 {
+        burst.extend(twem_tests::resp_cmd(&[b"GET", k2.as_bytes()]));
+        burst.extend(twem_tests::resp_cmd(&[b"GET", k1.as_bytes()]));
+    }
+    c.send(&burst);
+    for i in 0..20 {
+        let dead = c.read_resp();
+        assert!(
+            dead.starts_with(b"-ERR "),
+            "GET on the dead server {i}: {dead:?}"
+        );
+        assert_eq!(c.read_resp(), b"$-1\r\n", "GET on the live server {i}");
+    }
+    let st = proxy.stats_after_refresh();
+    assert!(gauges(&st).iter().all(|g| g.1 == 0), "{:?}", gauges(&st));
+    assert!(st["cpool"]["forward_error"].as_i64() >= Some(20), "{st}");
+}

@@ -359,10 +359,9 @@ where
                 now: Instant,
                 wq: &mut VecDeque<Bytes>,
                 wq_reqs: &mut VecDeque<(i64, bool)>,
-                inflight: &mut VecDeque<InFlight>| {
+                inflight: &mut VecDeque<InFlight>|
+     -> u64 {
         let len = r.wire.len() as i64;
-        stats.requests.fetch_add(1, Relaxed);
-        stats.request_bytes.fetch_add(len as u64, Relaxed);
         wq_reqs.push_back((len, r.expect.is_some()));
         wq.push_back(r.wire);
         if let Some(expect) = r.expect {
@@ -374,9 +373,16 @@ where
                 bytes: len,
             });
         }
+        len as u64
+    };
+    // The requests and request_bytes counters, updated once per batch.
+    let count = |n: u64, bytes: u64| {
+        stats.requests.fetch_add(n, Relaxed);
+        stats.request_bytes.fetch_add(bytes, Relaxed);
     };
     if let Some(r) = first {
-        push(r, Instant::now(), &mut wq, &mut wq_reqs, &mut inflight);
+        let bytes = push(r, Instant::now(), &mut wq, &mut wq_reqs, &mut inflight);
+        count(1, bytes);
     }
 
     let outcome: Result<(), BackendErrorKind> = loop {
@@ -427,14 +433,18 @@ where
                 match msg {
                     Some(Msg::Req(r)) => {
                         let now = Instant::now();
-                        push(r, now, &mut wq, &mut wq_reqs, &mut inflight);
+                        let (mut n, mut bytes) = (1, push(r, now, &mut wq, &mut wq_reqs, &mut inflight));
                         for _ in 0..BATCH {
                             match rx.try_recv() {
-                                Ok(Msg::Req(r)) => push(r, now, &mut wq, &mut wq_reqs, &mut inflight),
+                                Ok(Msg::Req(r)) => {
+                                    n += 1;
+                                    bytes += push(r, now, &mut wq, &mut wq_reqs, &mut inflight);
+                                }
                                 Ok(Msg::Close) => { closing = true; break }
                                 Err(_) => break,
                             }
                         }
+                        count(n, bytes);
                     }
                     Some(Msg::Close) | None => closing = true,
                 }
@@ -442,7 +452,9 @@ where
             res = crate::net::write_some(&mut wr, &mut wq), if !wq.is_empty() => {
                 match res {
                     Ok(mut n) => {
-                        // Move fully written requests from in_queue to out_queue.
+                        // Move fully written requests from in_queue to
+                        // out_queue, with one update of each gauge per write.
+                        let (mut done, mut done_bytes, mut out, mut out_bytes) = (0i64, 0i64, 0i64, 0i64);
                         while n > 0 {
                             let Some((front, wants_reply)) = wq_reqs.front().copied() else { break };
                             let left = front as usize - written_into_front;
@@ -450,16 +462,24 @@ where
                                 n -= left;
                                 written_into_front = 0;
                                 wq_reqs.pop_front();
-                                stats.in_queue.fetch_sub(1, Relaxed);
-                                stats.in_queue_bytes.fetch_sub(front, Relaxed);
+                                done += 1;
+                                done_bytes += front;
                                 if wants_reply {
-                                    stats.out_queue.fetch_add(1, Relaxed);
-                                    stats.out_queue_bytes.fetch_add(front, Relaxed);
+                                    out += 1;
+                                    out_bytes += front;
                                 }
                             } else {
                                 written_into_front += n;
                                 n = 0;
                             }
+                        }
+                        if done > 0 {
+                            stats.in_queue.fetch_sub(done, Relaxed);
+                            stats.in_queue_bytes.fetch_sub(done_bytes, Relaxed);
+                        }
+                        if out > 0 {
+                            stats.out_queue.fetch_add(out, Relaxed);
+                            stats.out_queue_bytes.fetch_add(out_bytes, Relaxed);
                         }
                     }
                     Err(e) => {
@@ -518,7 +538,8 @@ fn deliver(
 ) -> Result<(), BackendErrorKind> {
     let server = &shared.servers[idx];
     let stats = &server.stats;
-    let mut got = false;
+    // Counted here and added to the shared counters once per read.
+    let (mut got, mut got_bytes, mut sent_bytes) = (0u64, 0u64, 0i64);
     // One clock read for every reply this read completed: they arrived together.
     let mut now: Option<Instant> = None;
     loop {
@@ -527,6 +548,7 @@ fn deliver(
                 break;
             }
             // Bytes nobody asked for: the stream is out of step.
+            settle(stats, got, got_bytes, sent_bytes);
             return Err(BackendErrorKind::InvalidReply);
         };
         match decoder.decode(front.expect, rbuf) {
@@ -534,24 +556,36 @@ fn deliver(
                 let Some(f) = inflight.pop_front() else { break };
                 let now = *now.get_or_insert_with(Instant::now);
                 latency.observe(now.saturating_duration_since(f.start).as_secs_f64());
-                stats.responses.fetch_add(1, Relaxed);
-                stats
-                    .response_bytes
-                    .fetch_add(frame.raw().len() as u64, Relaxed);
-                stats.out_queue.fetch_sub(1, Relaxed);
-                stats.out_queue_bytes.fetch_sub(f.bytes, Relaxed);
-                got = true;
+                got += 1;
+                got_bytes += frame.raw().len() as u64;
+                sent_bytes += f.bytes;
                 if let Some(tx) = f.reply {
                     tx.send(Ok(frame));
                 }
             }
             Ok(None) => break,
-            Err(()) => return Err(BackendErrorKind::InvalidReply),
+            Err(()) => {
+                settle(stats, got, got_bytes, sent_bytes);
+                return Err(BackendErrorKind::InvalidReply);
+            }
         }
     }
-    if got {
+    if got > 0 {
+        settle(stats, got, got_bytes, sent_bytes);
         latency.flush();
         shared.record_success(idx);
     }
     Ok(())
+}
+
+/// Count `got` replies (`got_bytes` long, answering requests of `sent_bytes`)
+/// as received: out of out_queue, into responses.
+fn settle(stats: &super::stats::ServerStats, got: u64, got_bytes: u64, sent_bytes: i64) {
+    if got == 0 {
+        return;
+    }
+    stats.responses.fetch_add(got, Relaxed);
+    stats.response_bytes.fetch_add(got_bytes, Relaxed);
+    stats.out_queue.fetch_sub(got as i64, Relaxed);
+    stats.out_queue_bytes.fetch_sub(sent_bytes, Relaxed);
 }
