@@ -11,5 +11,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked -q
 # The tests/ crate drives the real binary: build it first (same profile).
 cargo build --locked -p twem-server
 cargo test --workspace --locked
+# The end-to-end suites again on the current-thread runtime (`--threads 1`: what
+# bench/run.sh measures, and what a small machine shared with its load should run).
+TWEM_TEST_ARGS="--threads 1" cargo test --locked -p twem-tests \
+  --test redis --test memcache --test failures --test operations \
+  --test chaos --test hostile --test malformed --test differential
 if [ -f scripts/examples.sh ]; then bash scripts/examples.sh; fi
 bash scripts/fuzz-smoke.sh

@@ -261,6 +261,18 @@ pub fn twemproxy_bin() -> PathBuf {
     bin
 }
 
+/// Extra flags for every twemproxy the tests start, from `TWEM_TEST_ARGS`
+/// (split on blanks; e.g. `--threads 1` runs the suites on the
+/// current-thread runtime). Left out when a test passes `--threads` itself.
+pub fn extra_test_args(extra: &[&str]) -> Vec<String> {
+    if extra.contains(&"--threads") {
+        return Vec::new();
+    }
+    std::env::var("TWEM_TEST_ARGS")
+        .map(|v| v.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
 /// A proxy process (twemproxy or nutcracker) on a config written to a temp dir.
 #[derive(Debug)]
 pub struct ProxyProc {
@@ -305,6 +317,9 @@ impl ProxyProc {
             .arg("-o")
             .arg(&log)
             .args(extra);
+        if what == "twemproxy" {
+            cmd.args(extra_test_args(extra));
+        }
         let proc = Proc::spawn(what, &mut cmd);
         wait_for_port(wait_port, Duration::from_secs(10));
         ProxyProc {
@@ -690,6 +705,7 @@ impl ProxyProc {
             .arg("-o")
             .arg(dir.path().join("proxy.log"))
             .args(extra)
+            .args(extra_test_args(extra))
             .stderr(stderr);
         let proc = Proc::spawn("twemproxy", &mut cmd);
         wait_for_port(wait_port, Duration::from_secs(10));
