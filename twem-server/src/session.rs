@@ -60,8 +60,9 @@ fn read_some<R: AsyncRead + Unpin>(
     // the readiness, which saves a read() that would only say EAGAIN on the
     // next turn.
     if rbuf.capacity() == 0 {
-        let mut tmp = [0u8; MIN_READ_CHUNK];
-        let mut rb = tokio::io::ReadBuf::new(&mut tmp);
+        // Uninitialised: zeroing 1 KiB per read showed up as memset.
+        let mut tmp = [std::mem::MaybeUninit::<u8>::uninit(); MIN_READ_CHUNK];
+        let mut rb = tokio::io::ReadBuf::uninit(&mut tmp);
         match std::pin::Pin::new(&mut *rd).poll_read(&mut cx, &mut rb) {
             std::task::Poll::Ready(Ok(())) => {}
             std::task::Poll::Ready(Err(e)) => return Err(e),
