@@ -1,6 +1,7 @@
 //! A working one-pool Redis proxy in a few dozen lines, to show how the
 //! pieces fit: a listener, [`resp::RequestCodec`] to cut each client's
-//! stream into requests, [`Pool::dispatch_redis`] to route and send each one,
+//! stream into requests, [`Pool::dispatch_redis_in`] to route and send each
+//! one (its replies landing in the client's [`Inbox`]),
 //! and the reply bytes written back in request order. The real `twemproxy`
 //! is this plus config files, AUTH, limits, stats and signals.
 //!
@@ -22,7 +23,7 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
-use twem_core::pool::{CallError, Pool, ReplyFuture};
+use twem_core::pool::{CallError, Inbox, Pool, ReplyFuture};
 use twem_core::HashKind;
 use twem_proto::resp;
 
@@ -82,6 +83,8 @@ async fn serve(sock: TcpStream, pool: Pool, client_id: usize) {
     let (rd, wr) = sock.into_split();
     let (tx, mut rx) = mpsc::channel::<Pending>(PIPELINE_DEPTH);
     let reader = async move {
+        // One inbox per client: its replies need no channel per request.
+        let mut inbox = Inbox::new(client_id);
         let mut requests = FramedRead::new(rd, resp::RequestCodec::default());
         while let Some(item) = requests.next().await {
             let slot = match item {
@@ -89,8 +92,8 @@ async fn serve(sock: TcpStream, pool: Pool, client_id: usize) {
                 Ok(req) if req.name().eq_ignore_ascii_case(b"quit") => {
                     Pending::Last(Bytes::from_static(b"+OK\r\n"))
                 }
-                // dispatch_redis sends the request before it returns.
-                Ok(req) => Pending::Pool(pool.dispatch_redis(&req, client_id)),
+                // dispatch_redis_in sends the request before it returns.
+                Ok(req) => Pending::Pool(pool.dispatch_redis_in(&req, &mut inbox)),
                 Err(e) => Pending::Last(Bytes::from(format!("-ERR {e}\r\n"))),
             };
             let last = matches!(slot, Pending::Last(_));
