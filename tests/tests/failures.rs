@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use twem_core::config::Config;
-use twem_tests::{free_port, Client, ProxyProc, Redis};
+use twem_tests::{free_port, Client, Fault, FaultProxy, ProxyProc, Redis};
 
 /// A scripted backend: for every connection, `serve` runs on its own thread.
 struct Fake {
@@ -362,4 +362,40 @@ fn memcached_ejection_probe_and_timeout() {
     let mut c2 = Client::connect(port2);
     c2.send(b"get anything\r\n");
     assert_eq!(c2.read_line(), b"SERVER_ERROR Connection timed out\r\n");
+}
+
+/// A slow connect (the AUTH handshake's reply held 400 ms) and a slow reply
+/// (another 400 ms) share one `timeout` of 600 ms: the request that waited for
+/// the connect is timed from the connect's start, as nutcracker times a
+/// request queued on a connecting server connection. Timed from the end of
+/// the connect instead, it would get its reply at ~800 ms.
+#[test]
+fn slow_connect_and_slow_reply_share_one_timeout() {
+    let r = Redis::start_with(&["--requirepass", "pw"]);
+    let fault = FaultProxy::start(r.port);
+    fault.set_delay(400);
+    fault.set(Fault::Delay);
+    let port = free_port();
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  redis: true\n  redis_auth: pw\n  timeout: 600\n  servers:\n   - 127.0.0.1:{}:1\n",
+        fault.port
+    );
+    let _proxy = ProxyProc::twem(&yaml, port, &[]);
+    let mut c = Client::connect(port);
+    assert_eq!(c.cmds("AUTH pw"), b"+OK\r\n");
+    let t0 = Instant::now();
+    let reply = c.cmds("GET k");
+    let took = t0.elapsed();
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "-ERR Connection timed out\r\n",
+        "after {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(900),
+        "timed out only after {took:?}"
+    );
+    // Without the delay the same pool serves (a fresh connection).
+    fault.set(Fault::Pass);
+    assert_eq!(c.cmds("GET k"), b"$-1\r\n");
 }

@@ -165,6 +165,11 @@ pub(crate) async fn run(shared: Arc<PoolShared>, idx: usize, mut rx: mpsc::Unbou
             }
         }
         first_round = false;
+        // Requests that wait for this connect are timed from its start, so
+        // that a slow connect and a slow reply together stay within one
+        // `timeout`, as in nutcracker (which queues them on the connecting
+        // connection with their timers running).
+        let connect_started = Instant::now();
         match connect(&shared, idx).await {
             Ok(conn) => {
                 let server = &shared.servers[idx];
@@ -172,11 +177,11 @@ pub(crate) async fn run(shared: Arc<PoolShared>, idx: usize, mut rx: mpsc::Unbou
                 let close = match conn {
                     Conn::Tcp(s) => {
                         let (r, w) = s.into_split();
-                        drive(&shared, idx, r, w, pending.take(), &mut rx).await
+                        drive(&shared, idx, r, w, pending.take(), connect_started, &mut rx).await
                     }
                     Conn::Unix(s) => {
                         let (r, w) = s.into_split();
-                        drive(&shared, idx, r, w, pending.take(), &mut rx).await
+                        drive(&shared, idx, r, w, pending.take(), connect_started, &mut rx).await
                     }
                 };
                 server.stats.server_connections.fetch_sub(1, Relaxed);
@@ -327,6 +332,7 @@ async fn drive<R, W>(
     mut rd: R,
     mut wr: W,
     first: Option<BackendReq>,
+    connect_started: Instant,
     rx: &mut mpsc::UnboundedReceiver<Msg>,
 ) -> bool
 where
@@ -381,8 +387,26 @@ where
         stats.request_bytes.fetch_add(bytes, Relaxed);
     };
     if let Some(r) = first {
-        let bytes = push(r, Instant::now(), &mut wq, &mut wq_reqs, &mut inflight);
-        count(1, bytes);
+        // It and whatever queued behind it waited for the connect: timed
+        // from its start.
+        let (mut n, mut bytes) = (
+            1,
+            push(r, connect_started, &mut wq, &mut wq_reqs, &mut inflight),
+        );
+        while inflight.len() < MAX_IN_FLIGHT {
+            match rx.try_recv() {
+                Ok(Msg::Req(r)) => {
+                    n += 1;
+                    bytes += push(r, connect_started, &mut wq, &mut wq_reqs, &mut inflight);
+                }
+                Ok(Msg::Close) => {
+                    closing = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        count(n, bytes);
     }
 
     let outcome: Result<(), BackendErrorKind> = loop {
