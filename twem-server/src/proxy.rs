@@ -252,7 +252,19 @@ impl Proxy {
         for r in old.into_iter().flatten() {
             tracing::info!(pool = %r.config.name, "pool removed: no new connections; its clients close once their replies are written");
             r.accept_stop.cancel();
-            r.sessions_stop.cancel();
+            // The clients are told to close only once the accept loop has
+            // ended and dropped the listener: a client that sees its
+            // connection closed must not then find the port still accepting
+            // (the two tasks would otherwise race on a multi-thread runtime).
+            let Running {
+                accept_task,
+                sessions_stop,
+                ..
+            } = r;
+            tokio::spawn(async move {
+                let _ = accept_task.await;
+                sessions_stop.cancel();
+            });
             removed += 1;
         }
         self.publish_stats();
