@@ -58,6 +58,14 @@ pub enum Frame {
 }
 
 impl Frame {
+    /// Whether the server answered with an error.
+    pub fn is_error(&self) -> bool {
+        match self {
+            Frame::Resp(f) => f.is_error(),
+            Frame::Mc(f) => f.is_error(),
+        }
+    }
+
     /// The exact bytes the server sent.
     pub fn raw(&self) -> &Bytes {
         match self {
@@ -274,50 +282,72 @@ async fn connect_inner(shared: &PoolShared, idx: usize) -> Result<Conn, BackendE
     if !init.is_empty() {
         let n = init.len();
         let wire: Vec<u8> = init.iter().flat_map(|r| r.wire().iter().copied()).collect();
-        match &mut conn {
-            Conn::Tcp(s) => handshake(s, &wire, n, &shared.config.name, &server.name).await?,
-            Conn::Unix(s) => handshake(s, &wire, n, &shared.config.name, &server.name).await?,
+        match conn.exchange(&wire, n, Expect::Resp).await {
+            Ok(()) => {}
+            Err(Exchange::Failed(kind)) => return Err(kind),
+            // An error reply (wrong password, bad db) makes the connection
+            // unusable; logged with the server's own words because the
+            // client only sees the consequence.
+            Err(Exchange::Rejected(frame)) => {
+                tracing::warn!(pool = %shared.config.name, server = %server.name,
+                    reply = %String::from_utf8_lossy(frame.raw()).trim_end(),
+                    "backend rejected the connection handshake (redis_auth / redis_db)");
+                return Err(BackendErrorKind::InvalidReply);
+            }
         }
     }
     Ok(conn)
 }
 
-/// Write the handshake requests and check each reply; an error reply (wrong
-/// password, bad db) makes the connection unusable, and is logged with the
-/// server's own words because the client only sees the consequence.
-async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+/// Why [`Conn::exchange`] failed.
+pub(crate) enum Exchange {
+    /// The socket failed, closed, or sent something unparsable.
+    Failed(BackendErrorKind),
+    /// The server answered with this error reply.
+    Rejected(Frame),
+}
+
+impl Conn {
+    /// Write `wire` (`n` requests), then read their `n` replies parsed as
+    /// `expect`; the first error reply ends it. For the connection handshake
+    /// and the re-admission probe, which run before a connection serves.
+    pub(crate) async fn exchange(
+        &mut self,
+        wire: &[u8],
+        n: usize,
+        expect: Expect,
+    ) -> Result<(), Exchange> {
+        match self {
+            Conn::Tcp(s) => exchange(s, wire, n, expect).await,
+            Conn::Unix(s) => exchange(s, wire, n, expect).await,
+        }
+    }
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     wire: &[u8],
     n: usize,
-    pool: &str,
-    server: &str,
-) -> Result<(), BackendErrorKind> {
-    s.write_all(wire)
-        .await
-        .map_err(|e| BackendErrorKind::from_io(&e))?;
-    let mut codec = resp::ReplyCodec::new(super::redis_reply_limits());
+    expect: Expect,
+) -> Result<(), Exchange> {
+    let io = |e: std::io::Error| Exchange::Failed(BackendErrorKind::from_io(&e));
+    s.write_all(wire).await.map_err(io)?;
+    let mut decoder = ReplyDecoder::new(match expect {
+        Expect::Resp => Protocol::Redis,
+        Expect::Mc(_) => Protocol::Memcache,
+    });
     let mut buf = BytesMut::with_capacity(256);
     let mut got = 0;
     while got < n {
-        match codec.decode(&mut buf) {
-            Ok(Some(frame)) => {
-                if frame.is_error() {
-                    tracing::warn!(pool, server, reply = %String::from_utf8_lossy(frame.raw()).trim_end(),
-                        "backend rejected the connection handshake (redis_auth / redis_db)");
-                    return Err(BackendErrorKind::InvalidReply);
-                }
-                got += 1;
-            }
+        match decoder.decode(expect, &mut buf) {
+            Ok(Some(frame)) if frame.is_error() => return Err(Exchange::Rejected(frame)),
+            Ok(Some(_)) => got += 1,
             Ok(None) => {
-                if s.read_buf(&mut buf)
-                    .await
-                    .map_err(|e| BackendErrorKind::from_io(&e))?
-                    == 0
-                {
-                    return Err(BackendErrorKind::Unknown);
+                if s.read_buf(&mut buf).await.map_err(io)? == 0 {
+                    return Err(Exchange::Failed(BackendErrorKind::Unknown));
                 }
             }
-            Err(_) => return Err(BackendErrorKind::InvalidReply),
+            Err(()) => return Err(Exchange::Failed(BackendErrorKind::InvalidReply)),
         }
     }
     Ok(())

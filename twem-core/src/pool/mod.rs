@@ -29,9 +29,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::Decoder;
 
 use twem_proto::command::{self, Class, Route};
 use twem_proto::{memcache as mc, resp};
@@ -194,7 +193,7 @@ impl PoolShared {
     async fn probe(&self, idx: usize) -> Result<(), BackendErrorKind> {
         let limit = self.config.timeout.unwrap_or(DEFAULT_PROBE_TIMEOUT);
         let fut = async {
-            let conn = backend::connect(self, idx).await?;
+            let mut conn = backend::connect(self, idx).await?;
             let (wire, expect) = match self.protocol {
                 Protocol::Redis => (Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), Expect::Resp),
                 Protocol::Memcache => (
@@ -202,51 +201,15 @@ impl PoolShared {
                     Expect::Mc(mc::Command::Version),
                 ),
             };
-            match conn {
-                backend::Conn::Tcp(mut s) => probe_io(&mut s, &wire, expect).await,
-                backend::Conn::Unix(mut s) => probe_io(&mut s, &wire, expect).await,
+            match conn.exchange(&wire, 1, expect).await {
+                Ok(()) => Ok(()),
+                Err(backend::Exchange::Failed(kind)) => Err(kind),
+                Err(backend::Exchange::Rejected(_)) => Err(BackendErrorKind::InvalidReply),
             }
         };
         tokio::time::timeout(limit, fut)
             .await
             .unwrap_or(Err(BackendErrorKind::TimedOut))
-    }
-}
-
-async fn probe_io<S>(s: &mut S, wire: &[u8], expect: Expect) -> Result<(), BackendErrorKind>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(wire)
-        .await
-        .map_err(|e| BackendErrorKind::from_io(&e))?;
-    let mut buf = BytesMut::with_capacity(128);
-    let mut codec = resp::ReplyCodec::new(redis_reply_limits());
-    let limits = memcache_limits();
-    loop {
-        let done = match expect {
-            Expect::Resp => codec
-                .decode(&mut buf)
-                .map_err(|_| BackendErrorKind::InvalidReply)?
-                .map(|f| !f.is_error()),
-            Expect::Mc(cmd) => mc::decode_reply(cmd, &mut buf, &limits)
-                .map_err(|_| BackendErrorKind::InvalidReply)?
-                .map(|f| !f.is_error()),
-        };
-        match done {
-            Some(true) => return Ok(()),
-            Some(false) => return Err(BackendErrorKind::InvalidReply),
-            None => {
-                if s.read_buf(&mut buf)
-                    .await
-                    .map_err(|e| BackendErrorKind::from_io(&e))?
-                    == 0
-                {
-                    return Err(BackendErrorKind::Unknown);
-                }
-            }
-        }
     }
 }
 
@@ -847,11 +810,6 @@ impl ReplyFuture {
         ReplyFuture {
             inner: Inner::Merge(Box::new(m)),
         }
-    }
-
-    /// Whether the reply is already there without waiting.
-    pub fn is_ready(&self) -> bool {
-        matches!(self.inner, Inner::Ready(_))
     }
 }
 
