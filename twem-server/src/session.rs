@@ -59,30 +59,30 @@ fn read_some<R: AsyncRead + Unpin>(
     // One poll of an AsyncRead read: unlike try_read_buf, a short read clears
     // the readiness, which saves a read() that would only say EAGAIN on the
     // next turn.
-    if rbuf.capacity() == 0 {
+    let (r, room) = if rbuf.capacity() == 0 {
         // Uninitialised: zeroing 1 KiB per read showed up as memset.
         let mut tmp = [std::mem::MaybeUninit::<u8>::uninit(); MIN_READ_CHUNK];
         let mut rb = tokio::io::ReadBuf::uninit(&mut tmp);
-        match std::pin::Pin::new(&mut *rd).poll_read(&mut cx, &mut rb) {
-            std::task::Poll::Ready(Ok(())) => {}
-            std::task::Poll::Ready(Err(e)) => return Err(e),
-            std::task::Poll::Pending => return Err(std::io::ErrorKind::WouldBlock.into()),
+        let r = match std::pin::Pin::new(&mut *rd).poll_read(&mut cx, &mut rb) {
+            std::task::Poll::Ready(r) => r.map(|()| {
+                rbuf.extend_from_slice(rb.filled());
+                rb.filled().len()
+            }),
+            std::task::Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+        };
+        (r, MIN_READ_CHUNK)
+    } else {
+        if rbuf.capacity() - rbuf.len() < *chunk / 2 {
+            rbuf.reserve(*chunk);
         }
-        let n = rb.filled().len();
-        rbuf.extend_from_slice(rb.filled());
-        if n == MIN_READ_CHUNK {
-            *chunk = (*chunk * 2).min(READ_CHUNK);
-        }
-        return Ok(n);
-    }
-    if rbuf.capacity() - rbuf.len() < *chunk / 2 {
-        rbuf.reserve(*chunk);
-    }
-    let room = rbuf.capacity() - rbuf.len();
-    let r = match std::pin::pin!(rd.read_buf(rbuf)).poll(&mut cx) {
-        std::task::Poll::Ready(r) => r,
-        std::task::Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+        let room = rbuf.capacity() - rbuf.len();
+        let r = match std::pin::pin!(rd.read_buf(rbuf)).poll(&mut cx) {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+        };
+        (r, room)
     };
+    // A read that filled all the room asks for more next time.
     if matches!(r, Ok(n) if n == room) {
         *chunk = (*chunk * 2).min(READ_CHUNK);
     }
@@ -319,8 +319,8 @@ where
     // token's waiter list twice per request, shared by every session.
     let mut cancelled = std::pin::pin!(shutdown.cancelled());
     // The pool's latency histogram: the same child across reloads (same name).
-    // Observed into a session-local copy, flushed once per loop turn: one
-    // atomic update per bucket hit per turn instead of several per reply.
+    // Observed into a session-local copy, flushed when replies complete: one
+    // atomic update per bucket hit per batch instead of several per reply.
     let latency = slot.load().metrics().latency.local();
     // (bytes left to write, decode time) of each reply in `wq`.
     let mut unwritten: VecDeque<(usize, Instant)> = VecDeque::new();
@@ -359,17 +359,18 @@ where
                     Ok(Some(item)) => {
                         // Per-request lines only at nutcracker levels 8+ (TRACE).
                         tracing::trace!(pool = pool.name(), client = hint, "request");
+                        let start = *now.get_or_insert_with(Instant::now);
                         match fe.handle(item, &pool, &mut inbox) {
                             Step::Reply(fut) => queue.push_back(Slot {
                                 fut,
                                 close_after: false,
-                                start: *now.get_or_insert_with(Instant::now),
+                                start,
                             }),
                             Step::Close(fut) => {
                                 queue.push_back(Slot {
                                     fut,
                                     close_after: true,
-                                    start: *now.get_or_insert_with(Instant::now),
+                                    start,
                                 });
                                 closing = true;
                             }
