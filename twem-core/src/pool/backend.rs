@@ -185,11 +185,13 @@ pub(crate) async fn run(shared: Arc<PoolShared>, idx: usize, mut rx: mpsc::Unbou
                 let close = match conn {
                     Conn::Tcp(s) => {
                         let (r, w) = s.into_split();
-                        drive(&shared, idx, r, w, pending.take(), connect_started, &mut rx).await
+                        let first = pending.take().map(|r| (r, connect_started));
+                        drive(&shared, idx, r, w, first, &mut rx).await
                     }
                     Conn::Unix(s) => {
                         let (r, w) = s.into_split();
-                        drive(&shared, idx, r, w, pending.take(), connect_started, &mut rx).await
+                        let first = pending.take().map(|r| (r, connect_started));
+                        drive(&shared, idx, r, w, first, &mut rx).await
                     }
                 };
                 server.stats.server_connections.fetch_sub(1, Relaxed);
@@ -354,15 +356,16 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Run one connected socket until it fails, the server closes it, or the pool
-/// asks it to close. Returns true when the task should end (close requested or
-/// channel gone), false to go back to waiting for a request and reconnect.
+/// asks it to close. `first` is the request that asked for the connection,
+/// with the time the connect started. Returns true when the task should end
+/// (close requested or channel gone), false to go back to waiting for a
+/// request and reconnect.
 async fn drive<R, W>(
     shared: &Arc<PoolShared>,
     idx: usize,
     mut rd: R,
     mut wr: W,
-    first: Option<BackendReq>,
-    connect_started: Instant,
+    first: Option<(BackendReq, Instant)>,
     rx: &mut mpsc::UnboundedReceiver<Msg>,
 ) -> bool
 where
@@ -383,7 +386,7 @@ where
     let mut sleep: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep(Duration::from_secs(3600)));
     let mut armed: Option<Instant> = None;
 
-    // Server latency is observed into a thread-local copy of the histogram
+    // Server latency is observed into this connection's own copy of the histogram
     // that `deliver` flushes once per read: one atomic update per bucket hit
     // per read, not four per reply.
     let mut latency = server.latency.local();
@@ -416,7 +419,7 @@ where
         stats.requests.fetch_add(n, Relaxed);
         stats.request_bytes.fetch_add(bytes, Relaxed);
     };
-    if let Some(r) = first {
+    if let Some((r, connect_started)) = first {
         // It and whatever queued behind it waited for the connect: timed
         // from its start.
         let (mut n, mut bytes) = (
