@@ -55,7 +55,14 @@ pub enum Frame {
     Resp(resp::ReplyFrame),
     /// A memcached reply.
     Mc(mc::ReplyFrame),
+    /// A memcached `noreply` request left the proxy (written to its server,
+    /// or dropped with its connection): there is nothing to read, but its
+    /// client's budget of bytes in flight is free again.
+    NoReply,
 }
+
+/// The bytes of [`Frame::NoReply`].
+static NO_REPLY: Bytes = Bytes::new();
 
 impl Frame {
     /// Whether the server answered with an error.
@@ -63,14 +70,16 @@ impl Frame {
         match self {
             Frame::Resp(f) => f.is_error(),
             Frame::Mc(f) => f.is_error(),
+            Frame::NoReply => false,
         }
     }
 
-    /// The exact bytes the server sent.
+    /// The exact bytes the server sent (empty for [`Frame::NoReply`]).
     pub fn raw(&self) -> &Bytes {
         match self {
             Frame::Resp(f) => f.raw(),
             Frame::Mc(f) => f.raw(),
+            Frame::NoReply => &NO_REPLY,
         }
     }
 }
@@ -102,7 +111,11 @@ pub(crate) struct BackendReq {
     /// How to parse its reply; `None` for a memcached `noreply` request,
     /// which gets none.
     pub expect: Option<Expect>,
-    /// Where the reply goes; `None` when nobody waits (noreply).
+    /// Where the reply goes; `None` when nobody waits. A `noreply` request's
+    /// sender gets [`Frame::NoReply`] once the request is written (or lost
+    /// with its connection), so that its client counts it as in flight
+    /// until then: a stalled server holds that client back instead of
+    /// letting it queue without bound.
     pub reply: Option<ReplyTx>,
 }
 
@@ -112,6 +125,15 @@ pub(crate) enum Msg {
     Req(BackendReq),
     /// Finish what is in flight, then close (pool closing or replaced).
     Close,
+}
+
+/// A request queued for writing (all of it not yet written).
+struct Unwritten {
+    bytes: i64,
+    /// Whether a reply will come (an [`InFlight`] entry waits for it).
+    wants_reply: bool,
+    /// A `noreply` request's sender, told when the request is written.
+    written_tx: Option<ReplyTx>,
 }
 
 struct InFlight {
@@ -182,6 +204,8 @@ pub(crate) async fn run(shared: Arc<PoolShared>, idx: usize, mut rx: mpsc::Unbou
             Ok(conn) => {
                 let server = &shared.servers[idx];
                 server.stats.server_connections.fetch_add(1, Relaxed);
+                // At -v 7 (debug) an operator sees healthy backends too.
+                tracing::debug!(pool = %shared.config.name, server = %server.name, "backend connected");
                 let close = match conn {
                     Conn::Tcp(s) => {
                         let (r, w) = s.into_split();
@@ -218,10 +242,22 @@ pub(crate) async fn run(shared: Arc<PoolShared>, idx: usize, mut rx: mpsc::Unbou
                         Msg::Close => return,
                     }
                 }
-                tracing::debug!(pool = %shared.config.name, server = %shared.servers[idx].name,
-                    error = kind.words(), failed, "connect failed");
-                shared.servers[idx].stats.server_err.fetch_add(1, Relaxed);
-                shared.record_failure(idx);
+                if kind.is_local() {
+                    // The proxy's own descriptor table is full: not the
+                    // server's fault, so it is neither counted as a server
+                    // error nor a step towards ejecting a healthy server.
+                    // Rate-limited: a flood of clients makes this happen
+                    // per request.
+                    if shared.local_failure_log_due() {
+                        tracing::warn!(pool = %shared.config.name, server = %shared.servers[idx].name,
+                            error = kind.words(), failed, "cannot connect to server: the proxy is out of file descriptors (raise ulimit -n)");
+                    }
+                } else {
+                    tracing::debug!(pool = %shared.config.name, server = %shared.servers[idx].name,
+                        error = kind.words(), failed, "connect failed");
+                    shared.servers[idx].stats.server_err.fetch_add(1, Relaxed);
+                    shared.record_failure(idx);
+                }
             }
         }
     }
@@ -233,7 +269,11 @@ fn fail_req(shared: &PoolShared, idx: usize, r: BackendReq, err: &BackendError) 
     stats.in_queue_bytes.fetch_sub(r.wire.len() as i64, Relaxed);
     shared.stats.forward_error.fetch_add(1, Relaxed);
     if let Some(tx) = r.reply {
-        tx.send(Err(err.clone()));
+        // A noreply request fails silently, as memcached would have it.
+        tx.send(match r.expect {
+            Some(_) => Err(err.clone()),
+            None => Ok(Frame::NoReply),
+        });
     }
 }
 
@@ -263,7 +303,10 @@ async fn connect_inner(shared: &PoolShared, idx: usize) -> Result<Conn, BackendE
         ServerAddr::Tcp { host, port } => {
             let mut addrs = tokio::net::lookup_host((host.as_str(), *port))
                 .await
-                .map_err(|_| BackendErrorKind::HostDown)?;
+                .map_err(|e| match BackendErrorKind::from_io(&e) {
+                    BackendErrorKind::ProxyFdLimit => BackendErrorKind::ProxyFdLimit,
+                    _ => BackendErrorKind::HostDown,
+                })?;
             let addr = addrs.next().ok_or(BackendErrorKind::HostDown)?;
             let s = TcpStream::connect(addr)
                 .await
@@ -376,8 +419,8 @@ where
     let stats = &server.stats;
     let mut decoder = ReplyDecoder::new(shared.protocol);
     let mut wq: VecDeque<Bytes> = VecDeque::new();
-    // (size, expects a reply) of each request not fully written yet.
-    let mut wq_reqs: VecDeque<(i64, bool)> = VecDeque::new();
+    // Each request not fully written yet, in write order.
+    let mut wq_reqs: VecDeque<Unwritten> = VecDeque::new();
 
     let mut written_into_front = 0usize; // bytes of wq's front request already written
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
@@ -397,20 +440,31 @@ where
     let push = |r: BackendReq,
                 now: Instant,
                 wq: &mut VecDeque<Bytes>,
-                wq_reqs: &mut VecDeque<(i64, bool)>,
+                wq_reqs: &mut VecDeque<Unwritten>,
                 inflight: &mut VecDeque<InFlight>|
      -> u64 {
         let len = r.wire.len() as i64;
-        wq_reqs.push_back((len, r.expect.is_some()));
         wq.push_back(r.wire);
-        if let Some(expect) = r.expect {
-            inflight.push_back(InFlight {
-                start: now,
-                expect,
-                reply: r.reply,
-                deadline: timeout.map(|t| now + t),
+        match r.expect {
+            Some(expect) => {
+                wq_reqs.push_back(Unwritten {
+                    bytes: len,
+                    wants_reply: true,
+                    written_tx: None,
+                });
+                inflight.push_back(InFlight {
+                    start: now,
+                    expect,
+                    reply: r.reply,
+                    deadline: timeout.map(|t| now + t),
+                    bytes: len,
+                });
+            }
+            None => wq_reqs.push_back(Unwritten {
                 bytes: len,
-            });
+                wants_reply: false,
+                written_tx: r.reply,
+            }),
         }
         len as u64
     };
@@ -513,17 +567,20 @@ where
                         // out_queue, with one update of each gauge per write.
                         let (mut done, mut done_bytes, mut out, mut out_bytes) = (0i64, 0i64, 0i64, 0i64);
                         while n > 0 {
-                            let Some((front, wants_reply)) = wq_reqs.front().copied() else { break };
-                            let left = front as usize - written_into_front;
+                            let Some(front) = wq_reqs.front() else { break };
+                            let left = front.bytes as usize - written_into_front;
                             if n >= left {
                                 n -= left;
                                 written_into_front = 0;
-                                wq_reqs.pop_front();
+                                let Some(front) = wq_reqs.pop_front() else { break };
                                 done += 1;
-                                done_bytes += front;
-                                if wants_reply {
+                                done_bytes += front.bytes;
+                                if front.wants_reply {
                                     out += 1;
-                                    out_bytes += front;
+                                    out_bytes += front.bytes;
+                                }
+                                if let Some(tx) = front.written_tx {
+                                    tx.send(Ok(Frame::NoReply));
                                 }
                             } else {
                                 written_into_front += n;
@@ -560,14 +617,21 @@ where
     // Gauges: whatever was counted in a queue leaves it. In-flight requests
     // are in write order, so the written ones (in out_queue) are the first
     // `inflight - unwritten-with-reply` of them.
-    let unwritten_replies = wq_reqs.iter().filter(|r| r.1).count();
+    let unwritten_replies = wq_reqs.iter().filter(|r| r.wants_reply).count();
     let written = inflight.len().saturating_sub(unwritten_replies);
     let written_bytes: i64 = inflight.iter().take(written).map(|f| f.bytes).sum();
     stats.out_queue.fetch_sub(written as i64, Relaxed);
     stats.out_queue_bytes.fetch_sub(written_bytes, Relaxed);
-    let unwritten: i64 = wq_reqs.iter().map(|r| r.0).sum();
+    let unwritten: i64 = wq_reqs.iter().map(|r| r.bytes).sum();
     stats.in_queue.fetch_sub(wq_reqs.len() as i64, Relaxed);
     stats.in_queue_bytes.fetch_sub(unwritten, Relaxed);
+    // Unwritten noreply requests are lost with the connection, silently (no
+    // reply was ever due); their clients' budgets are freed.
+    for u in wq_reqs.drain(..) {
+        if let Some(tx) = u.written_tx {
+            tx.send(Ok(Frame::NoReply));
+        }
+    }
     let mut failed = 0usize;
     for f in inflight.drain(..) {
         failed += 1;
@@ -577,7 +641,9 @@ where
     }
     if failed > 0 || kind != BackendErrorKind::Unknown {
         shared.stats.forward_error.fetch_add(failed as u64, Relaxed);
-        shared.record_failure(idx);
+        if !kind.is_local() {
+            shared.record_failure(idx);
+        }
     }
     tracing::debug!(pool = %shared.config.name, server = %server.name, error = kind.words(), failed,
         "backend connection closed");

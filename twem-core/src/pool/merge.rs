@@ -100,7 +100,7 @@ fn combine(kind: &Kind, frames: &[Frame], part_of: &[usize]) -> Bytes {
                         Some(n) => total = total.saturating_add(n),
                         None => return r.raw().clone(),
                     },
-                    Frame::Mc(m) => return m.raw().clone(),
+                    other => return other.raw().clone(),
                 }
             }
             resp::Reply::Integer(total).to_bytes()
@@ -140,7 +140,7 @@ fn combine(kind: &Kind, frames: &[Frame], part_of: &[usize]) -> Bytes {
             for f in frames {
                 match f {
                     Frame::Mc(m) => parts.push(m.clone()),
-                    Frame::Resp(r) => return r.raw().clone(),
+                    other => return other.raw().clone(),
                 }
             }
             mc::merge_get(req, &parts)

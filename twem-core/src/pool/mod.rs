@@ -23,7 +23,8 @@ pub mod stats;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::OnceLock;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -84,6 +85,13 @@ pub fn redis_reply_limits() -> resp::Limits {
     }
 }
 
+/// Unwritten request bytes one server may have queued (over all its
+/// connections) before new requests to it are refused with
+/// [`BackendErrorKind::Backlogged`]. Each client is held back by its own
+/// budget first (the proxy stops reading it); this bounds what many clients
+/// together can pin while a server is stalled.
+pub const MAX_QUEUED_BYTES_PER_SERVER: i64 = 64 * 1024 * 1024;
+
 /// How long a re-admission probe may take when the pool has no `timeout`.
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -115,11 +123,26 @@ pub(crate) struct PoolShared {
     closed: AtomicBool,
     /// Requests every new Redis backend connection starts with.
     handshake: Vec<resp::Request>,
+    /// When a local failure (out of descriptors) was last logged, seconds
+    /// since the epoch: such lines are rate-limited to one a second.
+    last_local_log: AtomicU64,
 }
 
 impl PoolShared {
     pub(crate) fn handshake(&self) -> &[resp::Request] {
         &self.handshake
+    }
+
+    /// Whether a line about a local failure may be logged now (at most one
+    /// a second per pool: under a descriptor flood it would be per request).
+    pub(crate) fn local_failure_log_due(&self) -> bool {
+        let now = now_micros() / 1_000_000;
+        let last = self.last_local_log.load(Relaxed);
+        now != last
+            && self
+                .last_local_log
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
     }
 
     /// A request to server `idx` succeeded: its failure streak ends.
@@ -220,6 +243,10 @@ fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
+/// A connection slot: its task's channel, once a request (or `preconnect`)
+/// started it.
+type Lazy = OnceLock<mpsc::UnboundedSender<Msg>>;
+
 /// The handles' part: the senders to the connection tasks. Dropping the last
 /// handle closes the channels, which ends the tasks once their in-flight
 /// requests are answered, and stops the probes.
@@ -227,7 +254,21 @@ fn now_micros() -> u64 {
 struct Handles {
     shared: Arc<PoolShared>,
     /// `conns[server][slot]`.
-    conns: Vec<Vec<mpsc::UnboundedSender<Msg>>>,
+    conns: Vec<Box<[Lazy]>>,
+}
+
+impl Handles {
+    /// The channel of server `idx`'s connection `slot`, starting its task on
+    /// first use. Runs inside the runtime (every caller is async or was
+    /// called from a task).
+    fn conn(&self, idx: usize, slot: usize) -> Option<&mpsc::UnboundedSender<Msg>> {
+        let lazy = self.conns.get(idx)?.get(slot)?;
+        Some(lazy.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(backend::run(Arc::clone(&self.shared), idx, rx));
+            tx
+        }))
+    }
 }
 
 impl Drop for Handles {
@@ -323,22 +364,26 @@ impl Pool {
             rebuild: Mutex::new(()),
             closed: AtomicBool::new(false),
             handshake,
+            last_local_log: AtomicU64::new(0),
             config,
         });
-        let mut conns = Vec::with_capacity(shared.servers.len());
-        for idx in 0..shared.servers.len() {
-            let mut per = Vec::with_capacity(slots);
-            // One task per connection slot; with `preconnect` each connects
-            // at start (nutcracker opens one per server; twem fills every slot).
-            for _ in 0..slots {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(backend::run(Arc::clone(&shared), idx, rx));
-                per.push(tx);
+        // A slot costs a pointer until a request picks it: its channel and
+        // task start then (a large `server_connections` used to cost ~8 KiB
+        // per slot at start). With `preconnect` every slot starts now and
+        // connects (nutcracker opens one per server; twem fills every slot).
+        let conns: Vec<Box<[Lazy]>> = (0..shared.servers.len())
+            .map(|_| (0..slots).map(|_| OnceLock::new()).collect())
+            .collect();
+        let handles = Handles { shared, conns };
+        if handles.shared.config.preconnect {
+            for idx in 0..handles.conns.len() {
+                for slot in 0..slots {
+                    handles.conn(idx, slot);
+                }
             }
-            conns.push(per);
         }
         Ok(Pool {
-            inner: Arc::new(Handles { shared, conns }),
+            inner: Arc::new(handles),
         })
     }
 
@@ -414,7 +459,7 @@ impl Pool {
         let sh = &self.inner.shared;
         sh.closed.store(true, Release);
         for per in &self.inner.conns {
-            for tx in per {
+            for tx in per.iter().filter_map(OnceLock::get) {
                 let _ = tx.send(Msg::Close);
             }
         }
@@ -428,6 +473,12 @@ impl Pool {
     }
 
     fn fail_now(&self, kind: BackendErrorKind) -> ReplyFuture {
+        if kind == BackendErrorKind::AllEjected && self.inner.shared.local_failure_log_due() {
+            tracing::warn!(
+                pool = self.name(),
+                "request failed: every server of the pool is ejected"
+            );
+        }
         self.inner.shared.stats.forward_error.fetch_add(1, Relaxed);
         ReplyFuture::ready(Err(CallError::Backend(BackendError::new(
             kind,
@@ -451,10 +502,25 @@ impl Pool {
         if sh.closed.load(Relaxed) {
             return Err(CallError::Closed(Arc::from(sh.config.name.as_str())));
         }
-        let per = &self.inner.conns[idx];
-        let tx = &per[hint % per.len()];
-        let stats = &sh.servers[idx].stats;
+        let slots = self.inner.conns.get(idx).map_or(1, |p| p.len().max(1));
+        let Some(tx) = self.inner.conn(idx, hint % slots) else {
+            return Err(CallError::Closed(Arc::from(sh.config.name.as_str())));
+        };
+        let server = &sh.servers[idx];
+        let stats = &server.stats;
         let len = wire.len() as i64;
+        if stats.in_queue_bytes.load(Relaxed) > MAX_QUEUED_BYTES_PER_SERVER {
+            sh.stats.forward_error.fetch_add(1, Relaxed);
+            if sh.local_failure_log_due() {
+                tracing::warn!(pool = %sh.config.name, server = %server.name,
+                    queued = stats.in_queue_bytes.load(Relaxed),
+                    "request refused: the server is not taking requests (stalled?) and its queue is full");
+            }
+            return Err(CallError::Backend(BackendError::new(
+                BackendErrorKind::Backlogged,
+                Arc::clone(&server.name),
+            )));
+        }
         stats.in_queue.fetch_add(1, Relaxed);
         stats.in_queue_bytes.fetch_add(len, Relaxed);
         if tx
@@ -497,6 +563,19 @@ impl Pool {
     /// Send a request whose one reply is the client's: into the caller's
     /// inbox if it has one, else through a oneshot.
     fn send_one(&self, idx: usize, wire: Bytes, expect: Expect, caller: Caller<'_>) -> ReplyFuture {
+        self.send_caller(idx, wire, Some(expect), caller)
+    }
+
+    /// [`send_one`](Pool::send_one), for a request that may expect no
+    /// reply (`expect: None`: memcached `noreply`), whose future then
+    /// resolves to nothing once the request is written.
+    fn send_caller(
+        &self,
+        idx: usize,
+        wire: Bytes,
+        expect: Option<Expect>,
+        caller: Caller<'_>,
+    ) -> ReplyFuture {
         let hint = caller.hint();
         let (tx, inner) = match caller {
             Caller::Inbox(inbox) => {
@@ -508,8 +587,10 @@ impl Pool {
                 (ReplyTx::Oneshot(tx), Inner::One(rx))
             }
         };
-        match self.send(idx, wire, Some(expect), Some(tx), hint) {
+        match self.send(idx, wire, expect, Some(tx), hint) {
             Ok(()) => ReplyFuture { inner },
+            // A noreply request is refused silently, as memcached would.
+            Err(_) if expect.is_none() => ReplyFuture::ready(Ok(Bytes::new())),
             Err(e) => ReplyFuture::ready(Err(e)),
         }
     }
@@ -582,12 +663,12 @@ impl Pool {
                 let key = req.args().get(i).map(|b| &b[..]).unwrap_or(b"");
                 match ring.locate(key) {
                     Some(idx) => self.send_one(idx, req.wire().clone(), Expect::Resp, caller),
-                    None => self.fail_now(BackendErrorKind::ConnectionRefused),
+                    None => self.fail_now(BackendErrorKind::AllEjected),
                 }
             }
             Route::Placeholder => match ring.locate(PLACEHOLDER_KEY) {
                 Some(idx) => self.send_one(idx, req.wire().clone(), Expect::Resp, caller),
-                None => self.fail_now(BackendErrorKind::ConnectionRefused),
+                None => self.fail_now(BackendErrorKind::AllEjected),
             },
             Route::Split {
                 cmd: split_cmd,
@@ -595,7 +676,7 @@ impl Pool {
                 step,
             } => {
                 if ring.live_count() == 0 {
-                    return self.fail_now(BackendErrorKind::ConnectionRefused);
+                    return self.fail_now(BackendErrorKind::AllEjected);
                 }
                 self.split_redis(&ring, req, split_cmd, first, step, caller)
             }
@@ -684,7 +765,7 @@ impl Pool {
             return ReplyFuture::ready(Ok(Bytes::new()));
         }
         if ring.live_count() == 0 {
-            return self.fail_now(BackendErrorKind::ConnectionRefused);
+            return self.fail_now(BackendErrorKind::AllEjected);
         }
         let key: &[u8] = if cmd == mc::Command::Version {
             PLACEHOLDER_KEY
@@ -695,13 +776,12 @@ impl Pool {
             return self.split_memcache(&ring, req, caller);
         }
         let Some(idx) = ring.locate(key) else {
-            return self.fail_now(BackendErrorKind::ConnectionRefused);
+            return self.fail_now(BackendErrorKind::AllEjected);
         };
         if req.noreply() {
-            return match self.send(idx, req.wire().clone(), None, None, caller.hint()) {
-                Ok(()) => ReplyFuture::ready(Ok(Bytes::new())),
-                Err(e) => ReplyFuture::ready(Err(e)),
-            };
+            // Resolves (to nothing) once written: until then it counts
+            // against its client's budget of requests in flight.
+            return self.send_caller(idx, req.wire().clone(), None, caller);
         }
         self.send_one(idx, req.wire().clone(), Expect::Mc(cmd), caller)
     }
