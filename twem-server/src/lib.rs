@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod fdlimit;
 pub mod listener;
 pub mod locate;
 pub mod logging;

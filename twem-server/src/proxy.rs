@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use twem_core::config::{Config, PoolConfig};
 use twem_core::pool::{Pool, Protocol};
 
+use crate::fdlimit::FdBudget;
 use crate::listener::{self, Listener};
 use crate::logging::Logger;
 use crate::session::{self, MemcacheFrontend, RedisFrontend};
@@ -97,6 +98,9 @@ struct Proxy {
     globals: Arc<Globals>,
     /// What the stats port reports: the current pool of every running pool.
     stats_slots: Arc<ArcSwap<Vec<PoolSlot>>>,
+    /// Client connections allowed over all pools (descriptors kept for
+    /// backend connections).
+    fds: Arc<FdBudget>,
 }
 
 impl Proxy {
@@ -133,6 +137,7 @@ impl Proxy {
             sessions_stop.clone(),
             self.sessions.clone(),
             Arc::clone(&self.globals),
+            Arc::clone(&self.fds),
         ))
     }
 
@@ -153,6 +158,7 @@ impl Proxy {
                 return;
             }
         };
+        self.fds.configure(&config);
         // Phase 1: everything that can fail, with nothing changed yet.
         enum Plan {
             Keep(usize),
@@ -327,6 +333,7 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
         sessions: TaskTracker::new(),
         globals: Arc::new(Globals::default()),
         stats_slots: Arc::new(ArcSwap::from_pointee(Vec::new())),
+        fds: Arc::new(FdBudget::new(&config)),
     };
     for (pool, l) in pools.into_iter().zip(listeners) {
         proxy.start_pool(pool, l);
@@ -423,7 +430,9 @@ async fn accept_loop(
     sessions_stop: CancellationToken,
     sessions: TaskTracker,
     globals: Arc<Globals>,
+    fds: Arc<FdBudget>,
 ) {
+    let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = tokio::select! {
             r = accept(&listener) => r,
@@ -431,14 +440,33 @@ async fn accept_loop(
         };
         let pool = slot.load_full();
         let conn = match accepted {
-            Ok(c) => c,
+            Ok(c) => {
+                backoff.succeeded();
+                c
+            }
             Err(e) => {
-                // EMFILE and friends: back off briefly rather than spin.
-                tracing::warn!(pool = pool.name(), error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                // EMFILE and friends: back off (growing, up to a second)
+                // rather than spin, and say so at most once a second.
+                let pause = backoff.failed(pool.name(), &e);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = stop.cancelled() => break,
+                }
                 continue;
             }
         };
+        if !fds.try_acquire() {
+            pool.stats().client_rejected.fetch_add(1, Relaxed);
+            if backoff.log_due() {
+                tracing::warn!(
+                    pool = pool.name(),
+                    limit = fds.limit(),
+                    "client connection refused: descriptors are kept for backend connections (raise ulimit -n)"
+                );
+            }
+            drop(conn);
+            continue;
+        }
         let limit = pool.config().client_connections;
         let stats = pool.stats();
         if limit > 0 && stats.client_connections.load(Relaxed) >= i64::from(limit) {
@@ -448,6 +476,7 @@ async fn accept_loop(
                 limit,
                 "client connection refused: client_connections limit reached"
             );
+            fds.release();
             drop(conn);
             continue;
         }
@@ -462,11 +491,17 @@ async fn accept_loop(
         let slot = Arc::clone(&slot);
         let stop = sessions_stop.clone();
         let globals = Arc::clone(&globals);
+        let fds = Arc::clone(&fds);
         sessions.spawn(async move {
+            // Both lines name the client by id and peer, so that an
+            // operator can pair them.
+            let peer = match &conn {
+                Accepted::Tcp(s) => s.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+                Accepted::Unix(_) => "unix".to_string(),
+            };
+            tracing::info!(pool = %slot.load().name(), client = hint, peer = %peer, "client connected");
             let end = match conn {
                 Accepted::Tcp(s) => {
-                    let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                    tracing::info!(pool = %slot.load().name(), client = %peer, "client connected");
                     let _ = s.set_nodelay(true);
                     if keepalive {
                         let _ = socket2::SockRef::from(&s).set_keepalive(true);
@@ -475,17 +510,72 @@ async fn accept_loop(
                     run_session(redis, &slot, hint, r, w, stop).await
                 }
                 Accepted::Unix(s) => {
-                    tracing::info!(pool = %slot.load().name(), client = "unix", "client connected");
                     let (r, w) = s.into_split();
                     run_session(redis, &slot, hint, r, w, stop).await
                 }
             };
-            tracing::info!(pool = %slot.load().name(), client = hint, end = ?end, "client closed");
+            tracing::info!(pool = %slot.load().name(), client = hint, peer = %peer, end = ?end, "client closed");
             stats.client_connections.fetch_sub(1, Relaxed);
             globals.curr_connections.fetch_sub(1, Relaxed);
+            fds.release();
         });
     }
     globals.curr_connections.fetch_sub(1, Relaxed);
+}
+
+/// Pacing of an accept loop after failed accepts (EMFILE, ENFILE, ENOBUFS):
+/// the pause doubles from 10 ms to 1 s while they go on, and the warning is
+/// logged at most once a second with the number of failures since.
+#[derive(Debug)]
+struct AcceptBackoff {
+    pause: Duration,
+    failures: u64,
+    last_log: Option<std::time::Instant>,
+}
+
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        AcceptBackoff {
+            pause: Self::FIRST,
+            failures: 0,
+            last_log: None,
+        }
+    }
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// An accept succeeded: the next failure starts from the shortest pause.
+    fn succeeded(&mut self) {
+        self.pause = Self::FIRST;
+    }
+
+    /// An accept failed with `e`: how long to pause before the next one.
+    fn failed(&mut self, pool: &str, e: &std::io::Error) -> Duration {
+        self.failures += 1;
+        if self.log_due() {
+            tracing::warn!(pool, error = %e, failures = self.failures, pause_ms = self.pause.as_millis() as u64,
+                "accept failed; pausing the listener");
+            self.failures = 0;
+        }
+        let pause = self.pause;
+        self.pause = (self.pause * 2).min(Self::MAX);
+        pause
+    }
+
+    /// Whether a warning may be logged now (at most one a second).
+    fn log_due(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        match self.last_log {
+            Some(t) if now.duration_since(t) < Duration::from_secs(1) => false,
+            _ => {
+                self.last_log = Some(now);
+                true
+            }
+        }
+    }
 }
 
 async fn run_session<R, W>(

@@ -35,6 +35,13 @@ const MAX_WINDOW: usize = 1024;
 /// Assumed reply size until the client's replies teach us better: large, so
 /// a fresh connection's first burst can't pin much memory.
 const INITIAL_AVG_REPLY: usize = 512 * 1024;
+/// Bytes of requests a client may have in flight (dispatched and not yet
+/// answered, or for `noreply` not yet written to the server) before the
+/// session stops reading it. Without it a client pipelining large values to
+/// a stalled server pinned gigabytes: the count window alone allowed 1,024
+/// requests of any size. One request larger than this still goes through
+/// alone (its size is bounded by the codec's frame limit).
+const MAX_REQUEST_BYTES_IN_FLIGHT: usize = 32 * 1024 * 1024;
 /// Largest amount asked of one read.
 const READ_CHUNK: usize = 8 * 1024;
 /// First read after the buffer was released (see `read_some`).
@@ -158,6 +165,9 @@ impl Frontend for RedisFrontend {
 
     fn handle(&mut self, req: resp::Request, pool: &Pool, inbox: &mut Inbox) -> Step {
         let name = req.name();
+        // Per-request lines only at nutcracker levels 8+ (TRACE).
+        tracing::trace!(pool = pool.name(), client = inbox.hint(),
+            command = %String::from_utf8_lossy(name), "request");
         if name.eq_ignore_ascii_case(b"quit") {
             return Step::Close(ready(b"+OK\r\n"));
         }
@@ -166,7 +176,12 @@ impl Frontend for RedisFrontend {
                 (None, _) => b"-ERR Client sent AUTH, but no password is set\r\n",
                 (Some(_), n) if n != 2 => b"-ERR wrong number of arguments for 'auth' command\r\n",
                 (Some(pw), _) => {
-                    if req.args()[1] == pw.as_bytes() {
+                    // Constant time: the comparison must not tell an
+                    // attacker, by its duration, how much of a guess was
+                    // right (lengths still differ in time, which tells only
+                    // the length).
+                    use subtle::ConstantTimeEq;
+                    if bool::from(req.args()[1][..].ct_eq(pw.as_bytes())) {
                         self.authed = true;
                         b"+OK\r\n"
                     } else {
@@ -226,6 +241,11 @@ impl Frontend for MemcacheFrontend {
         pool: &Pool,
         inbox: &mut Inbox,
     ) -> Step {
+        if let Ok(req) = &item {
+            // Per-request lines only at nutcracker levels 8+ (TRACE).
+            tracing::trace!(pool = pool.name(), client = inbox.hint(),
+                command = ?req.command(), "request");
+        }
         match item {
             // memcached stays silent about a bad line that ended in noreply,
             // and drops a connection whose data block can't be delimited.
@@ -282,6 +302,8 @@ impl ClientRead for tokio::net::unix::OwnedReadHalf {
 struct Slot {
     fut: ReplyFuture,
     close_after: bool,
+    /// Bytes of the client's request it answers (what the decoder consumed).
+    req_bytes: usize,
     /// When the request was decoded, for the pool latency histogram.
     start: Instant,
 }
@@ -334,6 +356,8 @@ where
     let mut wq: VecDeque<Bytes> = VecDeque::new();
     let mut wq_bytes = 0usize;
     let mut avg_reply = INITIAL_AVG_REPLY;
+    // Bytes of the requests in `queue`: bounded by MAX_REQUEST_BYTES_IN_FLIGHT.
+    let mut req_bytes = 0usize;
     let mut read_open = true;
     let mut closing = false; // a close-after reply is queued: read no more
     let mut close_now = false; // that reply reached the write queue
@@ -354,22 +378,31 @@ where
             // Read more only when the decoder asked for more bytes: if the window
             // stopped decoding, complete requests are already buffered, and
             // reading on would buffer a client that never reads without bound.
-            while !closing && queue.len() < window && wq_bytes < MAX_UNWRITTEN {
+            while !closing
+                && queue.len() < window
+                && wq_bytes < MAX_UNWRITTEN
+                && req_bytes < MAX_REQUEST_BYTES_IN_FLIGHT
+            {
+                let before = rbuf.len();
                 match codec.decode(&mut rbuf) {
                     Ok(Some(item)) => {
-                        // Per-request lines only at nutcracker levels 8+ (TRACE).
-                        tracing::trace!(pool = pool.name(), client = hint, "request");
+                        let consumed = before - rbuf.len();
                         let start = *now.get_or_insert_with(Instant::now);
                         match fe.handle(item, &pool, &mut inbox) {
-                            Step::Reply(fut) => queue.push_back(Slot {
-                                fut,
-                                close_after: false,
-                                start,
-                            }),
+                            Step::Reply(fut) => {
+                                req_bytes += consumed;
+                                queue.push_back(Slot {
+                                    fut,
+                                    close_after: false,
+                                    req_bytes: consumed,
+                                    start,
+                                });
+                            }
                             Step::Close(fut) => {
                                 queue.push_back(Slot {
                                     fut,
                                     close_after: true,
+                                    req_bytes: 0,
                                     start,
                                 });
                                 closing = true;
@@ -390,6 +423,7 @@ where
                         queue.push_back(Slot {
                             fut: ReplyFuture::ready(Ok(reply)),
                             close_after: true,
+                            req_bytes: 0,
                             start: *now.get_or_insert_with(Instant::now),
                         });
                         closing = true;
@@ -408,6 +442,7 @@ where
             };
             let close_after = front.close_after;
             let start = front.start;
+            req_bytes -= front.req_bytes;
             queue.pop_front();
             let bytes = match res {
                 Ok(b) => b,
@@ -430,6 +465,20 @@ where
         }
         if noreply_done {
             latency.flush();
+        }
+        // Decoding stopped at a bound (window, request bytes) and replies
+        // have since left the queue: decode on before deciding to wait. A
+        // burst of `noreply` requests empties the queue without writing
+        // anything, so progress is judged by what can be decoded, not by
+        // replies produced (the "nothing can make progress" guard below
+        // used to close such a client silently).
+        if !need_more
+            && !closing
+            && queue.len() < window
+            && wq_bytes < MAX_UNWRITTEN
+            && req_bytes < MAX_REQUEST_BYTES_IN_FLIGHT
+        {
+            continue;
         }
         if wq.is_empty() {
             if close_now {
@@ -454,10 +503,16 @@ where
         let wait_front = !close_now && !queue.is_empty() && wq_bytes < MAX_UNWRITTEN;
         let can_write = !wq.is_empty();
         if !can_read && !wait_front && !can_write {
-            // Nothing can make progress: only possible when the client closed
-            // and nothing is pending, handled above; guard against spinning.
+            // Nothing can make progress: unreachable by the rules above
+            // (a bound that stops decoding always leaves a reply to wait
+            // for); if it ever happens, say so instead of closing silently.
+            tracing::warn!(
+                pool = slot.load().name(),
+                client = inbox.hint(),
+                "client session cannot make progress; closing it"
+            );
             let _ = wr.shutdown().await;
-            return End::Eof;
+            return End::Closed;
         }
         tokio::select! {
             // Fixed order, no per-turn random pick: reads first, so a busy
