@@ -15,12 +15,11 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
-use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
-use twem_core::pool::{CallError, Inbox, Pool, ReplyFuture};
+use twem_core::pool::{CallError, Inbox, Pool, ReplyChunks, ReplyFuture};
 use twem_proto::{memcache as mc, resp, ProtoError};
 
 /// Reply bytes waiting for a slow client before the session stops taking
@@ -437,26 +436,33 @@ where
             let Some(front) = queue.front_mut() else {
                 break;
             };
-            let Some(res) = (&mut front.fut).now_or_never() else {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let std::task::Poll::Ready(res) = front.fut.poll_chunks(&mut cx) else {
                 break;
             };
             let close_after = front.close_after;
             let start = front.start;
             req_bytes -= front.req_bytes;
             queue.pop_front();
-            let bytes = match res {
-                Ok(b) => b,
-                Err(e) => fe.error_reply(&e),
+            let reply = match res {
+                Ok(r) => r,
+                Err(e) => ReplyChunks::One(fe.error_reply(&e)),
             };
-            avg_reply = avg_reply - avg_reply / 8 + bytes.len() / 8;
-            if bytes.is_empty() {
-                // A noreply request: done once dispatched.
+            let len = reply.len();
+            avg_reply = avg_reply - avg_reply / 8 + len / 8;
+            if len == 0 {
+                // A noreply request: done once written to its server.
                 latency.observe(start.elapsed().as_secs_f64());
                 noreply_done = true;
             } else {
-                wq_bytes += bytes.len();
-                unwritten.push_back((bytes.len(), start));
-                wq.push_back(bytes);
+                wq_bytes += len;
+                unwritten.push_back((len, start));
+                // A merged reply may be a chain: its large values are the
+                // servers' own buffers, written without a copy.
+                match reply {
+                    ReplyChunks::One(b) => wq.push_back(b),
+                    chain => wq.extend(chain.into_parts().filter(|b| !b.is_empty())),
+                }
             }
             if close_after {
                 close_now = true;
@@ -536,7 +542,7 @@ where
             },
             _ = async { if let Some(front) = queue.front_mut() { let _ = std::future::poll_fn(|cx| {
                     // Only wake when the front is ready; the next loop turn takes it.
-                    std::pin::Pin::new(&mut front.fut).poll(cx).map(|r| { front.fut = ReplyFuture::ready(r); })
+                    front.fut.poll_chunks(cx).map(|r| { front.fut = ReplyFuture::ready_chunks(r); })
                 }).await; } }, if wait_front => {}
             res = twem_core::net::write_some(&mut wr, &mut wq), if can_write => match res {
                 Ok(n) => {
