@@ -89,6 +89,24 @@ pub fn render(pools: &[PoolSnapshot], globals: &Globals) -> String {
         }
         let _ = reg.register(Box::new(rej));
     }
+    if let Ok(foreign) = IntCounterVec::new(
+        Opts::new(
+            "twem_pool_client_foreign_protocol_total",
+            "Client connections closed for speaking another protocol (HTTP, memcached binary): possible cross-protocol attacks",
+        ),
+        &["pool"],
+    ) {
+        for p in pools {
+            if let Some((_, v)) = p
+                .twem_fields
+                .iter()
+                .find(|f| f.0 == "client_foreign_protocol")
+            {
+                foreign.with_label_values(&[&p.name]).inc_by((*v).max(0) as u64);
+            }
+        }
+        let _ = reg.register(Box::new(foreign));
+    }
     if let Ok(total) = prometheus::IntCounter::new(
         "twem_connections_opened_total",
         "Connections opened (listeners, clients, servers)",
@@ -194,7 +212,7 @@ mod tests {
                 name: "s1".into(),
                 fields: vec![("requests", 7), ("in_queue", 1)],
             }],
-            twem_fields: vec![("client_rejected", 5)],
+            twem_fields: vec![("client_rejected", 5), ("client_foreign_protocol", 6)],
         }];
         let g = Globals::default();
         g.curr_connections.store(4, Relaxed);
@@ -205,6 +223,10 @@ mod tests {
         );
         assert!(
             text.contains("twem_pool_client_rejected_total{pool=\"alpha\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("twem_pool_client_foreign_protocol_total{pool=\"alpha\"} 6"),
             "{text}"
         );
         assert!(

@@ -202,6 +202,11 @@ impl Frontend for RedisFrontend {
     }
 
     fn protocol_error(&self, e: &ProtoError) -> Bytes {
+        // Nothing for another protocol, as redis-server: whatever sent it
+        // (a browser) has no use for a RESP error.
+        if e.is_foreign_protocol() {
+            return Bytes::new();
+        }
         Bytes::from(format!("-ERR {e}\r\n"))
     }
 }
@@ -263,6 +268,11 @@ impl Frontend for MemcacheFrontend {
     }
 
     fn protocol_error(&self, e: &ProtoError) -> Bytes {
+        // Nothing for another protocol: a binary client would read a text
+        // line as garbage, and a browser has no use for one.
+        if e.is_foreign_protocol() {
+            return Bytes::new();
+        }
         mc::protocol_error_reply(e)
     }
 }
@@ -414,7 +424,21 @@ where
                         break;
                     }
                     Err(e) => {
-                        tracing::debug!(pool = pool.name(), error = %e, "client protocol error");
+                        if e.is_foreign_protocol() {
+                            // Once per connection: decoding stops here
+                            // (`closing`), so an attacker's flood of lines
+                            // costs one line per connection, not per line.
+                            tracing::warn!(
+                                pool = pool.name(),
+                                client = hint,
+                                "closing a client that speaks another protocol: {e}"
+                            );
+                            pool.stats()
+                                .client_foreign_protocol
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        } else {
+                            tracing::debug!(pool = pool.name(), error = %e, "client protocol error");
+                        }
                         pool.stats()
                             .client_err
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -445,10 +445,17 @@ impl Pool {
                     fields: s.stats.fields(),
                 })
                 .collect(),
-            twem_fields: vec![(
-                "client_rejected",
-                i64::try_from(sh.stats.client_rejected.load(Relaxed)).unwrap_or(i64::MAX),
-            )],
+            twem_fields: vec![
+                (
+                    "client_rejected",
+                    i64::try_from(sh.stats.client_rejected.load(Relaxed)).unwrap_or(i64::MAX),
+                ),
+                (
+                    "client_foreign_protocol",
+                    i64::try_from(sh.stats.client_foreign_protocol.load(Relaxed))
+                        .unwrap_or(i64::MAX),
+                ),
+            ],
         }
     }
 

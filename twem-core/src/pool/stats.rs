@@ -16,6 +16,9 @@ pub struct PoolStats {
     pub client_connections: AtomicI64,
     /// Client connections refused because of `client_connections` (twem only).
     pub client_rejected: AtomicU64,
+    /// Client connections closed because they spoke another protocol (HTTP,
+    /// memcached binary): possible cross-protocol attacks (twem only).
+    pub client_foreign_protocol: AtomicU64,
     /// Times a server was ejected from the ring.
     pub server_ejects: AtomicU64,
     /// Requests that could not be forwarded (no live server, connect failure...).
@@ -74,7 +77,8 @@ pub struct PoolSnapshot {
     /// Every server of the pool, in ring order.
     pub servers: Vec<ServerSnapshot>,
     /// Counters twem adds, kept out of nutcracker's JSON (which must stay
-    /// byte-compatible) and shown on `/metrics`: `client_rejected`.
+    /// byte-compatible) and shown on `/metrics`: `client_rejected`,
+    /// `client_foreign_protocol`.
     pub twem_fields: Vec<(&'static str, i64)>,
 }
 
