@@ -24,36 +24,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use twem_tests::{
-    bulk, free_port, key_on, resp_cmd, rss_kib, twemproxy_bin, wait_for_port, Client, Memcached,
-    Proc, ProxyProc, Redis, TempDir,
+    bulk, free_port, key_on, resp_cmd, sample_rss, Client, Memcached, ProxyProc, Redis,
 };
 
 /// RSS figures mean something only when one proxy works at a time.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn rss(p: &ProxyProc) -> u64 {
-    rss_kib(p.proc.pid()).expect("proxy RSS (is it alive?)")
-}
-
-fn assert_alive(p: &mut ProxyProc) {
-    assert!(p.proc.is_running(), "the proxy died");
-    let stderr = p.stderr_text();
-    assert!(!stderr.contains("panicked"), "proxy panicked:\n{stderr}");
-}
-
-/// Sample `pid`'s RSS every 50 ms until `stop`; the maximum in KiB.
-fn sample_rss(pid: u32, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
-    thread::spawn(move || {
-        let mut max = 0;
-        while !stop.load(Ordering::Relaxed) {
-            max = max.max(rss_kib(pid).unwrap_or(0));
-            thread::sleep(Duration::from_millis(50));
-        }
-        max
-    })
 }
 
 /// Write `data` for at most `limit`, stopping early when the socket stops
@@ -81,6 +58,48 @@ fn write_until_blocked(sock: &TcpStream, data: &[u8], limit: Duration) -> usize 
         }
     }
     off
+}
+
+/// Stop `server`, push `data` through `c` until the proxy stops taking it
+/// (at most 8 s), and return (bytes written, the proxy's RSS growth in MiB),
+/// printed under `what`.
+fn push_to_stopped(
+    proxy: &ProxyProc,
+    server: u32,
+    c: &Client,
+    data: &[u8],
+    what: &str,
+) -> (usize, u64) {
+    let base = proxy.rss();
+    stop_proc(server);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_rss(proxy.proc.pid(), Arc::clone(&stop));
+    let written = write_until_blocked(&c.sock, data, Duration::from_secs(8));
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let grew_mib = sampler.join().expect("sampler").saturating_sub(base) / 1024;
+    eprintln!(
+        "{what}: client wrote {} MiB of {} MiB before backpressure; proxy RSS +{grew_mib} MiB",
+        written >> 20,
+        data.len() >> 20
+    );
+    (written, grew_mib)
+}
+
+/// Resume `server` and write the rest of `data` (from `written` on, plus
+/// `tail`) from another thread while the caller reads the replies.
+fn resume_and_send_rest(
+    server: u32,
+    c: &Client,
+    data: &[u8],
+    written: usize,
+    tail: &[u8],
+) -> thread::JoinHandle<std::io::Result<()>> {
+    cont_proc(server);
+    let mut s = c.sock.try_clone().expect("clone");
+    let mut rest = data[written..].to_vec();
+    rest.extend_from_slice(tail);
+    thread::spawn(move || s.write_all(&rest))
 }
 
 fn stop_proc(pid: u32) {
@@ -144,7 +163,7 @@ fn memcached_noreply_burst_keeps_the_connection() {
     c.send(&burst);
     let line = c.read_line();
     assert!(line.starts_with(b"VERSION "), "{line:?}");
-    assert_alive(&mut proxy);
+    proxy.assert_healthy();
 }
 
 /// A client pipelining 1 MiB SETs to a stopped redis-server (after small
@@ -173,27 +192,13 @@ fn stalled_redis_backpressures_the_client() {
             b"+OK\r\n"
         );
     }
-    let base = rss(&proxy);
-    stop_proc(r.proc.pid());
-
     let value = vec![b'x'; 1 << 20];
     let n = 300;
     let mut data = Vec::with_capacity(n * ((1 << 20) + 64));
     for i in 0..n {
         data.extend_from_slice(&resp_cmd(&[b"SET", format!("big{i}").as_bytes(), &value]));
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_rss(proxy.proc.pid(), Arc::clone(&stop));
-    let written = write_until_blocked(&c.sock, &data, Duration::from_secs(8));
-    thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    let peak = sampler.join().expect("sampler");
-    let grew_mib = peak.saturating_sub(base) / 1024;
-    eprintln!(
-        "stalled redis: client wrote {} MiB of {} MiB before backpressure; proxy RSS +{grew_mib} MiB",
-        written >> 20,
-        data.len() >> 20
-    );
+    let (written, grew_mib) = push_to_stopped(&proxy, r.proc.pid(), &c, &data, "stalled redis");
     assert!(
         written < data.len(),
         "the proxy kept reading a client whose server is stopped ({} MiB taken)",
@@ -205,11 +210,8 @@ fn stalled_redis_backpressures_the_client() {
         "proxy RSS grew {grew_mib} MiB while its server was stopped"
     );
 
-    cont_proc(r.proc.pid());
     // The rest goes through once the server answers again.
-    let mut s = c.sock.try_clone().expect("clone");
-    let rest = data[written..].to_vec();
-    let writer = thread::spawn(move || s.write_all(&rest));
+    let writer = resume_and_send_rest(r.proc.pid(), &c, &data, written, b"");
     for i in 0..n {
         let reply = c.read_resp();
         assert_eq!(reply, b"+OK\r\n", "request {i} of {n}");
@@ -220,7 +222,7 @@ fn stalled_redis_backpressures_the_client() {
         direct.cmd(&[b"STRLEN", format!("big{}", n - 1).as_bytes()]),
         b":1048576\r\n"
     );
-    assert_alive(&mut proxy);
+    proxy.assert_healthy();
     r.proc.kill();
 }
 
@@ -240,8 +242,6 @@ fn stalled_memcached_noreply_stream_is_bounded() {
     let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
     let mut c = Client::connect(port);
     assert!(c.mc(b"version\r\n").starts_with(b"VERSION"));
-    let base = rss(&proxy);
-    stop_proc(mc.proc.pid());
     let value = vec![b'y'; 100_000];
     let mut data = Vec::new();
     for i in 0..3000 {
@@ -249,25 +249,16 @@ fn stalled_memcached_noreply_stream_is_bounded() {
         data.extend_from_slice(&value);
         data.extend_from_slice(b"\r\n");
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_rss(proxy.proc.pid(), Arc::clone(&stop));
-    let written = write_until_blocked(&c.sock, &data, Duration::from_secs(8));
-    thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    let peak = sampler.join().expect("sampler");
-    let grew_mib = peak.saturating_sub(base) / 1024;
-    eprintln!(
-        "stalled memcached: client wrote {} MiB of {} MiB of noreply sets; proxy RSS +{grew_mib} MiB",
-        written >> 20,
-        data.len() >> 20
+    let (written, grew_mib) = push_to_stopped(
+        &proxy,
+        mc.proc.pid(),
+        &c,
+        &data,
+        "stalled memcached, noreply sets",
     );
     assert!(written < data.len(), "no backpressure on noreply requests");
     assert!(grew_mib < 160, "proxy RSS grew {grew_mib} MiB");
-    cont_proc(mc.proc.pid());
-    let mut s = c.sock.try_clone().expect("clone");
-    let mut rest = data[written..].to_vec();
-    rest.extend_from_slice(b"get n2999\r\n");
-    let writer = thread::spawn(move || s.write_all(&rest));
+    let writer = resume_and_send_rest(mc.proc.pid(), &c, &data, written, b"get n2999\r\n");
     let got = c.read_mc(true);
     writer.join().expect("writer").expect("write the rest");
     assert!(
@@ -275,7 +266,7 @@ fn stalled_memcached_noreply_stream_is_bounded() {
         "{:?}",
         String::from_utf8_lossy(&got[..got.len().min(80)])
     );
-    assert_alive(&mut proxy);
+    proxy.assert_healthy();
     mc.proc.kill();
 }
 
@@ -293,7 +284,7 @@ fn stalled_server_queue_bound_refuses_clearly() {
         r.addr()
     );
     let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
-    let base = rss(&proxy);
+    let base = proxy.rss();
     stop_proc(r.proc.pid());
     let value = vec![b'z'; 1 << 20];
     let per_client = 40;
@@ -312,7 +303,7 @@ fn stalled_server_queue_bound_refuses_clearly() {
         writers.push(thread::spawn(move || s.write_all(&data)));
     }
     thread::sleep(Duration::from_secs(3));
-    let peak_mib = rss(&proxy).saturating_sub(base) / 1024;
+    let peak_mib = proxy.rss().saturating_sub(base) / 1024;
     eprintln!("5 clients x 40 MiB to a stopped server: proxy RSS +{peak_mib} MiB");
     assert!(peak_mib < 200, "proxy RSS grew {peak_mib} MiB");
     cont_proc(r.proc.pid());
@@ -341,7 +332,7 @@ fn stalled_server_queue_bound_refuses_clearly() {
     // The proxy serves normally afterwards.
     let mut c = Client::connect(port);
     assert_eq!(c.cmd(&[b"SET", b"after", b"1"]), b"+OK\r\n");
-    assert_alive(&mut proxy);
+    proxy.assert_healthy();
     r.proc.kill();
 }
 
@@ -361,30 +352,9 @@ fn descriptor_flood_ejects_no_healthy_server() {
         a.addr(),
         b.addr()
     );
-    let dir = TempDir::new("fdflood");
-    let conf = dir.path().join("f.yml");
-    std::fs::write(&conf, &yaml).expect("config");
-    let stats_port = free_port();
-    let log = dir.path().join("proxy.log");
-    let mut cmd = Command::new("prlimit");
-    cmd.arg("--nofile=128:128")
-        .arg(twemproxy_bin())
-        .arg("-c")
-        .arg(&conf)
-        .args([
-            "-s",
-            &stats_port.to_string(),
-            "-a",
-            "127.0.0.1",
-            "-i",
-            "100",
-        ])
-        .arg("-o")
-        .arg(&log)
-        .args(twem_tests::extra_test_args(&[]));
-    let mut proc = Proc::spawn("twemproxy", &mut cmd);
-    wait_for_port(port, Duration::from_secs(10));
-
+    let mut proxy = ProxyProc::twem_wrapped(&["prlimit", "--nofile=128:128"], &yaml, port, &[]);
+    let stats_port = proxy.stats_port;
+    let log = proxy.dir.path().join("proxy.log");
     // Connected before the flood; its requests need two new backend
     // connections (slots connect lazily) during it.
     let mut c = Client::connect(port);
@@ -395,7 +365,7 @@ fn descriptor_flood_ejects_no_healthy_server() {
         }
     }
     thread::sleep(Duration::from_millis(300));
-    let cpu0 = proc_cpu_ticks(proc.pid());
+    let cpu0 = proc_cpu_ticks(proxy.proc.pid());
     let t0 = Instant::now();
     let ka = key_on(&yaml, "a", "fa");
     let kb = key_on(&yaml, "b", "fb");
@@ -408,7 +378,7 @@ fn descriptor_flood_ejects_no_healthy_server() {
         );
     }
     thread::sleep(Duration::from_secs(1));
-    let cpu = proc_cpu_ticks(proc.pid()) - cpu0;
+    let cpu = proc_cpu_ticks(proxy.proc.pid()) - cpu0;
     let secs = t0.elapsed().as_secs_f64();
     // clock ticks are 1/100 s: below half a core while the flood is held.
     eprintln!(
@@ -444,7 +414,7 @@ fn descriptor_flood_ejects_no_healthy_server() {
         warnings <= 10,
         "{warnings} warning lines for one flood: not rate-limited"
     );
-    proc.kill();
+    proxy.assert_healthy();
 }
 
 /// utime + stime of `pid` in clock ticks.
@@ -474,14 +444,14 @@ fn server_connection_slots_are_lazy() {
         yaml.push_str(&format!("   - 127.0.0.1:{}:1 s{i}\n", free_port()));
     }
     let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
-    let kib = rss(&proxy);
+    let kib = proxy.rss();
     eprintln!("20 servers x 1000 slots: RSS {kib} KiB at start");
     assert!(kib < 40 * 1024, "RSS {kib} KiB with lazy slots");
     let k = key_on(&yaml, "s0", "lz");
     let mut c = Client::connect(port);
     assert_eq!(c.cmd(&[b"SET", k.as_bytes(), b"1"]), b"+OK\r\n");
     assert_eq!(c.cmd(&[b"GET", k.as_bytes()]), bulk(b"1"));
-    assert_alive(&mut proxy);
+    proxy.assert_healthy();
 }
 
 /// Logs an operator can use: "client connected" and "client closed" name
@@ -567,17 +537,6 @@ fn auth_still_checks_the_password() {
     assert_eq!(c.cmd(&[b"PING"]), b"+PONG\r\n".to_vec());
 }
 
-/// Peak resident memory of `pid` in KiB (`VmHWM`).
-fn hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 /// An MGET of two 64 MiB values on two servers: the merged reply passes the
 /// values through instead of copying them next to the parts, so the proxy's
 /// peak stays near the reply's size (a 1 GiB reply peaked at 2.09 GB; it is
@@ -606,7 +565,7 @@ fn split_mget_of_large_values_is_not_copied() {
             format!(":{size}\r\n").into_bytes()
         );
     }
-    let base = hwm_kib(proxy.proc.pid());
+    let base = twem_tests::hwm_kib(proxy.proc.pid()).unwrap_or(0);
     let mut c = Client::connect(port);
     c.sock
         .set_read_timeout(Some(Duration::from_secs(60)))
@@ -625,11 +584,11 @@ fn split_mget_of_large_values_is_not_copied() {
     assert!(reply[header.len()..header.len() + 1000]
         .iter()
         .all(|&x| x == 0));
-    let peak = hwm_kib(proxy.proc.pid());
+    let peak = twem_tests::hwm_kib(proxy.proc.pid()).unwrap_or(0);
     let grew_mib = peak.saturating_sub(base) / 1024;
     eprintln!("split MGET of 2 x 64 MiB: proxy peak +{grew_mib} MiB (reply 128 MiB)");
     // The parts alone are 128 MiB; a copy of the merged reply would add
     // another 128.
     assert!(grew_mib < 200, "proxy peak grew {grew_mib} MiB");
-    assert_alive(&mut proxy);
+    proxy.assert_healthy();
 }
