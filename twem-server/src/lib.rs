@@ -1,7 +1,8 @@
 //! # twem-server
 //!
 //! The library behind the `twemproxy` binary: nutcracker's command line,
-//! listeners, client sessions, the stats port and signal handling. `main`
+//! listeners (each accepted client is served by `twem_core::session`), the
+//! stats port and signal handling. `main`
 //! only calls [`run`].
 //!
 //! ```text
@@ -17,7 +18,7 @@ pub mod locate;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
-pub mod session;
+pub use twem_core::session;
 pub mod stats;
 
 use std::io::Write;

@@ -14,13 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use twem_core::config::{Config, PoolConfig};
-use twem_core::pool::{Pool, Protocol};
+use twem_core::pool::Pool;
 
 use crate::fdlimit::FdBudget;
 use crate::listener::{self, Listener};
 use crate::logging::Logger;
-use crate::session::{self, MemcacheFrontend, RedisFrontend};
 use crate::stats::{self, Globals};
+use twem_core::session::serve_connection;
 
 /// How the proxy runs, beyond the pools' own config.
 #[derive(Debug, Clone)]
@@ -485,7 +485,6 @@ async fn accept_loop(
         globals.curr_connections.fetch_add(1, Relaxed);
         let hint = NEXT_CLIENT.fetch_add(1, Relaxed);
         let keepalive = pool.config().tcpkeepalive;
-        let redis = pool.protocol() == Protocol::Redis;
         let stats = Arc::clone(pool.stats_arc());
         drop(pool);
         let slot = Arc::clone(&slot);
@@ -507,11 +506,11 @@ async fn accept_loop(
                         let _ = socket2::SockRef::from(&s).set_keepalive(true);
                     }
                     let (r, w) = s.into_split();
-                    run_session(redis, &slot, hint, r, w, stop).await
+                    serve_connection(Arc::clone(&slot), hint, r, w, stop).await
                 }
                 Accepted::Unix(s) => {
                     let (r, w) = s.into_split();
-                    run_session(redis, &slot, hint, r, w, stop).await
+                    serve_connection(Arc::clone(&slot), hint, r, w, stop).await
                 }
             };
             tracing::info!(pool = %slot.load().name(), client = hint, peer = %peer, end = ?end, "client closed");
@@ -575,25 +574,6 @@ impl AcceptBackoff {
                 true
             }
         }
-    }
-}
-
-async fn run_session<R, W>(
-    redis: bool,
-    slot: &PoolSlot,
-    hint: usize,
-    r: R,
-    w: W,
-    stop: CancellationToken,
-) -> session::End
-where
-    R: session::ClientRead + tokio::io::AsyncRead,
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    if redis {
-        session::run(RedisFrontend::new(), Arc::clone(slot), hint, r, w, stop).await
-    } else {
-        session::run(MemcacheFrontend::new(), Arc::clone(slot), hint, r, w, stop).await
     }
 }
 
