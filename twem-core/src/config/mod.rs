@@ -39,7 +39,7 @@
 //! | `redis_db` | integer | 0 |
 //! | `preconnect` | `true` or `false` | `false` |
 //! | `auto_eject_hosts` | `true` or `false` | `false` |
-//! | `server_connections` | integer > 0 | 1 |
+//! | `server_connections` | integer, 1 to [`MAX_SERVER_CONNECTIONS`] | 1 |
 //! | `server_retry_timeout` | milliseconds | 30000 |
 //! | `server_failure_limit` | integer | 2 |
 //! | `tcpkeepalive` | `true` or `false` | `false` |
@@ -131,6 +131,13 @@ pub const DEFAULT_PRECONNECT: bool = false;
 pub const DEFAULT_AUTO_EJECT_HOSTS: bool = false;
 /// Default `server_connections` per backend server.
 pub const DEFAULT_SERVER_CONNECTIONS: u32 = 1;
+/// The largest `server_connections` accepted. Every connection is a file
+/// descriptor and a client slot on the backend: 1024 is the usual default
+/// `ulimit -n` and memcached's default `-c` (most clients at once), so one
+/// proxy holding more to a single server would starve it and its own fd
+/// table; nutcracker deployments use a handful. Without a bound a value such
+/// as 2147483647 passed `-t` and then failed at start.
+pub const MAX_SERVER_CONNECTIONS: u32 = 1024;
 /// Default `server_retry_timeout`: 30000 ms.
 pub const DEFAULT_SERVER_RETRY_TIMEOUT: Duration = Duration::from_millis(30_000);
 /// Default `server_failure_limit`.
@@ -257,7 +264,7 @@ pub struct PoolConfig {
     pub preconnect: bool,
     /// Take failing servers out of the ring.
     pub auto_eject_hosts: bool,
-    /// Most connections per backend server, at least 1.
+    /// Most connections per backend server, 1 to [`MAX_SERVER_CONNECTIONS`].
     pub server_connections: u32,
     /// How long an ejected server stays out.
     pub server_retry_timeout: Duration,
