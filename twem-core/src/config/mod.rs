@@ -308,12 +308,25 @@ impl PoolConfig {
     /// The ring over every server, all live. Never fails for a pool that
     /// came out of [`Config::parse`]: validation builds it once.
     pub fn ring(&self) -> Result<Ring, RingError> {
-        let servers = self
-            .servers
+        Ring::new(
+            self.ring_servers(),
+            self.hash,
+            self.distribution,
+            self.hash_tag,
+        )
+    }
+
+    /// Whether [`PoolConfig::ring`] would succeed, without building the
+    /// ring (validation's check; see [`Ring::check`]).
+    pub fn check_ring(&self) -> Result<(), RingError> {
+        Ring::check(&self.ring_servers())
+    }
+
+    fn ring_servers(&self) -> Vec<RingServer> {
+        self.servers
             .iter()
             .map(|server| RingServer::new(server.name(), server.weight))
-            .collect();
-        Ring::new(servers, self.hash, self.distribution, self.hash_tag)
+            .collect()
     }
 
     /// The server whose identity ([`ServerConfig::name`]) is `name`.
