@@ -85,9 +85,10 @@
 //! - yaml-rust2 is stricter than libyaml about the indentation of the
 //!   continuation lines of a multi-line quoted scalar.
 //!
-//! Host names are not resolved here: the core reads text only, so the binary
-//! resolves `listen` when it binds and servers at every connect (nutcracker
-//! -t refuses an unresolvable `listen` host at load).
+//! Host names are not resolved here: the core reads text only. The binary
+//! resolves every `listen` host right after validation (`conf::load` in
+//! twem-server refuses an unresolvable one, as nutcracker does at load) and servers
+//! at every connect.
 //!
 //! twem accepts what nutcracker 0.5.0 refuses: `reuseport`, the `siphash`
 //! hash, flow collections (`servers: [a, b]`), an explicit `---` document
