@@ -2,8 +2,8 @@
 //! `reuseport`, or a unix socket with its permissions.
 
 use std::net::ToSocketAddrs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, UnixListener};
@@ -64,8 +64,7 @@ pub fn bind(pool: &PoolConfig) -> Result<Listener, ListenError> {
             Ok(Listener::Tcp(TcpListener::from_std(std).map_err(err)?))
         }
         Listen::Unix { path, mode } => {
-            // nutcracker unlinks a stale socket file before binding.
-            let _ = std::fs::remove_file(path);
+            remove_stale_socket(path).map_err(err)?;
             let l = UnixListener::bind(path).map_err(err)?;
             if let Some(m) = mode {
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(*m)).map_err(err)?;
@@ -75,10 +74,84 @@ pub fn bind(pool: &PoolConfig) -> Result<Listener, ListenError> {
     }
 }
 
+/// Unlinks a socket file left at `path` by an earlier run, as nutcracker
+/// does before binding, but nothing else: a `listen` path that names a
+/// regular file (a typo, a config file) must not delete that file.
+fn remove_stale_socket(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(meta) => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket ({}); refusing to remove it",
+                path.display(),
+                file_kind(&meta.file_type())
+            ),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a fifo"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "not a socket"
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
         if let Listener::Unix(_, path) = self {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Only a socket is removed before binding; a regular file, a directory
+    // or a symlink at the path is left alone and named in the error.
+    #[test]
+    fn only_a_stale_socket_is_removed() {
+        let dir = std::env::temp_dir().join(format!("twem-listener-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("data.yml");
+        std::fs::write(&file, "keep me").expect("write");
+        let err = remove_stale_socket(&file).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert!(
+            err.to_string().contains("is not a socket (a regular file)"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("still there"),
+            "keep me"
+        );
+        let link = dir.join("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&file, &link).expect("symlink");
+        assert!(remove_stale_socket(&link).is_err());
+        assert!(remove_stale_socket(&dir).is_err());
+
+        let sock = dir.join("stale.sock");
+        let _ = std::fs::remove_file(&sock);
+        drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind"));
+        assert!(sock.exists(), "a closed std listener leaves its file");
+        remove_stale_socket(&sock).expect("stale socket removed");
+        assert!(!sock.exists());
+        remove_stale_socket(&sock).expect("nothing there is fine");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -589,10 +589,8 @@ async fn accept(l: &Listener) -> std::io::Result<Accepted> {
     }
 }
 
-/// Read a config file, choosing YAML or TOML by its extension.
+/// Read a config file, choosing YAML or TOML by its extension: the same
+/// loader as the start and `-t` (size cap, listen hosts resolved).
 pub fn load_config(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read configuration file '{}': {e}", path.display()))?;
-    let format = twem_core::config::Format::from_path(path);
-    Config::parse(&text, format).map_err(|e| e.to_string())
+    crate::conf::load(path).map_err(|e| e.to_string())
 }
