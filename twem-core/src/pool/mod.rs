@@ -265,7 +265,7 @@ impl Handles {
         let lazy = self.conns.get(idx)?.get(slot)?;
         Some(lazy.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(backend::run(Arc::clone(&self.shared), idx, rx));
+            tokio::spawn(backend::ConnTask::new(Arc::clone(&self.shared), idx, rx).run());
             tx
         }))
     }
