@@ -12,14 +12,16 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use twem_core::config::{Config, PoolConfig};
 use twem_core::pool::{Pool, Protocol};
 
+use crate::admin;
 use crate::listener::{self, Listener};
 use crate::logging::Logger;
 use crate::session::{self, MemcacheFrontend, RedisFrontend};
-use crate::stats::{self, Globals};
+use crate::stats::Globals;
 
 /// How the proxy runs, beyond the pools' own config.
 #[derive(Debug, Clone)]
@@ -102,6 +104,12 @@ struct Proxy {
 impl Proxy {
     fn start_pool(&mut self, pool: Pool, listener: Listener) {
         let config = pool.config().clone();
+        self.start_pool_with(pool, config, listener);
+    }
+
+    /// [`Proxy::start_pool`] with the pool's config already copied (a reload
+    /// copies it off the runtime: for a large pool that is milliseconds).
+    fn start_pool_with(&mut self, pool: Pool, config: PoolConfig, listener: Listener) {
         tracing::info!(pool = %config.name, listen = %config.listen, servers = config.servers.len(),
             protocol = if config.redis { "redis" } else { "memcache" }, "pool listening");
         let slot: PoolSlot = Arc::new(ArcSwap::from_pointee(pool));
@@ -145,73 +153,29 @@ impl Proxy {
     /// Re-read the config and apply it without dropping anything that did
     /// not change. On any problem (unreadable file, invalid config, an
     /// address that cannot be bound) nothing changes and the reason is logged.
-    fn reload(&mut self, path: &Path) {
-        let config = match load_config(path) {
-            Ok(c) => c,
-            Err(e) => {
+    ///
+    /// Reading, parsing, validating, resolving and binding listen addresses,
+    /// building rings and pools all happen on a blocking-pool thread
+    /// ([`plan_reload`]): for a pool of 20,000 servers that is seconds of CPU
+    /// that would otherwise stall every client of this runtime. Only the swap
+    /// runs here.
+    async fn reload(&mut self, path: &Path) {
+        let running: Vec<Arc<Pool>> = self.pools.iter().map(|r| r.slot.load_full()).collect();
+        let owned = path.to_path_buf();
+        let planned = tokio::task::spawn_blocking(move || plan_reload(&owned, &running))
+            .instrument(tracing::info_span!("reload"))
+            .await;
+        let plans = match planned {
+            Ok(Ok(plans)) => plans,
+            Ok(Err(e)) => {
                 tracing::error!(file = %path.display(), "reload rejected, keeping the running config: {}", e.replace('\n', "; "));
                 return;
             }
-        };
-        // Phase 1: everything that can fail, with nothing changed yet.
-        enum Plan {
-            Keep(usize),
-            Swap {
-                at: usize,
-                pool: Pool,
-                listener: Option<Listener>,
-            },
-            Add {
-                pool: Pool,
-                listener: Listener,
-            },
-        }
-        let mut plans = Vec::with_capacity(config.pools.len());
-        for pc in &config.pools {
-            let old = self.pools.iter().position(|r| r.config.name == pc.name);
-            let same_protocol = old.is_some_and(|i| self.pools[i].config.redis == pc.redis);
-            let plan = match old {
-                Some(i) if self.pools[i].config == *pc => Ok(Plan::Keep(i)),
-                Some(i) if same_protocol => {
-                    let listener = if self.pools[i].config.listen == pc.listen {
-                        Ok(None)
-                    } else {
-                        listener::bind(pc).map(Some)
-                    };
-                    listener.map_err(|e| e.to_string()).and_then(|listener| {
-                        let prev = self.pools[i].slot.load_full();
-                        Pool::replacing(pc.clone(), Some(&prev))
-                            .map(|pool| Plan::Swap {
-                                at: i,
-                                pool,
-                                listener,
-                            })
-                            .map_err(|e| e.to_string())
-                    })
-                }
-                _ => {
-                    // A new pool (or one whose protocol changed: its clients speak
-                    // the other protocol, so it restarts as a new pool).
-                    let taken = old.is_some_and(|i| self.pools[i].config.listen == pc.listen);
-                    if taken {
-                        Err(format!("pool \"{}\": changing redis/memcached on the same listen address needs a restart", pc.name))
-                    } else {
-                        listener::bind(pc).map_err(|e| e.to_string()).and_then(|l| {
-                            Pool::new(pc.clone())
-                                .map(|pool| Plan::Add { pool, listener: l })
-                                .map_err(|e| e.to_string())
-                        })
-                    }
-                }
-            };
-            match plan {
-                Ok(p) => plans.push(p),
-                Err(e) => {
-                    tracing::error!(file = %path.display(), "reload rejected, keeping the running config: {e}");
-                    return; // bound listeners and started pools in `plans` drop here
-                }
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "reload failed, keeping the running config");
+                return;
             }
-        }
+        };
         // Phase 2: apply.
         let mut old: Vec<Option<Running>> = std::mem::take(&mut self.pools)
             .into_iter()
@@ -226,11 +190,16 @@ impl Proxy {
                         kept += 1;
                     }
                 }
-                Plan::Swap { at, pool, listener } => {
+                Plan::Swap {
+                    at,
+                    pool,
+                    config,
+                    listener,
+                } => {
                     let Some(mut r) = old[at].take() else {
                         continue;
                     };
-                    r.config = pool.config().clone();
+                    r.config = config;
                     r.slot.store(Arc::new(pool));
                     if let Some(l) = listener {
                         r.accept_stop.cancel();
@@ -242,8 +211,12 @@ impl Proxy {
                     self.pools.push(r);
                     changed += 1;
                 }
-                Plan::Add { pool, listener } => {
-                    self.start_pool(pool, listener);
+                Plan::Add {
+                    pool,
+                    config,
+                    listener,
+                } => {
+                    self.start_pool_with(pool, config, listener);
                     added += 1;
                 }
             }
@@ -272,19 +245,83 @@ impl Proxy {
     }
 }
 
+/// One pool's part of a reload, decided before anything changes.
+enum Plan {
+    /// Unchanged: keep the running pool at this index.
+    Keep(usize),
+    /// Changed: replace the pool at `at` (and its listener, if it moved).
+    Swap {
+        at: usize,
+        pool: Pool,
+        config: PoolConfig,
+        listener: Option<Listener>,
+    },
+    /// New (or its protocol changed).
+    Add {
+        pool: Pool,
+        config: PoolConfig,
+        listener: Listener,
+    },
+}
+
+/// Phase 1 of a reload: everything that can fail, with nothing changed yet.
+/// `running` is the current pool of every running pool, in order. Runs on a
+/// blocking-pool thread of the serving runtime: it blocks (file read, DNS)
+/// and burns CPU (validation, rings), and it still has the runtime's context,
+/// which registering listeners and starting pools' connection tasks need.
+fn plan_reload(path: &Path, running: &[Arc<Pool>]) -> Result<Vec<Plan>, String> {
+    let config = load_config(path)?;
+    let mut plans = Vec::with_capacity(config.pools.len());
+    for pc in config.pools {
+        let old = running.iter().position(|r| r.config().name == pc.name);
+        let same_protocol = old.is_some_and(|i| running[i].config().redis == pc.redis);
+        let plan = match old {
+            Some(i) if *running[i].config() == pc => Plan::Keep(i),
+            Some(i) if same_protocol => {
+                let listener = if running[i].config().listen == pc.listen {
+                    None
+                } else {
+                    Some(listener::bind(&pc).map_err(|e| e.to_string())?)
+                };
+                let pool =
+                    Pool::replacing(pc.clone(), Some(&running[i])).map_err(|e| e.to_string())?;
+                Plan::Swap {
+                    at: i,
+                    pool,
+                    config: pc,
+                    listener,
+                }
+            }
+            _ => {
+                // A new pool (or one whose protocol changed: its clients speak
+                // the other protocol, so it restarts as a new pool).
+                if old.is_some_and(|i| running[i].config().listen == pc.listen) {
+                    return Err(format!("pool \"{}\": changing redis/memcached on the same listen address needs a restart", pc.name));
+                }
+                let listener = listener::bind(&pc).map_err(|e| e.to_string())?;
+                let pool = Pool::new(pc.clone()).map_err(|e| e.to_string())?;
+                Plan::Add {
+                    pool,
+                    config: pc,
+                    listener,
+                }
+            }
+        };
+        // On an error above, the listeners bound and pools started so far
+        // drop with `plans`.
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
 /// Run the proxy until SIGTERM/SIGINT, then drain and return.
 pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result<(), ServeError> {
     // Install every handler first: until a handler exists, SIGTTIN would stop
     // the process and SIGHUP would kill it (their default actions).
-    let _early = [
-        SignalKind::terminate(),
-        SignalKind::interrupt(),
-        SignalKind::hangup(),
-        SignalKind::user_defined1(),
-        SignalKind::from_raw(libc::SIGTTIN),
-        SignalKind::from_raw(libc::SIGTTOU),
-    ]
-    .map(|k| signal(k).ok());
+    // These are also the streams the main loop reads: a signal delivered
+    // between here and that loop (while pools and the admin thread start)
+    // is kept, not lost as it would be on a stream created later.
+    let mut signals = Signals::new();
     // Bind everything before starting anything, so a bad address fails the
     // start with nothing half-running.
     let mut listeners = Vec::with_capacity(config.pools.len());
@@ -292,22 +329,26 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
         listeners.push(listener::bind(p)?);
     }
     let stats_addr = format!("{}:{}", opts.stats_addr, opts.stats_port);
-    let stats_listener = TcpListener::bind((opts.stats_addr.as_str(), opts.stats_port))
+    let stats_listener = admin_listener(&opts.stats_addr, opts.stats_port)
         .await
         .map_err(|source| ServeError::Stats {
             addr: stats_addr.clone(),
             source,
         })?;
-    let metrics_listener =
-        match &opts.metrics_addr {
-            Some(addr) => Some(TcpListener::bind(addr.as_str()).await.map_err(|source| {
-                ServeError::Stats {
+    warn_if_exposed(&stats_listener, "stats port", "-a 127.0.0.1");
+    let metrics_listener = match &opts.metrics_addr {
+        Some(addr) => {
+            let l = admin_listener(addr, 0)
+                .await
+                .map_err(|source| ServeError::Stats {
                     addr: format!("{addr} (metrics)"),
                     source,
-                }
-            })?),
-            None => None,
-        };
+                })?;
+            warn_if_exposed(&l, "metrics endpoint", "--metrics-addr 127.0.0.1:PORT");
+            Some(l)
+        }
+        None => None,
+    };
     let mut pools = Vec::with_capacity(config.pools.len());
     for p in &config.pools {
         pools.push(Pool::new(p.clone())?);
@@ -333,25 +374,24 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
     }
     proxy.publish_stats();
     let slots = Arc::clone(&proxy.stats_slots);
-    let stats_task = tokio::spawn(stats::serve(
-        stats_listener,
-        opts.stats_interval,
-        move || slots.load().iter().map(|s| s.load().snapshot()).collect(),
-        Arc::clone(&proxy.globals),
+    let admin = admin::spawn(
+        admin::Endpoints {
+            stats: stats_listener,
+            metrics: metrics_listener,
+            interval: opts.stats_interval,
+            snapshot: Arc::new(move || slots.load().iter().map(|s| s.load().snapshot()).collect()),
+            globals: Arc::clone(&proxy.globals),
+            serving: Some(tokio::runtime::Handle::current()),
+        },
         proxy.stop.clone(),
-    ));
-    if let Some(l) = metrics_listener {
-        let slots = Arc::clone(&proxy.stats_slots);
-        tokio::spawn(crate::metrics::serve(
-            l,
-            move || slots.load().iter().map(|s| s.load().snapshot()).collect(),
-            Arc::clone(&proxy.globals),
-            proxy.stop.clone(),
-        ));
-    }
+    )
+    .map_err(|source| ServeError::Stats {
+        addr: format!("{stats_addr} (admin thread)"),
+        source,
+    })?;
     tracing::info!(stats = %stats_addr, pid = std::process::id(), "twem started");
 
-    wait_for_exit(&logger, &mut proxy, opts.conf_file.as_deref()).await;
+    wait_for_exit(&logger, &mut proxy, opts.conf_file.as_deref(), &mut signals).await;
     tracing::info!(
         grace_ms = opts.shutdown_grace.as_millis() as u64,
         "shutting down: no new connections, draining in-flight requests"
@@ -361,22 +401,45 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
         let _ = (&mut r.accept_task).await;
     }
     proxy.sessions.close();
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut int = signal(SignalKind::interrupt()).ok();
+    let Signals { term, int, .. } = &mut signals;
     tokio::select! {
         () = proxy.sessions.wait() => tracing::info!("all clients drained"),
         () = tokio::time::sleep(opts.shutdown_grace) => tracing::warn!("shutdown grace period over; closing remaining clients"),
-        _ = recv_opt(&mut term) => tracing::warn!("second signal: exiting at once"),
-        _ = recv_opt(&mut int) => tracing::warn!("second signal: exiting at once"),
+        _ = recv_opt(term) => tracing::warn!("second signal: exiting at once"),
+        _ = recv_opt(int) => tracing::warn!("second signal: exiting at once"),
     }
     for r in &proxy.pools {
         r.slot.load().close().await;
     }
-    let _ = stats_task.await;
+    admin.join().await;
     if let Some(path) = &opts.pid_file {
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// The signal streams the proxy reacts to. Installing them replaces the
+/// default actions (SIGHUP would kill the process, SIGTTIN stop it).
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+    usr1: Option<tokio::signal::unix::Signal>,
+    ttin: Option<tokio::signal::unix::Signal>,
+    ttou: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+            usr1: signal(SignalKind::user_defined1()).ok(),
+            ttin: signal(SignalKind::from_raw(libc::SIGTTIN)).ok(),
+            ttou: signal(SignalKind::from_raw(libc::SIGTTOU)).ok(),
+        }
+    }
 }
 
 async fn recv_opt(s: &mut Option<tokio::signal::unix::Signal>) {
@@ -389,29 +452,36 @@ async fn recv_opt(s: &mut Option<tokio::signal::unix::Signal>) {
 }
 
 /// Handle signals until one asks the process to exit.
-async fn wait_for_exit(logger: &Logger, proxy: &mut Proxy, conf: Option<&Path>) {
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut int = signal(SignalKind::interrupt()).ok();
-    let mut hup = signal(SignalKind::hangup()).ok();
-    let mut usr1 = signal(SignalKind::user_defined1()).ok();
-    let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN)).ok();
-    let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU)).ok();
+async fn wait_for_exit(
+    logger: &Logger,
+    proxy: &mut Proxy,
+    conf: Option<&Path>,
+    signals: &mut Signals,
+) {
+    let Signals {
+        term,
+        int,
+        hup,
+        usr1,
+        ttin,
+        ttou,
+    } = signals;
     loop {
         tokio::select! {
-            _ = recv_opt(&mut term) => { tracing::info!("SIGTERM received"); return; }
-            _ = recv_opt(&mut int) => { tracing::info!("SIGINT received"); return; }
-            _ = recv_opt(&mut hup) => {
+            _ = recv_opt(term) => { tracing::info!("SIGTERM received"); return; }
+            _ = recv_opt(int) => { tracing::info!("SIGINT received"); return; }
+            _ = recv_opt(hup) => {
                 // nutcracker's SIGHUP reopens the log (logrotate); twem also reloads.
                 logger.reopen();
                 tracing::info!("SIGHUP: log file reopened, reloading the configuration");
-                if let Some(c) = conf { proxy.reload(c); }
+                if let Some(c) = conf { proxy.reload(c).await; }
             }
-            _ = recv_opt(&mut usr1) => {
+            _ = recv_opt(usr1) => {
                 tracing::info!("SIGUSR1: reloading the configuration");
-                if let Some(c) = conf { proxy.reload(c); }
+                if let Some(c) = conf { proxy.reload(c).await; }
             }
-            _ = recv_opt(&mut ttin) => logger.step(true),
-            _ = recv_opt(&mut ttou) => logger.step(false),
+            _ = recv_opt(ttin) => logger.step(true),
+            _ = recv_opt(ttou) => logger.step(false),
         }
     }
 }
@@ -516,6 +586,30 @@ async fn accept(l: &Listener) -> std::io::Result<Accepted> {
     match l {
         Listener::Tcp(t) => t.accept().await.map(|(s, _)| Accepted::Tcp(s)),
         Listener::Unix(u, _) => u.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
+/// Bind an admin endpoint (`port` 0: `addr` carries its own port) and hand
+/// it over as a std listener, for the admin thread's runtime to register.
+/// Bound through tokio for its `SO_REUSEADDR`, as the stats port always was.
+async fn admin_listener(addr: &str, port: u16) -> std::io::Result<std::net::TcpListener> {
+    let l = if port == 0 {
+        TcpListener::bind(addr).await?
+    } else {
+        TcpListener::bind((addr, port)).await?
+    };
+    l.into_std()
+}
+
+/// nutcracker's stats port listens on 0.0.0.0 by default and twem keeps
+/// that for drop-in compatibility, but pool and server names and traffic
+/// figures are then open to anyone who can reach the host: say so, and how
+/// to restrict it.
+fn warn_if_exposed(l: &std::net::TcpListener, what: &str, restrict: &str) {
+    if let Ok(addr) = l.local_addr() {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "{what} listens on {addr}, which is not a loopback address: anyone who can reach this host can read it; restrict it with `{restrict}`");
+        }
     }
 }
 

@@ -3,6 +3,9 @@
 //! nutcracker aggregates per interval, so readers see figures up to one
 //! interval old. Field names, order and spacing follow nutcracker 0.5.0 byte
 //! for byte, so dashboards and scripts that parse it keep working.
+//!
+//! Served on the admin thread (see [`crate::admin`]), never on the runtime
+//! that serves clients.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -13,18 +16,46 @@ use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use twem_core::pool::stats::{POOL_FIELD_DESCRIPTIONS, SERVER_FIELD_DESCRIPTIONS};
 use twem_core::pool::PoolSnapshot;
 
-/// Process-wide connection counters (nutcracker counts every connection
-/// object: listeners, clients and server connections).
+use crate::admin::{self, Limiter, Snapshot};
+
+/// Process-wide counters of the proxy's own connections: listeners and
+/// clients. Backend connections are counted by the pools and added when the
+/// figures are read ([`connection_counts`]), so the request path bumps no
+/// extra atomic.
 #[derive(Debug, Default)]
 pub struct Globals {
-    /// Connections ever opened.
+    /// Listener and client connections ever opened.
     pub total_connections: AtomicU64,
-    /// Connections open now.
+    /// Listener and client connections open now.
     pub curr_connections: AtomicU64,
+}
+
+/// `(total, current)` connections as nutcracker counts them: every
+/// connection object, i.e. listeners, clients and backend connections
+/// (nutcracker 0.5.0 with `preconnect` and two servers reports
+/// `total_connections: 3` before any client: one listener, two servers).
+pub fn connection_counts(globals: &Globals, pools: &[PoolSnapshot]) -> (u64, u64) {
+    let field = |fields: &[(&'static str, i64)], name: &str| -> u64 {
+        fields
+            .iter()
+            .find(|f| f.0 == name)
+            .map_or(0, |f| u64::try_from(f.1).unwrap_or(0))
+    };
+    let mut total = globals.total_connections.load(Relaxed);
+    let mut curr = globals.curr_connections.load(Relaxed);
+    for p in pools {
+        total = total.saturating_add(field(&p.twem_fields, "server_connections_opened"));
+        for s in &p.servers {
+            curr = curr.saturating_add(field(&s.fields, "server_connections"));
+        }
+    }
+    // The gauge and the counter are read apart: never show more open than opened.
+    (total.max(curr), curr)
 }
 
 /// Render the stats document.
@@ -33,6 +64,7 @@ pub fn render(source: &str, uptime: Duration, globals: &Globals, pools: &[PoolSn
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    let (total, curr) = connection_counts(globals, pools);
     let mut s = String::with_capacity(1024);
     let _ = write!(
         s,
@@ -41,8 +73,8 @@ pub fn render(source: &str, uptime: Duration, globals: &Globals, pools: &[PoolSn
         crate::cli::NUTCRACKER_VERSION,
         uptime.as_secs(),
         now,
-        globals.total_connections.load(Relaxed),
-        globals.curr_connections.load(Relaxed),
+        total,
+        curr,
     );
     for p in pools {
         let _ = write!(s, ", {}: {{", json_str(&p.name));
@@ -98,16 +130,15 @@ pub fn hostname() -> String {
 }
 
 /// Serve the stats port until `stop` fires. `snapshot` is called every
-/// `interval` to refresh the document.
-pub async fn serve<F>(
+/// `interval` to refresh the document; each connection gets the current one
+/// and is closed, as in nutcracker (nothing is read from the peer).
+pub async fn serve(
     listener: TcpListener,
     interval: Duration,
-    snapshot: F,
+    snapshot: Snapshot,
     globals: Arc<Globals>,
     stop: CancellationToken,
-) where
-    F: Fn() -> Vec<PoolSnapshot> + Send + Sync + 'static,
-{
+) {
     let started = Instant::now();
     let source = hostname();
     let doc = Arc::new(ArcSwap::from_pointee(render(
@@ -118,33 +149,39 @@ pub async fn serve<F>(
     )));
     let refresher = {
         let doc = Arc::clone(&doc);
-        let globals = Arc::clone(&globals);
         let stop = stop.clone();
-        let source = source.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval.max(Duration::from_millis(1)));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => doc.store(Arc::new(render(&source, started.elapsed(), &globals, &snapshot()))),
-                    () = stop.cancelled() => return,
+        tokio::spawn(
+            async move {
+                let mut tick = tokio::time::interval(interval.max(Duration::from_millis(1)));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => doc.store(Arc::new(render(&source, started.elapsed(), &globals, &snapshot()))),
+                        () = stop.cancelled() => return,
+                    }
                 }
             }
-        })
+            .instrument(tracing::Span::current()),
+        )
     };
-    loop {
-        tokio::select! {
-            res = listener.accept() => {
-                if let Ok((mut sock, _)) = res {
-                    let body = doc.load_full();
-                    tokio::spawn(async move {
+    let limiter = Limiter::new(admin::MAX_CONNECTIONS);
+    while let Some(mut sock) = admin::accept(&listener, "stats", &stop).await {
+        let permit = limiter.admit();
+        let body = doc.load_full();
+        tokio::spawn(
+            async move {
+                // A peer that does not read a large document is cut off by
+                // the deadline, or sooner by eviction.
+                tokio::select! {
+                    _ = tokio::time::timeout(admin::WRITE_TIMEOUT, async {
                         let _ = sock.write_all(body.as_bytes()).await;
                         let _ = sock.shutdown().await;
-                    });
+                    }) => {}
+                    () = permit.evicted.cancelled() => {}
                 }
             }
-            () = stop.cancelled() => break,
-        }
+            .instrument(tracing::Span::current()),
+        );
     }
     refresher.abort();
 }

@@ -182,6 +182,7 @@ pub(crate) async fn run(shared: Arc<PoolShared>, idx: usize, mut rx: mpsc::Unbou
             Ok(conn) => {
                 let server = &shared.servers[idx];
                 server.stats.server_connections.fetch_add(1, Relaxed);
+                shared.stats.server_connections_opened.fetch_add(1, Relaxed);
                 let close = match conn {
                     Conn::Tcp(s) => {
                         let (r, w) = s.into_split();

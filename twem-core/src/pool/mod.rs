@@ -400,10 +400,17 @@ impl Pool {
                     fields: s.stats.fields(),
                 })
                 .collect(),
-            twem_fields: vec![(
-                "client_rejected",
-                i64::try_from(sh.stats.client_rejected.load(Relaxed)).unwrap_or(i64::MAX),
-            )],
+            twem_fields: vec![
+                (
+                    "client_rejected",
+                    i64::try_from(sh.stats.client_rejected.load(Relaxed)).unwrap_or(i64::MAX),
+                ),
+                (
+                    "server_connections_opened",
+                    i64::try_from(sh.stats.server_connections_opened.load(Relaxed))
+                        .unwrap_or(i64::MAX),
+                ),
+            ],
         }
     }
 
