@@ -224,6 +224,31 @@ mod tests {
         assert_eq!(v["alpha"]["named"]["requests"], 3);
     }
 
+    // Backend connections count as nutcracker counts them: open ones from
+    // every server's gauge, opened ones from each pool's counter.
+    #[test]
+    fn totals_include_backend_connections() {
+        let g = Globals::default();
+        g.total_connections.store(3, Relaxed);
+        g.curr_connections.store(2, Relaxed);
+        let server = |n: i64| ServerSnapshot {
+            name: "s".into(),
+            fields: vec![("server_eof", 0), ("server_connections", n)],
+        };
+        let pools = vec![PoolSnapshot {
+            name: "p".into(),
+            fields: vec![],
+            servers: vec![server(2), server(1)],
+            twem_fields: vec![("client_rejected", 9), ("server_connections_opened", 4)],
+        }];
+        assert_eq!(connection_counts(&g, &pools), (7, 5));
+        let s = render("h", Duration::ZERO, &g, &pools);
+        assert!(
+            s.contains("\"total_connections\":7, \"curr_connections\":5"),
+            "{s}"
+        );
+    }
+
     // Names are user-controlled (pool and server names): they must be escaped.
     #[test]
     fn names_escaped() {
