@@ -134,11 +134,11 @@ const SYNC_WAIT: Duration = Duration::from_millis(100);
 /// The full `/metrics` response, encoded again only when the cached one is
 /// older than [`CACHE_TTL`].
 ///
-/// Before reading the counters, one empty task makes a round trip through
-/// the serving runtime: a session observes a reply's latency in the same
-/// poll that writes the reply, so once that task has run (on the
-/// current-thread runtime, after every task polled before it), a client that
-/// has read its reply and then scrapes finds it counted.
+/// Before reading the counters the scrape waits (at most [`SYNC_WAIT`]) for
+/// the serving runtime to finish the polls it is in: a session observes a
+/// reply's latency in the same poll that writes the reply, so a client that
+/// has read its reply and then scrapes must find it counted, even when the
+/// OS preempted that worker between the write and the observation.
 async fn page(cache: &Cached, ep: &Endpoint) -> Arc<Vec<u8>> {
     let mut c = cache.lock().await;
     if let Some((at, bytes)) = c.as_ref() {
@@ -147,7 +147,7 @@ async fn page(cache: &Cached, ep: &Endpoint) -> Arc<Vec<u8>> {
         }
     }
     if let Some(h) = &ep.serving {
-        let _ = tokio::time::timeout(SYNC_WAIT, h.spawn(async {})).await;
+        let _ = tokio::time::timeout(SYNC_WAIT, settle(h)).await;
     }
     let bytes = Arc::new(response(
         "200 OK",
@@ -156,6 +156,34 @@ async fn page(cache: &Cached, ep: &Endpoint) -> Arc<Vec<u8>> {
     ));
     *c = Some((Instant::now(), Arc::clone(&bytes)));
     bytes
+}
+
+/// Resolve once every poll the serving runtime was in when called has ended.
+///
+/// One empty task's round trip covers the current-thread runtime: it runs
+/// only after the poll in progress. On the multi-thread runtime it may run
+/// on another worker, so each worker that was active (an even park/unpark
+/// count, tokio's documented meaning) must also have parked since (its count
+/// moved): a worker parks only between polls.
+async fn settle(h: &tokio::runtime::Handle) {
+    let m = h.metrics();
+    let before: Vec<u64> = (0..m.num_workers())
+        .map(|w| m.worker_park_unpark_count(w))
+        .collect();
+    let _ = h.spawn(async {}).await;
+    if h.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return;
+    }
+    loop {
+        let settled = before
+            .iter()
+            .enumerate()
+            .all(|(w, &n)| n % 2 == 1 || m.worker_park_unpark_count(w) != n);
+        if settled {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// What `/metrics` reads.

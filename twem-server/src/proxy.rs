@@ -322,6 +322,13 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
     // between here and that loop (while pools and the admin thread start)
     // is kept, not lost as it would be on a stream created later.
     let mut signals = Signals::new();
+    // The pid file first, as nutcracker writes it before opening its
+    // listeners: whoever sees the port accept finds the pid file there. The
+    // guard removes it on every way out, a failed start included.
+    let _pid_file = match &opts.pid_file {
+        Some(path) => Some(PidFile::write(path)?),
+        None => None,
+    };
     // Bind everything before starting anything, so a bad address fails the
     // start with nothing half-running.
     let mut listeners = Vec::with_capacity(config.pools.len());
@@ -352,14 +359,6 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
     let mut pools = Vec::with_capacity(config.pools.len());
     for p in &config.pools {
         pools.push(Pool::new(p.clone())?);
-    }
-    if let Some(path) = &opts.pid_file {
-        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
-            ServeError::PidFile {
-                path: path.clone(),
-                source,
-            }
-        })?;
     }
 
     let mut proxy = Proxy {
@@ -412,10 +411,28 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
         r.slot.load().close().await;
     }
     admin.join().await;
-    if let Some(path) = &opts.pid_file {
-        let _ = std::fs::remove_file(path);
-    }
     Ok(())
+}
+
+/// The pid file (`-p`) while the proxy runs; removed when dropped.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: &Path) -> Result<PidFile, ServeError> {
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
+            ServeError::PidFile {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// The signal streams the proxy reacts to. Installing them replaces the

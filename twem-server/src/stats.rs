@@ -1,5 +1,5 @@
 //! nutcracker's stats port: every TCP connection to `-a:-s` gets one JSON
-//! document and is closed. The document is rebuilt every `-i` ms, as
+//! document and is closed. The document is at most `-i` ms old, as
 //! nutcracker aggregates per interval, so readers see figures up to one
 //! interval old. Field names, order and spacing follow nutcracker 0.5.0 byte
 //! for byte, so dashboards and scripts that parse it keep working.
@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -129,9 +128,13 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".to_string())
 }
 
-/// Serve the stats port until `stop` fires. `snapshot` is called every
-/// `interval` to refresh the document; each connection gets the current one
-/// and is closed, as in nutcracker (nothing is read from the peer).
+/// Serve the stats port until `stop` fires. Each connection gets the
+/// current document and is closed, as in nutcracker (nothing is read from
+/// the peer). The document is rebuilt when a reader finds it older than
+/// `interval`: never older than that when read, as with nutcracker's
+/// per-interval aggregation, and nothing is rendered while nobody reads (a
+/// timer on a starved thread could also serve a document many intervals
+/// old).
 pub async fn serve(
     listener: TcpListener,
     interval: Duration,
@@ -141,33 +144,18 @@ pub async fn serve(
 ) {
     let started = Instant::now();
     let source = hostname();
-    let doc = Arc::new(ArcSwap::from_pointee(render(
-        &source,
-        started.elapsed(),
-        &globals,
-        &snapshot(),
-    )));
-    let refresher = {
-        let doc = Arc::clone(&doc);
-        let stop = stop.clone();
-        tokio::spawn(
-            async move {
-                let mut tick = tokio::time::interval(interval.max(Duration::from_millis(1)));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => doc.store(Arc::new(render(&source, started.elapsed(), &globals, &snapshot()))),
-                        () = stop.cancelled() => return,
-                    }
-                }
-            }
-            .instrument(tracing::Span::current()),
-        )
-    };
+    let mut doc: Option<(Instant, Arc<String>)> = None;
     let limiter = Limiter::new(admin::MAX_CONNECTIONS);
     while let Some(mut sock) = admin::accept(&listener, "stats", &stop).await {
         let permit = limiter.admit();
-        let body = doc.load_full();
+        let body = match &doc {
+            Some((at, body)) if at.elapsed() < interval => Arc::clone(body),
+            _ => {
+                let body = Arc::new(render(&source, started.elapsed(), &globals, &snapshot()));
+                doc = Some((Instant::now(), Arc::clone(&body)));
+                body
+            }
+        };
         tokio::spawn(
             async move {
                 // A peer that does not read a large document is cut off by
@@ -183,7 +171,6 @@ pub async fn serve(
             .instrument(tracing::Span::current()),
         );
     }
-    refresher.abort();
 }
 
 #[cfg(test)]
