@@ -623,11 +623,20 @@ async fn admin_listener(addr: &str, port: u16) -> std::io::Result<std::net::TcpL
 /// figures are then open to anyone who can reach the host: say so, and how
 /// to restrict it.
 fn warn_if_exposed(l: &std::net::TcpListener, what: &str, restrict: &str) {
-    if let Ok(addr) = l.local_addr() {
-        if !addr.ip().is_loopback() {
-            tracing::warn!(%addr, "{what} listens on {addr}, which is not a loopback address: anyone who can reach this host can read it; restrict it with `{restrict}`");
-        }
+    if let Some(w) = l
+        .local_addr()
+        .ok()
+        .and_then(|a| exposure_warning(a, what, restrict))
+    {
+        tracing::warn!("{w}");
     }
+}
+
+/// The warning for an admin endpoint bound to `addr`, unless it is loopback.
+fn exposure_warning(addr: std::net::SocketAddr, what: &str, restrict: &str) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!("{what} listens on {addr}, which is not a loopback address: anyone who can reach this host can read it; restrict it with `{restrict}`")
+    })
 }
 
 /// Read a config file, choosing YAML or TOML by its extension.
@@ -636,4 +645,28 @@ pub fn load_config(path: &Path) -> Result<Config, String> {
         .map_err(|e| format!("cannot read configuration file '{}': {e}", path.display()))?;
     let format = twem_core::config::Format::from_path(path);
     Config::parse(&text, format).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The default stats address (0.0.0.0, as nutcracker's) draws a warning
+    // that says how to restrict it; loopback draws none.
+    #[test]
+    fn non_loopback_admin_address_warns() {
+        let w = exposure_warning(
+            "0.0.0.0:22222".parse().expect("addr"),
+            "stats port",
+            "-a 127.0.0.1",
+        )
+        .expect("a warning");
+        assert!(
+            w.contains("0.0.0.0:22222") && w.contains("-a 127.0.0.1"),
+            "{w}"
+        );
+        assert!(exposure_warning("[::]:1".parse().expect("addr"), "m", "r").is_some());
+        assert!(exposure_warning("127.0.0.1:1".parse().expect("addr"), "m", "r").is_none());
+        assert!(exposure_warning("[::1]:1".parse().expect("addr"), "m", "r").is_none());
+    }
 }
