@@ -12,7 +12,6 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument as _;
 
 use twem_core::config::{Config, PoolConfig};
 use twem_core::pool::{Pool, Protocol};
@@ -58,6 +57,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The admin thread (stats port, metrics) could not be started.
+    #[error("cannot start the admin thread: {0}")]
+    Admin(#[source] std::io::Error),
     /// A pool could not be started.
     #[error(transparent)]
     Pool(#[from] twem_core::pool::PoolError),
@@ -162,9 +164,12 @@ impl Proxy {
     async fn reload(&mut self, path: &Path) {
         let running: Vec<Arc<Pool>> = self.pools.iter().map(|r| r.slot.load_full()).collect();
         let owned = path.to_path_buf();
-        let planned = tokio::task::spawn_blocking(move || plan_reload(&owned, &running))
-            .instrument(tracing::info_span!("reload"))
-            .await;
+        let span = tracing::info_span!("reload", file = %path.display());
+        let planned = tokio::task::spawn_blocking(move || {
+            let _in = span.enter();
+            plan_reload(&owned, &running)
+        })
+        .await;
         let plans = match planned {
             Ok(Ok(plans)) => plans,
             Ok(Err(e)) => {
@@ -384,10 +389,7 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
         },
         proxy.stop.clone(),
     )
-    .map_err(|source| ServeError::Stats {
-        addr: format!("{stats_addr} (admin thread)"),
-        source,
-    })?;
+    .map_err(ServeError::Admin)?;
     tracing::info!(stats = %stats_addr, pid = std::process::id(), "twem started");
 
     wait_for_exit(&logger, &mut proxy, opts.conf_file.as_deref(), &mut signals).await;
