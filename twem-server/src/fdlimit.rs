@@ -39,10 +39,15 @@ impl FdBudget {
     /// Recompute the limit for `config` (at start and on every reload:
     /// the number of backend connections it may open changes).
     pub fn configure(&self, config: &Config) {
+        self.configure_slots(backend_slots(config));
+    }
+
+    /// Recompute the limit for `backend` backend connection slots.
+    pub fn configure_slots(&self, backend: usize) {
         let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map(|(soft, _)| soft)
             .unwrap_or(nix::sys::resource::RLIM_INFINITY);
-        let limit = client_limit(nofile, backend_slots(config));
+        let limit = client_limit(nofile, backend);
         self.limit.store(limit, Relaxed);
         tracing::debug!(nofile, client_limit = limit, "descriptor budget");
     }
@@ -72,7 +77,7 @@ impl FdBudget {
 
 /// Backend connections `config` may open at once: every server's
 /// `server_connections` slots.
-fn backend_slots(config: &Config) -> usize {
+pub fn backend_slots(config: &Config) -> usize {
     config
         .pools
         .iter()

@@ -11,6 +11,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod conf;
 pub mod fdlimit;

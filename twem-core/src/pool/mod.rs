@@ -366,6 +366,11 @@ impl Pool {
                     i64::try_from(sh.stats.client_foreign_protocol.load(Relaxed))
                         .unwrap_or(i64::MAX),
                 ),
+                (
+                    "server_connections_opened",
+                    i64::try_from(sh.stats.server_connections_opened.load(Relaxed))
+                        .unwrap_or(i64::MAX),
+                ),
             ],
         }
     }

@@ -216,6 +216,10 @@ impl ConnTask {
     async fn serve(&mut self, conn: Conn, first: Option<(BackendReq, Instant)>) -> bool {
         let server = &self.shared.servers[self.idx];
         server.stats.server_connections.fetch_add(1, Relaxed);
+        self.shared
+            .stats
+            .server_connections_opened
+            .fetch_add(1, Relaxed);
         // At -v 7 (debug) an operator sees healthy backends too.
         tracing::debug!(pool = %self.shared.config.name, server = %server.name, "backend connected");
         let close = match conn {
