@@ -72,6 +72,9 @@
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
+// A panic in a connection task goes unseen (tokio keeps the process up):
+// outside tests, failures are values.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod codec;
 pub mod config;

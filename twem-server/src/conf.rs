@@ -87,6 +87,10 @@ pub fn read_text(path: &Path) -> Result<String, LoadError> {
 
 /// Resolves every pool's TCP `listen` host, reporting each one that does
 /// not resolve with its pool and key, as validation reports problems.
+///
+/// Blocking DNS, deliberately: it runs before the runtime serves anyone (at
+/// start, `-t`) or on a blocking thread (reload plans), never on a worker.
+#[allow(clippy::disallowed_methods)]
 pub fn check_listen_hosts(config: &Config) -> Result<(), ConfigError> {
     let problems: Vec<Problem> = config
         .pools

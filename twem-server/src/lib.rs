@@ -10,6 +10,8 @@
 //! target/release/twemproxy -c examples/conf/nutcracker.yml
 //! ```
 #![forbid(unsafe_code)]
+// Outside tests, failures are values, not panics.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admin;
 pub mod cli;

@@ -33,6 +33,11 @@ pub struct ListenError {
 }
 
 /// Bind `pool`'s listen address. Must run inside a tokio runtime.
+///
+/// Resolves the host with blocking DNS, deliberately: it is called at start
+/// before any client is served and, on reload, from the blocking thread that
+/// plans the reload, never from a serving worker.
+#[allow(clippy::disallowed_methods)]
 pub fn bind(pool: &PoolConfig) -> Result<Listener, ListenError> {
     let err = |source| ListenError {
         pool: pool.name.clone(),

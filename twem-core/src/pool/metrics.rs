@@ -39,6 +39,9 @@ pub struct Metrics {
 
 static METRICS: OnceLock<(Registry, Metrics)> = OnceLock::new();
 
+// The options are constants: they either always build or never do, and the
+// unit tests build them, so `expect` here cannot fire in a released binary.
+#[allow(clippy::expect_used)]
 fn init() -> &'static (Registry, Metrics) {
     METRICS.get_or_init(|| {
         let registry = Registry::new();
