@@ -12,6 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use twem_core::config::{Config, PoolConfig};
 use twem_core::pool::Pool;
@@ -140,15 +141,19 @@ impl Proxy {
     ) -> JoinHandle<()> {
         self.globals.total_connections.fetch_add(1, Relaxed);
         self.globals.curr_connections.fetch_add(1, Relaxed);
-        tokio::spawn(accept_loop(
-            Arc::clone(slot),
-            listener,
-            accept_stop.clone(),
-            sessions_stop.clone(),
-            self.sessions.clone(),
-            Arc::clone(&self.globals),
-            Arc::clone(&self.fds),
-        ))
+        let span = tracing::info_span!("accept", pool = %slot.load().name());
+        tokio::spawn(
+            accept_loop(
+                Arc::clone(slot),
+                listener,
+                accept_stop.clone(),
+                sessions_stop.clone(),
+                self.sessions.clone(),
+                Arc::clone(&self.globals),
+                Arc::clone(&self.fds),
+            )
+            .instrument(span),
+        )
     }
 
     fn publish_stats(&self) {
@@ -240,15 +245,20 @@ impl Proxy {
             // ended and dropped the listener: a client that sees its
             // connection closed must not then find the port still accepting
             // (the two tasks would otherwise race on a multi-thread runtime).
+            let r_name = r.config.name.clone();
             let Running {
                 accept_task,
                 sessions_stop,
                 ..
             } = r;
-            tokio::spawn(async move {
-                let _ = accept_task.await;
-                sessions_stop.cancel();
-            });
+            let span = tracing::info_span!("remove_pool", pool = %r_name);
+            tokio::spawn(
+                async move {
+                    let _ = accept_task.await;
+                    sessions_stop.cancel();
+                }
+                .instrument(span),
+            );
             removed += 1;
         }
         self.publish_stats();
@@ -584,13 +594,16 @@ async fn accept_loop(
         let stop = sessions_stop.clone();
         let globals = Arc::clone(&globals);
         let fds = Arc::clone(&fds);
+        // Both log lines name the client by id and peer, so that an operator
+        // can pair them. The session's span (a child of this pool's accept
+        // span) is at debug level: at the default level it is disabled and
+        // costs nothing per poll.
+        let peer = match &conn {
+            Accepted::Tcp(s) => s.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+            Accepted::Unix(_) => "unix".to_string(),
+        };
+        let span = tracing::debug_span!("session", client = hint, peer = %peer);
         sessions.spawn(async move {
-            // Both lines name the client by id and peer, so that an
-            // operator can pair them.
-            let peer = match &conn {
-                Accepted::Tcp(s) => s.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
-                Accepted::Unix(_) => "unix".to_string(),
-            };
             tracing::info!(pool = %slot.load().name(), client = hint, peer = %peer, "client connected");
             let end = match conn {
                 Accepted::Tcp(s) => {
@@ -610,7 +623,7 @@ async fn accept_loop(
             stats.client_connections.fetch_sub(1, Relaxed);
             globals.curr_connections.fetch_sub(1, Relaxed);
             fds.release();
-        });
+        }.instrument(span));
     }
     globals.curr_connections.fetch_sub(1, Relaxed);
 }

@@ -42,7 +42,12 @@ impl PoolShared {
         tracing::warn!(pool = %self.config.name, server = %s.name, failures = n,
             retry_ms = self.config.server_retry_timeout.as_millis() as u64, "server ejected");
         let me = Arc::clone(self);
-        tokio::spawn(async move { me.probe_loop(idx).await });
+        let span =
+            tracing::info_span!(parent: None, "probe", pool = %self.config.name, server = %s.name);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move { me.probe_loop(idx).await },
+            span,
+        ));
     }
 
     fn rebuild_ring(&self) {

@@ -176,7 +176,13 @@ impl Handles {
         let lazy = self.conns.get(idx)?.get(slot)?;
         Some(lazy.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(backend::ConnTask::new(Arc::clone(&self.shared), idx, rx).run());
+            // Debug level: disabled (and free) at the default log level.
+            let span = tracing::debug_span!(parent: None, "backend", pool = %self.shared.config.name,
+                server = %self.shared.servers[idx].name, slot);
+            tokio::spawn(tracing::Instrument::instrument(
+                backend::ConnTask::new(Arc::clone(&self.shared), idx, rx).run(),
+                span,
+            ));
             tx
         }))
     }
