@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -69,6 +68,10 @@ pub enum ServeError {
         source: std::io::Error,
     },
 }
+
+/// `listen(2)` backlog of the stats and metrics ports (what tokio's
+/// `TcpListener::bind` uses).
+const LISTEN_BACKLOG: u32 = 1024;
 
 static NEXT_CLIENT: AtomicUsize = AtomicUsize::new(0);
 
@@ -286,28 +289,27 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
     ]
     .map(|k| signal(k).ok());
     // Bind everything before starting anything, so a bad address fails the
-    // start with nothing half-running.
-    let mut listeners = Vec::with_capacity(config.pools.len());
+    // start with nothing half-running; listen only once the pid file is
+    // written, so whoever sees a port accept finds the pid file there.
+    let mut bound = Vec::with_capacity(config.pools.len());
     for p in &config.pools {
-        listeners.push(listener::bind(p)?);
+        bound.push(listener::bind_idle(p)?);
     }
     let stats_addr = format!("{}:{}", opts.stats_addr, opts.stats_port);
-    let stats_listener = TcpListener::bind((opts.stats_addr.as_str(), opts.stats_port))
+    let stats_err = |addr: String| move |source| ServeError::Stats { addr, source };
+    let stats_socket = listener::bind_tcp_idle((opts.stats_addr.as_str(), opts.stats_port))
         .await
-        .map_err(|source| ServeError::Stats {
-            addr: stats_addr.clone(),
-            source,
-        })?;
-    let metrics_listener =
-        match &opts.metrics_addr {
-            Some(addr) => Some(TcpListener::bind(addr.as_str()).await.map_err(|source| {
-                ServeError::Stats {
-                    addr: format!("{addr} (metrics)"),
-                    source,
-                }
-            })?),
-            None => None,
-        };
+        .map_err(stats_err(stats_addr.clone()))?;
+    let metrics_socket = match &opts.metrics_addr {
+        Some(addr) => {
+            let name = format!("{addr} (metrics)");
+            let sock = listener::bind_tcp_idle(addr.as_str())
+                .await
+                .map_err(stats_err(name.clone()))?;
+            Some((sock, name))
+        }
+        None => None,
+    };
     let mut pools = Vec::with_capacity(config.pools.len());
     for p in &config.pools {
         pools.push(Pool::new(p.clone())?);
@@ -320,6 +322,31 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
             }
         })?;
     }
+    // A listen that fails now (another socket bound the same port with
+    // SO_REUSEADDR and listened first) must not leave our pid file behind.
+    let listening = (|| {
+        let mut listeners = Vec::with_capacity(bound.len());
+        for b in bound {
+            listeners.push(b.listen()?);
+        }
+        let stats = stats_socket
+            .listen(LISTEN_BACKLOG)
+            .map_err(stats_err(stats_addr.clone()))?;
+        let metrics = match metrics_socket {
+            Some((s, name)) => Some(s.listen(LISTEN_BACKLOG).map_err(stats_err(name))?),
+            None => None,
+        };
+        Ok::<_, ServeError>((listeners, stats, metrics))
+    })();
+    let (listeners, stats_listener, metrics_listener) = match listening {
+        Ok(l) => l,
+        Err(e) => {
+            if let Some(path) = &opts.pid_file {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e);
+        }
+    };
 
     let mut proxy = Proxy {
         pools: Vec::new(),
