@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -378,7 +378,18 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
     }
     tracing::info!(stats = %stats_addr, pid = std::process::id(), "twem started");
 
-    wait_for_exit(&logger, &mut proxy, opts.conf_file.as_deref()).await;
+    // One SIGTERM/SIGINT stream each for the whole run: the second signal is
+    // read from the same stream as the first, so one sent as soon as the
+    // drain starts is not lost (a stream created later misses it).
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    wait_for_exit(
+        &logger,
+        &mut proxy,
+        opts.conf_file.as_deref(),
+        (&mut term, &mut int),
+    )
+    .await;
     tracing::info!(
         grace_ms = opts.shutdown_grace.as_millis() as u64,
         "shutting down: no new connections, draining in-flight requests"
@@ -388,8 +399,6 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
         let _ = (&mut r.accept_task).await;
     }
     proxy.sessions.close();
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut int = signal(SignalKind::interrupt()).ok();
     tokio::select! {
         () = proxy.sessions.wait() => tracing::info!("all clients drained"),
         () = tokio::time::sleep(opts.shutdown_grace) => tracing::warn!("shutdown grace period over; closing remaining clients"),
@@ -416,17 +425,20 @@ async fn recv_opt(s: &mut Option<tokio::signal::unix::Signal>) {
 }
 
 /// Handle signals until one asks the process to exit.
-async fn wait_for_exit(logger: &Logger, proxy: &mut Proxy, conf: Option<&Path>) {
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut int = signal(SignalKind::interrupt()).ok();
+async fn wait_for_exit(
+    logger: &Logger,
+    proxy: &mut Proxy,
+    conf: Option<&Path>,
+    (term, int): (&mut Option<Signal>, &mut Option<Signal>),
+) {
     let mut hup = signal(SignalKind::hangup()).ok();
     let mut usr1 = signal(SignalKind::user_defined1()).ok();
     let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN)).ok();
     let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU)).ok();
     loop {
         tokio::select! {
-            _ = recv_opt(&mut term) => { tracing::info!("SIGTERM received"); return; }
-            _ = recv_opt(&mut int) => { tracing::info!("SIGINT received"); return; }
+            _ = recv_opt(term) => { tracing::info!("SIGTERM received"); return; }
+            _ = recv_opt(int) => { tracing::info!("SIGINT received"); return; }
             _ = recv_opt(&mut hup) => {
                 // nutcracker's SIGHUP reopens the log (logrotate); twem also reloads.
                 logger.reopen();
