@@ -328,20 +328,31 @@ fn prometheus_metrics_after_traffic() {
         s.read_to_string(&mut out).expect("response");
         out
     };
-    let text = scrape();
-    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-    let value = |needle: &str| -> f64 {
+    let metric = |text: &str, needle: &str| -> Option<f64> {
         text.lines()
             .find(|l| l.starts_with(needle))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no line starting {needle:?} in:\n{text}"))
     };
-    // 50 SET + 1 MGET + 1 rejected = 52 replies written to the client.
-    assert_eq!(
-        value("twem_pool_request_duration_seconds_count{pool=\"mpool\"}"),
-        52.0
-    );
+    // 50 SET + 1 MGET + 1 rejected = 52 replies written to the client. A
+    // reply's latency is observed once its write has completed, so the
+    // client can read the last reply a moment before the histogram counts
+    // it (the scrape may run on another worker thread): scrape until that
+    // count is reached, then check every figure exactly.
+    let pool_count = "twem_pool_request_duration_seconds_count{pool=\"mpool\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = scrape();
+        if metric(&text, pool_count) >= Some(52.0) || Instant::now() >= deadline {
+            break text;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    let value = |needle: &str| -> f64 {
+        metric(&text, needle).unwrap_or_else(|| panic!("no line starting {needle:?} in:\n{text}"))
+    };
+    assert_eq!(value(pool_count), 52.0);
     let server_count =
         value("twem_server_request_duration_seconds_count{pool=\"mpool\",server=\"mpool0\"}")
             + value("twem_server_request_duration_seconds_count{pool=\"mpool\",server=\"mpool1\"}");
