@@ -324,11 +324,8 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
     }
     // A listen that fails now (another socket bound the same port with
     // SO_REUSEADDR and listened first) must not leave our pid file behind.
+    // The stats and metrics ports first: once a pool's port accepts, they do.
     let listening = (|| {
-        let mut listeners = Vec::with_capacity(bound.len());
-        for b in bound {
-            listeners.push(b.listen()?);
-        }
         let stats = stats_socket
             .listen(LISTEN_BACKLOG)
             .map_err(stats_err(stats_addr.clone()))?;
@@ -336,6 +333,10 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
             Some((s, name)) => Some(s.listen(LISTEN_BACKLOG).map_err(stats_err(name))?),
             None => None,
         };
+        let mut listeners = Vec::with_capacity(bound.len());
+        for b in bound {
+            listeners.push(b.listen()?);
+        }
         Ok::<_, ServeError>((listeners, stats, metrics))
     })();
     let (listeners, stats_listener, metrics_listener) = match listening {

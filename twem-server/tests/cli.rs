@@ -971,3 +971,41 @@ fn log_file_levels_and_reopen() {
         "SIGHUP killed the proxy"
     );
 }
+
+// Every address is bound before the pid file is written: a start that fails
+// on a taken port (another instance running, say) leaves that instance's pid
+// file as it was. (Listening comes only after the pid file, so whoever sees
+// the port accept finds the pid file already there.)
+#[test]
+fn failed_start_leaves_an_existing_pid_file_alone() {
+    let dir = TempDir::new("cli-pidfail");
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let conf = write_conf(
+        &dir,
+        "f.yml",
+        &format!("alpha:\n  listen: 127.0.0.1:{port}\n  servers:\n   - 127.0.0.1:1:1\n"),
+    );
+    let pid_file = dir.path().join("twem.pid");
+    std::fs::write(&pid_file, "4242\n").expect("write pid file");
+    let r = run_limited(
+        &[
+            "-c",
+            &conf,
+            "-p",
+            &pid_file.display().to_string(),
+            "-s",
+            &free_port().to_string(),
+            "-a",
+            "127.0.0.1",
+        ],
+        b"",
+        Duration::from_secs(5),
+    );
+    assert!(!r.ok(), "started on a taken port: {}", r.stderr);
+    assert!(r.stderr.contains("Address already in use"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).expect("pid file still there"),
+        "4242\n"
+    );
+}
