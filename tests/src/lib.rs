@@ -388,6 +388,23 @@ impl ProxyProc {
         self.stats()
     }
 
+    /// Read the stats document until `ready` holds for it, or for 10 s (the
+    /// last one read is returned either way, for the caller's assertions to
+    /// report). The document is re-rendered every interval (`-i 100` here),
+    /// so it lags the traffic; a fixed wait for the refresh
+    /// ([`ProxyProc::stats_after_refresh`]) is a guess a loaded machine can
+    /// miss.
+    pub fn stats_when(&self, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = self.stats();
+            if ready(&st) || Instant::now() >= deadline {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()

@@ -234,7 +234,7 @@ fn ejection_then_probe_based_readmission() {
     // ...then b's keys are served by a.
     assert_eq!(c.cmd(&[b"SET", kb.as_bytes(), b"on-a"]), b"+OK\r\n");
     assert_eq!(a.client().cmd(&[b"GET", kb.as_bytes()]), b"$4\r\non-a\r\n");
-    let st = proxy.stats_after_refresh();
+    let st = proxy.stats_when(|st| st["p"]["server_ejects"] == 1);
     assert_eq!(st["p"]["server_ejects"], 1, "{st}");
     assert!(
         st["p"]["b"]["server_ejected_at"].as_u64().unwrap_or(0) > 0,

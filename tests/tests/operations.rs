@@ -435,7 +435,13 @@ fn server_counters_balance_after_pipelines_and_a_failure() {
         }
         v
     };
-    let st = proxy.stats_after_refresh();
+    let responses = |st: &serde_json::Value| -> i64 {
+        ["cpool0", "cpool1"]
+            .iter()
+            .map(|s| st["cpool"][s]["responses"].as_i64().unwrap_or(0))
+            .sum()
+    };
+    let st = proxy.stats_when(|st| responses(st) >= 1000 && gauges(st).iter().all(|g| g.1 == 0));
     let mut total = 0;
     for s in ["cpool0", "cpool1"] {
         let srv = &st["cpool"][s];
@@ -470,7 +476,9 @@ fn server_counters_balance_after_pipelines_and_a_failure() {
         );
         assert_eq!(c.read_resp(), b"$-1\r\n", "GET on the live server {i}");
     }
-    let st = proxy.stats_after_refresh();
+    let st = proxy.stats_when(|st| {
+        st["cpool"]["forward_error"].as_i64() >= Some(20) && gauges(st).iter().all(|g| g.1 == 0)
+    });
     assert!(gauges(&st).iter().all(|g| g.1 == 0), "{:?}", gauges(&st));
     assert!(st["cpool"]["forward_error"].as_i64() >= Some(20), "{st}");
 }
