@@ -456,7 +456,15 @@ impl Client {
 
     fn fill(&mut self) -> bool {
         let mut tmp = [0u8; 65536];
-        match self.sock.read(&mut tmp) {
+        // A signal handled in this thread interrupts the read (EINTR): not a
+        // failure, read again (`read` does not retry by itself).
+        let got = loop {
+            match self.sock.read(&mut tmp) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        match got {
             Ok(0) => false,
             Ok(n) => {
                 self.buf.extend_from_slice(&tmp[..n]);
@@ -531,6 +539,7 @@ impl Client {
                 {
                     return true
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
             }
         }
