@@ -395,7 +395,21 @@ fn slow_connect_and_slow_reply_share_one_timeout() {
         took < Duration::from_millis(900),
         "timed out only after {took:?}"
     );
-    // Without the delay the same pool serves (a fresh connection).
+    // Without the delay the same pool serves (a fresh connection). That
+    // connect, AUTH and GET go through the fault proxy's new threads within
+    // the same 600 ms, which a starved machine may miss once (1 in 20 loop
+    // runs at load ~28): a timeout then is retried, anything else fails.
     fault.set(Fault::Pass);
-    assert_eq!(c.cmds("GET k"), b"$-1\r\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.cmds("GET k");
+        if r == b"$-1\r\n" {
+            break;
+        }
+        assert!(
+            r == b"-ERR Connection timed out\r\n" && Instant::now() < deadline,
+            "{:?}",
+            String::from_utf8_lossy(&r)
+        );
+    }
 }
