@@ -15,6 +15,7 @@ cargo test --workspace --locked
 # bench/run.sh measures, and what a small machine shared with its load should run).
 TWEM_TEST_ARGS="--threads 1" cargo test --locked -p twem-tests \
   --test redis --test memcache --test failures --test operations \
-  --test chaos --test hostile --test malformed --test differential
+  --test chaos --test hostile --test malformed --test differential \
+  --test hardening --test hostile_proto --test hardening_admin
 if [ -f scripts/examples.sh ]; then bash scripts/examples.sh; fi
 bash scripts/fuzz-smoke.sh

@@ -335,19 +335,41 @@ impl ProxyProc {
         Self::start(&twemproxy_bin(), "twemproxy", yaml, wait_port, extra)
     }
 
+    /// [`ProxyProc::twem`] run through a wrapper command that execs it, e.g.
+    /// `["prlimit", "--nofile=128:128"]` for a proxy under a small
+    /// descriptor limit (the pid stays the proxy's).
+    pub fn twem_wrapped(wrapper: &[&str], yaml: &str, wait_port: u16, extra: &[&str]) -> ProxyProc {
+        let (cmd, pre) = wrapper.split_first().expect("a wrapper command");
+        let mut args: Vec<String> = pre.iter().map(|a| a.to_string()).collect();
+        args.push(twemproxy_bin().display().to_string());
+        Self::start_with(Path::new(cmd), &args, "twemproxy", yaml, wait_port, extra)
+    }
+
     /// Start Debian's `nutcracker` with `yaml`; waits for `wait_port`.
     pub fn nutcracker(yaml: &str, wait_port: u16) -> ProxyProc {
         Self::start(Path::new("nutcracker"), "nutcracker", yaml, wait_port, &[])
     }
 
     fn start(bin: &Path, what: &str, yaml: &str, wait_port: u16, extra: &[&str]) -> ProxyProc {
+        Self::start_with(bin, &[], what, yaml, wait_port, extra)
+    }
+
+    fn start_with(
+        bin: &Path,
+        pre_args: &[String],
+        what: &str,
+        yaml: &str,
+        wait_port: u16,
+        extra: &[&str],
+    ) -> ProxyProc {
         let dir = TempDir::new(what);
         let conf = dir.path().join("nutcracker.yml");
         std::fs::write(&conf, yaml).expect("write config");
         let stats_port = free_port();
         let log = dir.path().join("proxy.log");
         let mut cmd = Command::new(bin);
-        cmd.arg("-c")
+        cmd.args(pre_args)
+            .arg("-c")
             .arg(&conf)
             .args([
                 "-s",
@@ -729,6 +751,32 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// Peak resident set size of process `pid` in KiB (`VmHWM`); `None` once
+/// the process is gone.
+pub fn hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// Sample `pid`'s RSS every 50 ms until `stop` is set; the maximum in KiB.
+pub fn sample_rss(
+    pid: u32,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut max = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            max = max.max(rss_kib(pid).unwrap_or(0));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        max
+    })
+}
+
 /// This process's soft limit on open files (`/proc/self/limits`), which a
 /// proxy started by the harness inherits; `None` when unlimited or unknown.
 pub fn open_files_soft_limit() -> Option<u64> {
@@ -784,6 +832,19 @@ impl ProxyProc {
             dir,
             conf,
         }
+    }
+
+    /// The proxy's RSS in KiB; panics if it is gone.
+    pub fn rss(&self) -> u64 {
+        rss_kib(self.proc.pid()).expect("proxy RSS (is it alive?)")
+    }
+
+    /// Assert the proxy is still running and (for [`ProxyProc::twem_capture`])
+    /// that nothing panicked: a panic in a task does not kill a tokio process.
+    pub fn assert_healthy(&mut self) {
+        assert!(self.proc.is_running(), "the proxy died");
+        let stderr = self.stderr_text();
+        assert!(!stderr.contains("panicked"), "proxy panicked:\n{stderr}");
     }
 
     /// What a proxy started with [`ProxyProc::twem_capture`] wrote to stderr

@@ -12,8 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use twem_tests::{
-    bulk, free_port, open_files_soft_limit, resp_cmd, rss_kib, tier2, Client, Memcached, ProxyProc,
-    Redis,
+    bulk, free_port, open_files_soft_limit, resp_cmd, sample_rss, tier2, Client, Memcached,
+    ProxyProc, Redis,
 };
 
 /// RSS figures are only meaningful when the proxy under test is the one
@@ -30,28 +30,6 @@ fn redis_proxy(backend: &Redis) -> (ProxyProc, u16) {
         backend.addr()
     );
     (ProxyProc::twem_capture(&yaml, port, &[]), port)
-}
-
-fn rss(p: &ProxyProc) -> u64 {
-    rss_kib(p.proc.pid()).expect("proxy RSS (is it alive?)")
-}
-
-fn assert_healthy(p: &mut ProxyProc) {
-    assert!(p.proc.is_running(), "the proxy died");
-    let stderr = p.stderr_text();
-    assert!(!stderr.contains("panicked"), "proxy panicked:\n{stderr}");
-}
-
-/// Sample the proxy's RSS every 50 ms until `stop`; the maximum in KiB.
-fn sample_rss(pid: u32, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
-    thread::spawn(move || {
-        let mut max = 0;
-        while !stop.load(Ordering::Relaxed) {
-            max = max.max(rss_kib(pid).unwrap_or(0));
-            thread::sleep(Duration::from_millis(50));
-        }
-        max
-    })
 }
 
 /// A well-behaved client for `dur`: small SET/GET round trips and, every
@@ -91,7 +69,7 @@ fn non_reading_client_of_big_values_is_bounded() {
     // Warm the served client's path so the baseline includes it.
     served_client(port, Duration::from_millis(200), Some(&big));
     thread::sleep(Duration::from_millis(200));
-    let base = rss(&proxy);
+    let base = proxy.rss();
 
     let (hostiles, sample_for) = if tier2() {
         (4, Duration::from_secs(15))
@@ -141,7 +119,7 @@ fn non_reading_client_of_big_values_is_bounded() {
         assert!(got == want, "reply {i} to the non-reader is not the value");
     }
     drop(hostile);
-    assert_healthy(&mut proxy);
+    proxy.assert_healthy();
     assert_eq!(
         Client::connect(port).cmds("GET polite").first(),
         Some(&b'$')
@@ -168,7 +146,7 @@ fn non_reading_client_of_small_replies_is_bounded() {
     let mut polite = Client::connect(port);
     assert_eq!(polite.cmds("SET k v"), b"+OK\r\n");
     thread::sleep(Duration::from_millis(200));
-    let base = rss(&proxy);
+    let base = proxy.rss();
     let dur = if tier2() {
         Duration::from_secs(15)
     } else {
@@ -199,7 +177,7 @@ fn non_reading_client_of_small_replies_is_bounded() {
         let t = Instant::now();
         assert_eq!(polite.cmds("GET k"), b"$1\r\nv\r\n");
         worst = worst.max(t.elapsed());
-        max = max.max(rss(&proxy));
+        max = max.max(proxy.rss());
         // Past 4x the bound the verdict is in: stop before the machine
         // (shared with other test runs) feels it.
         if max.saturating_sub(base) > 256 * 1024 {
@@ -219,7 +197,7 @@ fn non_reading_client_of_small_replies_is_bounded() {
     );
     assert!(worst < Duration::from_secs(1), "polite GET took {worst:?}");
     assert!(growth < 64 * 1024, "RSS grew {growth} KiB");
-    assert_healthy(&mut proxy);
+    proxy.assert_healthy();
 }
 
 /// Slowloris: clients send a SET frame one byte at a time (every 50 ms in
@@ -290,7 +268,7 @@ fn slowloris_frames_do_not_block_others() {
             bulk(b"patience")
         );
     }
-    assert_healthy(&mut proxy);
+    proxy.assert_healthy();
 }
 
 /// Read everything until the proxy closes (or 5 s pass); (bytes, closed).
@@ -321,7 +299,7 @@ fn absurd_lengths_are_protocol_errors() {
     let (mut proxy, port) = redis_proxy(&backend);
     let mut other = Client::connect(port);
     assert_eq!(other.cmds("SET k v"), b"+OK\r\n");
-    let base = rss(&proxy);
+    let base = proxy.rss();
     let frames: [&[u8]; 7] = [
         b"*1\r\n$4294967296\r\n",
         b"*1\r\n$9223372036854775807\r\n",
@@ -362,14 +340,14 @@ fn absurd_lengths_are_protocol_errors() {
             }
         }
     }
-    let growth = rss(&proxy).saturating_sub(base);
+    let growth = proxy.rss().saturating_sub(base);
     eprintln!(
         "hostile absurd lengths: {} connections, RSS growth {growth} KiB",
         rounds * frames.len()
     );
     assert!(growth < 16 * 1024, "RSS grew {growth} KiB");
     assert_eq!(other.cmds("GET k"), b"$1\r\nv\r\n");
-    assert_healthy(&mut proxy);
+    proxy.assert_healthy();
 }
 
 /// Bulk lengths just under the 512 MiB limit with only 64 KiB of data sent:
@@ -382,7 +360,7 @@ fn near_limit_bulk_lengths_cost_only_what_is_sent() {
     let (mut proxy, port) = redis_proxy(&backend);
     let mut other = Client::connect(port);
     assert_eq!(other.cmds("SET k v"), b"+OK\r\n");
-    let base = rss(&proxy);
+    let base = proxy.rss();
     let n = if tier2() { 256 } else { 32 };
     let mut head = b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$536870000\r\n".to_vec();
     head.extend(std::iter::repeat_n(b'z', 64 * 1024));
@@ -394,7 +372,7 @@ fn near_limit_bulk_lengths_cost_only_what_is_sent() {
         })
         .collect();
     thread::sleep(Duration::from_millis(500));
-    let growth = rss(&proxy).saturating_sub(base);
+    let growth = proxy.rss().saturating_sub(base);
     eprintln!(
         "hostile near-limit bulk: {n} clients x (512 MiB header + 64 KiB): RSS growth {growth} KiB ({} KiB per client)",
         growth / n as u64
@@ -405,7 +383,7 @@ fn near_limit_bulk_lengths_cost_only_what_is_sent() {
         "RSS grew {growth} KiB for {n} clients that sent 64 KiB each"
     );
     drop(conns);
-    assert_healthy(&mut proxy);
+    proxy.assert_healthy();
 }
 
 /// memcached: a data block of 4 GiB or i64::MAX is refused with a
@@ -420,7 +398,7 @@ fn memcached_absurd_lengths_are_refused() {
         mc.addr()
     );
     let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
-    let base = rss(&proxy);
+    let base = proxy.rss();
     for line in [
         &b"set k 0 0 4294967296\r\n"[..],
         b"set k 0 0 9223372036854775807\r\n",
@@ -443,11 +421,11 @@ fn memcached_absurd_lengths_are_refused() {
             String::from_utf8_lossy(line)
         );
     }
-    let growth = rss(&proxy).saturating_sub(base);
+    let growth = proxy.rss().saturating_sub(base);
     assert!(growth < 16 * 1024, "RSS grew {growth} KiB");
     let mut c = Client::connect(port);
     assert_eq!(c.mc(b"set ok 0 0 1\r\n1\r\n"), b"STORED\r\n");
-    assert_healthy(&mut proxy);
+    proxy.assert_healthy();
 }
 
 /// Poll the stats port until the pool reports `want` client connections.
@@ -477,7 +455,7 @@ fn idle_connections_rss_per_connection() {
     let mut first = Client::connect(port);
     assert_eq!(first.cmds("PING"), b"+PONG\r\n");
     thread::sleep(Duration::from_millis(200));
-    let base = rss(&proxy);
+    let base = proxy.rss();
     let t0 = Instant::now();
     let mut conns: Vec<Client> = Vec::with_capacity(n);
     for _ in 0..n {
@@ -487,7 +465,7 @@ fn idle_connections_rss_per_connection() {
     let opened = t0.elapsed();
     assert!(seen > n as u64, "proxy reports {seen} clients of {}", n + 1);
     thread::sleep(Duration::from_millis(300));
-    let idle = rss(&proxy);
+    let idle = proxy.rss();
     // Then every connection makes one request and goes idle again.
     let ping = resp_cmd(&[b"PING"]);
     for c in conns.iter_mut() {
@@ -497,7 +475,7 @@ fn idle_connections_rss_per_connection() {
         assert_eq!(c.read_resp(), b"+PONG\r\n");
     }
     thread::sleep(Duration::from_millis(300));
-    let used = rss(&proxy);
+    let used = proxy.rss();
     let per = |kib: u64| kib.saturating_sub(base) as f64 / n as f64;
     let (per_idle, per_used) = (per(idle), per(used));
     eprintln!(
@@ -516,5 +494,5 @@ fn idle_connections_rss_per_connection() {
         "{per_used:.2} KiB per connection after a request"
     );
     drop(conns);
-    assert_healthy(&mut proxy);
+    proxy.assert_healthy();
 }

@@ -1022,7 +1022,7 @@ fn bad_input_is_answered_and_the_connection_survives() {
     );
     same(&mut p, &mut r, b"get ok\r\n", &get_ok);
     // A storage command with a long key: the proxy skips its data block
-    // (DESIGN.md section 4) where memcached would run it as a command.
+    // (docs/design.md section 4) where memcached would run it as a command.
     p.send(&store("set", &long, 0, 0, b"get ok", ""));
     p.send(b"get ok\r\n");
     assert_eq!(

@@ -1,7 +1,7 @@
 //! twemproxy serving a Redis pool across real redis-server shards: every
 //! command class compared with what Redis itself answers, split and merge,
 //! placement checked on the backends, long pipelines, AUTH/SELECT and the
-//! client-facing error behaviour of DESIGN.md section 4.
+//! client-facing error behaviour of docs/design.md section 4.
 
 use std::collections::BTreeSet;
 

@@ -79,6 +79,7 @@ pub mod hash;
 pub mod net;
 pub mod pool;
 pub mod ring;
+pub mod session;
 
 pub use codec::Codec;
 pub use config::Config;

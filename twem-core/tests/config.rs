@@ -357,6 +357,30 @@ fn server_connections_zero() {
     );
 }
 
+// server_connections has an upper bound (each is a descriptor and a
+// backend client slot); the largest int used to pass and fail at start.
+#[test]
+fn server_connections_too_large() {
+    let max = MAX_SERVER_CONNECTIONS;
+    assert_eq!(
+        accepted(&pool_with(&format!("  server_connections: {max}\n"))).server_connections,
+        max
+    );
+    let p = only_problem(&pool_with("  server_connections: 2147483647\n"));
+    assert_eq!(p.key.as_deref(), Some("server_connections"));
+    assert_eq!(
+        p.to_string(),
+        "pool \"alpha\": server_connections 2147483647 is too large (at most 1024 per server)"
+    );
+    let err = Config::from_toml(&format!(
+        "[alpha]\nlisten = \"h:1\"\nserver_connections = {}\nservers = [\"h:2:1\"]\n",
+        max + 1
+    ))
+    .unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].key.as_deref(), Some("server_connections"));
+}
+
 // Other counts may be 0, as nutcracker allows.
 #[test]
 fn zero_is_fine_elsewhere() {

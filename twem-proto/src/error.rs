@@ -25,6 +25,18 @@ pub enum ProtoError {
         /// The configured limit.
         limit: u64,
     },
+    /// The peer speaks another protocol: an HTTP request line or header, or
+    /// memcached's binary protocol. A web page can make a browser send an
+    /// HTTP request to any port (cross-protocol scripting); a text protocol
+    /// that skips lines it does not know would then run the commands in the
+    /// request's body. The connection must be closed at once, with nothing
+    /// after this point executed, as redis-server does for `POST` and
+    /// `Host:`.
+    #[error("foreign protocol, possible security attack: {seen}")]
+    ForeignProtocol {
+        /// What gave the peer away, e.g. `HTTP 'POST' command`.
+        seen: &'static str,
+    },
     /// The underlying transport failed (required by `tokio_util::codec`).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -34,5 +46,11 @@ impl ProtoError {
     /// A framing error with a fixed description.
     pub fn protocol(msg: impl Into<Cow<'static, str>>) -> Self {
         ProtoError::Protocol(msg.into())
+    }
+
+    /// True for [`ProtoError::ForeignProtocol`]: the caller should log it as
+    /// a possible attack rather than as a client bug.
+    pub fn is_foreign_protocol(&self) -> bool {
+        matches!(self, ProtoError::ForeignProtocol { .. })
     }
 }

@@ -10,5 +10,6 @@ pub mod command;
 pub mod error;
 pub mod memcache;
 pub mod resp;
+mod sniff;
 
 pub use error::ProtoError;

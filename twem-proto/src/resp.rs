@@ -26,6 +26,13 @@
 //! unread), so a client that miscounts is told at once instead of having its
 //! next command parsed from the middle of a value.
 //!
+//! A request named `POST` or `Host:` (any case, inline or array) and an
+//! inline HTTP request line (`GET / HTTP/1.1`) are a
+//! [`ProtoError::ForeignProtocol`], not a request: it is an HTTP request sent
+//! to the port (a browser can be made to send one), whose body would
+//! otherwise run as inline commands. redis-server closes the connection on
+//! `POST` and `Host:` for the same reason.
+//!
 //! # Replies
 //!
 //! Backend replies are RESP2: `+ - : $ *`, including the null bulk `$-1`, the
@@ -430,6 +437,11 @@ impl RequestCodec {
             return Ok(None);
         };
         let nl = scanned + nl;
+        // Before the quotes are parsed: an HTTP line is closed on even if it
+        // would not split (a quote in a URL).
+        if let Some(seen) = src.get(..nl).and_then(crate::sniff::http_line) {
+            return Err(ProtoError::ForeignProtocol { seen });
+        }
         let line = src.split_to(nl + 1);
         self.state = ReqState::Start;
         let mut line = line.get(..nl).unwrap_or(&[]);
@@ -578,15 +590,30 @@ impl Decoder for RequestCodec {
                 ReqState::Inline { scanned } => match self.decode_inline(src, scanned)? {
                     None => return Ok(None),
                     Some(None) => continue,
-                    Some(Some(req)) => return Ok(Some(req)),
+                    Some(Some(req)) => return foreign_checked(req),
                 },
                 ReqState::Array {
                     expected,
                     pos,
                     bulk,
-                } => return self.decode_array(src, expected, pos, bulk),
+                } => {
+                    return match self.decode_array(src, expected, pos, bulk)? {
+                        Some(req) => foreign_checked(req),
+                        None => Ok(None),
+                    }
+                }
             }
         }
+    }
+}
+
+/// Refuses a request named `POST` or `Host:`, in either form, as
+/// redis-server does: no Redis command has these names, and they are what an
+/// HTTP request sent to the port looks like.
+fn foreign_checked(req: Request) -> Result<Option<Request>, ProtoError> {
+    match crate::sniff::http_command(req.name()) {
+        Some(seen) => Err(ProtoError::ForeignProtocol { seen }),
+        None => Ok(Some(req)),
     }
 }
 
@@ -1084,6 +1111,96 @@ mod tests {
     }
 
     // ---- requests ----
+
+    /// Feeds `input` in pieces ending at `cuts`, decoding after each piece,
+    /// and stops at the first error: the requests decoded before it (what a
+    /// session would have run) and the error.
+    fn decode_until_error(input: &[u8], cuts: &[usize]) -> (Vec<Request>, Option<ProtoError>) {
+        let mut codec = RequestCodec::default();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+            let cut = cut.clamp(start, input.len());
+            buf.extend_from_slice(&input[start..cut]);
+            start = cut;
+            loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(req)) => out.push(req),
+                    Ok(None) => break,
+                    Err(e) => return (out, Some(e)),
+                }
+            }
+        }
+        (out, None)
+    }
+
+    fn foreign_seen(err: Option<ProtoError>) -> &'static str {
+        match err {
+            Some(ProtoError::ForeignProtocol { seen }) => seen,
+            other => panic!("expected a foreign protocol error, got {other:?}"),
+        }
+    }
+
+    // The issue's HTTP request: the commands before it run, the POST line
+    // stops the stream, the body's SET is never decoded, however the bytes
+    // arrive (split at every byte, and one byte at a time).
+    #[test]
+    fn http_post_stops_before_its_body_in_every_chunking() {
+        let input: &[u8] =
+            b"PING\r\nPOST / HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\nSET pwned 1\r\n";
+        let mut splits: Vec<Vec<usize>> = (0..=input.len()).map(|c| vec![c]).collect();
+        splits.push((1..input.len()).collect());
+        for cuts in splits {
+            let (reqs, err) = decode_until_error(input, &cuts);
+            assert_eq!(reqs.len(), 1, "cuts {cuts:?}");
+            assert_eq!(reqs[0].name(), b"PING");
+            assert_eq!(
+                foreign_seen(err),
+                "HTTP 'POST' request line",
+                "cuts {cuts:?}"
+            );
+        }
+    }
+
+    // POST and Host: are refused as commands in any case and in both forms,
+    // as redis-server does; a quoted name or a line that would not split is
+    // no way around it.
+    #[test]
+    fn post_and_host_in_every_form() {
+        let cases: [(&[u8], &str); 7] = [
+            (b"*2\r\n$5\r\nHOST:\r\n$1\r\nx\r\n", "HTTP 'Host:' header"),
+            (b"*1\r\n$4\r\npost\r\n", "HTTP 'POST' request line"),
+            (b"host: example.com\r\n", "HTTP 'Host:' header"),
+            (b"Post /x\n", "HTTP 'POST' request line"),
+            (b"\"POST\" x\r\n", "HTTP 'POST' request line"),
+            (b"POST /?a=\"b HTTP/1.1\r\n", "HTTP 'POST' request line"),
+            (b"PUT /k HTTP/1.0\r\n", "HTTP request line"),
+        ];
+        for (input, want) in cases {
+            for cut in 0..=input.len() {
+                let (reqs, err) = decode_until_error(input, &[cut]);
+                assert!(reqs.is_empty(), "{input:?}");
+                assert_eq!(foreign_seen(err), want, "{input:?} cut at {cut}");
+            }
+        }
+    }
+
+    // An inline HTTP GET request line closes (DESIGN: "closes at the first
+    // GET / line"); a GET of a key that looks like a path is a command, and
+    // so is the same request line sent as a RESP array.
+    #[test]
+    fn http_get_request_line() {
+        let (reqs, err) = decode_until_error(b"GET / HTTP/1.1\r\nSET pwned 1\r\n", &[]);
+        assert!(reqs.is_empty());
+        assert_eq!(foreign_seen(err), "HTTP request line");
+        let reqs = requests(b"GET /index.html\r\nSET / HTTP/1.1\r\n").unwrap();
+        assert_eq!(args_of(&reqs[0]), [&b"GET"[..], b"/index.html"]);
+        assert_eq!(args_of(&reqs[1]), [&b"SET"[..], b"/", b"HTTP/1.1"]);
+        let array = Request::from_args(["GET", "/", "HTTP/1.1"]);
+        let reqs = requests(array.wire()).unwrap();
+        assert_eq!(reqs, [array]);
+    }
 
     // An array request: args are its bulk strings, wire is the exact input.
     #[test]

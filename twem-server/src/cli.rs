@@ -33,9 +33,9 @@ pub struct Cli {
     /// Print stats description and exit.
     #[arg(short = 'D', long = "describe-stats")]
     pub describe_stats: bool,
-    /// Set logging level (default: 5, min: 0, max: 11).
+    /// Set logging level (default: 5, min: 0, max: 11; higher values mean 11).
     #[arg(short = 'v', long = "verbose", value_name = "N", default_value_t = 5,
-          value_parser = clap::value_parser!(u8).range(0..=11))]
+          value_parser = parse_verbosity)]
     pub verbose: u8,
     /// Set logging file (default: stderr).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
@@ -103,6 +103,32 @@ pub struct Cli {
     /// loop on the main thread, as nutcracker does.
     #[arg(long = "threads", value_name = "N")]
     pub threads: Option<usize>,
+}
+
+/// The most verbose log level (nutcracker's `LOG_PVERB`).
+pub const MAX_VERBOSITY: u8 = 11;
+
+/// A `-v` value as nutcracker takes it: decimal digits, any size, levels
+/// above [`MAX_VERBOSITY`] meaning the maximum (`-v 12` is accepted there).
+fn parse_verbosity(text: &str) -> Result<u8, String> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("requires a number (decimal digits)".to_owned());
+    }
+    // Past u64 it is still "more than the maximum".
+    Ok(text
+        .parse::<u64>()
+        .map_or(MAX_VERBOSITY, |n| n.min(u64::from(MAX_VERBOSITY)) as u8))
+}
+
+/// How a command line that cannot be parsed ends, as nutcracker ends it:
+/// the error and a usage hint on stderr, exit code 1 (clap's default is 2).
+/// `-h`/`--help` is not an error: the help is printed and the exit code is 0.
+pub fn exit_code_of_usage_error(err: &clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+        _ => 1,
+    }
 }
 
 impl Cli {
@@ -181,10 +207,21 @@ mod tests {
         assert_eq!(l.output, Some(PathBuf::from("o")));
     }
 
-    // Out-of-range values are refused, as nutcracker refuses them.
+    // Out-of-range values are refused, as nutcracker refuses them; a `-v`
+    // above the maximum is the maximum there, not an error.
     #[test]
     fn ranges_enforced() {
-        assert!(parse(&["-v", "12"]).is_err());
+        assert_eq!(parse(&["-v", "12"]).map(|c| c.verbose).ok(), Some(11));
+        assert_eq!(
+            parse(&["--verbose=99999999999999999999999"])
+                .map(|c| c.verbose)
+                .ok(),
+            Some(11)
+        );
+        assert_eq!(parse(&["-v", "0"]).map(|c| c.verbose).ok(), Some(0));
+        for bad in ["-3", "abc", "", "+1", " 1"] {
+            assert!(parse(&["-v", bad]).is_err(), "-v {bad:?}");
+        }
         assert!(parse(&["-m", "100"]).is_err());
         assert!(parse(&["-m", "16777217"]).is_err());
     }

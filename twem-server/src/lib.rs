@@ -1,7 +1,8 @@
 //! # twem-server
 //!
 //! The library behind the `twemproxy` binary: nutcracker's command line,
-//! listeners, client sessions, the stats port and signal handling. `main`
+//! listeners (each accepted client is served by `twem_core::session`), the
+//! stats port and signal handling. `main`
 //! only calls [`run`].
 //!
 //! ```text
@@ -10,13 +11,16 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
+pub mod conf;
+pub mod fdlimit;
 pub mod listener;
 pub mod locate;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
-pub mod session;
+pub use twem_core::session;
 pub mod stats;
 
 use std::io::Write;
@@ -28,7 +32,8 @@ use cli::Cli;
 /// Run the binary with parsed options; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     if cli.version {
-        print!("{}", Cli::version_text());
+        // nutcracker writes its version to stderr; scripts capture it there.
+        eprint!("{}", Cli::version_text());
         return 0;
     }
     if cli.describe_stats {
@@ -37,7 +42,7 @@ pub fn run(cli: Cli) -> i32 {
         return 0;
     }
     let conf_shown = cli.conf_file.display().to_string();
-    let config = match proxy::load_config(&cli.conf_file) {
+    let config = match conf::load(&cli.conf_file) {
         Ok(c) => c,
         Err(e) => {
             // Every problem on its own line (pool and key named), then
@@ -70,9 +75,13 @@ pub fn run(cli: Cli) -> i32 {
         };
     }
 
+    // Every path is made absolute here, before daemon() changes directory
+    // to `/`: a relative `-c` resolved later made every reload read
+    // `/<name>`.
     let abs = |p: &Path| -> PathBuf { std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()) };
     let output = cli.output.as_deref().map(abs);
     let pid_file = cli.pid_file.as_deref().map(abs);
+    let conf_file = abs(&cli.conf_file);
     if cli.daemonize {
         // Before any thread exists: fork() in a multi-threaded process is unsafe.
         if let Err(e) = nix::unistd::daemon(false, false) {
@@ -116,7 +125,7 @@ pub fn run(cli: Cli) -> i32 {
         stats_interval: Duration::from_millis(cli.stats_interval),
         pid_file,
         shutdown_grace: Duration::from_millis(cli.shutdown_grace),
-        conf_file: Some(abs(&cli.conf_file)),
+        conf_file: Some(conf_file),
         metrics_addr: cli.metrics_addr.clone(),
     };
     let res = rt.block_on(proxy::serve(config, opts, logger));
@@ -124,9 +133,14 @@ pub fn run(cli: Cli) -> i32 {
     match res {
         Ok(()) => 0,
         Err(e) => {
+            // Once: the log goes to stderr unless `-o` names a file, and
+            // then the operator who started us still reads why on stderr
+            // (a daemon's stderr is /dev/null).
             tracing::error!("{e}");
-            eprintln!("twemproxy: {e}");
-            let _ = std::io::stderr().flush();
+            if output.is_some() {
+                eprintln!("twemproxy: {e}");
+                let _ = std::io::stderr().flush();
+            }
             1
         }
     }

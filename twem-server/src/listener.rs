@@ -2,11 +2,11 @@
 //! `reuseport`, or a unix socket with its permissions.
 
 use std::net::ToSocketAddrs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
-use socket2::{Domain, SockAddr, Socket, Type};
-use tokio::net::{TcpListener, TcpSocket, UnixListener};
+use socket2::{Domain, Socket, Type};
+use tokio::net::{TcpListener, UnixListener};
 
 use twem_core::config::{Listen, PoolConfig};
 
@@ -32,41 +32,12 @@ pub struct ListenError {
     pub source: std::io::Error,
 }
 
-/// Bind `pool`'s listen address and listen on it. Must run inside a tokio
-/// runtime.
+/// Bind `pool`'s listen address. Must run inside a tokio runtime.
 pub fn bind(pool: &PoolConfig) -> Result<Listener, ListenError> {
-    bind_idle(pool)?.listen()
-}
-
-/// A pool's listen address, bound but not accepting yet: the kernel takes
-/// connections only from [`Bound::listen`] on. The start binds every address
-/// first (a bad or taken one fails it before anything is written), writes the
-/// pid file, and only then listens, so whoever sees a port accept finds the
-/// pid file already there.
-#[derive(Debug)]
-pub struct Bound {
-    sock: Socket,
-    backlog: i32,
-    /// The unix socket's file.
-    unix: Option<Unlink>,
-    pool: String,
-    addr: String,
-}
-
-/// Bind `pool`'s listen address without listening (see [`Bound`]).
-pub fn bind_idle(pool: &PoolConfig) -> Result<Bound, ListenError> {
     let err = |source| ListenError {
         pool: pool.name.clone(),
         addr: pool.listen.to_string(),
         source,
-    };
-    let backlog = i32::try_from(pool.backlog).unwrap_or(i32::MAX);
-    let bound = |sock, unix| Bound {
-        sock,
-        backlog,
-        unix,
-        pool: pool.name.clone(),
-        addr: pool.listen.to_string(),
     };
     match &pool.listen {
         Listen::Tcp { host, port } => {
@@ -86,84 +57,56 @@ pub fn bind_idle(pool: &PoolConfig) -> Result<Bound, ListenError> {
                 sock.set_reuse_port(true).map_err(err)?;
             }
             sock.bind(&addr.into()).map_err(err)?;
-            Ok(bound(sock, None))
+            let backlog = i32::try_from(pool.backlog).unwrap_or(i32::MAX);
+            sock.listen(backlog).map_err(err)?;
+            sock.set_nonblocking(true).map_err(err)?;
+            let std: std::net::TcpListener = sock.into();
+            Ok(Listener::Tcp(TcpListener::from_std(std).map_err(err)?))
         }
         Listen::Unix { path, mode } => {
-            // nutcracker unlinks a stale socket file before binding.
-            let _ = std::fs::remove_file(path);
-            let sock = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(err)?;
-            sock.bind(&SockAddr::unix(path).map_err(err)?)
-                .map_err(err)?;
-            let b = bound(sock, Some(Unlink(path.clone())));
+            remove_stale_socket(path).map_err(err)?;
+            let l = UnixListener::bind(path).map_err(err)?;
             if let Some(m) = mode {
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(*m)).map_err(err)?;
             }
-            Ok(b)
+            Ok(Listener::Unix(l, path.clone()))
         }
     }
 }
 
-impl Bound {
-    /// Start accepting: `listen(2)` with the pool's `backlog` (nutcracker
-    /// uses it for unix sockets too). Must run inside a tokio runtime.
-    pub fn listen(self) -> Result<Listener, ListenError> {
-        let Bound {
-            sock,
-            backlog,
-            unix,
-            pool,
-            addr,
-        } = self;
-        let err = |source| ListenError {
-            pool: pool.clone(),
-            addr: addr.clone(),
-            source,
-        };
-        sock.listen(backlog).map_err(err)?;
-        sock.set_nonblocking(true).map_err(err)?;
-        Ok(match unix {
-            None => Listener::Tcp(TcpListener::from_std(sock.into()).map_err(err)?),
-            Some(mut file) => {
-                let l = UnixListener::from_std(sock.into()).map_err(err)?;
-                Listener::Unix(l, std::mem::take(&mut file.0))
-            }
-        })
+/// Unlinks a socket file left at `path` by an earlier run, as nutcracker
+/// does before binding, but nothing else: a `listen` path that names a
+/// regular file (a typo, a config file) must not delete that file.
+fn remove_stale_socket(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(meta) => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket ({}); refusing to remove it",
+                path.display(),
+                file_kind(&meta.file_type())
+            ),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
-/// A bound unix socket's file, removed if it is dropped before listening
-/// (the [`Listener`] takes the path over then).
-#[derive(Debug)]
-struct Unlink(PathBuf);
-
-impl Drop for Unlink {
-    fn drop(&mut self) {
-        if !self.0.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.0);
-        }
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a fifo"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "not a socket"
     }
-}
-
-/// Bind a TCP address (the first of its addresses that binds, with
-/// `SO_REUSEADDR` as tokio's `TcpListener::bind` sets it) without listening:
-/// the stats and metrics ports, held back like the pools' (see [`Bound`]).
-pub async fn bind_tcp_idle(addr: impl tokio::net::ToSocketAddrs) -> std::io::Result<TcpSocket> {
-    let mut last = None;
-    for a in tokio::net::lookup_host(addr).await? {
-        let sock = if a.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        sock.set_reuseaddr(true)?;
-        match sock.bind(a) {
-            Ok(()) => return Ok(sock),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, "address did not resolve")
-    }))
 }
 
 impl Drop for Listener {
@@ -171,5 +114,44 @@ impl Drop for Listener {
         if let Listener::Unix(_, path) = self {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Only a socket is removed before binding; a regular file, a directory
+    // or a symlink at the path is left alone and named in the error.
+    #[test]
+    fn only_a_stale_socket_is_removed() {
+        let dir = std::env::temp_dir().join(format!("twem-listener-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("data.yml");
+        std::fs::write(&file, "keep me").expect("write");
+        let err = remove_stale_socket(&file).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert!(
+            err.to_string().contains("is not a socket (a regular file)"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("still there"),
+            "keep me"
+        );
+        let link = dir.join("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&file, &link).expect("symlink");
+        assert!(remove_stale_socket(&link).is_err());
+        assert!(remove_stale_socket(&dir).is_err());
+
+        let sock = dir.join("stale.sock");
+        let _ = std::fs::remove_file(&sock);
+        drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind"));
+        assert!(sock.exists(), "a closed std listener leaves its file");
+        remove_stale_socket(&sock).expect("stale socket removed");
+        assert!(!sock.exists());
+        remove_stale_socket(&sock).expect("nothing there is fine");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -7,20 +7,30 @@
 //! crate does the exposition. The HTTP side is the few lines a GET-only,
 //! close-after-reply endpoint needs; a full HTTP stack would add far more
 //! code than it saves here.
+//!
+//! Served on the admin thread (see [`crate::admin`]). Encoding a large
+//! pool's page takes milliseconds, so the page is encoded at most once per
+//! [`CACHE_TTL`] and every scrape in between gets the same bytes.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use twem_core::pool::stats::{POOL_FIELD_DESCRIPTIONS, SERVER_FIELD_DESCRIPTIONS};
 use twem_core::pool::PoolSnapshot;
 
-use crate::stats::Globals;
+use crate::admin::{self, Limiter, Snapshot};
+use crate::stats::{connection_counts, Globals};
+
+/// How long an encoded page is served before it is encoded again. Short
+/// enough for any scrape interval in use, long enough that a scrape flood
+/// costs one encoding a second.
+pub const CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// The metric name of a stats field: counters get `_total`, the ejection
 /// timestamp says its unit.
@@ -89,18 +99,37 @@ pub fn render(pools: &[PoolSnapshot], globals: &Globals) -> String {
         }
         let _ = reg.register(Box::new(rej));
     }
+    if let Ok(foreign) = IntCounterVec::new(
+        Opts::new(
+            "twem_pool_client_foreign_protocol_total",
+            "Client connections closed for speaking another protocol (HTTP, memcached binary): possible cross-protocol attacks",
+        ),
+        &["pool"],
+    ) {
+        for p in pools {
+            if let Some((_, v)) = p
+                .twem_fields
+                .iter()
+                .find(|f| f.0 == "client_foreign_protocol")
+            {
+                foreign.with_label_values(&[&p.name]).inc_by((*v).max(0) as u64);
+            }
+        }
+        let _ = reg.register(Box::new(foreign));
+    }
+    let (opened, open) = connection_counts(globals, pools);
     if let Ok(total) = prometheus::IntCounter::new(
         "twem_connections_opened_total",
         "Connections opened (listeners, clients, servers)",
     ) {
-        total.inc_by(globals.total_connections.load(Relaxed));
+        total.inc_by(opened);
         let _ = reg.register(Box::new(total));
     }
     if let Ok(curr) = prometheus::IntGauge::new(
         "twem_connections",
         "Connections open now (listeners, clients, servers)",
     ) {
-        curr.set(i64::try_from(globals.curr_connections.load(Relaxed)).unwrap_or(i64::MAX));
+        curr.set(i64::try_from(open).unwrap_or(i64::MAX));
         let _ = reg.register(Box::new(curr));
     }
     let mut families = reg.gather();
@@ -110,36 +139,119 @@ pub fn render(pools: &[PoolSnapshot], globals: &Globals) -> String {
         .unwrap_or_default()
 }
 
-/// Serve `/metrics` until `stop` fires.
-pub async fn serve<F>(
-    listener: TcpListener,
-    snapshot: F,
-    globals: Arc<Globals>,
-    stop: CancellationToken,
-) where
-    F: Fn() -> Vec<PoolSnapshot> + Send + Sync + 'static,
-{
-    let snapshot = Arc::new(snapshot);
+/// The last encoded `/metrics` response and when it was encoded. An async
+/// lock: the scrape that encodes holds it across its wait for the serving
+/// runtime, so scrapes arriving meanwhile reuse its page instead of each
+/// encoding one.
+type Cached = tokio::sync::Mutex<Option<(Instant, Arc<Vec<u8>>)>>;
+
+/// The longest a scrape waits for the serving runtime before reading the
+/// counters anyway.
+const SYNC_WAIT: Duration = Duration::from_millis(100);
+
+/// The full `/metrics` response, encoded again only when the cached one is
+/// older than [`CACHE_TTL`].
+///
+/// Before reading the counters the scrape waits (at most [`SYNC_WAIT`]) for
+/// the serving runtime to finish the polls it is in: a session observes a
+/// reply's latency in the same poll that writes the reply, so a client that
+/// has read its reply and then scrapes must find it counted, even when the
+/// OS preempted that worker between the write and the observation.
+async fn page(cache: &Cached, ep: &Endpoint) -> Arc<Vec<u8>> {
+    let mut c = cache.lock().await;
+    if let Some((at, bytes)) = c.as_ref() {
+        if at.elapsed() < CACHE_TTL {
+            return Arc::clone(bytes);
+        }
+    }
+    if let Some(h) = &ep.serving {
+        let _ = tokio::time::timeout(SYNC_WAIT, settle(h)).await;
+    }
+    let bytes = Arc::new(response(
+        "200 OK",
+        "text/plain; version=0.0.4; charset=utf-8",
+        &render(&(ep.snapshot)(), &ep.globals),
+    ));
+    *c = Some((Instant::now(), Arc::clone(&bytes)));
+    bytes
+}
+
+/// Resolve once every poll the serving runtime was in when called has ended.
+///
+/// One empty task's round trip covers the current-thread runtime: it runs
+/// only after the poll in progress. On the multi-thread runtime it may run
+/// on another worker, so each worker that was active (an even park/unpark
+/// count, tokio's documented meaning) must also have parked since (its count
+/// moved): a worker parks only between polls.
+async fn settle(h: &tokio::runtime::Handle) {
+    let m = h.metrics();
+    let before: Vec<u64> = (0..m.num_workers())
+        .map(|w| m.worker_park_unpark_count(w))
+        .collect();
+    let _ = h.spawn(async {}).await;
+    if h.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return;
+    }
     loop {
-        let (mut sock, _) = tokio::select! {
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-            () = stop.cancelled() => return,
-        };
-        let snapshot = Arc::clone(&snapshot);
-        let globals = Arc::clone(&globals);
-        tokio::spawn(async move {
-            // Read the request head, bounded in size and time.
+        let settled = before
+            .iter()
+            .enumerate()
+            .all(|(w, &n)| n % 2 == 1 || m.worker_park_unpark_count(w) != n);
+        if settled {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// What `/metrics` reads.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// The pools' counters.
+    pub snapshot: Snapshot,
+    /// Process-wide connection counters.
+    pub globals: Arc<Globals>,
+    /// The runtime serving clients, to sync with before a fresh encoding.
+    pub serving: Option<tokio::runtime::Handle>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").finish_non_exhaustive()
+    }
+}
+
+fn response(status: &str, ctype: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Serve `/metrics` until `stop` fires.
+pub async fn serve(listener: TcpListener, ep: Endpoint, stop: CancellationToken) {
+    let cache: Arc<Cached> = Arc::new(tokio::sync::Mutex::new(None));
+    let limiter = Limiter::new(admin::MAX_CONNECTIONS);
+    while let Some(mut sock) = admin::accept(&listener, "metrics", &stop).await {
+        let permit = limiter.admit();
+        let ep = ep.clone();
+        let cache = Arc::clone(&cache);
+        let conn = async move {
+            // Read the request head, bounded in size and time: a peer that
+            // sends nothing, or half a request, is dropped after READ_TIMEOUT.
             let mut head = Vec::with_capacity(512);
             let mut buf = [0u8; 1024];
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
+            let read = tokio::time::timeout(admin::READ_TIMEOUT, async {
                 while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
                     match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
+                        Ok(0) | Err(_) => return false,
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
+                true
             });
-            if read.await.is_err() {
+            if !matches!(read.await, Ok(true)) {
                 return;
             }
             let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
@@ -148,33 +260,37 @@ pub async fn serve<F>(
                 parts.next().unwrap_or_default(),
                 parts.next().unwrap_or_default(),
             );
-            let (status, ctype, body) =
+            let resp =
                 if method == b"GET" && (path == b"/metrics" || path.starts_with(b"/metrics?")) {
-                    (
-                        "200 OK",
-                        "text/plain; version=0.0.4; charset=utf-8",
-                        render(&snapshot(), &globals),
-                    )
+                    page(&cache, &ep).await
                 } else if method == b"GET" && path == b"/" {
-                    (
+                    Arc::new(response(
                         "200 OK",
                         "text/plain; charset=utf-8",
-                        "twem: metrics at /metrics\n".to_string(),
-                    )
+                        "twem: metrics at /metrics\n",
+                    ))
                 } else {
-                    (
+                    Arc::new(response(
                         "404 Not Found",
                         "text/plain; charset=utf-8",
-                        "not found: try GET /metrics\n".to_string(),
-                    )
+                        "not found: try GET /metrics\n",
+                    ))
                 };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-            let _ = sock.shutdown().await;
-        });
+            let _ = tokio::time::timeout(admin::WRITE_TIMEOUT, async {
+                let _ = sock.write_all(&resp).await;
+                let _ = sock.shutdown().await;
+            })
+            .await;
+        };
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    () = conn => {}
+                    () = permit.evicted.cancelled() => {}
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
     }
 }
 
@@ -194,10 +310,11 @@ mod tests {
                 name: "s1".into(),
                 fields: vec![("requests", 7), ("in_queue", 1)],
             }],
-            twem_fields: vec![("client_rejected", 5)],
+            twem_fields: vec![("client_rejected", 5), ("client_foreign_protocol", 6)],
         }];
         let g = Globals::default();
-        g.curr_connections.store(4, Relaxed);
+        g.curr_connections
+            .store(4, std::sync::atomic::Ordering::Relaxed);
         let text = render(&pools, &g);
         assert!(
             text.contains("twem_pool_client_eof_total{pool=\"alpha\"} 3"),
@@ -205,6 +322,10 @@ mod tests {
         );
         assert!(
             text.contains("twem_pool_client_rejected_total{pool=\"alpha\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("twem_pool_client_foreign_protocol_total{pool=\"alpha\"} 6"),
             "{text}"
         );
         assert!(

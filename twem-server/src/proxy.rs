@@ -7,18 +7,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use twem_core::config::{Config, PoolConfig};
-use twem_core::pool::{Pool, Protocol};
+use twem_core::pool::Pool;
 
+use crate::admin;
+use crate::fdlimit::FdBudget;
 use crate::listener::{self, Listener};
 use crate::logging::Logger;
-use crate::session::{self, MemcacheFrontend, RedisFrontend};
-use crate::stats::{self, Globals};
+use crate::stats::Globals;
+use twem_core::session::serve_connection;
 
 /// How the proxy runs, beyond the pools' own config.
 #[derive(Debug, Clone)]
@@ -55,6 +58,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The admin thread (stats port, metrics) could not be started.
+    #[error("cannot start the admin thread: {0}")]
+    Admin(#[source] std::io::Error),
     /// A pool could not be started.
     #[error(transparent)]
     Pool(#[from] twem_core::pool::PoolError),
@@ -68,10 +74,6 @@ pub enum ServeError {
         source: std::io::Error,
     },
 }
-
-/// `listen(2)` backlog of the stats and metrics ports (what tokio's
-/// `TcpListener::bind` uses).
-const LISTEN_BACKLOG: u32 = 1024;
 
 static NEXT_CLIENT: AtomicUsize = AtomicUsize::new(0);
 
@@ -100,11 +102,20 @@ struct Proxy {
     globals: Arc<Globals>,
     /// What the stats port reports: the current pool of every running pool.
     stats_slots: Arc<ArcSwap<Vec<PoolSlot>>>,
+    /// Client connections allowed over all pools (descriptors kept for
+    /// backend connections).
+    fds: Arc<FdBudget>,
 }
 
 impl Proxy {
     fn start_pool(&mut self, pool: Pool, listener: Listener) {
         let config = pool.config().clone();
+        self.start_pool_with(pool, config, listener);
+    }
+
+    /// [`Proxy::start_pool`] with the pool's config already copied (a reload
+    /// copies it off the runtime: for a large pool that is milliseconds).
+    fn start_pool_with(&mut self, pool: Pool, config: PoolConfig, listener: Listener) {
         tracing::info!(pool = %config.name, listen = %config.listen, servers = config.servers.len(),
             protocol = if config.redis { "redis" } else { "memcache" }, "pool listening");
         let slot: PoolSlot = Arc::new(ArcSwap::from_pointee(pool));
@@ -136,6 +147,7 @@ impl Proxy {
             sessions_stop.clone(),
             self.sessions.clone(),
             Arc::clone(&self.globals),
+            Arc::clone(&self.fds),
         ))
     }
 
@@ -148,73 +160,33 @@ impl Proxy {
     /// Re-read the config and apply it without dropping anything that did
     /// not change. On any problem (unreadable file, invalid config, an
     /// address that cannot be bound) nothing changes and the reason is logged.
-    fn reload(&mut self, path: &Path) {
-        let config = match load_config(path) {
-            Ok(c) => c,
-            Err(e) => {
+    ///
+    /// Reading, parsing, validating, resolving and binding listen addresses,
+    /// building rings and pools all happen on a blocking-pool thread
+    /// ([`plan_reload`]): for a pool of 20,000 servers that is seconds of CPU
+    /// that would otherwise stall every client of this runtime. Only the swap
+    /// runs here.
+    async fn reload(&mut self, path: &Path) {
+        let running: Vec<Arc<Pool>> = self.pools.iter().map(|r| r.slot.load_full()).collect();
+        let owned = path.to_path_buf();
+        let fds = Arc::clone(&self.fds);
+        let span = tracing::info_span!("reload", file = %path.display());
+        let planned = tokio::task::spawn_blocking(move || {
+            let _in = span.enter();
+            plan_reload(&owned, &running, &fds)
+        })
+        .await;
+        let plans = match planned {
+            Ok(Ok(plans)) => plans,
+            Ok(Err(e)) => {
                 tracing::error!(file = %path.display(), "reload rejected, keeping the running config: {}", e.replace('\n', "; "));
                 return;
             }
-        };
-        // Phase 1: everything that can fail, with nothing changed yet.
-        enum Plan {
-            Keep(usize),
-            Swap {
-                at: usize,
-                pool: Pool,
-                listener: Option<Listener>,
-            },
-            Add {
-                pool: Pool,
-                listener: Listener,
-            },
-        }
-        let mut plans = Vec::with_capacity(config.pools.len());
-        for pc in &config.pools {
-            let old = self.pools.iter().position(|r| r.config.name == pc.name);
-            let same_protocol = old.is_some_and(|i| self.pools[i].config.redis == pc.redis);
-            let plan = match old {
-                Some(i) if self.pools[i].config == *pc => Ok(Plan::Keep(i)),
-                Some(i) if same_protocol => {
-                    let listener = if self.pools[i].config.listen == pc.listen {
-                        Ok(None)
-                    } else {
-                        listener::bind(pc).map(Some)
-                    };
-                    listener.map_err(|e| e.to_string()).and_then(|listener| {
-                        let prev = self.pools[i].slot.load_full();
-                        Pool::replacing(pc.clone(), Some(&prev))
-                            .map(|pool| Plan::Swap {
-                                at: i,
-                                pool,
-                                listener,
-                            })
-                            .map_err(|e| e.to_string())
-                    })
-                }
-                _ => {
-                    // A new pool (or one whose protocol changed: its clients speak
-                    // the other protocol, so it restarts as a new pool).
-                    let taken = old.is_some_and(|i| self.pools[i].config.listen == pc.listen);
-                    if taken {
-                        Err(format!("pool \"{}\": changing redis/memcached on the same listen address needs a restart", pc.name))
-                    } else {
-                        listener::bind(pc).map_err(|e| e.to_string()).and_then(|l| {
-                            Pool::new(pc.clone())
-                                .map(|pool| Plan::Add { pool, listener: l })
-                                .map_err(|e| e.to_string())
-                        })
-                    }
-                }
-            };
-            match plan {
-                Ok(p) => plans.push(p),
-                Err(e) => {
-                    tracing::error!(file = %path.display(), "reload rejected, keeping the running config: {e}");
-                    return; // bound listeners and started pools in `plans` drop here
-                }
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "reload failed, keeping the running config");
+                return;
             }
-        }
+        };
         // Phase 2: apply.
         let mut old: Vec<Option<Running>> = std::mem::take(&mut self.pools)
             .into_iter()
@@ -229,11 +201,16 @@ impl Proxy {
                         kept += 1;
                     }
                 }
-                Plan::Swap { at, pool, listener } => {
+                Plan::Swap {
+                    at,
+                    pool,
+                    config,
+                    listener,
+                } => {
                     let Some(mut r) = old[at].take() else {
                         continue;
                     };
-                    r.config = pool.config().clone();
+                    r.config = config;
                     r.slot.store(Arc::new(pool));
                     if let Some(l) = listener {
                         r.accept_stop.cancel();
@@ -245,8 +222,12 @@ impl Proxy {
                     self.pools.push(r);
                     changed += 1;
                 }
-                Plan::Add { pool, listener } => {
-                    self.start_pool(pool, listener);
+                Plan::Add {
+                    pool,
+                    config,
+                    listener,
+                } => {
+                    self.start_pool_with(pool, config, listener);
                     added += 1;
                 }
             }
@@ -275,38 +256,118 @@ impl Proxy {
     }
 }
 
+/// One pool's part of a reload, decided before anything changes.
+enum Plan {
+    /// Unchanged: keep the running pool at this index.
+    Keep(usize),
+    /// Changed: replace the pool at `at` (and its listener, if it moved).
+    Swap {
+        at: usize,
+        pool: Pool,
+        config: PoolConfig,
+        listener: Option<Listener>,
+    },
+    /// New (or its protocol changed).
+    Add {
+        pool: Pool,
+        config: PoolConfig,
+        listener: Listener,
+    },
+}
+
+/// Phase 1 of a reload: everything that can fail, with nothing changed yet.
+/// `running` is the current pool of every running pool, in order. Runs on a
+/// blocking-pool thread of the serving runtime: it blocks (file read, DNS)
+/// and burns CPU (validation, rings), and it still has the runtime's context,
+/// which registering listeners and starting pools' connection tasks need.
+fn plan_reload(path: &Path, running: &[Arc<Pool>], fds: &FdBudget) -> Result<Vec<Plan>, String> {
+    let config = load_config(path)?;
+    // The descriptor reserve follows the backend slots of the new config
+    // (counted now, applied only if the whole plan succeeds).
+    let slots = crate::fdlimit::backend_slots(&config);
+    let mut plans = Vec::with_capacity(config.pools.len());
+    for pc in config.pools {
+        let old = running.iter().position(|r| r.config().name == pc.name);
+        let same_protocol = old.is_some_and(|i| running[i].config().redis == pc.redis);
+        let plan = match old {
+            Some(i) if *running[i].config() == pc => Plan::Keep(i),
+            Some(i) if same_protocol => {
+                let listener = if running[i].config().listen == pc.listen {
+                    None
+                } else {
+                    Some(listener::bind(&pc).map_err(|e| e.to_string())?)
+                };
+                let pool =
+                    Pool::replacing(pc.clone(), Some(&running[i])).map_err(|e| e.to_string())?;
+                Plan::Swap {
+                    at: i,
+                    pool,
+                    config: pc,
+                    listener,
+                }
+            }
+            _ => {
+                // A new pool (or one whose protocol changed: its clients speak
+                // the other protocol, so it restarts as a new pool).
+                if old.is_some_and(|i| running[i].config().listen == pc.listen) {
+                    return Err(format!("pool \"{}\": changing redis/memcached on the same listen address needs a restart", pc.name));
+                }
+                let listener = listener::bind(&pc).map_err(|e| e.to_string())?;
+                let pool = Pool::new(pc.clone()).map_err(|e| e.to_string())?;
+                Plan::Add {
+                    pool,
+                    config: pc,
+                    listener,
+                }
+            }
+        };
+        // On an error above, the listeners bound and pools started so far
+        // drop with `plans`.
+        plans.push(plan);
+    }
+    fds.configure_slots(slots);
+    Ok(plans)
+}
+
 /// Run the proxy until SIGTERM/SIGINT, then drain and return.
 pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result<(), ServeError> {
     // Install every handler first: until a handler exists, SIGTTIN would stop
     // the process and SIGHUP would kill it (their default actions).
-    let _early = [
-        SignalKind::terminate(),
-        SignalKind::interrupt(),
-        SignalKind::hangup(),
-        SignalKind::user_defined1(),
-        SignalKind::from_raw(libc::SIGTTIN),
-        SignalKind::from_raw(libc::SIGTTOU),
-    ]
-    .map(|k| signal(k).ok());
+    // These are also the streams the main loop reads: a signal delivered
+    // between here and that loop (while pools and the admin thread start)
+    // is kept, not lost as it would be on a stream created later.
+    let mut signals = Signals::new();
+    // The pid file first, as nutcracker writes it before opening its
+    // listeners: whoever sees the port accept finds the pid file there. The
+    // guard removes it on every way out, a failed start included.
+    let _pid_file = match &opts.pid_file {
+        Some(path) => Some(PidFile::write(path)?),
+        None => None,
+    };
     // Bind everything before starting anything, so a bad address fails the
-    // start with nothing half-running; listen only once the pid file is
-    // written, so whoever sees a port accept finds the pid file there.
-    let mut bound = Vec::with_capacity(config.pools.len());
+    // start with nothing half-running.
+    let mut listeners = Vec::with_capacity(config.pools.len());
     for p in &config.pools {
-        bound.push(listener::bind_idle(p)?);
+        listeners.push(listener::bind(p)?);
     }
     let stats_addr = format!("{}:{}", opts.stats_addr, opts.stats_port);
-    let stats_err = |addr: String| move |source| ServeError::Stats { addr, source };
-    let stats_socket = listener::bind_tcp_idle((opts.stats_addr.as_str(), opts.stats_port))
+    let stats_listener = admin_listener(&opts.stats_addr, opts.stats_port)
         .await
-        .map_err(stats_err(stats_addr.clone()))?;
-    let metrics_socket = match &opts.metrics_addr {
+        .map_err(|source| ServeError::Stats {
+            addr: stats_addr.clone(),
+            source,
+        })?;
+    warn_if_exposed(&stats_listener, "stats port", "-a 127.0.0.1");
+    let metrics_listener = match &opts.metrics_addr {
         Some(addr) => {
-            let name = format!("{addr} (metrics)");
-            let sock = listener::bind_tcp_idle(addr.as_str())
+            let l = admin_listener(addr, 0)
                 .await
-                .map_err(stats_err(name.clone()))?;
-            Some((sock, name))
+                .map_err(|source| ServeError::Stats {
+                    addr: format!("{addr} (metrics)"),
+                    source,
+                })?;
+            warn_if_exposed(&l, "metrics endpoint", "--metrics-addr 127.0.0.1:PORT");
+            Some(l)
         }
         None => None,
     };
@@ -314,40 +375,6 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
     for p in &config.pools {
         pools.push(Pool::new(p.clone())?);
     }
-    if let Some(path) = &opts.pid_file {
-        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
-            ServeError::PidFile {
-                path: path.clone(),
-                source,
-            }
-        })?;
-    }
-    // A listen that fails now (another socket bound the same port with
-    // SO_REUSEADDR and listened first) must not leave our pid file behind.
-    // The stats and metrics ports first: once a pool's port accepts, they do.
-    let listening = (|| {
-        let stats = stats_socket
-            .listen(LISTEN_BACKLOG)
-            .map_err(stats_err(stats_addr.clone()))?;
-        let metrics = match metrics_socket {
-            Some((s, name)) => Some(s.listen(LISTEN_BACKLOG).map_err(stats_err(name))?),
-            None => None,
-        };
-        let mut listeners = Vec::with_capacity(bound.len());
-        for b in bound {
-            listeners.push(b.listen()?);
-        }
-        Ok::<_, ServeError>((listeners, stats, metrics))
-    })();
-    let (listeners, stats_listener, metrics_listener) = match listening {
-        Ok(l) => l,
-        Err(e) => {
-            if let Some(path) = &opts.pid_file {
-                let _ = std::fs::remove_file(path);
-            }
-            return Err(e);
-        }
-    };
 
     let mut proxy = Proxy {
         pools: Vec::new(),
@@ -355,42 +382,28 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
         sessions: TaskTracker::new(),
         globals: Arc::new(Globals::default()),
         stats_slots: Arc::new(ArcSwap::from_pointee(Vec::new())),
+        fds: Arc::new(FdBudget::new(&config)),
     };
     for (pool, l) in pools.into_iter().zip(listeners) {
         proxy.start_pool(pool, l);
     }
     proxy.publish_stats();
     let slots = Arc::clone(&proxy.stats_slots);
-    let stats_task = tokio::spawn(stats::serve(
-        stats_listener,
-        opts.stats_interval,
-        move || slots.load().iter().map(|s| s.load().snapshot()).collect(),
-        Arc::clone(&proxy.globals),
+    let admin = admin::spawn(
+        admin::Endpoints {
+            stats: stats_listener,
+            metrics: metrics_listener,
+            interval: opts.stats_interval,
+            snapshot: Arc::new(move || slots.load().iter().map(|s| s.load().snapshot()).collect()),
+            globals: Arc::clone(&proxy.globals),
+            serving: Some(tokio::runtime::Handle::current()),
+        },
         proxy.stop.clone(),
-    ));
-    if let Some(l) = metrics_listener {
-        let slots = Arc::clone(&proxy.stats_slots);
-        tokio::spawn(crate::metrics::serve(
-            l,
-            move || slots.load().iter().map(|s| s.load().snapshot()).collect(),
-            Arc::clone(&proxy.globals),
-            proxy.stop.clone(),
-        ));
-    }
+    )
+    .map_err(ServeError::Admin)?;
     tracing::info!(stats = %stats_addr, pid = std::process::id(), "twem started");
 
-    // One SIGTERM/SIGINT stream each for the whole run: the second signal is
-    // read from the same stream as the first, so one sent as soon as the
-    // drain starts is not lost (a stream created later misses it).
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut int = signal(SignalKind::interrupt()).ok();
-    wait_for_exit(
-        &logger,
-        &mut proxy,
-        opts.conf_file.as_deref(),
-        (&mut term, &mut int),
-    )
-    .await;
+    wait_for_exit(&logger, &mut proxy, opts.conf_file.as_deref(), &mut signals).await;
     tracing::info!(
         grace_ms = opts.shutdown_grace.as_millis() as u64,
         "shutting down: no new connections, draining in-flight requests"
@@ -400,20 +413,63 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
         let _ = (&mut r.accept_task).await;
     }
     proxy.sessions.close();
+    let Signals { term, int, .. } = &mut signals;
     tokio::select! {
         () = proxy.sessions.wait() => tracing::info!("all clients drained"),
         () = tokio::time::sleep(opts.shutdown_grace) => tracing::warn!("shutdown grace period over; closing remaining clients"),
-        _ = recv_opt(&mut term) => tracing::warn!("second signal: exiting at once"),
-        _ = recv_opt(&mut int) => tracing::warn!("second signal: exiting at once"),
+        _ = recv_opt(term) => tracing::warn!("second signal: exiting at once"),
+        _ = recv_opt(int) => tracing::warn!("second signal: exiting at once"),
     }
     for r in &proxy.pools {
         r.slot.load().close().await;
     }
-    let _ = stats_task.await;
-    if let Some(path) = &opts.pid_file {
-        let _ = std::fs::remove_file(path);
-    }
+    admin.join().await;
     Ok(())
+}
+
+/// The pid file (`-p`) while the proxy runs; removed when dropped.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: &Path) -> Result<PidFile, ServeError> {
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
+            ServeError::PidFile {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The signal streams the proxy reacts to. Installing them replaces the
+/// default actions (SIGHUP would kill the process, SIGTTIN stop it).
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+    usr1: Option<tokio::signal::unix::Signal>,
+    ttin: Option<tokio::signal::unix::Signal>,
+    ttou: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+            usr1: signal(SignalKind::user_defined1()).ok(),
+            ttin: signal(SignalKind::from_raw(libc::SIGTTIN)).ok(),
+            ttou: signal(SignalKind::from_raw(libc::SIGTTOU)).ok(),
+        }
+    }
 }
 
 async fn recv_opt(s: &mut Option<tokio::signal::unix::Signal>) {
@@ -430,28 +486,32 @@ async fn wait_for_exit(
     logger: &Logger,
     proxy: &mut Proxy,
     conf: Option<&Path>,
-    (term, int): (&mut Option<Signal>, &mut Option<Signal>),
+    signals: &mut Signals,
 ) {
-    let mut hup = signal(SignalKind::hangup()).ok();
-    let mut usr1 = signal(SignalKind::user_defined1()).ok();
-    let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN)).ok();
-    let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU)).ok();
+    let Signals {
+        term,
+        int,
+        hup,
+        usr1,
+        ttin,
+        ttou,
+    } = signals;
     loop {
         tokio::select! {
             _ = recv_opt(term) => { tracing::info!("SIGTERM received"); return; }
             _ = recv_opt(int) => { tracing::info!("SIGINT received"); return; }
-            _ = recv_opt(&mut hup) => {
+            _ = recv_opt(hup) => {
                 // nutcracker's SIGHUP reopens the log (logrotate); twem also reloads.
                 logger.reopen();
                 tracing::info!("SIGHUP: log file reopened, reloading the configuration");
-                if let Some(c) = conf { proxy.reload(c); }
+                if let Some(c) = conf { proxy.reload(c).await; }
             }
-            _ = recv_opt(&mut usr1) => {
+            _ = recv_opt(usr1) => {
                 tracing::info!("SIGUSR1: reloading the configuration");
-                if let Some(c) = conf { proxy.reload(c); }
+                if let Some(c) = conf { proxy.reload(c).await; }
             }
-            _ = recv_opt(&mut ttin) => logger.step(true),
-            _ = recv_opt(&mut ttou) => logger.step(false),
+            _ = recv_opt(ttin) => logger.step(true),
+            _ = recv_opt(ttou) => logger.step(false),
         }
     }
 }
@@ -463,7 +523,9 @@ async fn accept_loop(
     sessions_stop: CancellationToken,
     sessions: TaskTracker,
     globals: Arc<Globals>,
+    fds: Arc<FdBudget>,
 ) {
+    let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = tokio::select! {
             r = accept(&listener) => r,
@@ -471,14 +533,33 @@ async fn accept_loop(
         };
         let pool = slot.load_full();
         let conn = match accepted {
-            Ok(c) => c,
+            Ok(c) => {
+                backoff.succeeded();
+                c
+            }
             Err(e) => {
-                // EMFILE and friends: back off briefly rather than spin.
-                tracing::warn!(pool = pool.name(), error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                // EMFILE and friends: back off (growing, up to a second)
+                // rather than spin, and say so at most once a second.
+                let pause = backoff.failed(pool.name(), &e);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = stop.cancelled() => break,
+                }
                 continue;
             }
         };
+        if !fds.try_acquire() {
+            pool.stats().client_rejected.fetch_add(1, Relaxed);
+            if backoff.log_due() {
+                tracing::warn!(
+                    pool = pool.name(),
+                    limit = fds.limit(),
+                    "client connection refused: descriptors are kept for backend connections (raise ulimit -n)"
+                );
+            }
+            drop(conn);
+            continue;
+        }
         let limit = pool.config().client_connections;
         let stats = pool.stats();
         if limit > 0 && stats.client_connections.load(Relaxed) >= i64::from(limit) {
@@ -488,6 +569,7 @@ async fn accept_loop(
                 limit,
                 "client connection refused: client_connections limit reached"
             );
+            fds.release();
             drop(conn);
             continue;
         }
@@ -496,54 +578,95 @@ async fn accept_loop(
         globals.curr_connections.fetch_add(1, Relaxed);
         let hint = NEXT_CLIENT.fetch_add(1, Relaxed);
         let keepalive = pool.config().tcpkeepalive;
-        let redis = pool.protocol() == Protocol::Redis;
         let stats = Arc::clone(pool.stats_arc());
         drop(pool);
         let slot = Arc::clone(&slot);
         let stop = sessions_stop.clone();
         let globals = Arc::clone(&globals);
+        let fds = Arc::clone(&fds);
         sessions.spawn(async move {
+            // Both lines name the client by id and peer, so that an
+            // operator can pair them.
+            let peer = match &conn {
+                Accepted::Tcp(s) => s.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+                Accepted::Unix(_) => "unix".to_string(),
+            };
+            tracing::info!(pool = %slot.load().name(), client = hint, peer = %peer, "client connected");
             let end = match conn {
                 Accepted::Tcp(s) => {
-                    let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                    tracing::info!(pool = %slot.load().name(), client = %peer, "client connected");
                     let _ = s.set_nodelay(true);
                     if keepalive {
                         let _ = socket2::SockRef::from(&s).set_keepalive(true);
                     }
                     let (r, w) = s.into_split();
-                    run_session(redis, &slot, hint, r, w, stop).await
+                    serve_connection(Arc::clone(&slot), hint, r, w, stop).await
                 }
                 Accepted::Unix(s) => {
-                    tracing::info!(pool = %slot.load().name(), client = "unix", "client connected");
                     let (r, w) = s.into_split();
-                    run_session(redis, &slot, hint, r, w, stop).await
+                    serve_connection(Arc::clone(&slot), hint, r, w, stop).await
                 }
             };
-            tracing::info!(pool = %slot.load().name(), client = hint, end = ?end, "client closed");
+            tracing::info!(pool = %slot.load().name(), client = hint, peer = %peer, end = ?end, "client closed");
             stats.client_connections.fetch_sub(1, Relaxed);
             globals.curr_connections.fetch_sub(1, Relaxed);
+            fds.release();
         });
     }
     globals.curr_connections.fetch_sub(1, Relaxed);
 }
 
-async fn run_session<R, W>(
-    redis: bool,
-    slot: &PoolSlot,
-    hint: usize,
-    r: R,
-    w: W,
-    stop: CancellationToken,
-) -> session::End
-where
-    R: session::ClientRead + tokio::io::AsyncRead,
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    if redis {
-        session::run(RedisFrontend::new(), Arc::clone(slot), hint, r, w, stop).await
-    } else {
-        session::run(MemcacheFrontend::new(), Arc::clone(slot), hint, r, w, stop).await
+/// Pacing of an accept loop after failed accepts (EMFILE, ENFILE, ENOBUFS):
+/// the pause doubles from 10 ms to 1 s while they go on, and the warning is
+/// logged at most once a second with the number of failures since.
+#[derive(Debug)]
+struct AcceptBackoff {
+    pause: Duration,
+    failures: u64,
+    last_log: Option<std::time::Instant>,
+}
+
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        AcceptBackoff {
+            pause: Self::FIRST,
+            failures: 0,
+            last_log: None,
+        }
+    }
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// An accept succeeded: the next failure starts from the shortest pause.
+    fn succeeded(&mut self) {
+        self.pause = Self::FIRST;
+    }
+
+    /// An accept failed with `e`: how long to pause before the next one.
+    fn failed(&mut self, pool: &str, e: &std::io::Error) -> Duration {
+        self.failures += 1;
+        if self.log_due() {
+            tracing::warn!(pool, error = %e, failures = self.failures, pause_ms = self.pause.as_millis() as u64,
+                "accept failed; pausing the listener");
+            self.failures = 0;
+        }
+        let pause = self.pause;
+        self.pause = (self.pause * 2).min(Self::MAX);
+        pause
+    }
+
+    /// Whether a warning may be logged now (at most one a second).
+    fn log_due(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        match self.last_log {
+            Some(t) if now.duration_since(t) < Duration::from_secs(1) => false,
+            _ => {
+                self.last_log = Some(now);
+                true
+            }
+        }
     }
 }
 
@@ -559,10 +682,65 @@ async fn accept(l: &Listener) -> std::io::Result<Accepted> {
     }
 }
 
-/// Read a config file, choosing YAML or TOML by its extension.
+/// Bind an admin endpoint (`port` 0: `addr` carries its own port) and hand
+/// it over as a std listener, for the admin thread's runtime to register.
+/// Bound through tokio for its `SO_REUSEADDR`, as the stats port always was.
+async fn admin_listener(addr: &str, port: u16) -> std::io::Result<std::net::TcpListener> {
+    let l = if port == 0 {
+        TcpListener::bind(addr).await?
+    } else {
+        TcpListener::bind((addr, port)).await?
+    };
+    l.into_std()
+}
+
+/// nutcracker's stats port listens on 0.0.0.0 by default and twem keeps
+/// that for drop-in compatibility, but pool and server names and traffic
+/// figures are then open to anyone who can reach the host: say so, and how
+/// to restrict it.
+fn warn_if_exposed(l: &std::net::TcpListener, what: &str, restrict: &str) {
+    if let Some(w) = l
+        .local_addr()
+        .ok()
+        .and_then(|a| exposure_warning(a, what, restrict))
+    {
+        tracing::warn!("{w}");
+    }
+}
+
+/// The warning for an admin endpoint bound to `addr`, unless it is loopback.
+fn exposure_warning(addr: std::net::SocketAddr, what: &str, restrict: &str) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!("{what} listens on {addr}, which is not a loopback address: anyone who can reach this host can read it; restrict it with `{restrict}`")
+    })
+}
+
+/// Read a config file, choosing YAML or TOML by its extension: the same
+/// loader as the start and `-t` (size cap, listen hosts resolved).
 pub fn load_config(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read configuration file '{}': {e}", path.display()))?;
-    let format = twem_core::config::Format::from_path(path);
-    Config::parse(&text, format).map_err(|e| e.to_string())
+    crate::conf::load(path).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The default stats address (0.0.0.0, as nutcracker's) draws a warning
+    // that says how to restrict it; loopback draws none.
+    #[test]
+    fn non_loopback_admin_address_warns() {
+        let w = exposure_warning(
+            "0.0.0.0:22222".parse().expect("addr"),
+            "stats port",
+            "-a 127.0.0.1",
+        )
+        .expect("a warning");
+        assert!(
+            w.contains("0.0.0.0:22222") && w.contains("-a 127.0.0.1"),
+            "{w}"
+        );
+        assert!(exposure_warning("[::]:1".parse().expect("addr"), "m", "r").is_some());
+        assert!(exposure_warning("127.0.0.1:1".parse().expect("addr"), "m", "r").is_none());
+        assert!(exposure_warning("[::1]:1".parse().expect("addr"), "m", "r").is_none());
+    }
 }

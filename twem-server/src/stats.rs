@@ -1,30 +1,60 @@
 //! nutcracker's stats port: every TCP connection to `-a:-s` gets one JSON
-//! document and is closed. The document is rebuilt every `-i` ms, as
+//! document and is closed. The document is at most `-i` ms old, as
 //! nutcracker aggregates per interval, so readers see figures up to one
 //! interval old. Field names, order and spacing follow nutcracker 0.5.0 byte
 //! for byte, so dashboards and scripts that parse it keep working.
+//!
+//! Served on the admin thread (see [`crate::admin`]), never on the runtime
+//! that serves clients.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use twem_core::pool::stats::{POOL_FIELD_DESCRIPTIONS, SERVER_FIELD_DESCRIPTIONS};
 use twem_core::pool::PoolSnapshot;
 
-/// Process-wide connection counters (nutcracker counts every connection
-/// object: listeners, clients and server connections).
+use crate::admin::{self, Limiter, Snapshot};
+
+/// Process-wide counters of the proxy's own connections: listeners and
+/// clients. Backend connections are counted by the pools and added when the
+/// figures are read ([`connection_counts`]), so the request path bumps no
+/// extra atomic.
 #[derive(Debug, Default)]
 pub struct Globals {
-    /// Connections ever opened.
+    /// Listener and client connections ever opened.
     pub total_connections: AtomicU64,
-    /// Connections open now.
+    /// Listener and client connections open now.
     pub curr_connections: AtomicU64,
+}
+
+/// `(total, current)` connections as nutcracker counts them: every
+/// connection object, i.e. listeners, clients and backend connections
+/// (nutcracker 0.5.0 with `preconnect` and two servers reports
+/// `total_connections: 3` before any client: one listener, two servers).
+pub fn connection_counts(globals: &Globals, pools: &[PoolSnapshot]) -> (u64, u64) {
+    let field = |fields: &[(&'static str, i64)], name: &str| -> u64 {
+        fields
+            .iter()
+            .find(|f| f.0 == name)
+            .map_or(0, |f| u64::try_from(f.1).unwrap_or(0))
+    };
+    let mut total = globals.total_connections.load(Relaxed);
+    let mut curr = globals.curr_connections.load(Relaxed);
+    for p in pools {
+        total = total.saturating_add(field(&p.twem_fields, "server_connections_opened"));
+        for s in &p.servers {
+            curr = curr.saturating_add(field(&s.fields, "server_connections"));
+        }
+    }
+    // The gauge and the counter are read apart: never show more open than opened.
+    (total.max(curr), curr)
 }
 
 /// Render the stats document.
@@ -33,6 +63,7 @@ pub fn render(source: &str, uptime: Duration, globals: &Globals, pools: &[PoolSn
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    let (total, curr) = connection_counts(globals, pools);
     let mut s = String::with_capacity(1024);
     let _ = write!(
         s,
@@ -41,8 +72,8 @@ pub fn render(source: &str, uptime: Duration, globals: &Globals, pools: &[PoolSn
         crate::cli::NUTCRACKER_VERSION,
         uptime.as_secs(),
         now,
-        globals.total_connections.load(Relaxed),
-        globals.curr_connections.load(Relaxed),
+        total,
+        curr,
     );
     for p in pools {
         let _ = write!(s, ", {}: {{", json_str(&p.name));
@@ -97,56 +128,49 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".to_string())
 }
 
-/// Serve the stats port until `stop` fires. `snapshot` is called every
-/// `interval` to refresh the document.
-pub async fn serve<F>(
+/// Serve the stats port until `stop` fires. Each connection gets the
+/// current document and is closed, as in nutcracker (nothing is read from
+/// the peer). The document is rebuilt when a reader finds it older than
+/// `interval`: never older than that when read, as with nutcracker's
+/// per-interval aggregation, and nothing is rendered while nobody reads (a
+/// timer on a starved thread could also serve a document many intervals
+/// old).
+pub async fn serve(
     listener: TcpListener,
     interval: Duration,
-    snapshot: F,
+    snapshot: Snapshot,
     globals: Arc<Globals>,
     stop: CancellationToken,
-) where
-    F: Fn() -> Vec<PoolSnapshot> + Send + Sync + 'static,
-{
+) {
     let started = Instant::now();
     let source = hostname();
-    let doc = Arc::new(ArcSwap::from_pointee(render(
-        &source,
-        started.elapsed(),
-        &globals,
-        &snapshot(),
-    )));
-    let refresher = {
-        let doc = Arc::clone(&doc);
-        let globals = Arc::clone(&globals);
-        let stop = stop.clone();
-        let source = source.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval.max(Duration::from_millis(1)));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => doc.store(Arc::new(render(&source, started.elapsed(), &globals, &snapshot()))),
-                    () = stop.cancelled() => return,
-                }
+    let mut doc: Option<(Instant, Arc<String>)> = None;
+    let limiter = Limiter::new(admin::MAX_CONNECTIONS);
+    while let Some(mut sock) = admin::accept(&listener, "stats", &stop).await {
+        let permit = limiter.admit();
+        let body = match &doc {
+            Some((at, body)) if at.elapsed() < interval => Arc::clone(body),
+            _ => {
+                let body = Arc::new(render(&source, started.elapsed(), &globals, &snapshot()));
+                doc = Some((Instant::now(), Arc::clone(&body)));
+                body
             }
-        })
-    };
-    loop {
-        tokio::select! {
-            res = listener.accept() => {
-                if let Ok((mut sock, _)) = res {
-                    let body = doc.load_full();
-                    tokio::spawn(async move {
+        };
+        tokio::spawn(
+            async move {
+                // A peer that does not read a large document is cut off by
+                // the deadline, or sooner by eviction.
+                tokio::select! {
+                    _ = tokio::time::timeout(admin::WRITE_TIMEOUT, async {
                         let _ = sock.write_all(body.as_bytes()).await;
                         let _ = sock.shutdown().await;
-                    });
+                    }) => {}
+                    () = permit.evicted.cancelled() => {}
                 }
             }
-            () = stop.cancelled() => break,
-        }
+            .instrument(tracing::Span::current()),
+        );
     }
-    refresher.abort();
 }
 
 #[cfg(test)]
@@ -185,6 +209,31 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&s).expect("valid JSON");
         assert_eq!(v["alpha"]["named"]["requests"], 3);
+    }
+
+    // Backend connections count as nutcracker counts them: open ones from
+    // every server's gauge, opened ones from each pool's counter.
+    #[test]
+    fn totals_include_backend_connections() {
+        let g = Globals::default();
+        g.total_connections.store(3, Relaxed);
+        g.curr_connections.store(2, Relaxed);
+        let server = |n: i64| ServerSnapshot {
+            name: "s".into(),
+            fields: vec![("server_eof", 0), ("server_connections", n)],
+        };
+        let pools = vec![PoolSnapshot {
+            name: "p".into(),
+            fields: vec![],
+            servers: vec![server(2), server(1)],
+            twem_fields: vec![("client_rejected", 9), ("server_connections_opened", 4)],
+        }];
+        assert_eq!(connection_counts(&g, &pools), (7, 5));
+        let s = render("h", Duration::ZERO, &g, &pools);
+        assert!(
+            s.contains("\"total_connections\":7, \"curr_connections\":5"),
+            "{s}"
+        );
     }
 
     // Names are user-controlled (pool and server names): they must be escaped.

@@ -44,7 +44,16 @@ fn bin() -> &'static str {
 /// not exited within `limit`, so a proxy that wrongly starts serving cannot
 /// hang the suite.
 fn run_limited(args: &[&str], stdin: &[u8], limit: Duration) -> Run {
-    let mut child = Command::new(bin())
+    run_limited_in(None, args, stdin, limit)
+}
+
+/// [`run_limited`] in working directory `cwd` (for relative paths).
+fn run_limited_in(cwd: Option<&Path>, args: &[&str], stdin: &[u8], limit: Duration) -> Run {
+    let mut cmd = Command::new(bin());
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -109,13 +118,19 @@ fn port_is_free(port: u16) -> bool {
 // ---------------------------------------------------------------- -V, -h
 
 // Scripts detect nutcracker by grepping `-V`; the first line must start as
-// nutcracker's does, and the flag must exit 0 in both spellings.
+// nutcracker's does, on stderr as nutcracker writes it (`2>&1 | grep`), and
+// the flag must exit 0 in both spellings.
 #[test]
 fn version_prints_nutcracker_line() {
     for flag in ["-V", "--version"] {
         let r = run(&[flag]);
         assert!(r.ok(), "{flag}: exit {:?}, stderr {}", r.status, r.stderr);
-        let text = r.stdout_text();
+        assert!(
+            r.stdout.is_empty(),
+            "{flag} wrote to stdout: {:?}",
+            r.stdout_text()
+        );
+        let text = r.stderr.clone();
         let first = text.lines().next().unwrap_or_default();
         assert!(
             first.starts_with("This is nutcracker-0.5.0"),
@@ -148,6 +163,52 @@ fn help_lists_every_nutcracker_flag() {
     for (short, long) in flags {
         let shown = format!("{short}, {long}");
         assert!(text.contains(&shown), "-h does not list {shown}:\n{text}");
+    }
+}
+
+// nutcracker ends a command line it cannot parse with exit code 1 (an
+// unknown flag, a flag missing its value, a value that is not a number),
+// the error on stderr and nothing on stdout.
+#[test]
+fn usage_errors_exit_1() {
+    for args in [
+        &["-Z"][..],
+        &["--bogus"],
+        &["-c"],
+        &["-v"],
+        &["-v", "abc"],
+        &["-v", "-3"],
+        &["-s", "x"],
+        &["-m", "100"],
+    ] {
+        let r = run(args);
+        assert_eq!(r.status.code(), Some(1), "{args:?}: stderr {}", r.stderr);
+        assert!(!r.stderr.is_empty(), "{args:?}: nothing on stderr");
+        assert!(
+            r.stdout.is_empty(),
+            "{args:?} wrote to stdout: {}",
+            r.stdout_text()
+        );
+    }
+}
+
+// nutcracker takes any level: above the maximum (11) it is the maximum.
+#[test]
+fn verbose_above_maximum_is_accepted() {
+    let dir = TempDir::new("cli-verbose");
+    let conf = write_conf(
+        &dir,
+        "v.yml",
+        &GOOD_CONF.replace("PORT", &free_port().to_string()),
+    );
+    for level in ["12", "99", "99999999999999999999"] {
+        let r = run(&["-v", level, "-t", "-c", &conf]);
+        assert!(
+            r.ok(),
+            "-v {level}: exit {:?}, stderr {}",
+            r.status,
+            r.stderr
+        );
     }
 }
 
@@ -279,6 +340,165 @@ fn bad_config_refuses_to_start_without_binding() {
             "port {port} is not free after the refused start"
         );
     }
+}
+
+// A config file that never ends (`/dev/zero`) or is huge is refused at a
+// bound instead of read until memory runs out.
+#[test]
+fn test_conf_bounds_the_file_size() {
+    let r = run_limited(&["-t", "-c", "/dev/zero"], b"", Duration::from_secs(30));
+    assert_eq!(r.status.code(), Some(1), "stderr {}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("configuration file '/dev/zero' is larger than 64 MiB"),
+        "{}",
+        r.stderr
+    );
+}
+
+// server_connections has an upper bound: 2147483647 used to pass -t and
+// abort the proxy at start.
+#[test]
+fn test_conf_refuses_huge_server_connections() {
+    let dir = TempDir::new("cli-serverconns");
+    let text = GOOD_CONF
+        .replace("PORT", &free_port().to_string())
+        .replace("  servers:", "  server_connections: 2147483647\n  servers:");
+    let conf = write_conf(&dir, "sc.yml", &text);
+    let r = run(&["-t", "-c", &conf]);
+    assert_eq!(r.status.code(), Some(1), "stderr {}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "pool \"alpha\": server_connections 2147483647 is too large (at most 1024 per server)"
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+// A listen host that does not resolve is refused by -t (nutcracker resolves
+// it at load), naming the pool and key; the start refuses it the same way.
+#[test]
+fn test_conf_refuses_unresolvable_listen_host() {
+    let dir = TempDir::new("cli-resolve");
+    let text = GOOD_CONF.replace("127.0.0.1:PORT", "nosuch.invalid:22121");
+    let conf = write_conf(&dir, "r.yml", &text);
+    for args in [
+        &["-t", "-c", &conf][..],
+        &[
+            "-c",
+            &conf,
+            "-s",
+            &free_port().to_string(),
+            "-a",
+            "127.0.0.1",
+        ],
+    ] {
+        let r = run_limited(args, b"", Duration::from_secs(10));
+        assert_eq!(r.status.code(), Some(1), "{args:?}: stderr {}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("pool \"alpha\": listen \"nosuch.invalid:22121\": host \"nosuch.invalid\" does not resolve"),
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("syntax is invalid"), "{}", r.stderr);
+    }
+}
+
+// `listen:` naming an existing regular file must not delete it: only a stale
+// socket is removed before binding; anything else refuses the start, naming
+// the pool and the path.
+#[test]
+fn unix_listen_on_a_regular_file_keeps_it() {
+    let dir = TempDir::new("cli-unixfile");
+    let victim = dir.path().join("important.txt");
+    std::fs::write(&victim, "precious").expect("write victim");
+    let text = format!(
+        "alpha:\n  listen: {}\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1\n",
+        victim.display()
+    );
+    let conf = write_conf(&dir, "u.yml", &text);
+    let r = run_limited(
+        &[
+            "-c",
+            &conf,
+            "-s",
+            &free_port().to_string(),
+            "-a",
+            "127.0.0.1",
+        ],
+        b"",
+        Duration::from_secs(10),
+    );
+    assert_eq!(r.status.code(), Some(1), "stderr {}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&victim).ok().as_deref(),
+        Some("precious"),
+        "the file named by listen was removed or changed"
+    );
+    let shown = victim.display().to_string();
+    assert!(
+        r.stderr.contains("pool \"alpha\"")
+            && r.stderr.contains(&format!(
+                "{shown} exists and is not a socket (a regular file)"
+            )),
+        "{}",
+        r.stderr
+    );
+
+    // A stale socket file from an earlier run is still replaced.
+    let sock = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind stale socket"));
+    let text = format!(
+        "alpha:\n  listen: {}\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1\n",
+        sock.display()
+    );
+    let conf = write_conf(&dir, "s.yml", &text);
+    let mut proxy = Command::new(bin())
+        .args([
+            "-c",
+            &conf,
+            "-s",
+            &free_port().to_string(),
+            "-a",
+            "127.0.0.1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start twemproxy");
+    let served = wait_until(Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert!(served, "the proxy never listened on {}", sock.display());
+}
+
+// A startup error (here: the listen port is taken) is printed once, not
+// once by the log and again by main.
+#[test]
+fn startup_error_is_printed_once() {
+    let dir = TempDir::new("cli-once");
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let conf = write_conf(&dir, "o.yml", &GOOD_CONF.replace("PORT", &port.to_string()));
+    let r = run_limited(
+        &[
+            "-c",
+            &conf,
+            "-s",
+            &free_port().to_string(),
+            "-a",
+            "127.0.0.1",
+        ],
+        b"",
+        Duration::from_secs(10),
+    );
+    assert_eq!(r.status.code(), Some(1), "stderr {}", r.stderr);
+    let needle = format!("cannot listen on 127.0.0.1:{port}");
+    assert_eq!(r.stderr.matches(&needle).count(), 1, "stderr: {}", r.stderr);
 }
 
 // ---------------------------------------------------------------- -D
@@ -468,6 +688,87 @@ fn daemonize_with_pid_file() {
         wait_until(Duration::from_secs(2), || !pid_file.exists()),
         "pid file {} left behind after SIGTERM",
         pid_file.display()
+    );
+}
+
+// `-d` with relative `-c`, `-p` and `-o`: the paths are made absolute before
+// daemon() moves to `/`, so a SIGHUP reload reads the same file (it used to
+// read `/<name>` and fail) and the pid and log files land beside it.
+#[test]
+fn daemonize_relative_paths_reload() {
+    let dir = TempDir::new("cli-daemon-rel");
+    let (p1, p2, stats) = (free_port(), free_port(), free_port());
+    let pool = |name: &str, port: u16| {
+        format!(
+            "{name}:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - 127.0.0.1:1:1\n"
+        )
+    };
+    write_conf(&dir, "alpha.yml", &pool("alpha", p1));
+    let pid_file = dir.path().join("twem.pid");
+    let mut guard = DaemonGuard {
+        pid_file: pid_file.clone(),
+        pid: None,
+    };
+    let r = run_limited_in(
+        Some(dir.path()),
+        &[
+            "-d",
+            "-c",
+            "alpha.yml",
+            "-p",
+            "twem.pid",
+            "-o",
+            "twem.log",
+            "-s",
+            &stats.to_string(),
+            "-a",
+            "127.0.0.1",
+        ],
+        b"",
+        Duration::from_secs(5),
+    );
+    assert!(r.ok(), "-d exited {:?}: {}", r.status, r.stderr);
+    assert!(
+        wait_until(Duration::from_secs(5), || read_pid(&pid_file).is_some()),
+        "pid file {} never appeared",
+        pid_file.display()
+    );
+    let pid = read_pid(&pid_file).unwrap_or(0);
+    guard.pid = Some(pid);
+    wait_for_port(p1, Duration::from_secs(5));
+
+    write_conf(
+        &dir,
+        "alpha.yml",
+        &format!("{}{}", pool("alpha", p1), pool("beta", p2)),
+    );
+    let st = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(st.success(), "kill -HUP {pid} failed");
+    let log = dir.path().join("twem.log");
+    assert!(
+        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            p2
+        ))
+        .is_ok()),
+        "reload did not add pool beta; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains("cannot read configuration file"),
+        "log:\n{text}"
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(pid)),
+        "daemon {pid} still running 10 s after SIGTERM"
     );
 }
 
@@ -969,43 +1270,5 @@ fn log_file_levels_and_reopen() {
     assert!(
         proxy.proc.wait_timeout(Duration::from_millis(50)).is_none(),
         "SIGHUP killed the proxy"
-    );
-}
-
-// Every address is bound before the pid file is written: a start that fails
-// on a taken port (another instance running, say) leaves that instance's pid
-// file as it was. (Listening comes only after the pid file, so whoever sees
-// the port accept finds the pid file already there.)
-#[test]
-fn failed_start_leaves_an_existing_pid_file_alone() {
-    let dir = TempDir::new("cli-pidfail");
-    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = taken.local_addr().expect("addr").port();
-    let conf = write_conf(
-        &dir,
-        "f.yml",
-        &format!("alpha:\n  listen: 127.0.0.1:{port}\n  servers:\n   - 127.0.0.1:1:1\n"),
-    );
-    let pid_file = dir.path().join("twem.pid");
-    std::fs::write(&pid_file, "4242\n").expect("write pid file");
-    let r = run_limited(
-        &[
-            "-c",
-            &conf,
-            "-p",
-            &pid_file.display().to_string(),
-            "-s",
-            &free_port().to_string(),
-            "-a",
-            "127.0.0.1",
-        ],
-        b"",
-        Duration::from_secs(5),
-    );
-    assert!(!r.ok(), "started on a taken port: {}", r.stderr);
-    assert!(r.stderr.contains("Address already in use"), "{}", r.stderr);
-    assert_eq!(
-        std::fs::read_to_string(&pid_file).expect("pid file still there"),
-        "4242\n"
     );
 }

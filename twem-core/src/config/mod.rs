@@ -39,7 +39,7 @@
 //! | `redis_db` | integer | 0 |
 //! | `preconnect` | `true` or `false` | `false` |
 //! | `auto_eject_hosts` | `true` or `false` | `false` |
-//! | `server_connections` | integer > 0 | 1 |
+//! | `server_connections` | integer, 1 to [`MAX_SERVER_CONNECTIONS`] | 1 |
 //! | `server_retry_timeout` | milliseconds | 30000 |
 //! | `server_failure_limit` | integer | 2 |
 //! | `tcpkeepalive` | `true` or `false` | `false` |
@@ -85,9 +85,10 @@
 //! - yaml-rust2 is stricter than libyaml about the indentation of the
 //!   continuation lines of a multi-line quoted scalar.
 //!
-//! Host names are not resolved here: the core reads text only, so the binary
-//! resolves `listen` when it binds and servers at every connect (nutcracker
-//! -t refuses an unresolvable `listen` host at load).
+//! Host names are not resolved here: the core reads text only. The binary
+//! resolves every `listen` host right after validation (`conf::load` in
+//! twem-server refuses an unresolvable one, as nutcracker does at load) and servers
+//! at every connect.
 //!
 //! twem accepts what nutcracker 0.5.0 refuses: `reuseport`, the `siphash`
 //! hash, flow collections (`servers: [a, b]`), an explicit `---` document
@@ -131,6 +132,13 @@ pub const DEFAULT_PRECONNECT: bool = false;
 pub const DEFAULT_AUTO_EJECT_HOSTS: bool = false;
 /// Default `server_connections` per backend server.
 pub const DEFAULT_SERVER_CONNECTIONS: u32 = 1;
+/// The largest `server_connections` accepted. Every connection is a file
+/// descriptor and a client slot on the backend: 1024 is the usual default
+/// `ulimit -n` and memcached's default `-c` (most clients at once), so one
+/// proxy holding more to a single server would starve it and its own fd
+/// table; nutcracker deployments use a handful. Without a bound a value such
+/// as 2147483647 passed `-t` and then failed at start.
+pub const MAX_SERVER_CONNECTIONS: u32 = 1024;
 /// Default `server_retry_timeout`: 30000 ms.
 pub const DEFAULT_SERVER_RETRY_TIMEOUT: Duration = Duration::from_millis(30_000);
 /// Default `server_failure_limit`.
@@ -257,7 +265,7 @@ pub struct PoolConfig {
     pub preconnect: bool,
     /// Take failing servers out of the ring.
     pub auto_eject_hosts: bool,
-    /// Most connections per backend server, at least 1.
+    /// Most connections per backend server, 1 to [`MAX_SERVER_CONNECTIONS`].
     pub server_connections: u32,
     /// How long an ejected server stays out.
     pub server_retry_timeout: Duration,
@@ -301,12 +309,25 @@ impl PoolConfig {
     /// The ring over every server, all live. Never fails for a pool that
     /// came out of [`Config::parse`]: validation builds it once.
     pub fn ring(&self) -> Result<Ring, RingError> {
-        let servers = self
-            .servers
+        Ring::new(
+            self.ring_servers(),
+            self.hash,
+            self.distribution,
+            self.hash_tag,
+        )
+    }
+
+    /// Whether [`PoolConfig::ring`] would succeed, without building the
+    /// ring (validation's check; see [`Ring::check`]).
+    pub fn check_ring(&self) -> Result<(), RingError> {
+        Ring::check(&self.ring_servers())
+    }
+
+    fn ring_servers(&self) -> Vec<RingServer> {
+        self.servers
             .iter()
             .map(|server| RingServer::new(server.name(), server.weight))
-            .collect();
-        Ring::new(servers, self.hash, self.distribution, self.hash_tag)
+            .collect()
     }
 
     /// The server whose identity ([`ServerConfig::name`]) is `name`.

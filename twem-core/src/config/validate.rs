@@ -1,6 +1,8 @@
 //! The one place where a raw tree becomes a [`Config`]: every rule of
 //! nutcracker 0.5.0's `conf.c`, every problem collected rather than the first.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use super::{
     DEFAULT_AUTO_EJECT_HOSTS, DEFAULT_BACKLOG, DEFAULT_CLIENT_CONNECTIONS, DEFAULT_DISTRIBUTION,
     DEFAULT_HASH, DEFAULT_PRECONNECT, DEFAULT_REDIS, DEFAULT_REDIS_DB, DEFAULT_REUSEPORT,
     DEFAULT_SERVER_CONNECTIONS, DEFAULT_SERVER_FAILURE_LIMIT, DEFAULT_SERVER_RETRY_TIMEOUT,
-    DEFAULT_TCPKEEPALIVE, KEYS,
+    DEFAULT_TCPKEEPALIVE, KEYS, MAX_SERVER_CONNECTIONS,
 };
 use crate::hash::{HashKind, HashTag};
 use crate::ring::Distribution;
@@ -88,8 +90,10 @@ impl Checker {
         }
 
         let mut pools = Vec::new();
-        let mut names: Vec<(&str, Pos)> = Vec::new();
-        let mut listens: Vec<(&str, Listen)> = Vec::new();
+        // Maps, not lists: a file may hold many pools, and a linear search
+        // per pool made checking quadratic.
+        let mut names: HashMap<&str, Pos> = HashMap::new();
+        let mut listens: HashMap<ListenKey, &str> = HashMap::new();
         for (key, value) in entries {
             let Some(name) = key.as_scalar() else {
                 let message = format!("pool names must be single values, not {}", key.kind());
@@ -101,23 +105,27 @@ impl Checker {
                 self.report(None, None, Some(key.pos), message);
                 continue;
             }
-            if let Some((_, first)) = names.iter().find(|(n, _)| *n == name) {
+            if let Some(first) = names.get(name) {
                 let message = format!("duplicate pool name (first defined on line {})", first.line);
                 self.report(Some(name), None, Some(key.pos), message);
                 continue;
             }
-            names.push((name, key.pos));
+            names.insert(name, key.pos);
 
             let (listen, pool) = self.pool(name, key.pos, value);
             if let Some(listen) = listen {
-                if let Some((other, _)) = listens.iter().find(|(_, l)| same_address(l, &listen)) {
-                    let message = format!(
-                        "listen {:?} is also used by pool {other:?}",
-                        listen.to_string()
-                    );
-                    self.report(Some(name), Some("listen"), Some(key.pos), message);
-                } else {
-                    listens.push((name, listen));
+                match listens.entry(ListenKey::of(&listen)) {
+                    Entry::Occupied(other) => {
+                        let message = format!(
+                            "listen {:?} is also used by pool {:?}",
+                            listen.to_string(),
+                            other.get()
+                        );
+                        self.report(Some(name), Some("listen"), Some(key.pos), message);
+                    }
+                    Entry::Vacant(slot) => {
+                        slot.insert(name);
+                    }
                 }
             }
             pools.extend(pool);
@@ -246,6 +254,14 @@ impl Checker {
                 self.report(pool, Some("server_connections"), pos, message);
                 DEFAULT_SERVER_CONNECTIONS
             }
+            Some(n) if n > MAX_SERVER_CONNECTIONS => {
+                let pos = keys.get("server_connections").map(|n| n.pos);
+                let message = format!(
+                    "server_connections {n} is too large (at most {MAX_SERVER_CONNECTIONS} per server)"
+                );
+                self.report(pool, Some("server_connections"), pos, message);
+                DEFAULT_SERVER_CONNECTIONS
+            }
             Some(n) => n,
             None => DEFAULT_SERVER_CONNECTIONS,
         };
@@ -289,8 +305,9 @@ impl Checker {
                     servers,
                 };
                 // The remaining ring rule (total weight fits 32 bits) is
-                // checked by building the ring, so `ring()` cannot fail later.
-                match config.ring() {
+                // checked with the ring's own rules, so `ring()` cannot fail
+                // later; building it here would cost most of `-t`'s time.
+                match config.check_ring() {
                     Ok(_) => Some(config),
                     Err(err) => {
                         let pos = keys.get("servers").map(|n| n.pos);
@@ -420,7 +437,10 @@ impl Checker {
             }
         };
 
-        let mut servers: Vec<(String, usize, &str, ServerConfig)> = Vec::new();
+        let mut servers: Vec<ServerConfig> = Vec::with_capacity(items.len());
+        // identity -> (entry number, entry text) of its first entry; a map
+        // keeps the duplicate check linear (100k servers took a minute).
+        let mut seen: HashMap<String, (usize, &str)> = HashMap::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
             let n = index + 1;
             let Some(text) = item.as_scalar() else {
@@ -439,29 +459,41 @@ impl Checker {
                     continue;
                 }
             };
-            let identity = server.name();
-            if let Some((_, first_n, first_text, _)) =
-                servers.iter().find(|(id, ..)| *id == identity)
-            {
-                let message = format!(
-                    "servers entries {first_n} {first_text:?} and {n} {text:?} have the same name {identity:?}; \
-                     names must be unique (add a name after the weight)"
-                );
-                self.report(pool, key, Some(item.pos), message);
-                continue;
+            match seen.entry(server.name()) {
+                Entry::Occupied(first) => {
+                    let (first_n, first_text) = *first.get();
+                    let message = format!(
+                        "servers entries {first_n} {first_text:?} and {n} {text:?} have the same name {:?}; \
+                         names must be unique (add a name after the weight)",
+                        first.key()
+                    );
+                    self.report(pool, key, Some(item.pos), message);
+                    continue;
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert((n, text));
+                }
             }
-            servers.push((identity, n, text, server));
+            servers.push(server);
         }
-        servers.into_iter().map(|(.., server)| server).collect()
+        servers
     }
 }
 
-/// Whether two pools would bind the same socket: the permissions of a unix
+/// What makes two pools bind the same socket: the permissions of a unix
 /// socket do not make it a different socket.
-fn same_address(a: &Listen, b: &Listen) -> bool {
-    match (a, b) {
-        (Listen::Unix { path: p, .. }, Listen::Unix { path: q, .. }) => p == q,
-        _ => a == b,
+#[derive(PartialEq, Eq, Hash)]
+enum ListenKey {
+    Tcp(String, u16),
+    Unix(PathBuf),
+}
+
+impl ListenKey {
+    fn of(listen: &Listen) -> ListenKey {
+        match listen {
+            Listen::Tcp { host, port } => ListenKey::Tcp(host.clone(), *port),
+            Listen::Unix { path, .. } => ListenKey::Unix(path.clone()),
+        }
     }
 }
 
@@ -736,6 +768,7 @@ mod tests {
             path: "/s".into(),
             mode,
         };
+        let same_address = |a: &Listen, b: &Listen| ListenKey::of(a) == ListenKey::of(b);
         assert!(same_address(&unix(None), &unix(Some(0o666))));
         let tcp = |host: &str| Listen::Tcp {
             host: host.into(),
@@ -756,5 +789,61 @@ mod tests {
         let err = validate(root).unwrap_err();
         let lines: Vec<Option<usize>> = err.problems.iter().map(|p| p.line).collect();
         assert_eq!(lines, [Some(2), Some(3), Some(4), Some(5)]);
+    }
+
+    // server_connections is bounded above as well as below: a huge value
+    // used to pass `-t` and abort the proxy at start.
+    #[test]
+    fn server_connections_bounds() {
+        let conf = |n: &str| {
+            format!(
+                "a:\n  listen: 127.0.0.1:1\n  server_connections: {n}\n  servers:\n   - 127.0.0.1:2:1\n"
+            )
+        };
+        let check = |text: &str| validate(super::super::tree::from_yaml(text).unwrap());
+        let max = MAX_SERVER_CONNECTIONS.to_string();
+        assert_eq!(
+            check(&conf(&max)).unwrap().pools[0].server_connections,
+            MAX_SERVER_CONNECTIONS
+        );
+        for n in [MAX_SERVER_CONNECTIONS + 1, MAX_NUMBER] {
+            let err = check(&conf(&n.to_string())).unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{err}");
+            let p = &err.problems[0];
+            assert_eq!(
+                (p.pool.as_deref(), p.key.as_deref()),
+                (Some("a"), Some("server_connections"))
+            );
+            assert_eq!(p.line, Some(3));
+        }
+    }
+
+    // Duplicates are still found, and reported once per later entry, with
+    // many servers and pools (the checks are maps now, not scans).
+    #[test]
+    fn duplicates_among_many() {
+        let mut text = String::from("a:\n  listen: 127.0.0.1:1\n  servers:\n");
+        for i in 0..5000 {
+            text.push_str(&format!("   - 10.0.{}.{}:6379:1\n", i / 256, i % 256));
+        }
+        text.push_str("   - 10.0.0.7:6379:3\n   - 10.0.19.135:6379:1\n");
+        text.push_str("b:\n  listen: 127.0.0.1:1\n  servers:\n   - h:1:1\n");
+        let err = validate(super::super::tree::from_yaml(&text).unwrap()).unwrap_err();
+        let messages: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 3, "{messages:#?}");
+        assert!(
+            messages[0].contains("entries 8 \"10.0.0.7:6379:1\" and 5001"),
+            "{}",
+            messages[0]
+        );
+        assert!(
+            messages[1].contains("entries 5000 \"10.0.19.135:6379:1\" and 5002"),
+            "{}",
+            messages[1]
+        );
+        assert_eq!(
+            messages[2],
+            "pool \"b\": listen \"127.0.0.1:1\" is also used by pool \"a\""
+        );
     }
 }

@@ -25,6 +25,14 @@ pub enum BackendErrorKind {
     InvalidReply,
     /// Another I/O error; the words are the OS error text.
     Other,
+    /// The proxy itself ran out of file descriptors (EMFILE/ENFILE) while
+    /// connecting: a local condition, never counted against the server.
+    ProxyFdLimit,
+    /// The server's queue of unwritten request bytes is at its bound (the
+    /// server stalled or cannot keep up): refused before buffering more.
+    Backlogged,
+    /// No server of the pool is live: every one is ejected.
+    AllEjected,
 }
 
 impl BackendErrorKind {
@@ -39,11 +47,30 @@ impl BackendErrorKind {
             BackendErrorKind::Unknown => "unknown",
             BackendErrorKind::InvalidReply => "Invalid argument",
             BackendErrorKind::Other => "unknown",
+            BackendErrorKind::ProxyFdLimit => "too many open files in proxy",
+            BackendErrorKind::Backlogged => "too many request bytes queued for the server",
+            BackendErrorKind::AllEjected => "every server of the pool is ejected",
         }
+    }
+
+    /// Whether the failure is the proxy's own condition rather than the
+    /// server's: such failures never count towards `auto_eject_hosts` and
+    /// their replies say what happened instead of nutcracker's `strerror`.
+    pub fn is_local(self) -> bool {
+        matches!(
+            self,
+            BackendErrorKind::ProxyFdLimit
+                | BackendErrorKind::Backlogged
+                | BackendErrorKind::AllEjected
+        )
     }
 
     /// Classify an I/O error the way nutcracker's `strerror(errno)` would word it.
     pub fn from_io(e: &io::Error) -> BackendErrorKind {
+        // EMFILE / ENFILE: the proxy's own descriptor table is full.
+        if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
+            return BackendErrorKind::ProxyFdLimit;
+        }
         match e.kind() {
             io::ErrorKind::ConnectionRefused => BackendErrorKind::ConnectionRefused,
             io::ErrorKind::TimedOut => BackendErrorKind::TimedOut,
@@ -72,6 +99,18 @@ impl BackendError {
     /// A failure of `kind` on `server`.
     pub fn new(kind: BackendErrorKind, server: Arc<str>) -> Self {
         BackendError { kind, server }
+    }
+
+    /// What a client reads after `-ERR ` / `SERVER_ERROR `: nutcracker's
+    /// words for a server's failure; for the proxy's own conditions, what
+    /// happened and (when one was chosen) to which server, so that a local
+    /// problem never reads as `unknown` or `Connection refused`.
+    pub fn reply_words(&self) -> String {
+        if self.kind.is_local() && !self.server.is_empty() {
+            format!("{} (server {})", self.kind.words(), self.server)
+        } else {
+            self.kind.words().to_string()
+        }
     }
 }
 
@@ -102,7 +141,7 @@ impl CallError {
     pub fn words(&self) -> String {
         match self {
             CallError::Request(s) | CallError::Server(s) => s.clone(),
-            CallError::Backend(b) => format!("ERR {}", b.kind.words()),
+            CallError::Backend(b) => format!("ERR {}", b.reply_words()),
             CallError::Closed(p) => format!("ERR pool {p} is closed"),
         }
     }
@@ -117,7 +156,7 @@ impl CallError {
     /// server's own line as it came.
     pub fn memcache_reply(&self) -> bytes::Bytes {
         let line = match self {
-            CallError::Backend(b) => format!("SERVER_ERROR {}", b.kind.words()),
+            CallError::Backend(b) => format!("SERVER_ERROR {}", b.reply_words()),
             CallError::Request(s) => format!("CLIENT_ERROR {s}"),
             CallError::Server(s) => s.clone(),
             CallError::Closed(p) => format!("SERVER_ERROR pool {p} is closed"),

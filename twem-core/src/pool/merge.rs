@@ -20,6 +20,12 @@ use twem_proto::{memcache as mc, resp};
 
 use super::backend::Frame;
 use super::error::{BackendError, BackendErrorKind, CallError};
+use super::ReplyChunks;
+
+/// Values at least this long are passed through as slices of the parts'
+/// replies; shorter ones are copied into the chunk being built (a slice per
+/// small value would make the client's write a long iovec for little gain).
+const PASS_THROUGH: usize = 16 * 1024;
 
 /// How the parts combine.
 #[derive(Debug)]
@@ -58,7 +64,7 @@ impl Merge {
         }
     }
 
-    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, CallError>> {
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<ReplyChunks, CallError>> {
         for (i, rx) in self.parts.iter_mut().enumerate() {
             if self.done[i].is_some() {
                 continue;
@@ -90,7 +96,76 @@ impl Merge {
 
 /// Merge complete parts. Any part that is an error reply (or not the shape
 /// its command calls for) is what the client gets for the whole command.
-fn combine(kind: &Kind, frames: &[Frame], part_of: &[usize]) -> Bytes {
+fn combine(kind: &Kind, frames: &[Frame], part_of: &[usize]) -> ReplyChunks {
+    match kind {
+        Kind::Mget => mget(frames, part_of),
+        _ => ReplyChunks::One(combine_one(kind, frames, part_of)),
+    }
+}
+
+/// MGET: the values in the client's key order. Large values are not
+/// copied: the reply is a chain whose long values are slices of the parts.
+fn mget(frames: &[Frame], part_of: &[usize]) -> ReplyChunks {
+    let mut values: Vec<std::vec::IntoIter<resp::Reply>> = Vec::with_capacity(frames.len());
+    for f in frames {
+        let Frame::Resp(r) = f else {
+            return ReplyChunks::One(f.raw().clone());
+        };
+        match r.parse() {
+            resp::Reply::Array(Some(items)) => values.push(items.into_iter()),
+            _ => return ReplyChunks::One(r.raw().clone()),
+        }
+    }
+    let mut out = Chain::default();
+    out.cur
+        .extend_from_slice(format!("*{}\r\n", part_of.len()).as_bytes());
+    for &p in part_of {
+        let v = values
+            .get_mut(p)
+            .and_then(Iterator::next)
+            .unwrap_or(resp::Reply::Bulk(None));
+        match v {
+            resp::Reply::Bulk(Some(b)) if b.len() >= PASS_THROUGH => {
+                out.cur
+                    .extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+                out.push(b);
+                out.cur.extend_from_slice(b"\r\n");
+            }
+            other => other.encode(&mut out.cur),
+        }
+    }
+    out.finish()
+}
+
+/// Builds a reply from copied bytes and passed-through slices, in order.
+#[derive(Default)]
+struct Chain {
+    done: Vec<Bytes>,
+    cur: bytes::BytesMut,
+}
+
+impl Chain {
+    /// Append `b` without copying it.
+    fn push(&mut self, b: Bytes) {
+        if !self.cur.is_empty() {
+            self.done.push(self.cur.split().freeze());
+        }
+        self.done.push(b);
+    }
+
+    fn finish(mut self) -> ReplyChunks {
+        if self.done.is_empty() {
+            return ReplyChunks::One(self.cur.freeze());
+        }
+        if !self.cur.is_empty() {
+            self.done.push(self.cur.freeze());
+        }
+        ReplyChunks::Chain(self.done)
+    }
+}
+
+/// The merges whose reply is small and built in one buffer.
+fn combine_one(kind: &Kind, frames: &[Frame], part_of: &[usize]) -> Bytes {
     match kind {
         Kind::Sum => {
             let mut total: i64 = 0;
@@ -100,7 +175,7 @@ fn combine(kind: &Kind, frames: &[Frame], part_of: &[usize]) -> Bytes {
                         Some(n) => total = total.saturating_add(n),
                         None => return r.raw().clone(),
                     },
-                    Frame::Mc(m) => return m.raw().clone(),
+                    other => return other.raw().clone(),
                 }
             }
             resp::Reply::Integer(total).to_bytes()
@@ -114,36 +189,94 @@ fn combine(kind: &Kind, frames: &[Frame], part_of: &[usize]) -> Bytes {
             }
             resp::Reply::ok().to_bytes()
         }
-        Kind::Mget => {
-            let mut values: Vec<std::vec::IntoIter<resp::Reply>> = Vec::with_capacity(frames.len());
-            for f in frames {
-                let Frame::Resp(r) = f else {
-                    return f.raw().clone();
-                };
-                match r.parse() {
-                    resp::Reply::Array(Some(items)) => values.push(items.into_iter()),
-                    _ => return r.raw().clone(),
-                }
-            }
-            let mut out = Vec::with_capacity(part_of.len());
-            for &p in part_of {
-                let v = values
-                    .get_mut(p)
-                    .and_then(Iterator::next)
-                    .unwrap_or(resp::Reply::Bulk(None));
-                out.push(v);
-            }
-            resp::Reply::Array(Some(out)).to_bytes()
-        }
+        Kind::Mget => mget(frames, part_of).into_bytes(),
         Kind::McGet(req) => {
             let mut parts = Vec::with_capacity(frames.len());
             for f in frames {
                 match f {
                     Frame::Mc(m) => parts.push(m.clone()),
-                    Frame::Resp(r) => return r.raw().clone(),
+                    other => return other.raw().clone(),
                 }
             }
             mc::merge_get(req, &parts)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use tokio_util::codec::Decoder;
+
+    fn frame(reply: &resp::Reply) -> Frame {
+        let mut buf = BytesMut::from(&reply.to_bytes()[..]);
+        let mut codec = resp::ReplyCodec::new(crate::pool::redis_reply_limits());
+        match codec.decode(&mut buf) {
+            Ok(Some(f)) => Frame::Resp(f),
+            other => panic!("not a reply: {other:?}"),
+        }
+    }
+
+    fn bulk(v: &[u8]) -> resp::Reply {
+        resp::Reply::Bulk(Some(Bytes::copy_from_slice(v)))
+    }
+
+    // The chain is byte for byte the reply a copy would build, and its
+    // large values are the parts' own buffers (no copy).
+    #[test]
+    fn mget_chain_passes_large_values_through() {
+        let big = vec![b'b'; PASS_THROUGH + 1];
+        let a = frame(&resp::Reply::Array(Some(vec![
+            bulk(b"a1"),
+            bulk(&big),
+            resp::Reply::Bulk(None),
+        ])));
+        let b = frame(&resp::Reply::Array(Some(vec![bulk(&big), bulk(b"b2")])));
+        // Client keys: a1 b-big a-big b2 a-nil.
+        let part_of = [0, 1, 0, 1, 0];
+        let want = resp::Reply::Array(Some(vec![
+            bulk(b"a1"),
+            bulk(&big),
+            bulk(&big),
+            bulk(b"b2"),
+            resp::Reply::Bulk(None),
+        ]))
+        .to_bytes();
+        let frames = [a, b];
+        let got = mget(&frames, &part_of);
+        let ReplyChunks::Chain(parts) = &got else {
+            panic!("large values must make a chain: {got:?}");
+        };
+        let raw_a = frames[0].raw();
+        let inside_a = parts.iter().any(|p| {
+            p.len() == big.len()
+                && raw_a.as_ptr() <= p.as_ptr()
+                && p.as_ptr() as usize + p.len() <= raw_a.as_ptr() as usize + raw_a.len()
+        });
+        assert!(inside_a, "the large value of part 0 was copied");
+        assert_eq!(got.into_bytes(), want);
+    }
+
+    #[test]
+    fn small_mget_is_one_buffer() {
+        let a = frame(&resp::Reply::Array(Some(vec![bulk(b"x")])));
+        let b = frame(&resp::Reply::Array(Some(vec![resp::Reply::Bulk(None)])));
+        let got = combine(&Kind::Mget, &[a, b], &[1, 0]);
+        assert_eq!(
+            got,
+            ReplyChunks::One(Bytes::from_static(b"*2\r\n$-1\r\n$1\r\nx\r\n"))
+        );
+    }
+
+    #[test]
+    fn an_error_part_is_the_reply() {
+        let a = frame(&resp::Reply::Array(Some(vec![bulk(b"x")])));
+        let b = frame(&resp::Reply::error("WRONGTYPE no"));
+        let got = combine(&Kind::Mget, &[a, b], &[0, 1]);
+        assert_eq!(
+            got,
+            ReplyChunks::One(Bytes::from_static(b"-WRONGTYPE no\r\n"))
+        );
     }
 }

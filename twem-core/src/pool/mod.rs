@@ -15,6 +15,7 @@
 pub mod backend;
 mod client;
 pub mod error;
+mod health;
 mod inbox;
 mod merge;
 pub mod metrics;
@@ -22,8 +23,9 @@ pub mod stats;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::OnceLock;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -84,6 +86,13 @@ pub fn redis_reply_limits() -> resp::Limits {
     }
 }
 
+/// Unwritten request bytes one server may have queued (over all its
+/// connections) before new requests to it are refused with
+/// [`BackendErrorKind::Backlogged`]. Each client is held back by its own
+/// budget first (the proxy stops reading it); this bounds what many clients
+/// together can pin while a server is stalled.
+pub const MAX_QUEUED_BYTES_PER_SERVER: i64 = 64 * 1024 * 1024;
+
 /// How long a re-admission probe may take when the pool has no `timeout`.
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -115,6 +124,9 @@ pub(crate) struct PoolShared {
     closed: AtomicBool,
     /// Requests every new Redis backend connection starts with.
     handshake: Vec<resp::Request>,
+    /// When a local failure (out of descriptors) was last logged, seconds
+    /// since the epoch: such lines are rate-limited to one a second.
+    last_local_log: AtomicU64,
 }
 
 impl PoolShared {
@@ -122,94 +134,16 @@ impl PoolShared {
         &self.handshake
     }
 
-    /// A request to server `idx` succeeded: its failure streak ends.
-    pub(crate) fn record_success(&self, idx: usize) {
-        let f = &self.servers[idx].failures;
-        if f.load(Relaxed) != 0 {
-            f.store(0, Relaxed);
-        }
-    }
-
-    /// A connection to server `idx` failed. With `auto_eject_hosts`,
-    /// `server_failure_limit` consecutive failures take it out of the ring
-    /// until a probe after `server_retry_timeout` finds it healthy.
-    pub(crate) fn record_failure(self: &Arc<Self>, idx: usize) {
-        if !self.config.auto_eject_hosts {
-            return;
-        }
-        let s = &self.servers[idx];
-        let n = s.failures.fetch_add(1, Relaxed).saturating_add(1);
-        if n < self.config.server_failure_limit.max(1) || s.ejected.swap(true, AcqRel) {
-            return;
-        }
-        self.stats.server_ejects.fetch_add(1, Relaxed);
-        s.stats.server_ejected_at.store(now_micros(), Relaxed);
-        self.rebuild_ring();
-        tracing::warn!(pool = %self.config.name, server = %s.name, failures = n,
-            retry_ms = self.config.server_retry_timeout.as_millis() as u64, "server ejected");
-        let me = Arc::clone(self);
-        tokio::spawn(async move { me.probe_loop(idx).await });
-    }
-
-    fn rebuild_ring(&self) {
-        // Ejections are rare; the lock only orders concurrent rebuilds so the
-        // last one stored reflects the latest live set. Readers never take it.
-        let _guard = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
-        let live: Vec<bool> = self
-            .servers
-            .iter()
-            .map(|s| !s.ejected.load(Acquire))
-            .collect();
-        self.ring.store(Arc::new(self.base_ring.with_live(&live)));
-    }
-
-    /// Wait out the retry timeout, then probe; re-admit on success, else wait
-    /// again. nutcracker re-adds blindly after the timeout; a probe keeps a
-    /// still-dead server from costing a round of failed client requests.
-    async fn probe_loop(self: Arc<Self>, idx: usize) {
-        let s = &self.servers[idx];
-        loop {
-            tokio::time::sleep(self.config.server_retry_timeout).await;
-            if self.closed.load(Acquire) {
-                return;
-            }
-            match self.probe(idx).await {
-                Ok(()) => {
-                    s.failures.store(0, Relaxed);
-                    s.ejected.store(false, Release);
-                    self.rebuild_ring();
-                    tracing::warn!(pool = %self.config.name, server = %s.name, "server re-admitted after a successful probe");
-                    return;
-                }
-                Err(kind) => {
-                    tracing::debug!(pool = %self.config.name, server = %s.name, error = kind.words(),
-                        "probe failed; server stays ejected");
-                }
-            }
-        }
-    }
-
-    /// Connect (with the handshake) and ask for `PING` / `version`.
-    async fn probe(&self, idx: usize) -> Result<(), BackendErrorKind> {
-        let limit = self.config.timeout.unwrap_or(DEFAULT_PROBE_TIMEOUT);
-        let fut = async {
-            let mut conn = backend::connect(self, idx).await?;
-            let (wire, expect) = match self.protocol {
-                Protocol::Redis => (Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), Expect::Resp),
-                Protocol::Memcache => (
-                    Bytes::from_static(b"version\r\n"),
-                    Expect::Mc(mc::Command::Version),
-                ),
-            };
-            match conn.exchange(&wire, 1, expect).await {
-                Ok(()) => Ok(()),
-                Err(backend::Exchange::Failed(kind)) => Err(kind),
-                Err(backend::Exchange::Rejected(_)) => Err(BackendErrorKind::InvalidReply),
-            }
-        };
-        tokio::time::timeout(limit, fut)
-            .await
-            .unwrap_or(Err(BackendErrorKind::TimedOut))
+    /// Whether a line about a local failure may be logged now (at most one
+    /// a second per pool: under a descriptor flood it would be per request).
+    pub(crate) fn local_failure_log_due(&self) -> bool {
+        let now = now_micros() / 1_000_000;
+        let last = self.last_local_log.load(Relaxed);
+        now != last
+            && self
+                .last_local_log
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
     }
 }
 
@@ -220,6 +154,10 @@ fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
+/// A connection slot: its task's channel, once a request (or `preconnect`)
+/// started it.
+type Lazy = OnceLock<mpsc::UnboundedSender<Msg>>;
+
 /// The handles' part: the senders to the connection tasks. Dropping the last
 /// handle closes the channels, which ends the tasks once their in-flight
 /// requests are answered, and stops the probes.
@@ -227,7 +165,21 @@ fn now_micros() -> u64 {
 struct Handles {
     shared: Arc<PoolShared>,
     /// `conns[server][slot]`.
-    conns: Vec<Vec<mpsc::UnboundedSender<Msg>>>,
+    conns: Vec<Box<[Lazy]>>,
+}
+
+impl Handles {
+    /// The channel of server `idx`'s connection `slot`, starting its task on
+    /// first use. Runs inside the runtime (every caller is async or was
+    /// called from a task).
+    fn conn(&self, idx: usize, slot: usize) -> Option<&mpsc::UnboundedSender<Msg>> {
+        let lazy = self.conns.get(idx)?.get(slot)?;
+        Some(lazy.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(backend::ConnTask::new(Arc::clone(&self.shared), idx, rx).run());
+            tx
+        }))
+    }
 }
 
 impl Drop for Handles {
@@ -323,22 +275,26 @@ impl Pool {
             rebuild: Mutex::new(()),
             closed: AtomicBool::new(false),
             handshake,
+            last_local_log: AtomicU64::new(0),
             config,
         });
-        let mut conns = Vec::with_capacity(shared.servers.len());
-        for idx in 0..shared.servers.len() {
-            let mut per = Vec::with_capacity(slots);
-            // One task per connection slot; with `preconnect` each connects
-            // at start (nutcracker opens one per server; twem fills every slot).
-            for _ in 0..slots {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(backend::run(Arc::clone(&shared), idx, rx));
-                per.push(tx);
+        // A slot costs a pointer until a request picks it: its channel and
+        // task start then (a large `server_connections` used to cost ~8 KiB
+        // per slot at start). With `preconnect` every slot starts now and
+        // connects (nutcracker opens one per server; twem fills every slot).
+        let conns: Vec<Box<[Lazy]>> = (0..shared.servers.len())
+            .map(|_| (0..slots).map(|_| OnceLock::new()).collect())
+            .collect();
+        let handles = Handles { shared, conns };
+        if handles.shared.config.preconnect {
+            for idx in 0..handles.conns.len() {
+                for slot in 0..slots {
+                    handles.conn(idx, slot);
+                }
             }
-            conns.push(per);
         }
         Ok(Pool {
-            inner: Arc::new(Handles { shared, conns }),
+            inner: Arc::new(handles),
         })
     }
 
@@ -400,10 +356,22 @@ impl Pool {
                     fields: s.stats.fields(),
                 })
                 .collect(),
-            twem_fields: vec![(
-                "client_rejected",
-                i64::try_from(sh.stats.client_rejected.load(Relaxed)).unwrap_or(i64::MAX),
-            )],
+            twem_fields: vec![
+                (
+                    "client_rejected",
+                    i64::try_from(sh.stats.client_rejected.load(Relaxed)).unwrap_or(i64::MAX),
+                ),
+                (
+                    "client_foreign_protocol",
+                    i64::try_from(sh.stats.client_foreign_protocol.load(Relaxed))
+                        .unwrap_or(i64::MAX),
+                ),
+                (
+                    "server_connections_opened",
+                    i64::try_from(sh.stats.server_connections_opened.load(Relaxed))
+                        .unwrap_or(i64::MAX),
+                ),
+            ],
         }
     }
 
@@ -414,7 +382,7 @@ impl Pool {
         let sh = &self.inner.shared;
         sh.closed.store(true, Release);
         for per in &self.inner.conns {
-            for tx in per {
+            for tx in per.iter().filter_map(OnceLock::get) {
                 let _ = tx.send(Msg::Close);
             }
         }
@@ -428,6 +396,12 @@ impl Pool {
     }
 
     fn fail_now(&self, kind: BackendErrorKind) -> ReplyFuture {
+        if kind == BackendErrorKind::AllEjected && self.inner.shared.local_failure_log_due() {
+            tracing::warn!(
+                pool = self.name(),
+                "request failed: every server of the pool is ejected"
+            );
+        }
         self.inner.shared.stats.forward_error.fetch_add(1, Relaxed);
         ReplyFuture::ready(Err(CallError::Backend(BackendError::new(
             kind,
@@ -451,10 +425,25 @@ impl Pool {
         if sh.closed.load(Relaxed) {
             return Err(CallError::Closed(Arc::from(sh.config.name.as_str())));
         }
-        let per = &self.inner.conns[idx];
-        let tx = &per[hint % per.len()];
-        let stats = &sh.servers[idx].stats;
+        let slots = self.inner.conns.get(idx).map_or(1, |p| p.len().max(1));
+        let Some(tx) = self.inner.conn(idx, hint % slots) else {
+            return Err(CallError::Closed(Arc::from(sh.config.name.as_str())));
+        };
+        let server = &sh.servers[idx];
+        let stats = &server.stats;
         let len = wire.len() as i64;
+        if stats.in_queue_bytes.load(Relaxed) > MAX_QUEUED_BYTES_PER_SERVER {
+            sh.stats.forward_error.fetch_add(1, Relaxed);
+            if sh.local_failure_log_due() {
+                tracing::warn!(pool = %sh.config.name, server = %server.name,
+                    queued = stats.in_queue_bytes.load(Relaxed),
+                    "request refused: the server is not taking requests (stalled?) and its queue is full");
+            }
+            return Err(CallError::Backend(BackendError::new(
+                BackendErrorKind::Backlogged,
+                Arc::clone(&server.name),
+            )));
+        }
         stats.in_queue.fetch_add(1, Relaxed);
         stats.in_queue_bytes.fetch_add(len, Relaxed);
         if tx
@@ -497,6 +486,19 @@ impl Pool {
     /// Send a request whose one reply is the client's: into the caller's
     /// inbox if it has one, else through a oneshot.
     fn send_one(&self, idx: usize, wire: Bytes, expect: Expect, caller: Caller<'_>) -> ReplyFuture {
+        self.send_caller(idx, wire, Some(expect), caller)
+    }
+
+    /// [`send_one`](Pool::send_one), for a request that may expect no
+    /// reply (`expect: None`: memcached `noreply`), whose future then
+    /// resolves to nothing once the request is written.
+    fn send_caller(
+        &self,
+        idx: usize,
+        wire: Bytes,
+        expect: Option<Expect>,
+        caller: Caller<'_>,
+    ) -> ReplyFuture {
         let hint = caller.hint();
         let (tx, inner) = match caller {
             Caller::Inbox(inbox) => {
@@ -508,8 +510,10 @@ impl Pool {
                 (ReplyTx::Oneshot(tx), Inner::One(rx))
             }
         };
-        match self.send(idx, wire, Some(expect), Some(tx), hint) {
+        match self.send(idx, wire, expect, Some(tx), hint) {
             Ok(()) => ReplyFuture { inner },
+            // A noreply request is refused silently, as memcached would.
+            Err(_) if expect.is_none() => ReplyFuture::ready(Ok(Bytes::new())),
             Err(e) => ReplyFuture::ready(Err(e)),
         }
     }
@@ -582,12 +586,12 @@ impl Pool {
                 let key = req.args().get(i).map(|b| &b[..]).unwrap_or(b"");
                 match ring.locate(key) {
                     Some(idx) => self.send_one(idx, req.wire().clone(), Expect::Resp, caller),
-                    None => self.fail_now(BackendErrorKind::ConnectionRefused),
+                    None => self.fail_now(BackendErrorKind::AllEjected),
                 }
             }
             Route::Placeholder => match ring.locate(PLACEHOLDER_KEY) {
                 Some(idx) => self.send_one(idx, req.wire().clone(), Expect::Resp, caller),
-                None => self.fail_now(BackendErrorKind::ConnectionRefused),
+                None => self.fail_now(BackendErrorKind::AllEjected),
             },
             Route::Split {
                 cmd: split_cmd,
@@ -595,7 +599,7 @@ impl Pool {
                 step,
             } => {
                 if ring.live_count() == 0 {
-                    return self.fail_now(BackendErrorKind::ConnectionRefused);
+                    return self.fail_now(BackendErrorKind::AllEjected);
                 }
                 self.split_redis(&ring, req, split_cmd, first, step, caller)
             }
@@ -684,7 +688,7 @@ impl Pool {
             return ReplyFuture::ready(Ok(Bytes::new()));
         }
         if ring.live_count() == 0 {
-            return self.fail_now(BackendErrorKind::ConnectionRefused);
+            return self.fail_now(BackendErrorKind::AllEjected);
         }
         let key: &[u8] = if cmd == mc::Command::Version {
             PLACEHOLDER_KEY
@@ -695,13 +699,12 @@ impl Pool {
             return self.split_memcache(&ring, req, caller);
         }
         let Some(idx) = ring.locate(key) else {
-            return self.fail_now(BackendErrorKind::ConnectionRefused);
+            return self.fail_now(BackendErrorKind::AllEjected);
         };
         if req.noreply() {
-            return match self.send(idx, req.wire().clone(), None, None, caller.hint()) {
-                Ok(()) => ReplyFuture::ready(Ok(Bytes::new())),
-                Err(e) => ReplyFuture::ready(Err(e)),
-            };
+            // Resolves (to nothing) once written: until then it counts
+            // against its client's budget of requests in flight.
+            return self.send_caller(idx, req.wire().clone(), None, caller);
         }
         self.send_one(idx, req.wire().clone(), Expect::Mc(cmd), caller)
     }
@@ -771,8 +774,60 @@ impl Caller<'_> {
     }
 }
 
+/// A reply as the client reads it: one buffer, or for a merged reply with
+/// large values, several buffers written in order, the values passed through
+/// as slices of the servers' replies. A merged 1 GiB MGET reply used to be
+/// copied into a new buffer while its parts were still held (2.09 GB peak);
+/// as a chain it costs its parts and a few headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyChunks {
+    /// The whole reply in one buffer.
+    One(Bytes),
+    /// The reply is these buffers, concatenated.
+    Chain(Vec<Bytes>),
+}
+
+impl ReplyChunks {
+    /// Total length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            ReplyChunks::One(b) => b.len(),
+            ReplyChunks::Chain(v) => v.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    /// Whether the reply is empty (a `noreply` request's: nothing to write).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The reply in one buffer (copies a chain: for callers that want
+    /// contiguous bytes, such as the embedded API).
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            ReplyChunks::One(b) => b,
+            ReplyChunks::Chain(v) => {
+                let mut out = bytes::BytesMut::with_capacity(v.iter().map(Bytes::len).sum());
+                for b in v {
+                    out.extend_from_slice(&b);
+                }
+                out.freeze()
+            }
+        }
+    }
+
+    /// The buffers, in order.
+    pub fn into_parts(self) -> impl Iterator<Item = Bytes> {
+        let v = match self {
+            ReplyChunks::One(b) => vec![b],
+            ReplyChunks::Chain(v) => v,
+        };
+        v.into_iter()
+    }
+}
+
 enum Inner {
-    Ready(Option<Result<Bytes, CallError>>),
+    Ready(Option<Result<ReplyChunks, CallError>>),
     One(oneshot::Receiver<Result<Frame, BackendError>>),
     Slot(inbox::SlotRx),
     Merge(Box<Merge>),
@@ -802,7 +857,42 @@ impl ReplyFuture {
     /// A reply that is known already (local command or immediate error).
     pub fn ready(r: Result<Bytes, CallError>) -> ReplyFuture {
         ReplyFuture {
+            inner: Inner::Ready(Some(r.map(ReplyChunks::One))),
+        }
+    }
+
+    /// A reply that is known already, in chunks (see [`ReplyChunks`]).
+    pub fn ready_chunks(r: Result<ReplyChunks, CallError>) -> ReplyFuture {
+        ReplyFuture {
             inner: Inner::Ready(Some(r)),
+        }
+    }
+
+    /// Poll for the reply as the chunks to write: a merged reply with large
+    /// values comes as a chain of slices instead of one copied buffer. The
+    /// proxy session writes these; [`Future::poll`] joins them.
+    pub fn poll_chunks(&mut self, cx: &mut Context<'_>) -> Poll<Result<ReplyChunks, CallError>> {
+        let one = |b: Bytes| ReplyChunks::One(b);
+        match &mut self.inner {
+            Inner::Ready(r) => Poll::Ready(
+                r.take()
+                    .unwrap_or_else(|| Err(CallError::Request("reply already taken".into()))),
+            ),
+            Inner::One(rx) => match Pin::new(rx).poll(cx) {
+                Poll::Ready(Ok(Ok(frame))) => Poll::Ready(Ok(one(frame.raw().clone()))),
+                Poll::Ready(Ok(Err(e))) => Poll::Ready(Err(CallError::Backend(e))),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(CallError::Backend(BackendError::new(
+                    BackendErrorKind::Unknown,
+                    Arc::from(""),
+                )))),
+                Poll::Pending => Poll::Pending,
+            },
+            Inner::Slot(rx) => match rx.poll(cx) {
+                Poll::Ready(Ok(frame)) => Poll::Ready(Ok(one(frame.raw().clone()))),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(CallError::Backend(e))),
+                Poll::Pending => Poll::Pending,
+            },
+            Inner::Merge(m) => m.poll(cx),
         }
     }
 
@@ -817,26 +907,6 @@ impl Future for ReplyFuture {
     type Output = Result<Bytes, CallError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.inner {
-            Inner::Ready(r) => Poll::Ready(
-                r.take()
-                    .unwrap_or_else(|| Err(CallError::Request("reply already taken".into()))),
-            ),
-            Inner::One(rx) => match Pin::new(rx).poll(cx) {
-                Poll::Ready(Ok(Ok(frame))) => Poll::Ready(Ok(frame.raw().clone())),
-                Poll::Ready(Ok(Err(e))) => Poll::Ready(Err(CallError::Backend(e))),
-                Poll::Ready(Err(_)) => Poll::Ready(Err(CallError::Backend(BackendError::new(
-                    BackendErrorKind::Unknown,
-                    Arc::from(""),
-                )))),
-                Poll::Pending => Poll::Pending,
-            },
-            Inner::Slot(rx) => match rx.poll(cx) {
-                Poll::Ready(Ok(frame)) => Poll::Ready(Ok(frame.raw().clone())),
-                Poll::Ready(Err(e)) => Poll::Ready(Err(CallError::Backend(e))),
-                Poll::Pending => Poll::Pending,
-            },
-            Inner::Merge(m) => m.poll(cx),
-        }
+        self.poll_chunks(cx).map(|r| r.map(ReplyChunks::into_bytes))
     }
 }

@@ -16,12 +16,21 @@ pub struct PoolStats {
     pub client_connections: AtomicI64,
     /// Client connections refused because of `client_connections` (twem only).
     pub client_rejected: AtomicU64,
+    /// Client connections closed because they spoke another protocol (HTTP,
+    /// memcached binary): possible cross-protocol attacks (twem only).
+    pub client_foreign_protocol: AtomicU64,
     /// Times a server was ejected from the ring.
     pub server_ejects: AtomicU64,
     /// Requests that could not be forwarded (no live server, connect failure...).
     pub forward_error: AtomicU64,
     /// Sub-requests created by splitting multi-key commands.
     pub fragments: AtomicU64,
+    /// Backend connections this pool ever opened (twem only: nutcracker
+    /// counts them in its process-wide `total_connections`, which the stats
+    /// port sums from this). Per pool rather than per server, so the figure
+    /// survives a reload that removes a server; bumped per connect, never
+    /// per request.
+    pub server_connections_opened: AtomicU64,
 }
 
 /// Per-server counters, named as in nutcracker's stats JSON.
@@ -74,7 +83,9 @@ pub struct PoolSnapshot {
     /// Every server of the pool, in ring order.
     pub servers: Vec<ServerSnapshot>,
     /// Counters twem adds, kept out of nutcracker's JSON (which must stay
-    /// byte-compatible) and shown on `/metrics`: `client_rejected`.
+    /// byte-compatible): `client_rejected` and `client_foreign_protocol`
+    /// (shown on `/metrics`), `server_connections_opened` (summed into the
+    /// connection totals).
     pub twem_fields: Vec<(&'static str, i64)>,
 }
 

@@ -43,8 +43,19 @@
 //! | data block not followed by `\r\n` | `CLIENT_ERROR bad data chunk`; `<bytes>+2` bytes consumed, parsing resumes after them | same |
 //! | storage command with a bad key/flags/exptime or too many arguments, but a valid `<bytes>` | `CLIENT_ERROR ...`/`ERROR`, then the data block is parsed as a command | the same error line, but the data block is skipped: the client meant it as data, and running a value as a command (`delete ...`) is worse than memcached's extra `ERROR` |
 //! | storage command whose `<bytes>` is missing, not a number, negative or over `i32::MAX` | `ERROR` / `CLIENT_ERROR bad command line format`, the data is then parsed as commands | `CLIENT_ERROR bad command line format`, then the connection is closed: the data block cannot be delimited, so the stream cannot be resynchronised |
-//! | more than [`Limits::max_keys`] keys in one `get` | no limit | `CLIENT_ERROR too many keys` |
+//! | more than [`Limits::max_keys`] (16384) keys in one `get` | no limit | `CLIENT_ERROR too many keys in one get: the limit is 16384` |
+//! | meta command `mg md ma mn me` | handled | `CLIENT_ERROR meta commands are not supported by this proxy` |
+//! | `ms <key> <datalen> ...` | handled | the same error line; the data block is skipped by its length, never parsed as commands |
+//! | `ms` whose `<datalen>` is missing or not a number | `CLIENT_ERROR bad command line format`, the data is then parsed as commands | `CLIENT_ERROR bad command line format`, then the connection is closed (the data cannot be skipped, and running it as commands is how a value smuggles a `delete`) |
 //! | error on a line ending in `noreply` | no reply (except `ERROR` for a wrong argument count) | same: [`RequestError::noreply`] tells the proxy to stay silent |
+//!
+//! Another protocol is a [`ProtoError::ForeignProtocol`], after which the
+//! connection must close with nothing more run: a binary-protocol request
+//! (first byte `0x80`; its value could otherwise be read as text commands),
+//! and an HTTP request, seen at an unknown command whose last word starts
+//! with `HTTP/` (as memcached 1.6 does) or at a `POST` or `Host:` line (as
+//! redis-server does). A browser can be made to send HTTP to any port, and
+//! the body of that request would otherwise run as commands.
 //!
 //! Only a stream that can no longer be cut into lines is a [`ProtoError`]: a
 //! command line longer than [`Limits::max_line_len`] without a newline
@@ -135,7 +146,12 @@ pub struct Limits {
     /// Most keys in one `get`/`gets`, and most values in one reply to it.
     /// Default 16384: far above what clients batch (libmemcached and
     /// pymemcache send a few hundred), while bounding a `get` line to about
-    /// 4 MiB.
+    /// 4 MiB. memcached has no such limit; a `get` over it is answered
+    /// `CLIENT_ERROR too many keys in one get: the limit is 16384`. Kept
+    /// rather than lifted because it bounds more than the line: the decoded
+    /// key slices, the per-server fan-out of a split `get` and the values
+    /// a reply may carry are each proportional to it, and a line of 4 MiB
+    /// of one-byte keys would otherwise cost some 64 MiB of key slices.
     pub max_keys: usize,
 }
 

@@ -86,6 +86,10 @@ fn mixed_frame() -> impl Strategy<Value = Vec<u8>> {
         1 => Just(format!("set k 0 0 200\r\n{}\r\n", "v".repeat(200)).into_bytes()),
         1 => Just(b"delete k 1\r\n".to_vec()),
         1 => Just(b"incr k -5 noreply\r\n".to_vec()),
+        1 => Just(b"ms k 17\r\ndelete k\r\nget k\r\n\r\n".to_vec()),
+        1 => Just(b"ms k 300 T0\r\n".iter().copied().chain([b'v'; 300]).chain(*b"\r\n").collect()),
+        1 => Just(b"mg k v\r\n".to_vec()),
+        1 => Just(b"mn\r\n".to_vec()),
     ]
 }
 

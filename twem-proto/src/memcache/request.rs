@@ -13,6 +13,10 @@ use crate::ProtoError;
 /// do we, which also keeps a skip from running for ever.
 const MAX_DATA_LEN: u64 = i32::MAX as u64 - 2;
 
+/// The first byte of every memcached binary-protocol request; no text
+/// command starts with it.
+const BINARY_MAGIC: u8 = 0x80;
+
 /// The keys of a request; one key is not boxed in a `Vec`, so the common
 /// single-key request allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -528,6 +532,22 @@ pub enum RequestError {
         /// The line ended in `noreply`.
         noreply: bool,
     },
+    /// A meta command (`mg ms md ma mn me`), which this proxy does not route.
+    /// The data block of an `ms` has been skipped by its length: it is data,
+    /// and must never be read as commands.
+    #[error("meta command '{name}' is not supported by this proxy")]
+    MetaCommand {
+        /// The command, e.g. `ms`.
+        name: &'static str,
+    },
+    /// An `ms` whose `<datalen>` is missing, not a number or over
+    /// 2147483645: its data block cannot be skipped, so the connection must
+    /// close before the data is read as commands.
+    #[error("data block length of meta command '{name}' is missing or invalid; the stream cannot be resynchronised")]
+    MetaUndelimited {
+        /// The command (`ms`).
+        name: &'static str,
+    },
     /// A storage command whose `<bytes>` is missing, not a number, negative
     /// or over 2147483645: the data block cannot be found, so nothing after
     /// this line can be trusted and the connection must close.
@@ -544,6 +564,19 @@ impl RequestError {
     /// The line memcached would answer, `\r\n` included.
     pub fn reply(&self) -> Bytes {
         let line: &'static [u8] = match self {
+            // Named with its limit: memcached has none, so a client that
+            // hits it must be told what to split its multiget to.
+            RequestError::TooManyKeys { command, limit, .. } => {
+                return Bytes::from(format!(
+                    "CLIENT_ERROR too many keys in one {command}: the limit is {limit}\r\n"
+                ));
+            }
+            // One line, as for any command: a meta client reads one reply
+            // line per request and stays in step. CLIENT_ERROR rather than
+            // ERROR says that the proxy, not the client, lacks something.
+            RequestError::MetaCommand { .. } => {
+                b"CLIENT_ERROR meta commands are not supported by this proxy\r\n"
+            }
             RequestError::UnknownCommand { .. } | RequestError::WrongArity { .. } => b"ERROR\r\n",
             RequestError::InvalidNumber { field: "delta", .. } => {
                 b"CLIENT_ERROR invalid numeric delta argument\r\n"
@@ -554,11 +587,11 @@ impl RequestError {
             } => b"CLIENT_ERROR invalid exptime argument\r\n",
             RequestError::InvalidKey { .. }
             | RequestError::InvalidNumber { .. }
-            | RequestError::UndelimitedData { .. } => b"CLIENT_ERROR bad command line format\r\n",
+            | RequestError::UndelimitedData { .. }
+            | RequestError::MetaUndelimited { .. } => b"CLIENT_ERROR bad command line format\r\n",
             RequestError::DeleteUsage { .. } => {
                 b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
             }
-            RequestError::TooManyKeys { .. } => b"CLIENT_ERROR too many keys\r\n",
             RequestError::ValueTooLarge { .. } => b"SERVER_ERROR object too large for cache\r\n",
             RequestError::BadDataChunk { .. } => b"CLIENT_ERROR bad data chunk\r\n",
         };
@@ -571,7 +604,9 @@ impl RequestError {
         match self {
             RequestError::UnknownCommand { .. }
             | RequestError::WrongArity { .. }
-            | RequestError::TooManyKeys { .. } => false,
+            | RequestError::TooManyKeys { .. }
+            | RequestError::MetaCommand { .. }
+            | RequestError::MetaUndelimited { .. } => false,
             RequestError::InvalidKey { noreply, .. }
             | RequestError::InvalidNumber { noreply, .. }
             | RequestError::DeleteUsage { noreply }
@@ -584,13 +619,18 @@ impl RequestError {
     /// Whether the connection must be closed after the reply because the
     /// stream cannot be resynchronised.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, RequestError::UndelimitedData { .. })
+        matches!(
+            self,
+            RequestError::UndelimitedData { .. } | RequestError::MetaUndelimited { .. }
+        )
     }
 
     /// The command the line named, if it was one we know.
     pub fn command(&self) -> Option<Command> {
         match self {
-            RequestError::UnknownCommand { .. } => None,
+            RequestError::UnknownCommand { .. }
+            | RequestError::MetaCommand { .. }
+            | RequestError::MetaUndelimited { .. } => None,
             RequestError::DeleteUsage { .. } => Some(Command::Delete),
             RequestError::WrongArity { command }
             | RequestError::InvalidKey { command, .. }
@@ -643,6 +683,8 @@ enum Parsed {
     Storage(StorageHeader),
     /// A refused line; `skip` bytes of data block follow it and are dropped.
     Refused { err: RequestError, skip: u64 },
+    /// Another protocol (HTTP); the connection must close.
+    Foreign(&'static str),
 }
 
 /// The server-side codec: decodes client [`Request`]s, encodes replies.
@@ -702,6 +744,19 @@ impl RequestCodec {
             return refused(RequestError::UnknownCommand { name: Bytes::new() });
         };
         let Some(command) = Command::from_name(&line[first.clone()]) else {
+            if let Some(name) = meta_name(&line[first.clone()]) {
+                return parse_meta(name, line, tokens);
+            }
+            // memcached 1.6 closes on an unknown command whose last word
+            // starts with `HTTP/`; redis-server's POST/Host: rule is added so
+            // that a request's headers cannot get through either.
+            let http_version = tokens.last().is_some_and(|t| line[t].starts_with(b"HTTP/"));
+            if http_version {
+                return Parsed::Foreign("HTTP request line");
+            }
+            if let Some(seen) = crate::sniff::http_line(line) {
+                return Parsed::Foreign(seen);
+            }
             let name = Bytes::copy_from_slice(&line[first]);
             return refused(RequestError::UnknownCommand { name });
         };
@@ -903,6 +958,34 @@ impl RequestCodec {
     }
 }
 
+/// The meta commands of memcached 1.6, by name.
+const META_COMMANDS: [&str; 6] = ["mg", "ms", "md", "ma", "mn", "me"];
+
+fn meta_name(word: &[u8]) -> Option<&'static str> {
+    META_COMMANDS.iter().copied().find(|m| m.as_bytes() == word)
+}
+
+/// Refuses a meta command. Only `ms <key> <datalen> <flags>*` has a data
+/// block; it is skipped by its length (streamed, never buffered), as a
+/// refused storage command's is, and a length that cannot be read closes the
+/// connection: memcached would then run the data as commands, which is how
+/// a value smuggles a `delete` past a proxy that does not route `ms`.
+fn parse_meta(name: &'static str, line: &[u8], mut tokens: Tokens<'_>) -> Parsed {
+    let err = RequestError::MetaCommand { name };
+    if name != "ms" {
+        return refused(err);
+    }
+    let _key = tokens.next();
+    let data_len = tokens
+        .next()
+        .and_then(|t| parse_u64(&line[t]))
+        .filter(|&n| n <= MAX_DATA_LEN);
+    match data_len {
+        Some(n) => Parsed::Refused { err, skip: n + 2 },
+        None => refused(RequestError::MetaUndelimited { name }),
+    }
+}
+
 fn refused(err: RequestError) -> Parsed {
     Parsed::Refused { err, skip: 0 }
 }
@@ -952,6 +1035,14 @@ impl Decoder for RequestCodec {
                     };
                 }
                 State::Line => {
+                    // Checked before the line is complete: a binary request
+                    // need not hold a newline, and its value must never be
+                    // read as text commands.
+                    if src.first() == Some(&BINARY_MAGIC) {
+                        return Err(ProtoError::ForeignProtocol {
+                            seen: "memcached binary protocol request (magic byte 0x80)",
+                        });
+                    }
                     let from = self.scanned.min(src.len());
                     let Some(nl) = memchr::memchr(b'\n', &src[from..]).map(|i| from + i) else {
                         self.scanned = src.len();
@@ -998,6 +1089,9 @@ impl Decoder for RequestCodec {
                         }
                         Parsed::Storage(h) => {
                             self.state = State::Data(h);
+                        }
+                        Parsed::Foreign(seen) => {
+                            return Err(ProtoError::ForeignProtocol { seen });
                         }
                         Parsed::Refused { err, skip } => {
                             src.advance(line_len);
@@ -1457,6 +1551,249 @@ mod tests {
                 limit: 2
             })
         );
+    }
+
+    // The too-many-keys reply names the command and the limit, which
+    // memcached does not have.
+    #[test]
+    fn too_many_keys_reply_names_the_limit() {
+        let err = RequestError::TooManyKeys {
+            command: Command::Gets,
+            count: 16385,
+            limit: 16384,
+        };
+        assert_eq!(
+            err.reply(),
+            Bytes::from_static(b"CLIENT_ERROR too many keys in one gets: the limit is 16384\r\n")
+        );
+        let line = format!("get{}\r\n", " k".repeat(16385));
+        assert_eq!(
+            err_reply(line.as_bytes()),
+            Bytes::from_static(b"CLIENT_ERROR too many keys in one get: the limit is 16384\r\n")
+        );
+    }
+
+    /// Feeds `input` in two pieces split at `cut`, then one byte at a time
+    /// if `bytewise`, stopping at the first framing error.
+    fn decode_split(
+        input: &[u8],
+        cut: usize,
+        bytewise: bool,
+    ) -> (Vec<Result<Request, RequestError>>, Option<ProtoError>) {
+        let mut codec = RequestCodec::default();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let pieces: Vec<&[u8]> = if bytewise {
+            input.chunks(1).collect()
+        } else {
+            vec![&input[..cut], &input[cut..]]
+        };
+        for piece in pieces {
+            buf.extend_from_slice(piece);
+            loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(item)) => out.push(item),
+                    Ok(None) => break,
+                    Err(e) => return (out, Some(e)),
+                }
+            }
+        }
+        (out, None)
+    }
+
+    /// Every way of feeding `input` this module tests: split at each byte,
+    /// and one byte at a time.
+    fn every_chunking(
+        input: &[u8],
+    ) -> impl Iterator<Item = (Vec<Result<Request, RequestError>>, Option<ProtoError>)> + '_ {
+        (0..=input.len())
+            .map(move |cut| decode_split(input, cut, false))
+            .chain(std::iter::once(decode_split(input, 0, true)))
+    }
+
+    fn foreign(err: Option<ProtoError>) -> &'static str {
+        match err {
+            Some(ProtoError::ForeignProtocol { seen }) => seen,
+            other => panic!("expected a foreign protocol error, got {other:?}"),
+        }
+    }
+
+    // The smuggling case: the data block of `ms` is skipped by its
+    // length however it arrives, so `delete victim` is never a request; one
+    // error line answers the `ms` and the next command decodes.
+    #[test]
+    fn ms_data_block_skipped_by_length_in_every_chunking() {
+        let input = b"ms k 13\r\ndelete victim\r\nversion\r\n";
+        for (items, err) in every_chunking(input) {
+            assert!(err.is_none());
+            assert_eq!(items.len(), 2, "{items:?}");
+            assert_eq!(items[0], Err(RequestError::MetaCommand { name: "ms" }));
+            assert_eq!(
+                items[0].as_ref().unwrap_err().reply(),
+                Bytes::from_static(
+                    b"CLIENT_ERROR meta commands are not supported by this proxy\r\n"
+                )
+            );
+            assert_eq!(items[1].as_ref().unwrap().command(), Command::Version);
+        }
+    }
+
+    // Flags after the length do not matter; a block holding line breaks and
+    // a whole storage command is still data.
+    #[test]
+    fn ms_with_flags_and_embedded_commands() {
+        let block = b"x\r\nset k 0 0 1\r\nv\r\n";
+        let input = [
+            format!("ms key {} T0 F5 q\r\n", block.len()).as_bytes(),
+            &block[..],
+            b"\r\nmn\r\n",
+        ]
+        .concat();
+        for (items, err) in every_chunking(&input) {
+            assert!(err.is_none());
+            assert_eq!(
+                items,
+                [
+                    Err(RequestError::MetaCommand { name: "ms" }),
+                    Err(RequestError::MetaCommand { name: "mn" })
+                ]
+            );
+        }
+    }
+
+    // The meta commands without a data block are refused with one line each
+    // and the stream goes on.
+    #[test]
+    fn other_meta_commands_refused() {
+        let items = decode_all(b"mg k v\r\nmd k q\r\nma k\r\nmn\r\nme k\r\nversion\r\n");
+        let names: Vec<_> = items
+            .iter()
+            .take(5)
+            .map(|i| match i {
+                Err(RequestError::MetaCommand { name }) => *name,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(names, ["mg", "md", "ma", "mn", "me"]);
+        assert_eq!(items[5].as_ref().unwrap().command(), Command::Version);
+        assert!(items.iter().take(5).all(|i| {
+            let e = i.as_ref().unwrap_err();
+            !e.noreply() && !e.closes_connection() && e.command().is_none()
+        }));
+    }
+
+    // An `ms` whose length is missing or not a number closes the connection:
+    // what follows cannot be told from data.
+    #[test]
+    fn ms_without_valid_length_closes() {
+        for line in [
+            &b"ms k\r\n"[..],
+            b"ms\r\n",
+            b"ms k S13\r\n",
+            b"ms k -1\r\n",
+            b"ms k 2147483646\r\n",
+        ] {
+            let input = [line, b"delete victim\r\n"].concat();
+            let (items, err) = decode_with(RequestCodec::default(), &input);
+            assert_eq!(items, [Err(RequestError::MetaUndelimited { name: "ms" })]);
+            let e = items[0].as_ref().unwrap_err();
+            assert!(e.closes_connection());
+            assert_eq!(
+                e.reply(),
+                Bytes::from_static(b"CLIENT_ERROR bad command line format\r\n")
+            );
+            assert!(err.is_some(), "nothing after it decodes");
+        }
+    }
+
+    // A huge `ms` block is skipped as it streams in, never buffered.
+    #[test]
+    fn ms_large_block_not_buffered() {
+        let mut codec = RequestCodec::default();
+        let mut buf = BytesMut::from(&b"ms k 100000000\r\n"[..]);
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Some(Err(RequestError::MetaCommand { name: "ms" }))
+        );
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..10 {
+            buf.extend_from_slice(&chunk);
+            assert_eq!(codec.decode(&mut buf).unwrap(), None);
+            assert!(buf.is_empty());
+        }
+    }
+
+    // HTTP requests close the connection before their body is read: the
+    // request line (memcached's rule: an unknown command ending in HTTP/x),
+    // a POST line, and a Host: header, in every chunking.
+    #[test]
+    fn http_requests_are_foreign_in_every_chunking() {
+        let cases: [(&[u8], &str); 6] = [
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\nset pwned 0 0 1\r\n1\r\n",
+                "HTTP request line",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 19\r\n\r\nset pwned 0 0 1\r\n1\r\n",
+                "HTTP request line",
+            ),
+            (b"PUT /k HTTP/1.0\r\n", "HTTP request line"),
+            (b"HEAD / HTTP/1.1\n", "HTTP request line"),
+            (
+                b"POST /x\r\nset pwned 0 0 1\r\n1\r\n",
+                "HTTP 'POST' request line",
+            ),
+            (
+                b"host: x\r\nset pwned 0 0 1\r\n1\r\n",
+                "HTTP 'Host:' header",
+            ),
+        ];
+        for (input, want) in cases {
+            for (items, err) in every_chunking(input) {
+                assert!(items.is_empty(), "{input:?}: {items:?}");
+                assert_eq!(foreign(err), want, "{input:?}");
+            }
+        }
+        // Commands before the request are decoded; a get of a key named
+        // like an HTTP version stays a get (memcached's rule covers unknown
+        // commands only), and upper-case GET of a path is still ERROR.
+        let (items, err) = decode_with(
+            RequestCodec::default(),
+            b"get HTTP/1.1\r\nGET /x\r\nGET / HTTP/1.1\r\nversion\r\n",
+        );
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].as_ref().unwrap().command(), Command::Get);
+        assert_eq!(err_of(&items[1]), Bytes::from_static(b"ERROR\r\n"));
+        assert_eq!(foreign(err), "HTTP request line");
+    }
+
+    fn err_of(item: &Result<Request, RequestError>) -> Bytes {
+        item.as_ref().unwrap_err().reply()
+    }
+
+    // A binary-protocol request is foreign from its first byte, before any
+    // newline arrives; one after text commands is caught at its line start.
+    #[test]
+    fn binary_magic_is_foreign() {
+        // A binary `set` whose value is a text `delete`.
+        let mut bin = vec![0x80, 0x01, 0x00, 0x01, 0x08, 0x00, 0x00, 0x00];
+        bin.extend_from_slice(&[0, 0, 0, 24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        bin.extend_from_slice(&[0; 8]);
+        bin.extend_from_slice(b"kdelete victim\r\n");
+        let mut codec = RequestCodec::default();
+        let mut buf = BytesMut::from(&bin[..1]);
+        assert_eq!(
+            foreign(codec.decode(&mut buf).err()),
+            "memcached binary protocol request (magic byte 0x80)"
+        );
+        for (items, err) in every_chunking(&bin) {
+            assert!(items.is_empty());
+            foreign(err);
+        }
+        let input = [&b"version\r\n"[..], &bin].concat();
+        let (items, err) = decode_with(RequestCodec::default(), &input);
+        assert_eq!(items.len(), 1);
+        foreign(err);
     }
 
     // A non-get line over max_line_len without a newline is a framing error;

@@ -1,0 +1,691 @@
+//! One backend connection: a task that owns the socket to a server, writes the
+//! requests it is handed in batches and matches replies to them in FIFO order.
+//!
+//! Many clients share it: requests arrive on an unbounded channel (each
+//! client bounds its own in-flight requests, so the channel is bounded by the
+//! sum of those bounds) and each carries where its reply goes (a oneshot, or
+//! a slot of its client's [`Inbox`](super::Inbox)). The task
+//! connects lazily on the first request (or at start with `preconnect`),
+//! reconnects on the next request after a failure, and never lets a reply be
+//! matched to the wrong request: on timeout, EOF, a reset or a reply it cannot
+//! parse, it closes the socket and fails every request that was on it.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, Sleep};
+use tokio_util::codec::Decoder;
+
+use twem_proto::{memcache as mc, resp, ProtoError};
+
+mod queue;
+
+use queue::InFlightQueue;
+
+use super::error::{BackendError, BackendErrorKind};
+use super::{PoolShared, Protocol};
+use crate::config::ServerAddr;
+
+/// Most requests written to one connection and not yet answered. Past this
+/// the task stops taking new requests until replies come back, which bounds
+/// the memory one slow server can pin.
+const MAX_IN_FLIGHT: usize = 4096;
+/// Requests taken from the channel in one go, so one write carries many.
+const BATCH: usize = 256;
+/// Initial read buffer; grows as replies need.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What a reply must be parsed as: RESP needs no context, memcached replies
+/// are parsed in the context of their request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Expect {
+    /// A RESP reply.
+    Resp,
+    /// The reply to this memcached command.
+    Mc(mc::Command),
+}
+
+/// A reply as it came from a server.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    /// A Redis reply.
+    Resp(resp::ReplyFrame),
+    /// A memcached reply.
+    Mc(mc::ReplyFrame),
+    /// A memcached `noreply` request left the proxy (written to its server,
+    /// or dropped with its connection): there is nothing to read, but its
+    /// client's budget of bytes in flight is free again.
+    NoReply,
+}
+
+/// The bytes of [`Frame::NoReply`].
+static NO_REPLY: Bytes = Bytes::new();
+
+impl Frame {
+    /// Whether the server answered with an error.
+    pub fn is_error(&self) -> bool {
+        match self {
+            Frame::Resp(f) => f.is_error(),
+            Frame::Mc(f) => f.is_error(),
+            Frame::NoReply => false,
+        }
+    }
+
+    /// The exact bytes the server sent (empty for [`Frame::NoReply`]).
+    pub fn raw(&self) -> &Bytes {
+        match self {
+            Frame::Resp(f) => f.raw(),
+            Frame::Mc(f) => f.raw(),
+            Frame::NoReply => &NO_REPLY,
+        }
+    }
+}
+
+/// Where the reply to one request goes.
+pub(crate) enum ReplyTx {
+    /// A oneshot channel: embedded calls and the fragments of split commands.
+    Oneshot(oneshot::Sender<Result<Frame, BackendError>>),
+    /// A slot of the client's inbox: sessions' single-server requests.
+    Slot(super::inbox::SlotTx),
+}
+
+impl ReplyTx {
+    /// Hand over the reply; nobody waiting is not an error.
+    pub(crate) fn send(self, r: Result<Frame, BackendError>) {
+        match self {
+            ReplyTx::Oneshot(tx) => {
+                let _ = tx.send(r);
+            }
+            ReplyTx::Slot(tx) => tx.send(r),
+        }
+    }
+}
+
+/// One request for a backend connection.
+pub(crate) struct BackendReq {
+    /// The bytes to write.
+    pub wire: Bytes,
+    /// How to parse its reply; `None` for a memcached `noreply` request,
+    /// which gets none.
+    pub expect: Option<Expect>,
+    /// Where the reply goes; `None` when nobody waits. A `noreply` request's
+    /// sender gets [`Frame::NoReply`] once the request is written (or lost
+    /// with its connection), so that its client counts it as in flight
+    /// until then: a stalled server holds that client back instead of
+    /// letting it queue without bound.
+    pub reply: Option<ReplyTx>,
+}
+
+/// A message for a connection task.
+pub(crate) enum Msg {
+    /// Forward a request.
+    Req(BackendReq),
+    /// Finish what is in flight, then close (pool closing or replaced).
+    Close,
+}
+
+/// Reply parser state for one connection.
+enum ReplyDecoder {
+    Resp(resp::ReplyCodec),
+    Mc(mc::ReplyDecoder, mc::Limits),
+}
+
+impl ReplyDecoder {
+    fn new(protocol: Protocol) -> Self {
+        match protocol {
+            Protocol::Redis => {
+                ReplyDecoder::Resp(resp::ReplyCodec::new(super::redis_reply_limits()))
+            }
+            Protocol::Memcache => {
+                ReplyDecoder::Mc(mc::ReplyDecoder::new(), super::memcache_limits())
+            }
+        }
+    }
+
+    /// The next reply in `buf`, parsed as `expect`; the error says what was
+    /// malformed (logged when the connection is dropped for it).
+    fn decode(&mut self, expect: Expect, buf: &mut BytesMut) -> Result<Option<Frame>, ProtoError> {
+        match (self, expect) {
+            (ReplyDecoder::Resp(codec), _) => codec.decode(buf).map(|f| f.map(Frame::Resp)),
+            (ReplyDecoder::Mc(dec, limits), Expect::Mc(cmd)) => {
+                dec.decode(cmd, buf, limits).map(|f| f.map(Frame::Mc))
+            }
+            (ReplyDecoder::Mc(..), Expect::Resp) => Err(ProtoError::protocol(
+                "a RESP reply was expected on a memcached connection",
+            )),
+        }
+    }
+}
+
+/// The task behind one connection slot of a server: it waits for a
+/// request (or connects at once with `preconnect`), connects, serves the
+/// connection until it fails or the pool closes it, and starts again on the
+/// next request. Runs until the pool is dropped or closed.
+pub(crate) struct ConnTask {
+    shared: Arc<PoolShared>,
+    idx: usize,
+    rx: mpsc::UnboundedReceiver<Msg>,
+}
+
+impl ConnTask {
+    /// The task of server `idx` fed by `rx`.
+    pub(crate) fn new(
+        shared: Arc<PoolShared>,
+        idx: usize,
+        rx: mpsc::UnboundedReceiver<Msg>,
+    ) -> Self {
+        ConnTask { shared, idx, rx }
+    }
+
+    /// Connect and serve, again and again, until told to close.
+    pub(crate) async fn run(mut self) {
+        let mut pending: Option<BackendReq> = None;
+        let mut connect_now = self.shared.config.preconnect;
+        loop {
+            if !connect_now && pending.is_none() {
+                match self.rx.recv().await {
+                    Some(Msg::Req(r)) => pending = Some(r),
+                    Some(Msg::Close) | None => return,
+                }
+            }
+            connect_now = false;
+            // Requests that wait for this connect are timed from its start,
+            // so that a slow connect and a slow reply together stay within
+            // one `timeout`, as in nutcracker (which queues them on the
+            // connecting connection with their timers running).
+            let started = Instant::now();
+            let first = pending.take();
+            let done = match connect(&self.shared, self.idx).await {
+                Ok(conn) => self.serve(conn, first.map(|r| (r, started))).await,
+                Err(kind) => self.connect_failed(first, kind),
+            };
+            if done {
+                return;
+            }
+        }
+    }
+
+    /// Serve a connected socket; true when the task should end.
+    async fn serve(&mut self, conn: Conn, first: Option<(BackendReq, Instant)>) -> bool {
+        let server = &self.shared.servers[self.idx];
+        server.stats.server_connections.fetch_add(1, Relaxed);
+        self.shared
+            .stats
+            .server_connections_opened
+            .fetch_add(1, Relaxed);
+        // At -v 7 (debug) an operator sees healthy backends too.
+        tracing::debug!(pool = %self.shared.config.name, server = %server.name, "backend connected");
+        let close = match conn {
+            Conn::Tcp(s) => {
+                let (r, w) = s.into_split();
+                Connection::new(&self.shared, self.idx, r, w)
+                    .drive(first, &mut self.rx)
+                    .await
+            }
+            Conn::Unix(s) => {
+                let (r, w) = s.into_split();
+                Connection::new(&self.shared, self.idx, r, w)
+                    .drive(first, &mut self.rx)
+                    .await
+            }
+        };
+        server.stats.server_connections.fetch_sub(1, Relaxed);
+        close
+    }
+
+    /// The connect failed: fail the request that asked for it and every one
+    /// queued behind it (retrying a refused connect once per queued request
+    /// would only add latency to an outage). True when the task should end.
+    fn connect_failed(&mut self, first: Option<BackendReq>, kind: BackendErrorKind) -> bool {
+        let shared = &self.shared;
+        let server = &shared.servers[self.idx];
+        let err = BackendError::new(kind, server.name.clone());
+        let mut failed = 0u64;
+        let mut close = false;
+        if let Some(r) = first {
+            fail_req(shared, self.idx, r, &err);
+            failed += 1;
+        }
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Req(r) => {
+                    fail_req(shared, self.idx, r, &err);
+                    failed += 1;
+                }
+                Msg::Close => {
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if kind.is_local() {
+            // The proxy's own descriptor table is full: not the server's
+            // fault, so it is neither counted as a server error nor a step
+            // towards ejecting a healthy server. Rate-limited: a flood of
+            // clients makes this happen per request.
+            if shared.local_failure_log_due() {
+                tracing::warn!(pool = %shared.config.name, server = %server.name,
+                    error = kind.words(), failed, "cannot connect to server: the proxy is out of file descriptors (raise ulimit -n)");
+            }
+        } else {
+            tracing::debug!(pool = %shared.config.name, server = %server.name,
+                error = kind.words(), failed, "connect failed");
+            server.stats.server_err.fetch_add(1, Relaxed);
+            shared.record_failure(self.idx);
+        }
+        close
+    }
+}
+
+fn fail_req(shared: &PoolShared, idx: usize, r: BackendReq, err: &BackendError) {
+    let stats = &shared.servers[idx].stats;
+    stats.in_queue.fetch_sub(1, Relaxed);
+    stats.in_queue_bytes.fetch_sub(r.wire.len() as i64, Relaxed);
+    shared.stats.forward_error.fetch_add(1, Relaxed);
+    if let Some(tx) = r.reply {
+        // A noreply request fails silently, as memcached would have it.
+        tx.send(match r.expect {
+            Some(_) => Err(err.clone()),
+            None => Ok(Frame::NoReply),
+        });
+    }
+}
+
+/// A connected socket of either family.
+pub(crate) enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// Open a connection to server `idx`, resolving its host name afresh, and run
+/// the Redis handshake (AUTH, then SELECT) when the pool needs one. The whole
+/// of it is bounded by the pool's `timeout`.
+pub(crate) async fn connect(shared: &PoolShared, idx: usize) -> Result<Conn, BackendErrorKind> {
+    let fut = connect_inner(shared, idx);
+    match shared.config.timeout {
+        Some(t) => match tokio::time::timeout(t, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendErrorKind::TimedOut),
+        },
+        None => fut.await,
+    }
+}
+
+async fn connect_inner(shared: &PoolShared, idx: usize) -> Result<Conn, BackendErrorKind> {
+    let server = &shared.servers[idx];
+    let mut conn = match &server.addr {
+        ServerAddr::Tcp { host, port } => {
+            let mut addrs = tokio::net::lookup_host((host.as_str(), *port))
+                .await
+                .map_err(|e| match BackendErrorKind::from_io(&e) {
+                    BackendErrorKind::ProxyFdLimit => BackendErrorKind::ProxyFdLimit,
+                    _ => BackendErrorKind::HostDown,
+                })?;
+            let addr = addrs.next().ok_or(BackendErrorKind::HostDown)?;
+            let s = TcpStream::connect(addr)
+                .await
+                .map_err(|e| BackendErrorKind::from_io(&e))?;
+            let _ = s.set_nodelay(true);
+            if shared.config.tcpkeepalive {
+                let _ = socket2::SockRef::from(&s).set_keepalive(true);
+            }
+            Conn::Tcp(s)
+        }
+        ServerAddr::Unix { path } => Conn::Unix(
+            UnixStream::connect(path)
+                .await
+                .map_err(|e| BackendErrorKind::from_io(&e))?,
+        ),
+    };
+    let init = shared.handshake();
+    if !init.is_empty() {
+        let n = init.len();
+        let wire: Vec<u8> = init.iter().flat_map(|r| r.wire().iter().copied()).collect();
+        match conn.exchange(&wire, n, Expect::Resp).await {
+            Ok(()) => {}
+            Err(Exchange::Failed(kind)) => return Err(kind),
+            // An error reply (wrong password, bad db) makes the connection
+            // unusable; logged with the server's own words because the
+            // client only sees the consequence.
+            Err(Exchange::Rejected(frame)) => {
+                tracing::warn!(pool = %shared.config.name, server = %server.name,
+                    reply = %String::from_utf8_lossy(frame.raw()).trim_end(),
+                    "backend rejected the connection handshake (redis_auth / redis_db)");
+                return Err(BackendErrorKind::InvalidReply);
+            }
+        }
+    }
+    Ok(conn)
+}
+
+/// Why [`Conn::exchange`] failed.
+pub(crate) enum Exchange {
+    /// The socket failed, closed, or sent something unparsable.
+    Failed(BackendErrorKind),
+    /// The server answered with this error reply.
+    Rejected(Frame),
+}
+
+impl Conn {
+    /// Write `wire` (`n` requests), then read their `n` replies parsed as
+    /// `expect`; the first error reply ends it. For the connection handshake
+    /// and the re-admission probe, which run before a connection serves.
+    pub(crate) async fn exchange(
+        &mut self,
+        wire: &[u8],
+        n: usize,
+        expect: Expect,
+    ) -> Result<(), Exchange> {
+        match self {
+            Conn::Tcp(s) => exchange(s, wire, n, expect).await,
+            Conn::Unix(s) => exchange(s, wire, n, expect).await,
+        }
+    }
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    wire: &[u8],
+    n: usize,
+    expect: Expect,
+) -> Result<(), Exchange> {
+    let io = |e: std::io::Error| Exchange::Failed(BackendErrorKind::from_io(&e));
+    s.write_all(wire).await.map_err(io)?;
+    let mut decoder = ReplyDecoder::new(match expect {
+        Expect::Resp => Protocol::Redis,
+        Expect::Mc(_) => Protocol::Memcache,
+    });
+    let mut buf = BytesMut::with_capacity(256);
+    let mut got = 0;
+    while got < n {
+        match decoder.decode(expect, &mut buf) {
+            Ok(Some(frame)) if frame.is_error() => return Err(Exchange::Rejected(frame)),
+            Ok(Some(_)) => got += 1,
+            Ok(None) => {
+                if s.read_buf(&mut buf).await.map_err(io)? == 0 {
+                    return Err(Exchange::Failed(BackendErrorKind::Unknown));
+                }
+            }
+            Err(_) => return Err(Exchange::Failed(BackendErrorKind::InvalidReply)),
+        }
+    }
+    Ok(())
+}
+
+/// One connected socket and the requests on it: takes requests in
+/// batches, writes them, matches replies in FIFO order, and times out the
+/// oldest. Dropped (and everything on it failed) on the first error, so no
+/// late reply is ever matched to a later request.
+struct Connection<'a, R, W> {
+    shared: &'a Arc<PoolShared>,
+    idx: usize,
+    rd: R,
+    wr: W,
+    decoder: ReplyDecoder,
+    /// Bytes to write, in order.
+    wq: VecDeque<Bytes>,
+    queue: InFlightQueue<'a>,
+    rbuf: BytesMut,
+    /// The pool closes this connection once what is in flight is answered.
+    closing: bool,
+    timer: Pin<Box<Sleep>>,
+    /// The deadline `timer` is armed for.
+    armed: Option<Instant>,
+    /// Server latency, observed into this connection's own copy of the
+    /// histogram and flushed once per read: one atomic update per bucket hit
+    /// per read, not four per reply.
+    latency: prometheus::local::LocalHistogram,
+}
+
+/// Why a connection was dropped, for the log and the requests on it.
+struct Dropped {
+    kind: BackendErrorKind,
+    /// What the server sent that could not be parsed, if that was it.
+    detail: Option<String>,
+}
+
+impl From<BackendErrorKind> for Dropped {
+    fn from(kind: BackendErrorKind) -> Self {
+        Dropped { kind, detail: None }
+    }
+}
+
+impl<'a, R, W> Connection<'a, R, W>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    fn new(shared: &'a Arc<PoolShared>, idx: usize, rd: R, wr: W) -> Self {
+        let server = &shared.servers[idx];
+        Connection {
+            shared,
+            idx,
+            rd,
+            wr,
+            decoder: ReplyDecoder::new(shared.protocol),
+            wq: VecDeque::new(),
+            queue: InFlightQueue::new(&server.stats, shared.config.timeout),
+            rbuf: BytesMut::new(),
+            closing: false,
+            timer: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
+            armed: None,
+            latency: server.latency.local(),
+        }
+    }
+
+    /// Take `first` and whatever else the channel holds, up to `limit`
+    /// requests, all timed from `now` (the requests of one batch are written
+    /// together; a clock read per request was a measurable share of the
+    /// pipelined path). Counts them once for the batch.
+    fn take_batch(
+        &mut self,
+        first: BackendReq,
+        now: Instant,
+        limit: usize,
+        rx: &mut mpsc::UnboundedReceiver<Msg>,
+    ) {
+        let (mut n, mut bytes) = (1u64, first.wire.len() as u64);
+        let wire = self.queue.push(first, now);
+        self.wq.push_back(wire);
+        while (n as usize) < limit {
+            match rx.try_recv() {
+                Ok(Msg::Req(r)) => {
+                    n += 1;
+                    bytes += r.wire.len() as u64;
+                    let wire = self.queue.push(r, now);
+                    self.wq.push_back(wire);
+                }
+                Ok(Msg::Close) => {
+                    self.closing = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let stats = &self.shared.servers[self.idx].stats;
+        stats.requests.fetch_add(n, Relaxed);
+        stats.request_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// Re-arm the timer only when the oldest deadline changes: resetting a
+    /// Sleep costs a timer-wheel update, and most turns don't need one.
+    fn arm_timer(&mut self) {
+        let want = self.queue.oldest_deadline();
+        if want != self.armed {
+            if let Some(d) = want {
+                self.timer.as_mut().reset(d);
+            }
+            self.armed = want;
+        }
+    }
+
+    /// Bytes arrived: parse every complete reply and hand each to its request.
+    fn on_read(&mut self) -> Result<(), Dropped> {
+        // Counted here and added to the shared counters once per read.
+        let (mut got, mut got_bytes, mut sent_bytes) = (0u64, 0u64, 0i64);
+        // One clock read for every reply this read completed: they arrived together.
+        let mut now: Option<Instant> = None;
+        let outcome = loop {
+            let Some(expect) = self.queue.front_expect() else {
+                if self.rbuf.is_empty() {
+                    break Ok(());
+                }
+                // Bytes nobody asked for: the stream is out of step.
+                break Err(Dropped {
+                    kind: BackendErrorKind::InvalidReply,
+                    detail: Some("bytes arrived with no request waiting for them".into()),
+                });
+            };
+            match self.decoder.decode(expect, &mut self.rbuf) {
+                Ok(Some(frame)) => {
+                    let Some(f) = self.queue.pop_answered() else {
+                        break Ok(());
+                    };
+                    let now = *now.get_or_insert_with(Instant::now);
+                    self.latency
+                        .observe(now.saturating_duration_since(f.start).as_secs_f64());
+                    got += 1;
+                    got_bytes += frame.raw().len() as u64;
+                    sent_bytes += f.bytes;
+                    if let Some(tx) = f.reply {
+                        tx.send(Ok(frame));
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => {
+                    break Err(Dropped {
+                        kind: BackendErrorKind::InvalidReply,
+                        detail: Some(e.to_string()),
+                    })
+                }
+            }
+        };
+        self.queue.settle(got, got_bytes, sent_bytes);
+        if got > 0 {
+            self.latency.flush();
+            self.shared.record_success(self.idx);
+        }
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_CHUNK {
+            // A large reply grew the buffer; don't keep it for an idle connection.
+            self.rbuf = BytesMut::new();
+        }
+        outcome
+    }
+
+    /// Run until the connection fails, the server closes it, or the pool
+    /// asks it to close. `first` is the request that asked for the
+    /// connection, with the time the connect started. Returns true when the
+    /// task should end (close requested or channel gone), false to go back
+    /// to waiting for a request and reconnect.
+    async fn drive(
+        mut self,
+        first: Option<(BackendReq, Instant)>,
+        rx: &mut mpsc::UnboundedReceiver<Msg>,
+    ) -> bool {
+        if let Some((r, connect_started)) = first {
+            // It and whatever queued behind it waited for the connect.
+            self.take_batch(r, connect_started, MAX_IN_FLIGHT, rx);
+        }
+        let stats = &self.shared.servers[self.idx].stats;
+        let dropped: Dropped = loop {
+            if self.closing && self.queue.is_idle() && self.wq.is_empty() {
+                let _ = self.wr.shutdown().await;
+                return true;
+            }
+            self.arm_timer();
+            let can_take = !self.closing && self.queue.in_flight() < MAX_IN_FLIGHT;
+            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            let Connection {
+                rd,
+                wr,
+                wq,
+                rbuf,
+                timer,
+                armed,
+                ..
+            } = &mut self;
+            let can_write = !wq.is_empty();
+            let timed = armed.is_some();
+            let event = tokio::select! {
+                biased;
+                res = rd.read_buf(rbuf) => Event::Read(res),
+                // New requests before the write: whatever is queued now joins
+                // this write, so a busy connection sends batches, not singles.
+                msg = rx.recv(), if can_take => Event::Msg(msg),
+                res = crate::net::write_some(wr, wq), if can_write => Event::Written(res),
+                () = timer.as_mut(), if timed => Event::Deadline,
+            };
+            match event {
+                Event::Read(Ok(0)) => {
+                    stats.server_eof.fetch_add(1, Relaxed);
+                    break BackendErrorKind::Unknown.into();
+                }
+                Event::Read(Ok(_)) => {
+                    if let Err(d) = self.on_read() {
+                        stats.server_err.fetch_add(1, Relaxed);
+                        break d;
+                    }
+                }
+                Event::Read(Err(e)) | Event::Written(Err(e)) => {
+                    stats.server_err.fetch_add(1, Relaxed);
+                    break BackendErrorKind::from_io(&e).into();
+                }
+                Event::Msg(Some(Msg::Req(r))) => {
+                    self.take_batch(r, Instant::now(), 1 + BATCH, rx);
+                }
+                Event::Msg(Some(Msg::Close) | None) => self.closing = true,
+                Event::Written(Ok(n)) => self.queue.written(n),
+                Event::Deadline => {
+                    stats.server_timedout.fetch_add(1, Relaxed);
+                    tracing::debug!(pool = %self.shared.config.name, server = %self.shared.servers[self.idx].name,
+                        "request timed out; closing the connection");
+                    break BackendErrorKind::TimedOut.into();
+                }
+            }
+        };
+        self.fail(dropped)
+    }
+
+    /// The connection is broken: everything written or queued on it fails,
+    /// so no late reply can ever be matched to a later request. Returns
+    /// whether the task should end.
+    fn fail(mut self, dropped: Dropped) -> bool {
+        let shared = self.shared;
+        let server = &shared.servers[self.idx];
+        let kind = dropped.kind;
+        let err = BackendError::new(kind, server.name.clone());
+        let failed = self.queue.fail_all(&err);
+        if failed > 0 || kind != BackendErrorKind::Unknown {
+            shared.stats.forward_error.fetch_add(failed as u64, Relaxed);
+            if !kind.is_local() {
+                shared.record_failure(self.idx);
+            }
+        }
+        match &dropped.detail {
+            // An operator must learn why: a server (or something posing as
+            // one) sent what no reply may look like.
+            Some(detail) => tracing::warn!(pool = %shared.config.name, server = %server.name,
+                error = kind.words(), failed, detail = %detail, "backend connection dropped: invalid reply"),
+            None => tracing::debug!(pool = %shared.config.name, server = %server.name,
+                error = kind.words(), failed, "backend connection closed"),
+        }
+        self.closing
+    }
+}
+
+/// What one wait of [`Connection::drive`] brought.
+enum Event {
+    Read(std::io::Result<usize>),
+    Msg(Option<Msg>),
+    Written(std::io::Result<usize>),
+    Deadline,
+}

@@ -1,0 +1,194 @@
+//! The protocol-specific rules of a client session: how requests are
+//! decoded, which ones the session answers itself (AUTH and QUIT for Redis,
+//! `quit` and bad lines for memcached) and how failures are worded. They
+//! live only here: the [`Pool`] routes everything else the same way for the
+//! proxy and for embedders.
+
+use bytes::Bytes;
+use tokio_util::codec::Decoder;
+
+use twem_proto::{memcache as mc, resp, ProtoError};
+
+use crate::pool::{CallError, Inbox, Pool, ReplyFuture};
+
+/// What the session does with one decoded item.
+pub enum Step {
+    /// Queue this reply.
+    Reply(ReplyFuture),
+    /// Queue this reply, then close once everything before it is written.
+    Close(ReplyFuture),
+    /// Nothing to answer (memcached `noreply` handled by the pool returns an
+    /// empty reply instead; this is for items the frontend swallows).
+    Nothing,
+}
+
+/// The protocol-specific part of a session.
+pub trait Frontend: Send + 'static {
+    /// The request decoder.
+    type Codec: Decoder<Error = ProtoError> + Send;
+    /// A fresh decoder for a new connection.
+    fn codec(&self) -> Self::Codec;
+    /// Dispatch one decoded item; single-server replies go into `inbox`.
+    fn handle(
+        &mut self,
+        item: <Self::Codec as Decoder>::Item,
+        pool: &Pool,
+        inbox: &mut Inbox,
+    ) -> Step;
+    /// How a failed call is worded to this client.
+    fn error_reply(&self, e: &CallError) -> Bytes;
+    /// What a client whose framing broke reads before the connection closes.
+    fn protocol_error(&self, e: &ProtoError) -> Bytes;
+}
+
+/// Redis clients: AUTH handled here (the session knows whether this client
+/// authenticated), QUIT answered `+OK` then closed, everything else goes to
+/// the pool.
+pub struct RedisFrontend {
+    authed: bool,
+    limits: resp::Limits,
+}
+
+impl RedisFrontend {
+    /// A frontend for a new client. The password checked is the pool's
+    /// current `redis_auth`, so a reload that sets one applies to clients
+    /// already connected.
+    pub fn new() -> Self {
+        RedisFrontend {
+            authed: false,
+            limits: resp::Limits::default(),
+        }
+    }
+}
+
+impl Default for RedisFrontend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn ready(b: &'static [u8]) -> ReplyFuture {
+    ReplyFuture::ready(Ok(Bytes::from_static(b)))
+}
+
+impl Frontend for RedisFrontend {
+    type Codec = resp::RequestCodec;
+
+    fn codec(&self) -> resp::RequestCodec {
+        resp::RequestCodec::new(self.limits)
+    }
+
+    fn handle(&mut self, req: resp::Request, pool: &Pool, inbox: &mut Inbox) -> Step {
+        let name = req.name();
+        // Per-request lines only at nutcracker levels 8+ (TRACE).
+        tracing::trace!(pool = pool.name(), client = inbox.hint(),
+            command = %String::from_utf8_lossy(name), "request");
+        if name.eq_ignore_ascii_case(b"quit") {
+            return Step::Close(ready(b"+OK\r\n"));
+        }
+        if name.eq_ignore_ascii_case(b"auth") {
+            let reply: &'static [u8] = match (&pool.config().redis_auth, req.args().len()) {
+                (None, _) => b"-ERR Client sent AUTH, but no password is set\r\n",
+                (Some(_), n) if n != 2 => b"-ERR wrong number of arguments for 'auth' command\r\n",
+                (Some(pw), _) => {
+                    // Constant time: the comparison must not tell an
+                    // attacker, by its duration, how much of a guess was
+                    // right (lengths still differ in time, which tells only
+                    // the length).
+                    use subtle::ConstantTimeEq;
+                    if bool::from(req.args()[1][..].ct_eq(pw.as_bytes())) {
+                        self.authed = true;
+                        b"+OK\r\n"
+                    } else {
+                        self.authed = false;
+                        b"-ERR invalid password\r\n"
+                    }
+                }
+            };
+            return Step::Reply(ready(reply));
+        }
+        if !self.authed && pool.config().redis_auth.is_some() {
+            return Step::Reply(ready(b"-NOAUTH Authentication required\r\n"));
+        }
+        Step::Reply(pool.dispatch_redis_in(&req, inbox))
+    }
+
+    fn error_reply(&self, e: &CallError) -> Bytes {
+        e.resp_reply()
+    }
+
+    fn protocol_error(&self, e: &ProtoError) -> Bytes {
+        // Nothing for another protocol, as redis-server: whatever sent it
+        // (a browser) has no use for a RESP error.
+        if e.is_foreign_protocol() {
+            return Bytes::new();
+        }
+        Bytes::from(format!("-ERR {e}\r\n"))
+    }
+}
+
+/// memcached clients: bad command lines answered with the codec's
+/// `ERROR`/`CLIENT_ERROR`, `quit` closes, everything else goes to the pool.
+pub struct MemcacheFrontend {
+    limits: mc::Limits,
+}
+
+impl MemcacheFrontend {
+    /// A frontend with the default limits.
+    pub fn new() -> Self {
+        MemcacheFrontend {
+            limits: crate::pool::memcache_limits(),
+        }
+    }
+}
+
+impl Default for MemcacheFrontend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Frontend for MemcacheFrontend {
+    type Codec = mc::RequestCodec;
+
+    fn codec(&self) -> mc::RequestCodec {
+        mc::RequestCodec::new(self.limits)
+    }
+
+    fn handle(
+        &mut self,
+        item: Result<mc::Request, mc::RequestError>,
+        pool: &Pool,
+        inbox: &mut Inbox,
+    ) -> Step {
+        if let Ok(req) = &item {
+            // Per-request lines only at nutcracker levels 8+ (TRACE).
+            tracing::trace!(pool = pool.name(), client = inbox.hint(),
+                command = ?req.command(), "request");
+        }
+        match item {
+            // memcached stays silent about a bad line that ended in noreply,
+            // and drops a connection whose data block can't be delimited.
+            Err(e) if e.closes_connection() => Step::Close(ReplyFuture::ready(Ok(e.reply()))),
+            Err(e) if e.noreply() => Step::Nothing,
+            Err(e) => Step::Reply(ReplyFuture::ready(Ok(e.reply()))),
+            Ok(req) if req.command() == mc::Command::Quit => {
+                Step::Close(ReplyFuture::ready(Ok(Bytes::new())))
+            }
+            Ok(req) => Step::Reply(pool.dispatch_memcache_in(&req, inbox)),
+        }
+    }
+
+    fn error_reply(&self, e: &CallError) -> Bytes {
+        e.memcache_reply()
+    }
+
+    fn protocol_error(&self, e: &ProtoError) -> Bytes {
+        // Nothing for another protocol: a binary client would read a text
+        // line as garbage, and a browser has no use for one.
+        if e.is_foreign_protocol() {
+            return Bytes::new();
+        }
+        mc::protocol_error_reply(e)
+    }
+}
