@@ -12,8 +12,51 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port on 127.0.0.1 for a server a test is about to start, reserved for
+/// this test process until it exits.
+///
+/// Not an ephemeral port: between this check and the server's own bind, the
+/// kernel may hand a free ephemeral port to anyone's `bind(0)` or `connect()`
+/// (another test's fake backend or client socket, another test run on the
+/// same machine), and the server then fails to start with "Address already
+/// in use". The kernel never hands out ports below the ephemeral range
+/// (`ip_local_port_range`), so the port comes from there; a unix socket
+/// bound in the abstract namespace under the port's name claims it against
+/// other test processes (the kernel drops the claim when the process exits),
+/// and a port is never given out twice in one process. Falls back to an
+/// ephemeral port when the range below is too small.
 pub fn free_port() -> u16 {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+    static CLAIMS: Mutex<Vec<UnixListener>> = Mutex::new(Vec::new());
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+        .min(65_536);
+    if high >= LOW + 1_000 {
+        let span = high - LOW;
+        // Processes start at different points so they rarely even contend.
+        let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+        for _ in 0..span {
+            let port = LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+            let Ok(name) = SocketAddr::from_abstract_name(format!("twem-test-port-{port}")) else {
+                break;
+            };
+            let Ok(claim) = UnixListener::bind_addr(&name) else {
+                continue; // another test process has it
+            };
+            if TcpListener::bind(("127.0.0.1", port as u16)).is_err() {
+                continue; // something else listens there
+            }
+            CLAIMS.lock().unwrap_or_else(|e| e.into_inner()).push(claim);
+            return port as u16;
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
 }
@@ -367,6 +410,23 @@ impl ProxyProc {
         self.stats()
     }
 
+    /// Read the stats document until `ready` holds for it, or for 10 s (the
+    /// last one read is returned either way, for the caller's assertions to
+    /// report). The document is re-rendered every interval (`-i 100` here),
+    /// so it lags the traffic; a fixed wait for the refresh
+    /// ([`ProxyProc::stats_after_refresh`]) is a guess a loaded machine can
+    /// miss.
+    pub fn stats_when(&self, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = self.stats();
+            if ready(&st) || Instant::now() >= deadline {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
@@ -418,7 +478,15 @@ impl Client {
 
     fn fill(&mut self) -> bool {
         let mut tmp = [0u8; 65536];
-        match self.sock.read(&mut tmp) {
+        // A signal handled in this thread interrupts the read (EINTR): not a
+        // failure, read again (`read` does not retry by itself).
+        let got = loop {
+            match self.sock.read(&mut tmp) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        match got {
             Ok(0) => false,
             Ok(n) => {
                 self.buf.extend_from_slice(&tmp[..n]);
@@ -493,6 +561,7 @@ impl Client {
                 {
                     return true
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
             }
         }
@@ -1064,6 +1133,34 @@ mod reliability_helper_tests {
         assert!(me > 100, "{me} KiB");
         assert_eq!(rss_kib(u32::MAX), None);
         assert!(open_files_soft_limit().is_some_and(|n| n > 0));
+    }
+
+    // A port from `free_port` must be one the kernel never hands to a
+    // `bind(0)` or `connect()` (below the ephemeral range), distinct from
+    // every other it returned, and claimed against other test processes.
+    #[test]
+    fn free_port_is_reserved_outside_the_ephemeral_range() {
+        use std::os::linux::net::SocketAddrExt;
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .expect("port range")
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("low end");
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        for p in ports {
+            assert!((10_000..low).contains(&p), "{p} is in the ephemeral range");
+            let name =
+                std::os::unix::net::SocketAddr::from_abstract_name(format!("twem-test-port-{p}"))
+                    .expect("name");
+            assert!(
+                std::os::unix::net::UnixListener::bind_addr(&name).is_err(),
+                "{p} is not claimed"
+            );
+            TcpListener::bind(("127.0.0.1", p)).expect("the port is bindable");
+        }
     }
 
     // The chaos tests pick shards and keys with it: it must stay in range

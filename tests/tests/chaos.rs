@@ -494,13 +494,27 @@ fn faulty() -> Faulty {
         .map(|i| key_on(&yaml, "a", &format!("fa{i}-")))
         .collect();
     let kb = key_on(&yaml, "b", "fb");
-    // A 100-byte value so a cut reply is cut inside its data.
+    // A 100-byte value so a cut reply is cut inside its data. This first
+    // request also opens the proxy's connection to b (through the fault
+    // proxy's accept thread and two new forwarding threads), and all of that
+    // must fit in the 400 ms timeout the tests need; a starved machine may
+    // not manage it the first time, so warm up until b answers (the proxy
+    // reconnects after a timeout). Timeouts are what the tests check, with
+    // the connection already open.
     let mut c = Client::connect(port);
-    assert_eq!(
-        c.cmd(&[b"SET", kb.as_bytes(), &[b'v'; 100]]),
-        b"+OK\r\n",
-        "b reachable through the fault proxy"
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.cmd(&[b"SET", kb.as_bytes(), &[b'v'; 100]]);
+        if r == b"+OK\r\n" {
+            break;
+        }
+        assert!(
+            r == b"-ERR Connection timed out\r\n" && Instant::now() < deadline,
+            "b reachable through the fault proxy: {:?}\n{}",
+            String::from_utf8_lossy(&r),
+            proxy.log()
+        );
+    }
     Faulty {
         _a: a,
         _b: b,

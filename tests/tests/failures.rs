@@ -234,7 +234,7 @@ fn ejection_then_probe_based_readmission() {
     // ...then b's keys are served by a.
     assert_eq!(c.cmd(&[b"SET", kb.as_bytes(), b"on-a"]), b"+OK\r\n");
     assert_eq!(a.client().cmd(&[b"GET", kb.as_bytes()]), b"$4\r\non-a\r\n");
-    let st = proxy.stats_after_refresh();
+    let st = proxy.stats_when(|st| st["p"]["server_ejects"] == 1);
     assert_eq!(st["p"]["server_ejects"], 1, "{st}");
     assert!(
         st["p"]["b"]["server_ejected_at"].as_u64().unwrap_or(0) > 0,
@@ -399,7 +399,21 @@ fn slow_connect_and_slow_reply_share_one_timeout() {
         took < Duration::from_millis(900),
         "timed out only after {took:?}"
     );
-    // Without the delay the same pool serves (a fresh connection).
+    // Without the delay the same pool serves (a fresh connection). That
+    // connect, AUTH and GET go through the fault proxy's new threads within
+    // the same 600 ms, which a starved machine may miss once (1 in 20 loop
+    // runs at load ~28): a timeout then is retried, anything else fails.
     fault.set(Fault::Pass);
-    assert_eq!(c.cmds("GET k"), b"$-1\r\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.cmds("GET k");
+        if r == b"$-1\r\n" {
+            break;
+        }
+        assert!(
+            r == b"-ERR Connection timed out\r\n" && Instant::now() < deadline,
+            "{:?}",
+            String::from_utf8_lossy(&r)
+        );
+    }
 }

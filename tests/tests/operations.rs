@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -154,79 +154,142 @@ fn reload_removes_a_pool() {
     assert_eq!(a.cmds("PING"), b"+PONG\r\n", "alpha is untouched");
 }
 
-/// The script every shutdown test runs: busy-loops ~700 ms on the server.
-const SLOW_SCRIPT: &str = "local s=redis.call('TIME') while true do local n=redis.call('TIME') \
-     if (n[1]-s[1])*1000000+(n[2]-s[2]) > 700000 then break end end return 'done'";
+/// A redis stand-in for the shutdown tests that holds its replies until the
+/// test lets them go, so "the request is still in flight when the signal is
+/// handled" is a fact the test arranges, not a guess about how fast a
+/// loaded machine runs. Every request is answered `$4\r\ndone\r\n`.
+struct HeldBackend {
+    port: u16,
+    /// One message per request, as it reaches the backend.
+    arrived: mpsc::Receiver<()>,
+    /// Each message lets one held reply go.
+    release: mpsc::Sender<()>,
+}
+
+impl HeldBackend {
+    fn start() -> HeldBackend {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind held backend");
+        let port = l.local_addr().expect("addr").port();
+        let (arrived_tx, arrived) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                let (arrived_tx, release_rx) = (arrived_tx.clone(), Arc::clone(&release_rx));
+                thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut tmp = [0u8; 4096];
+                    loop {
+                        while let Some(n) = twem_tests::resp_len(&buf) {
+                            buf.drain(..n);
+                            let _ = arrived_tx.send(());
+                            let go = release_rx.lock().is_ok_and(|r| r.recv().is_ok());
+                            if !go || s.write_all(b"$4\r\ndone\r\n").is_err() {
+                                return;
+                            }
+                        }
+                        match s.read(&mut tmp) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        HeldBackend {
+            port,
+            arrived,
+            release,
+        }
+    }
+
+    fn yaml(&self, port: u16) -> String {
+        format!(
+            "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - 127.0.0.1:{}:1 alpha0\n",
+            self.port
+        )
+    }
+
+    /// Wait until a request has reached the backend (and is held there).
+    fn wait_arrived(&self) {
+        self.arrived
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the request reaches the backend");
+    }
+}
+
+/// Wait until nothing accepts on `port` any more: the proxy has handled its
+/// shutdown signal (it closes its listeners first, then drains).
+fn wait_until_not_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still listening 10 s after the signal"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
 
 /// SIGTERM while a request is in flight: the reply still arrives, then the
 /// proxy exits 0 and removes its pid file.
 #[test]
 fn sigterm_drains_in_flight_requests() {
-    let r = Redis::start();
+    let backend = HeldBackend::start();
     let port = free_port();
-    let mut proxy = ProxyProc::twem(&pool("alpha", port, &[&r], ""), port, &[]);
-    let pid_file = proxy.dir.path().join("twem.pid");
-    // Restart with a pid file (the harness's start has none).
-    proxy.proc.kill();
+    let dir = twem_tests::TempDir::new("pidfile");
+    let pid_file = dir.path().join("twem.pid");
     let mut proxy = ProxyProc::twem(
-        &pool("alpha", port, &[&r], ""),
+        &backend.yaml(port),
         port,
         &["-p", pid_file.to_str().expect("utf-8 path")],
     );
-    assert!(pid_file.exists(), "pid file written");
+    assert!(
+        pid_file.exists(),
+        "pid file written before the port accepts"
+    );
     let mut c = Client::connect(port);
-    c.send_cmd(&[b"EVAL", SLOW_SCRIPT.as_bytes(), b"1", b"k"]);
-    thread::sleep(Duration::from_millis(150));
-    let t0 = Instant::now();
+    c.send_cmd(&[b"GET", b"k"]);
+    backend.wait_arrived();
     proxy.proc.signal(SIGTERM);
+    wait_until_not_listening(port);
+    // The signal is handled and the request still in flight: let it finish.
+    backend.release.send(()).expect("release");
     assert_eq!(
         c.read_resp(),
         b"$4\r\ndone\r\n",
         "the in-flight reply is delivered"
     );
-    assert!(
-        t0.elapsed() >= Duration::from_millis(300),
-        "the reply came from the slow script"
-    );
     assert!(c.is_closed(), "then the connection closes");
     let status = proxy
         .proc
-        .wait_timeout(Duration::from_secs(5))
+        .wait_timeout(Duration::from_secs(10))
         .expect("proxy exits after draining");
     assert!(status.success(), "exit status {status:?}");
     assert!(!pid_file.exists(), "pid file removed on a clean exit");
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "no longer listening"
-    );
 }
 
-/// A second signal during the drain exits at once.
+/// A second signal during the drain exits at once, with the in-flight
+/// reply still held by the backend and the grace period (60 s) far off.
 #[test]
 fn second_signal_exits_at_once() {
-    let r = Redis::start();
+    let backend = HeldBackend::start();
     let port = free_port();
-    let mut proxy = ProxyProc::twem(
-        &pool("alpha", port, &[&r], ""),
-        port,
-        &["--shutdown-grace", "10000"],
-    );
+    let mut proxy = ProxyProc::twem(&backend.yaml(port), port, &["--shutdown-grace", "60000"]);
     let mut c = Client::connect(port);
-    c.send_cmd(&[b"EVAL", SLOW_SCRIPT.as_bytes(), b"1", b"k"]);
-    thread::sleep(Duration::from_millis(100));
+    c.send_cmd(&[b"GET", b"k"]);
+    backend.wait_arrived();
     proxy.proc.signal(SIGINT);
-    thread::sleep(Duration::from_millis(50));
-    let t0 = Instant::now();
+    // The first signal is handled (the drain waits on the held reply)...
+    wait_until_not_listening(port);
+    // ...so this one is a second signal, not the same one twice.
     proxy.proc.signal(SIGINT);
     let status = proxy
         .proc
-        .wait_timeout(Duration::from_secs(3))
-        .expect("exits");
-    assert!(
-        t0.elapsed() < Duration::from_millis(600),
-        "second signal must not wait for the slow script"
-    );
+        .wait_timeout(Duration::from_secs(20))
+        .expect("the second signal ends the drain (grace is 60 s)");
     assert!(status.success(), "{status:?}");
+    assert!(c.is_closed(), "the held client is closed");
 }
 
 /// `--metrics-addr` serves Prometheus text: per-pool and per-server latency
@@ -265,20 +328,31 @@ fn prometheus_metrics_after_traffic() {
         s.read_to_string(&mut out).expect("response");
         out
     };
-    let text = scrape();
-    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-    let value = |needle: &str| -> f64 {
+    let metric = |text: &str, needle: &str| -> Option<f64> {
         text.lines()
             .find(|l| l.starts_with(needle))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no line starting {needle:?} in:\n{text}"))
     };
-    // 50 SET + 1 MGET + 1 rejected = 52 replies written to the client.
-    assert_eq!(
-        value("twem_pool_request_duration_seconds_count{pool=\"mpool\"}"),
-        52.0
-    );
+    // 50 SET + 1 MGET + 1 rejected = 52 replies written to the client. A
+    // reply's latency is observed once its write has completed, so the
+    // client can read the last reply a moment before the histogram counts
+    // it (the scrape may run on another worker thread): scrape until that
+    // count is reached, then check every figure exactly.
+    let pool_count = "twem_pool_request_duration_seconds_count{pool=\"mpool\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = scrape();
+        if metric(&text, pool_count) >= Some(52.0) || Instant::now() >= deadline {
+            break text;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    let value = |needle: &str| -> f64 {
+        metric(&text, needle).unwrap_or_else(|| panic!("no line starting {needle:?} in:\n{text}"))
+    };
+    assert_eq!(value(pool_count), 52.0);
     let server_count =
         value("twem_server_request_duration_seconds_count{pool=\"mpool\",server=\"mpool0\"}")
             + value("twem_server_request_duration_seconds_count{pool=\"mpool\",server=\"mpool1\"}");
@@ -361,7 +435,13 @@ fn server_counters_balance_after_pipelines_and_a_failure() {
         }
         v
     };
-    let st = proxy.stats_after_refresh();
+    let responses = |st: &serde_json::Value| -> i64 {
+        ["cpool0", "cpool1"]
+            .iter()
+            .map(|s| st["cpool"][s]["responses"].as_i64().unwrap_or(0))
+            .sum()
+    };
+    let st = proxy.stats_when(|st| responses(st) >= 1000 && gauges(st).iter().all(|g| g.1 == 0));
     let mut total = 0;
     for s in ["cpool0", "cpool1"] {
         let srv = &st["cpool"][s];
@@ -396,7 +476,9 @@ fn server_counters_balance_after_pipelines_and_a_failure() {
         );
         assert_eq!(c.read_resp(), b"$-1\r\n", "GET on the live server {i}");
     }
-    let st = proxy.stats_after_refresh();
+    let st = proxy.stats_when(|st| {
+        st["cpool"]["forward_error"].as_i64() >= Some(20) && gauges(st).iter().all(|g| g.1 == 0)
+    });
     assert!(gauges(&st).iter().all(|g| g.1 == 0), "{:?}", gauges(&st));
     assert!(st["cpool"]["forward_error"].as_i64() >= Some(20), "{st}");
 }
