@@ -355,11 +355,9 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
         None => None,
     };
     // Bind everything before starting anything, so a bad address fails the
-    // start with nothing half-running.
-    let mut listeners = Vec::with_capacity(config.pools.len());
-    for p in &config.pools {
-        listeners.push(listener::bind(p)?);
-    }
+    // start with nothing half-running. The admin ports first: whoever sees a
+    // pool's port accept (the kernel accepts once it listens) must find the
+    // stats port there too.
     let stats_addr = format!("{}:{}", opts.stats_addr, opts.stats_port);
     let stats_listener = admin_listener(&opts.stats_addr, opts.stats_port)
         .await
@@ -381,6 +379,10 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
         }
         None => None,
     };
+    let mut listeners = Vec::with_capacity(config.pools.len());
+    for p in &config.pools {
+        listeners.push(listener::bind(p)?);
+    }
     let mut pools = Vec::with_capacity(config.pools.len());
     for p in &config.pools {
         pools.push(Pool::new(p.clone())?);
