@@ -547,3 +547,164 @@ fn read_some<R: AsyncRead + Unpin>(
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A session on a real loopback socket for `pool`; returns the client's
+    /// end and the session's outcome.
+    async fn start(
+        pool: Pool,
+        shutdown: CancellationToken,
+    ) -> (TcpStream, tokio::task::JoinHandle<End>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let (rd, wr) = server.into_split();
+        let slot = Arc::new(ArcSwap::from_pointee(pool));
+        let task = tokio::spawn(serve_connection(slot, 7, rd, wr, shutdown));
+        (client, task)
+    }
+
+    /// A Redis pool whose only server refuses connections (nothing in these
+    /// tests needs a server: local commands and failures).
+    fn redis_pool() -> Pool {
+        Pool::builder("t")
+            .redis()
+            .server("127.0.0.1:1:1 nobody")
+            .timeout(Duration::from_millis(500))
+            .build()
+            .expect("pool")
+    }
+
+    async fn read_to_end(c: &mut TcpStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out))
+            .await
+            .expect("the session closes")
+            .expect("read");
+        out
+    }
+
+    async fn outcome(task: tokio::task::JoinHandle<End>) -> End {
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the session ends")
+            .expect("no panic")
+    }
+
+    #[tokio::test]
+    async fn local_commands_in_order_then_quit_closes() {
+        let (mut c, task) = start(redis_pool(), CancellationToken::new()).await;
+        c.write_all(b"PING\r\n*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\nQUIT\r\nPING\r\n")
+            .await
+            .expect("write");
+        // Nothing after QUIT is answered.
+        assert_eq!(read_to_end(&mut c).await, b"+PONG\r\n$2\r\nhi\r\n+OK\r\n");
+        assert_eq!(outcome(task).await, End::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_failed_server_is_worded_and_the_session_goes_on() {
+        let (mut c, task) = start(redis_pool(), CancellationToken::new()).await;
+        c.write_all(b"GET k\r\nPING\r\n").await.expect("write");
+        c.shutdown().await.expect("half close");
+        assert_eq!(
+            read_to_end(&mut c).await,
+            b"-ERR Connection refused\r\n+PONG\r\n"
+        );
+        assert_eq!(outcome(task).await, End::Eof);
+    }
+
+    #[tokio::test]
+    async fn broken_framing_answers_then_closes() {
+        let pool = redis_pool();
+        let stats = Arc::clone(pool.stats_arc());
+        let (mut c, task) = start(pool, CancellationToken::new()).await;
+        c.write_all(b"PING\r\n*1\r\n$x\r\n").await.expect("write");
+        let got = read_to_end(&mut c).await;
+        assert!(
+            got.starts_with(b"+PONG\r\n-ERR Protocol error"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert_eq!(outcome(task).await, End::Closed);
+        assert_eq!(stats.client_err.load(Relaxed), 1);
+        assert_eq!(stats.client_foreign_protocol.load(Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn another_protocol_is_closed_silently_and_counted() {
+        let pool = redis_pool();
+        let stats = Arc::clone(pool.stats_arc());
+        let (mut c, task) = start(pool, CancellationToken::new()).await;
+        c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n\r\nSET pwned 1\r\n")
+            .await
+            .expect("write");
+        assert_eq!(read_to_end(&mut c).await, b"");
+        assert_eq!(outcome(task).await, End::Closed);
+        assert_eq!(stats.client_foreign_protocol.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn auth_is_the_session_s_business() {
+        let pool = Pool::builder("t")
+            .redis()
+            .server("127.0.0.1:1:1 nobody")
+            .redis_auth("pw")
+            .build()
+            .expect("pool");
+        let (mut c, task) = start(pool, CancellationToken::new()).await;
+        c.write_all(b"PING\r\nAUTH nope\r\nAUTH pw\r\nPING\r\n")
+            .await
+            .expect("write");
+        c.shutdown().await.expect("half close");
+        assert_eq!(
+            read_to_end(&mut c).await,
+            b"-NOAUTH Authentication required\r\n-ERR invalid password\r\n+OK\r\n+PONG\r\n"
+        );
+        assert_eq!(outcome(task).await, End::Eof);
+    }
+
+    #[tokio::test]
+    async fn shutdown_answers_what_was_sent_then_ends() {
+        let token = CancellationToken::new();
+        let (mut c, task) = start(redis_pool(), token.clone()).await;
+        c.write_all(b"PING\r\n").await.expect("write");
+        let mut buf = [0u8; 7];
+        c.read_exact(&mut buf).await.expect("pong");
+        assert_eq!(&buf, b"+PONG\r\n");
+        token.cancel();
+        assert_eq!(outcome(task).await, End::Shutdown);
+        assert_eq!(read_to_end(&mut c).await, b"");
+    }
+
+    // 500 noreply requests in one write (their server refuses: each fails
+    // silently), then `version`: the session answers it. The request window
+    // fills and empties without a single reply written; that used to look
+    // like "no progress possible" and close the connection.
+    #[tokio::test]
+    async fn memcached_noreply_burst_is_not_a_stall() {
+        let pool = Pool::builder("m")
+            .server("127.0.0.1:1:1 nobody")
+            .build()
+            .expect("pool");
+        let (mut c, task) = start(pool, CancellationToken::new()).await;
+        let mut burst = Vec::new();
+        for i in 0..500 {
+            burst.extend_from_slice(format!("delete k{i} noreply\r\n").as_bytes());
+        }
+        burst.extend_from_slice(b"bogus\r\nversion\r\nquit\r\n");
+        c.write_all(&burst).await.expect("write");
+        assert_eq!(
+            read_to_end(&mut c).await,
+            b"ERROR\r\nSERVER_ERROR Connection refused\r\n"
+        );
+        assert_eq!(outcome(task).await, End::Closed);
+    }
+}
