@@ -270,4 +270,98 @@ mod tests {
             ReplyChunks::One(Bytes::from_static(b"-WRONGTYPE no\r\n"))
         );
     }
+
+    fn mc_frame(command: mc::Command, raw: &[u8]) -> Frame {
+        let mut buf = BytesMut::from(raw);
+        match mc::decode_reply(command, &mut buf, &mc::Limits::default()) {
+            Ok(Some(f)) => Frame::Mc(f),
+            other => panic!("not a reply: {other:?}"),
+        }
+    }
+
+    fn one(b: &'static [u8]) -> ReplyChunks {
+        ReplyChunks::One(Bytes::from_static(b))
+    }
+
+    #[test]
+    fn sum_adds_the_parts_integers() {
+        let parts = [
+            frame(&resp::Reply::Integer(2)),
+            frame(&resp::Reply::Integer(0)),
+            frame(&resp::Reply::Integer(5)),
+        ];
+        assert_eq!(
+            combine(&MergePolicy::Sum, &parts, &[0, 1, 2, 0]),
+            one(b":7\r\n")
+        );
+    }
+
+    #[test]
+    fn sum_answers_the_first_part_that_is_no_integer() {
+        let parts = [
+            frame(&resp::Reply::Integer(2)),
+            frame(&resp::Reply::error("ERR busy")),
+            frame(&resp::Reply::error("ERR later")),
+        ];
+        assert_eq!(
+            combine(&MergePolicy::Sum, &parts, &[0, 1, 2]),
+            one(b"-ERR busy\r\n")
+        );
+    }
+
+    #[test]
+    fn all_ok_is_one_ok_or_the_first_other_reply() {
+        let ok = || frame(&resp::Reply::ok());
+        assert_eq!(
+            combine(&MergePolicy::AllOk, &[ok(), ok()], &[0, 1]),
+            one(b"+OK\r\n")
+        );
+        let oom = frame(&resp::Reply::error("OOM full"));
+        assert_eq!(
+            combine(&MergePolicy::AllOk, &[ok(), oom], &[0, 1]),
+            one(b"-OOM full\r\n")
+        );
+    }
+
+    // memcached: values come back in the client's key order, one END.
+    #[test]
+    fn mc_get_merges_in_key_order() {
+        let req = mc::Request::get(&["a", "b", "c"]).expect("valid");
+        let p0 = mc_frame(
+            mc::Command::Get,
+            b"VALUE a 0 1\r\n1\r\nVALUE c 0 1\r\n3\r\nEND\r\n",
+        );
+        let p1 = mc_frame(mc::Command::Get, b"VALUE b 0 1\r\n2\r\nEND\r\n");
+        assert_eq!(
+            combine(&MergePolicy::McGet(req), &[p0, p1], &[0, 1, 0]),
+            one(b"VALUE a 0 1\r\n1\r\nVALUE b 0 1\r\n2\r\nVALUE c 0 1\r\n3\r\nEND\r\n")
+        );
+    }
+
+    #[test]
+    fn mc_get_error_part_is_the_reply() {
+        let req = mc::Request::get(&["a", "b"]).expect("valid");
+        let p0 = mc_frame(mc::Command::Get, b"VALUE a 0 1\r\n1\r\nEND\r\n");
+        let p1 = mc_frame(mc::Command::Get, b"SERVER_ERROR out of memory\r\n");
+        assert_eq!(
+            combine(&MergePolicy::McGet(req), &[p0, p1], &[0, 1]),
+            one(b"SERVER_ERROR out of memory\r\n")
+        );
+    }
+
+    // A part that is no RESP reply (a memcached frame where RESP was
+    // expected) is passed on as it is rather than misread.
+    #[test]
+    fn a_part_of_the_wrong_protocol_is_passed_on() {
+        let stray = mc_frame(mc::Command::Set, b"STORED\r\n");
+        let ok = frame(&resp::Reply::ok());
+        assert_eq!(
+            combine(&MergePolicy::AllOk, &[ok, stray.clone()], &[0, 1]),
+            one(b"STORED\r\n")
+        );
+        assert_eq!(
+            combine(&MergePolicy::Sum, &[stray], &[0]),
+            one(b"STORED\r\n")
+        );
+    }
 }
