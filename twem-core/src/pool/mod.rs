@@ -696,11 +696,16 @@ impl Pool {
                 noreply: true,
             } => self.send_caller(server, wire, None, caller),
             Plan::Split(split) => {
-                let parts = match self.send_fragments(split.parts, expect, caller.hint()) {
+                let route::Split {
+                    parts,
+                    part_of,
+                    merge,
+                } = *split;
+                let parts = match self.send_fragments(parts, expect, caller.hint()) {
                     Ok(p) => p,
                     Err(e) => return ReplyFuture::ready(Err(e)),
                 };
-                ReplyFuture::merge(Merge::new(split.merge, parts, split.part_of))
+                ReplyFuture::merge(Merge::new(merge, parts, part_of))
             }
             Plan::Fail(Failure::AllEjected) => self.fail_now(BackendErrorKind::AllEjected),
             Plan::Fail(Failure::Command(e)) => {
