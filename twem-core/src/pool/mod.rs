@@ -652,7 +652,7 @@ impl Pool {
         self.inner
             .shared
             .metrics
-            .count(metrics::redis_class_index(planned.class.as_ref()));
+            .count(metrics::redis_class_index(planned.class));
         self.execute(planned.plan, Expect::Resp, caller)
     }
 
@@ -680,6 +680,10 @@ impl Pool {
 
     /// Carry out a [`Plan`]: answer, send to one server, or send the parts
     /// and merge their replies. `expect` is how the servers' replies parse.
+    // Always inlined (into its two callers) so a plan is matched where it
+    // was made rather than moved into a call: callgrind counted ~35
+    // instructions a request for the call at pipeline 1.
+    #[inline(always)]
     fn execute(&self, plan: Plan, expect: Expect, caller: Caller<'_>) -> ReplyFuture {
         match plan {
             Plan::Local(reply) => ReplyFuture::ready(Ok(reply)),

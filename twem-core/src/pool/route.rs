@@ -93,48 +93,53 @@ pub enum Failure {
 /// its arguments; refused commands count as refused).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisPlan {
-    /// The command's class, for [`redis_class_index`](super::metrics::redis_class_index).
-    pub class: Option<Class>,
+    /// The command's class (in the command table), for
+    /// [`redis_class_index`](super::metrics::redis_class_index).
+    pub class: Option<&'static Class>,
     /// What to do.
     pub plan: Plan,
 }
 
 /// Plan a Redis request against `ring`.
+// Inlined into the Pool's one caller: the plan is then built where it is
+// used instead of being returned through memory (callgrind: ~30
+// instructions a request at pipeline 1).
+#[inline]
 pub fn plan_redis(req: &resp::Request, ring: &Ring) -> RedisPlan {
     let (cmd, route) = match command::classify(req) {
         Ok(x) => x,
         Err(e) => {
             // Only a refused command has a class worth counting; an unknown
-            // one or a wrong arity counts as "rejected".
-            let class = match &e {
-                CommandError::Refused { reason, .. } => Some(Class::Refused(reason)),
-                _ => None,
-            };
+            // one or a wrong arity counts as "rejected". The second lookup
+            // is on this cold path only.
+            let class = command::lookup(req.name())
+                .map(|c| &c.class)
+                .filter(|c| matches!(c, Class::Refused(_)));
             return RedisPlan {
                 class,
                 plan: Plan::Fail(Failure::Command(e)),
             };
         }
     };
-    let plan = match route {
-        Route::Local(c) => Plan::Local(local_reply(c.name, req)),
-        Route::Key(i) => {
-            let key = req.args().get(i).map_or(&b""[..], |b| &b[..]);
-            one(ring.locate(key), req.wire())
-        }
-        Route::Placeholder => one(ring.locate(PLACEHOLDER_KEY), req.wire()),
-        Route::Split { cmd, first, step } => {
-            let merge = match cmd.class {
-                Class::Mget => MergePolicy::Mget,
-                Class::Mset => MergePolicy::AllOk,
-                _ => MergePolicy::Sum,
-            };
-            split_redis(ring, req, first, step, merge)
-        }
-    };
+    // Built in place, one struct literal: no plan is moved on the hot path.
     RedisPlan {
-        class: Some(cmd.class),
-        plan,
+        class: Some(&cmd.class),
+        plan: match route {
+            Route::Local(c) => Plan::Local(local_reply(c.name, req)),
+            Route::Key(i) => {
+                let key = req.args().get(i).map_or(&b""[..], |b| &b[..]);
+                one(ring.locate(key), req.wire())
+            }
+            Route::Placeholder => one(ring.locate(PLACEHOLDER_KEY), req.wire()),
+            Route::Split { cmd, first, step } => {
+                let merge = match cmd.class {
+                    Class::Mget => MergePolicy::Mget,
+                    Class::Mset => MergePolicy::AllOk,
+                    _ => MergePolicy::Sum,
+                };
+                split_redis(ring, req, first, step, merge)
+            }
+        },
     }
 }
 
@@ -221,6 +226,7 @@ fn group(owner: &[usize]) -> (Vec<usize>, Vec<usize>) {
 }
 
 /// Plan a memcached request against `ring`.
+#[inline]
 pub fn plan_memcache(req: &mc::Request, ring: &Ring) -> Plan {
     let cmd = req.command();
     if cmd == mc::Command::Quit {
@@ -439,7 +445,7 @@ mod tests {
             let req = redis(args);
             let want = command::classify(&req).expect_err("rejected");
             let planned = plan_redis(&req, &ring());
-            assert_eq!(planned.class, class, "{args:?}");
+            assert_eq!(planned.class.copied(), class, "{args:?}");
             assert_eq!(planned.plan, Plan::Fail(Failure::Command(want)), "{args:?}");
         }
     }
@@ -451,7 +457,7 @@ mod tests {
             let key = format!("user:{i}");
             let req = redis(&["SET", &key, "v"]);
             let planned = plan_redis(&req, &ring);
-            assert_eq!(planned.class, Some(Class::Single));
+            assert_eq!(planned.class, Some(&Class::Single));
             let Plan::One {
                 server,
                 wire,
@@ -475,7 +481,7 @@ mod tests {
         for name in ["COMMAND", "LOLWUT"] {
             let req = redis(&[name]);
             let planned = plan_redis(&req, &ring);
-            assert_eq!(planned.class, Some(Class::Placeholder));
+            assert_eq!(planned.class, Some(&Class::Placeholder));
             assert_eq!(
                 planned.plan,
                 Plan::One {
@@ -494,7 +500,7 @@ mod tests {
         let mut args: Vec<&str> = vec!["MGET"];
         args.extend(keys.iter().map(String::as_str));
         let planned = plan_redis(&redis(&args), &ring);
-        assert_eq!(planned.class, Some(Class::Mget));
+        assert_eq!(planned.class, Some(&Class::Mget));
         let Plan::Split(split) = planned.plan else {
             panic!("not split: {planned:?}");
         };
@@ -512,7 +518,7 @@ mod tests {
             args.push("v");
         }
         let planned = plan_redis(&redis(&args), &ring);
-        assert_eq!(planned.class, Some(Class::Mset));
+        assert_eq!(planned.class, Some(&Class::Mset));
         let Plan::Split(split) = planned.plan else {
             panic!("not split: {planned:?}");
         };
@@ -528,7 +534,7 @@ mod tests {
             let mut args: Vec<&str> = vec![name];
             args.extend(keys.iter().map(String::as_str));
             let planned = plan_redis(&redis(&args), &ring);
-            assert_eq!(planned.class, Some(Class::SumInt));
+            assert_eq!(planned.class, Some(&Class::SumInt));
             let Plan::Split(split) = planned.plan else {
                 panic!("{name} not split: {planned:?}");
             };
