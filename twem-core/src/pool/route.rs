@@ -40,7 +40,7 @@ pub enum Plan {
     },
     /// Send each part to its server and merge their replies into one.
     /// Boxed: a split allocates its parts anyway, and the box keeps every
-    /// plan (returned by value on the hot path) at a third of the size.
+    /// plan at 56 bytes instead of 176 (plans are made per request).
     Split(Box<Split>),
     /// Do not send anything: answer the client with this failure.
     Fail(Failure),
@@ -60,9 +60,10 @@ pub struct Split {
     pub merge: MergePolicy,
 }
 
-/// How the replies of a split request's parts combine (see
-/// [`merge::combine`](super::merge)). Decided once, when the request is
-/// planned.
+/// How the replies of a split request's parts combine (the pool's pure
+/// `merge::combine` applies it). Decided once, when the request is planned,
+/// not re-derived from the command later. Any part that is an error reply
+/// is the whole command's reply, whatever the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MergePolicy {
     /// MGET: one array of the parts' values, in the client's key order.
