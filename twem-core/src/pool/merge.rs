@@ -20,6 +20,7 @@ use twem_proto::{memcache as mc, resp};
 
 use super::backend::Frame;
 use super::error::{BackendError, BackendErrorKind, CallError};
+use super::route::MergePolicy;
 use super::ReplyChunks;
 
 /// Values at least this long are passed through as slices of the parts'
@@ -27,24 +28,11 @@ use super::ReplyChunks;
 /// small value would make the client's write a long iovec for little gain).
 const PASS_THROUGH: usize = 16 * 1024;
 
-/// How the parts combine.
-#[derive(Debug)]
-pub(crate) enum Kind {
-    /// An array of the parts' values in key order.
-    Mget,
-    /// The sum of the parts' integers.
-    Sum,
-    /// One `+OK` when every part said `+OK`.
-    Mset,
-    /// memcached get/gets: the values in the order of this (the client's) request's keys.
-    McGet(mc::Request),
-}
-
 type Part = oneshot::Receiver<Result<Frame, BackendError>>;
 
 /// A split command in flight.
 pub(crate) struct Merge {
-    kind: Kind,
+    policy: MergePolicy,
     parts: Vec<Part>,
     done: Vec<Option<Frame>>,
     /// For each key (group) of the client's request, the part it went to.
@@ -53,10 +41,10 @@ pub(crate) struct Merge {
 }
 
 impl Merge {
-    pub(crate) fn new(kind: Kind, parts: Vec<Part>, part_of: Vec<usize>) -> Merge {
+    pub(crate) fn new(policy: MergePolicy, parts: Vec<Part>, part_of: Vec<usize>) -> Merge {
         let n = parts.len();
         Merge {
-            kind,
+            policy,
             parts,
             done: (0..n).map(|_| None).collect(),
             part_of,
@@ -90,16 +78,19 @@ impl Merge {
             return Poll::Pending;
         }
         let frames: Vec<Frame> = self.done.iter_mut().filter_map(Option::take).collect();
-        Poll::Ready(Ok(combine(&self.kind, &frames, &self.part_of)))
+        Poll::Ready(Ok(combine(&self.policy, &frames, &self.part_of)))
     }
 }
 
-/// Merge complete parts. Any part that is an error reply (or not the shape
-/// its command calls for) is what the client gets for the whole command.
-fn combine(kind: &Kind, frames: &[Frame], part_of: &[usize]) -> ReplyChunks {
-    match kind {
-        Kind::Mget => mget(frames, part_of),
-        _ => ReplyChunks::One(combine_one(kind, frames, part_of)),
+/// Merge complete parts (`frames[i]` the reply to part `i`; `part_of` as in
+/// [`Split`](super::route::Split)) into the client's one reply, by the
+/// policy planned for the command. Any part that is an error reply (or not
+/// the shape its command calls for) is what the client gets for the whole
+/// command. Pure: no I/O, unit-tested below.
+pub(crate) fn combine(policy: &MergePolicy, frames: &[Frame], part_of: &[usize]) -> ReplyChunks {
+    match policy {
+        MergePolicy::Mget => mget(frames, part_of),
+        _ => ReplyChunks::One(combine_one(policy, frames, part_of)),
     }
 }
 
@@ -165,9 +156,9 @@ impl Chain {
 }
 
 /// The merges whose reply is small and built in one buffer.
-fn combine_one(kind: &Kind, frames: &[Frame], part_of: &[usize]) -> Bytes {
-    match kind {
-        Kind::Sum => {
+fn combine_one(policy: &MergePolicy, frames: &[Frame], part_of: &[usize]) -> Bytes {
+    match policy {
+        MergePolicy::Sum => {
             let mut total: i64 = 0;
             for f in frames {
                 match f {
@@ -180,7 +171,7 @@ fn combine_one(kind: &Kind, frames: &[Frame], part_of: &[usize]) -> Bytes {
             }
             resp::Reply::Integer(total).to_bytes()
         }
-        Kind::Mset => {
+        MergePolicy::AllOk => {
             for f in frames {
                 let raw = f.raw();
                 if &raw[..] != b"+OK\r\n" {
@@ -189,8 +180,8 @@ fn combine_one(kind: &Kind, frames: &[Frame], part_of: &[usize]) -> Bytes {
             }
             resp::Reply::ok().to_bytes()
         }
-        Kind::Mget => mget(frames, part_of).into_bytes(),
-        Kind::McGet(req) => {
+        MergePolicy::Mget => mget(frames, part_of).into_bytes(),
+        MergePolicy::McGet(req) => {
             let mut parts = Vec::with_capacity(frames.len());
             for f in frames {
                 match f {
@@ -262,7 +253,7 @@ mod tests {
     fn small_mget_is_one_buffer() {
         let a = frame(&resp::Reply::Array(Some(vec![bulk(b"x")])));
         let b = frame(&resp::Reply::Array(Some(vec![resp::Reply::Bulk(None)])));
-        let got = combine(&Kind::Mget, &[a, b], &[1, 0]);
+        let got = combine(&MergePolicy::Mget, &[a, b], &[1, 0]);
         assert_eq!(
             got,
             ReplyChunks::One(Bytes::from_static(b"*2\r\n$-1\r\n$1\r\nx\r\n"))
@@ -273,10 +264,104 @@ mod tests {
     fn an_error_part_is_the_reply() {
         let a = frame(&resp::Reply::Array(Some(vec![bulk(b"x")])));
         let b = frame(&resp::Reply::error("WRONGTYPE no"));
-        let got = combine(&Kind::Mget, &[a, b], &[0, 1]);
+        let got = combine(&MergePolicy::Mget, &[a, b], &[0, 1]);
         assert_eq!(
             got,
             ReplyChunks::One(Bytes::from_static(b"-WRONGTYPE no\r\n"))
+        );
+    }
+
+    fn mc_frame(command: mc::Command, raw: &[u8]) -> Frame {
+        let mut buf = BytesMut::from(raw);
+        match mc::decode_reply(command, &mut buf, &mc::Limits::default()) {
+            Ok(Some(f)) => Frame::Mc(f),
+            other => panic!("not a reply: {other:?}"),
+        }
+    }
+
+    fn one(b: &'static [u8]) -> ReplyChunks {
+        ReplyChunks::One(Bytes::from_static(b))
+    }
+
+    #[test]
+    fn sum_adds_the_parts_integers() {
+        let parts = [
+            frame(&resp::Reply::Integer(2)),
+            frame(&resp::Reply::Integer(0)),
+            frame(&resp::Reply::Integer(5)),
+        ];
+        assert_eq!(
+            combine(&MergePolicy::Sum, &parts, &[0, 1, 2, 0]),
+            one(b":7\r\n")
+        );
+    }
+
+    #[test]
+    fn sum_answers_the_first_part_that_is_no_integer() {
+        let parts = [
+            frame(&resp::Reply::Integer(2)),
+            frame(&resp::Reply::error("ERR busy")),
+            frame(&resp::Reply::error("ERR later")),
+        ];
+        assert_eq!(
+            combine(&MergePolicy::Sum, &parts, &[0, 1, 2]),
+            one(b"-ERR busy\r\n")
+        );
+    }
+
+    #[test]
+    fn all_ok_is_one_ok_or_the_first_other_reply() {
+        let ok = || frame(&resp::Reply::ok());
+        assert_eq!(
+            combine(&MergePolicy::AllOk, &[ok(), ok()], &[0, 1]),
+            one(b"+OK\r\n")
+        );
+        let oom = frame(&resp::Reply::error("OOM full"));
+        assert_eq!(
+            combine(&MergePolicy::AllOk, &[ok(), oom], &[0, 1]),
+            one(b"-OOM full\r\n")
+        );
+    }
+
+    // memcached: values come back in the client's key order, one END.
+    #[test]
+    fn mc_get_merges_in_key_order() {
+        let req = mc::Request::get(&["a", "b", "c"]).expect("valid");
+        let p0 = mc_frame(
+            mc::Command::Get,
+            b"VALUE a 0 1\r\n1\r\nVALUE c 0 1\r\n3\r\nEND\r\n",
+        );
+        let p1 = mc_frame(mc::Command::Get, b"VALUE b 0 1\r\n2\r\nEND\r\n");
+        assert_eq!(
+            combine(&MergePolicy::McGet(req), &[p0, p1], &[0, 1, 0]),
+            one(b"VALUE a 0 1\r\n1\r\nVALUE b 0 1\r\n2\r\nVALUE c 0 1\r\n3\r\nEND\r\n")
+        );
+    }
+
+    #[test]
+    fn mc_get_error_part_is_the_reply() {
+        let req = mc::Request::get(&["a", "b"]).expect("valid");
+        let p0 = mc_frame(mc::Command::Get, b"VALUE a 0 1\r\n1\r\nEND\r\n");
+        let p1 = mc_frame(mc::Command::Get, b"SERVER_ERROR out of memory\r\n");
+        assert_eq!(
+            combine(&MergePolicy::McGet(req), &[p0, p1], &[0, 1]),
+            one(b"SERVER_ERROR out of memory\r\n")
+        );
+    }
+
+    // A part that is no RESP reply (a memcached frame where RESP was
+    // expected) is passed on as it is rather than misread.
+    #[test]
+    fn a_part_of_the_wrong_protocol_is_passed_on() {
+        let stray = mc_frame(mc::Command::Set, b"STORED\r\n");
+        let ok = frame(&resp::Reply::ok());
+        assert_eq!(
+            combine(&MergePolicy::AllOk, &[ok, stray.clone()], &[0, 1]),
+            one(b"STORED\r\n")
+        );
+        assert_eq!(
+            combine(&MergePolicy::Sum, &[stray], &[0]),
+            one(b"STORED\r\n")
         );
     }
 }
