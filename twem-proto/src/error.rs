@@ -48,6 +48,15 @@ impl ProtoError {
         ProtoError::Protocol(msg.into())
     }
 
+    /// A [`ProtoError::TooLarge`] for `what`, whose `len` is over `limit`.
+    pub(crate) fn too_large(what: &'static str, len: usize, limit: usize) -> Self {
+        ProtoError::TooLarge {
+            what,
+            len: crate::wire::len_u64(len),
+            limit: crate::wire::len_u64(limit),
+        }
+    }
+
     /// True for [`ProtoError::ForeignProtocol`]: the caller should log it as
     /// a possible attack rather than as a client bug.
     pub fn is_foreign_protocol(&self) -> bool {
