@@ -46,6 +46,24 @@ impl Keys {
     }
 }
 
+/// Writes the constructors of the storage commands without a cas unique:
+/// they differ only in their name and command.
+macro_rules! storage_constructors {
+    ($($(#[$doc:meta])* $name:ident => $command:ident;)+) => {$(
+        $(#[$doc])*
+        pub fn $name(
+            key: impl AsRef<[u8]>,
+            flags: u32,
+            exptime: i64,
+            value: impl AsRef<[u8]>,
+            noreply: bool,
+        ) -> Result<Request, RequestError> {
+            let (k, v) = (key.as_ref(), value.as_ref());
+            Self::storage(Command::$command, k, flags, exptime, v, None, noreply)
+        }
+    )+};
+}
+
 /// One memcached request, zero copy: its keys and value are slices of
 /// [`Request::wire`], the exact bytes received (or built by a constructor).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,79 +152,18 @@ impl Request {
         Self::retrieval(Command::Gets, keys)
     }
 
-    /// `set <key> <flags> <exptime> <bytes> [noreply]` with its data block.
-    pub fn set(
-        key: impl AsRef<[u8]>,
-        flags: u32,
-        exptime: i64,
-        value: impl AsRef<[u8]>,
-        noreply: bool,
-    ) -> Result<Request, RequestError> {
-        Self::storage(
-            Command::Set,
-            key.as_ref(),
-            flags,
-            exptime,
-            value.as_ref(),
-            None,
-            noreply,
-        )
-    }
-
-    /// `add`: store only if the key is absent.
-    pub fn add(
-        key: impl AsRef<[u8]>,
-        flags: u32,
-        exptime: i64,
-        value: impl AsRef<[u8]>,
-        noreply: bool,
-    ) -> Result<Request, RequestError> {
-        Self::storage(
-            Command::Add,
-            key.as_ref(),
-            flags,
-            exptime,
-            value.as_ref(),
-            None,
-            noreply,
-        )
-    }
-
-    /// `replace`: store only if the key is present.
-    pub fn replace(
-        key: impl AsRef<[u8]>,
-        flags: u32,
-        exptime: i64,
-        value: impl AsRef<[u8]>,
-        noreply: bool,
-    ) -> Result<Request, RequestError> {
-        let (k, v) = (key.as_ref(), value.as_ref());
-        Self::storage(Command::Replace, k, flags, exptime, v, None, noreply)
-    }
-
-    /// `append`: add the data after the existing value (flags and exptime are
-    /// ignored by memcached).
-    pub fn append(
-        key: impl AsRef<[u8]>,
-        flags: u32,
-        exptime: i64,
-        value: impl AsRef<[u8]>,
-        noreply: bool,
-    ) -> Result<Request, RequestError> {
-        let (k, v) = (key.as_ref(), value.as_ref());
-        Self::storage(Command::Append, k, flags, exptime, v, None, noreply)
-    }
-
-    /// `prepend`: add the data before the existing value.
-    pub fn prepend(
-        key: impl AsRef<[u8]>,
-        flags: u32,
-        exptime: i64,
-        value: impl AsRef<[u8]>,
-        noreply: bool,
-    ) -> Result<Request, RequestError> {
-        let (k, v) = (key.as_ref(), value.as_ref());
-        Self::storage(Command::Prepend, k, flags, exptime, v, None, noreply)
+    storage_constructors! {
+        /// `set <key> <flags> <exptime> <bytes> [noreply]` with its data block.
+        set => Set;
+        /// `add`: store only if the key is absent.
+        add => Add;
+        /// `replace`: store only if the key is present.
+        replace => Replace;
+        /// `append`: add the data after the existing value (flags and exptime are
+        /// ignored by memcached).
+        append => Append;
+        /// `prepend`: add the data before the existing value.
+        prepend => Prepend;
     }
 
     /// `cas <key> <flags> <exptime> <bytes> <cas unique> [noreply]`: store

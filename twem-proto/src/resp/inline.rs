@@ -147,7 +147,7 @@ fn hex(b: u8) -> Option<u8> {
 mod tests {
     use tokio_util::codec::Decoder;
 
-    use super::super::testing::{args_of, protocol_msg, requests};
+    use super::super::testing::{args_of, protocol_msg, request_err, requests};
     use super::super::Limits;
     use super::*;
 
@@ -201,9 +201,8 @@ mod tests {
             b"echo \"a\"b\r\n",
             b"echo 'a'b\r\n",
         ] {
-            let err = requests(input).unwrap_err();
             assert_eq!(
-                protocol_msg(err),
+                request_err(input),
                 "unbalanced quotes in request",
                 "{input:?}"
             );

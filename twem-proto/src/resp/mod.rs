@@ -7,7 +7,7 @@
 //! - [`ReplyCodec`] (client side, facing backends, also for Rust tools)
 //!   decodes [`ReplyFrame`]s and encodes [`Request`]s.
 //!
-//! Both are zero copy: a decoded item holds [`Bytes`] slices of the read
+//! Both are zero copy: a decoded item holds [`Bytes`](bytes::Bytes) slices of the read
 //! buffer, cut with `split_to(..).freeze()`; a request is forwarded with
 //! [`Request::wire`] and a reply with [`ReplyFrame::raw`], byte for byte.
 //!
@@ -221,6 +221,52 @@ mod testing {
             ProtoError::Protocol(m) => m.into_owned(),
             other => panic!("expected a protocol error, got {other:?}"),
         }
+    }
+
+    /// The protocol error message for requests `input`, which must fail.
+    pub(super) fn request_err(input: &[u8]) -> String {
+        protocol_msg(requests(input).unwrap_err())
+    }
+
+    /// The protocol error message for the reply `input`, which must fail.
+    pub(super) fn reply_err(input: &[u8]) -> String {
+        protocol_msg(reply(input).unwrap_err())
+    }
+
+    /// The fields of the [`ProtoError::TooLarge`] that `result` must be.
+    pub(super) fn too_large<T: std::fmt::Debug>(
+        result: Result<T, ProtoError>,
+    ) -> (&'static str, u64, u64) {
+        match result {
+            Err(ProtoError::TooLarge { what, len, limit }) => (what, len, limit),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
+
+    /// Feeds `input` to `codec` in pieces ending at `cuts`, decoding as much
+    /// as possible after each piece, and stops at the first error: the items
+    /// decoded before it, the error, and the bytes left undecoded.
+    pub(super) fn feed<D: Decoder>(
+        codec: &mut D,
+        input: &[u8],
+        cuts: &[usize],
+    ) -> (Vec<D::Item>, Option<D::Error>, BytesMut) {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+            let cut = cut.clamp(start, input.len());
+            buf.extend_from_slice(&input[start..cut]);
+            start = cut;
+            loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(item)) => out.push(item),
+                    Ok(None) => break,
+                    Err(e) => return (out, Some(e), buf),
+                }
+            }
+        }
+        (out, None, buf)
     }
 
     pub(super) fn args_of(req: &Request) -> Vec<&[u8]> {

@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use tokio_util::codec::Decoder;
 
+use super::testing::feed;
 use super::{Reply, ReplyCodec, ReplyFrame, Request, RequestCodec};
 
 fn arb_request() -> impl Strategy<Value = Vec<Vec<u8>>> {
@@ -49,17 +50,8 @@ fn decode_chunked<D: Decoder>(codec: &mut D, input: &[u8], cuts: &[usize]) -> Ve
 where
     D::Error: std::fmt::Debug,
 {
-    let mut buf = BytesMut::new();
-    let mut out = Vec::new();
-    let mut start = 0;
-    for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
-        let cut = cut.clamp(start, input.len());
-        buf.extend_from_slice(&input[start..cut]);
-        start = cut;
-        while let Some(item) = codec.decode(&mut buf).unwrap() {
-            out.push(item);
-        }
-    }
+    let (out, err, buf) = feed(codec, input, cuts);
+    assert!(err.is_none(), "decode failed: {err:?}");
     assert!(buf.is_empty(), "undecoded bytes left: {buf:?}");
     out
 }

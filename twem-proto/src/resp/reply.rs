@@ -420,7 +420,7 @@ encoders!(ReplyCodec: Request);
 mod tests {
     use tokio_util::codec::Encoder;
 
-    use super::super::testing::{protocol_msg, reply, requests};
+    use super::super::testing::{reply, reply_err, requests, too_large};
     use super::*;
 
     // Status, error and integer replies.
@@ -518,9 +518,8 @@ mod tests {
     #[test]
     fn resp3_rejected() {
         for t in [b'_', b',', b'#', b'!', b'=', b'(', b'|', b'~', b'>', b'%'] {
-            let err = reply(&[t, b'1', b'\r', b'\n']).unwrap_err();
             assert_eq!(
-                protocol_msg(err),
+                reply_err(&[t, b'1', b'\r', b'\n']),
                 format!("RESP3 reply type '{}' not supported", t as char)
             );
         }
@@ -529,34 +528,23 @@ mod tests {
     // A byte that starts no reply type is an error.
     #[test]
     fn garbage_reply_type() {
-        let err = reply(b"?x\r\n").unwrap_err();
-        assert_eq!(protocol_msg(err), "unexpected reply type byte '?'");
-        let err = reply(b"\xff\r\n").unwrap_err();
-        assert_eq!(protocol_msg(err), "unexpected reply type byte '\\xff'");
+        assert_eq!(reply_err(b"?x\r\n"), "unexpected reply type byte '?'");
+        assert_eq!(reply_err(b"\xff\r\n"), "unexpected reply type byte '\\xff'");
     }
 
     // Lengths below -1 are invalid in replies.
     #[test]
     fn reply_negative_lengths() {
-        assert_eq!(
-            protocol_msg(reply(b"$-2\r\n").unwrap_err()),
-            "invalid bulk length"
-        );
-        assert_eq!(
-            protocol_msg(reply(b"*-5\r\n").unwrap_err()),
-            "invalid multibulk length"
-        );
+        assert_eq!(reply_err(b"$-2\r\n"), "invalid bulk length");
+        assert_eq!(reply_err(b"*-5\r\n"), "invalid multibulk length");
     }
 
     // An integer reply must hold an integer.
     #[test]
     fn invalid_integer_reply() {
+        assert_eq!(reply_err(b":12a\r\n"), "invalid integer reply");
         assert_eq!(
-            protocol_msg(reply(b":12a\r\n").unwrap_err()),
-            "invalid integer reply"
-        );
-        assert_eq!(
-            protocol_msg(reply(b":99999999999999999999\r\n").unwrap_err()),
+            reply_err(b":99999999999999999999\r\n"),
             "invalid integer reply"
         );
     }
@@ -564,19 +552,13 @@ mod tests {
     // A reply line ended by a bare CR is broken framing.
     #[test]
     fn reply_line_needs_crlf() {
-        assert_eq!(
-            protocol_msg(reply(b"+OK\rX").unwrap_err()),
-            "expected CRLF after reply line"
-        );
+        assert_eq!(reply_err(b"+OK\rX"), "expected CRLF after reply line");
     }
 
     // Bulk data in a reply must be followed by CRLF.
     #[test]
     fn reply_bulk_without_crlf() {
-        assert_eq!(
-            protocol_msg(reply(b"$2\r\nabXY").unwrap_err()),
-            "expected CRLF after bulk data"
-        );
+        assert_eq!(reply_err(b"$2\r\nabXY"), "expected CRLF after bulk data");
     }
 
     // A reply bulk over the limit is rejected from its header, unbuffered.
@@ -588,14 +570,8 @@ mod tests {
         });
         let mut buf = BytesMut::from(&b"$11\r\n"[..]);
         let cap = buf.capacity();
-        assert!(matches!(
-            codec.decode(&mut buf),
-            Err(ProtoError::TooLarge {
-                what: "bulk length",
-                len: 11,
-                limit: 10
-            })
-        ));
+        let got = too_large(codec.decode(&mut buf));
+        assert_eq!(got, ("bulk length", 11, 10));
         assert_eq!(buf.capacity(), cap);
     }
 
@@ -607,13 +583,8 @@ mod tests {
             ..Limits::default()
         });
         let mut buf = BytesMut::from(&b"*3\r\n"[..]);
-        assert!(matches!(
-            codec.decode(&mut buf),
-            Err(ProtoError::TooLarge {
-                what: "multibulk length",
-                ..
-            })
-        ));
+        let (what, _, _) = too_large(codec.decode(&mut buf));
+        assert_eq!(what, "multibulk length");
     }
 
     // Nesting deeper than max_depth is rejected; max_depth itself is fine.
@@ -626,14 +597,8 @@ mod tests {
         let mut ok = BytesMut::from(&b"*1\r\n*1\r\n*1\r\n:1\r\n"[..]);
         assert!(ReplyCodec::new(limits).decode(&mut ok).unwrap().is_some());
         let mut deep = BytesMut::from(&b"*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n"[..]);
-        assert!(matches!(
-            ReplyCodec::new(limits).decode(&mut deep),
-            Err(ProtoError::TooLarge {
-                what: "reply nesting depth",
-                len: 4,
-                limit: 3
-            })
-        ));
+        let got = too_large(ReplyCodec::new(limits).decode(&mut deep));
+        assert_eq!(got, ("reply nesting depth", 4, 3));
     }
 
     // A status line longer than max_inline_len is rejected before more of it
@@ -647,13 +612,8 @@ mod tests {
         let mut buf = BytesMut::from(&b"+OKOK"[..]);
         assert!(codec.decode(&mut buf).unwrap().is_none());
         buf.extend_from_slice(b"K");
-        assert!(matches!(
-            codec.decode(&mut buf),
-            Err(ProtoError::TooLarge {
-                what: "reply line",
-                ..
-            })
-        ));
+        let (what, _, _) = too_large(codec.decode(&mut buf));
+        assert_eq!(what, "reply line");
     }
 
     // ---- encoding ----

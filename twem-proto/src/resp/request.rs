@@ -314,30 +314,15 @@ encoders!(RequestCodec: Reply, ReplyFrame);
 mod tests {
     use tokio_util::codec::Encoder;
 
-    use super::super::testing::{args_of, protocol_msg, requests};
+    use super::super::testing::{args_of, feed, request_err, requests, too_large};
     use super::*;
 
     /// Feeds `input` in pieces ending at `cuts`, decoding after each piece,
     /// and stops at the first error: the requests decoded before it (what a
     /// session would have run) and the error.
     fn decode_until_error(input: &[u8], cuts: &[usize]) -> (Vec<Request>, Option<ProtoError>) {
-        let mut codec = RequestCodec::default();
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        let mut start = 0;
-        for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
-            let cut = cut.clamp(start, input.len());
-            buf.extend_from_slice(&input[start..cut]);
-            start = cut;
-            loop {
-                match codec.decode(&mut buf) {
-                    Ok(Some(req)) => out.push(req),
-                    Ok(None) => break,
-                    Err(e) => return (out, Some(e)),
-                }
-            }
-        }
-        (out, None)
+        let (out, err, _) = feed(&mut RequestCodec::default(), input, cuts);
+        (out, err)
     }
 
     fn foreign_seen(err: Option<ProtoError>) -> &'static str {
@@ -509,14 +494,8 @@ mod tests {
         let mut codec = RequestCodec::default();
         let mut buf = BytesMut::from(&b"*1\r\n$999999999999\r\n"[..]);
         let cap = buf.capacity();
-        match codec.decode(&mut buf) {
-            Err(ProtoError::TooLarge {
-                what: "bulk length",
-                len: 999_999_999_999,
-                limit,
-            }) => assert_eq!(limit, 512 * 1024 * 1024),
-            other => panic!("expected TooLarge, got {other:?}"),
-        }
+        let got = too_large(codec.decode(&mut buf));
+        assert_eq!(got, ("bulk length", 999_999_999_999, 512 * 1024 * 1024));
         assert_eq!(buf.capacity(), cap);
     }
 
@@ -528,32 +507,28 @@ mod tests {
             ..Limits::default()
         });
         let mut buf = BytesMut::from(&b"*4\r\n"[..]);
-        assert!(matches!(
-            codec.decode(&mut buf),
-            Err(ProtoError::TooLarge {
-                what: "multibulk length",
-                len: 4,
-                limit: 3
-            })
-        ));
+        let got = too_large(codec.decode(&mut buf));
+        assert_eq!(got, ("multibulk length", 4, 3));
     }
 
     // A negative bulk length is invalid in a request.
     #[test]
     fn negative_bulk_length() {
-        let err = requests(b"*1\r\n$-2\r\n").unwrap_err();
-        assert_eq!(protocol_msg(err), "invalid bulk length");
-        let err = requests(b"*1\r\n$-1\r\n").unwrap_err();
-        assert_eq!(protocol_msg(err), "invalid bulk length");
+        assert_eq!(request_err(b"*1\r\n$-2\r\n"), "invalid bulk length");
+        assert_eq!(request_err(b"*1\r\n$-1\r\n"), "invalid bulk length");
     }
 
     // A length that overflows i64 is invalid, not wrapped.
     #[test]
     fn overflowing_lengths() {
-        let err = requests(b"*1\r\n$99999999999999999999999\r\n").unwrap_err();
-        assert_eq!(protocol_msg(err), "invalid bulk length");
-        let err = requests(b"*99999999999999999999\r\n").unwrap_err();
-        assert_eq!(protocol_msg(err), "invalid multibulk length");
+        assert_eq!(
+            request_err(b"*1\r\n$99999999999999999999999\r\n"),
+            "invalid bulk length"
+        );
+        assert_eq!(
+            request_err(b"*99999999999999999999\r\n"),
+            "invalid multibulk length"
+        );
     }
 
     // Numbers are read as Redis's string2ll reads them: no sign, blank or
@@ -568,8 +543,7 @@ mod tests {
             b"*\r\n",
             b"*1x\r\n",
         ] {
-            let err = requests(input).unwrap_err();
-            assert_eq!(protocol_msg(err), "invalid multibulk length", "{input:?}");
+            assert_eq!(request_err(input), "invalid multibulk length", "{input:?}");
         }
         for input in [
             &b"*1\r\n$abc\r\n"[..],
@@ -577,8 +551,7 @@ mod tests {
             b"*1\r\n$04\r\n",
             b"*1\r\n$4PING\r\n",
         ] {
-            let err = requests(input).unwrap_err();
-            assert_eq!(protocol_msg(err), "invalid bulk length", "{input:?}");
+            assert_eq!(request_err(input), "invalid bulk length", "{input:?}");
         }
     }
 
@@ -586,32 +559,33 @@ mod tests {
     // error, not a reason to buffer more.
     #[test]
     fn endless_header_rejected() {
-        let err = requests(b"*111111111111111111111111111111").unwrap_err();
-        assert_eq!(protocol_msg(err), "invalid multibulk length");
+        assert_eq!(
+            request_err(b"*111111111111111111111111111111"),
+            "invalid multibulk length"
+        );
     }
 
     // A header terminated by a bare LF is invalid, as in Redis.
     #[test]
     fn header_needs_crlf() {
-        let err = requests(b"*1\n$4\nPING\r\n").unwrap_err();
-        assert_eq!(protocol_msg(err), "invalid multibulk length");
+        assert_eq!(request_err(b"*1\n$4\nPING\r\n"), "invalid multibulk length");
     }
 
     // Something other than `$` where a bulk string should start.
     #[test]
     fn expected_dollar() {
-        let err = requests(b"*3\r\n*abc\r\n").unwrap_err();
-        assert_eq!(protocol_msg(err), "expected '$', got '*'");
-        let err = requests(b"*1\r\n\x01\r\n").unwrap_err();
-        assert_eq!(protocol_msg(err), "expected '$', got '\\x01'");
+        assert_eq!(request_err(b"*3\r\n*abc\r\n"), "expected '$', got '*'");
+        assert_eq!(request_err(b"*1\r\n\x01\r\n"), "expected '$', got '\\x01'");
     }
 
     // Bulk data must be followed by CRLF (stricter than Redis, which skips
     // two bytes unread).
     #[test]
     fn bulk_without_crlf() {
-        let err = requests(b"*1\r\n$3\r\nabcXY").unwrap_err();
-        assert_eq!(protocol_msg(err), "expected CRLF after bulk data");
+        assert_eq!(
+            request_err(b"*1\r\n$3\r\nabcXY"),
+            "expected CRLF after bulk data"
+        );
     }
 
     // from_args builds the same wire the decoder would have received.
