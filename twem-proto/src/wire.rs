@@ -13,21 +13,31 @@ const U64_DIGITS: usize = 20;
 
 /// Parses an unsigned decimal the way memcached does: digits only, no sign,
 /// no blanks, no overflow; leading zeros are allowed.
+#[inline]
 pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > U64_DIGITS {
         return None;
     }
-    s.iter().try_fold(0u64, |acc, &b| {
-        if b.is_ascii_digit() {
-            acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-        } else {
-            None
+    digits_u64(s)
+}
+
+/// The value of `digits`, all ASCII digits, or `None` (a non-digit or
+/// overflow). Empty is 0: callers check for that themselves.
+#[inline]
+fn digits_u64(digits: &[u8]) -> Option<u64> {
+    let mut v: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
         }
-    })
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(v)
 }
 
 /// Parses a decimal with an optional leading `-` (memcached's exptime may be
 /// negative: "expire immediately").
+#[inline]
 pub(crate) fn parse_i64(s: &[u8]) -> Option<i64> {
     match s.split_first() {
         Some((b'-', rest)) => 0i64.checked_sub_unsigned(parse_u64(rest)?),
@@ -36,6 +46,7 @@ pub(crate) fn parse_i64(s: &[u8]) -> Option<i64> {
 }
 
 /// Parses a `u32` (memcached's flags), refusing anything larger.
+#[inline]
 pub(crate) fn parse_u32(s: &[u8]) -> Option<u32> {
     u32::try_from(parse_u64(s)?).ok()
 }
@@ -44,17 +55,29 @@ pub(crate) fn parse_u32(s: &[u8]) -> Option<u32> {
 /// `-`, no `+`, no blanks, no leading zeros (so no `-0`), no overflow.
 ///
 /// Redis refuses these forms, so a proxy accepting them would forward a
-/// request the server then reads differently from us.
+/// request the server then reads differently from us. Every RESP header
+/// goes through here, so it is one pass over the digits.
+#[inline]
 pub(crate) fn parse_i64_canonical(s: &[u8]) -> Option<i64> {
-    let digits = s.strip_prefix(b"-").unwrap_or(s);
-    match digits.first()? {
-        b'0' => (s == b"0").then_some(0),
-        _ => parse_i64(s),
+    let (neg, digits) = match s.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, s),
+    };
+    if *digits.first()? == b'0' {
+        return (digits.len() == 1 && !neg).then_some(0);
+    }
+    let v = digits_u64(digits)?;
+    if neg {
+        // i64::MIN's magnitude is one more than i64::MAX.
+        0i64.checked_sub_unsigned(v)
+    } else {
+        i64::try_from(v).ok()
     }
 }
 
 /// Appends the decimal form of `n` without going through `fmt` (no
 /// allocation, nothing to unwrap).
+#[inline]
 pub(crate) fn put_u64(dst: &mut BytesMut, mut n: u64) {
     let mut buf = [0u8; U64_DIGITS];
     let mut start = buf.len();
@@ -67,10 +90,13 @@ pub(crate) fn put_u64(dst: &mut BytesMut, mut n: u64) {
             break;
         }
     }
-    dst.put_slice(buf.get(start..).unwrap_or_default());
+    // `extend_from_slice`, not `BufMut::put_slice`: the latter was an
+    // extra call per number on the reply path.
+    dst.extend_from_slice(buf.get(start..).unwrap_or_default());
 }
 
 /// Appends the decimal form of `n`, with a `-` when negative.
+#[inline]
 pub(crate) fn put_i64(dst: &mut BytesMut, n: i64) {
     if n < 0 {
         dst.put_u8(b'-');
@@ -80,6 +106,7 @@ pub(crate) fn put_i64(dst: &mut BytesMut, n: i64) {
 
 /// True if `buf` holds `\r\n` at `at`: the end of a data block whose length
 /// was announced, which both protocols check instead of trusting the count.
+#[inline]
 pub(crate) fn crlf_at(buf: &[u8], at: usize) -> bool {
     at.checked_add(2)
         .and_then(|end| buf.get(at..end))
@@ -88,12 +115,14 @@ pub(crate) fn crlf_at(buf: &[u8], at: usize) -> bool {
 
 /// A line without its `\r`, for the protocols that also end lines with a
 /// bare `\n` (memcached requests, RESP inline requests).
+#[inline]
 pub(crate) fn trim_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 /// A usize length as the `u64` that errors carry; saturates on the (not yet
 /// built) platform whose `usize` is wider.
+#[inline]
 pub(crate) fn len_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }

@@ -142,6 +142,7 @@ const MAX_HEADER: usize = 24;
 /// Reads the `*<n>\r\n` or `$<n>\r\n` header whose type byte is at `at`.
 /// Returns the number and the offset after the `\r\n`, or `Ok(None)` if the
 /// line is not complete; `err` is the Redis wording for a bad number.
+#[inline]
 fn header(src: &[u8], at: usize, err: &'static str) -> Result<Option<(i64, usize)>, ProtoError> {
     let start = at + 1;
     let end = src.len().min(start + MAX_HEADER);
@@ -169,6 +170,7 @@ fn header(src: &[u8], at: usize, err: &'static str) -> Result<Option<(i64, usize
 }
 
 /// Appends `<kind><len>\r\n`, the header of an array or a bulk string.
+#[inline]
 fn put_header(dst: &mut BytesMut, kind: u8, len: usize) {
     dst.reserve(24);
     dst.put_u8(kind);
