@@ -63,3 +63,13 @@ impl ProtoError {
         matches!(self, ProtoError::ForeignProtocol { .. })
     }
 }
+
+/// What gave a foreign protocol away, for tests of both codecs: `err` must
+/// be a [`ProtoError::ForeignProtocol`].
+#[cfg(test)]
+pub(crate) fn foreign_seen(err: Option<ProtoError>) -> &'static str {
+    match err {
+        Some(ProtoError::ForeignProtocol { seen }) => seen,
+        other => panic!("expected a foreign protocol error, got {other:?}"),
+    }
+}

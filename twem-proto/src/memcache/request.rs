@@ -1058,6 +1058,7 @@ encoders!(RequestCodec: Bytes, Reply);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::foreign_seen as foreign;
 
     /// Decodes everything `input` holds, as one buffer.
     fn decode_all(input: &[u8]) -> Vec<Result<Request, RequestError>> {
@@ -1517,13 +1518,6 @@ mod tests {
         (0..=input.len())
             .map(move |cut| decode_split(input, cut, false))
             .chain(std::iter::once(decode_split(input, 0, true)))
-    }
-
-    fn foreign(err: Option<ProtoError>) -> &'static str {
-        match err {
-            Some(ProtoError::ForeignProtocol { seen }) => seen,
-            other => panic!("expected a foreign protocol error, got {other:?}"),
-        }
     }
 
     // The smuggling case: the data block of `ms` is skipped by its

@@ -316,6 +316,7 @@ mod tests {
 
     use super::super::testing::{args_of, feed, request_err, requests, too_large};
     use super::*;
+    use crate::error::foreign_seen;
 
     /// Feeds `input` in pieces ending at `cuts`, decoding after each piece,
     /// and stops at the first error: the requests decoded before it (what a
@@ -323,13 +324,6 @@ mod tests {
     fn decode_until_error(input: &[u8], cuts: &[usize]) -> (Vec<Request>, Option<ProtoError>) {
         let (out, err, _) = feed(&mut RequestCodec::default(), input, cuts);
         (out, err)
-    }
-
-    fn foreign_seen(err: Option<ProtoError>) -> &'static str {
-        match err {
-            Some(ProtoError::ForeignProtocol { seen }) => seen,
-            other => panic!("expected a foreign protocol error, got {other:?}"),
-        }
     }
 
     // The HTTP request: the commands before it run, the POST line
