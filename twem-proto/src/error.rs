@@ -48,9 +48,28 @@ impl ProtoError {
         ProtoError::Protocol(msg.into())
     }
 
+    /// A [`ProtoError::TooLarge`] for `what`, whose `len` is over `limit`.
+    pub(crate) fn too_large(what: &'static str, len: usize, limit: usize) -> Self {
+        ProtoError::TooLarge {
+            what,
+            len: crate::wire::len_u64(len),
+            limit: crate::wire::len_u64(limit),
+        }
+    }
+
     /// True for [`ProtoError::ForeignProtocol`]: the caller should log it as
     /// a possible attack rather than as a client bug.
     pub fn is_foreign_protocol(&self) -> bool {
         matches!(self, ProtoError::ForeignProtocol { .. })
+    }
+}
+
+/// What gave a foreign protocol away, for tests of both codecs: `err` must
+/// be a [`ProtoError::ForeignProtocol`].
+#[cfg(test)]
+pub(crate) fn foreign_seen(err: Option<ProtoError>) -> &'static str {
+    match err {
+        Some(ProtoError::ForeignProtocol { seen }) => seen,
+        other => panic!("expected a foreign protocol error, got {other:?}"),
     }
 }

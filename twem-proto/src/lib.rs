@@ -5,11 +5,18 @@
 //! implementations, and the Redis command table that tells the proxy how each
 //! command is routed.
 #![forbid(unsafe_code)]
+// Bytes from the network decide every offset here: a slice out of range must
+// be an error the caller can answer, never a panic that drops a connection
+// (or, in an embedder, a thread). Test modules opt back in.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod command;
+mod encode;
 pub mod error;
 pub mod memcache;
 pub mod resp;
 mod sniff;
+mod wire;
 
+pub use encode::Encode;
 pub use error::ProtoError;

@@ -51,6 +51,7 @@ pub(crate) fn http_line(line: &[u8]) -> Option<&'static str> {
     }
 }
 
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 #[cfg(test)]
 mod tests {
     use super::*;

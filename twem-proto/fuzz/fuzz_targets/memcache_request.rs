@@ -13,6 +13,7 @@
 mod chunks;
 
 use bytes::BytesMut;
+use chunks::Event;
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
 use twem_proto::memcache::{Limits, RequestCodec, MAX_KEY_LEN};
@@ -35,55 +36,46 @@ fn max_buffered() -> usize {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((seed, input)) = data.split_first_chunk::<2>() else {
-        return;
-    };
     let mut codec = RequestCodec::new(LIMITS);
-    let mut buf = BytesMut::new();
-    let mut fed = 0usize;
     let mut consumed_by_requests = 0usize;
-    'outer: for piece in chunks::chunks(*seed, input) {
-        buf.extend_from_slice(piece);
-        fed += piece.len();
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(Ok(req))) => {
-                    consumed_by_requests += req.wire().len();
-                    assert!(req.keys().len() <= LIMITS.max_keys);
-                    for k in req.keys() {
-                        assert!(!k.is_empty() && k.len() <= MAX_KEY_LEN);
-                        assert!(k.iter().all(|&b| b > b' ' && b != 0x7f));
-                    }
-                    if let Some(v) = req.value() {
-                        assert!(v.len() <= LIMITS.max_value_len);
-                    }
-                    assert_eq!(req.command().is_storage(), req.value().is_some());
-                    // The wire form is what backends get: it must decode to
-                    // the same request.
-                    let mut again = BytesMut::from(&req.wire()[..]);
-                    let back = RequestCodec::new(LIMITS)
-                        .decode(&mut again)
-                        .expect("wire decodes")
-                        .expect("wire is complete")
-                        .expect("wire is valid");
-                    assert_eq!(back, req);
-                    assert!(again.is_empty());
-                }
-                Ok(Some(Err(e))) => {
-                    // An error always has a one-line reply.
-                    let reply = e.reply();
-                    assert!(reply.ends_with(b"\r\n"));
-                    assert_eq!(
-                        reply.iter().position(|&b| b == b'\n'),
-                        Some(reply.len() - 1)
-                    );
-                }
-                Ok(None) => break,
-                Err(_) => break 'outer,
+    // The stream after the two seed bytes.
+    let stream = data.len().saturating_sub(2);
+    chunks::feed(data, &mut codec, |event| match event {
+        Event::Item(Ok(req)) => {
+            consumed_by_requests += req.wire().len();
+            assert!(req.keys().len() <= LIMITS.max_keys);
+            for k in req.keys() {
+                assert!(!k.is_empty() && k.len() <= MAX_KEY_LEN);
+                assert!(k.iter().all(|&b| b > b' ' && b != 0x7f));
             }
+            if let Some(v) = req.value() {
+                assert!(v.len() <= LIMITS.max_value_len);
+            }
+            assert_eq!(req.command().is_storage(), req.value().is_some());
+            // The wire form is what backends get: it must decode to
+            // the same request.
+            let mut again = BytesMut::from(&req.wire()[..]);
+            let back = RequestCodec::new(LIMITS)
+                .decode(&mut again)
+                .expect("wire decodes")
+                .expect("wire is complete")
+                .expect("wire is valid");
+            assert_eq!(back, req);
+            assert!(again.is_empty());
         }
-        assert!(fed - buf.len() <= input.len());
-        assert!(consumed_by_requests <= fed - buf.len());
-        assert!(buf.len() <= max_buffered(), "buffered {} bytes", buf.len());
-    }
+        Event::Item(Err(e)) => {
+            // An error always has a one-line reply.
+            let reply = e.reply();
+            assert!(reply.ends_with(b"\r\n"));
+            assert_eq!(
+                reply.iter().position(|&b| b == b'\n'),
+                Some(reply.len() - 1)
+            );
+        }
+        Event::Piece { fed, buffered } => {
+            assert!(fed - buffered <= stream);
+            assert!(consumed_by_requests <= fed - buffered);
+            assert!(buffered <= max_buffered(), "buffered {} bytes", buffered);
+        }
+    });
 });

@@ -11,9 +11,8 @@
 #[path = "chunks.rs"]
 mod chunks;
 
-use bytes::BytesMut;
+use chunks::Event;
 use libfuzzer_sys::fuzz_target;
-use tokio_util::codec::Decoder;
 use twem_proto::resp::{Limits, Reply, ReplyCodec, ReplyFrame};
 
 /// Small limits, so the fuzzer reaches them.
@@ -36,44 +35,33 @@ fn bound(depth: usize) -> usize {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((seed, input)) = data.split_first_chunk::<2>() else {
-        return;
-    };
     let mut codec = ReplyCodec::new(LIMITS);
-    let mut buf = BytesMut::new();
-    let mut fed = 0usize;
     let mut framed = 0usize;
-    'outer: for piece in chunks::chunks(*seed, input) {
-        buf.extend_from_slice(piece);
-        fed += piece.len();
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(frame)) => {
-                    let raw = frame.raw();
-                    framed += raw.len();
-                    assert!(raw.len() <= bound(LIMITS.max_depth));
-                    let parsed = frame.parse();
-                    match &parsed {
-                        Reply::Integer(n) => assert_eq!(frame.integer(), Some(*n)),
-                        _ => assert_eq!(frame.integer(), None),
-                    }
-                    assert_eq!(frame.is_error(), matches!(parsed, Reply::Error(_)));
-                    // Re-encoding is exact, except that a bare LF inside a
-                    // status or error line is written as a space.
-                    let bare_lf = raw
-                        .iter()
-                        .enumerate()
-                        .any(|(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'));
-                    if !bare_lf {
-                        assert_eq!(ReplyFrame::from_reply(&parsed).raw(), raw);
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => break 'outer,
+    chunks::feed(data, &mut codec, |event| match event {
+        Event::Item(frame) => {
+            let raw = frame.raw();
+            framed += raw.len();
+            assert!(raw.len() <= bound(LIMITS.max_depth));
+            let parsed = frame.parse();
+            match &parsed {
+                Reply::Integer(n) => assert_eq!(frame.integer(), Some(*n)),
+                _ => assert_eq!(frame.integer(), None),
+            }
+            assert_eq!(frame.is_error(), matches!(parsed, Reply::Error(_)));
+            // Re-encoding is exact, except that a bare LF inside a
+            // status or error line is written as a space.
+            let bare_lf = raw
+                .iter()
+                .enumerate()
+                .any(|(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'));
+            if !bare_lf {
+                assert_eq!(ReplyFrame::from_reply(&parsed).raw(), raw);
             }
         }
-        // Frames are cut from the front: what was framed plus what is
-        // buffered is what was fed.
-        assert_eq!(framed + buf.len(), fed);
-    }
+        Event::Piece { fed, buffered } => {
+            // Frames are cut from the front: what was framed plus what is
+            // buffered is what was fed.
+            assert_eq!(framed + buffered, fed);
+        }
+    });
 });

@@ -11,6 +11,7 @@
 mod chunks;
 
 use bytes::BytesMut;
+use chunks::Event;
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
 use twem_proto::resp::{Limits, RequestCodec};
@@ -24,42 +25,33 @@ const LIMITS: Limits = Limits {
 };
 
 fuzz_target!(|data: &[u8]| {
-    let Some((seed, input)) = data.split_first_chunk::<2>() else {
-        return;
-    };
     let mut codec = RequestCodec::new(LIMITS);
-    let mut buf = BytesMut::new();
-    let mut fed = 0usize;
     let mut consumed_by_arrays = 0usize;
-    'outer: for piece in chunks::chunks(*seed, input) {
-        buf.extend_from_slice(piece);
-        fed += piece.len();
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(req)) => {
-                    assert!(!req.is_empty() && req.len() <= LIMITS.max_array_len);
-                    if req.is_inline() {
-                        let total: usize = req.args().iter().map(|a| a.len()).sum();
-                        assert!(total <= LIMITS.max_inline_len);
-                    } else {
-                        consumed_by_arrays += req.wire().len();
-                        assert!(req.args().iter().all(|a| a.len() <= LIMITS.max_bulk_len));
-                    }
-                    // The wire form is what backends get: it must decode to
-                    // the same arguments.
-                    let mut again = BytesMut::from(&req.wire()[..]);
-                    let back = RequestCodec::new(Limits::default())
-                        .decode(&mut again)
-                        .expect("wire decodes")
-                        .expect("wire is complete");
-                    assert_eq!(back.args(), req.args());
-                    assert!(again.is_empty());
-                }
-                Ok(None) => break,
-                Err(_) => break 'outer,
+    // The stream after the two seed bytes.
+    let stream = data.len().saturating_sub(2);
+    chunks::feed(data, &mut codec, |event| match event {
+        Event::Item(req) => {
+            assert!(!req.is_empty() && req.len() <= LIMITS.max_array_len);
+            if req.is_inline() {
+                let total: usize = req.args().iter().map(|a| a.len()).sum();
+                assert!(total <= LIMITS.max_inline_len);
+            } else {
+                consumed_by_arrays += req.wire().len();
+                assert!(req.args().iter().all(|a| a.len() <= LIMITS.max_bulk_len));
             }
+            // The wire form is what backends get: it must decode to
+            // the same arguments.
+            let mut again = BytesMut::from(&req.wire()[..]);
+            let back = RequestCodec::new(Limits::default())
+                .decode(&mut again)
+                .expect("wire decodes")
+                .expect("wire is complete");
+            assert_eq!(back.args(), req.args());
+            assert!(again.is_empty());
         }
-        assert!(fed - buf.len() <= input.len());
-        assert!(consumed_by_arrays <= fed - buf.len());
-    }
+        Event::Piece { fed, buffered } => {
+            assert!(fed - buffered <= stream);
+            assert!(consumed_by_arrays <= fed - buffered);
+        }
+    });
 });

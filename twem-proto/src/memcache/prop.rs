@@ -1,6 +1,6 @@
 //! Property tests: round trips, every split point, random chunkings.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use bytes::{Bytes, BytesMut};
 use proptest::collection::vec;

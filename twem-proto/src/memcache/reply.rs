@@ -7,8 +7,9 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::request::put_u64;
-use super::{parse_u32, parse_u64, Command, Limits, Request, Tokens};
+use super::{Command, Limits, Request, Tokens};
+use crate::encode::Encode;
+use crate::wire::{crlf_at, len_u64, parse_u32, parse_u64, put_u64};
 use crate::ProtoError;
 
 /// One item of a `get`/`gets` reply.
@@ -65,7 +66,7 @@ impl Reply {
                     dst.put_u8(b' ');
                     put_u64(dst, u64::from(v.flags));
                     dst.put_u8(b' ');
-                    put_u64(dst, v.data.len() as u64);
+                    put_u64(dst, len_u64(v.data.len()));
                     if let Some(cas) = v.cas {
                         dst.put_u8(b' ');
                         put_u64(dst, cas);
@@ -119,6 +120,13 @@ impl Reply {
             self,
             Reply::Error | Reply::ClientError(_) | Reply::ServerError(_)
         )
+    }
+}
+
+/// Replies built by the proxy are encoded; see [`Reply::encode`].
+impl Encode for Reply {
+    fn encode(&self, dst: &mut BytesMut) {
+        Reply::encode(self, dst);
     }
 }
 
@@ -333,7 +341,7 @@ fn parse_value_header(line: &[u8]) -> Option<ValueHeader> {
 /// `word` alone or followed by a blank and text.
 fn is_word_line(line: &[u8], word: &[u8]) -> bool {
     line.strip_prefix(word)
-        .is_some_and(|rest| rest.is_empty() || rest[0] == b' ')
+        .is_some_and(|rest| rest.first().is_none_or(|&b| b == b' '))
 }
 
 fn error_kind(line: &[u8]) -> Option<Kind> {
@@ -440,7 +448,7 @@ impl ReplyDecoder {
                     src.reserve(end - src.len());
                     return Ok(None);
                 }
-                if src.get(end - 2..end) != Some(b"\r\n") {
+                if !crlf_at(src, end - 2) {
                     return Err(ProtoError::protocol(
                         "VALUE data block not followed by \\r\\n",
                     ));
@@ -456,27 +464,23 @@ impl ReplyDecoder {
             let Some(nl) = memchr::memchr(b'\n', rest) else {
                 // +1 for the '\r' of a line exactly at the limit.
                 if rest.len() > limits.max_line_len + 1 {
-                    return Err(ProtoError::TooLarge {
-                        what: "reply line",
-                        len: rest.len() as u64,
-                        limit: limits.max_line_len as u64,
-                    });
+                    return Err(ProtoError::too_large(
+                        "reply line",
+                        rest.len(),
+                        limits.max_line_len,
+                    ));
                 }
                 return Ok(None);
             };
-            let Some(line) = nl
-                .checked_sub(1)
-                .and_then(|n| rest.get(..n))
-                .filter(|_| rest[nl - 1] == b'\r')
-            else {
+            let Some(line) = rest.get(..nl).and_then(|l| l.strip_suffix(b"\r")) else {
                 return Err(ProtoError::protocol("reply line not ended by \\r\\n"));
             };
             if line.len() > limits.max_line_len {
-                return Err(ProtoError::TooLarge {
-                    what: "reply line",
-                    len: line.len() as u64,
-                    limit: limits.max_line_len as u64,
-                });
+                return Err(ProtoError::too_large(
+                    "reply line",
+                    line.len(),
+                    limits.max_line_len,
+                ));
             }
             let line_start = self.offset;
             let next = self.offset + nl + 1;
@@ -487,19 +491,19 @@ impl ReplyDecoder {
                     Kind::Values
                 } else if let Some(h) = parse_value_header(line) {
                     if h.len > limits.max_value_len {
-                        return Err(ProtoError::TooLarge {
-                            what: "VALUE length",
-                            len: h.len as u64,
-                            limit: limits.max_value_len as u64,
-                        });
+                        return Err(ProtoError::too_large(
+                            "VALUE length",
+                            h.len,
+                            limits.max_value_len,
+                        ));
                     }
                     self.values += 1;
                     if self.values > limits.max_keys {
-                        return Err(ProtoError::TooLarge {
-                            what: "values in a get reply",
-                            len: self.values as u64,
-                            limit: limits.max_keys as u64,
-                        });
+                        return Err(ProtoError::too_large(
+                            "values in a get reply",
+                            self.values,
+                            limits.max_keys,
+                        ));
                     }
                     self.offset = next;
                     self.data_end = Some(next + h.len + 2);
@@ -522,7 +526,7 @@ impl ReplyDecoder {
 }
 
 fn unexpected(command: Command, line: &[u8]) -> ProtoError {
-    let shown = String::from_utf8_lossy(&line[..line.len().min(64)]);
+    let shown = String::from_utf8_lossy(line.get(..64).unwrap_or(line));
     ProtoError::protocol(format!("unexpected reply to '{command}': {shown:?}"))
 }
 
@@ -608,7 +612,7 @@ impl Decoder for ClientCodec {
     }
 }
 
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 #[cfg(test)]
 mod tests {
     use super::*;

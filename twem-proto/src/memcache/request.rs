@@ -4,9 +4,11 @@
 use std::ops::Range;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
-use super::{key_problem, parse_i64, parse_u32, parse_u64, Command, Limits, Reply, Tokens};
+use super::{key_problem, word, Command, Limits, Reply, Tokens};
+use crate::encode::encoders;
+use crate::wire::{len_u64, parse_i64, parse_u32, parse_u64, put_i64, put_u64, trim_cr};
 use crate::ProtoError;
 
 /// memcached refuses a `<bytes>` above `INT_MAX - 2` (it adds the `\r\n`); so
@@ -42,6 +44,24 @@ impl Keys {
             Keys::Many(v) => v,
         }
     }
+}
+
+/// Writes the constructors of the storage commands without a cas unique:
+/// they differ only in their name and command.
+macro_rules! storage_constructors {
+    ($($(#[$doc:meta])* $name:ident => $command:ident;)+) => {$(
+        $(#[$doc])*
+        pub fn $name(
+            key: impl AsRef<[u8]>,
+            flags: u32,
+            exptime: i64,
+            value: impl AsRef<[u8]>,
+            noreply: bool,
+        ) -> Result<Request, RequestError> {
+            let (k, v) = (key.as_ref(), value.as_ref());
+            Self::storage(Command::$command, k, flags, exptime, v, None, noreply)
+        }
+    )+};
 }
 
 /// One memcached request, zero copy: its keys and value are slices of
@@ -132,79 +152,18 @@ impl Request {
         Self::retrieval(Command::Gets, keys)
     }
 
-    /// `set <key> <flags> <exptime> <bytes> [noreply]` with its data block.
-    pub fn set(
-        key: impl AsRef<[u8]>,
-        flags: u32,
-        exptime: i64,
-        value: impl AsRef<[u8]>,
-        noreply: bool,
-    ) -> Result<Request, RequestError> {
-        Self::storage(
-            Command::Set,
-            key.as_ref(),
-            flags,
-            exptime,
-            value.as_ref(),
-            None,
-            noreply,
-        )
-    }
-
-    /// `add`: store only if the key is absent.
-    pub fn add(
-        key: impl AsRef<[u8]>,
-        flags: u32,
-        exptime: i64,
-        value: impl AsRef<[u8]>,
-        noreply: bool,
-    ) -> Result<Request, RequestError> {
-        Self::storage(
-            Command::Add,
-            key.as_ref(),
-            flags,
-            exptime,
-            value.as_ref(),
-            None,
-            noreply,
-        )
-    }
-
-    /// `replace`: store only if the key is present.
-    pub fn replace(
-        key: impl AsRef<[u8]>,
-        flags: u32,
-        exptime: i64,
-        value: impl AsRef<[u8]>,
-        noreply: bool,
-    ) -> Result<Request, RequestError> {
-        let (k, v) = (key.as_ref(), value.as_ref());
-        Self::storage(Command::Replace, k, flags, exptime, v, None, noreply)
-    }
-
-    /// `append`: add the data after the existing value (flags and exptime are
-    /// ignored by memcached).
-    pub fn append(
-        key: impl AsRef<[u8]>,
-        flags: u32,
-        exptime: i64,
-        value: impl AsRef<[u8]>,
-        noreply: bool,
-    ) -> Result<Request, RequestError> {
-        let (k, v) = (key.as_ref(), value.as_ref());
-        Self::storage(Command::Append, k, flags, exptime, v, None, noreply)
-    }
-
-    /// `prepend`: add the data before the existing value.
-    pub fn prepend(
-        key: impl AsRef<[u8]>,
-        flags: u32,
-        exptime: i64,
-        value: impl AsRef<[u8]>,
-        noreply: bool,
-    ) -> Result<Request, RequestError> {
-        let (k, v) = (key.as_ref(), value.as_ref());
-        Self::storage(Command::Prepend, k, flags, exptime, v, None, noreply)
+    storage_constructors! {
+        /// `set <key> <flags> <exptime> <bytes> [noreply]` with its data block.
+        set => Set;
+        /// `add`: store only if the key is absent.
+        add => Add;
+        /// `replace`: store only if the key is present.
+        replace => Replace;
+        /// `append`: add the data after the existing value (flags and exptime are
+        /// ignored by memcached).
+        append => Append;
+        /// `prepend`: add the data before the existing value.
+        prepend => Prepend;
     }
 
     /// `cas <key> <flags> <exptime> <bytes> <cas unique> [noreply]`: store
@@ -336,7 +295,7 @@ impl Request {
         w.put_u8(b' ');
         put_i64(&mut w, exptime);
         w.put_u8(b' ');
-        put_u64(&mut w, value.len() as u64);
+        put_u64(&mut w, len_u64(value.len()));
         if let Some(cas) = cas {
             w.put_u8(b' ');
             put_u64(&mut w, cas);
@@ -433,28 +392,6 @@ fn finish(
     };
     set(&mut r);
     r
-}
-
-/// Decimal without going through `fmt` (no allocation, nothing to unwrap).
-pub(super) fn put_u64(w: &mut BytesMut, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    w.put_slice(&buf[i..]);
-}
-
-fn put_i64(w: &mut BytesMut, n: i64) {
-    if n < 0 {
-        w.put_u8(b'-');
-    }
-    put_u64(w, n.unsigned_abs());
 }
 
 /// A command line the client got wrong while its extent is known. The codec
@@ -725,12 +662,14 @@ impl RequestCodec {
     /// through the same window whether or not the line is complete, so the
     /// verdict does not depend on how the bytes were chunked.
     fn line_bound(&self, buf: &[u8]) -> usize {
-        let window = &buf[..buf.len().min(self.limits.max_line_len + 1)];
+        let window = buf
+            .get(..buf.len().min(self.limits.max_line_len + 1))
+            .unwrap_or(buf);
         let start = window
             .iter()
             .position(|&b| b != b' ')
             .unwrap_or(window.len());
-        let rest = &window[start..];
+        let rest = window.get(start..).unwrap_or_default();
         if rest.starts_with(b"get ") || rest.starts_with(b"gets ") {
             self.limits.max_get_line_len()
         } else {
@@ -743,21 +682,24 @@ impl RequestCodec {
         let Some(first) = tokens.next() else {
             return refused(RequestError::UnknownCommand { name: Bytes::new() });
         };
-        let Some(command) = Command::from_name(&line[first.clone()]) else {
-            if let Some(name) = meta_name(&line[first.clone()]) {
+        let name = word(line, first);
+        let Some(command) = Command::from_name(name) else {
+            if let Some(name) = meta_name(name) {
                 return parse_meta(name, line, tokens);
             }
             // memcached 1.6 closes on an unknown command whose last word
             // starts with `HTTP/`; redis-server's POST/Host: rule is added so
             // that a request's headers cannot get through either.
-            let http_version = tokens.last().is_some_and(|t| line[t].starts_with(b"HTTP/"));
+            let http_version = tokens
+                .last()
+                .is_some_and(|t| word(line, t).starts_with(b"HTTP/"));
             if http_version {
                 return Parsed::Foreign("HTTP request line");
             }
             if let Some(seen) = crate::sniff::http_line(line) {
                 return Parsed::Foreign(seen);
             }
-            let name = Bytes::copy_from_slice(&line[first]);
+            let name = Bytes::copy_from_slice(name);
             return refused(RequestError::UnknownCommand { name });
         };
         if command.is_retrieval() {
@@ -767,15 +709,12 @@ impl RequestCodec {
         // there were too many.
         let mut args: [Range<usize>; 7] = Default::default();
         let mut n = 0;
-        for t in tokens {
-            if n == args.len() {
-                break;
-            }
-            args[n] = t;
+        for (slot, t) in args.iter_mut().zip(tokens) {
+            *slot = t;
             n += 1;
         }
-        let args = &args[..n];
-        let arg = |i: usize| args.get(i).map(|r| &line[r.clone()]);
+        let args = args.get(..n).unwrap_or_default();
+        let arg = |i: usize| args.get(i).map(|r| word(line, r.clone()));
         let noreply = arg(n.wrapping_sub(1)) == Some(b"noreply");
         if command.is_storage() {
             return self.parse_storage(command, line, line_len, args, noreply);
@@ -797,21 +736,20 @@ impl RequestCodec {
                 noreply: false,
             },
             Command::Incr | Command::Decr | Command::Touch => {
-                if !(2..=3).contains(&n) {
+                let (Some(key), Some(value), true) = (args.first(), arg(1), n <= 3) else {
                     return refused(RequestError::WrongArity { command });
-                }
-                if let Some(e) = bad_key(command, &line[args[0].clone()], noreply) {
+                };
+                if let Some(e) = bad_key(command, word(line, key.clone()), noreply) {
                     return refused(e);
                 }
-                let value = &line[args[1].clone()];
                 if command == Command::Touch {
                     match parse_i64(value) {
-                        Some(exptime) => simple(vec![args[0].clone()], exptime, 0),
+                        Some(exptime) => simple(vec![key.clone()], exptime, 0),
                         None => refused(bad_number(command, "exptime", noreply)),
                     }
                 } else {
                     match parse_u64(value) {
-                        Some(delta) => simple(vec![args[0].clone()], 0, delta),
+                        Some(delta) => simple(vec![key.clone()], 0, delta),
                         None => refused(bad_number(command, "delta", noreply)),
                     }
                 }
@@ -819,16 +757,16 @@ impl RequestCodec {
             _ => {
                 // delete <key> [0] [noreply]: memcached accepts a legacy hold
                 // time only if it is 0.
-                if !(1..=3).contains(&n) {
+                let (Some(key), true) = (args.first(), n <= 3) else {
                     return refused(RequestError::WrongArity { command });
-                }
-                if let Some(e) = bad_key(command, &line[args[0].clone()], noreply) {
+                };
+                if let Some(e) = bad_key(command, word(line, key.clone()), noreply) {
                     return refused(e);
                 }
                 let zero = arg(1) == Some(b"0");
                 let valid = n == 1 || (n == 2 && (zero || noreply)) || (n == 3 && zero && noreply);
                 if valid {
-                    simple(vec![args[0].clone()], 0, 0)
+                    simple(vec![key.clone()], 0, 0)
                 } else {
                     refused(RequestError::DeleteUsage { noreply })
                 }
@@ -846,7 +784,7 @@ impl RequestCodec {
                 continue;
             }
             if first_bad.is_none() {
-                first_bad = bad_key(command, &line[t.clone()], false);
+                first_bad = bad_key(command, word(line, t.clone()), false);
             }
             keys.push(t);
         }
@@ -880,7 +818,7 @@ impl RequestCodec {
         args: &[Range<usize>],
         noreply: bool,
     ) -> Parsed {
-        let arg = |i: usize| args.get(i).map(|r| &line[r.clone()]);
+        let arg = |i: usize| args.get(i).map(|r| word(line, r.clone()));
         // Without a valid <bytes> the data block cannot be found: fatal.
         let Some(data_len) = arg(3).and_then(parse_u64).filter(|&n| n <= MAX_DATA_LEN) else {
             return refused(RequestError::UndelimitedData { command, noreply });
@@ -888,10 +826,10 @@ impl RequestCodec {
         let base = if command == Command::Cas { 5 } else { 4 };
         let skip = data_len + 2;
         let refuse = |err| Parsed::Refused { err, skip };
-        if args.len() < base || args.len() > base + 1 {
+        let (Some(key), true) = (args.first(), (base..=base + 1).contains(&args.len())) else {
             return refuse(RequestError::WrongArity { command });
-        }
-        if let Some(e) = bad_key(command, &line[args[0].clone()], noreply) {
+        };
+        if let Some(e) = bad_key(command, word(line, key.clone()), noreply) {
             return refuse(e);
         }
         let Some(flags) = arg(1).and_then(parse_u32) else {
@@ -922,7 +860,7 @@ impl RequestCodec {
         Parsed::Storage(StorageHeader {
             command,
             line_len,
-            key: args[0].clone(),
+            key: key.clone(),
             flags,
             exptime,
             cas,
@@ -978,7 +916,7 @@ fn parse_meta(name: &'static str, line: &[u8], mut tokens: Tokens<'_>) -> Parsed
     let _key = tokens.next();
     let data_len = tokens
         .next()
-        .and_then(|t| parse_u64(&line[t]))
+        .and_then(|t| parse_u64(word(line, t)))
         .filter(|&n| n <= MAX_DATA_LEN);
     match data_len {
         Some(n) => Parsed::Refused { err, skip: n + 2 },
@@ -1019,7 +957,7 @@ impl Decoder for RequestCodec {
                 State::Skip(left) => {
                     let n = usize::try_from(left).map_or(src.len(), |l| l.min(src.len()));
                     src.advance(n);
-                    let left = left - n as u64;
+                    let left = left - len_u64(n);
                     if left > 0 {
                         self.state = State::Skip(left);
                         return Ok(None);
@@ -1044,7 +982,11 @@ impl Decoder for RequestCodec {
                         });
                     }
                     let from = self.scanned.min(src.len());
-                    let Some(nl) = memchr::memchr(b'\n', &src[from..]).map(|i| from + i) else {
+                    let Some(nl) = src
+                        .get(from..)
+                        .and_then(|rest| memchr::memchr(b'\n', rest))
+                        .map(|i| from + i)
+                    else {
                         self.scanned = src.len();
                         let bound = self.line_bound(src);
                         // +1: the '\r' of a line exactly at the limit may
@@ -1055,17 +997,14 @@ impl Decoder for RequestCodec {
                         return Ok(None);
                     };
                     self.scanned = 0;
-                    let end = if nl > 0 && src[nl - 1] == b'\r' {
-                        nl - 1
-                    } else {
-                        nl
-                    };
-                    let bound = self.line_bound(&src[..end]);
+                    let line = trim_cr(src.get(..nl).unwrap_or_default());
+                    let end = line.len();
+                    let bound = self.line_bound(line);
                     if end > bound {
                         return Err(too_long(end, bound));
                     }
                     let line_len = nl + 1;
-                    match self.parse_line(&src[..end], line_len) {
+                    match self.parse_line(line, line_len) {
                         Parsed::Simple {
                             command,
                             keys,
@@ -1110,46 +1049,16 @@ impl Decoder for RequestCodec {
 }
 
 fn too_long(len: usize, limit: usize) -> ProtoError {
-    ProtoError::TooLarge {
-        what: "command line",
-        len: len as u64,
-        limit: limit as u64,
-    }
+    ProtoError::too_large("command line", len, limit)
 }
 
-impl Encoder<Bytes> for RequestCodec {
-    type Error = ProtoError;
+encoders!(RequestCodec: Bytes, Reply);
 
-    /// Writes reply bytes as they are (a backend's [`super::ReplyFrame::raw`],
-    /// a merged `get` reply, a [`RequestError::reply`]).
-    fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), ProtoError> {
-        dst.extend_from_slice(&item);
-        Ok(())
-    }
-}
-
-impl Encoder<&Reply> for RequestCodec {
-    type Error = ProtoError;
-
-    fn encode(&mut self, item: &Reply, dst: &mut BytesMut) -> Result<(), ProtoError> {
-        item.encode(dst);
-        Ok(())
-    }
-}
-
-impl Encoder<Reply> for RequestCodec {
-    type Error = ProtoError;
-
-    fn encode(&mut self, item: Reply, dst: &mut BytesMut) -> Result<(), ProtoError> {
-        item.encode(dst);
-        Ok(())
-    }
-}
-
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::foreign_seen as foreign;
 
     /// Decodes everything `input` holds, as one buffer.
     fn decode_all(input: &[u8]) -> Vec<Result<Request, RequestError>> {
@@ -1609,13 +1518,6 @@ mod tests {
         (0..=input.len())
             .map(move |cut| decode_split(input, cut, false))
             .chain(std::iter::once(decode_split(input, 0, true)))
-    }
-
-    fn foreign(err: Option<ProtoError>) -> &'static str {
-        match err {
-            Some(ProtoError::ForeignProtocol { seen }) => seen,
-            other => panic!("expected a foreign protocol error, got {other:?}"),
-        }
     }
 
     // The smuggling case: the data block of `ms` is skipped by its

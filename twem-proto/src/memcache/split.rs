@@ -69,12 +69,15 @@ pub fn merge_get(req: &Request, parts: &[ReplyFrame]) -> Bytes {
     let mut out = BytesMut::with_capacity(len + 5);
     for key in req.keys() {
         for (p, part) in parts.iter().enumerate() {
-            let Some(b) = blocks.get(p).and_then(|bs| bs.get(cursor[p])) else {
+            let Some(at) = cursor.get_mut(p) else {
+                continue;
+            };
+            let Some(b) = blocks.get(p).and_then(|bs| bs.get(*at)) else {
                 continue;
             };
             if part.raw().get(b.key.clone()) == Some(&key[..]) {
                 out.put_slice(&part.raw_slice(b.whole.clone()));
-                cursor[p] += 1;
+                *at += 1;
                 break;
             }
         }
@@ -82,7 +85,8 @@ pub fn merge_get(req: &Request, parts: &[ReplyFrame]) -> Bytes {
     for (p, part) in parts.iter().enumerate() {
         for b in blocks
             .get(p)
-            .map_or(&[][..], |bs| bs.get(cursor[p]..).unwrap_or_default())
+            .zip(cursor.get(p))
+            .map_or(&[][..], |(bs, &at)| bs.get(at..).unwrap_or_default())
         {
             out.put_slice(&part.raw_slice(b.whole.clone()));
         }
@@ -91,7 +95,7 @@ pub fn merge_get(req: &Request, parts: &[ReplyFrame]) -> Bytes {
     out.freeze()
 }
 
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 #[cfg(test)]
 mod tests {
     use super::super::{decode_reply, Command, Limits, Reply};
