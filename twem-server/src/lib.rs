@@ -39,8 +39,9 @@ pub fn run(cli: Cli) -> i32 {
         return 0;
     }
     if cli.describe_stats {
-        print!("{}", Cli::version_text());
-        print!("\n{}", stats::describe());
+        // On stderr, as nutcracker prints it.
+        eprint!("{}", Cli::version_text());
+        eprint!("\n{}", stats::describe());
         return 0;
     }
     let conf_shown = cli.conf_file.display().to_string();

@@ -5,9 +5,9 @@ fn main() {
     let cli = match twem_server::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            // clap writes help to stdout and errors to stderr; only the exit
-            // code differs from nutcracker's (1 for a usage error).
-            let _ = e.print();
+            // nutcracker prints its help, like its errors, to stderr (and
+            // exits 1 on a usage error, 0 for -h).
+            eprint!("{}", e.render());
             std::process::exit(twem_server::cli::exit_code_of_usage_error(&e));
         }
     };

@@ -139,12 +139,14 @@ fn version_prints_nutcracker_line() {
     }
 }
 
-// `-h` must document every nutcracker flag (short and long form), exit 0.
+// `-h` must document every nutcracker flag (short and long form), exit 0,
+// on stderr as nutcracker prints it.
 #[test]
 fn help_lists_every_nutcracker_flag() {
     let r = run(&["-h"]);
     assert!(r.ok(), "-h: exit {:?}, stderr {}", r.status, r.stderr);
-    let text = r.stdout_text();
+    assert_eq!(r.stdout_text(), "", "nutcracker prints its help on stderr");
+    let text = r.stderr.clone();
     let flags = [
         ("-h", "--help"),
         ("-V", "--version"),
@@ -534,7 +536,8 @@ const SERVER_FIELDS: [&str; 13] = [
 fn describe_stats_lists_every_field() {
     let r = run(&["-D"]);
     assert!(r.ok(), "-D: exit {:?}, stderr {}", r.status, r.stderr);
-    let text = r.stdout_text();
+    assert_eq!(r.stdout_text(), "", "nutcracker prints -D on stderr");
+    let text = r.stderr.clone();
     let pool_at = text.find("pool stats:").expect("has 'pool stats:'");
     let server_at = text.find("server stats:").expect("has 'server stats:'");
     assert!(pool_at < server_at, "sections out of order:\n{text}");
