@@ -126,6 +126,12 @@ where
     }
 }
 
+/// Requests that may be outstanding for a client whose replies average
+/// `avg_reply` bytes: the reply budget over that size, within bounds.
+fn window_for(avg_reply: usize) -> usize {
+    (OUTSTANDING_BUDGET / avg_reply.max(1)).clamp(MIN_WINDOW, MAX_WINDOW)
+}
+
 /// A request dispatched and not yet answered (or, for `noreply`, written).
 struct Pending {
     fut: ReplyFuture,
@@ -174,6 +180,9 @@ pub struct Session<F: Frontend, R, W> {
     /// (bytes left to write, decode time) of each reply in `wq`.
     unwritten: VecDeque<(usize, Instant)>,
     avg_reply: usize,
+    /// Requests that may be outstanding: the reply budget over `avg_reply`,
+    /// recomputed when replies move it (not per decoded request).
+    window: usize,
     phase: Phase,
     /// The pool's latency histogram: the same child across reloads (same
     /// name). Observed into this session-local copy and flushed when replies
@@ -206,22 +215,17 @@ where
             wq_bytes: 0,
             unwritten: VecDeque::new(),
             avg_reply: INITIAL_AVG_REPLY,
+            window: window_for(INITIAL_AVG_REPLY),
             phase: Phase::Serving,
             latency,
         }
-    }
-
-    /// Requests that may be outstanding now: the reply budget over this
-    /// client's average reply size.
-    fn window(&self) -> usize {
-        (OUTSTANDING_BUDGET / self.avg_reply.max(1)).clamp(MIN_WINDOW, MAX_WINDOW)
     }
 
     /// Whether another request may be decoded now: none of the bounds is
     /// reached and nothing ends the connection.
     fn room(&self) -> bool {
         !matches!(self.phase, Phase::Closing | Phase::CloseReady)
-            && self.queue.len() < self.window()
+            && self.queue.len() < self.window
             && self.wq_bytes < MAX_UNWRITTEN
             && self.req_bytes < MAX_REQUEST_BYTES_IN_FLIGHT
     }
@@ -333,6 +337,7 @@ where
         if noreply_done {
             self.latency.flush();
         }
+        self.window = window_for(self.avg_reply);
     }
 
     /// How the session ends now, if it does: everything it owed is written.
