@@ -69,11 +69,7 @@ impl Conn {
             match self.sock.read(&mut tmp) {
                 Ok(0) => return Err(ReadFail::Closed),
                 Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if twem_tests::is_timeout(&e) => {}
                 Err(_) => return Err(ReadFail::Closed),
             }
         }

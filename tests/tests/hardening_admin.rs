@@ -27,11 +27,9 @@ fn cpu_heavy() -> MutexGuard<'static, ()> {
 /// One redis pool named `name` on `port` with `n` servers, all the same
 /// redis under distinct names (the proxy cannot tell; the ring can).
 fn pool(name: &str, port: u16, r: &Redis, n: usize, extra: &str) -> String {
-    let mut y = format!("{name}:\n  listen: 127.0.0.1:{port}\n  redis: true\n{extra}  servers:\n");
-    for i in 0..n {
-        y.push_str(&format!("   - {}:1 {name}{i}\n", r.addr()));
-    }
-    y
+    let names: Vec<String> = (0..n).map(|i| format!("{name}{i}")).collect();
+    let servers: Vec<(String, &str)> = names.iter().map(|n| (r.addr(), n.as_str())).collect();
+    twem_tests::pool_yaml(name, port, &format!("  redis: true\n{extra}"), &servers)
 }
 
 /// `GET /metrics`, the whole response.
@@ -58,14 +56,7 @@ fn closed_by(s: &mut TcpStream, deadline: Instant) -> bool {
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
-                ) =>
-            {
-                return true
-            }
+            Err(e) if twem_tests::is_reset(&e) => return true,
             Err(_) => return false,
         }
     }

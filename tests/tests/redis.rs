@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use twem_core::config::Config;
-use twem_tests::{bulk, free_port, Client, ProxyProc, Redis};
+use twem_tests::{bulk, free_port, pool_yaml, Client, ProxyProc, Redis};
 
 /// Three shards behind one twem pool, plus a reference Redis on the side.
 struct Setup {
@@ -289,9 +289,11 @@ fn long_pipeline_answered_in_order() {
 fn auth_and_db_together() {
     let shard = Redis::start_with(&["--requirepass", "sekret"]);
     let port = free_port();
-    let yaml = format!(
-        "a:\n  listen: 127.0.0.1:{port}\n  redis: true\n  redis_auth: sekret\n  redis_db: 3\n  servers:\n   - {}:1\n",
-        shard.addr()
+    let yaml = pool_yaml(
+        "a",
+        port,
+        "  redis: true\n  redis_auth: sekret\n  redis_db: 3\n",
+        &[(shard.addr(), "")],
     );
     let _proxy = ProxyProc::twem(&yaml, port, &[]);
     let mut c = Client::connect(port);
@@ -581,9 +583,11 @@ fn unix_sockets_and_host_names() {
 fn preconnect_and_server_connections() {
     let r = Redis::start();
     let port = free_port();
-    let yaml = format!(
-        "p:\n  listen: 127.0.0.1:{port}\n  redis: true\n  preconnect: true\n  server_connections: 3\n  servers:\n   - {}:1 only\n",
-        r.addr()
+    let yaml = pool_yaml(
+        "p",
+        port,
+        "  redis: true\n  preconnect: true\n  server_connections: 3\n",
+        &[(r.addr(), "only")],
     );
     let proxy = ProxyProc::twem(&yaml, port, &[]);
     let st =
