@@ -353,6 +353,19 @@ impl ProxyProc {
         )
     }
 
+    /// [`ProxyProc::twem`] that also serves Prometheus metrics
+    /// (`--metrics-addr`, before `extra`) on a free port, waited for: the
+    /// proxy and the metrics port.
+    pub fn twem_with_metrics(yaml: &str, wait_port: u16, extra: &[&str]) -> (ProxyProc, u16) {
+        let mport = free_port();
+        let maddr = format!("127.0.0.1:{mport}");
+        let mut args = vec!["--metrics-addr", maddr.as_str()];
+        args.extend_from_slice(extra);
+        let proxy = Self::twem(yaml, wait_port, &args);
+        wait_for_port(mport, Duration::from_secs(5));
+        (proxy, mport)
+    }
+
     /// Start Debian's `nutcracker` with `yaml`; waits for `wait_port`.
     pub fn nutcracker(yaml: &str, wait_port: u16) -> ProxyProc {
         Self::start(Path::new("nutcracker"), "nutcracker", yaml, wait_port, &[])
@@ -597,6 +610,16 @@ impl Client {
     /// Bytes received but not consumed yet.
     pub fn pending(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// Assert that nothing arrived past the replies read so far; the
+    /// message is `what` and the stray bytes as text.
+    pub fn assert_nothing_pending(&self, what: &str) {
+        assert!(
+            self.pending().is_empty(),
+            "{what}: {:?}",
+            String::from_utf8_lossy(self.pending())
+        );
     }
 }
 

@@ -155,11 +155,7 @@ fn silent_server_times_out_and_late_replies_are_dropped() {
         c.cmd(&[b"GET", kb.as_bytes()]),
         b"-ERR Connection timed out\r\n"
     );
-    assert!(
-        c.pending().is_empty(),
-        "stray bytes: {:?}",
-        String::from_utf8_lossy(c.pending())
-    );
+    c.assert_nothing_pending("stray bytes");
 }
 
 /// A backend that answers three requests of a pipeline and then closes: the

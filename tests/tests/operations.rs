@@ -302,14 +302,8 @@ fn prometheus_metrics_after_traffic() {
     let r1 = Redis::start();
     let r2 = Redis::start();
     let port = free_port();
-    let mport = free_port();
-    let addr = format!("127.0.0.1:{mport}");
-    let proxy = ProxyProc::twem(
-        &pool("mpool", port, &[&r1, &r2], ""),
-        port,
-        &["--metrics-addr", &addr],
-    );
-    wait_for_port(mport, Duration::from_secs(5));
+    let yaml = pool("mpool", port, &[&r1, &r2], "");
+    let (proxy, mport) = ProxyProc::twem_with_metrics(&yaml, port, &[]);
     let mut c = Client::connect(port);
     for i in 0..50 {
         assert_eq!(

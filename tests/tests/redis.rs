@@ -369,11 +369,7 @@ fn inline_and_quit() {
     assert_eq!(p.read_resp(), b"$9\r\ntwo words\r\n");
     assert_eq!(p.read_resp(), b"+OK\r\n");
     assert!(p.is_closed(), "QUIT must close the connection");
-    assert!(
-        p.pending().is_empty(),
-        "nothing may follow QUIT's +OK: {:?}",
-        String::from_utf8_lossy(p.pending())
-    );
+    p.assert_nothing_pending("nothing may follow QUIT's +OK");
 }
 
 /// Broken framing gets `-ERR Protocol error: ...` and the connection closes;
