@@ -15,74 +15,34 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+label=profile
 TEST=${TEST:-get}
 PIPELINE=${PIPELINE:-1}
 N=${N:-20000}
 CLIENTS=${CLIENTS:-50}
 TWEM_ARGS=${TWEM_ARGS:-}   # extra twemproxy flags, e.g. "--threads 1"
 
-missing=()
-command -v valgrind >/dev/null || missing+=(valgrind)
-command -v strace >/dev/null || missing+=(strace)
-command -v redis-server >/dev/null || missing+=(redis-server)
-command -v redis-benchmark >/dev/null || missing+=(redis-tools)
-command -v nutcracker >/dev/null || missing+=(nutcracker)
-if [ "${#missing[@]}" -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+install_missing "" valgrind:valgrind strace:strace redis-server:redis-server redis-benchmark:redis-tools \
+  nutcracker:nutcracker
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 cargo build --release -q -p twem-server
 TWEM=$target_dir/release/twemproxy
 
 out=$root/bench/out/profile
 mkdir -p "$out"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+start_scratch
 
-read -r -a ports <<<"$(python3 -c '
-import socket
-s = [socket.socket() for _ in range(8)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(" ".join(str(x.getsockname()[1]) for x in s))')"
+read -r -a ports <<<"$(free_ports 8)"
 redis_ports=("${ports[@]:0:4}")
 
-wait_port() {
-  local i
-  for i in $(seq 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "profile: nothing listens on 127.0.0.1:$1" >&2
-  return 1
-}
-
-for p in "${redis_ports[@]}"; do
-  redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" --logfile "$work/r$p.log" &
-  pids+=($!)
-done
-for p in "${redis_ports[@]}"; do wait_port "$p"; done
+start_redis_servers
+for p in "${redis_ports[@]}"; do wait_port "$p" 300; done
 
 profile_one() { # kind listen_port stats_port
-  local kind=$1 port=$2 stats=$3 conf=$work/$1.yml i=1 p
-  {
-    echo "bench_redis:"
-    echo "  listen: 127.0.0.1:$port"
-    echo "  hash: fnv1a_64"
-    echo "  distribution: ketama"
-    echo "  redis: true"
-    echo "  servers:"
-    for p in "${redis_ports[@]}"; do echo "   - 127.0.0.1:$p:1 redis-$i"; i=$((i + 1)); done
-  } >"$conf"
+  local kind=$1 port=$2 stats=$3 conf=$work/$1.yml
+  redis_pool_yaml "$port" >"$conf"
   local bin=("$TWEM") extra=()
   [ -n "$TWEM_ARGS" ] && read -r -a extra <<<"$TWEM_ARGS" && bin+=("${extra[@]}")
   [ "$kind" = nutcracker ] && bin=(nutcracker)
@@ -92,7 +52,7 @@ profile_one() { # kind listen_port stats_port
     2>"$work/$kind.valgrind.log" &
   local vp=$!
   pids+=("$vp")
-  wait_port "$port"
+  wait_port "$port" 300
   # Warm up (backend connections, first allocations) outside the measurement.
   redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n 2000 -r 100000 -d 3 -t "$TEST" -q >/dev/null 2>&1
   callgrind_control --instr=on "$vp" >/dev/null
@@ -115,7 +75,7 @@ profile_one() { # kind listen_port stats_port
   "${bin[@]}" -c "$conf" -s "$stats" -a 127.0.0.1 -o "$work/$kind.log" -p "$work/$kind.pid" &
   vp=$!
   pids+=("$vp")
-  wait_port "$port"
+  wait_port "$port" 300
   redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n 2000 -r 100000 -d 3 -t "$TEST" -q >/dev/null 2>&1
   timeout 120 strace -c -f -p "$vp" -o "$out/$kind.syscalls.txt" 2>/dev/null &
   local sp=$!

@@ -30,6 +30,9 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+label=bench
 command_line="$*"
 env_line=""
 for v in QUICK REPS CLIENTS; do
@@ -55,19 +58,8 @@ FLOOD_COUNT=400
 FLOOD_VALUE=$((1 << 20))
 
 # --- what we need --------------------------------------------------------------
-missing=()
-command -v redis-server >/dev/null || missing+=(redis-server)
-command -v redis-benchmark >/dev/null || missing+=(redis-tools)
-command -v memcached >/dev/null || missing+=(memcached)
-command -v nutcracker >/dev/null || missing+=(nutcracker)
-command -v gnuplot >/dev/null || missing+=(gnuplot-nox)
-command -v python3 >/dev/null || missing+=(python3)
-if [ "${#missing[@]}" -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  echo "bench: installing ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+install_missing bench redis-server:redis-server redis-benchmark:redis-tools memcached:memcached \
+  nutcracker:nutcracker gnuplot:gnuplot-nox python3:python3
 
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 echo "bench: building twemproxy (release) and twem-load"
@@ -81,50 +73,17 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 out=$root/bench/out
 mkdir -p "$out"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+start_scratch
 
-# Free loopback ports, all held open at once so none is handed out twice.
-read -r -a ports <<<"$(python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(20):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-)"
+read -r -a ports <<<"$(free_ports 20)"
 redis_ports=("${ports[@]:0:4}")
 mc_ports=("${ports[@]:4:2}")
 twem_redis=${ports[6]} twem_mc=${ports[7]} twem_stats=${ports[8]}
 nut_redis=${ports[9]} nut_mc=${ports[10]} nut_stats=${ports[11]}
 mem_redis=${ports[12]} mem_stats=${ports[13]}
 
-wait_port() {
-  local i
-  for i in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "bench: nothing listens on 127.0.0.1:$1 after 10 s" >&2
-  return 1
-}
-
 user=(); [ "$(id -u)" -eq 0 ] && user=(-u root)
-for p in "${redis_ports[@]}"; do
-  redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
-    --logfile "$work/redis-$p.log" &
-  pids+=($!)
-done
+start_redis_servers
 for p in "${mc_ports[@]}"; do
   memcached -l 127.0.0.1 -p "$p" -U 0 -m 1024 "${user[@]}" &
   pids+=($!)
@@ -134,14 +93,8 @@ for p in "${redis_ports[@]}" "${mc_ports[@]}"; do wait_port "$p"; done
 # The same pools for both proxies; only the listen ports differ.
 write_conf() { # file redis_port [mc_port]
   {
-    echo "bench_redis:"
-    echo "  listen: 127.0.0.1:$2"
-    echo "  hash: fnv1a_64"
-    echo "  distribution: ketama"
-    echo "  redis: true"
-    echo "  servers:"
+    redis_pool_yaml "$2"
     local i=1 p
-    for p in "${redis_ports[@]}"; do echo "   - 127.0.0.1:$p:1 redis-$i"; i=$((i + 1)); done
     if [ -n "${3:-}" ]; then
       echo "bench_mc:"
       echo "  listen: 127.0.0.1:$3"

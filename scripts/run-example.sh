@@ -9,15 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-command -v redis-server >/dev/null || missing+=(redis-server)
-command -v redis-cli >/dev/null || missing+=(redis-tools)
-command -v memcached >/dev/null || missing+=(memcached)
-if [ "${#missing[@]}" -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+install_missing "" redis-server:redis-server redis-cli:redis-tools memcached:memcached
 
 # Every port examples/conf/nutcracker.yml and this script use. Checked before
 # anything starts: with a foreign redis on 7001 the demo would otherwise write

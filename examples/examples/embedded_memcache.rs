@@ -12,7 +12,6 @@
 //!
 //! Exits 0 when every reply is the expected one, 1 with a message otherwise.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -23,18 +22,11 @@ const KEYS: usize = 300;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let addrs: Vec<String> = std::env::args().skip(1).collect();
-    if addrs.is_empty() {
-        eprintln!("usage: embedded_memcache HOST:PORT [HOST:PORT...]");
-        return ExitCode::from(2);
-    }
-    match run(&addrs).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("embedded_memcache: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    twem_examples::main_over_servers(
+        "embedded_memcache",
+        |addrs| async move { run(&addrs).await },
+    )
+    .await
 }
 
 async fn run(addrs: &[String]) -> Result<(), Box<dyn std::error::Error>> {
@@ -56,20 +48,12 @@ async fn run(addrs: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let keys: Vec<String> = (0..KEYS).map(|i| format!("{prefix}{i}")).collect();
     let value = |i: usize| format!("value-{i}-{}", i * 7919);
 
-    let mut per_server: BTreeMap<String, usize> = BTreeMap::new();
     for (i, k) in keys.iter().enumerate() {
         // The flags travel with the item; use them to carry the index.
         let stored = mc.set(k, i as u32, 0, value(i)).await?;
         expect(stored == Stored::Stored, || format!("set {k}: {stored:?}"))?;
-        let server = pool
-            .server_for(k.as_bytes())
-            .ok_or("no live server in the pool")?;
-        *per_server.entry(server).or_default() += 1;
     }
-    println!("{KEYS} keys stored with set:");
-    for (server, n) in &per_server {
-        println!("  {server:<22} {n} keys");
-    }
+    twem_examples::print_spread(&pool, &keys, &format!("{KEYS} keys stored with set:"))?;
 
     // One `get` of every key: split per server, merged back in key order.
     let got = mc.get_multi(&keys).await?;

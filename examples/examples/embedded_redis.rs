@@ -13,7 +13,6 @@
 //! the first mismatch or error. A twemproxy on the same servers (same hash,
 //! distribution and server names) would put every key on the same server.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -24,18 +23,8 @@ const KEYS: usize = 300;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let addrs: Vec<String> = std::env::args().skip(1).collect();
-    if addrs.is_empty() {
-        eprintln!("usage: embedded_redis HOST:PORT [HOST:PORT...]");
-        return ExitCode::from(2);
-    }
-    match run(&addrs).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("embedded_redis: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    twem_examples::main_over_servers("embedded_redis", |addrs| async move { run(&addrs).await })
+        .await
 }
 
 async fn run(addrs: &[String]) -> Result<(), Box<dyn std::error::Error>> {
@@ -70,17 +59,7 @@ async fn run(addrs: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         r?;
     }
 
-    let mut per_server: BTreeMap<String, usize> = BTreeMap::new();
-    for k in &keys {
-        let server = pool
-            .server_for(k.as_bytes())
-            .ok_or("no live server in the pool")?;
-        *per_server.entry(server).or_default() += 1;
-    }
-    println!("{KEYS} keys written with SET:");
-    for (server, n) in &per_server {
-        println!("  {server:<22} {n} keys");
-    }
+    twem_examples::print_spread(&pool, &keys, &format!("{KEYS} keys written with SET:"))?;
 
     for (i, k) in keys.iter().enumerate() {
         let got = redis.get(k.clone()).await?;

@@ -342,7 +342,28 @@ impl ProxyProc {
         let (cmd, pre) = wrapper.split_first().expect("a wrapper command");
         let mut args: Vec<String> = pre.iter().map(|a| a.to_string()).collect();
         args.push(twemproxy_bin().display().to_string());
-        Self::start_with(Path::new(cmd), &args, "twemproxy", yaml, wait_port, extra)
+        Self::launch(
+            Path::new(cmd),
+            &args,
+            "twemproxy",
+            yaml,
+            wait_port,
+            extra,
+            false,
+        )
+    }
+
+    /// [`ProxyProc::twem`] that also serves Prometheus metrics
+    /// (`--metrics-addr`, before `extra`) on a free port, waited for: the
+    /// proxy and the metrics port.
+    pub fn twem_with_metrics(yaml: &str, wait_port: u16, extra: &[&str]) -> (ProxyProc, u16) {
+        let mport = free_port();
+        let maddr = format!("127.0.0.1:{mport}");
+        let mut args = vec!["--metrics-addr", maddr.as_str()];
+        args.extend_from_slice(extra);
+        let proxy = Self::twem(yaml, wait_port, &args);
+        wait_for_port(mport, Duration::from_secs(5));
+        (proxy, mport)
     }
 
     /// Start Debian's `nutcracker` with `yaml`; waits for `wait_port`.
@@ -351,16 +372,20 @@ impl ProxyProc {
     }
 
     fn start(bin: &Path, what: &str, yaml: &str, wait_port: u16, extra: &[&str]) -> ProxyProc {
-        Self::start_with(bin, &[], what, yaml, wait_port, extra)
+        Self::launch(bin, &[], what, yaml, wait_port, extra, false)
     }
 
-    fn start_with(
+    /// Write `yaml` into a fresh directory and start `bin` on it (stats on a
+    /// free port, refreshed every 100 ms, log in the directory; stderr into
+    /// `stderr.log` there when `capture_stderr`); waits for `wait_port`.
+    fn launch(
         bin: &Path,
         pre_args: &[String],
         what: &str,
         yaml: &str,
         wait_port: u16,
         extra: &[&str],
+        capture_stderr: bool,
     ) -> ProxyProc {
         let dir = TempDir::new(what);
         let conf = dir.path().join("nutcracker.yml");
@@ -384,6 +409,10 @@ impl ProxyProc {
             .args(extra);
         if what == "twemproxy" {
             cmd.args(extra_test_args(extra));
+        }
+        if capture_stderr {
+            let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
+            cmd.stderr(stderr);
         }
         let proc = Proc::spawn(what, &mut cmd);
         wait_for_port(wait_port, Duration::from_secs(10));
@@ -431,6 +460,24 @@ impl ProxyProc {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
     }
+}
+
+/// Whether `e` is a read or write timeout (`WouldBlock` or `TimedOut`, as
+/// the platform reports a socket timeout).
+pub fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Whether `e` says the peer reset or aborted the connection: a close too
+/// (the peer closed with our bytes unread).
+pub fn is_reset(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+    )
 }
 
 /// A blocking raw-bytes client with a read timeout.
@@ -553,14 +600,7 @@ impl Client {
                 Ok(0) => return true,
                 Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
                 // A reset is a close too (the peer closed with our bytes unread).
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
-                    ) =>
-                {
-                    return true
-                }
+                Err(e) if is_reset(&e) => return true,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
             }
@@ -570,6 +610,16 @@ impl Client {
     /// Bytes received but not consumed yet.
     pub fn pending(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// Assert that nothing arrived past the replies read so far; the
+    /// message is `what` and the stray bytes as text.
+    pub fn assert_nothing_pending(&self, what: &str) {
+        assert!(
+            self.pending().is_empty(),
+            "{what}: {:?}",
+            String::from_utf8_lossy(self.pending())
+        );
     }
 }
 
@@ -743,21 +793,21 @@ pub fn tier2() -> bool {
 /// Resident set size of process `pid` in KiB (`VmRSS` in
 /// `/proc/PID/status`); `None` once the process is gone.
 pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
+    status_kib(pid, "VmRSS:")
 }
 
 /// Peak resident set size of process `pid` in KiB (`VmHWM`); `None` once
 /// the process is gone.
 pub fn hwm_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// The KiB figure of the `field` line of `/proc/PID/status`.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|n| n.parse().ok())
 }
@@ -803,35 +853,8 @@ impl ProxyProc {
     /// `stderr.log` in its directory: a panic in a task does not kill a tokio
     /// process, so the panic message is the only trace a test can check.
     pub fn twem_capture(yaml: &str, wait_port: u16, extra: &[&str]) -> ProxyProc {
-        let dir = TempDir::new("twemproxy");
-        let conf = dir.path().join("nutcracker.yml");
-        std::fs::write(&conf, yaml).expect("write config");
-        let stats_port = free_port();
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
-        let mut cmd = Command::new(twemproxy_bin());
-        cmd.arg("-c")
-            .arg(&conf)
-            .args([
-                "-s",
-                &stats_port.to_string(),
-                "-a",
-                "127.0.0.1",
-                "-i",
-                "100",
-            ])
-            .arg("-o")
-            .arg(dir.path().join("proxy.log"))
-            .args(extra)
-            .args(extra_test_args(extra))
-            .stderr(stderr);
-        let proc = Proc::spawn("twemproxy", &mut cmd);
-        wait_for_port(wait_port, Duration::from_secs(10));
-        ProxyProc {
-            proc,
-            stats_port,
-            dir,
-            conf,
-        }
+        let bin = twemproxy_bin();
+        Self::launch(&bin, &[], "twemproxy", yaml, wait_port, extra, true)
     }
 
     /// The proxy's RSS in KiB; panics if it is gone.
@@ -852,6 +875,22 @@ impl ProxyProc {
     pub fn stderr_text(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
+}
+
+/// The yaml of one pool, `pool`, listening on 127.0.0.1:`port`: `settings`
+/// are its other keys as written (`"  redis: true\n"`...), `servers` its
+/// servers as `(host:port, name)`, each of weight 1 (an empty name writes
+/// none).
+pub fn pool_yaml(pool: &str, port: u16, settings: &str, servers: &[(String, &str)]) -> String {
+    let mut yaml = format!("{pool}:\n  listen: 127.0.0.1:{port}\n{settings}  servers:\n");
+    for (addr, name) in servers {
+        yaml.push_str(&format!("   - {addr}:1"));
+        if !name.is_empty() {
+            yaml.push_str(&format!(" {name}"));
+        }
+        yaml.push('\n');
+    }
+    yaml
 }
 
 /// A key that the first pool of `yaml` (all servers live) puts on the server
@@ -1059,11 +1098,7 @@ fn forward(
                         break;
                     }
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if is_timeout(&e) => {}
                 Err(_) => break,
             }
         }
@@ -1078,14 +1113,7 @@ fn forward(
             let n = match rd.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue
-                }
+                Err(e) if is_timeout(&e) => continue,
                 Err(_) => break,
             };
             let chunk = &buf[..n];

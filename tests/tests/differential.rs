@@ -758,19 +758,18 @@ fn nutcracker_and_twem_answer_alike() {
     let twem = ProxyProc::twem(&backends.yaml(t_r, t_m), t_r, &[]);
     twem_tests::wait_for_port(t_m, Duration::from_secs(10));
 
-    backends.flush();
-    let started = Instant::now();
-    let from_nut = run_corpus(n_r, n_m);
-    let nut_time = started.elapsed();
-    let nut_placement = backends.placement();
-    let nut_burst = run_pipelined(n_r, n_m);
-
-    backends.flush();
-    let started = Instant::now();
-    let from_twem = run_corpus(t_r, t_m);
-    let twem_time = started.elapsed();
-    let twem_placement = backends.placement();
-    let twem_burst = run_pipelined(t_r, t_m);
+    // One proxy's turn on emptied backends: the corpus (and how long it
+    // took), where its keys landed, then the pipelined burst.
+    let turn = |redis_port, mc_port| {
+        backends.flush();
+        let started = Instant::now();
+        let replies = run_corpus(redis_port, mc_port);
+        let time = started.elapsed();
+        let placement = backends.placement();
+        (replies, time, placement, run_pipelined(redis_port, mc_port))
+    };
+    let (from_nut, nut_time, nut_placement, nut_burst) = turn(n_r, n_m);
+    let (from_twem, twem_time, twem_placement, twem_burst) = turn(t_r, t_m);
     eprintln!(
         "corpus: {} Redis + {} memcached requests; nutcracker {nut_time:?}, twem {twem_time:?}",
         from_nut.redis.len(),

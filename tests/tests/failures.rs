@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use twem_core::config::Config;
-use twem_tests::{free_port, Client, Fault, FaultProxy, ProxyProc, Redis};
+use twem_tests::{free_port, pool_yaml, Client, Fault, FaultProxy, ProxyProc, Redis};
 
 /// A scripted backend: for every connection, `serve` runs on its own thread.
 struct Fake {
@@ -59,9 +59,13 @@ fn count_requests(buf: &[u8]) -> usize {
 }
 
 /// Two-server pool: `a` and `b` given as addresses, named "a" and "b".
-fn pool_yaml(port: u16, a: &str, b: &str, extra: &str) -> String {
-    format!(
-        "p:\n  listen: 127.0.0.1:{port}\n  redis: true\n{extra}  servers:\n   - {a}:1 a\n   - {b}:1 b\n"
+fn two_server_pool(port: u16, a: &str, b: &str, extra: &str) -> String {
+    let settings = format!("  redis: true\n{extra}");
+    pool_yaml(
+        "p",
+        port,
+        &settings,
+        &[(a.to_string(), "a"), (b.to_string(), "b")],
     )
 }
 
@@ -84,7 +88,7 @@ fn dead_server_is_connection_refused() {
     let live = Redis::start();
     let dead = format!("127.0.0.1:{}", free_port());
     let port = free_port();
-    let yaml = pool_yaml(port, &live.addr(), &dead, "");
+    let yaml = two_server_pool(port, &live.addr(), &dead, "");
     let _proxy = ProxyProc::twem(&yaml, port, &[]);
     let (ka, kb) = (key_on(&yaml, "a", "x"), key_on(&yaml, "b", "x"));
     let mut c = Client::connect(port);
@@ -121,7 +125,7 @@ fn silent_server_times_out_and_late_replies_are_dropped() {
     let fake = Fake::start(late);
     let live = Redis::start();
     let port = free_port();
-    let yaml = pool_yaml(
+    let yaml = two_server_pool(
         port,
         &live.addr(),
         &format!("127.0.0.1:{}", fake.port),
@@ -151,11 +155,7 @@ fn silent_server_times_out_and_late_replies_are_dropped() {
         c.cmd(&[b"GET", kb.as_bytes()]),
         b"-ERR Connection timed out\r\n"
     );
-    assert!(
-        c.pending().is_empty(),
-        "stray bytes: {:?}",
-        String::from_utf8_lossy(c.pending())
-    );
+    c.assert_nothing_pending("stray bytes");
 }
 
 /// A backend that answers three requests of a pipeline and then closes: the
@@ -213,7 +213,7 @@ fn ejection_then_probe_based_readmission() {
     let mut b = Redis::start();
     let b_port = b.port;
     let port = free_port();
-    let yaml = pool_yaml(
+    let yaml = two_server_pool(
         port,
         &a.addr(),
         &b.addr(),
@@ -270,10 +270,7 @@ fn ejection_then_probe_based_readmission() {
 fn all_ejected_fails_fast() {
     let mut only = Redis::start();
     let port = free_port();
-    let yaml = format!(
-        "p:\n  listen: 127.0.0.1:{port}\n  redis: true\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 30000\n  servers:\n   - {}:1 only\n",
-        only.addr()
-    );
+    let yaml = pool_yaml("p", port, "  redis: true\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 30000\n", &[(only.addr(), "only")]);
     let _proxy = ProxyProc::twem(&yaml, port, &[]);
     let mut c = Client::connect(port);
     assert_eq!(c.cmds("SET k v"), b"+OK\r\n");
@@ -308,11 +305,7 @@ fn memcached_ejection_probe_and_timeout() {
     let mut b = twem_tests::Memcached::start();
     let b_port = b.port;
     let port = free_port();
-    let yaml = format!(
-        "m:\n  listen: 127.0.0.1:{port}\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 500\n  timeout: 300\n  servers:\n   - {}:1 a\n   - {}:1 b\n",
-        a.addr(),
-        b.addr()
-    );
+    let yaml = pool_yaml("m", port, "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 500\n  timeout: 300\n", &[(a.addr(), "a"), (b.addr(), "b")]);
     let _proxy = ProxyProc::twem(&yaml, port, &[]);
     let kb = key_on(&yaml, "b", "mc");
     let mut c = Client::connect(port);

@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use twem_tests::{
-    bulk, free_port, key_on, resp_cmd, sample_rss, Client, Memcached, ProxyProc, Redis,
+    bulk, free_port, key_on, pool_yaml, resp_cmd, sample_rss, Client, Memcached, ProxyProc, Redis,
 };
 
 /// RSS figures mean something only when one proxy works at a time.
@@ -46,14 +46,7 @@ fn write_until_blocked(sock: &TcpStream, data: &[u8], limit: Duration) -> usize 
         match s.write(&data[off..]) {
             Ok(0) => break,
             Ok(n) => off += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                break
-            }
+            Err(e) if twem_tests::is_timeout(&e) => break,
             Err(e) => panic!("write failed: {e}"),
         }
     }
@@ -122,10 +115,7 @@ fn cont_proc(pid: u32) {
 fn memcached_noreply_burst_keeps_the_connection() {
     let mc = Memcached::start();
     let port = free_port();
-    let yaml = format!(
-        "m:\n  listen: 127.0.0.1:{port}\n  timeout: 2000\n  servers:\n   - {}:1 a\n",
-        mc.addr()
-    );
+    let yaml = pool_yaml("m", port, "  timeout: 2000\n", &[(mc.addr(), "a")]);
     let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
     let mut c = Client::connect(port);
     let mut burst = Vec::new();
@@ -177,10 +167,7 @@ fn stalled_redis_backpressures_the_client() {
     let mut r = Redis::start();
     let port = free_port();
     // No timeout: requests wait for the stalled server instead of failing.
-    let yaml = format!(
-        "s:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - {}:1 a\n",
-        r.addr()
-    );
+    let yaml = pool_yaml("s", port, "  redis: true\n", &[(r.addr(), "a")]);
     let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
     let mut c = Client::connect(port);
     // Small replies first: the client's average reply size shrinks and its
@@ -235,10 +222,7 @@ fn stalled_memcached_noreply_stream_is_bounded() {
     let _g = serial();
     let mut mc = Memcached::start();
     let port = free_port();
-    let yaml = format!(
-        "m:\n  listen: 127.0.0.1:{port}\n  servers:\n   - {}:1 a\n",
-        mc.addr()
-    );
+    let yaml = pool_yaml("m", port, "", &[(mc.addr(), "a")]);
     let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
     let mut c = Client::connect(port);
     assert!(c.mc(b"version\r\n").starts_with(b"VERSION"));
@@ -279,10 +263,7 @@ fn stalled_server_queue_bound_refuses_clearly() {
     let _g = serial();
     let mut r = Redis::start();
     let port = free_port();
-    let yaml = format!(
-        "s:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - {}:1 a\n",
-        r.addr()
-    );
+    let yaml = pool_yaml("s", port, "  redis: true\n", &[(r.addr(), "a")]);
     let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
     let base = proxy.rss();
     stop_proc(r.proc.pid());
@@ -347,11 +328,7 @@ fn descriptor_flood_ejects_no_healthy_server() {
     let a = Redis::start();
     let b = Redis::start();
     let port = free_port();
-    let yaml = format!(
-        "f:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 2000\n  auto_eject_hosts: true\n  server_failure_limit: 2\n  server_retry_timeout: 30000\n  servers:\n   - {}:1 a\n   - {}:1 b\n",
-        a.addr(),
-        b.addr()
-    );
+    let yaml = pool_yaml("f", port, "  redis: true\n  timeout: 2000\n  auto_eject_hosts: true\n  server_failure_limit: 2\n  server_retry_timeout: 30000\n", &[(a.addr(), "a"), (b.addr(), "b")]);
     let mut proxy = ProxyProc::twem_wrapped(&["prlimit", "--nofile=128:128"], &yaml, port, &[]);
     let stats_port = proxy.stats_port;
     let log = proxy.dir.path().join("proxy.log");
@@ -461,10 +438,7 @@ fn server_connection_slots_are_lazy() {
 fn logs_pair_clients_and_name_commands() {
     let r = Redis::start();
     let port = free_port();
-    let yaml = format!(
-        "g:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - {}:1 a\n",
-        r.addr()
-    );
+    let yaml = pool_yaml("g", port, "  redis: true\n", &[(r.addr(), "a")]);
     let proxy = ProxyProc::twem(&yaml, port, &["-v", "8"]);
     let mut c = Client::connect(port);
     assert_eq!(c.cmd(&[b"SET", b"logged", b"1"]), b"+OK\r\n");
@@ -513,9 +487,11 @@ fn logs_pair_clients_and_name_commands() {
 fn auth_still_checks_the_password() {
     let r = Redis::start();
     let port = free_port();
-    let yaml = format!(
-        "a:\n  listen: 127.0.0.1:{port}\n  redis: true\n  redis_auth: s3cret\n  servers:\n   - {}:1 a\n",
-        r.addr()
+    let yaml = pool_yaml(
+        "a",
+        port,
+        "  redis: true\n  redis_auth: s3cret\n",
+        &[(r.addr(), "a")],
     );
     // The backend has no password: the proxy's AUTH to it fails, which
     // this test does not exercise (PING is answered by the proxy).
@@ -547,10 +523,11 @@ fn split_mget_of_large_values_is_not_copied() {
     let a = Redis::start();
     let b = Redis::start();
     let port = free_port();
-    let yaml = format!(
-        "v:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - {}:1 a\n   - {}:1 b\n",
-        a.addr(),
-        b.addr()
+    let yaml = pool_yaml(
+        "v",
+        port,
+        "  redis: true\n",
+        &[(a.addr(), "a"), (b.addr(), "b")],
     );
     let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
     let ka = key_on(&yaml, "a", "ma");

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use twem_tests::{free_port, wait_for_port, Client, ProxyProc, Redis};
+use twem_tests::{free_port, Client, ProxyProc, Redis};
 
 const SIGHUP: i32 = 1;
 
@@ -27,11 +27,9 @@ fn cpu_heavy() -> MutexGuard<'static, ()> {
 /// One redis pool named `name` on `port` with `n` servers, all the same
 /// redis under distinct names (the proxy cannot tell; the ring can).
 fn pool(name: &str, port: u16, r: &Redis, n: usize, extra: &str) -> String {
-    let mut y = format!("{name}:\n  listen: 127.0.0.1:{port}\n  redis: true\n{extra}  servers:\n");
-    for i in 0..n {
-        y.push_str(&format!("   - {}:1 {name}{i}\n", r.addr()));
-    }
-    y
+    let names: Vec<String> = (0..n).map(|i| format!("{name}{i}")).collect();
+    let servers: Vec<(String, &str)> = names.iter().map(|n| (r.addr(), n.as_str())).collect();
+    twem_tests::pool_yaml(name, port, &format!("  redis: true\n{extra}"), &servers)
 }
 
 /// `GET /metrics`, the whole response.
@@ -58,14 +56,7 @@ fn closed_by(s: &mut TcpStream, deadline: Instant) -> bool {
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
-                ) =>
-            {
-                return true
-            }
+            Err(e) if twem_tests::is_reset(&e) => return true,
             Err(_) => return false,
         }
     }
@@ -79,14 +70,7 @@ fn closed_by(s: &mut TcpStream, deadline: Instant) -> bool {
 fn idle_admin_connections_are_bounded_and_dropped() {
     let r = Redis::start();
     let port = free_port();
-    let mport = free_port();
-    let maddr = format!("127.0.0.1:{mport}");
-    let proxy = ProxyProc::twem(
-        &pool("idle", port, &r, 2, ""),
-        port,
-        &["--metrics-addr", &maddr],
-    );
-    wait_for_port(mport, Duration::from_secs(5));
+    let (proxy, mport) = ProxyProc::twem_with_metrics(&pool("idle", port, &r, 2, ""), port, &[]);
     let opened = Instant::now();
     let mut idle: Vec<TcpStream> = Vec::new();
     for i in 0..200 {
@@ -137,14 +121,8 @@ fn scrape_flood_does_not_stall_clients() {
     let _turn = cpu_heavy();
     let r = Redis::start();
     let port = free_port();
-    let mport = free_port();
-    let maddr = format!("127.0.0.1:{mport}");
-    let proxy = ProxyProc::twem(
-        &pool("flood", port, &r, 1000, ""),
-        port,
-        &["--metrics-addr", &maddr, "--threads", "1"],
-    );
-    wait_for_port(mport, Duration::from_secs(5));
+    let yaml = pool("flood", port, &r, 1000, "");
+    let (proxy, mport) = ProxyProc::twem_with_metrics(&yaml, port, &["--threads", "1"]);
     // 20 keys, their backend connections opened before the flood: the
     // latencies below are the scrapes' doing, not connects'.
     let mut c = Client::connect(port);

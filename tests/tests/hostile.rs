@@ -12,8 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use twem_tests::{
-    bulk, free_port, open_files_soft_limit, resp_cmd, sample_rss, tier2, Client, Memcached,
-    ProxyProc, Redis,
+    bulk, free_port, open_files_soft_limit, pool_yaml, resp_cmd, sample_rss, tier2, Client,
+    Memcached, ProxyProc, Redis,
 };
 
 /// RSS figures are only meaningful when the proxy under test is the one
@@ -25,9 +25,11 @@ fn serial() -> MutexGuard<'static, ()> {
 
 fn redis_proxy(backend: &Redis) -> (ProxyProc, u16) {
     let port = free_port();
-    let yaml = format!(
-        "h:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 2000\n  servers:\n   - {}:1 r\n",
-        backend.addr()
+    let yaml = pool_yaml(
+        "h",
+        port,
+        "  redis: true\n  timeout: 2000\n",
+        &[(backend.addr(), "r")],
     );
     (ProxyProc::twem_capture(&yaml, port, &[]), port)
 }
@@ -393,10 +395,7 @@ fn memcached_absurd_lengths_are_refused() {
     let _g = serial();
     let mc = Memcached::start();
     let port = free_port();
-    let yaml = format!(
-        "m:\n  listen: 127.0.0.1:{port}\n  timeout: 2000\n  servers:\n   - {}:1 m\n",
-        mc.addr()
-    );
+    let yaml = pool_yaml("m", port, "  timeout: 2000\n", &[(mc.addr(), "m")]);
     let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
     let base = proxy.rss();
     for line in [

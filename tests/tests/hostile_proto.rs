@@ -43,6 +43,15 @@ fn mc_proxy(backend: &Memcached) -> (ProxyProc, u16, u16) {
     proxy("", &backend.addr())
 }
 
+/// Asserts that the proxy answered nothing (it closed silently).
+fn assert_unanswered(answered: &[u8]) {
+    assert!(
+        answered.is_empty(),
+        "the proxy answered {:?}",
+        String::from_utf8_lossy(answered)
+    );
+}
+
 /// Sends `payload` as socat does (all of it, then end of input) and returns
 /// what the proxy answered before closing; panics if it did not close.
 fn send_and_expect_close(port: u16, payload: &[u8]) -> Vec<u8> {
@@ -106,11 +115,7 @@ fn http_post_to_redis_port_runs_nothing() {
     let answered = send_and_expect_close(port, HTTP_SET);
     let mut direct = backend.client();
     assert_eq!(direct.cmd(&[b"GET", b"pwned"]), b"$-1\r\n", "the body ran");
-    assert!(
-        answered.is_empty(),
-        "the proxy answered {:?}",
-        String::from_utf8_lossy(&answered)
-    );
+    assert_unanswered(&answered);
     let (n, log) = warnings(&p, 1);
     assert_eq!(n, 1, "one warning per connection:\n{log}");
     assert!(log.contains("WARN"), "logged at warning level:\n{log}");
@@ -153,11 +158,7 @@ fn http_request_to_memcached_port_runs_nothing() {
     for (i, payload) in [post, get].into_iter().enumerate() {
         let answered = send_and_expect_close(port, payload);
         assert_eq!(direct.mc(b"get pwned\r\n"), b"END\r\n", "the body ran");
-        assert!(
-            answered.is_empty(),
-            "the proxy answered {:?}",
-            String::from_utf8_lossy(&answered)
-        );
+        assert_unanswered(&answered);
         let (n, log) = warnings(&p, i + 1);
         assert_eq!(n, i + 1, "one warning per connection:\n{log}");
         assert_eq!(foreign_counter(mport, i as u64 + 1), i as u64 + 1);
@@ -238,11 +239,7 @@ fn binary_protocol_request_is_closed() {
         b"VALUE victim 0 1\r\nv\r\nEND\r\n",
         "the value ran as a command"
     );
-    assert!(
-        answered.is_empty(),
-        "the proxy answered {:?}",
-        String::from_utf8_lossy(&answered)
-    );
+    assert_unanswered(&answered);
     let (n, log) = warnings(&p, 1);
     assert_eq!(n, 1, "{log}");
     assert!(log.contains("binary"), "{log}");

@@ -16,11 +16,13 @@ const SIGUSR1: i32 = 10;
 const SIGTERM: i32 = 15;
 
 fn pool(name: &str, port: u16, backends: &[&Redis], extra: &str) -> String {
-    let mut y = format!("{name}:\n  listen: 127.0.0.1:{port}\n  redis: true\n{extra}  servers:\n");
-    for (i, b) in backends.iter().enumerate() {
-        y.push_str(&format!("   - {}:1 {name}{i}\n", b.addr()));
-    }
-    y
+    let names: Vec<String> = (0..backends.len()).map(|i| format!("{name}{i}")).collect();
+    let servers: Vec<(String, &str)> = backends
+        .iter()
+        .zip(&names)
+        .map(|(b, n)| (b.addr(), n.as_str()))
+        .collect();
+    twem_tests::pool_yaml(name, port, &format!("  redis: true\n{extra}"), &servers)
 }
 
 /// 8 clients SET/GET continuously while the config changes three times (a
@@ -300,14 +302,8 @@ fn prometheus_metrics_after_traffic() {
     let r1 = Redis::start();
     let r2 = Redis::start();
     let port = free_port();
-    let mport = free_port();
-    let addr = format!("127.0.0.1:{mport}");
-    let proxy = ProxyProc::twem(
-        &pool("mpool", port, &[&r1, &r2], ""),
-        port,
-        &["--metrics-addr", &addr],
-    );
-    wait_for_port(mport, Duration::from_secs(5));
+    let yaml = pool("mpool", port, &[&r1, &r2], "");
+    let (proxy, mport) = ProxyProc::twem_with_metrics(&yaml, port, &[]);
     let mut c = Client::connect(port);
     for i in 0..50 {
         assert_eq!(

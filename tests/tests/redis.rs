@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use twem_core::config::Config;
-use twem_tests::{bulk, free_port, Client, ProxyProc, Redis};
+use twem_tests::{bulk, free_port, pool_yaml, Client, ProxyProc, Redis};
 
 /// Three shards behind one twem pool, plus a reference Redis on the side.
 struct Setup {
@@ -289,9 +289,11 @@ fn long_pipeline_answered_in_order() {
 fn auth_and_db_together() {
     let shard = Redis::start_with(&["--requirepass", "sekret"]);
     let port = free_port();
-    let yaml = format!(
-        "a:\n  listen: 127.0.0.1:{port}\n  redis: true\n  redis_auth: sekret\n  redis_db: 3\n  servers:\n   - {}:1\n",
-        shard.addr()
+    let yaml = pool_yaml(
+        "a",
+        port,
+        "  redis: true\n  redis_auth: sekret\n  redis_db: 3\n",
+        &[(shard.addr(), "")],
     );
     let _proxy = ProxyProc::twem(&yaml, port, &[]);
     let mut c = Client::connect(port);
@@ -367,11 +369,7 @@ fn inline_and_quit() {
     assert_eq!(p.read_resp(), b"$9\r\ntwo words\r\n");
     assert_eq!(p.read_resp(), b"+OK\r\n");
     assert!(p.is_closed(), "QUIT must close the connection");
-    assert!(
-        p.pending().is_empty(),
-        "nothing may follow QUIT's +OK: {:?}",
-        String::from_utf8_lossy(p.pending())
-    );
+    p.assert_nothing_pending("nothing may follow QUIT's +OK");
 }
 
 /// Broken framing gets `-ERR Protocol error: ...` and the connection closes;
@@ -581,9 +579,11 @@ fn unix_sockets_and_host_names() {
 fn preconnect_and_server_connections() {
     let r = Redis::start();
     let port = free_port();
-    let yaml = format!(
-        "p:\n  listen: 127.0.0.1:{port}\n  redis: true\n  preconnect: true\n  server_connections: 3\n  servers:\n   - {}:1 only\n",
-        r.addr()
+    let yaml = pool_yaml(
+        "p",
+        port,
+        "  redis: true\n  preconnect: true\n  server_connections: 3\n",
+        &[(r.addr(), "only")],
     );
     let proxy = ProxyProc::twem(&yaml, port, &[]);
     let st =

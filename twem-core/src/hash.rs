@@ -552,41 +552,26 @@ mod tests {
         assert_eq!(HashKind::Fnv1a_32.hash(&[0x80]), signed);
     }
 
-    // A tag applies to its non-empty content.
+    // How a `{}` tag picks the part of a key that is hashed.
     #[test]
-    fn tag_extracts_content() {
+    fn tag_brace_cases() {
         let tag = HashTag::new(b'{', b'}');
-        assert_eq!(tag.apply(b"user:{42}:name"), b"42");
-    }
-
-    // An empty tag `{}` leaves the whole key.
-    #[test]
-    fn tag_empty_content_hashes_whole_key() {
-        let tag = HashTag::new(b'{', b'}');
-        assert_eq!(tag.apply(b"{}x"), b"{}x");
-    }
-
-    // An unclosed tag leaves the whole key.
-    #[test]
-    fn tag_unclosed_hashes_whole_key() {
-        let tag = HashTag::new(b'{', b'}');
-        assert_eq!(tag.apply(b"{a"), b"{a");
-        assert_eq!(tag.apply(b"a}"), b"a}");
-    }
-
-    // Only the first tag counts.
-    #[test]
-    fn tag_first_wins() {
-        let tag = HashTag::new(b'{', b'}');
-        assert_eq!(tag.apply(b"a{b}{c}"), b"b");
-    }
-
-    // The close byte is searched after the first open byte only, so a later
-    // open byte inside the content is part of it.
-    #[test]
-    fn tag_close_after_first_open() {
-        let tag = HashTag::new(b'{', b'}');
-        assert_eq!(tag.apply(b"{{a}}"), b"{a");
+        for (key, hashed) in [
+            // A tag applies to its non-empty content.
+            (&b"user:{42}:name"[..], &b"42"[..]),
+            // An empty tag `{}` leaves the whole key.
+            (b"{}x", b"{}x"),
+            // An unclosed tag leaves the whole key.
+            (b"{a", b"{a"),
+            (b"a}", b"a}"),
+            // Only the first tag counts.
+            (b"a{b}{c}", b"b"),
+            // The close byte is searched after the first open byte only, so a
+            // later open byte inside the content is part of it.
+            (b"{{a}}", b"{a"),
+        ] {
+            assert_eq!(tag.apply(key), hashed, "{key:?}");
+        }
     }
 
     // Open and close may be the same byte.

@@ -31,31 +31,42 @@ fn rows(text: &str) -> impl Iterator<Item = Vec<&str>> {
         .map(|line| line.split('\t').collect())
 }
 
-// Each of nutcracker's 12 hashes over all 1,000 keys gives nutcracker's value.
-#[test]
-fn every_hash_row_matches() {
+/// Checks every data row of a golden file: `check` gets the row's `N`
+/// columns and says what is wrong with it, if anything. Asserts that the file
+/// holds `expected` rows and that none is wrong (showing the first ten).
+fn check_rows<'a, const N: usize>(
+    text: &'a str,
+    expected: usize,
+    mut check: impl FnMut([&'a str; N]) -> Option<String>,
+) {
     let mut checked = 0;
     let mut failures = Vec::new();
-    for row in rows(HASHES) {
-        let [name, key_hex, value] = row[..] else {
+    for row in rows(text) {
+        let Ok(columns) = <[&str; N]>::try_from(&row[..]) else {
             panic!("malformed row {row:?}");
         };
-        let kind = HashKind::from_name(name).unwrap_or_else(|| panic!("unknown hash {name}"));
-        assert!(kind.nutcracker_compatible());
-        let expected: u32 = value.parse().expect("decimal u32");
-        let got = kind.hash(&unhex(key_hex));
-        if got != expected {
-            failures.push(format!("{name} {key_hex}: got {got}, want {expected}"));
-        }
+        failures.extend(check(columns));
         checked += 1;
     }
-    assert_eq!(checked, 12 * 1000, "golden file is incomplete");
+    assert_eq!(checked, expected, "golden file is incomplete");
     assert!(
         failures.is_empty(),
         "{} mismatches, first: {:?}",
         failures.len(),
         &failures[..failures.len().min(10)]
     );
+}
+
+// Each of nutcracker's 12 hashes over all 1,000 keys gives nutcracker's value.
+#[test]
+fn every_hash_row_matches() {
+    check_rows(HASHES, 12 * 1000, |[name, key_hex, value]| {
+        let kind = HashKind::from_name(name).unwrap_or_else(|| panic!("unknown hash {name}"));
+        assert!(kind.nutcracker_compatible());
+        let expected: u32 = value.parse().expect("decimal u32");
+        let got = kind.hash(&unhex(key_hex));
+        (got != expected).then(|| format!("{name} {key_hex}: got {got}, want {expected}"))
+    });
 }
 
 /// Every pool of pools.yml as the config parser reads it, with its ring
@@ -77,26 +88,11 @@ fn config_rings() -> HashMap<String, (Ring, bool)> {
 fn every_placement_row_matches() {
     let rings = config_rings();
     assert_eq!(rings.len(), 30);
-    let mut checked = 0;
-    let mut failures = Vec::new();
-    for row in rows(PLACEMENT) {
-        let [pool, key_hex, want] = row[..] else {
-            panic!("malformed row {row:?}");
-        };
+    check_rows(PLACEMENT, 30 * 1000, |[pool, key_hex, want]| {
         let (ring, _) = &rings[pool];
         let got = ring.locate_name(&unhex(key_hex));
-        if got != Some(want) {
-            failures.push(format!("{pool} {key_hex}: got {got:?}, want {want}"));
-        }
-        checked += 1;
-    }
-    assert_eq!(checked, 30 * 1000, "golden file is incomplete");
-    assert!(
-        failures.is_empty(),
-        "{} mismatches, first: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(10)]
-    );
+        (got != Some(want)).then(|| format!("{pool} {key_hex}: got {got:?}, want {want}"))
+    });
 }
 
 // Every row after ejection: the ring of the configured pool with the listed
@@ -105,42 +101,30 @@ fn every_placement_row_matches() {
 fn every_ejected_placement_row_matches() {
     let rings = config_rings();
     let mut snapshots: HashMap<(&str, &str), Ring> = HashMap::new();
-    let mut checked = 0;
-    let mut failures = Vec::new();
-    for row in rows(PLACEMENT_EJECTED) {
-        let [pool, ejected, key_hex, want] = row[..] else {
-            panic!("malformed row {row:?}");
-        };
-        let ring = snapshots.entry((pool, ejected)).or_insert_with(|| {
-            let (ring, auto_eject) = &rings[pool];
-            assert!(auto_eject, "{pool} ejects without auto_eject_hosts");
-            let idx: Vec<usize> = ejected
-                .split(',')
-                .map(|n| {
-                    ring.index_of(n)
-                        .unwrap_or_else(|| panic!("{pool}: no server {n}"))
-                })
-                .collect();
-            let snapshot = ring.with_ejected(&idx);
-            assert_eq!(snapshot.live_count(), ring.servers().len() - idx.len());
-            snapshot
-        });
-        let got = ring.locate_name(&unhex(key_hex));
-        if got != Some(want) {
-            failures.push(format!(
-                "{pool} -[{ejected}] {key_hex}: got {got:?}, want {want}"
-            ));
-        }
-        checked += 1;
-    }
-    assert_eq!(snapshots.len(), 10);
-    assert_eq!(checked, 10 * 1000, "golden file is incomplete");
-    assert!(
-        failures.is_empty(),
-        "{} mismatches, first: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(10)]
+    check_rows(
+        PLACEMENT_EJECTED,
+        10 * 1000,
+        |[pool, ejected, key_hex, want]| {
+            let ring = snapshots.entry((pool, ejected)).or_insert_with(|| {
+                let (ring, auto_eject) = &rings[pool];
+                assert!(auto_eject, "{pool} ejects without auto_eject_hosts");
+                let idx: Vec<usize> = ejected
+                    .split(',')
+                    .map(|n| {
+                        ring.index_of(n)
+                            .unwrap_or_else(|| panic!("{pool}: no server {n}"))
+                    })
+                    .collect();
+                let snapshot = ring.with_ejected(&idx);
+                assert_eq!(snapshot.live_count(), ring.servers().len() - idx.len());
+                snapshot
+            });
+            let got = ring.locate_name(&unhex(key_hex));
+            (got != Some(want))
+                .then(|| format!("{pool} -[{ejected}] {key_hex}: got {got:?}, want {want}"))
+        },
     );
+    assert_eq!(snapshots.len(), 10);
 }
 
 /// Reads a `servers` entry (`host:port:weight [name]` or `/path:weight

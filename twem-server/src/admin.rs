@@ -11,10 +11,12 @@
 //! spinning.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -193,6 +195,32 @@ impl Limiter {
     pub fn open(&self) -> usize {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).1.len()
     }
+}
+
+impl Permit {
+    /// Serve `conn` on a task of its own that holds this permit: the task ends
+    /// when `conn` does or when a newer connection evicts this one.
+    pub fn spawn(self, conn: impl Future<Output = ()> + Send + 'static) {
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    () = conn => {}
+                    () = self.evicted.cancelled() => {}
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+    }
+}
+
+/// Write `body` and close the connection, giving up after [`WRITE_TIMEOUT`]
+/// (a peer that does not read is cut off by the deadline).
+pub async fn write_and_close(sock: &mut TcpStream, body: &[u8]) {
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+        let _ = sock.write_all(body).await;
+        let _ = sock.shutdown().await;
+    })
+    .await;
 }
 
 impl Drop for Permit {

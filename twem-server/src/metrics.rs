@@ -16,10 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
 use twem_core::pool::stats::{POOL_FIELD_DESCRIPTIONS, SERVER_FIELD_DESCRIPTIONS};
 use twem_core::pool::PoolSnapshot;
@@ -85,38 +84,27 @@ pub fn render(pools: &[PoolSnapshot], globals: &Globals) -> String {
             }
         }
     }
-    if let Ok(rej) = IntCounterVec::new(
-        Opts::new(
-            "twem_pool_client_rejected_total",
-            "Client connections closed at accept because of client_connections",
-        ),
-        &["pool"],
-    ) {
-        for p in pools {
-            if let Some((_, v)) = p.twem_fields.iter().find(|f| f.0 == "client_rejected") {
-                rej.with_label_values(&[&p.name]).inc_by((*v).max(0) as u64);
+    // twem's own per-pool counters, which the stats JSON does not carry.
+    let twem_counter = |name: &str, help: &str, field: &str| {
+        if let Ok(c) = IntCounterVec::new(Opts::new(name, help), &["pool"]) {
+            for p in pools {
+                if let Some((_, v)) = p.twem_fields.iter().find(|f| f.0 == field) {
+                    c.with_label_values(&[&p.name]).inc_by((*v).max(0) as u64);
+                }
             }
+            let _ = reg.register(Box::new(c));
         }
-        let _ = reg.register(Box::new(rej));
-    }
-    if let Ok(foreign) = IntCounterVec::new(
-        Opts::new(
-            "twem_pool_client_foreign_protocol_total",
-            "Client connections closed for speaking another protocol (HTTP, memcached binary): possible cross-protocol attacks",
-        ),
-        &["pool"],
-    ) {
-        for p in pools {
-            if let Some((_, v)) = p
-                .twem_fields
-                .iter()
-                .find(|f| f.0 == "client_foreign_protocol")
-            {
-                foreign.with_label_values(&[&p.name]).inc_by((*v).max(0) as u64);
-            }
-        }
-        let _ = reg.register(Box::new(foreign));
-    }
+    };
+    twem_counter(
+        "twem_pool_client_rejected_total",
+        "Client connections closed at accept because of client_connections",
+        "client_rejected",
+    );
+    twem_counter(
+        "twem_pool_client_foreign_protocol_total",
+        "Client connections closed for speaking another protocol (HTTP, memcached binary): possible cross-protocol attacks",
+        "client_foreign_protocol",
+    );
     let (opened, open) = connection_counts(globals, pools);
     if let Ok(total) = prometheus::IntCounter::new(
         "twem_connections_opened_total",
@@ -276,21 +264,9 @@ pub async fn serve(listener: TcpListener, ep: Endpoint, stop: CancellationToken)
                         "not found: try GET /metrics\n",
                     ))
                 };
-            let _ = tokio::time::timeout(admin::WRITE_TIMEOUT, async {
-                let _ = sock.write_all(&resp).await;
-                let _ = sock.shutdown().await;
-            })
-            .await;
+            admin::write_and_close(&mut sock, &resp).await;
         };
-        tokio::spawn(
-            async move {
-                tokio::select! {
-                    () = conn => {}
-                    () = permit.evicted.cancelled() => {}
-                }
-            }
-            .instrument(tracing::Span::current()),
-        );
+        permit.spawn(conn);
     }
 }
 

@@ -12,10 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
 use twem_core::pool::stats::{POOL_FIELD_DESCRIPTIONS, SERVER_FIELD_DESCRIPTIONS};
 use twem_core::pool::PoolSnapshot;
@@ -77,31 +75,28 @@ pub fn render(source: &str, uptime: Duration, globals: &Globals, pools: &[PoolSn
     );
     for p in pools {
         let _ = write!(s, ", {}: {{", json_str(&p.name));
-        let mut first = true;
-        for (k, v) in &p.fields {
-            if !first {
-                s.push_str(", ");
-            }
-            first = false;
-            let _ = write!(s, "\"{k}\":{v}");
-        }
+        write_fields(&mut s, &p.fields);
         for (i, srv) in p.servers.iter().enumerate() {
             s.push_str(if i == 0 { ", " } else { "," });
             let _ = write!(s, "{}: {{", json_str(&srv.name));
-            let mut first = true;
-            for (k, v) in &srv.fields {
-                if !first {
-                    s.push_str(", ");
-                }
-                first = false;
-                let _ = write!(s, "\"{k}\":{v}");
-            }
+            write_fields(&mut s, &srv.fields);
             s.push('}');
         }
         s.push('}');
     }
     s.push_str("}\n");
     s
+}
+
+/// `"name":value` pairs separated by ", ", as nutcracker lays out a pool's
+/// or a server's fields.
+fn write_fields(s: &mut String, fields: &[(&str, i64)]) {
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        let _ = write!(s, "\"{k}\":{v}");
+    }
 }
 
 fn json_str(s: &str) -> String {
@@ -156,20 +151,9 @@ pub async fn serve(
                 body
             }
         };
-        tokio::spawn(
-            async move {
-                // A peer that does not read a large document is cut off by
-                // the deadline, or sooner by eviction.
-                tokio::select! {
-                    _ = tokio::time::timeout(admin::WRITE_TIMEOUT, async {
-                        let _ = sock.write_all(body.as_bytes()).await;
-                        let _ = sock.shutdown().await;
-                    }) => {}
-                    () = permit.evicted.cancelled() => {}
-                }
-            }
-            .instrument(tracing::Span::current()),
-        );
+        // A peer that does not read a large document is cut off by the
+        // deadline, or sooner by eviction.
+        permit.spawn(async move { admin::write_and_close(&mut sock, body.as_bytes()).await });
     }
 }
 

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use twem_tests::{free_port, resp_cmd, wait_for_port, Client, ProxyProc, Redis, TempDir};
+use twem_tests::{
+    free_port, pool_yaml, resp_cmd, wait_for_port, Client, ProxyProc, Redis, TempDir,
+};
 
 /// What a finished run of the binary left behind.
 #[derive(Debug)]
@@ -844,10 +846,11 @@ fn stats_after_traffic_match_what_was_sent() {
     // One named server, one unnamed: the stats key of the latter is host:port.
     // Modula over servers sorted by name (shorter first) places keys the same
     // whatever ports the backends got, and splits 40 keys over both.
-    let yaml = format!(
-        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: fnv1a_64\n  distribution: modula\n  servers:\n   - {}:1 first\n   - {}:1\n",
-        r1.addr(),
-        r2.addr()
+    let yaml = pool_yaml(
+        "alpha",
+        port,
+        "  redis: true\n  hash: fnv1a_64\n  distribution: modula\n",
+        &[(r1.addr(), "first"), (r2.addr(), "")],
     );
     let proxy = ProxyProc::twem(&yaml, port, &[]);
     let names = [("first".to_string(), &r1), (r2.addr(), &r2)];
@@ -1204,10 +1207,7 @@ fn log_len(path: &Path) -> u64 {
 fn log_file_levels_and_reopen() {
     let redis = Redis::start();
     let port = free_port();
-    let yaml = format!(
-        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - {}:1\n",
-        redis.addr()
-    );
+    let yaml = pool_yaml("alpha", port, "  redis: true\n", &[(redis.addr(), "")]);
     let mut proxy = ProxyProc::twem(&yaml, port, &["-v", "7"]);
     let log = proxy.dir.path().join("proxy.log");
     let pid = proxy.proc.pid();

@@ -20,3 +20,14 @@ pub mod procfs;
 pub mod stats;
 
 pub use error::Error;
+
+/// Test support: a listener on a free loopback port, handed to `serve` on a
+/// thread of its own; the listener's address and the thread.
+#[cfg(test)]
+pub(crate) fn fake_server<T: Send + 'static>(
+    serve: impl FnOnce(std::net::TcpListener) -> T + Send + 'static,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<T>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    (addr, std::thread::spawn(move || serve(listener)))
+}

@@ -355,8 +355,6 @@ pub fn run(spec: &LoadSpec) -> Result<(Summary, Option<String>), Error> {
 mod tests {
     use super::*;
     use std::io::{BufRead, BufReader};
-    use std::net::TcpListener;
-    use std::thread;
 
     fn spec(test: Test) -> LoadSpec {
         LoadSpec {
@@ -372,12 +370,17 @@ mod tests {
         }
     }
 
+    /// The first request of `test` (seed 1) carrying `value`, as text.
+    fn encoded(test: Test, value: &[u8]) -> String {
+        let mut out = Vec::new();
+        encode_request(&spec(test), &mut Rng::new(1), value, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
     // A get is one line with one key of redis-benchmark's shape.
     #[test]
     fn encodes_get() {
-        let mut out = Vec::new();
-        encode_request(&spec(Test::Get), &mut Rng::new(1), b"", &mut out);
-        let s = String::from_utf8(out).unwrap();
+        let s = encoded(Test::Get, b"");
         assert!(s.starts_with("get key:0000000000"), "{s}");
         assert!(s.ends_with("\r\n"));
         assert_eq!(s.len(), "get key:000000000000\r\n".len());
@@ -386,18 +389,14 @@ mod tests {
     // A multi-get carries mget_keys keys on one line.
     #[test]
     fn encodes_mget_with_n_keys() {
-        let mut out = Vec::new();
-        encode_request(&spec(Test::Mget), &mut Rng::new(1), b"", &mut out);
-        let s = String::from_utf8(out).unwrap();
+        let s = encoded(Test::Mget, b"");
         assert_eq!(s.trim_end().split(' ').count(), 4, "{s}");
     }
 
     // A set carries the value's length and the value as a data block.
     #[test]
     fn encodes_set_with_data_block() {
-        let mut out = Vec::new();
-        encode_request(&spec(Test::Set), &mut Rng::new(1), b"abc", &mut out);
-        let s = String::from_utf8(out).unwrap();
+        let s = encoded(Test::Set, b"abc");
         assert!(s.ends_with(" 0 0 3\r\nabc\r\n"), "{s}");
     }
 
@@ -459,9 +458,7 @@ mod tests {
     // End to end against a scripted server: every request is answered and timed.
     #[test]
     fn runs_against_a_fake_server() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = thread::spawn(move || {
+        let (addr, server) = crate::fake_server(|listener| {
             let mut answered = 0;
             let mut conns = Vec::new();
             for _ in 0..2 {

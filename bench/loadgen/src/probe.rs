@@ -151,29 +151,27 @@ pub fn flood(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
-    use std::thread;
+
+    /// KiB per connection of an idle report.
+    fn kib_per_conn(conns: u64, before_kib: u64, after_kib: u64) -> f64 {
+        IdleReport {
+            conns,
+            before_kib,
+            after_kib,
+        }
+        .kib_per_conn()
+    }
 
     // Growth per connection divides the RSS delta by the connection count.
     #[test]
     fn kib_per_conn_divides_growth() {
-        let r = IdleReport {
-            conns: 1000,
-            before_kib: 5000,
-            after_kib: 7500,
-        };
-        assert_eq!(r.kib_per_conn(), 2.5);
+        assert_eq!(kib_per_conn(1000, 5000, 7500), 2.5);
     }
 
     // RSS that shrank reads as no growth rather than wrapping around.
     #[test]
     fn shrinking_rss_is_zero_growth() {
-        let r = IdleReport {
-            conns: 10,
-            before_kib: 5000,
-            after_kib: 4000,
-        };
-        assert_eq!(r.kib_per_conn(), 0.0);
+        assert_eq!(kib_per_conn(10, 5000, 4000), 0.0);
         let f = FloodReport {
             count: 1,
             value_bytes: 1,
@@ -195,9 +193,7 @@ mod tests {
     // The idle probe really opens the connections: the listener sees all of them.
     #[test]
     fn idle_opens_every_connection() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let acceptor = thread::spawn(move || {
+        let (addr, acceptor) = crate::fake_server(|listener| {
             let mut n = 0;
             let mut held = Vec::new();
             while n < 5 {
@@ -215,9 +211,7 @@ mod tests {
     // The flood probe stores the value, then sends exactly `count` GETs unread.
     #[test]
     fn flood_sends_set_then_unread_gets() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = thread::spawn(move || {
+        let (addr, server) = crate::fake_server(|listener| {
             let (setter, _) = listener.accept().unwrap();
             let mut w = setter.try_clone().unwrap();
             let mut r = BufReader::new(setter);

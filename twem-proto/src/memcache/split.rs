@@ -152,22 +152,28 @@ mod tests {
         assert_eq!(split_get(&req, by_first_letter), [(1, req)]);
     }
 
+    /// The merged reply to a `get` of `keys` whose parts were answered with
+    /// `replies`.
+    fn merged(keys: &[&str], replies: &[&[u8]]) -> Bytes {
+        let req = Request::get(keys).unwrap();
+        let parts: Vec<ReplyFrame> = replies.iter().map(|r| frame(Command::Get, r)).collect();
+        merge_get(&req, &parts)
+    }
+
     // Values come back in the client's key order, duplicates as the server
     // answered, misses absent.
     #[test]
     fn merge_in_key_order_with_duplicates_and_misses() {
-        let req = Request::get(&["b1", "a1", "zz", "a2", "b1"]).unwrap();
         // server 1 answered both b1s; server 0 only a2 (a1 missed); server 2
         // missed zz.
-        let parts = [
-            frame(
-                Command::Get,
+        let merged = merged(
+            &["b1", "a1", "zz", "a2", "b1"],
+            &[
                 b"VALUE b1 0 1\r\nB\r\nVALUE b1 0 1\r\nB\r\nEND\r\n",
-            ),
-            frame(Command::Get, b"VALUE a2 3 2\r\nA2\r\nEND\r\n"),
-            frame(Command::Get, b"END\r\n"),
-        ];
-        let merged = merge_get(&req, &parts);
+                b"VALUE a2 3 2\r\nA2\r\nEND\r\n",
+                b"END\r\n",
+            ],
+        );
         assert_eq!(
             &merged[..],
             b"VALUE b1 0 1\r\nB\r\nVALUE a2 3 2\r\nA2\r\nVALUE b1 0 1\r\nB\r\nEND\r\n"
@@ -176,46 +182,32 @@ mod tests {
         assert!(matches!(frame(Command::Get, &merged).parse(), Reply::Values(v) if v.len() == 3));
     }
 
-    // All keys missed: just END.
+    // How the parts' replies to a `get a b` combine, one case a row.
     #[test]
-    fn merge_all_missed() {
-        let req = Request::get(&["a", "b"]).unwrap();
-        let parts = [
-            frame(Command::Get, b"END\r\n"),
-            frame(Command::Get, b"END\r\n"),
-        ];
-        assert_eq!(&merge_get(&req, &parts)[..], b"END\r\n");
-    }
-
-    // One failing part fails the whole command with its error line.
-    #[test]
-    fn merge_with_error_part() {
-        let req = Request::get(&["a", "b"]).unwrap();
-        let parts = [
-            frame(Command::Get, b"VALUE a 0 1\r\nx\r\nEND\r\n"),
-            frame(Command::Get, b"SERVER_ERROR Connection refused\r\n"),
-        ];
-        assert_eq!(
-            &merge_get(&req, &parts)[..],
-            b"SERVER_ERROR Connection refused\r\n"
-        );
-    }
-
-    // Values matching no key in order are kept, at the end.
-    #[test]
-    fn merge_keeps_unexpected_values() {
-        let req = Request::get(&["a", "b"]).unwrap();
-        let parts = [
-            frame(
-                Command::Get,
-                b"VALUE q 0 1\r\nx\r\nVALUE a 0 1\r\ny\r\nEND\r\n",
+    fn merge_cases() {
+        let cases: [(&[&[u8]], &[u8]); 3] = [
+            // All keys missed: just END.
+            (&[b"END\r\n", b"END\r\n"], b"END\r\n"),
+            // One failing part fails the whole command with its error line.
+            (
+                &[
+                    b"VALUE a 0 1\r\nx\r\nEND\r\n",
+                    b"SERVER_ERROR Connection refused\r\n",
+                ],
+                b"SERVER_ERROR Connection refused\r\n",
             ),
-            frame(Command::Get, b"VALUE b 0 1\r\nz\r\nEND\r\n"),
+            // Values matching no key in order are kept, at the end.
+            (
+                &[
+                    b"VALUE q 0 1\r\nx\r\nVALUE a 0 1\r\ny\r\nEND\r\n",
+                    b"VALUE b 0 1\r\nz\r\nEND\r\n",
+                ],
+                b"VALUE b 0 1\r\nz\r\nVALUE q 0 1\r\nx\r\nVALUE a 0 1\r\ny\r\nEND\r\n",
+            ),
         ];
-        assert_eq!(
-            &merge_get(&req, &parts)[..],
-            b"VALUE b 0 1\r\nz\r\nVALUE q 0 1\r\nx\r\nVALUE a 0 1\r\ny\r\nEND\r\n"
-        );
+        for (replies, want) in cases {
+            assert_eq!(&merged(&["a", "b"], replies)[..], want, "{replies:?}");
+        }
     }
 
     // A single part is passed through as received.

@@ -505,24 +505,33 @@ mod tests {
         assert_eq!(got, ("multibulk length", 4, 3));
     }
 
-    // A negative bulk length is invalid in a request.
+    // Framing errors, one a row, with the message each gets.
     #[test]
-    fn negative_bulk_length() {
-        assert_eq!(request_err(b"*1\r\n$-2\r\n"), "invalid bulk length");
-        assert_eq!(request_err(b"*1\r\n$-1\r\n"), "invalid bulk length");
-    }
-
-    // A length that overflows i64 is invalid, not wrapped.
-    #[test]
-    fn overflowing_lengths() {
-        assert_eq!(
-            request_err(b"*1\r\n$99999999999999999999999\r\n"),
-            "invalid bulk length"
-        );
-        assert_eq!(
-            request_err(b"*99999999999999999999\r\n"),
-            "invalid multibulk length"
-        );
+    fn request_framing_errors() {
+        for (input, message) in [
+            // A negative bulk length is invalid in a request.
+            (&b"*1\r\n$-2\r\n"[..], "invalid bulk length"),
+            (b"*1\r\n$-1\r\n", "invalid bulk length"),
+            // A length that overflows i64 is invalid, not wrapped.
+            (b"*1\r\n$99999999999999999999999\r\n", "invalid bulk length"),
+            (b"*99999999999999999999\r\n", "invalid multibulk length"),
+            // A header line that does not end within a valid header's length
+            // is an error, not a reason to buffer more.
+            (
+                b"*111111111111111111111111111111",
+                "invalid multibulk length",
+            ),
+            // A header terminated by a bare LF is invalid, as in Redis.
+            (b"*1\n$4\nPING\r\n", "invalid multibulk length"),
+            // Something other than `$` where a bulk string should start.
+            (b"*3\r\n*abc\r\n", "expected '$', got '*'"),
+            (b"*1\r\n\x01\r\n", "expected '$', got '\\x01'"),
+            // Bulk data must be followed by CRLF (stricter than Redis, which
+            // skips two bytes unread).
+            (b"*1\r\n$3\r\nabcXY", "expected CRLF after bulk data"),
+        ] {
+            assert_eq!(request_err(input), message, "{input:?}");
+        }
     }
 
     // Numbers are read as Redis's string2ll reads them: no sign, blank or
@@ -547,39 +556,6 @@ mod tests {
         ] {
             assert_eq!(request_err(input), "invalid bulk length", "{input:?}");
         }
-    }
-
-    // A header line that does not end within a valid header's length is an
-    // error, not a reason to buffer more.
-    #[test]
-    fn endless_header_rejected() {
-        assert_eq!(
-            request_err(b"*111111111111111111111111111111"),
-            "invalid multibulk length"
-        );
-    }
-
-    // A header terminated by a bare LF is invalid, as in Redis.
-    #[test]
-    fn header_needs_crlf() {
-        assert_eq!(request_err(b"*1\n$4\nPING\r\n"), "invalid multibulk length");
-    }
-
-    // Something other than `$` where a bulk string should start.
-    #[test]
-    fn expected_dollar() {
-        assert_eq!(request_err(b"*3\r\n*abc\r\n"), "expected '$', got '*'");
-        assert_eq!(request_err(b"*1\r\n\x01\r\n"), "expected '$', got '\\x01'");
-    }
-
-    // Bulk data must be followed by CRLF (stricter than Redis, which skips
-    // two bytes unread).
-    #[test]
-    fn bulk_without_crlf() {
-        assert_eq!(
-            request_err(b"*1\r\n$3\r\nabcXY"),
-            "expected CRLF after bulk data"
-        );
     }
 
     // from_args builds the same wire the decoder would have received.
