@@ -14,7 +14,7 @@ use tokio_util::codec::Decoder;
 
 use twem_proto::{memcache as mc, resp};
 
-use super::{CallError, Pool, PoolError, Protocol};
+use super::{CallError, Pool, PoolError, Protocol, RequestError, ServerError};
 use crate::config::{Config, Format, Listen, PoolConfig, ServerConfig};
 use crate::hash::{HashKind, HashTag};
 use crate::ring::Distribution;
@@ -75,10 +75,10 @@ impl Pool {
     /// request, the network or the pool are `Err`.
     pub async fn call(&self, req: resp::Request) -> Result<resp::Reply, CallError> {
         if self.protocol() != Protocol::Redis {
-            return Err(CallError::Request(format!(
+            return Err(CallError::Request(RequestError::uncoded(format!(
                 "pool {} speaks memcached, not Redis",
                 self.name()
-            )));
+            ))));
         }
         let bytes = self.dispatch_redis(&req, hint()).await?;
         parse_resp(bytes)
@@ -88,10 +88,10 @@ impl Pool {
     /// `noreply` requests (and `quit`), which get none.
     pub async fn call_memcache(&self, req: mc::Request) -> Result<Option<mc::Reply>, CallError> {
         if self.protocol() != Protocol::Memcache {
-            return Err(CallError::Request(format!(
+            return Err(CallError::Request(RequestError::uncoded(format!(
                 "pool {} speaks Redis, not memcached",
                 self.name()
-            )));
+            ))));
         }
         let cmd = req.command();
         let bytes = self.dispatch_memcache(&req, hint()).await?;
@@ -101,9 +101,9 @@ impl Pool {
         let mut buf = BytesMut::from(&bytes[..]);
         match mc::decode_reply(cmd, &mut buf, &super::memcache_limits()) {
             Ok(Some(frame)) => Ok(Some(frame.parse())),
-            _ => Err(CallError::Server(
+            _ => Err(CallError::Server(ServerError::Unexpected(
                 String::from_utf8_lossy(&bytes).trim_end().to_string(),
-            )),
+            ))),
         }
     }
 
@@ -122,10 +122,10 @@ fn parse_resp(bytes: Bytes) -> Result<resp::Reply, CallError> {
     let mut buf = BytesMut::from(&bytes[..]);
     match resp::ReplyCodec::new(super::redis_reply_limits()).decode(&mut buf) {
         Ok(Some(frame)) => Ok(frame.parse()),
-        _ => Err(CallError::Server(format!(
+        _ => Err(CallError::Server(ServerError::Unexpected(format!(
             "unparsable reply: {:?}",
             String::from_utf8_lossy(&bytes)
-        ))),
+        )))),
     }
 }
 
@@ -249,8 +249,10 @@ impl PoolBuilder {
 
 fn server_error(reply: resp::Reply) -> CallError {
     match reply {
-        resp::Reply::Error(e) => CallError::Server(String::from_utf8_lossy(&e).into_owned()),
-        other => CallError::Server(format!("unexpected reply {other:?}")),
+        resp::Reply::Error(e) => CallError::Server(ServerError::Reply(e)),
+        other => CallError::Server(ServerError::Unexpected(format!(
+            "unexpected reply {other:?}"
+        ))),
     }
 }
 
@@ -384,9 +386,7 @@ impl RedisClient {
         v.extend(keys.iter().map(|k| Bytes::copy_from_slice(k.as_ref())));
         v.extend(args.iter().map(|a| Bytes::copy_from_slice(a.as_ref())));
         match self.pool.call(req(v)).await? {
-            resp::Reply::Error(e) => {
-                Err(CallError::Server(String::from_utf8_lossy(&e).into_owned()))
-            }
+            resp::Reply::Error(e) => Err(CallError::Server(ServerError::Reply(e))),
             r => Ok(r),
         }
     }
@@ -423,19 +423,31 @@ pub struct MemcacheClient {
 }
 
 fn bad_key(e: mc::RequestError) -> CallError {
-    CallError::Request(e.to_string())
+    CallError::Request(RequestError::from(e))
+}
+
+/// memcached's error line `word` + `message`, as the server wrote it.
+fn line(word: &str, message: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(word.len() + message.len());
+    b.extend_from_slice(word.as_bytes());
+    b.extend_from_slice(message);
+    b.freeze()
 }
 
 fn mc_unexpected(r: Option<mc::Reply>) -> CallError {
     match r {
         Some(mc::Reply::ServerError(m)) => {
-            CallError::Server(format!("SERVER_ERROR {}", String::from_utf8_lossy(&m)))
+            CallError::Server(ServerError::Reply(line("SERVER_ERROR ", &m)))
         }
         Some(mc::Reply::ClientError(m)) => {
-            CallError::Server(format!("CLIENT_ERROR {}", String::from_utf8_lossy(&m)))
+            CallError::Server(ServerError::Reply(line("CLIENT_ERROR ", &m)))
         }
-        Some(mc::Reply::Error) => CallError::Server("ERROR".into()),
-        other => CallError::Server(format!("unexpected reply {other:?}")),
+        Some(mc::Reply::Error) => {
+            CallError::Server(ServerError::Reply(Bytes::from_static(b"ERROR")))
+        }
+        other => CallError::Server(ServerError::Unexpected(format!(
+            "unexpected reply {other:?}"
+        ))),
     }
 }
 

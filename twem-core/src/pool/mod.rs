@@ -42,7 +42,9 @@ use crate::ring::Ring;
 
 pub use backend::Frame;
 pub use client::{McValue, MemcacheClient, PoolBuilder, RedisClient, Stored};
-pub use error::{BackendError, BackendErrorKind, CallError, PoolError};
+pub use error::{
+    BackendError, BackendErrorKind, CallError, PoolError, RequestCause, RequestError, ServerError,
+};
 pub use inbox::Inbox;
 pub use stats::{PoolSnapshot, PoolStats, ServerSnapshot, ServerStats};
 
@@ -544,9 +546,9 @@ impl Pool {
             (Request::Redis(r), Protocol::Redis) => self.route_redis(r, caller),
             (Request::Memcache(r), Protocol::Memcache) => self.route_memcache(r, caller),
             (Request::Invalid(e), _) => ReplyFuture::ready(Ok(e.reply())),
-            _ => ReplyFuture::ready(Err(CallError::Request(format!(
-                "ERR pool {} does not speak this protocol",
-                self.name()
+            _ => ReplyFuture::ready(Err(CallError::Request(RequestError::new(
+                "ERR",
+                format!("pool {} does not speak this protocol", self.name()),
             )))),
         }
     }
@@ -635,7 +637,7 @@ impl Pool {
             }
             Plan::Fail(Failure::AllEjected) => self.fail_now(BackendErrorKind::AllEjected),
             Plan::Fail(Failure::Command(e)) => {
-                ReplyFuture::ready(Err(CallError::Request(e.to_string())))
+                ReplyFuture::ready(Err(CallError::Request(RequestError::from(e))))
             }
         }
     }
@@ -756,10 +758,11 @@ impl ReplyFuture {
     pub fn poll_chunks(&mut self, cx: &mut Context<'_>) -> Poll<Result<ReplyChunks, CallError>> {
         let one = |b: Bytes| ReplyChunks::One(b);
         match &mut self.inner {
-            Inner::Ready(r) => Poll::Ready(
-                r.take()
-                    .unwrap_or_else(|| Err(CallError::Request("reply already taken".into()))),
-            ),
+            Inner::Ready(r) => Poll::Ready(r.take().unwrap_or_else(|| {
+                Err(CallError::Request(RequestError::uncoded(
+                    "reply already taken",
+                )))
+            })),
             Inner::One(rx) => match Pin::new(rx).poll(cx) {
                 Poll::Ready(Ok(Ok(frame))) => Poll::Ready(Ok(one(frame.raw().clone()))),
                 Poll::Ready(Ok(Err(e))) => Poll::Ready(Err(CallError::Backend(e))),
