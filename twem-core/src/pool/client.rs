@@ -14,7 +14,7 @@ use tokio_util::codec::Decoder;
 
 use twem_proto::{memcache as mc, resp};
 
-use super::{CallError, Pool, PoolError, Protocol, RequestError, ServerError};
+use super::{Answer, CallError, Frame, Pool, PoolError, Protocol, RequestError, ServerError};
 use crate::config::{Config, Format, Listen, PoolConfig, ServerConfig};
 use crate::hash::{HashKind, HashTag};
 use crate::ring::Distribution;
@@ -80,8 +80,14 @@ impl Pool {
                 self.name()
             ))));
         }
-        let bytes = self.dispatch_redis(&req, hint()).await?;
-        parse_resp(bytes)
+        // A server's reply comes decoded by its connection: only its tree
+        // is built here. A reply the pool built (a local command's, a
+        // merge's) is parsed once, from the bytes it was built as.
+        match self.dispatch_redis(&req, hint()).answer().await? {
+            Answer::Frame(Frame::Resp(frame)) => Ok(frame.parse()),
+            Answer::Frame(other) => Err(unexpected_frame(&other)),
+            Answer::Built(chunks) => parse_built_resp(chunks.into_bytes()),
+        }
     }
 
     /// Send any memcached request and wait for its reply; `None` for
@@ -94,16 +100,22 @@ impl Pool {
             ))));
         }
         let cmd = req.command();
-        let bytes = self.dispatch_memcache(&req, hint()).await?;
-        if bytes.is_empty() {
-            return Ok(None);
-        }
-        let mut buf = BytesMut::from(&bytes[..]);
-        match mc::decode_reply(cmd, &mut buf, &super::memcache_limits()) {
-            Ok(Some(frame)) => Ok(Some(frame.parse())),
-            _ => Err(CallError::Server(ServerError::Unexpected(
-                String::from_utf8_lossy(&bytes).trim_end().to_string(),
-            ))),
+        match self.dispatch_memcache(&req, hint()).answer().await? {
+            Answer::Frame(Frame::Mc(frame)) => Ok(Some(frame.parse())),
+            Answer::Frame(Frame::NoReply) => Ok(None),
+            Answer::Frame(other) => Err(unexpected_frame(&other)),
+            // A merged multi-get, or the pool's own error line: parsed in
+            // the context of the request, as a server's reply would be.
+            Answer::Built(chunks) => {
+                let bytes = chunks.into_bytes();
+                let mut buf = BytesMut::from(&bytes[..]);
+                match mc::decode_reply(cmd, &mut buf, &super::memcache_limits()) {
+                    Ok(Some(frame)) => Ok(Some(frame.parse())),
+                    _ => Err(CallError::Server(ServerError::Unexpected(
+                        String::from_utf8_lossy(&bytes).trim_end().to_string(),
+                    ))),
+                }
+            }
         }
     }
 
@@ -118,7 +130,17 @@ impl Pool {
     }
 }
 
-fn parse_resp(bytes: Bytes) -> Result<resp::Reply, CallError> {
+/// A frame of the other protocol: the pool checked the protocol before
+/// sending, so this is a broken promise, reported rather than a panic.
+fn unexpected_frame(frame: &Frame) -> CallError {
+    CallError::Server(ServerError::Unexpected(format!(
+        "unexpected reply {:?}",
+        String::from_utf8_lossy(frame.raw())
+    )))
+}
+
+/// A reply the pool built in RESP (a local command's, a merge's).
+fn parse_built_resp(bytes: Bytes) -> Result<resp::Reply, CallError> {
     let mut buf = BytesMut::from(&bytes[..]);
     match resp::ReplyCodec::new(super::redis_reply_limits()).decode(&mut buf) {
         Ok(Some(frame)) => Ok(frame.parse()),

@@ -520,7 +520,7 @@ impl Pool {
         match self.send(idx, wire, expect, Some(tx), hint) {
             Ok(()) => ReplyFuture { inner },
             // A noreply request is refused silently, as memcached would.
-            Err(_) if expect.is_none() => ReplyFuture::ready(Ok(Bytes::new())),
+            Err(_) if expect.is_none() => ReplyFuture::no_reply(),
             Err(e) => ReplyFuture::ready(Err(e)),
         }
     }
@@ -580,8 +580,8 @@ impl Pool {
         self.execute(planned.plan, Expect::Resp, caller)
     }
 
-    /// Route a memcached request and send it; resolves to the reply bytes the
-    /// client should get (empty for `noreply` and `quit`).
+    /// Route a memcached request and send it; resolves to the reply the
+    /// client should get ([`Frame::NoReply`] for `noreply` and `quit`).
     pub fn dispatch_memcache(&self, req: &mc::Request, hint: usize) -> ReplyFuture {
         self.route_memcache(req, Caller::Hint(hint))
     }
@@ -610,6 +610,9 @@ impl Pool {
     #[inline(always)]
     fn execute(&self, plan: Plan, expect: Expect, caller: Caller<'_>) -> ReplyFuture {
         match plan {
+            // The route plans memcached `quit` as an empty local reply: the
+            // session closes the connection and nothing is read.
+            Plan::Local(reply) if reply.is_empty() => ReplyFuture::no_reply(),
             Plan::Local(reply) => ReplyFuture::ready(Ok(reply)),
             Plan::One {
                 server,
@@ -680,7 +683,7 @@ impl ReplyChunks {
         }
     }
 
-    /// Whether the reply is empty (a `noreply` request's: nothing to write).
+    /// Whether the reply has no bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -710,16 +713,43 @@ impl ReplyChunks {
     }
 }
 
+/// What a dispatched request resolves to, decoded as far as the pool went:
+/// one server's reply as its connection decoded it, or a reply the pool
+/// built. Nothing here needs parsing again to be written or to be looked
+/// into ([`Frame`]'s `parse()`).
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// One server's reply, as its connection task decoded it. For a
+    /// memcached `noreply` request (once written, or refused) and `quit`
+    /// it is [`Frame::NoReply`]: there is nothing for the client to read.
+    Frame(Frame),
+    /// A reply the pool built: a local command's (`PING`), a split
+    /// command's merge, a request error worded for the client.
+    Built(ReplyChunks),
+}
+
+impl Answer {
+    /// The bytes the client reads, in order; `None` for [`Frame::NoReply`].
+    /// A server's reply is its own buffer, taken without a copy.
+    pub fn into_chunks(self) -> Option<ReplyChunks> {
+        match self {
+            Answer::Frame(Frame::NoReply) => None,
+            Answer::Frame(f) => Some(ReplyChunks::One(f.into_raw())),
+            Answer::Built(c) => Some(c),
+        }
+    }
+}
+
 enum Inner {
-    Ready(Option<Result<ReplyChunks, CallError>>),
+    Ready(Option<Result<Answer, CallError>>),
     One(oneshot::Receiver<Result<Frame, BackendError>>),
     Slot(inbox::SlotRx),
     Merge(Box<Merge>),
 }
 
-/// The reply to one dispatched request, resolving to the bytes the client
-/// should read (or the error to word for it). Requests are already on their
-/// way when this exists; polling only collects the reply.
+/// The reply to one dispatched request, resolving to the [`Answer`] (or the
+/// error to word for the client). Requests are already on their way when
+/// this exists; polling only collects the reply.
 pub struct ReplyFuture {
     inner: Inner,
 }
@@ -738,25 +768,34 @@ impl std::fmt::Debug for ReplyFuture {
 }
 
 impl ReplyFuture {
-    /// A reply that is known already (local command or immediate error).
+    /// A reply that is known already (local command or immediate error),
+    /// as the bytes the client reads.
     pub fn ready(r: Result<Bytes, CallError>) -> ReplyFuture {
-        ReplyFuture {
-            inner: Inner::Ready(Some(r.map(ReplyChunks::One))),
-        }
+        ReplyFuture::ready_answer(r.map(|b| Answer::Built(ReplyChunks::One(b))))
     }
 
     /// A reply that is known already, in chunks (see [`ReplyChunks`]).
     pub fn ready_chunks(r: Result<ReplyChunks, CallError>) -> ReplyFuture {
+        ReplyFuture::ready_answer(r.map(Answer::Built))
+    }
+
+    /// An answer that is known already.
+    pub fn ready_answer(r: Result<Answer, CallError>) -> ReplyFuture {
         ReplyFuture {
             inner: Inner::Ready(Some(r)),
         }
     }
 
-    /// Poll for the reply as the chunks to write: a merged reply with large
-    /// values comes as a chain of slices instead of one copied buffer. The
-    /// proxy session writes these; [`Future::poll`] joins them.
-    pub fn poll_chunks(&mut self, cx: &mut Context<'_>) -> Poll<Result<ReplyChunks, CallError>> {
-        let one = |b: Bytes| ReplyChunks::One(b);
+    /// Nothing for the client to read ([`Frame::NoReply`]): a `noreply`
+    /// request refused, or a `quit`.
+    pub fn no_reply() -> ReplyFuture {
+        ReplyFuture::ready_answer(Ok(Answer::Frame(Frame::NoReply)))
+    }
+
+    /// Poll for the reply, decoded: a server's frame as its connection
+    /// parsed it, or the reply the pool built. The proxy session writes
+    /// [`Answer::into_chunks`]; the embedding API looks into the frame.
+    pub fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<Result<Answer, CallError>> {
         match &mut self.inner {
             Inner::Ready(r) => Poll::Ready(r.take().unwrap_or_else(|| {
                 Err(CallError::Request(RequestError::uncoded(
@@ -764,7 +803,7 @@ impl ReplyFuture {
                 )))
             })),
             Inner::One(rx) => match Pin::new(rx).poll(cx) {
-                Poll::Ready(Ok(Ok(frame))) => Poll::Ready(Ok(one(frame.raw().clone()))),
+                Poll::Ready(Ok(Ok(frame))) => Poll::Ready(Ok(Answer::Frame(frame))),
                 Poll::Ready(Ok(Err(e))) => Poll::Ready(Err(CallError::Backend(e))),
                 Poll::Ready(Err(_)) => Poll::Ready(Err(CallError::Backend(BackendError::new(
                     BackendErrorKind::Unknown,
@@ -773,12 +812,29 @@ impl ReplyFuture {
                 Poll::Pending => Poll::Pending,
             },
             Inner::Slot(rx) => match rx.poll(cx) {
-                Poll::Ready(Ok(frame)) => Poll::Ready(Ok(one(frame.raw().clone()))),
+                Poll::Ready(Ok(frame)) => Poll::Ready(Ok(Answer::Frame(frame))),
                 Poll::Ready(Err(e)) => Poll::Ready(Err(CallError::Backend(e))),
                 Poll::Pending => Poll::Pending,
             },
-            Inner::Merge(m) => m.poll(cx),
+            Inner::Merge(m) => m.poll(cx).map(|r| r.map(Answer::Built)),
         }
+    }
+
+    /// Poll for the reply as the chunks to write (empty for
+    /// [`Frame::NoReply`]): a merged reply with large values comes as a
+    /// chain of slices instead of one copied buffer.
+    pub fn poll_chunks(&mut self, cx: &mut Context<'_>) -> Poll<Result<ReplyChunks, CallError>> {
+        self.poll_answer(cx).map(|r| {
+            r.map(|a| {
+                a.into_chunks()
+                    .unwrap_or_else(|| ReplyChunks::One(Bytes::new()))
+            })
+        })
+    }
+
+    /// The decoded reply (see [`poll_answer`](ReplyFuture::poll_answer)).
+    pub async fn answer(mut self) -> Result<Answer, CallError> {
+        std::future::poll_fn(|cx| self.poll_answer(cx)).await
     }
 
     fn merge(m: Merge) -> ReplyFuture {
@@ -788,6 +844,8 @@ impl ReplyFuture {
     }
 }
 
+/// Resolves to the bytes the client reads in one buffer (empty when there
+/// is nothing to read): for callers that only pass bytes on.
 impl Future for ReplyFuture {
     type Output = Result<Bytes, CallError>;
 
