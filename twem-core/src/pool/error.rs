@@ -176,13 +176,34 @@ impl CallError {
 /// reads first (`ERR`) and the message after it, kept apart, with the
 /// refusal it came from when there is one (the command table's
 /// [`CommandError`], an invalid memcached request).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{}", self.words())]
-pub struct RequestError {
+// Boxed: a reply future holds a `CallError` inline, and every request's
+// future is moved through the session's queue; a refusal is rare.
+#[derive(Debug, Clone)]
+pub struct RequestError(Box<RequestErrorInner>);
+
+#[derive(Debug, Clone)]
+struct RequestErrorInner {
     code: Option<Cow<'static, str>>,
     message: Cow<'static, str>,
-    #[source]
     cause: Option<RequestCause>,
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0.code {
+            Some(code) => write!(f, "{code} {}", self.0.message),
+            None => f.write_str(&self.0.message),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .cause
+            .as_ref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
 }
 
 /// Where a [`RequestError`] came from, kept whole for callers that match on
@@ -200,44 +221,45 @@ pub enum RequestCause {
 impl RequestError {
     /// A refusal with an error code (`ERR`) and a message.
     pub fn new(code: impl Into<Cow<'static, str>>, message: impl Into<Cow<'static, str>>) -> Self {
-        RequestError {
-            code: Some(code.into()),
-            message: message.into(),
-            cause: None,
-        }
+        RequestError::with(Some(code.into()), message.into(), None)
+    }
+
+    fn with(
+        code: Option<Cow<'static, str>>,
+        message: Cow<'static, str>,
+        cause: Option<RequestCause>,
+    ) -> Self {
+        RequestError(Box::new(RequestErrorInner {
+            code,
+            message,
+            cause,
+        }))
     }
 
     /// A refusal whose text has no error code (the embedding API's own
     /// wording, such as a call to a pool of the other protocol).
     pub fn uncoded(message: impl Into<Cow<'static, str>>) -> Self {
-        RequestError {
-            code: None,
-            message: message.into(),
-            cause: None,
-        }
+        RequestError::with(None, message.into(), None)
     }
 
     /// The error code (`ERR`), if the text has one.
     pub fn code(&self) -> Option<&str> {
-        self.code.as_deref()
+        self.0.code.as_deref()
     }
 
     /// The message after the code.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The refusal this error came from, if any.
     pub fn cause(&self) -> Option<&RequestCause> {
-        self.cause.as_ref()
+        self.0.cause.as_ref()
     }
 
     /// The text a Redis client reads after the `-`: code, space, message.
     pub fn words(&self) -> String {
-        match &self.code {
-            Some(code) => format!("{code} {}", self.message),
-            None => self.message.to_string(),
-        }
+        self.to_string()
     }
 }
 
@@ -245,11 +267,7 @@ impl From<CommandError> for RequestError {
     fn from(e: CommandError) -> Self {
         // The table words its errors as Redis does, code first ("ERR ...").
         let (code, message) = split_code(e.to_string());
-        RequestError {
-            code,
-            message: message.into(),
-            cause: Some(RequestCause::Command(e)),
-        }
+        RequestError::with(code, message.into(), Some(RequestCause::Command(e)))
     }
 }
 
@@ -257,11 +275,7 @@ impl From<mc::RequestError> for RequestError {
     fn from(e: mc::RequestError) -> Self {
         // memcached's request errors carry no code: the session puts
         // `CLIENT_ERROR` before them.
-        RequestError {
-            code: None,
-            message: e.to_string().into(),
-            cause: Some(RequestCause::Memcache(e)),
-        }
+        RequestError::with(None, e.to_string().into(), Some(RequestCause::Memcache(e)))
     }
 }
 

@@ -740,8 +740,14 @@ impl Answer {
     }
 }
 
+// Kept small (no `Frame` inline: a memcached frame is 64 bytes): every
+// request's future is moved into and through its session's queue.
 enum Inner {
-    Ready(Option<Result<Answer, CallError>>),
+    Ready(Option<Result<ReplyChunks, CallError>>),
+    /// Nothing to read ([`Frame::NoReply`]), until polled.
+    NoReply,
+    /// Polled already.
+    Taken,
     One(oneshot::Receiver<Result<Frame, BackendError>>),
     Slot(inbox::SlotRx),
     Merge(Box<Merge>),
@@ -757,7 +763,7 @@ pub struct ReplyFuture {
 impl std::fmt::Debug for ReplyFuture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.inner {
-            Inner::Ready(_) => "ready",
+            Inner::Ready(_) | Inner::NoReply | Inner::Taken => "ready",
             Inner::One(_) | Inner::Slot(_) => "waiting",
             Inner::Merge(_) => "merging",
         };
@@ -771,25 +777,34 @@ impl ReplyFuture {
     /// A reply that is known already (local command or immediate error),
     /// as the bytes the client reads.
     pub fn ready(r: Result<Bytes, CallError>) -> ReplyFuture {
-        ReplyFuture::ready_answer(r.map(|b| Answer::Built(ReplyChunks::One(b))))
+        ReplyFuture::ready_chunks(r.map(ReplyChunks::One))
     }
 
     /// A reply that is known already, in chunks (see [`ReplyChunks`]).
     pub fn ready_chunks(r: Result<ReplyChunks, CallError>) -> ReplyFuture {
-        ReplyFuture::ready_answer(r.map(Answer::Built))
-    }
-
-    /// An answer that is known already.
-    pub fn ready_answer(r: Result<Answer, CallError>) -> ReplyFuture {
         ReplyFuture {
             inner: Inner::Ready(Some(r)),
+        }
+    }
+
+    /// An answer polled already, kept to be taken again as the bytes to
+    /// write: a server's frame comes back as [`Answer::Built`] (its bytes,
+    /// not copied), so the future stays small. For the proxy session,
+    /// which only writes replies.
+    pub(crate) fn resolved(r: Result<Answer, CallError>) -> ReplyFuture {
+        match r.map(Answer::into_chunks) {
+            Ok(None) => ReplyFuture::no_reply(),
+            Ok(Some(chunks)) => ReplyFuture::ready_chunks(Ok(chunks)),
+            Err(e) => ReplyFuture::ready_chunks(Err(e)),
         }
     }
 
     /// Nothing for the client to read ([`Frame::NoReply`]): a `noreply`
     /// request refused, or a `quit`.
     pub fn no_reply() -> ReplyFuture {
-        ReplyFuture::ready_answer(Ok(Answer::Frame(Frame::NoReply)))
+        ReplyFuture {
+            inner: Inner::NoReply,
+        }
     }
 
     /// Poll for the reply, decoded: a server's frame as its connection
@@ -797,11 +812,15 @@ impl ReplyFuture {
     /// [`Answer::into_chunks`]; the embedding API looks into the frame.
     pub fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<Result<Answer, CallError>> {
         match &mut self.inner {
-            Inner::Ready(r) => Poll::Ready(r.take().unwrap_or_else(|| {
-                Err(CallError::Request(RequestError::uncoded(
-                    "reply already taken",
-                )))
-            })),
+            Inner::Ready(r) => Poll::Ready(match r.take() {
+                Some(r) => r.map(Answer::Built),
+                None => Err(taken()),
+            }),
+            Inner::NoReply => {
+                self.inner = Inner::Taken;
+                Poll::Ready(Ok(Answer::Frame(Frame::NoReply)))
+            }
+            Inner::Taken => Poll::Ready(Err(taken())),
             Inner::One(rx) => match Pin::new(rx).poll(cx) {
                 Poll::Ready(Ok(Ok(frame))) => Poll::Ready(Ok(Answer::Frame(frame))),
                 Poll::Ready(Ok(Err(e))) => Poll::Ready(Err(CallError::Backend(e))),
@@ -844,6 +863,11 @@ impl ReplyFuture {
     }
 }
 
+/// A future polled again after it resolved.
+fn taken() -> CallError {
+    CallError::Request(RequestError::uncoded("reply already taken"))
+}
+
 /// Resolves to the bytes the client reads in one buffer (empty when there
 /// is nothing to read): for callers that only pass bytes on.
 impl Future for ReplyFuture {
@@ -851,5 +875,39 @@ impl Future for ReplyFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.poll_chunks(cx).map(|r| r.map(ReplyChunks::into_bytes))
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Every request's future is moved into and through its session's
+    // queue: callgrind counted ~75 instructions a request more when a
+    // boxed-less RequestError and an inline Frame made it 96 bytes.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn reply_future_stays_small() {
+        assert!(std::mem::size_of::<ReplyFuture>() <= 40);
+        assert!(std::mem::size_of::<CallError>() <= 40);
+    }
+
+    // No reply is said, not implied by empty bytes: the embedding API
+    // sees `Frame::NoReply`, the session nothing to write.
+    #[test]
+    fn no_reply_is_explicit() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut fut = ReplyFuture::no_reply();
+        assert!(matches!(
+            fut.poll_answer(&mut cx),
+            Poll::Ready(Ok(Answer::Frame(Frame::NoReply)))
+        ));
+        assert!(matches!(fut.poll_answer(&mut cx), Poll::Ready(Err(_))));
+        assert!(Answer::Frame(Frame::NoReply).into_chunks().is_none());
+        let pong = Bytes::from_static(b"+PONG\r\n");
+        let mut fut = ReplyFuture::ready(Ok(pong.clone()));
+        match fut.poll_answer(&mut cx) {
+            Poll::Ready(Ok(a)) => assert_eq!(a.into_chunks(), Some(ReplyChunks::One(pong))),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -504,7 +504,7 @@ async fn wait_for_front(queue: &mut VecDeque<Pending>) {
             front
                 .fut
                 .poll_answer(cx)
-                .map(|r| front.fut = ReplyFuture::ready_answer(r))
+                .map(|r| front.fut = ReplyFuture::resolved(r))
         })
         .await;
     }
