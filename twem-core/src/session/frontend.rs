@@ -17,8 +17,9 @@ pub enum Step {
     Reply(ReplyFuture),
     /// Queue this reply, then close once everything before it is written.
     Close(ReplyFuture),
-    /// Nothing to answer (memcached `noreply` handled by the pool returns an
-    /// empty reply instead; this is for items the frontend swallows).
+    /// Nothing to answer (a memcached `noreply` request the pool handles
+    /// resolves to [`Frame::NoReply`](crate::pool::Frame::NoReply) instead,
+    /// once written; this is for items the frontend swallows).
     Nothing,
 }
 
