@@ -714,9 +714,9 @@ impl ReplyChunks {
 }
 
 /// What a dispatched request resolves to, decoded as far as the pool went:
-/// one server's reply as its connection decoded it, or a reply the pool
-/// built. Nothing here needs parsing again to be written or to be looked
-/// into ([`Frame`]'s `parse()`).
+/// one server's reply as its connection decoded it (written as its own
+/// bytes, or looked into with its frame's `parse()`: never decoded twice),
+/// or a reply the pool built and encoded itself.
 #[derive(Debug, Clone)]
 pub enum Answer {
     /// One server's reply, as its connection task decoded it. For a
