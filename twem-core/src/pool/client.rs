@@ -42,20 +42,11 @@ impl Pool {
                 .pools
                 .into_iter()
                 .find(|p| p.name == n)
-                .ok_or_else(|| {
-                    PoolError::NoSuchPool(format!("no pool named \"{n}\" in the config"))
-                })?,
-            None if config.pools.len() == 1 => config
-                .pools
-                .into_iter()
-                .next()
-                .ok_or_else(|| PoolError::NoSuchPool("the config has no pool".into()))?,
-            None => {
-                return Err(PoolError::NoSuchPool(format!(
-                    "the config has {} pools; name the one to start",
-                    config.pools.len()
-                )))
+                .ok_or_else(|| PoolError::NoSuchPool(n.to_string()))?,
+            None if config.pools.len() == 1 => {
+                config.pools.into_iter().next().ok_or(PoolError::NoPool)?
             }
+            None => return Err(PoolError::PoolNotNamed(config.pools.len())),
         };
         Pool::new(chosen)
     }
@@ -259,11 +250,10 @@ impl PoolBuilder {
             problems.push("server_connections must be at least 1".into());
         }
         if !problems.is_empty() {
-            return Err(PoolError::Invalid(format!(
-                "pool \"{}\": {}",
-                self.config.name,
-                problems.join("; ")
-            )));
+            return Err(PoolError::Invalid {
+                pool: self.config.name,
+                problems,
+            });
         }
         Pool::new(self.config)
     }

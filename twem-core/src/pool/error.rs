@@ -355,13 +355,23 @@ pub enum PoolError {
     /// The configuration text was invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    /// The config has no pool of that name (or several pools and none chosen).
-    #[error("{0}")]
+    /// The config has no pool of the name asked for.
+    #[error("no pool named \"{0}\" in the config")]
     NoSuchPool(String),
-    /// A pool built in code is incomplete or inconsistent; the text names the
-    /// pool and every problem.
-    #[error("{0}")]
-    Invalid(String),
+    /// The config has no pool at all.
+    #[error("the config has no pool")]
+    NoPool,
+    /// The config has this many pools and none was named.
+    #[error("the config has {0} pools; name the one to start")]
+    PoolNotNamed(usize),
+    /// A pool built in code is incomplete or inconsistent.
+    #[error("pool \"{pool}\": {}", .problems.join("; "))]
+    Invalid {
+        /// The pool's name.
+        pool: String,
+        /// Every problem found.
+        problems: Vec<String>,
+    },
 }
 
 #[cfg(test)]
@@ -430,6 +440,24 @@ mod tests {
             b"SERVER_ERROR out of memory\r\n"
         );
         assert_eq!(ServerError::Unexpected("x".into()).code(), None);
+    }
+
+    // Pool errors are data; their text is what the embedder read before.
+    #[test]
+    fn pool_errors_read_as_before() {
+        assert_eq!(
+            PoolError::NoSuchPool("beta".into()).to_string(),
+            "no pool named \"beta\" in the config"
+        );
+        assert_eq!(
+            PoolError::PoolNotNamed(2).to_string(),
+            "the config has 2 pools; name the one to start"
+        );
+        let invalid = PoolError::Invalid {
+            pool: "p".into(),
+            problems: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(invalid.to_string(), "pool \"p\": a; b");
     }
 
     // nutcracker's wording is part of the compatibility contract: clients and
