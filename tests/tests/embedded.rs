@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::runtime::Runtime;
-use twem_core::pool::{BackendErrorKind, CallError, Pool, Stored};
+use twem_core::pool::{BackendErrorKind, CallError, Pool, ServerError, Stored};
 use twem_proto::resp::{Reply, Request};
 use twem_tests::{bulk, free_port, Memcached, ProxyProc, Redis};
 
@@ -239,7 +239,9 @@ fn redis_helpers_round_trip() {
         assert_eq!(r.incr("n").await.expect("incr"), 2);
         r.set("s", "x").await.expect("set");
         match r.incr("s").await {
-            Err(CallError::Server(msg)) => assert!(msg.contains("not an integer"), "{msg}"),
+            Err(CallError::Server(msg)) => {
+                assert!(msg.to_string().contains("not an integer"), "{msg}")
+            }
             other => panic!("INCR of a string: {other:?}"),
         }
 
@@ -278,7 +280,9 @@ fn redis_helpers_round_trip() {
         );
         // ...while a request the pool refuses is CallError::Request.
         match pool.call(Request::from_args(["NOSUCHCMD", "x"])).await {
-            Err(CallError::Request(msg)) => assert!(msg.contains("unknown command"), "{msg}"),
+            Err(CallError::Request(msg)) => {
+                assert!(msg.to_string().contains("unknown command"), "{msg}")
+            }
             other => panic!("unknown command: {other:?}"),
         }
         pool.close().await;
@@ -417,15 +421,15 @@ fn concurrent_callers_get_their_own_replies() {
                     r.set(key.clone(), value.clone()).await?;
                     let got = r.get(key.clone()).await?;
                     if got.as_deref() != Some(value.as_bytes()) {
-                        return Err(CallError::Server(format!(
+                        return Err(CallError::Server(ServerError::Unexpected(format!(
                             "{key}: got {got:?}, want {value}"
-                        )));
+                        ))));
                     }
                     let n = r.incr(format!("{t}:counter")).await?;
                     if n != i64::from(s) + 1 {
-                        return Err(CallError::Server(format!(
+                        return Err(CallError::Server(ServerError::Unexpected(format!(
                             "task {t} counter {n} at seq {s}"
-                        )));
+                        ))));
                     }
                 }
                 Ok::<u32, CallError>(t)

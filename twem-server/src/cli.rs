@@ -108,11 +108,16 @@ pub struct Cli {
 /// The most verbose log level (nutcracker's `LOG_PVERB`).
 pub const MAX_VERBOSITY: u8 = 11;
 
+/// A `-v` value that is not a number; clap prints it after the option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("requires a number (decimal digits)")]
+pub struct VerbosityError;
+
 /// A `-v` value as nutcracker takes it: decimal digits, any size, levels
 /// above [`MAX_VERBOSITY`] meaning the maximum (`-v 12` is accepted there).
-fn parse_verbosity(text: &str) -> Result<u8, String> {
+fn parse_verbosity(text: &str) -> Result<u8, VerbosityError> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("requires a number (decimal digits)".to_owned());
+        return Err(VerbosityError);
     }
     // Past u64 it is still "more than the maximum".
     Ok(text

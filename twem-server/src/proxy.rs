@@ -76,6 +76,29 @@ pub enum ServeError {
     },
 }
 
+/// Why a reload was rejected (the running config stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file could not be read or is not a valid config.
+    #[error(transparent)]
+    Load(#[from] crate::conf::LoadError),
+    /// A pool's new listen address could not be bound.
+    #[error(transparent)]
+    Listen(#[from] listener::ListenError),
+    /// A changed or new pool could not be started.
+    #[error(transparent)]
+    Pool(#[from] twem_core::pool::PoolError),
+    /// A pool switched between redis and memcached but kept its listen
+    /// address: its clients speak the old protocol, so that needs a restart.
+    #[error(
+        "pool \"{pool}\": changing redis/memcached on the same listen address needs a restart"
+    )]
+    ProtocolChange {
+        /// The pool's name.
+        pool: String,
+    },
+}
+
 static NEXT_CLIENT: AtomicUsize = AtomicUsize::new(0);
 
 /// The pool a listener's clients use now. Reload swaps the pool inside;
@@ -184,7 +207,7 @@ impl Proxy {
         let plans = match planned {
             Ok(Ok(plans)) => plans,
             Ok(Err(e)) => {
-                tracing::error!(file = %path.display(), "reload rejected, keeping the running config: {}", e.replace('\n', "; "));
+                tracing::error!(file = %path.display(), "reload rejected, keeping the running config: {}", e.to_string().replace('\n', "; "));
                 return;
             }
             Err(e) => {
@@ -290,7 +313,11 @@ enum Plan {
 /// blocking-pool thread of the serving runtime: it blocks (file read, DNS)
 /// and burns CPU (validation, rings), and it still has the runtime's context,
 /// which registering listeners and starting pools' connection tasks need.
-fn plan_reload(path: &Path, running: &[Arc<Pool>], fds: &FdBudget) -> Result<Vec<Plan>, String> {
+fn plan_reload(
+    path: &Path,
+    running: &[Arc<Pool>],
+    fds: &FdBudget,
+) -> Result<Vec<Plan>, ReloadError> {
     let config = load_config(path)?;
     // The descriptor reserve follows the backend slots of the new config
     // (counted now, applied only if the whole plan succeeds).
@@ -305,10 +332,9 @@ fn plan_reload(path: &Path, running: &[Arc<Pool>], fds: &FdBudget) -> Result<Vec
                 let listener = if running[i].config().listen == pc.listen {
                     None
                 } else {
-                    Some(listener::bind(&pc).map_err(|e| e.to_string())?)
+                    Some(listener::bind(&pc)?)
                 };
-                let pool =
-                    Pool::replacing(pc.clone(), Some(&running[i])).map_err(|e| e.to_string())?;
+                let pool = Pool::replacing(pc.clone(), Some(&running[i]))?;
                 Plan::Swap {
                     at: i,
                     pool,
@@ -320,10 +346,10 @@ fn plan_reload(path: &Path, running: &[Arc<Pool>], fds: &FdBudget) -> Result<Vec
                 // A new pool (or one whose protocol changed: its clients speak
                 // the other protocol, so it restarts as a new pool).
                 if old.is_some_and(|i| running[i].config().listen == pc.listen) {
-                    return Err(format!("pool \"{}\": changing redis/memcached on the same listen address needs a restart", pc.name));
+                    return Err(ReloadError::ProtocolChange { pool: pc.name });
                 }
-                let listener = listener::bind(&pc).map_err(|e| e.to_string())?;
-                let pool = Pool::new(pc.clone()).map_err(|e| e.to_string())?;
+                let listener = listener::bind(&pc)?;
+                let pool = Pool::new(pc.clone())?;
                 Plan::Add {
                     pool,
                     config: pc,
@@ -732,8 +758,8 @@ fn exposure_warning(addr: std::net::SocketAddr, what: &str, restrict: &str) -> O
 
 /// Read a config file, choosing YAML or TOML by its extension: the same
 /// loader as the start and `-t` (size cap, listen hosts resolved).
-pub fn load_config(path: &Path) -> Result<Config, String> {
-    crate::conf::load(path).map_err(|e| e.to_string())
+pub fn load_config(path: &Path) -> Result<Config, crate::conf::LoadError> {
+    crate::conf::load(path)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use tokio_util::codec::Decoder;
 
 use twem_proto::{memcache as mc, resp};
 
-use super::{CallError, Pool, PoolError, Protocol};
+use super::{Answer, CallError, Frame, Pool, PoolError, Protocol, RequestError, ServerError};
 use crate::config::{Config, Format, Listen, PoolConfig, ServerConfig};
 use crate::hash::{HashKind, HashTag};
 use crate::ring::Distribution;
@@ -42,20 +42,11 @@ impl Pool {
                 .pools
                 .into_iter()
                 .find(|p| p.name == n)
-                .ok_or_else(|| {
-                    PoolError::NoSuchPool(format!("no pool named \"{n}\" in the config"))
-                })?,
-            None if config.pools.len() == 1 => config
-                .pools
-                .into_iter()
-                .next()
-                .ok_or_else(|| PoolError::NoSuchPool("the config has no pool".into()))?,
-            None => {
-                return Err(PoolError::NoSuchPool(format!(
-                    "the config has {} pools; name the one to start",
-                    config.pools.len()
-                )))
+                .ok_or_else(|| PoolError::NoSuchPool(n.to_string()))?,
+            None if config.pools.len() == 1 => {
+                config.pools.into_iter().next().ok_or(PoolError::NoPool)?
             }
+            None => return Err(PoolError::PoolNotNamed(config.pools.len())),
         };
         Pool::new(chosen)
     }
@@ -75,35 +66,47 @@ impl Pool {
     /// request, the network or the pool are `Err`.
     pub async fn call(&self, req: resp::Request) -> Result<resp::Reply, CallError> {
         if self.protocol() != Protocol::Redis {
-            return Err(CallError::Request(format!(
+            return Err(CallError::Request(RequestError::uncoded(format!(
                 "pool {} speaks memcached, not Redis",
                 self.name()
-            )));
+            ))));
         }
-        let bytes = self.dispatch_redis(&req, hint()).await?;
-        parse_resp(bytes)
+        // A server's reply comes decoded by its connection: only its tree
+        // is built here. A reply the pool built (a local command's, a
+        // merge's) is parsed once, from the bytes it was built as.
+        match self.dispatch_redis(&req, hint()).answer().await? {
+            Answer::Frame(Frame::Resp(frame)) => Ok(frame.parse()),
+            Answer::Frame(other) => Err(unexpected_frame(&other)),
+            Answer::Built(chunks) => parse_built_resp(chunks.into_bytes()),
+        }
     }
 
     /// Send any memcached request and wait for its reply; `None` for
     /// `noreply` requests (and `quit`), which get none.
     pub async fn call_memcache(&self, req: mc::Request) -> Result<Option<mc::Reply>, CallError> {
         if self.protocol() != Protocol::Memcache {
-            return Err(CallError::Request(format!(
+            return Err(CallError::Request(RequestError::uncoded(format!(
                 "pool {} speaks Redis, not memcached",
                 self.name()
-            )));
+            ))));
         }
         let cmd = req.command();
-        let bytes = self.dispatch_memcache(&req, hint()).await?;
-        if bytes.is_empty() {
-            return Ok(None);
-        }
-        let mut buf = BytesMut::from(&bytes[..]);
-        match mc::decode_reply(cmd, &mut buf, &super::memcache_limits()) {
-            Ok(Some(frame)) => Ok(Some(frame.parse())),
-            _ => Err(CallError::Server(
-                String::from_utf8_lossy(&bytes).trim_end().to_string(),
-            )),
+        match self.dispatch_memcache(&req, hint()).answer().await? {
+            Answer::Frame(Frame::Mc(frame)) => Ok(Some(frame.parse())),
+            Answer::Frame(Frame::NoReply) => Ok(None),
+            Answer::Frame(other) => Err(unexpected_frame(&other)),
+            // A merged multi-get, or the pool's own error line: parsed in
+            // the context of the request, as a server's reply would be.
+            Answer::Built(chunks) => {
+                let bytes = chunks.into_bytes();
+                let mut buf = BytesMut::from(&bytes[..]);
+                match mc::decode_reply(cmd, &mut buf, &super::memcache_limits()) {
+                    Ok(Some(frame)) => Ok(Some(frame.parse())),
+                    _ => Err(CallError::Server(ServerError::Unexpected(
+                        String::from_utf8_lossy(&bytes).trim_end().to_string(),
+                    ))),
+                }
+            }
         }
     }
 
@@ -118,14 +121,24 @@ impl Pool {
     }
 }
 
-fn parse_resp(bytes: Bytes) -> Result<resp::Reply, CallError> {
+/// A frame of the other protocol: the pool checked the protocol before
+/// sending, so this is a broken promise, reported rather than a panic.
+fn unexpected_frame(frame: &Frame) -> CallError {
+    CallError::Server(ServerError::Unexpected(format!(
+        "unexpected reply {:?}",
+        String::from_utf8_lossy(frame.raw())
+    )))
+}
+
+/// A reply the pool built in RESP (a local command's, a merge's).
+fn parse_built_resp(bytes: Bytes) -> Result<resp::Reply, CallError> {
     let mut buf = BytesMut::from(&bytes[..]);
     match resp::ReplyCodec::new(super::redis_reply_limits()).decode(&mut buf) {
         Ok(Some(frame)) => Ok(frame.parse()),
-        _ => Err(CallError::Server(format!(
+        _ => Err(CallError::Server(ServerError::Unexpected(format!(
             "unparsable reply: {:?}",
             String::from_utf8_lossy(&bytes)
-        ))),
+        )))),
     }
 }
 
@@ -237,11 +250,10 @@ impl PoolBuilder {
             problems.push("server_connections must be at least 1".into());
         }
         if !problems.is_empty() {
-            return Err(PoolError::Invalid(format!(
-                "pool \"{}\": {}",
-                self.config.name,
-                problems.join("; ")
-            )));
+            return Err(PoolError::Invalid {
+                pool: self.config.name,
+                problems,
+            });
         }
         Pool::new(self.config)
     }
@@ -249,8 +261,10 @@ impl PoolBuilder {
 
 fn server_error(reply: resp::Reply) -> CallError {
     match reply {
-        resp::Reply::Error(e) => CallError::Server(String::from_utf8_lossy(&e).into_owned()),
-        other => CallError::Server(format!("unexpected reply {other:?}")),
+        resp::Reply::Error(e) => CallError::Server(ServerError::Reply(e)),
+        other => CallError::Server(ServerError::Unexpected(format!(
+            "unexpected reply {other:?}"
+        ))),
     }
 }
 
@@ -384,9 +398,7 @@ impl RedisClient {
         v.extend(keys.iter().map(|k| Bytes::copy_from_slice(k.as_ref())));
         v.extend(args.iter().map(|a| Bytes::copy_from_slice(a.as_ref())));
         match self.pool.call(req(v)).await? {
-            resp::Reply::Error(e) => {
-                Err(CallError::Server(String::from_utf8_lossy(&e).into_owned()))
-            }
+            resp::Reply::Error(e) => Err(CallError::Server(ServerError::Reply(e))),
             r => Ok(r),
         }
     }
@@ -423,19 +435,31 @@ pub struct MemcacheClient {
 }
 
 fn bad_key(e: mc::RequestError) -> CallError {
-    CallError::Request(e.to_string())
+    CallError::Request(RequestError::from(e))
+}
+
+/// memcached's error line `word` + `message`, as the server wrote it.
+fn line(word: &str, message: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(word.len() + message.len());
+    b.extend_from_slice(word.as_bytes());
+    b.extend_from_slice(message);
+    b.freeze()
 }
 
 fn mc_unexpected(r: Option<mc::Reply>) -> CallError {
     match r {
         Some(mc::Reply::ServerError(m)) => {
-            CallError::Server(format!("SERVER_ERROR {}", String::from_utf8_lossy(&m)))
+            CallError::Server(ServerError::Reply(line("SERVER_ERROR ", &m)))
         }
         Some(mc::Reply::ClientError(m)) => {
-            CallError::Server(format!("CLIENT_ERROR {}", String::from_utf8_lossy(&m)))
+            CallError::Server(ServerError::Reply(line("CLIENT_ERROR ", &m)))
         }
-        Some(mc::Reply::Error) => CallError::Server("ERROR".into()),
-        other => CallError::Server(format!("unexpected reply {other:?}")),
+        Some(mc::Reply::Error) => {
+            CallError::Server(ServerError::Reply(Bytes::from_static(b"ERROR")))
+        }
+        other => CallError::Server(ServerError::Unexpected(format!(
+            "unexpected reply {other:?}"
+        ))),
     }
 }
 

@@ -1,7 +1,13 @@
 //! What can go wrong when a request is sent through a [`Pool`](super::Pool).
 
+use std::borrow::Cow;
 use std::io;
 use std::sync::Arc;
+
+use bytes::Bytes;
+
+use twem_proto::command::CommandError;
+use twem_proto::memcache as mc;
 
 /// Why a backend could not answer a request. Each kind maps to the words
 /// nutcracker puts in the error reply a client sees (`-ERR <words>` for Redis,
@@ -119,16 +125,16 @@ impl BackendError {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
     /// The request itself is wrong (unknown command, wrong arity, refused
-    /// command, invalid key). The text is the error reply the client reads.
+    /// command, invalid key): refused before anything was sent.
     #[error("request rejected: {0}")]
-    Request(String),
+    Request(#[from] RequestError),
     /// A server or the network to it failed; see [`BackendErrorKind::words`].
     #[error(transparent)]
     Backend(#[from] BackendError),
     /// The server answered with an error reply (`-ERR ...`, `SERVER_ERROR ...`),
-    /// passed on untouched.
+    /// or with a reply the typed helpers did not expect.
     #[error("server replied with an error: {0}")]
-    Server(String),
+    Server(#[from] ServerError),
     /// The pool is closed.
     #[error("pool {0} is closed")]
     Closed(Arc<str>),
@@ -140,7 +146,8 @@ impl CallError {
     /// server's own `WRONGTYPE ...`.
     pub fn words(&self) -> String {
         match self {
-            CallError::Request(s) | CallError::Server(s) => s.clone(),
+            CallError::Request(r) => r.words(),
+            CallError::Server(s) => s.words(),
             CallError::Backend(b) => format!("ERR {}", b.reply_words()),
             CallError::Closed(p) => format!("ERR pool {p} is closed"),
         }
@@ -157,11 +164,179 @@ impl CallError {
     pub fn memcache_reply(&self) -> bytes::Bytes {
         let line = match self {
             CallError::Backend(b) => format!("SERVER_ERROR {}", b.reply_words()),
-            CallError::Request(s) => format!("CLIENT_ERROR {s}"),
-            CallError::Server(s) => s.clone(),
+            CallError::Request(r) => format!("CLIENT_ERROR {}", r.words()),
+            CallError::Server(s) => s.words(),
             CallError::Closed(p) => format!("SERVER_ERROR pool {p} is closed"),
         };
         bytes::Bytes::from(line + "\r\n")
+    }
+}
+
+/// A request the pool refused before sending it: the error code a client
+/// reads first (`ERR`) and the message after it, kept apart, with the
+/// refusal it came from when there is one (the command table's
+/// [`CommandError`], an invalid memcached request).
+// Boxed: a reply future holds a `CallError` inline, and every request's
+// future is moved through the session's queue; a refusal is rare.
+#[derive(Debug, Clone)]
+pub struct RequestError(Box<RequestErrorInner>);
+
+#[derive(Debug, Clone)]
+struct RequestErrorInner {
+    code: Option<Cow<'static, str>>,
+    message: Cow<'static, str>,
+    cause: Option<RequestCause>,
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0.code {
+            Some(code) => write!(f, "{code} {}", self.0.message),
+            None => f.write_str(&self.0.message),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .cause
+            .as_ref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Where a [`RequestError`] came from, kept whole for callers that match on
+/// it (which command, which arity rule, which key).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RequestCause {
+    /// The Redis command table refused the command.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// A memcached request built in code is invalid (a bad key...).
+    #[error(transparent)]
+    Memcache(#[from] mc::RequestError),
+}
+
+impl RequestError {
+    /// A refusal with an error code (`ERR`) and a message.
+    pub fn new(code: impl Into<Cow<'static, str>>, message: impl Into<Cow<'static, str>>) -> Self {
+        RequestError::with(Some(code.into()), message.into(), None)
+    }
+
+    fn with(
+        code: Option<Cow<'static, str>>,
+        message: Cow<'static, str>,
+        cause: Option<RequestCause>,
+    ) -> Self {
+        RequestError(Box::new(RequestErrorInner {
+            code,
+            message,
+            cause,
+        }))
+    }
+
+    /// A refusal whose text has no error code (the embedding API's own
+    /// wording, such as a call to a pool of the other protocol).
+    pub fn uncoded(message: impl Into<Cow<'static, str>>) -> Self {
+        RequestError::with(None, message.into(), None)
+    }
+
+    /// The error code (`ERR`), if the text has one.
+    pub fn code(&self) -> Option<&str> {
+        self.0.code.as_deref()
+    }
+
+    /// The message after the code.
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+
+    /// The refusal this error came from, if any.
+    pub fn cause(&self) -> Option<&RequestCause> {
+        self.0.cause.as_ref()
+    }
+
+    /// The text a Redis client reads after the `-`: code, space, message.
+    pub fn words(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl From<CommandError> for RequestError {
+    fn from(e: CommandError) -> Self {
+        // The table words its errors as Redis does, code first ("ERR ...").
+        let (code, message) = split_code(e.to_string());
+        RequestError::with(code, message.into(), Some(RequestCause::Command(e)))
+    }
+}
+
+impl From<mc::RequestError> for RequestError {
+    fn from(e: mc::RequestError) -> Self {
+        // memcached's request errors carry no code: the session puts
+        // `CLIENT_ERROR` before them.
+        RequestError::with(None, e.to_string().into(), Some(RequestCause::Memcache(e)))
+    }
+}
+
+/// Split `CODE message` into its code and message when the first word is
+/// an error code (upper-case letters only, as Redis writes them); otherwise
+/// the whole text is the message.
+fn split_code(text: String) -> (Option<Cow<'static, str>>, String) {
+    match text.split_once(' ') {
+        Some((code, rest)) if !code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase()) => {
+            let code = match code {
+                "ERR" => Cow::Borrowed("ERR"),
+                other => Cow::Owned(other.to_string()),
+            };
+            (Some(code), rest.to_string())
+        }
+        _ => (None, text),
+    }
+}
+
+/// A server's error reply, or a reply of a shape the typed helpers did not
+/// expect for their command.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServerError {
+    /// The server's error text as it sent it, without the RESP `-` and the
+    /// line end: `WRONGTYPE Operation against ...`, or memcached's whole
+    /// line (`SERVER_ERROR out of memory`, `ERROR`).
+    #[error("{}", String::from_utf8_lossy(.0))]
+    Reply(Bytes),
+    /// A reply that is no error but not what the command calls for (or a
+    /// check of the caller's own that failed).
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+impl ServerError {
+    /// The error code of a server's error reply: its first word
+    /// (`WRONGTYPE`, `ERR`, `SERVER_ERROR`), `None` for an unexpected reply.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ServerError::Reply(b) => {
+                let word = b.split(|&c| c == b' ').next().unwrap_or_default();
+                let is_code =
+                    !word.is_empty() && word.iter().all(|&c| c.is_ascii_uppercase() || c == b'_');
+                std::str::from_utf8(word).ok().filter(|_| is_code)
+            }
+            ServerError::Unexpected(_) => None,
+        }
+    }
+
+    /// The server's reply bytes (without the RESP `-` and the line end),
+    /// `None` for an unexpected reply.
+    pub fn reply(&self) -> Option<&Bytes> {
+        match self {
+            ServerError::Reply(b) => Some(b),
+            ServerError::Unexpected(_) => None,
+        }
+    }
+
+    /// The text a client reads: the server's own words.
+    pub fn words(&self) -> String {
+        self.to_string()
     }
 }
 
@@ -180,13 +355,23 @@ pub enum PoolError {
     /// The configuration text was invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    /// The config has no pool of that name (or several pools and none chosen).
-    #[error("{0}")]
+    /// The config has no pool of the name asked for.
+    #[error("no pool named \"{0}\" in the config")]
     NoSuchPool(String),
-    /// A pool built in code is incomplete or inconsistent; the text names the
-    /// pool and every problem.
-    #[error("{0}")]
-    Invalid(String),
+    /// The config has no pool at all.
+    #[error("the config has no pool")]
+    NoPool,
+    /// The config has this many pools and none was named.
+    #[error("the config has {0} pools; name the one to start")]
+    PoolNotNamed(usize),
+    /// A pool built in code is incomplete or inconsistent.
+    #[error("pool \"{pool}\": {}", .problems.join("; "))]
+    Invalid {
+        /// The pool's name.
+        pool: String,
+        /// Every problem found.
+        problems: Vec<String>,
+    },
 }
 
 #[cfg(test)]
@@ -211,9 +396,68 @@ mod tests {
             b"-ERR pool p is closed\r\n"
         );
         assert_eq!(
-            &CallError::Request("ERR x".into()).resp_reply()[..],
+            &CallError::Request(RequestError::new("ERR", "x")).resp_reply()[..],
             b"-ERR x\r\n"
         );
+    }
+
+    // A refusal from the command table keeps its code, its message and the
+    // table's error itself, and still reads exactly as the table words it.
+    #[test]
+    fn request_errors_keep_code_message_and_cause() {
+        let table = CommandError::WrongArity { name: "get" };
+        let e = RequestError::from(table.clone());
+        assert_eq!(e.code(), Some("ERR"));
+        assert_eq!(e.message(), "wrong number of arguments for 'get' command");
+        assert!(matches!(e.cause(), Some(RequestCause::Command(c)) if *c == table));
+        assert!(std::error::Error::source(&e).is_some());
+        let call = CallError::Request(e);
+        assert_eq!(call.words(), table.to_string());
+        assert_eq!(
+            &call.memcache_reply()[..],
+            b"CLIENT_ERROR ERR wrong number of arguments for 'get' command\r\n"
+        );
+        let plain = RequestError::uncoded("pool p speaks Redis, not memcached");
+        assert_eq!(
+            (plain.code(), plain.words().as_str()),
+            (None, plain.message())
+        );
+    }
+
+    // A server's error keeps its bytes; its code is the first word.
+    #[test]
+    fn server_errors_expose_their_code() {
+        let e = ServerError::Reply(Bytes::from_static(b"WRONGTYPE Operation against a key"));
+        assert_eq!(e.code(), Some("WRONGTYPE"));
+        assert_eq!(
+            &CallError::Server(e).resp_reply()[..],
+            b"-WRONGTYPE Operation against a key\r\n"
+        );
+        let mc = ServerError::Reply(Bytes::from_static(b"SERVER_ERROR out of memory"));
+        assert_eq!(mc.code(), Some("SERVER_ERROR"));
+        assert_eq!(
+            &CallError::Server(mc).memcache_reply()[..],
+            b"SERVER_ERROR out of memory\r\n"
+        );
+        assert_eq!(ServerError::Unexpected("x".into()).code(), None);
+    }
+
+    // Pool errors are data; their text is what the embedder read before.
+    #[test]
+    fn pool_errors_read_as_before() {
+        assert_eq!(
+            PoolError::NoSuchPool("beta".into()).to_string(),
+            "no pool named \"beta\" in the config"
+        );
+        assert_eq!(
+            PoolError::PoolNotNamed(2).to_string(),
+            "the config has 2 pools; name the one to start"
+        );
+        let invalid = PoolError::Invalid {
+            pool: "p".into(),
+            problems: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(invalid.to_string(), "pool \"p\": a; b");
     }
 
     // nutcracker's wording is part of the compatibility contract: clients and

@@ -17,8 +17,9 @@ pub enum Step {
     Reply(ReplyFuture),
     /// Queue this reply, then close once everything before it is written.
     Close(ReplyFuture),
-    /// Nothing to answer (memcached `noreply` handled by the pool returns an
-    /// empty reply instead; this is for items the frontend swallows).
+    /// Nothing to answer (a memcached `noreply` request the pool handles
+    /// resolves to [`Frame::NoReply`](crate::pool::Frame::NoReply) instead,
+    /// once written; this is for items the frontend swallows).
     Nothing,
 }
 
@@ -37,8 +38,9 @@ pub trait Frontend: Send + 'static {
     ) -> Step;
     /// How a failed call is worded to this client.
     fn error_reply(&self, e: &CallError) -> Bytes;
-    /// What a client whose framing broke reads before the connection closes.
-    fn protocol_error(&self, e: &ProtoError) -> Bytes;
+    /// What a client whose framing broke reads before the connection
+    /// closes; `None` when it reads nothing.
+    fn protocol_error(&self, e: &ProtoError) -> Option<Bytes>;
 }
 
 /// Redis clients: AUTH handled here (the session knows whether this client
@@ -117,13 +119,13 @@ impl Frontend for RedisFrontend {
         e.resp_reply()
     }
 
-    fn protocol_error(&self, e: &ProtoError) -> Bytes {
+    fn protocol_error(&self, e: &ProtoError) -> Option<Bytes> {
         // Nothing for another protocol, as redis-server: whatever sent it
         // (a browser) has no use for a RESP error.
         if e.is_foreign_protocol() {
-            return Bytes::new();
+            return None;
         }
-        Bytes::from(format!("-ERR {e}\r\n"))
+        Some(Bytes::from(format!("-ERR {e}\r\n")))
     }
 }
 
@@ -172,9 +174,7 @@ impl Frontend for MemcacheFrontend {
             Err(e) if e.closes_connection() => Step::Close(ReplyFuture::ready(Ok(e.reply()))),
             Err(e) if e.noreply() => Step::Nothing,
             Err(e) => Step::Reply(ReplyFuture::ready(Ok(e.reply()))),
-            Ok(req) if req.command() == mc::Command::Quit => {
-                Step::Close(ReplyFuture::ready(Ok(Bytes::new())))
-            }
+            Ok(req) if req.command() == mc::Command::Quit => Step::Close(ReplyFuture::no_reply()),
             Ok(req) => Step::Reply(pool.dispatch_memcache_in(&req, inbox)),
         }
     }
@@ -183,12 +183,12 @@ impl Frontend for MemcacheFrontend {
         e.memcache_reply()
     }
 
-    fn protocol_error(&self, e: &ProtoError) -> Bytes {
+    fn protocol_error(&self, e: &ProtoError) -> Option<Bytes> {
         // Nothing for another protocol: a binary client would read a text
         // line as garbage, and a browser has no use for one.
         if e.is_foreign_protocol() {
-            return Bytes::new();
+            return None;
         }
-        mc::protocol_error_reply(e)
+        Some(mc::protocol_error_reply(e))
     }
 }

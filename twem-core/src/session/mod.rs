@@ -256,7 +256,10 @@ where
                 Ok(None) => return true,
                 Err(e) => {
                     self.on_protocol_error(&pool, &e);
-                    let reply = ReplyFuture::ready(Ok(self.fe.protocol_error(&e)));
+                    let reply = match self.fe.protocol_error(&e) {
+                        Some(b) => ReplyFuture::ready(Ok(b)),
+                        None => ReplyFuture::no_reply(),
+                    };
                     self.push(reply, true, 0, *now.get_or_insert_with(Instant::now));
                 }
             }
@@ -303,30 +306,38 @@ where
             let Some(front) = self.queue.front_mut() else {
                 break;
             };
-            let Poll::Ready(res) = front.fut.poll_chunks(&mut cx) else {
+            let Poll::Ready(res) = front.fut.poll_answer(&mut cx) else {
                 break;
             };
             let (close_after, start) = (front.close_after, front.start);
             self.req_bytes -= front.req_bytes;
             self.queue.pop_front();
+            // A server's reply is written as its own buffer (no copy, no
+            // reference-count bump); `None` is nothing to read.
             let reply = match res {
-                Ok(r) => r,
-                Err(e) => ReplyChunks::One(self.fe.error_reply(&e)),
+                Ok(answer) => answer.into_chunks(),
+                Err(e) => Some(ReplyChunks::One(self.fe.error_reply(&e))),
             };
-            let len = reply.len();
+            let len = reply.as_ref().map_or(0, ReplyChunks::len);
             self.avg_reply = self.avg_reply - self.avg_reply / 8 + len / 8;
-            if len == 0 {
-                // A noreply request: done once written to its server.
-                self.latency.observe(start.elapsed().as_secs_f64());
-                noreply_done = true;
-            } else {
-                self.wq_bytes += len;
-                self.unwritten.push_back((len, start));
-                // A merged reply may be a chain: its large values are the
-                // servers' own buffers, written without a copy.
-                match reply {
-                    ReplyChunks::One(b) => self.wq.push_back(b),
-                    chain => self.wq.extend(chain.into_parts().filter(|b| !b.is_empty())),
+            match reply {
+                Some(reply) if len > 0 => {
+                    self.wq_bytes += len;
+                    self.unwritten.push_back((len, start));
+                    // A merged reply may be a chain: its large values are the
+                    // servers' own buffers, written without a copy.
+                    match reply {
+                        ReplyChunks::One(b) => self.wq.push_back(b),
+                        chain => self.wq.extend(chain.into_parts().filter(|b| !b.is_empty())),
+                    }
+                }
+                // `None`: a noreply request, done once written to its
+                // server, or a quit. A built reply without bytes (a
+                // frontend's) has nothing to write either, and must not wait
+                // for a write that never comes.
+                _ => {
+                    self.latency.observe(start.elapsed().as_secs_f64());
+                    noreply_done = true;
                 }
             }
             if close_after {
@@ -497,8 +508,8 @@ async fn wait_for_front(queue: &mut VecDeque<Pending>) {
         std::future::poll_fn(|cx| {
             front
                 .fut
-                .poll_chunks(cx)
-                .map(|r| front.fut = ReplyFuture::ready_chunks(r))
+                .poll_answer(cx)
+                .map(|r| front.fut = ReplyFuture::resolved(r))
         })
         .await;
     }

@@ -90,6 +90,11 @@ impl ReplyFrame {
         &self.raw
     }
 
+    /// The bytes received, without a reference-count bump.
+    pub fn into_raw(self) -> Bytes {
+        self.raw
+    }
+
     /// The type byte: `+`, `-`, `:`, `$` or `*`.
     pub fn kind(&self) -> u8 {
         self.raw.first().copied().unwrap_or(0)

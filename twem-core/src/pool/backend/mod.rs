@@ -86,6 +86,16 @@ impl Frame {
             Frame::NoReply => &NO_REPLY,
         }
     }
+
+    /// The bytes the server sent, taken out of the frame (no reference-count
+    /// bump); empty for [`Frame::NoReply`].
+    pub fn into_raw(self) -> Bytes {
+        match self {
+            Frame::Resp(f) => f.into_raw(),
+            Frame::Mc(f) => f.into_raw(),
+            Frame::NoReply => Bytes::new(),
+        }
+    }
 }
 
 /// Where the reply to one request goes.
