@@ -587,7 +587,7 @@ async fn accept_loop(
             }
         };
         if !fds.try_acquire() {
-            pool.stats().client_rejected.fetch_add(1, Relaxed);
+            pool.reject_client();
             if backoff.log_due() {
                 tracing::warn!(
                     pool = pool.name(),
@@ -598,25 +598,20 @@ async fn accept_loop(
             drop(conn);
             continue;
         }
-        let limit = pool.config().client_connections;
-        let stats = pool.stats();
-        if limit > 0 && stats.client_connections.load(Relaxed) >= i64::from(limit) {
-            stats.client_rejected.fetch_add(1, Relaxed);
+        let Some(admission) = pool.admit_client() else {
             tracing::info!(
                 pool = pool.name(),
-                limit,
+                limit = pool.config().client_connections,
                 "client connection refused: client_connections limit reached"
             );
             fds.release();
             drop(conn);
             continue;
-        }
-        stats.client_connections.fetch_add(1, Relaxed);
+        };
         globals.total_connections.fetch_add(1, Relaxed);
         globals.curr_connections.fetch_add(1, Relaxed);
         let hint = NEXT_CLIENT.fetch_add(1, Relaxed);
         let keepalive = pool.config().tcpkeepalive;
-        let stats = Arc::clone(pool.stats_arc());
         drop(pool);
         let slot = Arc::clone(&slot);
         let stop = sessions_stop.clone();
@@ -648,7 +643,7 @@ async fn accept_loop(
                 }
             };
             tracing::info!(pool = %slot.load().name(), client = hint, peer = %peer, end = ?end, "client closed");
-            stats.client_connections.fetch_sub(1, Relaxed);
+            drop(admission);
             globals.curr_connections.fetch_sub(1, Relaxed);
             fds.release();
         }.instrument(span));

@@ -155,6 +155,21 @@ fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
+/// A client counted in its pool's `client_connections` (see
+/// [`Pool::admit_client`]); the count drops with it. It holds the pool's
+/// counters, not the pool, so a reload that replaces the pool keeps the
+/// count right (the counters carry over to the new pool).
+#[derive(Debug)]
+pub struct ClientAdmission {
+    stats: Arc<PoolStats>,
+}
+
+impl Drop for ClientAdmission {
+    fn drop(&mut self) {
+        self.stats.client_connections.fetch_sub(1, Relaxed);
+    }
+}
+
 /// A connection slot: its task's channel, once a request (or `preconnect`)
 /// started it.
 type Lazy = OnceLock<mpsc::UnboundedSender<Msg>>;
@@ -380,6 +395,33 @@ impl Pool {
                 ),
             ],
         }
+    }
+
+    /// Admit a client just accepted: `None` (counted in `client_rejected`)
+    /// when the pool's `client_connections` limit is reached, else a guard
+    /// that counts it in `client_connections` until dropped. The proxy's
+    /// accept loops use this rather than the counters themselves.
+    pub fn admit_client(&self) -> Option<ClientAdmission> {
+        let stats = &self.inner.shared.stats;
+        let limit = self.inner.shared.config.client_connections;
+        if limit > 0 && stats.client_connections.load(Relaxed) >= i64::from(limit) {
+            stats.client_rejected.fetch_add(1, Relaxed);
+            return None;
+        }
+        stats.client_connections.fetch_add(1, Relaxed);
+        Some(ClientAdmission {
+            stats: Arc::clone(stats),
+        })
+    }
+
+    /// A client was turned away before admission (the proxy's descriptor
+    /// budget is used up): counted in `client_rejected`.
+    pub fn reject_client(&self) {
+        self.inner
+            .shared
+            .stats
+            .client_rejected
+            .fetch_add(1, Relaxed);
     }
 
     /// Ask every connection to finish its in-flight requests and close. New
@@ -909,5 +951,30 @@ mod tests {
             Poll::Ready(Ok(a)) => assert_eq!(a.into_chunks(), Some(ReplyChunks::One(pong))),
             other => panic!("{other:?}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod admission_tests {
+    use super::*;
+
+    // client_connections is enforced by the pool: past the limit a client is
+    // refused and counted; a client leaving frees its place.
+    #[tokio::test]
+    async fn admission_follows_client_connections() {
+        let pool = Pool::from_yaml(
+            "p:\n  listen: 127.0.0.1:22121\n  redis: true\n  client_connections: 1\n  servers:\n   - 127.0.0.1:1:1 a\n",
+            None,
+        )
+        .expect("pool");
+        let first = pool.admit_client().expect("room for one");
+        assert_eq!(pool.stats().client_connections.load(Relaxed), 1);
+        assert!(pool.admit_client().is_none());
+        assert_eq!(pool.stats().client_rejected.load(Relaxed), 1);
+        pool.reject_client();
+        assert_eq!(pool.stats().client_rejected.load(Relaxed), 2);
+        drop(first);
+        assert_eq!(pool.stats().client_connections.load(Relaxed), 0);
+        assert!(pool.admit_client().is_some());
     }
 }
