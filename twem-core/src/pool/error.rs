@@ -460,6 +460,59 @@ mod tests {
         assert_eq!(invalid.to_string(), "pool \"p\": a; b");
     }
 
+    // The proxy's own conditions say what happened and where, and are told
+    // apart from the server's failures (they never count towards ejection).
+    #[test]
+    fn local_failures_say_what_happened() {
+        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        let enfile = io::Error::from_raw_os_error(libc::ENFILE);
+        assert_eq!(
+            BackendErrorKind::from_io(&emfile),
+            BackendErrorKind::ProxyFdLimit
+        );
+        assert_eq!(
+            BackendErrorKind::from_io(&enfile),
+            BackendErrorKind::ProxyFdLimit
+        );
+        let fd = CallError::Backend(BackendError::new(
+            BackendErrorKind::ProxyFdLimit,
+            Arc::from("redis-1"),
+        ));
+        assert_eq!(
+            &fd.resp_reply()[..],
+            b"-ERR too many open files in proxy (server redis-1)\r\n"
+        );
+        assert_eq!(
+            &fd.memcache_reply()[..],
+            b"SERVER_ERROR too many open files in proxy (server redis-1)\r\n"
+        );
+        let queued = CallError::Backend(BackendError::new(
+            BackendErrorKind::Backlogged,
+            Arc::from("a"),
+        ));
+        assert_eq!(
+            &queued.resp_reply()[..],
+            b"-ERR too many request bytes queued for the server (server a)\r\n"
+        );
+        let ejected = CallError::Backend(BackendError::new(
+            BackendErrorKind::AllEjected,
+            Arc::from(""),
+        ));
+        assert_eq!(
+            &ejected.resp_reply()[..],
+            b"-ERR every server of the pool is ejected\r\n"
+        );
+        for k in [
+            BackendErrorKind::ProxyFdLimit,
+            BackendErrorKind::Backlogged,
+            BackendErrorKind::AllEjected,
+        ] {
+            assert!(k.is_local());
+        }
+        assert!(!BackendErrorKind::ConnectionRefused.is_local());
+        assert!(!BackendErrorKind::TimedOut.is_local());
+    }
+
     // nutcracker's wording is part of the compatibility contract: clients and
     // alerting match on these strings.
     #[test]
