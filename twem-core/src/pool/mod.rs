@@ -619,7 +619,32 @@ impl Pool {
             .shared
             .metrics
             .count(metrics::redis_class_index(planned.class));
+        if let Plan::Local(_) = planned.plan {
+            if let Some(reply) = self.auth_reply(req) {
+                return ReplyFuture::ready(Ok(reply));
+            }
+        }
         self.execute(planned.plan, Expect::Resp, caller)
+    }
+
+    /// `AUTH` reaching the pool itself (an embedder's call; the proxy's
+    /// sessions answer their clients' AUTH before this): with `redis_auth`
+    /// set it is checked against it, as the proxy would, instead of the
+    /// route's "no password is set". `None` for any other command.
+    fn auth_reply(&self, req: &resp::Request) -> Option<Bytes> {
+        if !req.name().eq_ignore_ascii_case(b"auth") {
+            return None;
+        }
+        let password = self.inner.shared.config.redis_auth.as_ref()?;
+        let given = req.args().get(1)?;
+        // Constant time, as the session compares it.
+        use subtle::ConstantTimeEq;
+        let ok = bool::from(given[..].ct_eq(password.as_bytes()));
+        Some(Bytes::from_static(if ok {
+            b"+OK\r\n"
+        } else {
+            b"-ERR invalid password\r\n"
+        }))
     }
 
     /// Route a memcached request and send it; resolves to the reply the
@@ -976,5 +1001,45 @@ mod admission_tests {
         drop(first);
         assert_eq!(pool.stats().client_connections.load(Relaxed), 0);
         assert!(pool.admit_client().is_some());
+    }
+}
+
+#[cfg(test)]
+mod auth_tests {
+    use super::*;
+
+    // An embedder's AUTH is checked against redis_auth (it used to be told
+    // "no password is set" even when one was).
+    #[tokio::test]
+    async fn embedded_auth_checks_redis_auth() {
+        let pool = Pool::builder("t")
+            .redis()
+            .server("127.0.0.1:1:1 a")
+            .redis_auth("pw")
+            .build()
+            .expect("pool");
+        let auth = |pw: &'static str| {
+            resp::Request::from_args([
+                Bytes::from_static(b"AUTH"),
+                Bytes::from_static(pw.as_bytes()),
+            ])
+        };
+        assert_eq!(
+            pool.call(auth("pw")).await.expect("reply"),
+            resp::Reply::ok()
+        );
+        assert_eq!(
+            pool.call(auth("nope")).await.expect("reply"),
+            resp::Reply::error("ERR invalid password")
+        );
+        let open = Pool::builder("o")
+            .redis()
+            .server("127.0.0.1:1:1 a")
+            .build()
+            .expect("pool");
+        assert_eq!(
+            open.call(auth("pw")).await.expect("reply"),
+            resp::Reply::error("ERR Client sent AUTH, but no password is set")
+        );
     }
 }

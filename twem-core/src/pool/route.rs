@@ -280,7 +280,9 @@ fn split_memcache(ring: &Ring, req: &mc::Request) -> Plan {
 }
 
 /// Commands the pool answers itself: PING, ECHO, SELECT 0, QUIT. (AUTH is the
-/// client session's business: it knows whether that client has authenticated.)
+/// client session's business: it knows whether that client has authenticated;
+/// an embedder's AUTH is checked against `redis_auth` by `Pool::route_redis`,
+/// which has the config this pure function does not.)
 fn local_reply(name: &str, req: &resp::Request) -> Bytes {
     let args = req.args();
     let reply = if name.eq_ignore_ascii_case("ping") {
