@@ -14,8 +14,9 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::backoff::AcceptBackoff;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -36,10 +37,6 @@ pub const READ_TIMEOUT: Duration = Duration::from_millis(1500);
 /// thousands of servers, but a reader that stops reading must not hold its
 /// slot forever.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The first and the longest pause after a failed `accept`.
-const BACKOFF_MIN: Duration = Duration::from_millis(10);
-const BACKOFF_MAX: Duration = Duration::from_millis(100);
 
 /// What the admin endpoints read: every running pool's counters.
 pub type Snapshot = Arc<dyn Fn() -> Vec<PoolSnapshot> + Send + Sync>;
@@ -242,9 +239,7 @@ pub async fn accept(
     endpoint: &'static str,
     stop: &CancellationToken,
 ) -> Option<TcpStream> {
-    let mut delay = BACKOFF_MIN;
-    let mut last_log: Option<Instant> = None;
-    let mut failures: u64 = 0;
+    let mut backoff = AcceptBackoff::new(AcceptBackoff::ADMIN_MAX);
     loop {
         let res = tokio::select! {
             r = listener.accept() => r,
@@ -253,16 +248,11 @@ pub async fn accept(
         match res {
             Ok((sock, _)) => return Some(sock),
             Err(e) => {
-                failures += 1;
-                if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    tracing::warn!(endpoint, error = %e, failures, "accept failed; backing off");
-                    last_log = Some(Instant::now());
-                }
+                let pause = backoff.failed(endpoint, &e);
                 tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
+                    () = tokio::time::sleep(pause) => {}
                     () = stop.cancelled() => return None,
                 }
-                delay = (delay * 2).min(BACKOFF_MAX);
             }
         }
     }

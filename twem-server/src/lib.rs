@@ -14,6 +14,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admin;
+pub mod backoff;
 pub mod cli;
 pub mod conf;
 pub mod fdlimit;

@@ -18,6 +18,7 @@ use twem_core::config::{Config, PoolConfig};
 use twem_core::pool::Pool;
 
 use crate::admin;
+use crate::backoff::AcceptBackoff;
 use crate::fdlimit::FdBudget;
 use crate::listener::{self, Listener};
 use crate::logging::Logger;
@@ -563,7 +564,7 @@ async fn accept_loop(
     globals: Arc<Globals>,
     fds: Arc<FdBudget>,
 ) {
-    let mut backoff = AcceptBackoff::default();
+    let mut backoff = AcceptBackoff::new(AcceptBackoff::POOL_MAX);
     loop {
         let accepted = tokio::select! {
             r = accept(&listener) => r,
@@ -649,61 +650,6 @@ async fn accept_loop(
         }.instrument(span));
     }
     globals.curr_connections.fetch_sub(1, Relaxed);
-}
-
-/// Pacing of an accept loop after failed accepts (EMFILE, ENFILE, ENOBUFS):
-/// the pause doubles from 10 ms to 1 s while they go on, and the warning is
-/// logged at most once a second with the number of failures since.
-#[derive(Debug)]
-struct AcceptBackoff {
-    pause: Duration,
-    failures: u64,
-    last_log: Option<std::time::Instant>,
-}
-
-impl Default for AcceptBackoff {
-    fn default() -> Self {
-        AcceptBackoff {
-            pause: Self::FIRST,
-            failures: 0,
-            last_log: None,
-        }
-    }
-}
-
-impl AcceptBackoff {
-    const FIRST: Duration = Duration::from_millis(10);
-    const MAX: Duration = Duration::from_secs(1);
-
-    /// An accept succeeded: the next failure starts from the shortest pause.
-    fn succeeded(&mut self) {
-        self.pause = Self::FIRST;
-    }
-
-    /// An accept failed with `e`: how long to pause before the next one.
-    fn failed(&mut self, pool: &str, e: &std::io::Error) -> Duration {
-        self.failures += 1;
-        if self.log_due() {
-            tracing::warn!(pool, error = %e, failures = self.failures, pause_ms = self.pause.as_millis() as u64,
-                "accept failed; pausing the listener");
-            self.failures = 0;
-        }
-        let pause = self.pause;
-        self.pause = (self.pause * 2).min(Self::MAX);
-        pause
-    }
-
-    /// Whether a warning may be logged now (at most one a second).
-    fn log_due(&mut self) -> bool {
-        let now = std::time::Instant::now();
-        match self.last_log {
-            Some(t) if now.duration_since(t) < Duration::from_secs(1) => false,
-            _ => {
-                self.last_log = Some(now);
-                true
-            }
-        }
-    }
 }
 
 enum Accepted {
