@@ -569,3 +569,67 @@ fn split_mget_of_large_values_is_not_copied() {
     assert!(grew_mib < 200, "proxy peak grew {grew_mib} MiB");
     proxy.assert_healthy();
 }
+
+/// A split MSET whose keys live on a running server and on a stopped one
+/// past its queue bound: the whole command is refused before any fragment
+/// is sent, so the running server's key is not written (refusing the second
+/// fragment after sending the first would half-apply the MSET).
+#[test]
+fn queue_bound_refuses_a_split_write_whole() {
+    let _g = serial();
+    let a = Redis::start();
+    let mut b = Redis::start();
+    let port = free_port();
+    let yaml = pool_yaml(
+        "w",
+        port,
+        "  redis: true\n",
+        &[(a.addr(), "a"), (b.addr(), "b")],
+    );
+    let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
+    let ka = key_on(&yaml, "a", "wa");
+    let kb = key_on(&yaml, "b", "wb");
+    stop_proc(b.proc.pid());
+    // Five clients push 20 MiB each at b: together past its 64 MiB bound.
+    let value = vec![b'q'; 1 << 20];
+    let mut fill: Vec<Client> = (0..5).map(|_| Client::connect(port)).collect();
+    let mut writers = Vec::new();
+    for (ci, c) in fill.iter().enumerate() {
+        let mut data = Vec::new();
+        for i in 0..20 {
+            let k = key_on(&yaml, "b", &format!("f{ci}-{i}-"));
+            data.extend_from_slice(&resp_cmd(&[b"SET", k.as_bytes(), &value]));
+        }
+        let mut s = c.sock.try_clone().expect("clone");
+        writers.push(thread::spawn(move || s.write_all(&data)));
+    }
+    thread::sleep(Duration::from_secs(3));
+    let mut c = Client::connect(port);
+    assert_eq!(
+        String::from_utf8_lossy(&c.cmd(&[b"MSET", ka.as_bytes(), b"1", kb.as_bytes(), b"1"])),
+        "-ERR too many request bytes queued for the server (server b)\r\n"
+    );
+    // The error comes back at once; give a fragment that was sent anyway
+    // time to land before checking it is absent.
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        a.client().cmd(&[b"EXISTS", ka.as_bytes()]),
+        b":0\r\n",
+        "the fragment for the running server was sent anyway"
+    );
+    cont_proc(b.proc.pid());
+    for c in &mut fill {
+        for _ in 0..20 {
+            let r = c.read_resp();
+            assert!(
+                r == b"+OK\r\n" || r.starts_with(b"-ERR too many request bytes"),
+                "{r:?}"
+            );
+        }
+    }
+    for w in writers {
+        w.join().expect("writer").expect("write");
+    }
+    proxy.assert_healthy();
+    b.proc.kill();
+}

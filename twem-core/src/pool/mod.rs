@@ -478,21 +478,8 @@ impl Pool {
         let Some(tx) = self.inner.conn(idx, hint % slots) else {
             return Err(CallError::Closed(Arc::from(sh.config.name.as_str())));
         };
-        let server = &sh.servers[idx];
-        let stats = &server.stats;
+        let stats = &sh.servers[idx].stats;
         let len = wire.len() as i64;
-        if stats.in_queue_bytes.load(Relaxed) > MAX_QUEUED_BYTES_PER_SERVER {
-            sh.stats.forward_error.fetch_add(1, Relaxed);
-            if sh.local_failure_log_due() {
-                tracing::warn!(pool = %sh.config.name, server = %server.name,
-                    queued = stats.in_queue_bytes.load(Relaxed),
-                    "request refused: the server is not taking requests (stalled?) and its queue is full");
-            }
-            return Err(CallError::Backend(BackendError::new(
-                BackendErrorKind::Backlogged,
-                Arc::clone(&server.name),
-            )));
-        }
         stats.in_queue.fetch_add(1, Relaxed);
         stats.in_queue_bytes.fetch_add(len, Relaxed);
         if tx
@@ -510,14 +497,40 @@ impl Pool {
         Ok(())
     }
 
+    /// Refuse a request for server `idx` when its unwritten bytes are past
+    /// the bound (the server is stalled or cannot keep up), before anything
+    /// of the request is sent.
+    fn refuse_if_backlogged(&self, idx: usize) -> Result<(), CallError> {
+        let sh = &self.inner.shared;
+        let server = &sh.servers[idx];
+        let queued = server.stats.in_queue_bytes.load(Relaxed);
+        if queued <= MAX_QUEUED_BYTES_PER_SERVER {
+            return Ok(());
+        }
+        sh.stats.forward_error.fetch_add(1, Relaxed);
+        if sh.local_failure_log_due() {
+            tracing::warn!(pool = %sh.config.name, server = %server.name, queued,
+                "request refused: the server is not taking requests (stalled?) and its queue is full");
+        }
+        Err(CallError::Backend(BackendError::new(
+            BackendErrorKind::Backlogged,
+            Arc::clone(&server.name),
+        )))
+    }
+
     /// Send the fragments of a split command, each to its server, and count
-    /// them in the pool's `fragments`.
+    /// them in the pool's `fragments`. Every target is checked for a full
+    /// queue first: refusing a later fragment after earlier ones were sent
+    /// would half-apply an MSET or a DEL.
     fn send_fragments(
         &self,
         frags: Vec<(usize, Bytes)>,
         expect: Expect,
         hint: usize,
     ) -> Result<Vec<oneshot::Receiver<Result<Frame, BackendError>>>, CallError> {
+        for (srv, _) in &frags {
+            self.refuse_if_backlogged(*srv)?;
+        }
         let mut parts = Vec::with_capacity(frags.len());
         for (srv, wire) in frags {
             let (tx, rx) = oneshot::channel();
@@ -548,6 +561,13 @@ impl Pool {
         expect: Option<Expect>,
         caller: Caller<'_>,
     ) -> ReplyFuture {
+        if let Err(e) = self.refuse_if_backlogged(idx) {
+            // A noreply request is refused silently, as memcached would.
+            return match expect {
+                Some(_) => ReplyFuture::ready(Err(e)),
+                None => ReplyFuture::no_reply(),
+            };
+        }
         let hint = caller.hint();
         let (tx, inner) = match caller {
             Caller::Inbox(inbox) => {
