@@ -521,7 +521,7 @@ fn several_problems_at_once() {
         "pool \"alpha\": redis \"yes\" is not true or false",
         "pool \"alpha\": unknown key \"bogus\" (known keys: listen, hash, hash_tag, distribution, timeout, \
          backlog, client_connections, redis, redis_auth, redis_db, preconnect, auto_eject_hosts, \
-         server_connections, server_retry_timeout, server_failure_limit, tcpkeepalive, reuseport, servers)",
+         server_connections, pinned_connections, server_retry_timeout, server_failure_limit, tcpkeepalive, reuseport, servers)",
         "pool \"alpha\": servers entry 2 \"127.0.0.1:6380:0\" has weight 0; weights must be at least 1",
         "pool \"beta\": listen is missing",
         "pool \"beta\": hash_tag \"{\" must be exactly 2 bytes, e.g. \"{}\"",
@@ -603,6 +603,7 @@ fn every_key_set() {
         preconnect: true,
         auto_eject_hosts: true,
         server_connections: 4,
+        pinned_connections: 8,
         server_retry_timeout: Duration::from_millis(2000),
         server_failure_limit: 5,
         tcpkeepalive: true,

@@ -40,6 +40,7 @@
 //! | `preconnect` | `true` or `false` | `false` |
 //! | `auto_eject_hosts` | `true` or `false` | `false` |
 //! | `server_connections` | integer, 1 to [`MAX_SERVER_CONNECTIONS`] | 1 |
+//! | `pinned_connections` | integer, 1 to [`MAX_SERVER_CONNECTIONS`]: connections per server a client may hold for itself (transactions); twem-only | 64 |
 //! | `server_retry_timeout` | milliseconds | 30000 |
 //! | `server_failure_limit` | integer | 2 |
 //! | `tcpkeepalive` | `true` or `false` | `false` |
@@ -139,6 +140,10 @@ pub const DEFAULT_SERVER_CONNECTIONS: u32 = 1;
 /// table; nutcracker deployments use a handful. Without a bound a value such
 /// as 2147483647 passed `-t` and then failed at start.
 pub const MAX_SERVER_CONNECTIONS: u32 = 1024;
+/// Default `pinned_connections`: backend connections per server that
+/// clients may hold for themselves (a `WATCH`/`MULTI` transaction pins one
+/// from its first key until `EXEC`), idle ones kept for reuse included.
+pub const DEFAULT_PINNED_CONNECTIONS: u32 = 64;
 /// Default `server_retry_timeout`: 30000 ms.
 pub const DEFAULT_SERVER_RETRY_TIMEOUT: Duration = Duration::from_millis(30_000);
 /// Default `server_failure_limit`.
@@ -149,7 +154,7 @@ pub const DEFAULT_TCPKEEPALIVE: bool = false;
 pub const DEFAULT_REUSEPORT: bool = false;
 
 /// Every key a pool may have, in nutcracker's documented order.
-pub const KEYS: [&str; 18] = [
+pub const KEYS: [&str; 19] = [
     "listen",
     "hash",
     "hash_tag",
@@ -163,6 +168,7 @@ pub const KEYS: [&str; 18] = [
     "preconnect",
     "auto_eject_hosts",
     "server_connections",
+    "pinned_connections",
     "server_retry_timeout",
     "server_failure_limit",
     "tcpkeepalive",
@@ -267,6 +273,10 @@ pub struct PoolConfig {
     pub auto_eject_hosts: bool,
     /// Most connections per backend server, 1 to [`MAX_SERVER_CONNECTIONS`].
     pub server_connections: u32,
+    /// Most connections per backend server pinned to clients (transactions),
+    /// 1 to [`MAX_SERVER_CONNECTIONS`]; a client that would need one more
+    /// gets an error saying so.
+    pub pinned_connections: u32,
     /// How long an ejected server stays out.
     pub server_retry_timeout: Duration,
     /// Consecutive failures before a server is ejected.
@@ -298,6 +308,7 @@ impl PoolConfig {
             preconnect: DEFAULT_PRECONNECT,
             auto_eject_hosts: DEFAULT_AUTO_EJECT_HOSTS,
             server_connections: DEFAULT_SERVER_CONNECTIONS,
+            pinned_connections: DEFAULT_PINNED_CONNECTIONS,
             server_retry_timeout: DEFAULT_SERVER_RETRY_TIMEOUT,
             server_failure_limit: DEFAULT_SERVER_FAILURE_LIMIT,
             tcpkeepalive: DEFAULT_TCPKEEPALIVE,

@@ -10,9 +10,9 @@ use super::tree::{Node, Pos, Value};
 use super::{
     Config, ConfigError, Listen, PoolConfig, Problem, ServerAddr, ServerConfig,
     DEFAULT_AUTO_EJECT_HOSTS, DEFAULT_BACKLOG, DEFAULT_CLIENT_CONNECTIONS, DEFAULT_DISTRIBUTION,
-    DEFAULT_HASH, DEFAULT_PRECONNECT, DEFAULT_REDIS, DEFAULT_REDIS_DB, DEFAULT_REUSEPORT,
-    DEFAULT_SERVER_CONNECTIONS, DEFAULT_SERVER_FAILURE_LIMIT, DEFAULT_SERVER_RETRY_TIMEOUT,
-    DEFAULT_TCPKEEPALIVE, KEYS, MAX_SERVER_CONNECTIONS,
+    DEFAULT_HASH, DEFAULT_PINNED_CONNECTIONS, DEFAULT_PRECONNECT, DEFAULT_REDIS, DEFAULT_REDIS_DB,
+    DEFAULT_REUSEPORT, DEFAULT_SERVER_CONNECTIONS, DEFAULT_SERVER_FAILURE_LIMIT,
+    DEFAULT_SERVER_RETRY_TIMEOUT, DEFAULT_TCPKEEPALIVE, KEYS, MAX_SERVER_CONNECTIONS,
 };
 use crate::hash::{HashKind, HashTag};
 use crate::ring::Distribution;
@@ -247,24 +247,18 @@ impl Checker {
         let auto_eject_hosts = self
             .boolean(pool, &keys, "auto_eject_hosts")
             .unwrap_or(DEFAULT_AUTO_EJECT_HOSTS);
-        let server_connections = match self.number(pool, &keys, "server_connections") {
-            Some(0) => {
-                let pos = keys.get("server_connections").map(|n| n.pos);
-                let message = "server_connections must be at least 1".to_owned();
-                self.report(pool, Some("server_connections"), pos, message);
-                DEFAULT_SERVER_CONNECTIONS
-            }
-            Some(n) if n > MAX_SERVER_CONNECTIONS => {
-                let pos = keys.get("server_connections").map(|n| n.pos);
-                let message = format!(
-                    "server_connections {n} is too large (at most {MAX_SERVER_CONNECTIONS} per server)"
-                );
-                self.report(pool, Some("server_connections"), pos, message);
-                DEFAULT_SERVER_CONNECTIONS
-            }
-            Some(n) => n,
-            None => DEFAULT_SERVER_CONNECTIONS,
-        };
+        let server_connections = self.connections(
+            pool,
+            &keys,
+            "server_connections",
+            DEFAULT_SERVER_CONNECTIONS,
+        );
+        let pinned_connections = self.connections(
+            pool,
+            &keys,
+            "pinned_connections",
+            DEFAULT_PINNED_CONNECTIONS,
+        );
         let server_retry_timeout = self
             .number(pool, &keys, "server_retry_timeout")
             .map_or(DEFAULT_SERVER_RETRY_TIMEOUT, |ms| {
@@ -298,6 +292,7 @@ impl Checker {
                     preconnect,
                     auto_eject_hosts,
                     server_connections,
+                    pinned_connections,
                     server_retry_timeout,
                     server_failure_limit,
                     tcpkeepalive,
@@ -368,6 +363,27 @@ impl Checker {
             self.report(pool, Some(key), Some(node.pos), message);
         }
         value
+    }
+
+    /// A connection count (`server_connections`, `pinned_connections`): 1 to
+    /// [`MAX_SERVER_CONNECTIONS`], `default` when absent.
+    fn connections(&mut self, pool: Option<&str>, keys: &Keys<'_>, key: &str, default: u32) -> u32 {
+        match self.number(pool, keys, key) {
+            Some(0) => {
+                let pos = keys.get(key).map(|n| n.pos);
+                self.report(pool, Some(key), pos, format!("{key} must be at least 1"));
+                default
+            }
+            Some(n) if n > MAX_SERVER_CONNECTIONS => {
+                let pos = keys.get(key).map(|n| n.pos);
+                let message =
+                    format!("{key} {n} is too large (at most {MAX_SERVER_CONNECTIONS} per server)");
+                self.report(pool, Some(key), pos, message);
+                default
+            }
+            Some(n) => n,
+            None => default,
+        }
     }
 
     /// A non-negative number as nutcracker's `nc_atoi` reads it: decimal

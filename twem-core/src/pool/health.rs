@@ -92,7 +92,7 @@ impl PoolShared {
     async fn probe(&self, idx: usize) -> Result<(), BackendErrorKind> {
         let limit = self.config.timeout.unwrap_or(DEFAULT_PROBE_TIMEOUT);
         let fut = async {
-            let mut conn = backend::connect(self, idx).await?;
+            let mut conn = backend::connect(self, idx, backend::Lane::default()).await?;
             let (wire, expect) = match self.protocol {
                 Protocol::Redis => (Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), Expect::Resp),
                 Protocol::Memcache => (

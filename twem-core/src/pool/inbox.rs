@@ -36,6 +36,7 @@ pub struct Inbox {
     shared: Arc<Shared>,
     next: u64,
     hint: usize,
+    resp3: bool,
 }
 
 impl Inbox {
@@ -51,7 +52,20 @@ impl Inbox {
             }),
             next: 0,
             hint,
+            resp3: false,
         }
+    }
+
+    /// Whether this client speaks RESP3 (`HELLO 3`): its requests then go
+    /// to connections negotiated with `HELLO 3`, whose replies are RESP3.
+    pub fn resp3(&self) -> bool {
+        self.resp3
+    }
+
+    /// Switch the client's protocol (its `HELLO`); later requests use the
+    /// matching connections.
+    pub fn set_resp3(&mut self, resp3: bool) {
+        self.resp3 = resp3;
     }
 
     /// The client id given to [`Inbox::new`].

@@ -19,6 +19,7 @@ mod health;
 mod inbox;
 mod merge;
 pub mod metrics;
+mod pin;
 pub mod route;
 pub mod stats;
 
@@ -46,6 +47,7 @@ pub use error::{
     BackendError, BackendErrorKind, CallError, PoolError, RequestCause, RequestError, ServerError,
 };
 pub use inbox::Inbox;
+pub use pin::Pinned;
 pub use stats::{PoolSnapshot, PoolStats, ServerSnapshot, ServerStats};
 
 use backend::{BackendReq, Expect, Msg, ReplyTx};
@@ -125,14 +127,25 @@ pub(crate) struct PoolShared {
     closed: AtomicBool,
     /// Requests every new Redis backend connection starts with.
     handshake: Vec<resp::Request>,
+    /// The same, then `HELLO 3`: for the connections of RESP3 clients.
+    handshake3: Vec<resp::Request>,
+    /// The lowest `redis_version` among the servers, once learned (see
+    /// [`Pool::server_version`]).
+    version: Mutex<Option<Arc<str>>>,
     /// When a local failure (out of descriptors) was last logged, seconds
     /// since the epoch: such lines are rate-limited to one a second.
     last_local_log: AtomicU64,
 }
 
 impl PoolShared {
-    pub(crate) fn handshake(&self) -> &[resp::Request] {
-        &self.handshake
+    /// The requests a new connection starts with: AUTH and SELECT as
+    /// configured, and `HELLO 3` for the connections of RESP3 clients.
+    pub(crate) fn handshake(&self, resp3: bool) -> &[resp::Request] {
+        if resp3 {
+            &self.handshake3
+        } else {
+            &self.handshake
+        }
     }
 
     /// Whether a line about a local failure may be logged now (at most one
@@ -180,27 +193,89 @@ type Lazy = OnceLock<mpsc::UnboundedSender<Msg>>;
 #[derive(Debug)]
 struct Handles {
     shared: Arc<PoolShared>,
-    /// `conns[server][slot]`.
+    /// `conns[server][slot]`: the shared connections of RESP2 clients.
     conns: Vec<Box<[Lazy]>>,
+    /// `conns3[server][slot]`: the same for RESP3 clients (`HELLO 3`),
+    /// started only when such a client sends to that server.
+    conns3: Vec<Box<[Lazy]>>,
+    /// Per server: the connections pinned to clients (transactions).
+    pins: Vec<PinSet>,
+}
+
+/// One server's pinned connections: how many exist (held or idle), and the
+/// idle ones, clean, kept for the next transaction.
+#[derive(Debug, Default)]
+struct PinSet {
+    count: Mutex<usize>,
+    /// `(channel, resp3)` of idle pinned connections.
+    idle: Mutex<Vec<(mpsc::UnboundedSender<Msg>, bool)>>,
 }
 
 impl Handles {
-    /// The channel of server `idx`'s connection `slot`, starting its task on
-    /// first use. Runs inside the runtime (every caller is async or was
-    /// called from a task).
-    fn conn(&self, idx: usize, slot: usize) -> Option<&mpsc::UnboundedSender<Msg>> {
-        let lazy = self.conns.get(idx)?.get(slot)?;
+    /// The channel of server `idx`'s shared connection `slot` (of the RESP3
+    /// lane if `resp3`), starting its task on first use. Runs inside the
+    /// runtime (every caller is async or was called from a task).
+    fn conn(&self, idx: usize, slot: usize, resp3: bool) -> Option<&mpsc::UnboundedSender<Msg>> {
+        let lanes = if resp3 { &self.conns3 } else { &self.conns };
+        let lazy = lanes.get(idx)?.get(slot)?;
         Some(lazy.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            // Debug level: disabled (and free) at the default log level.
-            let span = tracing::debug_span!(parent: None, "backend", pool = %self.shared.config.name,
-                server = %self.shared.servers[idx].name, slot);
-            tokio::spawn(tracing::Instrument::instrument(
-                backend::ConnTask::new(Arc::clone(&self.shared), idx, rx).run(),
-                span,
-            ));
-            tx
+            self.spawn_conn(
+                idx,
+                backend::Lane {
+                    resp3,
+                    pinned: false,
+                },
+                slot,
+            )
         }))
+    }
+
+    /// Hand `wire` to the connection task behind `tx` (of server `idx`),
+    /// counting it in the server's queue gauges until it is written.
+    fn send_on(
+        &self,
+        tx: &mpsc::UnboundedSender<Msg>,
+        idx: usize,
+        wire: Bytes,
+        expect: Option<Expect>,
+        reply: Option<ReplyTx>,
+    ) -> Result<(), CallError> {
+        let sh = &self.shared;
+        let stats = &sh.servers[idx].stats;
+        let len = wire.len() as i64;
+        stats.in_queue.fetch_add(1, Relaxed);
+        stats.in_queue_bytes.fetch_add(len, Relaxed);
+        if tx
+            .send(Msg::Req(BackendReq {
+                wire,
+                expect,
+                reply,
+            }))
+            .is_err()
+        {
+            stats.in_queue.fetch_sub(1, Relaxed);
+            stats.in_queue_bytes.fetch_sub(len, Relaxed);
+            return Err(CallError::Closed(Arc::from(sh.config.name.as_str())));
+        }
+        Ok(())
+    }
+
+    /// Start a connection task for server `idx`; its channel.
+    fn spawn_conn(
+        &self,
+        idx: usize,
+        lane: backend::Lane,
+        slot: usize,
+    ) -> mpsc::UnboundedSender<Msg> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Debug level: disabled (and free) at the default log level.
+        let span = tracing::debug_span!(parent: None, "backend", pool = %self.shared.config.name,
+            server = %self.shared.servers[idx].name, slot, resp3 = lane.resp3, pinned = lane.pinned);
+        tokio::spawn(tracing::Instrument::instrument(
+            backend::ConnTask::new(Arc::clone(&self.shared), idx, lane, rx).run(),
+            span,
+        ));
+        tx
     }
 }
 
@@ -296,7 +371,16 @@ impl Pool {
             metrics: metrics::PoolMetrics::new(&config.name, config.redis),
             rebuild: Mutex::new(()),
             closed: AtomicBool::new(false),
+            handshake3: {
+                let mut h = handshake.clone();
+                h.push(resp::Request::from_args([
+                    Bytes::from_static(b"HELLO"),
+                    Bytes::from_static(b"3"),
+                ]));
+                h
+            },
             handshake,
+            version: Mutex::new(None),
             last_local_log: AtomicU64::new(0),
             config,
         });
@@ -304,14 +388,25 @@ impl Pool {
         // task start then (a large `server_connections` used to cost ~8 KiB
         // per slot at start). With `preconnect` every slot starts now and
         // connects (nutcracker opens one per server; twem fills every slot).
-        let conns: Vec<Box<[Lazy]>> = (0..shared.servers.len())
-            .map(|_| (0..slots).map(|_| OnceLock::new()).collect())
+        let lazies = || -> Vec<Box<[Lazy]>> {
+            (0..shared.servers.len())
+                .map(|_| (0..slots).map(|_| OnceLock::new()).collect())
+                .collect()
+        };
+        let (conns, conns3) = (lazies(), lazies());
+        let pins = (0..shared.servers.len())
+            .map(|_| PinSet::default())
             .collect();
-        let handles = Handles { shared, conns };
+        let handles = Handles {
+            conns,
+            conns3,
+            pins,
+            shared,
+        };
         if handles.shared.config.preconnect {
             for idx in 0..handles.conns.len() {
                 for slot in 0..slots {
-                    handles.conn(idx, slot);
+                    handles.conn(idx, slot, false);
                 }
             }
         }
@@ -468,33 +563,17 @@ impl Pool {
         wire: Bytes,
         expect: Option<Expect>,
         reply: Option<ReplyTx>,
-        hint: usize,
+        (hint, resp3): (usize, bool),
     ) -> Result<(), CallError> {
         let sh = &self.inner.shared;
         if sh.closed.load(Relaxed) {
             return Err(CallError::Closed(Arc::from(sh.config.name.as_str())));
         }
         let slots = self.inner.conns.get(idx).map_or(1, |p| p.len().max(1));
-        let Some(tx) = self.inner.conn(idx, hint % slots) else {
+        let Some(tx) = self.inner.conn(idx, hint % slots, resp3) else {
             return Err(CallError::Closed(Arc::from(sh.config.name.as_str())));
         };
-        let stats = &sh.servers[idx].stats;
-        let len = wire.len() as i64;
-        stats.in_queue.fetch_add(1, Relaxed);
-        stats.in_queue_bytes.fetch_add(len, Relaxed);
-        if tx
-            .send(Msg::Req(BackendReq {
-                wire,
-                expect,
-                reply,
-            }))
-            .is_err()
-        {
-            stats.in_queue.fetch_sub(1, Relaxed);
-            stats.in_queue_bytes.fetch_sub(len, Relaxed);
-            return Err(CallError::Closed(Arc::from(sh.config.name.as_str())));
-        }
-        Ok(())
+        self.inner.send_on(tx, idx, wire, expect, reply)
     }
 
     /// Refuse a request for server `idx` when its unwritten bytes are past
@@ -526,7 +605,7 @@ impl Pool {
         &self,
         frags: Vec<(usize, Bytes)>,
         expect: Expect,
-        hint: usize,
+        hint: (usize, bool),
     ) -> Result<Vec<oneshot::Receiver<Result<Frame, BackendError>>>, CallError> {
         for (srv, _) in &frags {
             self.refuse_if_backlogged(*srv)?;
@@ -568,7 +647,7 @@ impl Pool {
                 None => ReplyFuture::no_reply(),
             };
         }
-        let hint = caller.hint();
+        let hint = caller.lane();
         let (tx, inner) = match caller {
             Caller::Inbox(inbox) => {
                 let (tx, rx) = inbox.slot();
@@ -647,6 +726,26 @@ impl Pool {
         self.execute(planned.plan, Expect::Resp, caller)
     }
 
+    /// Where a Redis request would go (what [`Pool::dispatch_redis`] would
+    /// do with it), without sending anything: for a session that must know
+    /// a command's server before deciding (a transaction's queued commands).
+    pub fn plan_redis(&self, req: &resp::Request) -> route::RedisPlan {
+        route::plan_redis(req, &self.inner.shared.ring.load())
+    }
+
+    /// The error a client reads for a plan that failed.
+    pub fn failure_error(&self, f: Failure) -> CallError {
+        match f {
+            Failure::Command(e) => CallError::Request(RequestError::from(e)),
+            Failure::AllEjected => CallError::Backend(BackendError::new(
+                BackendErrorKind::AllEjected,
+                Arc::from(""),
+            )),
+            #[allow(unreachable_patterns)]
+            other => CallError::Request(RequestError::uncoded(other.to_string())),
+        }
+    }
+
     /// `AUTH` reaching the pool itself (an embedder's call; the proxy's
     /// sessions answer their clients' AUTH before this): with `redis_auth`
     /// set it is checked against it, as the proxy would, instead of the
@@ -719,7 +818,7 @@ impl Pool {
                     part_of,
                     merge,
                 } = *split;
-                let parts = match self.send_fragments(parts, expect, caller.hint()) {
+                let parts = match self.send_fragments(parts, expect, caller.lane()) {
                     Ok(p) => p,
                     Err(e) => return ReplyFuture::ready(Err(e)),
                 };
@@ -740,10 +839,12 @@ enum Caller<'a> {
 }
 
 impl Caller<'_> {
-    fn hint(&self) -> usize {
+    /// The client id (which connection slot) and whether it speaks RESP3
+    /// (which lane of connections).
+    fn lane(&self) -> (usize, bool) {
         match self {
-            Caller::Hint(h) => *h,
-            Caller::Inbox(i) => i.hint(),
+            Caller::Hint(h) => (*h, false),
+            Caller::Inbox(i) => (i.hint(), i.resp3()),
         }
     }
 }
@@ -838,6 +939,9 @@ enum Inner {
     One(oneshot::Receiver<Result<Frame, BackendError>>),
     Slot(inbox::SlotRx),
     Merge(Box<Merge>),
+    /// A reply computed by a future of its own (see
+    /// [`ReplyFuture::from_future`]).
+    Boxed(Pin<Box<dyn Future<Output = Result<ReplyChunks, CallError>> + Send>>),
 }
 
 /// The reply to one dispatched request, resolving to the [`Answer`] (or the
@@ -853,6 +957,7 @@ impl std::fmt::Debug for ReplyFuture {
             Inner::Ready(_) | Inner::NoReply | Inner::Taken => "ready",
             Inner::One(_) | Inner::Slot(_) => "waiting",
             Inner::Merge(_) => "merging",
+            Inner::Boxed(_) => "computing",
         };
         f.debug_struct("ReplyFuture")
             .field("state", &state)
@@ -923,6 +1028,7 @@ impl ReplyFuture {
                 Poll::Pending => Poll::Pending,
             },
             Inner::Merge(m) => m.poll(cx).map(|r| r.map(Answer::Built)),
+            Inner::Boxed(f) => f.as_mut().poll(cx).map(|r| r.map(Answer::Built)),
         }
     }
 

@@ -49,6 +49,8 @@ pub trait Frontend: Send + 'static {
 pub struct RedisFrontend {
     authed: bool,
     limits: resp::Limits,
+    client: super::redis::ClientState,
+    txn: super::redis::Txn,
 }
 
 impl RedisFrontend {
@@ -59,6 +61,8 @@ impl RedisFrontend {
         RedisFrontend {
             authed: false,
             limits: resp::Limits::default(),
+            client: super::redis::ClientState::new(),
+            txn: super::redis::Txn::default(),
         }
     }
 }
@@ -69,9 +73,7 @@ impl Default for RedisFrontend {
     }
 }
 
-fn ready(b: &'static [u8]) -> ReplyFuture {
-    ReplyFuture::ready(Ok(Bytes::from_static(b)))
-}
+use super::redis::ready;
 
 impl Frontend for RedisFrontend {
     type Codec = resp::RequestCodec;
@@ -109,10 +111,19 @@ impl Frontend for RedisFrontend {
             };
             return Step::Reply(ready(reply));
         }
+        if name.eq_ignore_ascii_case(b"hello") {
+            return Step::Reply(super::redis::hello(
+                &req,
+                pool,
+                inbox,
+                &mut self.client,
+                &mut self.authed,
+            ));
+        }
         if !self.authed && pool.config().redis_auth.is_some() {
             return Step::Reply(ready(b"-NOAUTH Authentication required\r\n"));
         }
-        Step::Reply(pool.dispatch_redis_in(&req, inbox))
+        Step::Reply(self.session_command(name, &req, pool, inbox))
     }
 
     fn error_reply(&self, e: &CallError) -> Bytes {
@@ -126,6 +137,63 @@ impl Frontend for RedisFrontend {
             return None;
         }
         Some(Bytes::from(format!("-ERR {e}\r\n")))
+    }
+}
+
+impl RedisFrontend {
+    /// Commands about this client's session (its name, its transaction),
+    /// answered or carried out here; everything else goes to the pool.
+    fn session_command(
+        &mut self,
+        name: &[u8],
+        req: &resp::Request,
+        pool: &Pool,
+        inbox: &mut Inbox,
+    ) -> ReplyFuture {
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        if self.txn.queuing() {
+            return if is(b"exec") {
+                self.txn.exec(pool, inbox)
+            } else if is(b"discard") {
+                self.txn.discard(pool)
+            } else if is(b"multi") {
+                self.txn.multi()
+            } else if is(b"watch") {
+                self.txn.watch(req, pool, inbox)
+            } else if is(b"reset") {
+                self.reset(inbox)
+            } else {
+                self.txn.queue(req, pool)
+            };
+        }
+        if is(b"multi") {
+            self.txn.multi()
+        } else if is(b"exec") {
+            self.txn.exec(pool, inbox)
+        } else if is(b"discard") {
+            self.txn.discard(pool)
+        } else if is(b"watch") {
+            self.txn.watch(req, pool, inbox)
+        } else if is(b"unwatch") {
+            self.txn.unwatch(pool, inbox)
+        } else if is(b"client") {
+            super::redis::client(req, inbox, &mut self.client)
+        } else if is(b"reset") {
+            self.reset(inbox)
+        } else {
+            pool.dispatch_redis_in(req, inbox)
+        }
+    }
+
+    /// `RESET`: as a new connection (RESP2, no name, no transaction; with
+    /// `redis_auth` set, not authenticated). A pinned connection is dropped
+    /// (closed once idle), not reused: what it watched is unknown here.
+    fn reset(&mut self, inbox: &mut Inbox) -> ReplyFuture {
+        self.txn = super::redis::Txn::default();
+        self.client = super::redis::ClientState::new();
+        self.authed = false;
+        inbox.set_resp3(false);
+        ready(b"+RESET\r\n")
     }
 }
 

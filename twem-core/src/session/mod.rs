@@ -18,6 +18,7 @@
 //! write queue written ([`Session::on_written`]) or shutdown.
 
 mod frontend;
+mod redis;
 
 use std::collections::VecDeque;
 use std::future::Future;

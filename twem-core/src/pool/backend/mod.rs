@@ -174,6 +174,20 @@ impl ReplyDecoder {
     }
 }
 
+/// Which kind of connection a task serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Lane {
+    /// Negotiated with `HELLO 3`: its replies are RESP3, for clients that
+    /// asked for RESP3 (they never share a connection with RESP2 clients,
+    /// whose replies would otherwise change type under them).
+    pub resp3: bool,
+    /// Held by one client (a transaction): the connection carries that
+    /// client's state (`WATCH`, `MULTI`), so when it is lost the task ends
+    /// instead of reconnecting. A fresh connection would silently drop the
+    /// watched keys and the client would commit blind.
+    pub pinned: bool,
+}
+
 /// The task behind one connection slot of a server: it waits for a
 /// request (or connects at once with `preconnect`), connects, serves the
 /// connection until it fails or the pool closes it, and starts again on the
@@ -181,6 +195,7 @@ impl ReplyDecoder {
 pub(crate) struct ConnTask {
     shared: Arc<PoolShared>,
     idx: usize,
+    lane: Lane,
     rx: mpsc::UnboundedReceiver<Msg>,
 }
 
@@ -189,15 +204,21 @@ impl ConnTask {
     pub(crate) fn new(
         shared: Arc<PoolShared>,
         idx: usize,
+        lane: Lane,
         rx: mpsc::UnboundedReceiver<Msg>,
     ) -> Self {
-        ConnTask { shared, idx, rx }
+        ConnTask {
+            shared,
+            idx,
+            lane,
+            rx,
+        }
     }
 
     /// Connect and serve, again and again, until told to close.
     pub(crate) async fn run(mut self) {
         let mut pending: Option<BackendReq> = None;
-        let mut connect_now = self.shared.config.preconnect;
+        let mut connect_now = self.shared.config.preconnect && !self.lane.pinned;
         loop {
             if !connect_now && pending.is_none() {
                 match self.rx.recv().await {
@@ -212,12 +233,30 @@ impl ConnTask {
             // connecting connection with their timers running).
             let started = Instant::now();
             let first = pending.take();
-            let done = match connect(&self.shared, self.idx).await {
+            let done = match connect(&self.shared, self.idx, self.lane).await {
                 Ok(conn) => self.serve(conn, first.map(|r| (r, started))).await,
                 Err(kind) => self.connect_failed(first, kind),
             };
             if done {
                 return;
+            }
+            if self.lane.pinned {
+                self.end_pinned();
+                return;
+            }
+        }
+    }
+
+    /// A pinned connection was lost: it is not replaced (see
+    /// [`Lane::pinned`]); what its client sent after the loss fails, and
+    /// nothing more can be sent to it.
+    fn end_pinned(&mut self) {
+        self.rx.close();
+        let server = &self.shared.servers[self.idx];
+        let err = BackendError::new(BackendErrorKind::Unknown, server.name.clone());
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Msg::Req(r) = msg {
+                fail_req(&self.shared, self.idx, r, &err);
             }
         }
     }
@@ -317,8 +356,12 @@ pub(crate) enum Conn {
 /// Open a connection to server `idx`, resolving its host name afresh, and run
 /// the Redis handshake (AUTH, then SELECT) when the pool needs one. The whole
 /// of it is bounded by the pool's `timeout`.
-pub(crate) async fn connect(shared: &PoolShared, idx: usize) -> Result<Conn, BackendErrorKind> {
-    let fut = connect_inner(shared, idx);
+pub(crate) async fn connect(
+    shared: &PoolShared,
+    idx: usize,
+    lane: Lane,
+) -> Result<Conn, BackendErrorKind> {
+    let fut = connect_inner(shared, idx, lane);
     match shared.config.timeout {
         Some(t) => match tokio::time::timeout(t, fut).await {
             Ok(r) => r,
@@ -328,7 +371,11 @@ pub(crate) async fn connect(shared: &PoolShared, idx: usize) -> Result<Conn, Bac
     }
 }
 
-async fn connect_inner(shared: &PoolShared, idx: usize) -> Result<Conn, BackendErrorKind> {
+async fn connect_inner(
+    shared: &PoolShared,
+    idx: usize,
+    lane: Lane,
+) -> Result<Conn, BackendErrorKind> {
     let server = &shared.servers[idx];
     let mut conn = match &server.addr {
         ServerAddr::Tcp { host, port } => {
@@ -354,7 +401,7 @@ async fn connect_inner(shared: &PoolShared, idx: usize) -> Result<Conn, BackendE
                 .map_err(|e| BackendErrorKind::from_io(&e))?,
         ),
     };
-    let init = shared.handshake();
+    let init = shared.handshake(lane.resp3);
     if !init.is_empty() {
         let n = init.len();
         let wire: Vec<u8> = init.iter().flat_map(|r| r.wire().iter().copied()).collect();

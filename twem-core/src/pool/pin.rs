@@ -1,0 +1,315 @@
+//! Connections pinned to one client: a transaction (`WATCH` ... `EXEC`) must
+//! run on one backend connection, alone, because the server keeps its state
+//! (the watched keys, the queued commands) per connection.
+//!
+//! A [`Pinned`] is taken with [`Pool::pin`] for one server and lane, used
+//! with [`Pool::send_pinned`], and either [released](Pinned::release) clean
+//! (the server holds no state for it any more: after `EXEC`, `DISCARD` or
+//! `UNWATCH` were sent) and kept for the next transaction, or dropped, which
+//! closes the connection once what was sent on it is answered. A pinned
+//! connection that is lost is not replaced (see `Lane::pinned`): what its
+//! client sends next fails, so a watch can never be silently lost.
+//!
+//! The pinned connections of a server, held and idle, are at most the pool's
+//! `pinned_connections`; past it [`Pool::pin`] says so instead of waiting.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::backend::{Expect, Lane, Msg, ReplyTx};
+use super::error::{CallError, RequestError};
+use super::inbox::Inbox;
+use super::{Handles, Inner, Pool, ReplyFuture};
+
+/// A backend connection held by one client; see the module docs.
+#[derive(Debug)]
+pub struct Pinned {
+    handles: Arc<Handles>,
+    server: usize,
+    resp3: bool,
+    tx: Option<mpsc::UnboundedSender<Msg>>,
+}
+
+impl Pinned {
+    /// The server (index in the pool's ring order) it is connected to.
+    pub fn server(&self) -> usize {
+        self.server
+    }
+
+    /// Whether it speaks RESP3.
+    pub fn resp3(&self) -> bool {
+        self.resp3
+    }
+
+    /// Give it back for reuse: the caller has ended whatever state the
+    /// server kept for it (sent `EXEC`, `DISCARD` or `UNWATCH` last). Requests
+    /// still in flight on it are answered before the next user's.
+    pub fn release(mut self) {
+        let Some(tx) = self.tx.take() else { return };
+        let Some(set) = self.handles.pins.get(self.server) else {
+            return;
+        };
+        if tx.is_closed() {
+            // Lost while held: it no longer counts.
+            set.forget();
+            return;
+        }
+        set.lock_idle().push((tx, self.resp3));
+    }
+}
+
+impl Drop for Pinned {
+    /// Dropped without [`release`](Pinned::release) (the client left
+    /// mid-transaction, or the transaction failed): the channel closes, so
+    /// the connection closes once its in-flight requests are answered, and
+    /// no other client ever sees its state.
+    fn drop(&mut self) {
+        if self.tx.take().is_some() {
+            if let Some(set) = self.handles.pins.get(self.server) {
+                set.forget();
+            }
+        }
+    }
+}
+
+impl super::PinSet {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<(mpsc::UnboundedSender<Msg>, bool)>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_count(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.count.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One pinned connection is gone (dropped, or found closed).
+    fn forget(&self) {
+        let mut n = self.lock_count();
+        *n = n.saturating_sub(1);
+    }
+}
+
+impl Pool {
+    /// A connection to server `server` (ring order) for one client alone,
+    /// negotiated with `HELLO 3` if `resp3`: an idle clean one if there is
+    /// one, else a new one (it connects on its first request). Fails when
+    /// the server already has `pinned_connections` of them.
+    pub fn pin(&self, server: usize, resp3: bool) -> Result<Pinned, CallError> {
+        let handles = &self.inner;
+        let Some(set) = handles.pins.get(server) else {
+            return Err(CallError::Request(RequestError::uncoded(
+                "no such server in the pool",
+            )));
+        };
+        let max = handles.shared.config.pinned_connections.max(1) as usize;
+        let pinned = |tx| Pinned {
+            handles: Arc::clone(handles),
+            server,
+            resp3,
+            tx: Some(tx),
+        };
+        {
+            let mut idle = set.lock_idle();
+            // Connections lost while idle no longer count.
+            let before = idle.len();
+            idle.retain(|(tx, _)| !tx.is_closed());
+            let lost = before - idle.len();
+            if lost > 0 {
+                let mut n = set.lock_count();
+                *n = n.saturating_sub(lost);
+            }
+            if let Some(i) = idle.iter().rposition(|(_, r)| *r == resp3) {
+                let (tx, _) = idle.swap_remove(i);
+                return Ok(pinned(tx));
+            }
+            let mut n = set.lock_count();
+            if *n >= max {
+                // At the bound: an idle connection of the other protocol
+                // makes room, if there is one.
+                if idle.pop().is_none() {
+                    let name = &handles.shared.servers[server].name;
+                    return Err(CallError::Request(RequestError::new(
+                        "ERR",
+                        format!(
+                            "twem: all {max} pinned connections to server {name} are in use \
+                             by transactions (pool setting pinned_connections); retry later"
+                        ),
+                    )));
+                }
+            } else {
+                *n += 1;
+            }
+        }
+        let lane = Lane {
+            resp3,
+            pinned: true,
+        };
+        Ok(pinned(handles.spawn_conn(server, lane, usize::MAX)))
+    }
+
+    /// Send `wire` (one request) on a pinned connection. With `inbox`, its
+    /// reply is the client's (delivered in that inbox's order); without, the
+    /// reply is read and dropped (`MULTI` and the queued commands of a
+    /// transaction, whose results come with `EXEC`'s reply).
+    pub fn send_pinned(&self, pin: &Pinned, wire: Bytes, inbox: Option<&mut Inbox>) -> ReplyFuture {
+        let lost = || {
+            ReplyFuture::ready(Err(CallError::Request(RequestError::new(
+                "ERR",
+                "twem: the server connection of this transaction was lost; \
+                 nothing sent after the loss was applied (retry the transaction)",
+            ))))
+        };
+        let Some(tx) = pin.tx.as_ref().filter(|tx| !tx.is_closed()) else {
+            return lost();
+        };
+        let (reply, fut) = match inbox {
+            Some(inbox) => {
+                let (stx, srx) = inbox.slot();
+                (
+                    Some(ReplyTx::Slot(stx)),
+                    ReplyFuture {
+                        inner: Inner::Slot(srx),
+                    },
+                )
+            }
+            None => (None, ReplyFuture::no_reply()),
+        };
+        match pin
+            .handles
+            .send_on(tx, pin.server, wire, Some(Expect::Resp), reply)
+        {
+            Ok(()) => fut,
+            Err(_) => lost(),
+        }
+    }
+}
+
+/// `redis_version:` of an `INFO server` reply, as numbers for ordering.
+fn version_of(info: &[u8]) -> Option<(Vec<u64>, String)> {
+    let text = std::str::from_utf8(info).ok()?;
+    let v = text
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))?
+        .trim();
+    let nums = v
+        .split('.')
+        .map(|p| p.parse::<u64>().unwrap_or(0))
+        .collect();
+    Some((nums, v.to_owned()))
+}
+
+/// The lowest of the versions found in `infos` (`INFO server` replies).
+fn lowest_version<'a>(infos: impl Iterator<Item = &'a [u8]>) -> Option<String> {
+    infos
+        .filter_map(version_of)
+        .min_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, v)| v)
+}
+
+impl Pool {
+    /// The lowest `redis_version` among the pool's live servers (what the
+    /// proxy reports in `HELLO` and `INFO`: a client checking for a feature
+    /// must not be told a version some server lacks). Asked of every live
+    /// server with `INFO server` the first time, then remembered; servers
+    /// that fail to answer are left out, and if none answers, that is the
+    /// error.
+    pub async fn server_version(&self) -> Result<Arc<str>, CallError> {
+        let shared = &self.inner.shared;
+        if let Some(v) = shared
+            .version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(v);
+        }
+        let ring = shared.ring.load();
+        let wire = twem_proto::resp::Request::from_args([
+            Bytes::from_static(b"INFO"),
+            Bytes::from_static(b"server"),
+        ])
+        .wire()
+        .clone();
+        let mut parts = Vec::new();
+        let mut first_err = None;
+        for idx in 0..shared.servers.len() {
+            if !ring.is_live(idx) {
+                continue;
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let sent = self.send(
+                idx,
+                wire.clone(),
+                Some(Expect::Resp),
+                Some(ReplyTx::Oneshot(tx)),
+                (0, false),
+            );
+            match sent {
+                Ok(()) => parts.push(rx),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let mut infos = Vec::new();
+        for rx in parts {
+            match rx.await {
+                Ok(Ok(frame)) if !frame.is_error() => infos.push(frame.into_raw()),
+                Ok(Ok(frame)) => {
+                    // The error line without its `-` and CRLF.
+                    let raw = frame.into_raw();
+                    let text = raw.slice(1..raw.len().saturating_sub(2).max(1));
+                    first_err.get_or_insert(CallError::Server(super::ServerError::Reply(text)));
+                }
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(CallError::Backend(e));
+                }
+                Err(_) => {}
+            }
+        }
+        match lowest_version(infos.iter().map(|b| &b[..])) {
+            Some(v) => {
+                let v: Arc<str> = Arc::from(v);
+                *shared.version.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&v));
+                Ok(v)
+            }
+            None => Err(first_err.unwrap_or_else(|| {
+                CallError::Request(RequestError::new(
+                    "ERR",
+                    "twem: no server answered INFO (is every server ejected?)",
+                ))
+            })),
+        }
+    }
+}
+
+impl ReplyFuture {
+    /// A reply the caller computes itself, asynchronously (rare replies
+    /// that need a round trip first, such as `HELLO`'s server version).
+    pub fn from_future<F>(f: F) -> ReplyFuture
+    where
+        F: std::future::Future<Output = Result<Bytes, CallError>> + Send + 'static,
+    {
+        ReplyFuture {
+            inner: Inner::Boxed(Box::pin(
+                async move { f.await.map(super::ReplyChunks::One) },
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowest_version_compares_numbers_not_text() {
+        let a = b"$30\r\n# Server\r\nredis_version:7.0.15\r\nx:1\r\n";
+        let b = b"# Server\r\nredis_version:10.0.0\r\n";
+        let c = b"# Server\r\nredis_version:7.0.9\r\n";
+        let got = lowest_version([&a[..], &b[..], &c[..]].into_iter());
+        assert_eq!(got.as_deref(), Some("7.0.9"));
+        assert_eq!(lowest_version([&b"nothing"[..]].into_iter()), None);
+    }
+}

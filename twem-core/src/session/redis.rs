@@ -1,0 +1,693 @@
+//! What a Redis client session keeps for itself and answers itself: its
+//! protocol (`HELLO`), its name and library (`CLIENT`), and its transaction
+//! (`MULTI` ... `EXEC`, `WATCH`).
+//!
+//! Transactions never half-apply. Commands between `MULTI` and `EXEC` are
+//! checked and queued here (`+QUEUED`), not sent: each must map to the one
+//! server the transaction's first key chose (hash tags are the user's tool),
+//! and one that does not, or that the proxy refuses, is answered with its
+//! error and makes `EXEC` answer `-EXECABORT`, with nothing sent. At `EXEC`
+//! the whole transaction (`MULTI`, the commands, `EXEC`) goes to a
+//! connection pinned to this client, so no other client's command can come
+//! between them, and the client reads `EXEC`'s own reply. `WATCH` pins that
+//! connection at once (the server must watch from then on) and
+//! `EXEC`/`DISCARD`/`UNWATCH` give it back clean.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use twem_proto::command::{self, Route};
+use twem_proto::resp;
+
+use crate::pool::route::Plan;
+use crate::pool::{CallError, Inbox, Pinned, Pool, ReplyFuture, RequestError};
+
+/// Request bytes a transaction may queue before it is refused (and
+/// aborted): the same bound as a client's requests in flight.
+const MAX_TXN_BYTES: usize = 32 * 1024 * 1024;
+/// Commands a transaction may queue.
+const MAX_TXN_COMMANDS: usize = 100_000;
+
+const EXECABORT: &[u8] = b"-EXECABORT Transaction discarded because of previous errors.\r\n";
+const CROSSSLOT: &str = "Keys in request don't hash to the same server (use a hash tag)";
+
+/// A reply known now.
+pub(super) fn ready(b: &'static [u8]) -> ReplyFuture {
+    ReplyFuture::ready(Ok(Bytes::from_static(b)))
+}
+
+fn error(code: &'static str, msg: impl Into<std::borrow::Cow<'static, str>>) -> ReplyFuture {
+    ReplyFuture::ready(Err(CallError::Request(RequestError::new(code, msg))))
+}
+
+/// What Redis says of a client name or library attribute with a space,
+/// a newline or another byte outside `!`..`~`.
+fn valid_name(b: &[u8]) -> bool {
+    b.iter().all(|&c| (b'!'..=b'~').contains(&c))
+}
+
+/// The client's own state: what `HELLO` and `CLIENT` set and report.
+pub(super) struct ClientState {
+    /// Spoken protocol: 2 or 3.
+    pub proto: u8,
+    pub name: Option<Bytes>,
+    pub lib_name: Option<Bytes>,
+    pub lib_ver: Option<Bytes>,
+    created: std::time::Instant,
+}
+
+impl ClientState {
+    pub(super) fn new() -> Self {
+        ClientState {
+            proto: 2,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            created: std::time::Instant::now(),
+        }
+    }
+}
+
+/// A small RESP writer for the replies the session builds, in the client's
+/// protocol.
+struct Out {
+    buf: BytesMut,
+    resp3: bool,
+}
+
+impl Out {
+    fn new(resp3: bool) -> Self {
+        Out {
+            buf: BytesMut::with_capacity(128),
+            resp3,
+        }
+    }
+    fn header(&mut self, t: u8, n: usize) {
+        self.buf.put_u8(t);
+        self.buf.extend_from_slice(n.to_string().as_bytes());
+        self.buf.extend_from_slice(b"\r\n");
+    }
+    fn bulk(&mut self, b: &[u8]) {
+        self.header(b'$', b.len());
+        self.buf.extend_from_slice(b);
+        self.buf.extend_from_slice(b"\r\n");
+    }
+    fn int(&mut self, n: i64) {
+        self.buf.put_u8(b':');
+        self.buf.extend_from_slice(n.to_string().as_bytes());
+        self.buf.extend_from_slice(b"\r\n");
+    }
+    /// A map of `n` pairs: `%n` in RESP3, a flat array of `2n` in RESP2.
+    fn map(&mut self, n: usize) {
+        if self.resp3 {
+            self.header(b'%', n);
+        } else {
+            self.header(b'*', 2 * n);
+        }
+    }
+    fn null(&mut self) {
+        self.buf
+            .extend_from_slice(if self.resp3 { b"_\r\n" } else { b"$-1\r\n" });
+    }
+    /// Text Redis sends as a verbatim string in RESP3 (`CLIENT INFO`).
+    fn text(&mut self, t: &[u8]) {
+        if self.resp3 {
+            self.header(b'=', t.len() + 4);
+            self.buf.extend_from_slice(b"txt:");
+            self.buf.extend_from_slice(t);
+            self.buf.extend_from_slice(b"\r\n");
+        } else {
+            self.bulk(t);
+        }
+    }
+    fn done(self) -> ReplyFuture {
+        ReplyFuture::ready(Ok(self.buf.freeze()))
+    }
+}
+
+/// The `HELLO` reply: Redis's fields, the version being the lowest among
+/// the pool's servers.
+fn hello_reply(resp3: bool, version: &str, id: usize) -> Bytes {
+    let mut o = Out::new(resp3);
+    o.map(7);
+    o.bulk(b"server");
+    o.bulk(b"redis");
+    o.bulk(b"version");
+    o.bulk(version.as_bytes());
+    o.bulk(b"proto");
+    o.int(if resp3 { 3 } else { 2 });
+    o.bulk(b"id");
+    o.int(i64::try_from(id).unwrap_or(i64::MAX));
+    o.bulk(b"mode");
+    o.bulk(b"standalone");
+    o.bulk(b"role");
+    o.bulk(b"master");
+    o.bulk(b"modules");
+    o.header(b'*', 0);
+    o.buf.freeze()
+}
+
+/// What `HELLO` asked for, parsed; or the error reply.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Hello {
+    pub proto: Option<u8>,
+    pub auth: Option<(Bytes, Bytes)>,
+    pub setname: Option<Bytes>,
+}
+
+/// Parse `HELLO [protover [AUTH user pass] [SETNAME name]]` as Redis does.
+pub(super) fn parse_hello(args: &[Bytes]) -> Result<Hello, &'static [u8]> {
+    let mut h = Hello {
+        proto: None,
+        auth: None,
+        setname: None,
+    };
+    let mut rest = args.get(1..).unwrap_or_default().iter();
+    if let Some(v) = rest.next() {
+        let n: i64 = std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(&b"-ERR Protocol version is not an integer or out of range\r\n"[..])?;
+        h.proto = match n {
+            2 => Some(2),
+            3 => Some(3),
+            _ => return Err(b"-NOPROTO unsupported protocol version\r\n"),
+        };
+    }
+    while let Some(opt) = rest.next() {
+        if opt.eq_ignore_ascii_case(b"auth") {
+            match (rest.next(), rest.next()) {
+                (Some(u), Some(p)) => h.auth = Some((u.clone(), p.clone())),
+                _ => return Err(b"-ERR Syntax error in HELLO option 'auth'\r\n"),
+            }
+        } else if opt.eq_ignore_ascii_case(b"setname") {
+            match rest.next() {
+                Some(n) => h.setname = Some(n.clone()),
+                None => return Err(b"-ERR Syntax error in HELLO option 'setname'\r\n"),
+            }
+        } else {
+            return Err(b"-ERR Syntax error in HELLO option\r\n");
+        }
+    }
+    Ok(h)
+}
+
+/// `HELLO`: switch protocol, authenticate, name the client; the reply
+/// (in the new protocol) carries the servers' lowest version, learned once.
+pub(super) fn hello(
+    req: &resp::Request,
+    pool: &Pool,
+    inbox: &mut Inbox,
+    client: &mut ClientState,
+    authed: &mut bool,
+) -> ReplyFuture {
+    let h = match parse_hello(req.args()) {
+        Ok(h) => h,
+        Err(e) => return ReplyFuture::ready(Ok(Bytes::from_static(e))),
+    };
+    if let Some((user, pass)) = &h.auth {
+        let ok = match &pool.config().redis_auth {
+            // The proxy's one password is Redis's `default` user's.
+            Some(pw) => {
+                use subtle::ConstantTimeEq;
+                user.eq_ignore_ascii_case(b"default") && bool::from(pass[..].ct_eq(pw.as_bytes()))
+            }
+            // No password: Redis's `default` user is `nopass`.
+            None => user.eq_ignore_ascii_case(b"default"),
+        };
+        if !ok {
+            return ready(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
+        }
+        *authed = true;
+    }
+    if !*authed && pool.config().redis_auth.is_some() {
+        return ready(
+            b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the \
+RESP protocol version at the same time\r\n",
+        );
+    }
+    if let Some(name) = &h.setname {
+        if !valid_name(name) {
+            return ready(
+                b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n",
+            );
+        }
+        client.name = (!name.is_empty()).then(|| name.clone());
+    }
+    if let Some(p) = h.proto {
+        client.proto = p;
+        inbox.set_resp3(p == 3);
+    }
+    let resp3 = client.proto == 3;
+    let id = inbox.hint();
+    let pool = pool.clone();
+    ReplyFuture::from_future(async move {
+        let version = pool.server_version().await?;
+        Ok(hello_reply(resp3, &version, id))
+    })
+}
+
+/// `CLIENT <subcommand>`: what concerns this client is answered here; what
+/// would act on the server's connections (which are the proxy's, shared) is
+/// refused, saying why.
+pub(super) fn client(req: &resp::Request, inbox: &Inbox, client: &mut ClientState) -> ReplyFuture {
+    let args = req.args();
+    let Some(sub) = args.get(1) else {
+        return ready(b"-ERR wrong number of arguments for 'client' command\r\n");
+    };
+    let sub_l = sub.to_ascii_lowercase();
+    let arity = |n: usize| {
+        (args.len() != n).then(|| {
+            error(
+                "ERR",
+                format!(
+                    "wrong number of arguments for 'client|{}' command",
+                    String::from_utf8_lossy(&sub_l)
+                ),
+            )
+        })
+    };
+    let resp3 = client.proto == 3;
+    match &sub_l[..] {
+        b"setname" => {
+            if let Some(e) = arity(3) {
+                return e;
+            }
+            let name = args.get(2).cloned().unwrap_or_default();
+            if !valid_name(&name) {
+                return ready(
+                    b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n",
+                );
+            }
+            client.name = (!name.is_empty()).then_some(name);
+            ready(b"+OK\r\n")
+        }
+        b"getname" => {
+            if let Some(e) = arity(2) {
+                return e;
+            }
+            let mut o = Out::new(resp3);
+            match &client.name {
+                Some(n) => o.bulk(n),
+                None => o.null(),
+            }
+            o.done()
+        }
+        b"setinfo" => {
+            if let Some(e) = arity(4) {
+                return e;
+            }
+            let (attr, value) = (
+                args.get(2).cloned().unwrap_or_default(),
+                args.get(3).cloned().unwrap_or_default(),
+            );
+            if !valid_name(&value) {
+                return error(
+                    "ERR",
+                    format!(
+                        "{} cannot contain spaces, newlines or special characters.",
+                        String::from_utf8_lossy(&attr)
+                    ),
+                );
+            }
+            let value = (!value.is_empty()).then_some(value);
+            if attr.eq_ignore_ascii_case(b"lib-name") {
+                client.lib_name = value;
+            } else if attr.eq_ignore_ascii_case(b"lib-ver") {
+                client.lib_ver = value;
+            } else {
+                return error(
+                    "ERR",
+                    format!("Unrecognized option '{}'", String::from_utf8_lossy(&attr)),
+                );
+            }
+            ready(b"+OK\r\n")
+        }
+        b"id" => {
+            if let Some(e) = arity(2) {
+                return e;
+            }
+            let mut o = Out::new(resp3);
+            o.int(i64::try_from(inbox.hint()).unwrap_or(i64::MAX));
+            o.done()
+        }
+        b"info" => {
+            if let Some(e) = arity(2) {
+                return e;
+            }
+            let mut o = Out::new(resp3);
+            o.text(client_info_line(inbox, client).as_bytes());
+            o.done()
+        }
+        // Hints for the server's eviction and LRU: accepted, as Redis does
+        // for any client; they cannot apply to shared connections.
+        b"no-evict" | b"no-touch" => {
+            if let Some(e) = arity(3) {
+                return e;
+            }
+            match args.get(2) {
+                Some(v) if v.eq_ignore_ascii_case(b"on") || v.eq_ignore_ascii_case(b"off") => {
+                    ready(b"+OK\r\n")
+                }
+                _ => ready(b"-ERR syntax error\r\n"),
+            }
+        }
+        b"tracking" | b"caching" | b"trackinginfo" | b"getredir" => error(
+            "ERR",
+            "twem: client-side caching (CLIENT TRACKING) is not supported through the proxy: \
+             invalidation messages would come on server connections other clients share; \
+             connect to the server directly for it",
+        ),
+        _ => error(
+            "ERR",
+            format!(
+                "twem: CLIENT {} is not supported through the proxy: the server's clients are \
+                 the proxy's shared connections, not yours (supported: SETNAME, GETNAME, \
+                 SETINFO, ID, INFO, NO-EVICT, NO-TOUCH)",
+                String::from_utf8_lossy(sub).to_ascii_uppercase()
+            ),
+        ),
+    }
+}
+
+/// `CLIENT INFO`'s line, with what the proxy knows of this client.
+fn client_info_line(inbox: &Inbox, c: &ClientState) -> String {
+    let s = |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+    format!(
+        "id={} name={} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 user=default \
+         resp={} lib-name={} lib-ver={}\n",
+        inbox.hint(),
+        s(&c.name).unwrap_or_default(),
+        c.created.elapsed().as_secs(),
+        c.proto,
+        s(&c.lib_name).unwrap_or_default(),
+        s(&c.lib_ver).unwrap_or_default(),
+    )
+}
+
+/// Where a command queued in a transaction must run.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Target {
+    /// On the server of its keys.
+    Server(usize),
+    /// Anywhere: it has no key (`PING`, `TIME`).
+    Any,
+}
+
+/// Why a command cannot be queued: the error reply (the transaction is
+/// then aborted at `EXEC`).
+pub(super) fn target_of(req: &resp::Request, pool: &Pool) -> Result<Target, CallError> {
+    let (cmd, route) =
+        command::classify(req).map_err(|e| CallError::Request(RequestError::from(e)))?;
+    match route {
+        Route::Local(_) => {
+            // PING and ECHO run on the server in the transaction; SELECT or
+            // AUTH there would leave the connection changed for the next.
+            if cmd.name == "ping" || cmd.name == "echo" {
+                Ok(Target::Any)
+            } else {
+                Err(CallError::Request(RequestError::new(
+                    "ERR",
+                    format!(
+                        "twem: {} is not allowed inside MULTI",
+                        cmd.name.to_uppercase()
+                    ),
+                )))
+            }
+        }
+        Route::Placeholder => Ok(Target::Any),
+        _ => match pool.plan_redis(req).plan {
+            Plan::One { server, .. } => Ok(Target::Server(server)),
+            Plan::Split(_) => Err(CallError::Request(RequestError::new(
+                "CROSSSLOT",
+                CROSSSLOT,
+            ))),
+            Plan::Fail(f) => Err(pool.failure_error(f)),
+            Plan::Local(_) => Ok(Target::Any),
+        },
+    }
+}
+
+/// The server every key of `keys` maps to, or CROSSSLOT.
+fn server_of_keys(pool: &Pool, keys: &[Bytes]) -> Result<usize, CallError> {
+    let ring = pool.ring();
+    let mut server = None;
+    for k in keys {
+        let Some(s) = ring.locate(k) else {
+            return Err(pool.failure_error(crate::pool::route::Failure::AllEjected));
+        };
+        if server.is_some_and(|prev| prev != s) {
+            return Err(CallError::Request(RequestError::new(
+                "CROSSSLOT",
+                CROSSSLOT,
+            )));
+        }
+        server = Some(s);
+    }
+    server.ok_or_else(|| {
+        CallError::Request(RequestError::new(
+            "ERR",
+            "wrong number of arguments for 'watch' command",
+        ))
+    })
+}
+
+/// A client's transaction, from `WATCH` or `MULTI` to its end.
+#[derive(Default)]
+pub(super) struct Txn {
+    /// Between `MULTI` and `EXEC`/`DISCARD`.
+    queuing: bool,
+    /// The server every key so far maps to.
+    server: Option<usize>,
+    /// The connection `WATCH` pinned.
+    pin: Option<Pinned>,
+    /// The queued commands' wire bytes.
+    queued: Vec<Bytes>,
+    queued_bytes: usize,
+    /// A command was refused while queuing: `EXEC` aborts.
+    dirty: bool,
+}
+
+impl Txn {
+    /// Whether `MULTI` was sent and not yet ended.
+    pub(super) fn queuing(&self) -> bool {
+        self.queuing
+    }
+
+    /// `MULTI`.
+    pub(super) fn multi(&mut self) -> ReplyFuture {
+        if self.queuing {
+            return ready(b"-ERR MULTI calls can not be nested\r\n");
+        }
+        self.queuing = true;
+        ready(b"+OK\r\n")
+    }
+
+    /// A command between `MULTI` and `EXEC`: checked and queued, or refused
+    /// (and the transaction marked to abort).
+    pub(super) fn queue(&mut self, req: &resp::Request, pool: &Pool) -> ReplyFuture {
+        let checked = target_of(req, pool).and_then(|t| match (t, self.server) {
+            (Target::Server(s), Some(prev)) if s != prev => Err(CallError::Request(
+                RequestError::new("CROSSSLOT", CROSSSLOT),
+            )),
+            (Target::Server(s), _) => Ok(Some(s)),
+            (Target::Any, _) => Ok(None),
+        });
+        let checked = checked.and_then(|s| {
+            let len = req.wire().len();
+            if self.queued.len() >= MAX_TXN_COMMANDS || self.queued_bytes + len > MAX_TXN_BYTES {
+                return Err(CallError::Request(RequestError::new(
+                    "ERR",
+                    format!(
+                        "twem: transaction too large (at most {MAX_TXN_COMMANDS} commands and \
+                         {MAX_TXN_BYTES} bytes through the proxy)"
+                    ),
+                )));
+            }
+            Ok((s, len))
+        });
+        match checked {
+            Ok((server, len)) => {
+                if server.is_some() {
+                    self.server = server;
+                }
+                self.queued.push(req.wire().clone());
+                self.queued_bytes += len;
+                ready(b"+QUEUED\r\n")
+            }
+            Err(e) => {
+                self.dirty = true;
+                ReplyFuture::ready(Err(e))
+            }
+        }
+    }
+
+    /// `EXEC`: the whole transaction to its server on a pinned connection,
+    /// or `-EXECABORT` with nothing sent.
+    pub(super) fn exec(&mut self, pool: &Pool, inbox: &mut Inbox) -> ReplyFuture {
+        if !self.queuing {
+            return ready(b"-ERR EXEC without MULTI\r\n");
+        }
+        let txn = std::mem::take(self);
+        if txn.dirty {
+            txn.unwatch_quietly(pool);
+            return ready(EXECABORT);
+        }
+        let server = match (txn.server, &txn.pin) {
+            (Some(s), _) => Some(s),
+            (None, Some(p)) => Some(p.server()),
+            // No key at all: any server will do.
+            (None, None) => pool.ring().locate(crate::pool::PLACEHOLDER_KEY),
+        };
+        let Some(server) = server else {
+            return ReplyFuture::ready(Err(
+                pool.failure_error(crate::pool::route::Failure::AllEjected)
+            ));
+        };
+        let pin = match txn.pin {
+            Some(p) => p,
+            None => match pool.pin(server, inbox.resp3()) {
+                Ok(p) => p,
+                Err(e) => return ReplyFuture::ready(Err(e)),
+            },
+        };
+        drop(pool.send_pinned(&pin, Bytes::from_static(b"*1\r\n$5\r\nMULTI\r\n"), None));
+        for wire in txn.queued {
+            drop(pool.send_pinned(&pin, wire, None));
+        }
+        let reply = pool.send_pinned(
+            &pin,
+            Bytes::from_static(b"*1\r\n$4\r\nEXEC\r\n"),
+            Some(inbox),
+        );
+        // EXEC ends the transaction and every watch on the server: the
+        // connection is clean for the next user, whose requests queue
+        // behind this EXEC.
+        pin.release();
+        reply
+    }
+
+    /// `DISCARD`.
+    pub(super) fn discard(&mut self, pool: &Pool) -> ReplyFuture {
+        if !self.queuing {
+            return ready(b"-ERR DISCARD without MULTI\r\n");
+        }
+        std::mem::take(self).unwatch_quietly(pool);
+        ready(b"+OK\r\n")
+    }
+
+    /// `WATCH key...` (outside `MULTI`): pins a connection to the keys'
+    /// server and watches there.
+    pub(super) fn watch(
+        &mut self,
+        req: &resp::Request,
+        pool: &Pool,
+        inbox: &mut Inbox,
+    ) -> ReplyFuture {
+        if self.queuing {
+            return ready(b"-ERR WATCH inside MULTI is not allowed\r\n");
+        }
+        let server = match server_of_keys(pool, req.args().get(1..).unwrap_or_default()) {
+            Ok(s) => s,
+            Err(e) => return ReplyFuture::ready(Err(e)),
+        };
+        if self.server.is_some_and(|prev| prev != server) {
+            return ReplyFuture::ready(Err(CallError::Request(RequestError::new(
+                "CROSSSLOT",
+                CROSSSLOT,
+            ))));
+        }
+        if self.pin.is_none() {
+            match pool.pin(server, inbox.resp3()) {
+                Ok(p) => self.pin = Some(p),
+                Err(e) => return ReplyFuture::ready(Err(e)),
+            }
+        }
+        self.server = Some(server);
+        match &self.pin {
+            Some(pin) => pool.send_pinned(pin, req.wire().clone(), Some(inbox)),
+            None => ready(b"-ERR twem: no pinned connection\r\n"),
+        }
+    }
+
+    /// `UNWATCH` outside `MULTI`.
+    pub(super) fn unwatch(&mut self, pool: &Pool, inbox: &mut Inbox) -> ReplyFuture {
+        let txn = std::mem::take(self);
+        match txn.pin {
+            Some(pin) => {
+                let reply = pool.send_pinned(
+                    &pin,
+                    Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n"),
+                    Some(inbox),
+                );
+                pin.release();
+                reply
+            }
+            None => ready(b"+OK\r\n"),
+        }
+    }
+
+    /// End the server's part of an aborted transaction (its watches) and
+    /// give the connection back.
+    fn unwatch_quietly(self, pool: &Pool) {
+        if let Some(pin) = self.pin {
+            drop(pool.send_pinned(&pin, Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n"), None));
+            pin.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<Bytes> {
+        v.iter()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn hello_parses_as_redis() {
+        assert_eq!(
+            parse_hello(&args(&["HELLO"])),
+            Ok(Hello {
+                proto: None,
+                auth: None,
+                setname: None
+            })
+        );
+        let h = parse_hello(&args(&[
+            "hello", "3", "AUTH", "default", "pw", "SETNAME", "app",
+        ]))
+        .unwrap_or_else(|e| panic!("{}", String::from_utf8_lossy(e)));
+        assert_eq!(h.proto, Some(3));
+        assert_eq!(h.auth, Some((Bytes::from("default"), Bytes::from("pw"))));
+        assert_eq!(h.setname, Some(Bytes::from("app")));
+        assert_eq!(
+            parse_hello(&args(&["HELLO", "4"])),
+            Err(&b"-NOPROTO unsupported protocol version\r\n"[..])
+        );
+        assert!(parse_hello(&args(&["HELLO", "x"])).is_err());
+        assert!(parse_hello(&args(&["HELLO", "3", "AUTH", "u"])).is_err());
+        assert!(parse_hello(&args(&["HELLO", "3", "BOGUS"])).is_err());
+    }
+
+    #[test]
+    fn hello_reply_is_a_map_in_resp3_and_a_flat_array_in_resp2() {
+        let r3 = hello_reply(true, "7.0.15", 9);
+        assert!(r3.starts_with(b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:9\r\n"));
+        assert!(r3.ends_with(b"$7\r\nmodules\r\n*0\r\n"));
+        let r2 = hello_reply(false, "7.0.15", 9);
+        assert!(r2.starts_with(b"*14\r\n"));
+        assert!(r2.windows(11).any(|w| w == b"proto\r\n:2\r\n"));
+    }
+
+    #[test]
+    fn names_refuse_spaces_and_control_bytes() {
+        assert!(valid_name(b"my-app:1"));
+        assert!(valid_name(b""));
+        assert!(!valid_name(b"my app"));
+        assert!(!valid_name(b"a\nb"));
+    }
+}
