@@ -530,3 +530,98 @@ fn closed_pool_refuses_calls() {
     // The SET after close never reached the server.
     assert_eq!(server.client().cmd(&[b"GET", b"k"]), bulk(b"v"));
 }
+
+/// The embedded transaction API keeps the proxy's rules: keys on one server
+/// are applied together, a key on another server is refused before anything
+/// is sent, and a watched key changed by someone else applies nothing.
+#[test]
+fn embedded_transactions_apply_whole_or_not_at_all() {
+    let shards: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let yaml = redis_yaml(free_port(), &shards);
+    let rt = runtime();
+    rt.block_on(async {
+        let pool = Pool::from_yaml(&yaml, None).expect("pool");
+        let mut tx = pool.transaction();
+        tx.queue(&Request::from_args(
+            [&b"INCR"[..], b"{t}a"].map(Bytes::from_static),
+        ))
+        .expect("queued");
+        tx.queue(&Request::from_args(
+            [&b"INCR"[..], b"{t}b"].map(Bytes::from_static),
+        ))
+        .expect("queued");
+        let got = tx.exec().await.expect("exec");
+        assert_eq!(got, Some(vec![Reply::Integer(1), Reply::Integer(1)]));
+
+        // Two servers: the second key is refused, nothing was sent.
+        let (a, b) = {
+            let ring = pool.ring();
+            let mut on = [None, None];
+            for i in 0..10_000 {
+                let k = format!("k{i}");
+                let s = ring.locate(k.as_bytes()).expect("live");
+                on[s].get_or_insert(k);
+                if on.iter().all(Option::is_some) {
+                    break;
+                }
+            }
+            (
+                on[0].clone().expect("key on 0"),
+                on[1].clone().expect("key on 1"),
+            )
+        };
+        let mut tx = pool.transaction();
+        tx.queue(&Request::from_args([
+            Bytes::from_static(b"SET"),
+            Bytes::from(a.clone()),
+            Bytes::from_static(b"x"),
+        ]))
+        .expect("first key chooses the server");
+        let refused = tx
+            .queue(&Request::from_args([
+                Bytes::from_static(b"SET"),
+                Bytes::from(b.clone()),
+                Bytes::from_static(b"x"),
+            ]))
+            .expect_err("another server");
+        assert!(refused.to_string().contains("CROSSSLOT"), "{refused}");
+        tx.abort();
+        assert_eq!(
+            pool.call(Request::from_args([
+                Bytes::from_static(b"EXISTS"),
+                Bytes::from(a.clone())
+            ]))
+            .await
+            .expect("exists"),
+            Reply::Integer(0)
+        );
+
+        // WATCH, changed by another caller: nothing applied.
+        let mut tx = pool.transaction();
+        tx.watch(&[a.as_str()]).await.expect("watch");
+        pool.call(Request::from_args([
+            Bytes::from_static(b"SET"),
+            Bytes::from(a.clone()),
+            Bytes::from_static(b"theirs"),
+        ]))
+        .await
+        .expect("set");
+        tx.queue(&Request::from_args([
+            Bytes::from_static(b"SET"),
+            Bytes::from(a.clone()),
+            Bytes::from_static(b"mine"),
+        ]))
+        .expect("queued");
+        assert_eq!(tx.exec().await.expect("exec"), None);
+        assert_eq!(
+            pool.call(Request::from_args([
+                Bytes::from_static(b"GET"),
+                Bytes::from(a.clone())
+            ]))
+            .await
+            .expect("get"),
+            Reply::Bulk(Some(Bytes::from_static(b"theirs")))
+        );
+    });
+    drop(shards);
+}

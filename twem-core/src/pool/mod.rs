@@ -22,6 +22,7 @@ pub mod metrics;
 mod pin;
 pub mod route;
 pub mod stats;
+mod transaction;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -49,6 +50,7 @@ pub use error::{
 pub use inbox::Inbox;
 pub use pin::Pinned;
 pub use stats::{PoolSnapshot, PoolStats, ServerSnapshot, ServerStats};
+pub use transaction::{Transaction, MAX_TXN_BYTES, MAX_TXN_COMMANDS};
 
 use backend::{BackendReq, Expect, Msg, ReplyTx};
 use merge::Merge;

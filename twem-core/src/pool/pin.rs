@@ -148,41 +148,49 @@ impl Pool {
         Ok(pinned(handles.spawn_conn(server, lane, usize::MAX)))
     }
 
-    /// Send `wire` (one request) on a pinned connection. With `inbox`, its
-    /// reply is the client's (delivered in that inbox's order); without, the
-    /// reply is read and dropped (`MULTI` and the queued commands of a
-    /// transaction, whose results come with `EXEC`'s reply).
+    /// Send `wire` (one request) on a pinned connection; its reply is the
+    /// caller's, into `inbox` (in that inbox's order) if given.
     pub fn send_pinned(&self, pin: &Pinned, wire: Bytes, inbox: Option<&mut Inbox>) -> ReplyFuture {
-        let lost = || {
-            ReplyFuture::ready(Err(CallError::Request(RequestError::new(
-                "ERR",
-                "twem: the server connection of this transaction was lost; \
-                 nothing sent after the loss was applied (retry the transaction)",
-            ))))
-        };
-        let Some(tx) = pin.tx.as_ref().filter(|tx| !tx.is_closed()) else {
-            return lost();
-        };
         let (reply, fut) = match inbox {
             Some(inbox) => {
                 let (stx, srx) = inbox.slot();
-                (
-                    Some(ReplyTx::Slot(stx)),
-                    ReplyFuture {
-                        inner: Inner::Slot(srx),
-                    },
-                )
+                (ReplyTx::Slot(stx), Inner::Slot(srx))
             }
-            None => (None, ReplyFuture::no_reply()),
+            None => {
+                let (otx, orx) = tokio::sync::oneshot::channel();
+                (ReplyTx::Oneshot(otx), Inner::One(orx))
+            }
         };
-        match pin
-            .handles
-            .send_on(tx, pin.server, wire, Some(Expect::Resp), reply)
-        {
-            Ok(()) => fut,
-            Err(_) => lost(),
+        match send(pin, wire, Some(reply)) {
+            Ok(()) => ReplyFuture { inner: fut },
+            Err(e) => ReplyFuture::ready(Err(e)),
         }
     }
+
+    /// Send `wire` on a pinned connection and drop its reply when it comes
+    /// (`MULTI` and the queued commands of a transaction, whose results
+    /// come with `EXEC`'s reply; `UNWATCH` on the way out). A lost
+    /// connection fails what is sent next on it.
+    pub fn send_pinned_quietly(&self, pin: &Pinned, wire: Bytes) {
+        let _ = send(pin, wire, None);
+    }
+}
+
+/// Hand `wire` to the pinned connection, its reply to `reply`.
+fn send(pin: &Pinned, wire: Bytes, reply: Option<ReplyTx>) -> Result<(), CallError> {
+    let lost = || {
+        CallError::Request(RequestError::new(
+            "ERR",
+            "twem: the server connection of this transaction was lost; \
+             nothing sent after the loss was applied (retry the transaction)",
+        ))
+    };
+    let Some(tx) = pin.tx.as_ref().filter(|tx| !tx.is_closed()) else {
+        return Err(lost());
+    };
+    pin.handles
+        .send_on(tx, pin.server, wire, Some(Expect::Resp), reply)
+        .map_err(|_| lost())
 }
 
 /// `redis_version:` of an `INFO server` reply, as numbers for ordering.

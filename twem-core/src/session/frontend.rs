@@ -155,7 +155,7 @@ impl RedisFrontend {
             return if is(b"exec") {
                 self.txn.exec(pool, inbox)
             } else if is(b"discard") {
-                self.txn.discard(pool)
+                self.txn.discard()
             } else if is(b"multi") {
                 self.txn.multi()
             } else if is(b"watch") {
@@ -171,11 +171,11 @@ impl RedisFrontend {
         } else if is(b"exec") {
             self.txn.exec(pool, inbox)
         } else if is(b"discard") {
-            self.txn.discard(pool)
+            self.txn.discard()
         } else if is(b"watch") {
             self.txn.watch(req, pool, inbox)
         } else if is(b"unwatch") {
-            self.txn.unwatch(pool, inbox)
+            self.txn.unwatch(inbox)
         } else if is(b"client") {
             super::redis::client(req, inbox, &mut self.client)
         } else if is(b"reset") {

@@ -15,20 +15,11 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use twem_proto::command::{self, Route};
 use twem_proto::resp;
 
-use crate::pool::route::Plan;
-use crate::pool::{CallError, Inbox, Pinned, Pool, ReplyFuture, RequestError};
-
-/// Request bytes a transaction may queue before it is refused (and
-/// aborted): the same bound as a client's requests in flight.
-const MAX_TXN_BYTES: usize = 32 * 1024 * 1024;
-/// Commands a transaction may queue.
-const MAX_TXN_COMMANDS: usize = 100_000;
+use crate::pool::{CallError, Inbox, Pool, ReplyFuture, RequestError, Transaction};
 
 const EXECABORT: &[u8] = b"-EXECABORT Transaction discarded because of previous errors.\r\n";
-const CROSSSLOT: &str = "Keys in request don't hash to the same server (use a hash tag)";
 
 /// A reply known now.
 pub(super) fn ready(b: &'static [u8]) -> ReplyFuture {
@@ -385,87 +376,17 @@ fn client_info_line(inbox: &Inbox, c: &ClientState) -> String {
     )
 }
 
-/// Where a command queued in a transaction must run.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Target {
-    /// On the server of its keys.
-    Server(usize),
-    /// Anywhere: it has no key (`PING`, `TIME`).
-    Any,
-}
-
-/// Why a command cannot be queued: the error reply (the transaction is
-/// then aborted at `EXEC`).
-pub(super) fn target_of(req: &resp::Request, pool: &Pool) -> Result<Target, CallError> {
-    let (cmd, route) =
-        command::classify(req).map_err(|e| CallError::Request(RequestError::from(e)))?;
-    match route {
-        Route::Local(_) => {
-            // PING and ECHO run on the server in the transaction; SELECT or
-            // AUTH there would leave the connection changed for the next.
-            if cmd.name == "ping" || cmd.name == "echo" {
-                Ok(Target::Any)
-            } else {
-                Err(CallError::Request(RequestError::new(
-                    "ERR",
-                    format!(
-                        "twem: {} is not allowed inside MULTI",
-                        cmd.name.to_uppercase()
-                    ),
-                )))
-            }
-        }
-        Route::Placeholder => Ok(Target::Any),
-        _ => match pool.plan_redis(req).plan {
-            Plan::One { server, .. } => Ok(Target::Server(server)),
-            Plan::Split(_) => Err(CallError::Request(RequestError::new(
-                "CROSSSLOT",
-                CROSSSLOT,
-            ))),
-            Plan::Fail(f) => Err(pool.failure_error(f)),
-            Plan::Local(_) => Ok(Target::Any),
-        },
-    }
-}
-
-/// The server every key of `keys` maps to, or CROSSSLOT.
-fn server_of_keys(pool: &Pool, keys: &[Bytes]) -> Result<usize, CallError> {
-    let ring = pool.ring();
-    let mut server = None;
-    for k in keys {
-        let Some(s) = ring.locate(k) else {
-            return Err(pool.failure_error(crate::pool::route::Failure::AllEjected));
-        };
-        if server.is_some_and(|prev| prev != s) {
-            return Err(CallError::Request(RequestError::new(
-                "CROSSSLOT",
-                CROSSSLOT,
-            )));
-        }
-        server = Some(s);
-    }
-    server.ok_or_else(|| {
-        CallError::Request(RequestError::new(
-            "ERR",
-            "wrong number of arguments for 'watch' command",
-        ))
-    })
-}
-
-/// A client's transaction, from `WATCH` or `MULTI` to its end.
+/// A client's transaction, from `WATCH` or `MULTI` to its end: the
+/// session's part (whether `MULTI` was sent, whether a refusal makes `EXEC`
+/// abort) around the pool's [`Transaction`].
 #[derive(Default)]
 pub(super) struct Txn {
     /// Between `MULTI` and `EXEC`/`DISCARD`.
     queuing: bool,
-    /// The server every key so far maps to.
-    server: Option<usize>,
-    /// The connection `WATCH` pinned.
-    pin: Option<Pinned>,
-    /// The queued commands' wire bytes.
-    queued: Vec<Bytes>,
-    queued_bytes: usize,
     /// A command was refused while queuing: `EXEC` aborts.
     dirty: bool,
+    /// The keys' server, the pinned connection and the queued commands.
+    tx: Option<Transaction>,
 }
 
 impl Txn {
@@ -486,35 +407,9 @@ impl Txn {
     /// A command between `MULTI` and `EXEC`: checked and queued, or refused
     /// (and the transaction marked to abort).
     pub(super) fn queue(&mut self, req: &resp::Request, pool: &Pool) -> ReplyFuture {
-        let checked = target_of(req, pool).and_then(|t| match (t, self.server) {
-            (Target::Server(s), Some(prev)) if s != prev => Err(CallError::Request(
-                RequestError::new("CROSSSLOT", CROSSSLOT),
-            )),
-            (Target::Server(s), _) => Ok(Some(s)),
-            (Target::Any, _) => Ok(None),
-        });
-        let checked = checked.and_then(|s| {
-            let len = req.wire().len();
-            if self.queued.len() >= MAX_TXN_COMMANDS || self.queued_bytes + len > MAX_TXN_BYTES {
-                return Err(CallError::Request(RequestError::new(
-                    "ERR",
-                    format!(
-                        "twem: transaction too large (at most {MAX_TXN_COMMANDS} commands and \
-                         {MAX_TXN_BYTES} bytes through the proxy)"
-                    ),
-                )));
-            }
-            Ok((s, len))
-        });
-        match checked {
-            Ok((server, len)) => {
-                if server.is_some() {
-                    self.server = server;
-                }
-                self.queued.push(req.wire().clone());
-                self.queued_bytes += len;
-                ready(b"+QUEUED\r\n")
-            }
+        let tx = self.tx.get_or_insert_with(|| pool.transaction());
+        match tx.queue(req) {
+            Ok(()) => ready(b"+QUEUED\r\n"),
             Err(e) => {
                 self.dirty = true;
                 ReplyFuture::ready(Err(e))
@@ -529,50 +424,22 @@ impl Txn {
             return ready(b"-ERR EXEC without MULTI\r\n");
         }
         let txn = std::mem::take(self);
+        let tx = txn.tx.unwrap_or_else(|| pool.transaction());
         if txn.dirty {
-            txn.unwatch_quietly(pool);
+            tx.abort();
             return ready(EXECABORT);
         }
-        let server = match (txn.server, &txn.pin) {
-            (Some(s), _) => Some(s),
-            (None, Some(p)) => Some(p.server()),
-            // No key at all: any server will do.
-            (None, None) => pool.ring().locate(crate::pool::PLACEHOLDER_KEY),
-        };
-        let Some(server) = server else {
-            return ReplyFuture::ready(Err(
-                pool.failure_error(crate::pool::route::Failure::AllEjected)
-            ));
-        };
-        let pin = match txn.pin {
-            Some(p) => p,
-            None => match pool.pin(server, inbox.resp3()) {
-                Ok(p) => p,
-                Err(e) => return ReplyFuture::ready(Err(e)),
-            },
-        };
-        drop(pool.send_pinned(&pin, Bytes::from_static(b"*1\r\n$5\r\nMULTI\r\n"), None));
-        for wire in txn.queued {
-            drop(pool.send_pinned(&pin, wire, None));
-        }
-        let reply = pool.send_pinned(
-            &pin,
-            Bytes::from_static(b"*1\r\n$4\r\nEXEC\r\n"),
-            Some(inbox),
-        );
-        // EXEC ends the transaction and every watch on the server: the
-        // connection is clean for the next user, whose requests queue
-        // behind this EXEC.
-        pin.release();
-        reply
+        tx.exec_in(Some(inbox))
     }
 
     /// `DISCARD`.
-    pub(super) fn discard(&mut self, pool: &Pool) -> ReplyFuture {
+    pub(super) fn discard(&mut self) -> ReplyFuture {
         if !self.queuing {
             return ready(b"-ERR DISCARD without MULTI\r\n");
         }
-        std::mem::take(self).unwatch_quietly(pool);
+        if let Some(tx) = std::mem::take(self).tx {
+            tx.abort();
+        }
         ready(b"+OK\r\n")
     }
 
@@ -587,52 +454,17 @@ impl Txn {
         if self.queuing {
             return ready(b"-ERR WATCH inside MULTI is not allowed\r\n");
         }
-        let server = match server_of_keys(pool, req.args().get(1..).unwrap_or_default()) {
-            Ok(s) => s,
-            Err(e) => return ReplyFuture::ready(Err(e)),
-        };
-        if self.server.is_some_and(|prev| prev != server) {
-            return ReplyFuture::ready(Err(CallError::Request(RequestError::new(
-                "CROSSSLOT",
-                CROSSSLOT,
-            ))));
-        }
-        if self.pin.is_none() {
-            match pool.pin(server, inbox.resp3()) {
-                Ok(p) => self.pin = Some(p),
-                Err(e) => return ReplyFuture::ready(Err(e)),
-            }
-        }
-        self.server = Some(server);
-        match &self.pin {
-            Some(pin) => pool.send_pinned(pin, req.wire().clone(), Some(inbox)),
-            None => ready(b"-ERR twem: no pinned connection\r\n"),
-        }
+        let keys = req.args().get(1..).unwrap_or_default();
+        self.tx
+            .get_or_insert_with(|| pool.transaction())
+            .watch_in(keys, inbox.resp3(), Some(inbox))
     }
 
     /// `UNWATCH` outside `MULTI`.
-    pub(super) fn unwatch(&mut self, pool: &Pool, inbox: &mut Inbox) -> ReplyFuture {
-        let txn = std::mem::take(self);
-        match txn.pin {
-            Some(pin) => {
-                let reply = pool.send_pinned(
-                    &pin,
-                    Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n"),
-                    Some(inbox),
-                );
-                pin.release();
-                reply
-            }
+    pub(super) fn unwatch(&mut self, inbox: &mut Inbox) -> ReplyFuture {
+        match std::mem::take(self).tx {
+            Some(tx) => tx.unwatch_in(Some(inbox)),
             None => ready(b"+OK\r\n"),
-        }
-    }
-
-    /// End the server's part of an aborted transaction (its watches) and
-    /// give the connection back.
-    fn unwatch_quietly(self, pool: &Pool) {
-        if let Some(pin) = self.pin {
-            drop(pool.send_pinned(&pin, Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n"), None));
-            pin.release();
         }
     }
 }

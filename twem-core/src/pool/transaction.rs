@@ -1,0 +1,311 @@
+//! Transactions: `MULTI` ... `EXEC` (and `WATCH`) with the proxy's rules,
+//! for the proxy's sessions and for embedders alike.
+//!
+//! A [`Transaction`] checks each command as it is queued: every key must map
+//! to the one server the transaction's first key chose (hash tags are the
+//! user's tool), and the proxy must forward the command. Nothing is sent
+//! until [`exec`](Transaction::exec): then `MULTI`, the commands and `EXEC`
+//! go together on a connection pinned to this transaction (see
+//! [`Pinned`]), so no other client's command comes between them and Redis
+//! applies them all or none. [`watch`](Transaction::watch) pins that
+//! connection at once, because the server must watch from then on; a
+//! pinned connection lost meanwhile fails the transaction instead of
+//! committing without the watch.
+
+use bytes::Bytes;
+
+use twem_proto::command::{self, Route};
+use twem_proto::resp;
+
+use super::route::{Failure, Plan};
+use super::{Answer, CallError, Frame, Inbox, Pinned, Pool, ReplyFuture, RequestError};
+
+/// Request bytes a transaction may queue: the same bound as a proxy
+/// client's requests in flight.
+pub const MAX_TXN_BYTES: usize = 32 * 1024 * 1024;
+/// Commands a transaction may queue.
+pub const MAX_TXN_COMMANDS: usize = 100_000;
+
+const CROSSSLOT: &str = "Keys in request don't hash to the same server (use a hash tag)";
+
+fn crossslot() -> CallError {
+    CallError::Request(RequestError::new("CROSSSLOT", CROSSSLOT))
+}
+
+const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
+const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
+const UNWATCH: &[u8] = b"*1\r\n$7\r\nUNWATCH\r\n";
+
+/// Where a command queued in a transaction must run.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// On the server of its keys.
+    Server(usize),
+    /// Anywhere: it has no key (`PING`, `TIME`).
+    Any,
+}
+
+/// A transaction on one pool; see the module docs.
+#[derive(Debug)]
+pub struct Transaction {
+    pool: Pool,
+    /// The server every key so far maps to.
+    server: Option<usize>,
+    /// The connection `WATCH` pinned.
+    pin: Option<Pinned>,
+    /// The queued commands' bytes.
+    queued: Vec<Bytes>,
+    queued_bytes: usize,
+}
+
+impl Pool {
+    /// A new, empty transaction on this pool.
+    pub fn transaction(&self) -> Transaction {
+        Transaction {
+            pool: self.clone(),
+            server: None,
+            pin: None,
+            queued: Vec::new(),
+            queued_bytes: 0,
+        }
+    }
+}
+
+impl Transaction {
+    /// The server (ring order) the transaction's keys map to, once a key
+    /// chose one.
+    pub fn server(&self) -> Option<usize> {
+        self.server
+    }
+
+    /// Commands queued so far.
+    pub fn len(&self) -> usize {
+        self.queued.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queued.is_empty()
+    }
+
+    /// Where `req` must run, or why it cannot be part of a transaction.
+    fn target_of(&self, req: &resp::Request) -> Result<Target, CallError> {
+        let pool = &self.pool;
+        let (cmd, route) =
+            command::classify(req).map_err(|e| CallError::Request(RequestError::from(e)))?;
+        match route {
+            // PING and ECHO run on the server in the transaction; SELECT or
+            // AUTH there would leave the connection changed for its next
+            // user.
+            Route::Local(_) if cmd.name == "ping" || cmd.name == "echo" => Ok(Target::Any),
+            Route::Local(_) => Err(CallError::Request(RequestError::new(
+                "ERR",
+                format!(
+                    "twem: {} is not allowed inside MULTI",
+                    cmd.name.to_uppercase()
+                ),
+            ))),
+            Route::Placeholder => Ok(Target::Any),
+            _ => match pool.plan_redis(req).plan {
+                Plan::One { server, .. } => Ok(Target::Server(server)),
+                Plan::Split(_) => Err(crossslot()),
+                Plan::Fail(f) => Err(pool.failure_error(f)),
+                Plan::Local(_) => Ok(Target::Any),
+            },
+        }
+    }
+
+    /// Check `req` and queue it: its keys must map to the transaction's
+    /// server (the first keyed command chooses it), the proxy must forward
+    /// it, and the transaction must stay within its bounds. A refused
+    /// command is not queued; the caller decides whether to go on (the
+    /// proxy's sessions abort at `EXEC`, as Redis does).
+    pub fn queue(&mut self, req: &resp::Request) -> Result<(), CallError> {
+        let server = match (self.target_of(req)?, self.server) {
+            (Target::Server(s), Some(prev)) if s != prev => return Err(crossslot()),
+            (Target::Server(s), _) => Some(s),
+            (Target::Any, _) => None,
+        };
+        let len = req.wire().len();
+        if self.queued.len() >= MAX_TXN_COMMANDS || self.queued_bytes + len > MAX_TXN_BYTES {
+            return Err(CallError::Request(RequestError::new(
+                "ERR",
+                format!(
+                    "twem: transaction too large (at most {MAX_TXN_COMMANDS} commands and \
+                     {MAX_TXN_BYTES} bytes through the proxy)"
+                ),
+            )));
+        }
+        if server.is_some() {
+            self.server = server;
+        }
+        self.queued.push(req.wire().clone());
+        self.queued_bytes += len;
+        Ok(())
+    }
+
+    /// The server every key of `keys` maps to, or CROSSSLOT.
+    fn server_of_keys(&self, keys: &[Bytes]) -> Result<usize, CallError> {
+        let ring = self.pool.ring();
+        let mut server = None;
+        for k in keys {
+            let Some(s) = ring.locate(k) else {
+                return Err(self.pool.failure_error(Failure::AllEjected));
+            };
+            if server.is_some_and(|prev| prev != s) {
+                return Err(crossslot());
+            }
+            server = Some(s);
+        }
+        server.ok_or_else(|| {
+            CallError::Request(RequestError::new(
+                "ERR",
+                "wrong number of arguments for 'watch' command",
+            ))
+        })
+    }
+
+    /// `WATCH keys` on a connection pinned now to their server (a RESP3 one
+    /// if `resp3`); the reply goes to `inbox` if given. The keys must share
+    /// a server, and the one of the transaction's keys so far.
+    pub fn watch_in(
+        &mut self,
+        keys: &[Bytes],
+        resp3: bool,
+        inbox: Option<&mut Inbox>,
+    ) -> ReplyFuture {
+        let server = match self.server_of_keys(keys) {
+            Ok(s) => s,
+            Err(e) => return ReplyFuture::ready(Err(e)),
+        };
+        if self.server.is_some_and(|prev| prev != server) {
+            return ReplyFuture::ready(Err(crossslot()));
+        }
+        if self.pin.is_none() {
+            match self.pool.pin(server, resp3) {
+                Ok(p) => self.pin = Some(p),
+                Err(e) => return ReplyFuture::ready(Err(e)),
+            }
+        }
+        self.server = Some(server);
+        let mut args = Vec::with_capacity(keys.len() + 1);
+        args.push(Bytes::from_static(b"WATCH"));
+        args.extend(keys.iter().cloned());
+        let wire = resp::Request::from_args(args).wire().clone();
+        match &self.pin {
+            Some(pin) => self.pool.send_pinned(pin, wire, inbox),
+            None => ReplyFuture::ready(Err(CallError::Request(RequestError::uncoded(
+                "no pinned connection",
+            )))),
+        }
+    }
+
+    /// `WATCH keys` for an embedder: `Ok` once the server watches them.
+    pub async fn watch<K: AsRef<[u8]>>(&mut self, keys: &[K]) -> Result<(), CallError> {
+        let keys: Vec<Bytes> = keys
+            .iter()
+            .map(|k| Bytes::copy_from_slice(k.as_ref()))
+            .collect();
+        expect_ok(self.watch_in(&keys, false, None).answer().await?)
+    }
+
+    /// Send the transaction (`MULTI`, the queued commands, `EXEC`) on its
+    /// pinned connection; the future resolves to `EXEC`'s own reply (the
+    /// results' array; null when a watched key changed; `-EXECABORT` if the
+    /// server refused a command), into `inbox` if given.
+    pub fn exec_in(self, inbox: Option<&mut Inbox>) -> ReplyFuture {
+        let resp3 = inbox.as_ref().is_some_and(|i| i.resp3());
+        let mut this = self;
+        let server = match (this.server, &this.pin) {
+            (Some(s), _) => Some(s),
+            (None, Some(p)) => Some(p.server()),
+            // No key at all: any server will do.
+            (None, None) => this.pool.ring().locate(super::PLACEHOLDER_KEY),
+        };
+        let Some(server) = server else {
+            return ReplyFuture::ready(Err(this.pool.failure_error(Failure::AllEjected)));
+        };
+        let pin = match this.pin.take() {
+            Some(p) => p,
+            None => match this.pool.pin(server, resp3) {
+                Ok(p) => p,
+                Err(e) => return ReplyFuture::ready(Err(e)),
+            },
+        };
+        let pool = &this.pool;
+        pool.send_pinned_quietly(&pin, Bytes::from_static(MULTI));
+        for wire in std::mem::take(&mut this.queued) {
+            pool.send_pinned_quietly(&pin, wire);
+        }
+        let reply = pool.send_pinned(&pin, Bytes::from_static(EXEC), inbox);
+        // EXEC ends the transaction and every watch on the server: the
+        // connection is clean for its next user, whose requests queue behind
+        // this EXEC.
+        pin.release();
+        reply
+    }
+
+    /// Run the transaction for an embedder: the results of its commands in
+    /// order (a command's runtime error is its element, as Redis gives
+    /// it), or `None` when a watched key changed and nothing was applied.
+    pub async fn exec(self) -> Result<Option<Vec<resp::Reply>>, CallError> {
+        match self.exec_in(None).answer().await? {
+            Answer::Frame(Frame::Resp(f)) => match f.parse() {
+                resp::Reply::Array(Some(v)) => Ok(Some(v)),
+                resp::Reply::Array(None) => Ok(None),
+                resp::Reply::Bulk(None) => Ok(None),
+                resp::Reply::Error(e) => Err(CallError::Server(super::ServerError::Reply(e))),
+                other => Err(CallError::Server(super::ServerError::Unexpected(format!(
+                    "EXEC answered {other:?}"
+                )))),
+            },
+            Answer::Built(b) => Err(CallError::Server(super::ServerError::Unexpected(format!(
+                "EXEC answered {:?}",
+                b.into_bytes()
+            )))),
+            Answer::Frame(other) => Err(CallError::Server(super::ServerError::Unexpected(
+                format!("EXEC answered {:?}", other.raw()),
+            ))),
+        }
+    }
+
+    /// `UNWATCH`: the reply into `inbox` if given; the pinned connection,
+    /// if any, is given back clean.
+    pub fn unwatch_in(mut self, inbox: Option<&mut Inbox>) -> ReplyFuture {
+        match self.pin.take() {
+            Some(pin) => {
+                let reply = self
+                    .pool
+                    .send_pinned(&pin, Bytes::from_static(UNWATCH), inbox);
+                pin.release();
+                reply
+            }
+            None => ReplyFuture::ready(Ok(Bytes::from_static(b"+OK\r\n"))),
+        }
+    }
+
+    /// Give up: nothing queued is sent; the server's watches end and the
+    /// pinned connection is given back.
+    pub fn abort(mut self) {
+        if let Some(pin) = self.pin.take() {
+            self.pool
+                .send_pinned_quietly(&pin, Bytes::from_static(UNWATCH));
+            pin.release();
+        }
+    }
+}
+
+/// `+OK`, or the error it was instead.
+fn expect_ok(a: Answer) -> Result<(), CallError> {
+    let raw = match &a {
+        Answer::Frame(f) => f.raw().clone(),
+        Answer::Built(b) => b.clone().into_bytes(),
+    };
+    if raw.starts_with(b"+OK") {
+        return Ok(());
+    }
+    let text = raw.get(1..raw.len().saturating_sub(2)).unwrap_or_default();
+    Err(CallError::Server(super::ServerError::Reply(
+        Bytes::copy_from_slice(text),
+    )))
+}
