@@ -349,13 +349,24 @@ pub(super) fn client(req: &resp::Request, inbox: &Inbox, client: &mut ClientStat
              invalidation messages would come on server connections other clients share; \
              connect to the server directly for it",
         ),
-        _ => error(
+        // Redis's other subcommands act on the server's clients, which are
+        // the proxy's shared connections.
+        b"list" | b"kill" | b"pause" | b"unpause" | b"reply" | b"unblock" | b"help" => error(
             "ERR",
             format!(
                 "twem: CLIENT {} is not supported through the proxy: the server's clients are \
                  the proxy's shared connections, not yours (supported: SETNAME, GETNAME, \
                  SETINFO, ID, INFO, NO-EVICT, NO-TOUCH)",
                 String::from_utf8_lossy(sub).to_ascii_uppercase()
+            ),
+        ),
+        // Redis's words for a subcommand it does not know, which clients
+        // probing for newer features (CLIENT MAINT_NOTIFICATIONS) expect.
+        _ => error(
+            "ERR",
+            format!(
+                "unknown subcommand '{}'. Try CLIENT HELP.",
+                String::from_utf8_lossy(sub)
             ),
         ),
     }
