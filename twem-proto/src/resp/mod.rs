@@ -1,4 +1,5 @@
-//! RESP2, the Redis protocol: client requests in, backend replies out.
+//! RESP, the Redis protocol: client requests in, backend replies (RESP2
+//! and RESP3) out.
 //!
 //! Two codecs, one per side of the proxy:
 //!
@@ -35,12 +36,19 @@
 //!
 //! # Replies
 //!
-//! Backend replies are RESP2: `+ - : $ *`, including the null bulk `$-1`, the
-//! null array `*-1`, the empty array and nested arrays. RESP3 types
-//! (`_ , # ! = ( | ~ > %`) are rejected with `RESP3 reply type 'x' not
-//! supported`: nutcracker speaks RESP2 and twem never sends `HELLO 3`, so such
-//! a byte means the stream is not what we think it is.
-//!
+//! Backend replies are RESP2 (`+ - : $ *`, including the null bulk `$-1`,
+//! the null array `*-1`, the empty array and nested arrays) or RESP3, from a
+//! connection negotiated with `HELLO 3`: null `_`, double `,`, boolean `#`,
+//! blob error `!`, verbatim string `=`, big number `(`, map `%`, set `~`,
+//! push `>` and attribute `|` (whose pairs and the reply they annotate are
+//! one frame). Each line and length is checked as a Redis client would (a
+//! `#x`, a `,1.5x`, a blob without its CRLF are a [`ProtoError::Protocol`]
+//! saying what was malformed) and the frame is passed through byte for byte.
+//! Maps count their keys and values against [`Limits::max_array_len`], as
+//! the RESP2 array they replace does. Streamed strings and aggregates
+//! (`$?`, `*?`) are refused by name: redis-server 7 never sends them.
+//! [`ReplyFrame::is_push`] tells an out-of-band push from a reply.
+
 //! # Limits
 //!
 //! Every length is checked against [`Limits`] when its header is read, before
@@ -112,15 +120,17 @@ pub struct Limits {
     /// `proto-max-bulk-len`).
     pub max_bulk_len: usize,
     /// Most elements in one array: the arguments of a request, or one
-    /// (possibly nested) array of a reply. Default 1 Mi (1 048 576), Redis 6's
+    /// (possibly nested) array, set or push of a reply (a map or an
+    /// attribute counts its keys and values). Default 1 Mi (1 048 576), Redis 6's
     /// multibulk limit: with it a request's argument vector stays under
     /// 32 MiB. Backends answering with bigger arrays (a `HGETALL` of a hash
     /// with more than 512 Ki fields) need a larger value.
     pub max_array_len: usize,
-    /// Deepest nesting of arrays in a reply (default 32); requests are flat.
+    /// Deepest nesting of aggregates in a reply (default 32); requests are
+    /// flat. The reply an attribute annotates counts one level deeper.
     pub max_depth: usize,
-    /// Longest inline request line, and longest status, error or integer
-    /// reply line, in bytes (default 64 KiB, Redis's `PROTO_INLINE_MAX_SIZE`).
+    /// Longest inline request line, and longest simple reply line (status,
+    /// error, integer, double, big number...), in bytes (default 64 KiB, Redis's `PROTO_INLINE_MAX_SIZE`).
     pub max_inline_len: usize,
 }
 

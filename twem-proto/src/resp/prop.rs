@@ -30,10 +30,43 @@ fn arb_reply() -> impl Strategy<Value = Reply> {
         prop::option::of(prop::collection::vec(any::<u8>(), 0..40))
             .prop_map(|b| Reply::Bulk(b.map(Bytes::from))),
         Just(Reply::Array(None)),
+        Just(Reply::Null),
+        arb_double().prop_map(Reply::Double),
+        any::<bool>().prop_map(Reply::Boolean),
+        prop::collection::vec(any::<u8>(), 0..40).prop_map(|b| Reply::BlobError(b.into())),
+        (any::<[u8; 3]>(), prop::collection::vec(any::<u8>(), 0..40)).prop_map(|(format, text)| {
+            Reply::Verbatim {
+                format,
+                text: text.into(),
+            }
+        }),
+        "-?[1-9][0-9]{0,40}".prop_map(|n| Reply::BigNumber(n.into())),
     ];
     leaf.prop_recursive(4, 32, 6, |inner| {
-        prop::collection::vec(inner, 0..6).prop_map(|v| Reply::Array(Some(v)))
+        let pairs = prop::collection::vec((inner.clone(), inner.clone()), 0..3);
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(|v| Reply::Array(Some(v))),
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Reply::Set),
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Reply::Push),
+            pairs.clone().prop_map(Reply::Map),
+            (pairs, inner).prop_map(|(attributes, r)| Reply::Attribute {
+                attributes,
+                reply: Box::new(r)
+            }),
+        ]
     })
+}
+
+/// Any double; NaNs as the one NaN that decoding gives (Redis never sends
+/// another, and the encoding writes every NaN as `nan`).
+fn arb_double() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        any::<f64>().prop_map(|d| if d.is_nan() { f64::NAN } else { d }),
+        Just(f64::INFINITY),
+        Just(f64::NEG_INFINITY),
+        Just(-0.0),
+        (-1_000_000i64..1_000_000).prop_map(|n| n as f64 / 8.0),
+    ]
 }
 
 /// An inline line of plain words, and the arguments it stands for.
