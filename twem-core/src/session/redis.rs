@@ -30,6 +30,12 @@ fn error(code: &'static str, msg: impl Into<std::borrow::Cow<'static, str>>) -> 
     ReplyFuture::ready(Err(CallError::Request(RequestError::new(code, msg))))
 }
 
+/// The id `HELLO`, `CLIENT ID` and `CLIENT INFO` report: the proxy's own
+/// client number, from 1 as Redis counts (clients test ids for truth).
+fn client_id(inbox: &Inbox) -> i64 {
+    i64::try_from(inbox.hint()).map_or(i64::MAX, |n| n.saturating_add(1))
+}
+
 /// What Redis says of a client name or library attribute with a space,
 /// a newline or another byte outside `!`..`~`.
 fn valid_name(b: &[u8]) -> bool {
@@ -117,7 +123,7 @@ impl Out {
 
 /// The `HELLO` reply: Redis's fields, the version being the lowest among
 /// the pool's servers.
-fn hello_reply(resp3: bool, version: &str, id: usize) -> Bytes {
+fn hello_reply(resp3: bool, version: &str, id: i64) -> Bytes {
     let mut o = Out::new(resp3);
     o.map(7);
     o.bulk(b"server");
@@ -127,7 +133,7 @@ fn hello_reply(resp3: bool, version: &str, id: usize) -> Bytes {
     o.bulk(b"proto");
     o.int(if resp3 { 3 } else { 2 });
     o.bulk(b"id");
-    o.int(i64::try_from(id).unwrap_or(i64::MAX));
+    o.int(id);
     o.bulk(b"mode");
     o.bulk(b"standalone");
     o.bulk(b"role");
@@ -230,7 +236,7 @@ RESP protocol version at the same time\r\n",
         inbox.set_resp3(p == 3);
     }
     let resp3 = client.proto == 3;
-    let id = inbox.hint();
+    let id = client_id(inbox);
     let pool = pool.clone();
     ReplyFuture::from_future(async move {
         let version = pool.server_version().await?;
@@ -319,7 +325,7 @@ pub(super) fn client(req: &resp::Request, inbox: &Inbox, client: &mut ClientStat
                 return e;
             }
             let mut o = Out::new(resp3);
-            o.int(i64::try_from(inbox.hint()).unwrap_or(i64::MAX));
+            o.int(client_id(inbox));
             o.done()
         }
         b"info" => {
@@ -378,7 +384,7 @@ fn client_info_line(inbox: &Inbox, c: &ClientState) -> String {
     format!(
         "id={} name={} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 user=default \
          resp={} lib-name={} lib-ver={}\n",
-        inbox.hint(),
+        client_id(inbox),
         s(&c.name).unwrap_or_default(),
         c.created.elapsed().as_secs(),
         c.proto,

@@ -601,6 +601,17 @@ where
                 });
             };
             match self.decoder.decode(expect, &mut self.rbuf) {
+                // Out-of-band data on a RESP3 connection answers no request:
+                // matching it to the one in flight would shift every reply
+                // after it to the wrong client. The proxy never asks for
+                // pushes on these connections (no subscriptions, no
+                // tracking), so one is dropped, and logged.
+                Ok(Some(Frame::Resp(frame))) if frame.is_push() => {
+                    tracing::debug!(pool = %self.shared.config.name,
+                        server = %self.shared.servers[self.idx].name,
+                        "dropped an unsolicited RESP3 push");
+                    continue;
+                }
                 Ok(Some(frame)) => {
                     let Some(f) = self.queue.pop_answered() else {
                         break Ok(());
