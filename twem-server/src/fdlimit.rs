@@ -76,15 +76,23 @@ impl FdBudget {
 }
 
 /// Backend connections `config` may open at once: every server's
-/// `server_connections` slots.
+/// `server_connections` slots; for Redis pools twice (RESP2 clients and
+/// `HELLO 3` clients have a lane each) plus its `pinned_connections`
+/// (transactions).
 pub fn backend_slots(config: &Config) -> usize {
     config
         .pools
         .iter()
         .map(|p| {
-            p.servers
-                .len()
-                .saturating_mul(p.server_connections.max(1) as usize)
+            let shared = p.server_connections.max(1) as usize;
+            let per_server = if p.redis {
+                shared
+                    .saturating_mul(2)
+                    .saturating_add(p.pinned_connections as usize)
+            } else {
+                shared
+            };
+            p.servers.len().saturating_mul(per_server)
         })
         .fold(0usize, usize::saturating_add)
 }
@@ -106,6 +114,15 @@ pub fn client_limit(nofile: u64, backend: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A Redis pool keeps room for both lanes and the pinned connections; a
+    // memcached pool only for its shared connections.
+    #[test]
+    fn backend_slots_count_every_kind_of_connection() {
+        let yaml = "r:\n  listen: 127.0.0.1:1\n  redis: true\n  server_connections: 2\n  pinned_connections: 5\n  servers:\n   - 127.0.0.1:2:1\n   - 127.0.0.1:3:1\nm:\n  listen: 127.0.0.1:4\n  server_connections: 3\n  servers:\n   - 127.0.0.1:5:1\n";
+        let config = Config::from_yaml(yaml).expect("config");
+        assert_eq!(backend_slots(&config), 2 * (2 * 2 + 5) + 3);
+    }
 
     #[test]
     fn reserve_covers_backends_and_the_rest() {
