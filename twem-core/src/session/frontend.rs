@@ -180,6 +180,10 @@ impl RedisFrontend {
             super::redis::client(req, inbox, &mut self.client)
         } else if is(b"reset") {
             self.reset(inbox)
+        } else if is(b"info") && inbox.resp3() {
+            // Redis sends INFO's text as a verbatim string in RESP3.
+            let fut = pool.dispatch_redis_in(req, inbox);
+            ReplyFuture::from_future(async move { Ok(super::redis::bulk_to_verbatim(fut.await?)) })
         } else {
             pool.dispatch_redis_in(req, inbox)
         }

@@ -121,6 +121,24 @@ impl Out {
     }
 }
 
+/// A bulk string reply as RESP3's verbatim text (`=<n>\r\ntxt:...`), as
+/// Redis sends `INFO` to RESP3 clients; any other reply unchanged.
+pub(super) fn bulk_to_verbatim(b: Bytes) -> Bytes {
+    let Some(rest) = b.strip_prefix(b"$") else {
+        return b;
+    };
+    let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+        return b;
+    };
+    let body = rest.get(eol + 2..).unwrap_or_default();
+    let Some(text) = body.strip_suffix(b"\r\n") else {
+        return b;
+    };
+    let mut o = Out::new(true);
+    o.text(text);
+    o.buf.freeze()
+}
+
 /// The `HELLO` reply: Redis's fields, the version being the lowest among
 /// the pool's servers.
 fn hello_reply(resp3: bool, version: &str, id: i64) -> Bytes {
@@ -530,6 +548,14 @@ mod tests {
         let r2 = hello_reply(false, "7.0.15", 9);
         assert!(r2.starts_with(b"*14\r\n"));
         assert!(r2.windows(11).any(|w| w == b"proto\r\n:2\r\n"));
+    }
+
+    #[test]
+    fn info_becomes_verbatim_text_in_resp3() {
+        let v = bulk_to_verbatim(Bytes::from_static(b"$11\r\n# Server\r\na\r\n"));
+        assert_eq!(&v[..], b"=15\r\ntxt:# Server\r\na\r\n");
+        let err = Bytes::from_static(b"-ERR x\r\n");
+        assert_eq!(bulk_to_verbatim(err.clone()), err);
     }
 
     #[test]
