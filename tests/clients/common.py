@@ -79,6 +79,9 @@ class Runner:
         self.t0 = time.monotonic()
 
     def _report(self, check_name, exc):
+        # anyio task groups (coredis) wrap the real error: report the leaf.
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
         if isinstance(exc, CheckFailed):
             msg = str(exc)
         else:
