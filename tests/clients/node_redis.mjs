@@ -1,6 +1,7 @@
 // node `redis` 6.3 (@redis/client) at its default options against twem or
 // redis-server: RESP3 (HELLO 3 [SETNAME]) and the whole handshake pipelined.
-// Usage: see common.mjs.
+// Usage: see common.mjs. `reconnectStrategy: false` only stops the reconnect
+// loop after a failure; the protocol and handshake are node-redis's defaults.
 
 import { createClient, defineScript } from 'redis';
 import { LUA_SET_INCR, Runner, check, diagResp2, expectError, parseArgs, same } from './common.mjs';
