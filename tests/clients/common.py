@@ -1,0 +1,149 @@
+"""Shared command line and step runner for the Python client programs.
+
+    <program> HOST:PORT direct|proxy [--cross KEY_A KEY_B] [--keep-going]
+
+direct: the target is one redis-server; checks that need two servers are
+        skipped (they print "skip").
+proxy:  the target is twem in front of (at least) two servers; --cross gives
+        two key names the harness computed to live on different servers.
+--keep-going: run every check and report all failures (default: stop at the
+        first). Exit status is 0 only if every check passed.
+
+Each check is a function; an exception or a failed `check()` inside it fails
+it with a message naming the check.
+"""
+
+import argparse
+import os
+import sys
+import time
+import traceback
+import uuid
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def check(cond, what, *got):
+    if not cond:
+        detail = "" if not got else " (got: " + ", ".join(repr(g) for g in got) + ")"
+        raise CheckFailed(what + detail)
+
+
+def expect_error(fn, what, contains=None, error_types=(Exception,)):
+    """Run fn(); it must raise one of error_types (whose text contains
+    `contains`, if given). Returns the exception."""
+    try:
+        got = fn()
+    except error_types as e:
+        if contains is not None:
+            check(contains in str(e), f"{what}: error should mention {contains}", str(e))
+        return e
+    raise CheckFailed(f"{what}: expected an error, got a reply {got!r}")
+
+
+async def expect_error_async(coro, what, contains=None, error_types=(Exception,)):
+    try:
+        got = await coro
+    except error_types as e:
+        if contains is not None:
+            check(contains in str(e), f"{what}: error should mention {contains}", str(e))
+        return e
+    raise CheckFailed(f"{what}: expected an error, got a reply {got!r}")
+
+
+def parse_args(name):
+    p = argparse.ArgumentParser(prog=name)
+    p.add_argument("addr", help="host:port of redis-server (direct) or twem (proxy)")
+    p.add_argument("mode", choices=["direct", "proxy"])
+    p.add_argument("--cross", nargs=2, metavar=("KEY_A", "KEY_B"),
+                   help="two keys on different servers (proxy mode)")
+    p.add_argument("--keep-going", action="store_true")
+    a = p.parse_args()
+    host, _, port = a.addr.rpartition(":")
+    a.host, a.port = host or "127.0.0.1", int(port)
+    if a.mode == "proxy" and not a.cross:
+        p.error("proxy mode needs --cross KEY_A KEY_B")
+    # Unique per run, so reruns against the same servers never collide.
+    a.prefix = "t" + uuid.uuid4().hex[:10]
+    # A hash tag: every key built with tagged() lives on one server.
+    a.tag = "{" + a.prefix + "}"
+    return a
+
+
+class Runner:
+    def __init__(self, name, args):
+        self.name, self.args = name, args
+        self.failed = []
+        self.t0 = time.monotonic()
+
+    def _report(self, check_name, exc):
+        # anyio task groups (coredis) wrap the real error: report the leaf.
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        if isinstance(exc, CheckFailed):
+            msg = str(exc)
+        else:
+            msg = f"{type(exc).__name__}: {exc}"
+        print(f"FAIL {self.name} [{self.args.mode}] {check_name}: {msg}", flush=True)
+        if not isinstance(exc, CheckFailed) and os.environ.get("TWEM_CLIENT_TRACE"):
+            traceback.print_exception(exc)
+        self.failed.append(check_name)
+        if not self.args.keep_going:
+            self.finish()
+
+    def skip(self, check_name, why):
+        print(f"skip {check_name}: {why}", flush=True)
+
+    def run(self, check_name, fn, proxy_only=False):
+        if proxy_only and self.args.mode != "proxy":
+            return self.skip(check_name, "needs two servers (proxy mode)")
+        t = time.monotonic()
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - any error fails the check
+            return self._report(check_name, e)
+        print(f"ok   {check_name} ({time.monotonic() - t:.2f}s)", flush=True)
+
+    async def run_async(self, check_name, fn, proxy_only=False):
+        if proxy_only and self.args.mode != "proxy":
+            return self.skip(check_name, "needs two servers (proxy mode)")
+        t = time.monotonic()
+        try:
+            await fn()
+        except Exception as e:  # noqa: BLE001
+            return self._report(check_name, e)
+        print(f"ok   {check_name} ({time.monotonic() - t:.2f}s)", flush=True)
+
+    def finish(self):
+        took = time.monotonic() - self.t0
+        if self.failed:
+            print(f"{self.name} [{self.args.mode}]: {len(self.failed)} check(s) failed: "
+                  f"{', '.join(self.failed)} ({took:.1f}s)", flush=True)
+            sys.stdout.flush()
+            os._exit(1)
+        print(f"{self.name} [{self.args.mode}]: all checks passed ({took:.1f}s)", flush=True)
+        sys.stdout.flush()
+        os._exit(0)
+
+
+def hide_hiredis_if_asked():
+    """redis-py uses hiredis whenever it imports; it has no switch. With
+    TWEM_NO_HIREDIS=1 the import is made to fail, as if it were not
+    installed, so one venv tests both parsers. Call before importing redis."""
+    if os.environ.get("TWEM_NO_HIREDIS") == "1":
+        sys.modules["hiredis"] = None
+
+
+def diag_resp2():
+    """TWEM_CLIENT_DIAG_RESP2=1 forces RESP2 (protocol=2): a diagnostic only,
+    to see what else fails while HELLO 3 is unsupported. The harness never
+    sets it: the tests run at the libraries' defaults."""
+    return os.environ.get("TWEM_CLIENT_DIAG_RESP2") == "1"
+
+
+def lua_set_incr():
+    # KEYS[1] = a string set to ARGV[1]; KEYS[2] = a counter incremented by ARGV[2].
+    return ("redis.call('SET', KEYS[1], ARGV[1]) "
+            "return redis.call('INCRBY', KEYS[2], ARGV[2])")
