@@ -209,8 +209,8 @@ struct Handles {
 #[derive(Debug, Default)]
 struct PinSet {
     count: Mutex<usize>,
-    /// `(channel, resp3)` of idle pinned connections.
-    idle: Mutex<Vec<(mpsc::UnboundedSender<Msg>, bool)>>,
+    /// Idle pinned connections, with the kind each is.
+    idle: Mutex<Vec<(mpsc::UnboundedSender<Msg>, backend::Lane)>>,
 }
 
 impl Handles {
@@ -225,7 +225,7 @@ impl Handles {
                 idx,
                 backend::Lane {
                     resp3,
-                    pinned: false,
+                    ..Default::default()
                 },
                 slot,
             )

@@ -28,7 +28,7 @@ use super::{Handles, Inner, Pool, ReplyFuture};
 pub struct Pinned {
     handles: Arc<Handles>,
     server: usize,
-    resp3: bool,
+    lane: Lane,
     tx: Option<mpsc::UnboundedSender<Msg>>,
 }
 
@@ -40,7 +40,7 @@ impl Pinned {
 
     /// Whether it speaks RESP3.
     pub fn resp3(&self) -> bool {
-        self.resp3
+        self.lane.resp3
     }
 
     /// Give it back for reuse: the caller has ended whatever state the
@@ -56,7 +56,7 @@ impl Pinned {
             set.forget();
             return;
         }
-        set.lock_idle().push((tx, self.resp3));
+        set.lock_idle().push((tx, self.lane));
     }
 }
 
@@ -75,7 +75,7 @@ impl Drop for Pinned {
 }
 
 impl super::PinSet {
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<(mpsc::UnboundedSender<Msg>, bool)>> {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<(mpsc::UnboundedSender<Msg>, Lane)>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -96,6 +96,18 @@ impl Pool {
     /// one, else a new one (it connects on its first request). Fails when
     /// the server already has `pinned_connections` of them.
     pub fn pin(&self, server: usize, resp3: bool) -> Result<Pinned, CallError> {
+        self.pin_lane(
+            server,
+            Lane {
+                resp3,
+                pinned: true,
+                blocking: false,
+            },
+        )
+    }
+
+    /// [`Pool::pin`] for a connection of kind `lane`.
+    pub(crate) fn pin_lane(&self, server: usize, lane: Lane) -> Result<Pinned, CallError> {
         let handles = &self.inner;
         let Some(set) = handles.pins.get(server) else {
             return Err(CallError::Request(RequestError::uncoded(
@@ -106,7 +118,7 @@ impl Pool {
         let pinned = |tx| Pinned {
             handles: Arc::clone(handles),
             server,
-            resp3,
+            lane,
             tx: Some(tx),
         };
         {
@@ -119,14 +131,14 @@ impl Pool {
                 let mut n = set.lock_count();
                 *n = n.saturating_sub(lost);
             }
-            if let Some(i) = idle.iter().rposition(|(_, r)| *r == resp3) {
+            if let Some(i) = idle.iter().rposition(|(_, l)| *l == lane) {
                 let (tx, _) = idle.swap_remove(i);
                 return Ok(pinned(tx));
             }
             let mut n = set.lock_count();
             if *n >= max {
-                // At the bound: an idle connection of the other protocol
-                // makes room, if there is one.
+                // At the bound: an idle connection of another kind makes
+                // room, if there is one.
                 if idle.pop().is_none() {
                     let name = &handles.shared.servers[server].name;
                     return Err(CallError::Request(RequestError::new(
@@ -141,10 +153,6 @@ impl Pool {
                 *n += 1;
             }
         }
-        let lane = Lane {
-            resp3,
-            pinned: true,
-        };
         Ok(pinned(handles.spawn_conn(server, lane, usize::MAX)))
     }
 
@@ -319,5 +327,58 @@ mod tests {
         let got = lowest_version([&a[..], &b[..], &c[..]].into_iter());
         assert_eq!(got.as_deref(), Some("7.0.9"));
         assert_eq!(lowest_version([&b"nothing"[..]].into_iter()), None);
+    }
+}
+
+impl Pool {
+    /// Run one blocking command (`BLPOP`, `XREAD BLOCK`, ...) on a
+    /// connection of server `server` borrowed for it, so that the shared
+    /// pipelined connections never wait behind it. `wait` is the command's
+    /// own timeout (`None`: it may block for ever); the pool's `timeout` (or
+    /// a second) is added as the margin for the server's reply. The
+    /// connection is given back once the reply came; if the caller goes
+    /// away first, or the wait runs out, it is closed instead, because a
+    /// reply might still come on it.
+    pub(crate) fn send_blocking(
+        &self,
+        server: usize,
+        wire: Bytes,
+        resp3: bool,
+        wait: Option<std::time::Duration>,
+    ) -> ReplyFuture {
+        let lane = Lane {
+            resp3,
+            pinned: true,
+            blocking: true,
+        };
+        let pin = match self.pin_lane(server, lane) {
+            Ok(p) => p,
+            Err(e) => return ReplyFuture::ready(Err(e)),
+        };
+        let fut = self.send_pinned(&pin, wire, None);
+        let margin = self
+            .config()
+            .timeout
+            .unwrap_or(std::time::Duration::from_secs(1));
+        let name = Arc::clone(&self.inner.shared.servers[server].name);
+        ReplyFuture::from_future(async move {
+            let r = match wait {
+                Some(w) => match tokio::time::timeout(w.saturating_add(margin), fut).await {
+                    Ok(r) => r,
+                    // `pin` is dropped: the connection closes.
+                    Err(_) => {
+                        return Err(CallError::Backend(super::BackendError::new(
+                            super::BackendErrorKind::TimedOut,
+                            name,
+                        )))
+                    }
+                },
+                None => fut.await,
+            };
+            if r.is_ok() {
+                pin.release();
+            }
+            r
+        })
     }
 }

@@ -186,6 +186,9 @@ pub(crate) struct Lane {
     /// instead of reconnecting. A fresh connection would silently drop the
     /// watched keys and the client would commit blind.
     pub pinned: bool,
+    /// Borrowed for one blocking command (`BLPOP`, `XREAD BLOCK`): no pool
+    /// `timeout` on its replies, the borrower bounds the wait.
+    pub blocking: bool,
 }
 
 /// The task behind one connection slot of a server: it waits for a
@@ -274,13 +277,13 @@ impl ConnTask {
         let close = match conn {
             Conn::Tcp(s) => {
                 let (r, w) = s.into_split();
-                Connection::new(&self.shared, self.idx, r, w)
+                Connection::new(&self.shared, self.idx, self.lane, r, w)
                     .drive(first, &mut self.rx)
                     .await
             }
             Conn::Unix(s) => {
                 let (r, w) = s.into_split();
-                Connection::new(&self.shared, self.idx, r, w)
+                Connection::new(&self.shared, self.idx, self.lane, r, w)
                     .drive(first, &mut self.rx)
                     .await
             }
@@ -483,6 +486,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 struct Connection<'a, R, W> {
     shared: &'a Arc<PoolShared>,
     idx: usize,
+    lane: Lane,
     rd: R,
     wr: W,
     decoder: ReplyDecoder,
@@ -519,16 +523,24 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    fn new(shared: &'a Arc<PoolShared>, idx: usize, rd: R, wr: W) -> Self {
+    fn new(shared: &'a Arc<PoolShared>, idx: usize, lane: Lane, rd: R, wr: W) -> Self {
         let server = &shared.servers[idx];
+        // A blocking command waits as long as it asked to: the pool's
+        // `timeout` is not its bound (its borrower times it).
+        let timeout = if lane.blocking {
+            None
+        } else {
+            shared.config.timeout
+        };
         Connection {
             shared,
             idx,
+            lane,
             rd,
             wr,
             decoder: ReplyDecoder::new(shared.protocol),
             wq: VecDeque::new(),
-            queue: InFlightQueue::new(&server.stats, shared.config.timeout),
+            queue: InFlightQueue::new(&server.stats, timeout),
             rbuf: BytesMut::new(),
             closing: false,
             timer: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
@@ -709,6 +721,18 @@ where
                 }
                 Event::Msg(Some(Msg::Req(r))) => {
                     self.take_batch(r, Instant::now(), 1 + BATCH, rx);
+                }
+                // Its one client let go of a pinned connection without
+                // giving it back (gone mid-transaction, or while blocked):
+                // close now; a reply that may still come is for nobody, and
+                // the connection's state must not outlive its client.
+                Event::Msg(None) if self.lane.pinned => {
+                    let err = BackendError::new(
+                        BackendErrorKind::Unknown,
+                        self.shared.servers[self.idx].name.clone(),
+                    );
+                    self.queue.fail_all(&err);
+                    return true;
                 }
                 Event::Msg(Some(Msg::Close) | None) => self.closing = true,
                 Event::Written(Ok(n)) => self.queue.written(n),
