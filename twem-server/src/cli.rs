@@ -18,7 +18,7 @@ pub const NUTCRACKER_VERSION: &str = "0.5.0";
     disable_version_flag = true,
     about = "twem: a Redis and memcached sharding proxy, drop-in for nutcracker (twemproxy)",
     after_help = "Signals: SIGHUP reloads the config and reopens the log file, SIGUSR1 reloads the config, \
-                  SIGTTIN/SIGTTOU raise/lower the log level, SIGTERM/SIGINT drain and exit."
+                  SIGTTIN/SIGTTOU raise/lower the log level, SIGUSR2 is logged, SIGTERM/SIGINT drain and exit."
 )]
 pub struct Cli {
     /// Show version and exit.

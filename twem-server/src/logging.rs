@@ -139,7 +139,12 @@ impl Logger {
         };
         self.level.store(next, Ordering::Relaxed);
         let _ = self.handle.modify(|f| *f = level_filter(next));
-        tracing::warn!(level = next, "log level changed");
+        // nutcracker's words, and like it nothing when the level is already
+        // at its bound.
+        if next != cur {
+            let dir = if up { "up" } else { "down" };
+            tracing::warn!("{dir} log level to {next}");
+        }
     }
 }
 

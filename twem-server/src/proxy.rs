@@ -494,6 +494,7 @@ struct Signals {
     int: Option<tokio::signal::unix::Signal>,
     hup: Option<tokio::signal::unix::Signal>,
     usr1: Option<tokio::signal::unix::Signal>,
+    usr2: Option<tokio::signal::unix::Signal>,
     ttin: Option<tokio::signal::unix::Signal>,
     ttou: Option<tokio::signal::unix::Signal>,
 }
@@ -505,6 +506,9 @@ impl Signals {
             int: signal(SignalKind::interrupt()).ok(),
             hup: signal(SignalKind::hangup()).ok(),
             usr1: signal(SignalKind::user_defined1()).ok(),
+            // Handled (logged, nothing else) as nutcracker does: its default
+            // action would end the process.
+            usr2: signal(SignalKind::user_defined2()).ok(),
             ttin: signal(SignalKind::from_raw(libc::SIGTTIN)).ok(),
             ttou: signal(SignalKind::from_raw(libc::SIGTTOU)).ok(),
         }
@@ -520,6 +524,14 @@ async fn recv_opt(s: &mut Option<tokio::signal::unix::Signal>) {
     }
 }
 
+/// The line nutcracker 0.5.0 logs for a signal, `signal <n> (<NAME>)
+/// received<action>`: scripts and nutcracker's own test suite look for it.
+/// Logged as a warning, so that it shows down to `-v 4` (nutcracker logs it
+/// at every level).
+fn log_signal(signo: libc::c_int, name: &str, action: &str) {
+    tracing::warn!("signal {signo} ({name}) received{action}");
+}
+
 /// Handle signals until one asks the process to exit.
 async fn wait_for_exit(
     logger: &Logger,
@@ -532,25 +544,42 @@ async fn wait_for_exit(
         int,
         hup,
         usr1,
+        usr2,
         ttin,
         ttou,
     } = signals;
     loop {
         tokio::select! {
-            _ = recv_opt(term) => { tracing::info!("SIGTERM received"); return; }
-            _ = recv_opt(int) => { tracing::info!("SIGINT received"); return; }
+            // nutcracker dies on SIGTERM without a word; twem drains, and
+            // says so as it says SIGINT.
+            _ = recv_opt(term) => { log_signal(libc::SIGTERM, "SIGTERM", ", exiting"); return; }
+            _ = recv_opt(int) => { log_signal(libc::SIGINT, "SIGINT", ", exiting"); return; }
             _ = recv_opt(hup) => {
-                // nutcracker's SIGHUP reopens the log (logrotate); twem also reloads.
+                // nutcracker's SIGHUP reopens the log (logrotate); twem also
+                // reloads. Reopened first, so the line lands in the new file.
                 logger.reopen();
-                tracing::info!("SIGHUP: log file reopened, reloading the configuration");
-                if let Some(c) = conf { proxy.reload(c).await; }
+                log_signal(libc::SIGHUP, "SIGHUP", ", reopening log file");
+                if let Some(c) = conf {
+                    tracing::info!("reloading the configuration (SIGHUP)");
+                    proxy.reload(c).await;
+                }
             }
             _ = recv_opt(usr1) => {
-                tracing::info!("SIGUSR1: reloading the configuration");
-                if let Some(c) = conf { proxy.reload(c).await; }
+                log_signal(libc::SIGUSR1, "SIGUSR1", "");
+                if let Some(c) = conf {
+                    tracing::info!("reloading the configuration (SIGUSR1)");
+                    proxy.reload(c).await;
+                }
             }
-            _ = recv_opt(ttin) => logger.step(true),
-            _ = recv_opt(ttou) => logger.step(false),
+            _ = recv_opt(usr2) => log_signal(libc::SIGUSR2, "SIGUSR2", ""),
+            _ = recv_opt(ttin) => {
+                log_signal(libc::SIGTTIN, "SIGTTIN", ", up logging level");
+                logger.step(true);
+            }
+            _ = recv_opt(ttou) => {
+                log_signal(libc::SIGTTOU, "SIGTTOU", ", down logging level");
+                logger.step(false);
+            }
         }
     }
 }

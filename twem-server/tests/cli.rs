@@ -1275,3 +1275,83 @@ fn log_file_levels_and_reopen() {
         "SIGHUP killed the proxy"
     );
 }
+
+/// The lines of the proxy's log ending with `text`.
+fn log_lines_ending(path: &Path, text: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.ends_with(text))
+        .count()
+}
+
+// Every signal is logged in nutcracker 0.5.0's words (the lines below are
+// what `nutcracker -v 6` wrote for these signals), and each still does what
+// it did: SIGTTIN/SIGTTOU step the level (nutcracker's `up log level to N`
+// lines), SIGUSR2 is logged and ignored, SIGINT and SIGTERM end the process.
+#[test]
+fn signal_log_lines_match_nutcracker() {
+    let redis = Redis::start();
+    let port = free_port();
+    let yaml = pool_yaml("alpha", port, "  redis: true\n", &[(redis.addr(), "")]);
+    let mut proxy = ProxyProc::twem(&yaml, port, &["-v", "6"]);
+    let log = proxy.dir.path().join("proxy.log");
+    let steps: [(i32, &[&str]); 6] = [
+        (
+            libc::SIGHUP,
+            &["signal 1 (SIGHUP) received, reopening log file"],
+        ),
+        (
+            libc::SIGTTIN,
+            &[
+                "signal 21 (SIGTTIN) received, up logging level",
+                "up log level to 7",
+            ],
+        ),
+        (
+            libc::SIGTTOU,
+            &[
+                "signal 22 (SIGTTOU) received, down logging level",
+                "down log level to 6",
+            ],
+        ),
+        (libc::SIGUSR1, &["signal 10 (SIGUSR1) received"]),
+        (libc::SIGUSR2, &["signal 12 (SIGUSR2) received"]),
+        (libc::SIGINT, &["signal 2 (SIGINT) received, exiting"]),
+    ];
+    for (sig, lines) in steps {
+        proxy.proc.signal(sig);
+        for line in lines {
+            assert!(
+                wait_until(Duration::from_secs(5), || log_lines_ending(&log, line) == 1),
+                "signal {sig}: no line ending {line:?} in\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        if sig != libc::SIGINT {
+            assert!(
+                proxy.proc.wait_timeout(Duration::from_millis(50)).is_none(),
+                "signal {sig} ended the proxy"
+            );
+        }
+    }
+    assert!(
+        proxy.proc.wait_timeout(Duration::from_secs(10)).is_some(),
+        "still running after SIGINT"
+    );
+
+    let port = free_port();
+    let yaml = pool_yaml("alpha", port, "  redis: true\n", &[(redis.addr(), "")]);
+    let mut proxy = ProxyProc::twem(&yaml, port, &[]);
+    let log = proxy.dir.path().join("proxy.log");
+    proxy.proc.signal(libc::SIGTERM);
+    let line = "signal 15 (SIGTERM) received, exiting";
+    assert!(
+        wait_until(Duration::from_secs(5), || log_lines_ending(&log, line) == 1),
+        "no line ending {line:?}"
+    );
+    assert!(
+        proxy.proc.wait_timeout(Duration::from_secs(10)).is_some(),
+        "still running after SIGTERM"
+    );
+}

@@ -121,16 +121,17 @@ pub struct Limits {
     pub max_bulk_len: usize,
     /// Most elements in one array: the arguments of a request, or one
     /// (possibly nested) array, set or push of a reply (a map or an
-    /// attribute counts its keys and values). Default 1 Mi (1 048 576), Redis 6's
-    /// multibulk limit: with it a request's argument vector stays under
-    /// 32 MiB. Backends answering with bigger arrays (a `HGETALL` of a hash
-    /// with more than 512 Ki fields) need a larger value.
+    /// attribute counts its keys and values). Default 1 Mi (1 048 576),
+    /// Redis 6's multibulk limit: with it a request's argument vector stays
+    /// under 32 MiB. Backends answering with bigger arrays or maps (a
+    /// `HGETALL` of a hash with more than 512 Ki fields) need a larger value.
     pub max_array_len: usize,
     /// Deepest nesting of aggregates in a reply (default 32); requests are
     /// flat. The reply an attribute annotates counts one level deeper.
     pub max_depth: usize,
     /// Longest inline request line, and longest simple reply line (status,
-    /// error, integer, double, big number...), in bytes (default 64 KiB, Redis's `PROTO_INLINE_MAX_SIZE`).
+    /// error, integer, double, big number...), in bytes (default 64 KiB,
+    /// Redis's `PROTO_INLINE_MAX_SIZE`).
     pub max_inline_len: usize,
 }
 

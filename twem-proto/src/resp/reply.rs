@@ -970,6 +970,36 @@ mod tests {
             b">2\r\n$16\r\nserver-cpu-usage\r\n:42\r\n$40\r\nSome real reply following the push reply\r\n",
             2,
         ),
+        ("HGETALL missing", b"%0\r\n", 1),
+        ("SMEMBERS missing", b"~0\r\n", 1),
+        ("ZSCORE z missing", b"_\r\n", 1),
+        (
+            "CONFIG GET maxmemory",
+            b"%1\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n",
+            1,
+        ),
+        (
+            "NOSUCHCMD",
+            b"-ERR unknown command 'NOSUCHCMD', with args beginning with: \r\n",
+            1,
+        ),
+        // Pushes: a client tracking invalidation, and pub/sub, whose
+        // confirmations are pushes too in RESP3.
+        (
+            "(invalidation after CLIENT TRACKING on)",
+            b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n",
+            1,
+        ),
+        (
+            "SUBSCRIBE ch",
+            b">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n",
+            1,
+        ),
+        (
+            "(message after PUBLISH ch hi)",
+            b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n",
+            1,
+        ),
     ];
 
     // Every captured redis-server RESP3 reply is cut the same whole and fed
@@ -989,7 +1019,8 @@ mod tests {
             assert_eq!(joined, bytes, "{cmd}");
             for f in &whole {
                 assert_eq!(ReplyFrame::from_reply(&f.parse()).raw(), f.raw(), "{cmd}");
-                assert!(!f.is_error(), "{cmd}");
+                assert_eq!(f.is_error(), cmd == "NOSUCHCMD", "{cmd}");
+                assert_eq!(f.is_push(), f.raw()[0] == b'>', "{cmd}");
             }
         }
     }

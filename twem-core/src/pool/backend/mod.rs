@@ -238,7 +238,8 @@ impl ConnTask {
             let first = pending.take();
             let done = match connect(&self.shared, self.idx, self.lane).await {
                 Ok(conn) => self.serve(conn, first.map(|r| (r, started))).await,
-                Err(kind) => self.connect_failed(first, kind),
+                Err(Exchange::Failed(kind)) => self.connect_failed(first, kind),
+                Err(Exchange::Rejected(reply)) => self.handshake_rejected(first, &reply),
             };
             if done {
                 return;
@@ -259,7 +260,7 @@ impl ConnTask {
         let err = BackendError::new(BackendErrorKind::Unknown, server.name.clone());
         while let Ok(msg) = self.rx.try_recv() {
             if let Msg::Req(r) = msg {
-                fail_req(&self.shared, self.idx, r, &err);
+                fail_req(&self.shared, self.idx, r, Err(err.clone()));
             }
         }
     }
@@ -296,27 +297,10 @@ impl ConnTask {
     /// queued behind it (retrying a refused connect once per queued request
     /// would only add latency to an outage). True when the task should end.
     fn connect_failed(&mut self, first: Option<BackendReq>, kind: BackendErrorKind) -> bool {
-        let shared = &self.shared;
+        let shared = Arc::clone(&self.shared);
         let server = &shared.servers[self.idx];
         let err = BackendError::new(kind, server.name.clone());
-        let mut failed = 0u64;
-        let mut close = false;
-        if let Some(r) = first {
-            fail_req(shared, self.idx, r, &err);
-            failed += 1;
-        }
-        while let Ok(msg) = self.rx.try_recv() {
-            match msg {
-                Msg::Req(r) => {
-                    fail_req(shared, self.idx, r, &err);
-                    failed += 1;
-                }
-                Msg::Close => {
-                    close = true;
-                    break;
-                }
-            }
-        }
+        let (failed, close) = self.answer_queued(first, || Err(err.clone()));
         if kind.is_local() {
             // The proxy's own descriptor table is full: not the server's
             // fault, so it is neither counted as a server error nor a step
@@ -334,9 +318,56 @@ impl ConnTask {
         }
         close
     }
+
+    /// The server refused the connection handshake (AUTH with a wrong or
+    /// missing `redis_auth`, SELECT of a `redis_db` it does not have): the
+    /// request that asked for the connection and every one queued behind
+    /// it get the server's own error reply (`-WRONGPASS ...`, `-ERR invalid
+    /// password`), which says what to fix where nutcracker's `Invalid
+    /// argument` did not. The server is up and answering, so this is not a
+    /// step towards ejecting it: ejection would only move its keys to
+    /// servers configured the same way, and hide the error. True when the
+    /// task should end.
+    fn handshake_rejected(&mut self, first: Option<BackendReq>, reply: &Frame) -> bool {
+        let shared = Arc::clone(&self.shared);
+        let (_, close) = self.answer_queued(first, || Ok(reply.clone()));
+        shared.servers[self.idx]
+            .stats
+            .server_err
+            .fetch_add(1, Relaxed);
+        close
+    }
+
+    /// Answers `first` and every request queued behind it with `answer()`,
+    /// without connecting. Returns how many were answered, and whether a
+    /// close was asked for meanwhile.
+    fn answer_queued(
+        &mut self,
+        first: Option<BackendReq>,
+        answer: impl Fn() -> Result<Frame, BackendError>,
+    ) -> (u64, bool) {
+        let shared = &self.shared;
+        let mut answered = 0u64;
+        if let Some(r) = first {
+            fail_req(shared, self.idx, r, answer());
+            answered += 1;
+        }
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Req(r) => {
+                    fail_req(shared, self.idx, r, answer());
+                    answered += 1;
+                }
+                Msg::Close => return (answered, true),
+            }
+        }
+        (answered, false)
+    }
 }
 
-fn fail_req(shared: &PoolShared, idx: usize, r: BackendReq, err: &BackendError) {
+/// Answers a request that was never forwarded with `answer`: an error, or
+/// the server's refusal of the connection handshake.
+fn fail_req(shared: &PoolShared, idx: usize, r: BackendReq, answer: Result<Frame, BackendError>) {
     let stats = &shared.servers[idx].stats;
     stats.in_queue.fetch_sub(1, Relaxed);
     stats.in_queue_bytes.fetch_sub(r.wire.len() as i64, Relaxed);
@@ -344,7 +375,7 @@ fn fail_req(shared: &PoolShared, idx: usize, r: BackendReq, err: &BackendError) 
     if let Some(tx) = r.reply {
         // A noreply request fails silently, as memcached would have it.
         tx.send(match r.expect {
-            Some(_) => Err(err.clone()),
+            Some(_) => answer,
             None => Ok(Frame::NoReply),
         });
     }
@@ -358,27 +389,20 @@ pub(crate) enum Conn {
 
 /// Open a connection to server `idx`, resolving its host name afresh, and run
 /// the Redis handshake (AUTH, then SELECT) when the pool needs one. The whole
-/// of it is bounded by the pool's `timeout`.
-pub(crate) async fn connect(
-    shared: &PoolShared,
-    idx: usize,
-    lane: Lane,
-) -> Result<Conn, BackendErrorKind> {
+/// of it is bounded by the pool's `timeout`. A handshake the server refuses
+/// is [`Exchange::Rejected`] with the server's error reply.
+pub(crate) async fn connect(shared: &PoolShared, idx: usize, lane: Lane) -> Result<Conn, Exchange> {
     let fut = connect_inner(shared, idx, lane);
     match shared.config.timeout {
         Some(t) => match tokio::time::timeout(t, fut).await {
             Ok(r) => r,
-            Err(_) => Err(BackendErrorKind::TimedOut),
+            Err(_) => Err(Exchange::Failed(BackendErrorKind::TimedOut)),
         },
         None => fut.await,
     }
 }
 
-async fn connect_inner(
-    shared: &PoolShared,
-    idx: usize,
-    lane: Lane,
-) -> Result<Conn, BackendErrorKind> {
+async fn connect_inner(shared: &PoolShared, idx: usize, lane: Lane) -> Result<Conn, Exchange> {
     let server = &shared.servers[idx];
     let mut conn = match &server.addr {
         ServerAddr::Tcp { host, port } => {
@@ -404,33 +428,71 @@ async fn connect_inner(
                 .map_err(|e| BackendErrorKind::from_io(&e))?,
         ),
     };
-    let init = shared.handshake(lane.resp3);
+    let mut init = shared.handshake(lane.resp3);
+    // A refused AUTH does not end the connection, as in nutcracker: the
+    // server then answers each command with its own `-NOAUTH Authentication
+    // required.`, which is what the client reads (nothing can land in the
+    // wrong place unauthenticated). SELECT and HELLO must succeed: a
+    // connection left on the wrong database would misplace writes.
+    if shared.config.redis_auth.is_some() {
+        if let Some((auth, rest)) = init.split_first() {
+            match conn.exchange(auth.wire(), 1, Expect::Resp).await {
+                Ok(()) => {}
+                Err(e @ Exchange::Failed(_)) => return Err(e),
+                Err(Exchange::Rejected(frame)) => {
+                    tracing::warn!(pool = %shared.config.name, server = %server.name,
+                        reply = %String::from_utf8_lossy(frame.raw()).trim_end(),
+                        "backend refused redis_auth; its commands will get the server's own error");
+                }
+            }
+            init = rest;
+        }
+    }
     if !init.is_empty() {
         let n = init.len();
         let wire: Vec<u8> = init.iter().flat_map(|r| r.wire().iter().copied()).collect();
         match conn.exchange(&wire, n, Expect::Resp).await {
             Ok(()) => {}
-            Err(Exchange::Failed(kind)) => return Err(kind),
+            Err(e @ Exchange::Failed(_)) => return Err(e),
             // An error reply (wrong password, bad db) makes the connection
-            // unusable; logged with the server's own words because the
-            // client only sees the consequence.
+            // unusable; logged with the server's own words, which the
+            // waiting clients get too.
             Err(Exchange::Rejected(frame)) => {
                 tracing::warn!(pool = %shared.config.name, server = %server.name,
                     reply = %String::from_utf8_lossy(frame.raw()).trim_end(),
                     "backend rejected the connection handshake (redis_auth / redis_db)");
-                return Err(BackendErrorKind::InvalidReply);
+                return Err(Exchange::Rejected(frame));
             }
         }
     }
     Ok(conn)
 }
 
-/// Why [`Conn::exchange`] failed.
+/// Why [`Conn::exchange`] or [`connect`] failed.
 pub(crate) enum Exchange {
     /// The socket failed, closed, or sent something unparsable.
     Failed(BackendErrorKind),
     /// The server answered with this error reply.
     Rejected(Frame),
+}
+
+/// A failure before any reply (resolve, connect) is [`Exchange::Failed`].
+impl From<BackendErrorKind> for Exchange {
+    fn from(kind: BackendErrorKind) -> Exchange {
+        Exchange::Failed(kind)
+    }
+}
+
+/// For callers that only need the kind (the re-admission probe): a refused
+/// handshake is a reply the proxy cannot use, nutcracker's `Invalid
+/// argument`.
+impl From<Exchange> for BackendErrorKind {
+    fn from(e: Exchange) -> BackendErrorKind {
+        match e {
+            Exchange::Failed(kind) => kind,
+            Exchange::Rejected(_) => BackendErrorKind::InvalidReply,
+        }
+    }
 }
 
 impl Conn {
