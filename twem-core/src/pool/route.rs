@@ -47,6 +47,18 @@ pub enum Plan {
     Fail(Failure),
 }
 
+impl Plan {
+    /// The one server this plan sends to, if it sends to exactly one:
+    /// how a client session learns where `WATCH` keys or a transaction's
+    /// commands live (a `Split` or a `Fail` has no single server).
+    pub fn single_server(&self) -> Option<usize> {
+        match self {
+            Plan::One { server, .. } => Some(*server),
+            _ => None,
+        }
+    }
+}
+
 /// A request split over several servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Split {
@@ -147,7 +159,7 @@ pub fn plan_redis(req: &resp::Request, ring: &Ring) -> RedisPlan {
             // Only a refused command has a class worth counting; an unknown
             // one or a wrong arity counts as "rejected". The second lookup
             // is on this cold path only.
-            let class = command::lookup(req.name())
+            let class = command::resolve(req)
                 .map(|c| &c.class)
                 .filter(|c| matches!(c, Class::Refused(_)));
             return RedisPlan {
@@ -983,6 +995,29 @@ mod tests {
             assert_eq!(planned.class, Some(&Class::Session));
             assert_eq!(planned.plan, Plan::Fail(Failure::Session(words)));
         }
+    }
+
+    // A session learns WATCH's server from the plan; keys on two servers
+    // have none.
+    #[test]
+    fn watch_names_its_server() {
+        let ring = ring();
+        let (a, b) = colocated_keys(&ring);
+        let plan = plan_redis(&redis(&["WATCH", &a, &b]), &ring).plan;
+        assert_eq!(plan.single_server(), Some(at(&ring, &a)));
+        let (x, y) = split_keys(&ring);
+        let plan = plan_redis(&redis(&["WATCH", &x, &y]), &ring).plan;
+        assert_eq!(plan, Plan::Fail(Failure::CrossSlot));
+        assert_eq!(plan.single_server(), None);
+    }
+
+    // A refused subcommand counts as refused, with its own class.
+    #[test]
+    fn refused_subcommands_count_as_refused() {
+        let planned = plan_redis(&redis(&["CONFIG", "GET", "maxmemory"]), &ring());
+        assert!(matches!(planned.class, Some(Class::Refused(_))));
+        let planned = plan_redis(&redis(&["CONFIG", "NOSUCH"]), &ring());
+        assert_eq!(planned.class, None);
     }
 
     #[test]

@@ -327,6 +327,18 @@ const fn build_index(table: &[Command]) -> [u16; INDEX_SLOTS] {
     index
 }
 
+/// The table entry `req` runs: its command's, or for a container
+/// (`OBJECT ENCODING k`) its subcommand's. `None` for an unknown command or
+/// subcommand. For callers that want the entry without a route (counting a
+/// refusal by class, a session looking at flags).
+pub fn resolve(req: &Request) -> Option<&'static Command> {
+    let cmd = lookup(req.name())?;
+    match cmd.class {
+        Class::Container => cmd.subcommand(req.args().get(1)?),
+        _ => Some(cmd),
+    }
+}
+
 /// Decides where `req` goes, checking what the proxy must check before
 /// forwarding: that the command (and subcommand) is known and forwarded, its
 /// arity, the pairs of `MSET`, the `numkeys` of scripts and the `BLOCK` of
@@ -337,7 +349,7 @@ pub fn classify(req: &Request) -> Result<(&'static Command, Route), CommandError
     }
     let mut cmd = lookup(req.name()).ok_or_else(|| CommandError::unknown(req))?;
     let argc = req.len();
-    if cmd.class == Class::Container {
+    if let Class::Container = cmd.class {
         if !cmd.arity_ok(argc) {
             return Err(CommandError::WrongArity { name: cmd.name });
         }
@@ -1167,6 +1179,51 @@ mod tests {
                 assert!(r.len() > 20, "{}", c.name);
             }
         }
+    }
+
+    // MIGRATE is refused (it moves keys by itself), but its KEYS spec is
+    // the one backwards keyword search of Redis 7.0: the interpreter finds
+    // the keys after the last KEYS, searching from argc-2 down.
+    #[test]
+    fn keys_backward_keyword() {
+        let migrate = lookup(b"migrate").unwrap();
+        assert!(matches!(migrate.class, Class::Refused(_)));
+        let r = req(&[
+            "MIGRATE", "h", "6379", "", "0", "5000", "COPY", "KEYS", "a", "b",
+        ]);
+        assert_eq!(keys(migrate, r.args()).collect::<Vec<_>>(), [3, 8, 9]);
+        let r = req(&["MIGRATE", "h", "6379", "k", "0", "5000"]);
+        assert_eq!(keys(migrate, r.args()).collect::<Vec<_>>(), [3]);
+    }
+
+    // Specs that find nothing or run past the arguments give no keys
+    // rather than an index out of range.
+    #[test]
+    fn key_ranges_stay_in_bounds() {
+        let zunion = lookup(b"zunionstore").unwrap();
+        for args in [
+            &["ZUNIONSTORE", "d", "5", "a"][..],
+            &["ZUNIONSTORE", "d", "-1", "a"],
+            &["ZUNIONSTORE", "d"],
+        ] {
+            let r = req(args);
+            assert_eq!(keys(zunion, r.args()).collect::<Vec<_>>(), [1], "{args:?}");
+        }
+        let xread = lookup(b"xread").unwrap();
+        let r = req(&["XREAD", "STREAMS"]);
+        assert_eq!(keys(xread, r.args()).count(), 0);
+    }
+
+    #[test]
+    fn resolve_finds_subcommands() {
+        assert_eq!(
+            resolve(&req(&["object", "ENCODING", "k"])).unwrap().name,
+            "object|encoding"
+        );
+        assert_eq!(resolve(&req(&["GET", "k"])).unwrap().name, "get");
+        assert_eq!(resolve(&req(&["OBJECT", "nosuch"])), None);
+        assert_eq!(resolve(&req(&["OBJECT"])), None);
+        assert_eq!(resolve(&req(&["nosuch"])), None);
     }
 
     use bytes::Bytes;
