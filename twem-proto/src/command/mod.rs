@@ -1226,5 +1226,67 @@ mod tests {
         assert_eq!(resolve(&req(&["nosuch"])), None);
     }
 
+    // Arguments are the network's: for every command and subcommand, any
+    // mix of keywords, counts and junk classifies without panicking, and
+    // every key found is an argument of the request (never the name).
+    #[test]
+    fn any_arguments_stay_in_bounds() {
+        const WORDS: &[&str] = &[
+            "k",
+            "0",
+            "1",
+            "2",
+            "3",
+            "-1",
+            "-2",
+            "99999999999999999999",
+            "STORE",
+            "storedist",
+            "STREAMS",
+            "KEYS",
+            "BLOCK",
+            "LIMIT",
+            "BY",
+            "GET",
+            "numkeys",
+            "",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for c in COMMANDS.iter() {
+            let (name, sub) = match c.name.split_once('|') {
+                Some((p, s)) => (p, Some(s)),
+                None => (c.name, None),
+            };
+            for _ in 0..300 {
+                let mut args = vec![name.to_string()];
+                args.extend(sub.map(str::to_string));
+                let n = (next() % 9) as usize;
+                for _ in 0..n {
+                    args.push(WORDS[(next() % WORDS.len() as u64) as usize].to_string());
+                }
+                let r = Request::from_args(args.clone());
+                let first = usize::from(sub.is_some()) + 1;
+                if let Ok((cmd, route)) = classify(&r) {
+                    if let Route::Key(i) = route {
+                        assert!(i >= first && i < r.len(), "{args:?}");
+                    }
+                    for i in keys(cmd, r.args()) {
+                        assert!(i >= 1 && i < r.len(), "{args:?}: key {i}");
+                    }
+                }
+                // And the interpreter on its own, whatever classify said.
+                for i in keys(c, r.args()) {
+                    assert!(i >= 1 && i < r.len(), "{args:?}: key {i}");
+                }
+            }
+        }
+    }
+
     use bytes::Bytes;
 }
