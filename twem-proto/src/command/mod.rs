@@ -1128,6 +1128,7 @@ mod tests {
             (&["FUNCTION", "LOAD", "x"], FanOut::AllEqual),
             (&["FUNCTION", "DELETE", "x"], FanOut::AllEqual),
             (&["FUNCTION", "FLUSH"], FanOut::AllEqual),
+            (&["FUNCTION", "RESTORE", "payload"], FanOut::AllEqual),
             (&["INFO"], FanOut::Info),
             (&["INFO", "server", "keyspace"], FanOut::Info),
         ] {

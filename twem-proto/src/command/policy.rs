@@ -60,6 +60,7 @@ pub(super) const OVERLAY: &[(&str, Class)] = &[
     ("function|load", Class::FanOut(FanOut::AllEqual)),
     ("function|delete", Class::FanOut(FanOut::AllEqual)),
     ("function|flush", Class::FanOut(FanOut::AllEqual)),
+    ("function|restore", Class::FanOut(FanOut::AllEqual)),
     ("info", Class::FanOut(FanOut::Info)),
     // The state of one client connection: the client session answers them.
     ("client", Class::Session),
