@@ -273,3 +273,18 @@ fn blocking_commands_are_refused_with_advice() {
     );
     assert!(read.starts_with(b"*1\r\n"), "{}", text(&read));
 }
+
+// INFO still answers when a server is down: from the servers that answered.
+#[test]
+fn info_leaves_out_a_dead_server() {
+    let mut t = setup();
+    cmd(&mut t.a.client(), &["SET", "x1", "v"]);
+    cmd(&mut t.b.client(), &["SET", "y1", "v"]);
+    t.b.proc.kill();
+    let mut p = t.client();
+    let info = text(&cmd(&mut p, &["INFO", "keyspace"]));
+    assert!(info.contains("db0:keys=1,"), "{info}");
+    // SCRIPT LOAD is not half-reported: the dead server's failure is the reply.
+    let load = text(&cmd(&mut p, &["SCRIPT", "LOAD", "return 1"]));
+    assert!(load.starts_with("-ERR"), "{load}");
+}
