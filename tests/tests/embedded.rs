@@ -625,3 +625,85 @@ fn embedded_transactions_apply_whole_or_not_at_all() {
     });
     drop(shards);
 }
+
+/// The command table through `Pool::call`: keys on two servers are a
+/// `CallError::Request` with the `CROSSSLOT` code and nothing is sent;
+/// per-connection commands say what to use instead; SCRIPT LOAD and INFO
+/// reach every server.
+#[test]
+fn pool_call_follows_the_command_table() {
+    let shards: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut b = Pool::builder("table").redis().hash_tag(b'{', b'}');
+        for s in &shards {
+            b = b.server(&format!("{}:1", s.addr()));
+        }
+        let pool = b.build().expect("pool");
+        let a = "k:0".to_string();
+        let other = (1..)
+            .map(|i| format!("k:{i}"))
+            .find(|k| pool.server_for(k.as_bytes()) != pool.server_for(a.as_bytes()))
+            .expect("a key on the other server");
+        pool.call(owned(&["RPUSH", a.as_str(), "x"]))
+            .await
+            .expect("rpush");
+        match pool
+            .call(owned(&["RPOPLPUSH", a.as_str(), other.as_str()]))
+            .await
+        {
+            Err(CallError::Request(e)) => {
+                assert_eq!(e.code(), Some("CROSSSLOT"));
+                assert_eq!(
+                    e.message(),
+                    "Keys in request don't hash to the same server (use a hash tag)"
+                );
+            }
+            other => panic!("cross-server RPOPLPUSH: {other:?}"),
+        }
+        let len = pool.call(owned(&["LLEN", a.as_str()])).await.expect("llen");
+        assert_eq!(len, Reply::Integer(1), "the element stayed");
+        match pool.call(owned(&["MULTI"])).await {
+            Err(CallError::Request(e)) => assert_eq!(
+                e.to_string(),
+                "ERR MULTI is per connection: embedders use the Pool's transaction API"
+            ),
+            other => panic!("MULTI: {other:?}"),
+        }
+        let sha = match pool
+            .call(owned(&[
+                "SCRIPT",
+                "LOAD",
+                "return redis.call('LLEN', KEYS[1])",
+            ]))
+            .await
+            .expect("script load")
+        {
+            Reply::Bulk(Some(sha)) => sha,
+            other => panic!("SCRIPT LOAD: {other:?}"),
+        };
+        let sha = String::from_utf8(sha.to_vec()).expect("sha");
+        for key in [a.as_str(), other.as_str()] {
+            let n = pool
+                .call(owned(&["EVALSHA", sha.as_str(), "1", key]))
+                .await
+                .expect("evalsha");
+            assert!(matches!(n, Reply::Integer(_)), "{key}: {n:?}");
+        }
+        match pool.call(owned(&["INFO"])).await.expect("info") {
+            Reply::Bulk(Some(text)) => {
+                let text = String::from_utf8_lossy(&text);
+                assert!(text.contains("redis_version:"), "{text}");
+                assert!(text.contains("loading:0\r\n"), "{text}");
+                assert!(text.contains("db0:keys=1,"), "{text}");
+            }
+            other => panic!("INFO: {other:?}"),
+        }
+        pool.close().await;
+    });
+}
+
+/// A request from borrowed words (`Request::from_args` wants owned ones).
+fn owned(args: &[&str]) -> Request {
+    Request::from_args(args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())))
+}

@@ -34,6 +34,11 @@ fn plan(c: &mut Criterion) {
         ("redis_get", redis(&["GET", "user:42:profile"])),
         ("redis_ping", redis(&["PING"])),
         ("redis_mget10", redis(&mget)),
+        // Two keys found by the key specs, on one server (a hash tag).
+        (
+            "redis_rpoplpush",
+            redis(&["RPOPLPUSH", "{u}:src", "{u}:dst"]),
+        ),
     ];
     let mut group = c.benchmark_group("plan");
     for (name, req) in &cases {

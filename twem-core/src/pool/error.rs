@@ -271,6 +271,18 @@ impl From<CommandError> for RequestError {
     }
 }
 
+impl From<super::route::Failure> for RequestError {
+    fn from(f: super::route::Failure) -> Self {
+        match f {
+            super::route::Failure::Command(e) => RequestError::from(e),
+            other => {
+                let (code, message) = split_code(other.to_string());
+                RequestError::with(code, message.into(), None)
+            }
+        }
+    }
+}
+
 impl From<mc::RequestError> for RequestError {
     fn from(e: mc::RequestError) -> Self {
         // memcached's request errors carry no code: the session puts

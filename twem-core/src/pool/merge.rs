@@ -4,9 +4,12 @@
 //! Rules (nutcracker's, plus DESIGN.md section 4): MGET values come back in
 //! the client's key order; DEL, UNLINK, TOUCH and EXISTS integers are summed;
 //! MSET answers one `+OK`; a memcached multi-get answers its values in key
-//! order and one `END`. If any part fails, the whole command answers one
+//! order and one `END`. A command sent to every server answers what they
+//! all answered (`SCRIPT LOAD`), element-wise AND (`SCRIPT EXISTS`), or the
+//! proxy's INFO text. If any part fails, the whole command answers one
 //! error: a transport failure becomes the nutcracker-worded error, a server's
-//! own error reply is passed on as it is.
+//! own error reply is passed on as it is; only INFO leaves a failed server
+//! out, since the servers that answered still describe the pool.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +23,7 @@ use twem_proto::{memcache as mc, resp};
 
 use super::backend::Frame;
 use super::error::{BackendError, BackendErrorKind, CallError};
+use super::info::{self, InfoRequest};
 use super::route::MergePolicy;
 use super::ReplyChunks;
 
@@ -38,6 +42,11 @@ pub(crate) struct Merge {
     /// For each key (group) of the client's request, the part it went to.
     part_of: Vec<usize>,
     left: usize,
+    /// INFO only: the first failure of a part left out; the reply when no
+    /// part answered.
+    failed: Option<BackendError>,
+    /// INFO only: the parts that failed (left out, not polled again).
+    gone: Vec<bool>,
 }
 
 impl Merge {
@@ -49,35 +58,46 @@ impl Merge {
             done: (0..n).map(|_| None).collect(),
             part_of,
             left: n,
+            failed: None,
+            gone: vec![false; n],
         }
     }
 
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<ReplyChunks, CallError>> {
+        let lenient = matches!(self.policy, MergePolicy::Info(_));
         for (i, rx) in self.parts.iter_mut().enumerate() {
-            if self.done[i].is_some() {
+            if self.done[i].is_some() || self.gone[i] {
                 continue;
             }
-            match Pin::new(rx).poll(cx) {
+            let failure = match Pin::new(rx).poll(cx) {
                 Poll::Ready(Ok(Ok(frame))) => {
                     self.done[i] = Some(frame);
                     self.left -= 1;
+                    continue;
                 }
-                // One failed part fails the command; the other parts' replies
-                // are simply dropped when they arrive.
-                Poll::Ready(Ok(Err(e))) => return Poll::Ready(Err(CallError::Backend(e))),
-                Poll::Ready(Err(_)) => {
-                    return Poll::Ready(Err(CallError::Backend(BackendError::new(
-                        BackendErrorKind::Unknown,
-                        Arc::from(""),
-                    ))))
-                }
-                Poll::Pending => {}
+                Poll::Ready(Ok(Err(e))) => e,
+                Poll::Ready(Err(_)) => BackendError::new(BackendErrorKind::Unknown, Arc::from("")),
+                Poll::Pending => continue,
+            };
+            // One failed part fails the command; the other parts' replies
+            // are simply dropped when they arrive. INFO goes on with the
+            // servers that answer.
+            if !lenient {
+                return Poll::Ready(Err(CallError::Backend(failure)));
             }
+            self.left -= 1;
+            self.gone[i] = true;
+            self.failed.get_or_insert(failure);
         }
         if self.left > 0 {
             return Poll::Pending;
         }
         let frames: Vec<Frame> = self.done.iter_mut().filter_map(Option::take).collect();
+        if frames.is_empty() {
+            if let Some(e) = self.failed.take() {
+                return Poll::Ready(Err(CallError::Backend(e)));
+            }
+        }
         Poll::Ready(Ok(combine(&self.policy, &frames, &self.part_of)))
     }
 }
@@ -181,6 +201,9 @@ fn combine_one(policy: &MergePolicy, frames: &[Frame], part_of: &[usize]) -> Byt
             resp::Reply::ok().to_bytes()
         }
         MergePolicy::Mget => mget(frames, part_of).into_bytes(),
+        MergePolicy::AllEqual => all_equal(frames),
+        MergePolicy::AllOnes => all_ones(frames),
+        MergePolicy::Info(req) => info(req, frames),
         MergePolicy::McGet(req) => {
             let mut parts = Vec::with_capacity(frames.len());
             for f in frames {
@@ -192,6 +215,76 @@ fn combine_one(policy: &MergePolicy, frames: &[Frame], part_of: &[usize]) -> Byt
             mc::merge_get(req, &parts)
         }
     }
+}
+
+/// Every server's reply, when they are all the same; an error reply if any
+/// server answered one; otherwise an error saying they disagree (a script
+/// loaded on some servers only would fail later, on those without it).
+fn all_equal(frames: &[Frame]) -> Bytes {
+    if let Some(e) = frames.iter().find(|f| f.is_error()) {
+        return e.raw().clone();
+    }
+    match frames.split_first() {
+        Some((first, rest)) if rest.iter().all(|f| f.raw() == first.raw()) => first.raw().clone(),
+        Some(_) => resp::Reply::error(
+            "ERR the pool's servers answered differently: check each server (their scripts or functions differ)",
+        )
+        .to_bytes(),
+        None => resp::Reply::error("ERR no server answered").to_bytes(),
+    }
+}
+
+/// `SCRIPT EXISTS` over every server: 1 only where every server said 1.
+fn all_ones(frames: &[Frame]) -> Bytes {
+    let mut acc: Option<Vec<bool>> = None;
+    for f in frames {
+        let Frame::Resp(r) = f else {
+            return f.raw().clone();
+        };
+        let resp::Reply::Array(Some(items)) = r.parse() else {
+            return r.raw().clone();
+        };
+        let here: Vec<bool> = items
+            .iter()
+            .map(|i| matches!(i, resp::Reply::Integer(1)))
+            .collect();
+        acc = Some(match acc {
+            None => here,
+            Some(prev) if prev.len() == here.len() => {
+                prev.iter().zip(&here).map(|(a, b)| *a && *b).collect()
+            }
+            Some(_) => {
+                return resp::Reply::error("ERR the pool's servers answered differently").to_bytes()
+            }
+        });
+    }
+    let items = acc
+        .unwrap_or_default()
+        .into_iter()
+        .map(|b| resp::Reply::Integer(i64::from(b)))
+        .collect();
+    resp::Reply::Array(Some(items)).to_bytes()
+}
+
+/// `INFO`: the proxy's text from the servers that answered with INFO text
+/// (an error reply is left out like a failed server); when none did, the
+/// first error reply.
+fn info(req: &InfoRequest, frames: &[Frame]) -> Bytes {
+    let mut texts: Vec<Bytes> = Vec::with_capacity(frames.len());
+    for f in frames {
+        if let Frame::Resp(r) = f {
+            if let resp::Reply::Bulk(Some(b)) = r.parse() {
+                texts.push(b);
+            }
+        }
+    }
+    if texts.is_empty() {
+        if let Some(f) = frames.first() {
+            return f.raw().clone();
+        }
+    }
+    let answers: Vec<&[u8]> = texts.iter().map(|b| &b[..]).collect();
+    resp::Reply::Bulk(Some(Bytes::from(info::build(req, &answers)))).to_bytes()
 }
 
 #[cfg(test)]
@@ -362,6 +455,76 @@ mod tests {
         assert_eq!(
             combine(&MergePolicy::Sum, &[stray], &[0]),
             one(b"STORED\r\n")
+        );
+    }
+
+    fn ints(v: &[i64]) -> resp::Reply {
+        resp::Reply::Array(Some(v.iter().map(|&i| resp::Reply::Integer(i)).collect()))
+    }
+
+    fn merged(policy: &MergePolicy, frames: &[Frame]) -> Bytes {
+        let part_of: Vec<usize> = (0..frames.len()).collect();
+        combine(policy, frames, &part_of).into_bytes()
+    }
+
+    // SCRIPT LOAD on every server: the same sha is the reply; an error part
+    // is the reply; different replies are an error.
+    #[test]
+    fn all_equal_merges() {
+        let sha = || frame(&bulk(b"e0e1f9fabfc9d4800c877a703b823ac0578ff8db"));
+        assert_eq!(
+            merged(&MergePolicy::AllEqual, &[sha(), sha(), sha()]),
+            sha().raw().clone()
+        );
+        let err = frame(&resp::Reply::error("ERR Error compiling script"));
+        assert_eq!(
+            merged(&MergePolicy::AllEqual, &[sha(), err.clone(), sha()]),
+            err.raw().clone()
+        );
+        let other = frame(&bulk(b"other"));
+        let got = merged(&MergePolicy::AllEqual, &[sha(), other]);
+        assert!(got.starts_with(b"-ERR the pool's servers answered differently"));
+        let ok = || frame(&resp::Reply::ok());
+        assert_eq!(
+            &merged(&MergePolicy::AllEqual, &[ok(), ok()])[..],
+            b"+OK\r\n"
+        );
+    }
+
+    // SCRIPT EXISTS: 1 only where every server said 1.
+    #[test]
+    fn all_ones_merges() {
+        let a = frame(&ints(&[1, 1, 0]));
+        let b = frame(&ints(&[1, 0, 1]));
+        assert_eq!(
+            merged(&MergePolicy::AllOnes, &[a.clone(), b]),
+            ints(&[1, 0, 0]).to_bytes()
+        );
+        assert_eq!(
+            merged(&MergePolicy::AllOnes, std::slice::from_ref(&a)),
+            ints(&[1, 1, 0]).to_bytes()
+        );
+        let err = frame(&resp::Reply::error("NOSCRIPT x"));
+        assert_eq!(
+            merged(&MergePolicy::AllOnes, &[a, err.clone()]),
+            err.raw().clone()
+        );
+    }
+
+    // INFO: the proxy's text from the answers; error replies are left out
+    // unless nothing else came.
+    #[test]
+    fn info_merges_answers() {
+        let req = InfoRequest::new(vec![Bytes::from_static(b"keyspace")]);
+        let a = frame(&bulk(b"# Keyspace\r\ndb0:keys=2,expires=0,avg_ttl=0\r\n"));
+        let b = frame(&bulk(b"# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\n"));
+        let err = frame(&resp::Reply::error("LOADING Redis is loading"));
+        let policy = MergePolicy::Info(Box::new(req));
+        let want = bulk(b"# Keyspace\r\ndb0:keys=5,expires=0,avg_ttl=0\r\n").to_bytes();
+        assert_eq!(merged(&policy, &[a, err.clone(), b]), want);
+        assert_eq!(
+            merged(&policy, std::slice::from_ref(&err)),
+            err.raw().clone()
         );
     }
 }

@@ -97,13 +97,15 @@ pub fn metrics() -> &'static Metrics {
 pub const REDIS_CLASSES: &[&str] = &[
     "local",
     "single",
-    "multi_first",
+    "same_server",
     "mget",
     "sum",
     "mset",
     "script",
     "placeholder",
     "refused",
+    "fan_out",
+    "session",
     "rejected",
 ];
 
@@ -113,14 +115,18 @@ pub fn redis_class_index(class: Option<&Class>) -> usize {
     match class {
         Some(Class::Local) => 0,
         Some(Class::Single) => 1,
-        Some(Class::MultiFirst) => 2,
+        Some(Class::SameServer) => 2,
         Some(Class::Mget) => 3,
         Some(Class::SumInt) => 4,
         Some(Class::Mset) => 5,
         Some(Class::Script) => 6,
         Some(Class::Placeholder) => 7,
         Some(Class::Refused(_)) => 8,
-        None => 9,
+        Some(Class::FanOut(_)) => 9,
+        Some(Class::Session) => 10,
+        // A container is never a request's class (classify goes on to the
+        // subcommand); count it as rejected, as an unknown subcommand is.
+        Some(Class::Container) | None => 11,
     }
 }
 
@@ -183,6 +189,14 @@ mod tests {
         assert_eq!(pm.classes.len(), REDIS_CLASSES.len());
         assert_eq!(redis_class_index(None), REDIS_CLASSES.len() - 1);
         assert_eq!(REDIS_CLASSES[redis_class_index(Some(&Class::Mget))], "mget");
+        assert_eq!(
+            REDIS_CLASSES[redis_class_index(Some(&Class::SameServer))],
+            "same_server"
+        );
+        assert_eq!(
+            REDIS_CLASSES[redis_class_index(Some(&Class::Session))],
+            "session"
+        );
         pm.count(redis_class_index(Some(&Class::Single)));
         pm.count(redis_class_index(Some(&Class::Single)));
         assert_eq!(pm.classes[1].get(), 2);

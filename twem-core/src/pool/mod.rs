@@ -17,6 +17,7 @@ mod client;
 pub mod error;
 mod health;
 mod inbox;
+pub mod info;
 mod merge;
 pub mod metrics;
 mod pin;
@@ -312,6 +313,8 @@ impl Pool {
     ///
     /// Must be called from within a tokio runtime.
     pub fn replacing(config: PoolConfig, prev: Option<&Pool>) -> Result<Pool, PoolError> {
+        // INFO's uptime counts from the first pool, the proxy's start.
+        info::process_started();
         let base_ring = config.ring().map_err(|source| PoolError::Ring {
             pool: config.name.clone(),
             source,
@@ -459,6 +462,26 @@ impl Pool {
     /// this pool (a client session across a reload).
     pub fn stats_arc(&self) -> &Arc<PoolStats> {
         &self.inner.shared.stats
+    }
+
+    /// The proxy's numbers for an `INFO` reply (see [`info`]).
+    fn proxy_numbers(&self) -> info::ProxyNumbers {
+        let sh = &self.inner.shared;
+        let st = &sh.stats;
+        let now = u64::try_from(st.client_connections.load(Relaxed)).unwrap_or(0);
+        info::ProxyNumbers {
+            connected_clients: now,
+            // Every client accepted is connected now or ended (EOF or error).
+            total_connections_received: now
+                + st.client_eof.load(Relaxed)
+                + st.client_err.load(Relaxed),
+            total_commands_processed: sh
+                .servers
+                .iter()
+                .map(|s| s.stats.requests.load(Relaxed))
+                .sum(),
+            uptime_in_seconds: info::process_started().elapsed().as_secs(),
+        }
     }
 
     /// A copy of every counter of the pool and its servers.
@@ -743,8 +766,9 @@ impl Pool {
                 BackendErrorKind::AllEjected,
                 Arc::from(""),
             )),
-            #[allow(unreachable_patterns)]
-            other => CallError::Request(RequestError::uncoded(other.to_string())),
+            f @ (Failure::CrossSlot | Failure::Session(_)) => {
+                CallError::Request(RequestError::from(f))
+            }
         }
     }
 
@@ -818,8 +842,11 @@ impl Pool {
                 let route::Split {
                     parts,
                     part_of,
-                    merge,
+                    mut merge,
                 } = *split;
+                if let route::MergePolicy::Info(info) = &mut merge {
+                    info.proxy = self.proxy_numbers();
+                }
                 let parts = match self.send_fragments(parts, expect, caller.lane()) {
                     Ok(p) => p,
                     Err(e) => return ReplyFuture::ready(Err(e)),
@@ -829,6 +856,9 @@ impl Pool {
             Plan::Fail(Failure::AllEjected) => self.fail_now(BackendErrorKind::AllEjected),
             Plan::Fail(Failure::Command(e)) => {
                 ReplyFuture::ready(Err(CallError::Request(RequestError::from(e))))
+            }
+            Plan::Fail(f @ (Failure::CrossSlot | Failure::Session(_))) => {
+                ReplyFuture::ready(Err(CallError::Request(RequestError::from(f))))
             }
         }
     }

@@ -11,9 +11,10 @@
 
 use bytes::Bytes;
 
-use twem_proto::command::{self, Class, CommandError, Route};
+use twem_proto::command::{self, Class, Command, CommandError, FanOut, Route};
 use twem_proto::{memcache as mc, resp};
 
+use super::info::InfoRequest;
 use crate::ring::Ring;
 
 /// The routing key nutcracker uses for commands that carry no key (COMMAND,
@@ -46,6 +47,18 @@ pub enum Plan {
     Fail(Failure),
 }
 
+impl Plan {
+    /// The one server this plan sends to, if it sends to exactly one:
+    /// how a client session learns where `WATCH` keys or a transaction's
+    /// commands live (a `Split` or a `Fail` has no single server).
+    pub fn single_server(&self) -> Option<usize> {
+        match self {
+            Plan::One { server, .. } => Some(*server),
+            _ => None,
+        }
+    }
+}
+
 /// A request split over several servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Split {
@@ -75,6 +88,18 @@ pub enum MergePolicy {
     /// memcached get/gets: the values in the order of this (the client's)
     /// request's keys, then one `END`.
     McGet(mc::Request),
+    /// A command sent to every server (`SCRIPT LOAD`, `FUNCTION LOAD`,
+    /// `SCRIPT FLUSH`): every reply must be the same, and is the client's;
+    /// different replies are an error saying the servers disagree.
+    AllEqual,
+    /// `SCRIPT EXISTS` sent to every server: element-wise, 1 only where
+    /// every server said 1 (a script missing anywhere would fail there).
+    AllOnes,
+    /// `INFO` sent to every server: the proxy's INFO text, with the lowest
+    /// `redis_version` and the servers' keyspaces summed. A server that
+    /// failed is left out. The pool fills in its own numbers before
+    /// sending.
+    Info(Box<InfoRequest>),
 }
 
 /// Why a request is answered with an error without being sent.
@@ -87,6 +112,27 @@ pub enum Failure {
     /// No server of the pool is live (`BackendErrorKind::AllEjected`).
     #[error("every server of the pool is ejected")]
     AllEjected,
+    /// The keys of a command that must run on one server (`RPOPLPUSH`,
+    /// `SUNIONSTORE`, a script's keys) live on different servers. Nothing
+    /// was sent: running it on one of them would lose data.
+    #[error("CROSSSLOT Keys in request don't hash to the same server (use a hash tag)")]
+    CrossSlot,
+    /// A per-connection command (`MULTI`, `HELLO`, `CLIENT`, ...) reached a
+    /// pool, not a client session: the text says what to use instead.
+    #[error("{0}")]
+    Session(&'static str),
+}
+
+impl Failure {
+    /// The error code of the reply (`ERR`, `CROSSSLOT`), `None` for
+    /// [`Failure::AllEjected`] (worded by the backend error).
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            Failure::CrossSlot => Some("CROSSSLOT"),
+            Failure::Session(_) => Some("ERR"),
+            Failure::Command(_) | Failure::AllEjected => None,
+        }
+    }
 }
 
 /// A Redis request's plan, with the class of its command for the per-class
@@ -113,7 +159,7 @@ pub fn plan_redis(req: &resp::Request, ring: &Ring) -> RedisPlan {
             // Only a refused command has a class worth counting; an unknown
             // one or a wrong arity counts as "rejected". The second lookup
             // is on this cold path only.
-            let class = command::lookup(req.name())
+            let class = command::resolve(req)
                 .map(|c| &c.class)
                 .filter(|c| matches!(c, Class::Refused(_)));
             return RedisPlan {
@@ -140,7 +186,70 @@ pub fn plan_redis(req: &resp::Request, ring: &Ring) -> RedisPlan {
                 };
                 split_redis(ring, req, first, step, merge)
             }
+            Route::SameServer(cmd) => same_server(ring, req, cmd),
+            Route::FanOut(_, how) => fan_out(ring, req, how),
+            Route::Session(cmd) => Plan::Fail(Failure::Session(session_words(cmd))),
         },
+    }
+}
+
+/// Forward a command whose keys must share a server to that server, or
+/// fail it with `CROSSSLOT` (never run on one server while another holds a
+/// key: a `RPOPLPUSH` to a list on another server would lose the element).
+/// No allocation: the keys are walked in place.
+fn same_server(ring: &Ring, req: &resp::Request, cmd: &'static Command) -> Plan {
+    let args = req.args();
+    let mut target: Option<usize> = None;
+    for i in command::keys(cmd, args) {
+        let key = args.get(i).map_or(&b""[..], |b| &b[..]);
+        let Some(server) = ring.locate(key) else {
+            return Plan::Fail(Failure::AllEjected);
+        };
+        match target {
+            Some(t) if t != server => return Plan::Fail(Failure::CrossSlot),
+            _ => target = Some(server),
+        }
+    }
+    // No key found (a bad numkeys, a keyword missing): the server answers
+    // its own syntax error, so any server will do.
+    let server = target.or_else(|| ring.locate(PLACEHOLDER_KEY));
+    one(server, req.wire())
+}
+
+/// Send the request as it came to every live server.
+fn fan_out(ring: &Ring, req: &resp::Request, how: FanOut) -> Plan {
+    let parts: Vec<(usize, Bytes)> = (0..ring.servers().len())
+        .filter(|&s| ring.is_live(s))
+        .map(|s| (s, req.wire().clone()))
+        .collect();
+    if parts.is_empty() {
+        return Plan::Fail(Failure::AllEjected);
+    }
+    let merge = match how {
+        FanOut::AllEqual => MergePolicy::AllEqual,
+        FanOut::AllOnes => MergePolicy::AllOnes,
+        FanOut::Info => MergePolicy::Info(Box::new(InfoRequest::new(
+            req.args().iter().skip(1).cloned().collect(),
+        ))),
+    };
+    Plan::Split(Box::new(Split {
+        part_of: (0..parts.len()).collect(),
+        parts,
+        merge,
+    }))
+}
+
+/// What a pool answers to a per-connection command: the proxy's client
+/// sessions handle these; an embedder has the Pool's own API.
+fn session_words(cmd: &Command) -> &'static str {
+    match cmd.name {
+        "multi" => "ERR MULTI is per connection: embedders use the Pool's transaction API",
+        "exec" => "ERR EXEC is per connection: embedders use the Pool's transaction API",
+        "discard" => "ERR DISCARD is per connection: embedders use the Pool's transaction API",
+        "unwatch" => "ERR UNWATCH is per connection: embedders use the Pool's transaction API",
+        "hello" => "ERR HELLO is per connection: the proxy's client sessions answer it, a Pool has no connection state",
+        "reset" => "ERR RESET is per connection: the proxy's client sessions answer it, a Pool has no connection state",
+        _ => "ERR CLIENT is per connection: the proxy's client sessions answer it, a Pool has no connection state",
     }
 }
 
@@ -439,7 +548,9 @@ mod tests {
         for (args, class) in [
             (
                 &["KEYS", "*"][..],
-                Some(Class::Refused("it would have to visit every server")),
+                Some(Class::Refused(
+                    "it would have to visit every server: run it on each server directly",
+                )),
             ),
             (&["NOSUCH", "a"][..], None),
             (&["GET"][..], None),
@@ -736,6 +847,177 @@ mod tests {
             "{}",
             std::mem::size_of::<Plan>()
         );
+    }
+
+    /// Two keys on different servers.
+    fn split_keys(ring: &Ring) -> (String, String) {
+        let a = "key:0".to_string();
+        let b = (1..)
+            .map(|i| format!("key:{i}"))
+            .find(|k| at(ring, k) != at(ring, &a))
+            .expect("a key on another server");
+        (a, b)
+    }
+
+    fn cross(args: &[&str], ring: &Ring) {
+        let planned = plan_redis(&redis(args), ring);
+        assert_eq!(planned.plan, Plan::Fail(Failure::CrossSlot), "{args:?}");
+    }
+
+    fn forwarded_to(args: &[&str], ring: &Ring, server: usize) {
+        let req = redis(args);
+        let planned = plan_redis(&req, ring);
+        assert_eq!(
+            planned.plan,
+            Plan::One {
+                server,
+                wire: req.wire().clone(),
+                noreply: false
+            },
+            "{args:?}"
+        );
+    }
+
+    // A same-server command whose keys live on two servers is refused, not
+    // run on the first key's server (silent loss); the reply says why.
+    #[test]
+    fn cross_server_keys_are_crossslot() {
+        let ring = ring();
+        let (a, b) = split_keys(&ring);
+        let (a, b) = (a.as_str(), b.as_str());
+        cross(&["RPOPLPUSH", a, b], &ring);
+        cross(&["SMOVE", a, b, "m"], &ring);
+        cross(&["SUNIONSTORE", a, b], &ring);
+        cross(&["RENAME", a, b], &ring);
+        cross(&["SORT", a, "STORE", b], &ring);
+        cross(&["GEORADIUS", a, "0", "0", "1", "km", "STORE", b], &ring);
+        cross(&["XREAD", "COUNT", "1", "STREAMS", a, b, "0", "0"], &ring);
+        cross(&["EVAL", "return 1", "2", a, b], &ring);
+        cross(&["ZUNIONSTORE", a, "1", b], &ring);
+        cross(&["LMPOP", "2", a, b, "LEFT"], &ring);
+        cross(&["WATCH", a, b], &ring);
+        assert_eq!(
+            Failure::CrossSlot.to_string(),
+            "CROSSSLOT Keys in request don't hash to the same server (use a hash tag)"
+        );
+        assert_eq!(Failure::CrossSlot.code(), Some("CROSSSLOT"));
+    }
+
+    // Keys sharing a server (by chance or by hash tag), or a script's
+    // arguments that are not keys, forward the request as it came.
+    #[test]
+    fn same_server_keys_are_forwarded() {
+        let ring = ring();
+        let (a, b) = colocated_keys(&ring);
+        let (x, y) = split_keys(&ring);
+        let s = at(&ring, &a);
+        forwarded_to(&["RPOPLPUSH", &a, &b], &ring, s);
+        forwarded_to(&["SORT", &a, "BY", &y, "STORE", &b], &ring, s);
+        forwarded_to(&["EVAL", "s", "2", &a, &b, &x, &y], &ring, s);
+        forwarded_to(&["EVAL", "s", "1", &x, &y], &ring, at(&ring, &x));
+        forwarded_to(&["XREAD", "STREAMS", &a, &b, &x, &y], &ring, s);
+        let tagged = ring_with(HashTag::from_bytes(b"{}"));
+        let t = tagged.locate(b"u").expect("live");
+        forwarded_to(&["RPOPLPUSH", "{u}:src", "{u}:dst"], &tagged, t);
+        forwarded_to(&["SUNIONSTORE", "{u}d", "{u}a", "{u}b"], &tagged, t);
+    }
+
+    // Single-key commands Redis 7 added, or nutcracker refused, are
+    // forwarded by their key.
+    #[test]
+    fn every_single_key_command_is_forwarded() {
+        let ring = ring();
+        for args in [
+            &["XADD", "s", "*", "f", "v"][..],
+            &["XLEN", "s"],
+            &["XRANGE", "s", "-", "+"],
+            &["GETEX", "s", "PERSIST"],
+            &["GETDEL", "s"],
+            &["LPOS", "s", "x"],
+            &["EXPIRETIME", "s"],
+            &["SORT_RO", "s"],
+        ] {
+            forwarded_to(args, &ring, at(&ring, "s"));
+        }
+        for args in [
+            &["OBJECT", "ENCODING", "s"][..],
+            &["MEMORY", "USAGE", "s"],
+            &["XINFO", "STREAM", "s"],
+            &["XGROUP", "CREATE", "s", "g", "$"],
+        ] {
+            forwarded_to(args, &ring, at(&ring, "s"));
+        }
+    }
+
+    // SCRIPT LOAD and friends go to every live server, whole.
+    #[test]
+    fn fan_out_goes_to_every_live_server() {
+        let ring = ring().with_ejected(&[1]);
+        for (args, merge) in [
+            (&["SCRIPT", "LOAD", "return 1"][..], MergePolicy::AllEqual),
+            (&["SCRIPT", "EXISTS", "abc"], MergePolicy::AllOnes),
+            (&["FUNCTION", "FLUSH"], MergePolicy::AllEqual),
+            (
+                &["INFO", "keyspace"],
+                MergePolicy::Info(Box::new(InfoRequest::new(vec![Bytes::from_static(
+                    b"keyspace",
+                )]))),
+            ),
+        ] {
+            let req = redis(args);
+            let Plan::Split(split) = plan_redis(&req, &ring).plan else {
+                panic!("{args:?} not fanned out");
+            };
+            let servers: Vec<usize> = split.parts.iter().map(|(s, _)| *s).collect();
+            assert_eq!(servers, [0, 2], "{args:?}");
+            assert!(split.parts.iter().all(|(_, w)| w == req.wire()));
+            assert_eq!(split.merge, merge);
+        }
+        let down = ring.with_ejected(&[0, 1, 2]);
+        let plan = plan_redis(&redis(&["SCRIPT", "FLUSH"]), &down).plan;
+        assert_eq!(plan, Plan::Fail(Failure::AllEjected));
+    }
+
+    // Session commands reaching a pool fail with what to use instead.
+    #[test]
+    fn session_commands_fail_in_a_pool() {
+        for (args, words) in [
+            (
+                &["MULTI"][..],
+                "ERR MULTI is per connection: embedders use the Pool's transaction API",
+            ),
+            (
+                &["CLIENT", "SETNAME", "x"],
+                "ERR CLIENT is per connection: the proxy's client sessions answer it, a Pool has no connection state",
+            ),
+        ] {
+            let planned = plan_redis(&redis(args), &ring());
+            assert_eq!(planned.class, Some(&Class::Session));
+            assert_eq!(planned.plan, Plan::Fail(Failure::Session(words)));
+        }
+    }
+
+    // A session learns WATCH's server from the plan; keys on two servers
+    // have none.
+    #[test]
+    fn watch_names_its_server() {
+        let ring = ring();
+        let (a, b) = colocated_keys(&ring);
+        let plan = plan_redis(&redis(&["WATCH", &a, &b]), &ring).plan;
+        assert_eq!(plan.single_server(), Some(at(&ring, &a)));
+        let (x, y) = split_keys(&ring);
+        let plan = plan_redis(&redis(&["WATCH", &x, &y]), &ring).plan;
+        assert_eq!(plan, Plan::Fail(Failure::CrossSlot));
+        assert_eq!(plan.single_server(), None);
+    }
+
+    // A refused subcommand counts as refused, with its own class.
+    #[test]
+    fn refused_subcommands_count_as_refused() {
+        let planned = plan_redis(&redis(&["CONFIG", "GET", "maxmemory"]), &ring());
+        assert!(matches!(planned.class, Some(Class::Refused(_))));
+        let planned = plan_redis(&redis(&["CONFIG", "NOSUCH"]), &ring());
+        assert_eq!(planned.class, None);
     }
 
     #[test]

@@ -26,10 +26,8 @@ pub const MAX_TXN_BYTES: usize = 32 * 1024 * 1024;
 /// Commands a transaction may queue.
 pub const MAX_TXN_COMMANDS: usize = 100_000;
 
-const CROSSSLOT: &str = "Keys in request don't hash to the same server (use a hash tag)";
-
 fn crossslot() -> CallError {
-    CallError::Request(RequestError::new("CROSSSLOT", CROSSSLOT))
+    CallError::Request(RequestError::from(Failure::CrossSlot))
 }
 
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
