@@ -249,20 +249,12 @@ fn info_describes_the_pool() {
     assert!(!keyspace.contains("# Server"), "{keyspace}");
 }
 
-// Blocking commands are refused with what to do; XREAD without BLOCK is
-// forwarded.
+// XREAD without BLOCK is forwarded like any command whose keys share a
+// server (blocking commands: tests/tests/blocking.rs).
 #[test]
-fn blocking_commands_are_refused_with_advice() {
+fn xread_without_block_is_forwarded() {
     let t = setup();
     let mut p = t.client();
-    let blpop = text(&cmd(&mut p, &["BLPOP", "l", "0"]));
-    assert!(
-        blpop.starts_with("-ERR command 'blpop' is not supported by twem: ")
-            && blpop.contains("poll with LPOP"),
-        "{blpop}"
-    );
-    let xblock = text(&cmd(&mut p, &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]));
-    assert!(xblock.contains("drop BLOCK"), "{xblock}");
     assert_eq!(
         cmd(&mut p, &["XADD", "{s}1", "1-1", "f", "v"]),
         bulk(b"1-1")

@@ -106,6 +106,7 @@ pub const REDIS_CLASSES: &[&str] = &[
     "refused",
     "fan_out",
     "session",
+    "blocking",
     "rejected",
 ];
 
@@ -126,7 +127,8 @@ pub fn redis_class_index(class: Option<&Class>) -> usize {
         Some(Class::Session) => 10,
         // A container is never a request's class (classify goes on to the
         // subcommand); count it as rejected, as an unknown subcommand is.
-        Some(Class::Container) | None => 11,
+        Some(Class::Blocking(_)) => 11,
+        Some(Class::Container) | None => 12,
     }
 }
 

@@ -853,6 +853,9 @@ impl Pool {
                 };
                 ReplyFuture::merge(Merge::new(merge, parts, part_of))
             }
+            Plan::Blocking { server, wire, wait } => {
+                self.send_blocking(server, wire, caller.lane().1, wait)
+            }
             Plan::Fail(Failure::AllEjected) => self.fail_now(BackendErrorKind::AllEjected),
             Plan::Fail(Failure::Command(e)) => {
                 ReplyFuture::ready(Err(CallError::Request(RequestError::from(e))))
@@ -974,6 +977,9 @@ enum Inner {
     /// A reply computed by a future of its own (see
     /// [`ReplyFuture::from_future`]).
     Boxed(Pin<Box<dyn Future<Output = Result<ReplyChunks, CallError>> + Send>>),
+    /// A blocking command's reply, on its borrowed connection: it may never
+    /// come, so a session whose client left does not wait for it.
+    Blocking(Pin<Box<dyn Future<Output = Result<ReplyChunks, CallError>> + Send>>),
 }
 
 /// The reply to one dispatched request, resolving to the [`Answer`] (or the
@@ -990,6 +996,7 @@ impl std::fmt::Debug for ReplyFuture {
             Inner::One(_) | Inner::Slot(_) => "waiting",
             Inner::Merge(_) => "merging",
             Inner::Boxed(_) => "computing",
+            Inner::Blocking(_) => "blocking",
         };
         f.debug_struct("ReplyFuture")
             .field("state", &state)
@@ -1060,7 +1067,9 @@ impl ReplyFuture {
                 Poll::Pending => Poll::Pending,
             },
             Inner::Merge(m) => m.poll(cx).map(|r| r.map(Answer::Built)),
-            Inner::Boxed(f) => f.as_mut().poll(cx).map(|r| r.map(Answer::Built)),
+            Inner::Boxed(f) | Inner::Blocking(f) => {
+                f.as_mut().poll(cx).map(|r| r.map(Answer::Built))
+            }
         }
     }
 

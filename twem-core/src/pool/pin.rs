@@ -301,6 +301,13 @@ impl Pool {
 }
 
 impl ReplyFuture {
+    /// Whether this is a blocking command's reply (see
+    /// [`Pool::send_blocking`]): one that may not come for a long time, or
+    /// ever, which a session whose client has gone must not wait for.
+    pub fn is_blocking(&self) -> bool {
+        matches!(self.inner, Inner::Blocking(_))
+    }
+
     /// A reply the caller computes itself, asynchronously (rare replies
     /// that need a round trip first, such as `HELLO`'s server version).
     pub fn from_future<F>(f: F) -> ReplyFuture
@@ -312,21 +319,6 @@ impl ReplyFuture {
                 async move { f.await.map(super::ReplyChunks::One) },
             )),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lowest_version_compares_numbers_not_text() {
-        let a = b"$30\r\n# Server\r\nredis_version:7.0.15\r\nx:1\r\n";
-        let b = b"# Server\r\nredis_version:10.0.0\r\n";
-        let c = b"# Server\r\nredis_version:7.0.9\r\n";
-        let got = lowest_version([&a[..], &b[..], &c[..]].into_iter());
-        assert_eq!(got.as_deref(), Some("7.0.9"));
-        assert_eq!(lowest_version([&b"nothing"[..]].into_iter()), None);
     }
 }
 
@@ -361,7 +353,7 @@ impl Pool {
             .timeout
             .unwrap_or(std::time::Duration::from_secs(1));
         let name = Arc::clone(&self.inner.shared.servers[server].name);
-        ReplyFuture::from_future(async move {
+        let fut = async move {
             let r = match wait {
                 Some(w) => match tokio::time::timeout(w.saturating_add(margin), fut).await {
                     Ok(r) => r,
@@ -378,7 +370,25 @@ impl Pool {
             if r.is_ok() {
                 pin.release();
             }
-            r
-        })
+            r.map(super::ReplyChunks::One)
+        };
+        ReplyFuture {
+            inner: Inner::Blocking(Box::pin(fut)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowest_version_compares_numbers_not_text() {
+        let a = b"$30\r\n# Server\r\nredis_version:7.0.15\r\nx:1\r\n";
+        let b = b"# Server\r\nredis_version:10.0.0\r\n";
+        let c = b"# Server\r\nredis_version:7.0.9\r\n";
+        let got = lowest_version([&a[..], &b[..], &c[..]].into_iter());
+        assert_eq!(got.as_deref(), Some("7.0.9"));
+        assert_eq!(lowest_version([&b"nothing"[..]].into_iter()), None);
     }
 }

@@ -43,6 +43,17 @@ pub enum Plan {
     /// Boxed: a split allocates its parts anyway, and the box keeps every
     /// plan at 56 bytes instead of 176 (plans are made per request).
     Split(Box<Split>),
+    /// A blocking command: send `wire` to server `server` on a connection
+    /// borrowed for it, which may wait `wait` (`None`: without limit) for
+    /// the reply, plus a margin.
+    Blocking {
+        /// The server, by ring index.
+        server: usize,
+        /// The bytes to write to it.
+        wire: Bytes,
+        /// The command's own timeout.
+        wait: Option<std::time::Duration>,
+    },
     /// Do not send anything: answer the client with this failure.
     Fail(Failure),
 }
@@ -53,7 +64,7 @@ impl Plan {
     /// commands live (a `Split` or a `Fail` has no single server).
     pub fn single_server(&self) -> Option<usize> {
         match self {
-            Plan::One { server, .. } => Some(*server),
+            Plan::One { server, .. } | Plan::Blocking { server, .. } => Some(*server),
             _ => None,
         }
     }
@@ -189,6 +200,14 @@ pub fn plan_redis(req: &resp::Request, ring: &Ring) -> RedisPlan {
             Route::SameServer(cmd) => same_server(ring, req, cmd),
             Route::FanOut(_, how) => fan_out(ring, req, how),
             Route::Session(cmd) => Plan::Fail(Failure::Session(session_words(cmd))),
+            Route::Blocking(cmd, wait) => match same_server(ring, req, cmd) {
+                Plan::One { server, wire, .. } => Plan::Blocking {
+                    server,
+                    wire,
+                    wait: wait.duration(req.args()),
+                },
+                other => other,
+            },
         },
     }
 }

@@ -105,7 +105,11 @@ impl Transaction {
             ))),
             Route::Placeholder => Ok(Target::Any),
             _ => match pool.plan_redis(req).plan {
-                Plan::One { server, .. } => Ok(Target::Server(server)),
+                // Inside MULTI a blocking command does not block (Redis
+                // runs it as its non-blocking form at EXEC).
+                Plan::One { server, .. } | Plan::Blocking { server, .. } => {
+                    Ok(Target::Server(server))
+                }
                 Plan::Split(_) => Err(crossslot()),
                 Plan::Fail(f) => Err(pool.failure_error(f)),
                 Plan::Local(_) => Ok(Target::Any),

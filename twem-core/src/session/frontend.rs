@@ -49,8 +49,34 @@ pub trait Frontend: Send + 'static {
 pub struct RedisFrontend {
     authed: bool,
     limits: resp::Limits,
+    /// When the client connected (`CLIENT INFO`'s age).
+    created: std::time::Instant,
+    /// What `HELLO`, `CLIENT` and a transaction set, made on first use:
+    /// boxed so that the many clients that never use them stay small
+    /// (thousands of idle connections are a case the proxy is measured on).
+    state: Option<Box<SessionState>>,
+}
+
+/// A Redis client's own state beyond authentication.
+#[derive(Default)]
+struct SessionState {
     client: super::redis::ClientState,
     txn: super::redis::Txn,
+}
+
+/// Whether `name` may be a command the session answers itself (QUIT, AUTH,
+/// HELLO, CLIENT, INFO, MULTI, EXEC, DISCARD, WATCH, UNWATCH, RESET): a
+/// test on length and first letter, so that GET, SET and the other
+/// commands of the hot path pass with one comparison instead of eleven.
+fn session_candidate(name: &[u8]) -> bool {
+    let first = name.first().map_or(0, |b| b.to_ascii_lowercase());
+    match name.len() {
+        4 => matches!(first, b'q' | b'a' | b'e' | b'i'),
+        5 => matches!(first, b'h' | b'm' | b'w' | b'r'),
+        6 => first == b'c',
+        7 => matches!(first, b'd' | b'u'),
+        _ => false,
+    }
 }
 
 impl RedisFrontend {
@@ -61,8 +87,8 @@ impl RedisFrontend {
         RedisFrontend {
             authed: false,
             limits: resp::Limits::default(),
-            client: super::redis::ClientState::new(),
-            txn: super::redis::Txn::default(),
+            created: std::time::Instant::now(),
+            state: None,
         }
     }
 }
@@ -87,6 +113,13 @@ impl Frontend for RedisFrontend {
         // Per-request lines only at nutcracker levels 8+ (TRACE).
         tracing::trace!(pool = pool.name(), client = inbox.hint(),
             command = %String::from_utf8_lossy(name), "request");
+        let queuing = self.state.as_ref().is_some_and(|s| s.txn.queuing());
+        if !queuing && !session_candidate(name) {
+            if !self.authed && pool.config().redis_auth.is_some() {
+                return Step::Reply(ready(b"-NOAUTH Authentication required\r\n"));
+            }
+            return Step::Reply(pool.dispatch_redis_in(&req, inbox));
+        }
         if name.eq_ignore_ascii_case(b"quit") {
             return Step::Close(ready(b"+OK\r\n"));
         }
@@ -112,11 +145,12 @@ impl Frontend for RedisFrontend {
             return Step::Reply(ready(reply));
         }
         if name.eq_ignore_ascii_case(b"hello") {
+            let state = self.state.get_or_insert_with(Default::default);
             return Step::Reply(super::redis::hello(
                 &req,
                 pool,
                 inbox,
-                &mut self.client,
+                &mut state.client,
                 &mut self.authed,
             ));
         }
@@ -151,33 +185,36 @@ impl RedisFrontend {
         inbox: &mut Inbox,
     ) -> ReplyFuture {
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
-        if self.txn.queuing() {
+        let created = self.created;
+        let state = self.state.get_or_insert_with(Default::default);
+        let txn = &mut state.txn;
+        if txn.queuing() {
             return if is(b"exec") {
-                self.txn.exec(pool, inbox)
+                txn.exec(pool, inbox)
             } else if is(b"discard") {
-                self.txn.discard()
+                txn.discard()
             } else if is(b"multi") {
-                self.txn.multi()
+                txn.multi()
             } else if is(b"watch") {
-                self.txn.watch(req, pool, inbox)
+                txn.watch(req, pool, inbox)
             } else if is(b"reset") {
                 self.reset(inbox)
             } else {
-                self.txn.queue(req, pool)
+                txn.queue(req, pool)
             };
         }
         if is(b"multi") {
-            self.txn.multi()
+            txn.multi()
         } else if is(b"exec") {
-            self.txn.exec(pool, inbox)
+            txn.exec(pool, inbox)
         } else if is(b"discard") {
-            self.txn.discard()
+            txn.discard()
         } else if is(b"watch") {
-            self.txn.watch(req, pool, inbox)
+            txn.watch(req, pool, inbox)
         } else if is(b"unwatch") {
-            self.txn.unwatch(inbox)
+            txn.unwatch(inbox)
         } else if is(b"client") {
-            super::redis::client(req, inbox, &mut self.client)
+            super::redis::client(req, inbox, &mut state.client, created)
         } else if is(b"reset") {
             self.reset(inbox)
         } else if is(b"info") && inbox.resp3() {
@@ -193,8 +230,7 @@ impl RedisFrontend {
     /// `redis_auth` set, not authenticated). A pinned connection is dropped
     /// (closed once idle), not reused: what it watched is unknown here.
     fn reset(&mut self, inbox: &mut Inbox) -> ReplyFuture {
-        self.txn = super::redis::Txn::default();
-        self.client = super::redis::ClientState::new();
+        self.state = None;
         self.authed = false;
         inbox.set_resp3(false);
         ready(b"+RESET\r\n")

@@ -361,8 +361,19 @@ where
             Phase::CloseReady => Some(End::Closed),
             Phase::PeerClosed if self.queue.is_empty() => Some(End::Eof),
             Phase::Draining if self.queue.is_empty() => Some(End::Shutdown),
+            // A blocked client that left (or a shutdown) does not wait for
+            // its blocking command, which may never be answered: Redis, too,
+            // unblocks and frees a client that disconnects. Dropping the
+            // reply closes its borrowed backend connection.
+            Phase::PeerClosed if self.front_blocks() => Some(End::Eof),
+            Phase::Draining if self.front_blocks() => Some(End::Shutdown),
             _ => None,
         }
+    }
+
+    /// Whether the reply next in line is a blocking command's.
+    fn front_blocks(&self) -> bool {
+        self.queue.front().is_some_and(|p| p.fut.is_blocking())
     }
 
     /// An idle client (nothing buffered, nothing outstanding) holds no read

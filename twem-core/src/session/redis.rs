@@ -49,17 +49,15 @@ pub(super) struct ClientState {
     pub name: Option<Bytes>,
     pub lib_name: Option<Bytes>,
     pub lib_ver: Option<Bytes>,
-    created: std::time::Instant,
 }
 
-impl ClientState {
-    pub(super) fn new() -> Self {
+impl Default for ClientState {
+    fn default() -> Self {
         ClientState {
             proto: 2,
             name: None,
             lib_name: None,
             lib_ver: None,
-            created: std::time::Instant::now(),
         }
     }
 }
@@ -265,7 +263,12 @@ RESP protocol version at the same time\r\n",
 /// `CLIENT <subcommand>`: what concerns this client is answered here; what
 /// would act on the server's connections (which are the proxy's, shared) is
 /// refused, saying why.
-pub(super) fn client(req: &resp::Request, inbox: &Inbox, client: &mut ClientState) -> ReplyFuture {
+pub(super) fn client(
+    req: &resp::Request,
+    inbox: &Inbox,
+    client: &mut ClientState,
+    created: std::time::Instant,
+) -> ReplyFuture {
     let args = req.args();
     let Some(sub) = args.get(1) else {
         return ready(b"-ERR wrong number of arguments for 'client' command\r\n");
@@ -351,7 +354,7 @@ pub(super) fn client(req: &resp::Request, inbox: &Inbox, client: &mut ClientStat
                 return e;
             }
             let mut o = Out::new(resp3);
-            o.text(client_info_line(inbox, client).as_bytes());
+            o.text(client_info_line(inbox, client, created).as_bytes());
             o.done()
         }
         // Hints for the server's eviction and LRU: accepted, as Redis does
@@ -397,14 +400,14 @@ pub(super) fn client(req: &resp::Request, inbox: &Inbox, client: &mut ClientStat
 }
 
 /// `CLIENT INFO`'s line, with what the proxy knows of this client.
-fn client_info_line(inbox: &Inbox, c: &ClientState) -> String {
+fn client_info_line(inbox: &Inbox, c: &ClientState, created: std::time::Instant) -> String {
     let s = |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
     format!(
         "id={} name={} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 user=default \
          resp={} lib-name={} lib-ver={}\n",
         client_id(inbox),
         s(&c.name).unwrap_or_default(),
-        c.created.elapsed().as_secs(),
+        created.elapsed().as_secs(),
         c.proto,
         s(&c.lib_name).unwrap_or_default(),
         s(&c.lib_ver).unwrap_or_default(),

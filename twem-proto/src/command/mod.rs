@@ -62,8 +62,48 @@ pub enum Class {
     /// A command with subcommands (`OBJECT`, `XINFO`): [`classify`] goes on
     /// with the subcommand's entry, so no [`Route`] comes from this class.
     Container,
+    /// A blocking command (`BLPOP`, `BLMOVE`, ...): its keys on one server,
+    /// run on a backend connection borrowed for it; the [`Wait`] says where
+    /// its own timeout is.
+    Blocking(Wait),
     /// Not forwarded; the text says why and what to do, for the client.
     Refused(&'static str),
+}
+
+/// Where a blocking command says how long it may block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// The last argument, in seconds (`BLPOP k... timeout`).
+    LastSeconds,
+    /// The first argument, in seconds (`BLMPOP timeout numkeys ...`).
+    FirstSeconds,
+    /// After the `BLOCK` option, in milliseconds (`XREAD BLOCK ms ...`).
+    BlockMillis,
+}
+
+impl Wait {
+    /// How long the request `args` may block: `None` for no limit (`0`, as
+    /// Redis reads it), and also when the argument is not a number (the
+    /// server then answers an error at once).
+    pub fn duration(self, args: &[Bytes]) -> Option<std::time::Duration> {
+        let (arg, scale) = match self {
+            Wait::LastSeconds => (args.last(), 1.0),
+            Wait::FirstSeconds => (args.get(1), 1.0),
+            Wait::BlockMillis => {
+                let at = args
+                    .iter()
+                    .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
+                    .position(|a| a.eq_ignore_ascii_case(b"block"));
+                (at.and_then(|i| args.get(i + 1)), 0.001)
+            }
+        };
+        let secs: f64 = std::str::from_utf8(arg?).ok()?.trim().parse().ok()?;
+        let secs = secs * scale;
+        if !secs.is_finite() || secs <= 0.0 {
+            return None;
+        }
+        std::time::Duration::try_from_secs_f64(secs).ok()
+    }
 }
 
 /// How the replies of a command sent to every server combine.
@@ -157,6 +197,9 @@ pub enum Route {
     FanOut(&'static Command, FanOut),
     /// A per-connection command for the client session ([`Class::Session`]).
     Session(&'static Command),
+    /// A blocking command: its keys must share a server; it runs on a
+    /// connection borrowed for it, for as long as the [`Wait`] allows.
+    Blocking(&'static Command, Wait),
 }
 
 /// Why a request cannot be routed. `Display` is the error reply's text,
@@ -375,13 +418,12 @@ pub fn classify(req: &Request) -> Result<(&'static Command, Route), CommandError
         Class::Single => Route::Key(cmd.first_key),
         Class::SameServer => {
             if cmd.flags & F_BLOCKING != 0 && blocks(req.args()) {
-                return Err(CommandError::Refused {
-                    name: cmd.name,
-                    reason: R_XREAD_BLOCK,
-                });
+                Route::Blocking(cmd, Wait::BlockMillis)
+            } else {
+                Route::SameServer(cmd)
             }
-            Route::SameServer(cmd)
         }
+        Class::Blocking(wait) => Route::Blocking(cmd, wait),
         Class::Mget | Class::SumInt => Route::Split {
             cmd,
             first: cmd.first_key,
@@ -415,8 +457,6 @@ pub fn classify(req: &Request) -> Result<(&'static Command, Route), CommandError
     };
     Ok((cmd, route))
 }
-
-const R_XREAD_BLOCK: &str = "BLOCK makes it a blocking command, not supported through the proxy yet: drop BLOCK and poll, or connect to the server directly";
 
 /// Whether an `XREAD`/`XREADGROUP` has a `BLOCK` option (before `STREAMS`,
 /// after which every argument is a key or an id).
@@ -638,7 +678,9 @@ mod tests {
     fn keyed_commands_have_a_first_key() {
         for c in COMMANDS {
             match c.class {
-                Class::SameServer => assert!(!c.key_specs.is_empty(), "{}", c.name),
+                Class::SameServer | Class::Blocking(_) => {
+                    assert!(!c.key_specs.is_empty(), "{}", c.name)
+                }
                 Class::Single | Class::Mget | Class::SumInt | Class::Mset | Class::Script => {
                     assert!(c.first_key >= 1 && c.key_step >= 1, "{}", c.name)
                 }
@@ -673,12 +715,13 @@ mod tests {
     }
 
     // Every refused command of NUTCRACKER.md is in the table as Refused
-    // (except SELECT, which twem answers for database 0).
+    // (except SELECT, which twem answers for database 0), or Blocking: twem
+    // serves those on connections borrowed for them.
     #[test]
     fn nutcracker_refused_commands() {
         for name in REFUSED.split_whitespace() {
             assert!(
-                matches!(class_of(name), Class::Refused(_)),
+                matches!(class_of(name), Class::Refused(_) | Class::Blocking(_)),
                 "{name} is {:?}",
                 class_of(name)
             );
@@ -928,8 +971,8 @@ mod tests {
             err.to_string(),
             "ERR command 'keys' is not supported by twem: it would have to visit every server: run it on each server directly"
         );
-        let err = classify(&req(&["blpop"])).unwrap_err();
-        assert!(matches!(err, CommandError::Refused { name: "blpop", .. }));
+        let err = classify(&req(&["wait"])).unwrap_err();
+        assert!(matches!(err, CommandError::Refused { name: "wait", .. }));
     }
 
     // An empty request has its own error.
@@ -1150,24 +1193,55 @@ mod tests {
         }
     }
 
-    // Blocking commands are refused with what to do; XREAD only with BLOCK.
+    // Blocking commands route as blocking, with where their timeout is;
+    // XREAD and XREADGROUP only with BLOCK.
     #[test]
-    fn blocking_refusals() {
-        let err = classify(&req(&["BLPOP", "l", "0"])).unwrap_err();
+    fn blocking_routes() {
+        let (cmd, route) = classify(&req(&["BLPOP", "a", "b", "1.5"])).unwrap();
+        assert_eq!(route, Route::Blocking(cmd, Wait::LastSeconds));
+        let args = req(&["BLPOP", "a", "b", "1.5"]);
         assert_eq!(
-            err.to_string(),
-            "ERR command 'blpop' is not supported by twem: BLPOP is a blocking command, not supported through the proxy yet: poll with LPOP, or connect to the server directly"
+            Wait::LastSeconds.duration(args.args()),
+            Some(std::time::Duration::from_millis(1500))
         );
-        let err = classify(&req(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"])).unwrap_err();
-        assert!(err.to_string().contains("drop BLOCK and poll"), "{err}");
+        assert_eq!(
+            Wait::LastSeconds.duration(req(&["BLPOP", "a", "0"]).args()),
+            None
+        );
+        assert_eq!(
+            Wait::LastSeconds.duration(req(&["BLPOP", "a", "x"]).args()),
+            None
+        );
+        let args = req(&["BLMPOP", "2", "1", "l", "LEFT"]);
+        assert_eq!(
+            Wait::FirstSeconds.duration(args.args()),
+            Some(std::time::Duration::from_secs(2))
+        );
+        let x = req(&["XREAD", "BLOCK", "250", "STREAMS", "s", "$"]);
+        let (cmd, route) = classify(&x).unwrap();
+        assert_eq!(route, Route::Blocking(cmd, Wait::BlockMillis));
+        assert_eq!(
+            Wait::BlockMillis.duration(x.args()),
+            Some(std::time::Duration::from_millis(250))
+        );
         // "block" as a stream name is a key, not the option.
-        assert!(classify(&req(&["XREAD", "STREAMS", "block", "0"])).is_ok());
-        for name in ["BLMPOP", "BZMPOP", "BRPOPLPUSH", "BLMOVE", "BZPOPMIN"] {
-            assert!(matches!(
-                lookup(name.as_bytes()).unwrap().class,
-                Class::Refused(r) if r.contains("blocking")
-            ));
+        let (cmd, route) = classify(&req(&["XREAD", "STREAMS", "block", "0"])).unwrap();
+        assert_eq!(route, Route::SameServer(cmd));
+        for name in [
+            "BLMPOP",
+            "BZMPOP",
+            "BRPOPLPUSH",
+            "BLMOVE",
+            "BZPOPMIN",
+            "BRPOP",
+            "BZPOPMAX",
+        ] {
+            assert!(
+                matches!(lookup(name.as_bytes()).unwrap().class, Class::Blocking(_)),
+                "{name}"
+            );
         }
+        assert!(matches!(lookup(b"wait").unwrap().class, Class::Refused(_)));
     }
 
     // Every refusal says what to do instead: no "nutcracker does not

@@ -8,7 +8,7 @@
 //! `docs/design.md`.
 
 use super::spec::{BeginSearch, FindKeys, Spec, F_ADMIN, F_BLOCKING, F_PUBSUB, K_INCOMPLETE};
-use super::{Class, FanOut};
+use super::{Class, FanOut, Wait};
 
 const R_EVERY_SERVER: &str = "it would have to visit every server: run it on each server directly";
 const R_FLUSH: &str = "it would empty every server: run it on each server directly";
@@ -76,16 +76,22 @@ pub(super) const OVERLAY: &[(&str, Class)] = &[
     ("sort", Class::SameServer),
     ("sort_ro", Class::SameServer),
     // Blocking, with what to do instead.
-    ("blpop", Class::Refused("BLPOP is a blocking command, not supported through the proxy yet: poll with LPOP, or connect to the server directly")),
-    ("brpop", Class::Refused("BRPOP is a blocking command, not supported through the proxy yet: poll with RPOP, or connect to the server directly")),
-    ("brpoplpush", Class::Refused("BRPOPLPUSH is a blocking command, not supported through the proxy yet: poll with RPOPLPUSH, or connect to the server directly")),
-    ("blmove", Class::Refused("BLMOVE is a blocking command, not supported through the proxy yet: poll with LMOVE, or connect to the server directly")),
-    ("blmpop", Class::Refused("BLMPOP is a blocking command, not supported through the proxy yet: poll with LMPOP, or connect to the server directly")),
-    ("bzpopmin", Class::Refused("BZPOPMIN is a blocking command, not supported through the proxy yet: poll with ZPOPMIN, or connect to the server directly")),
-    ("bzpopmax", Class::Refused("BZPOPMAX is a blocking command, not supported through the proxy yet: poll with ZPOPMAX, or connect to the server directly")),
-    ("bzmpop", Class::Refused("BZMPOP is a blocking command, not supported through the proxy yet: poll with ZMPOP, or connect to the server directly")),
-    ("wait", Class::Refused("WAIT blocks on one server's replicas: run it on the server directly")),
-    // XREAD/XREADGROUP block only with BLOCK: classify refuses those.
+    // Blocking: on a connection borrowed for the command, keys on one
+    // server; where the command's own timeout is, so the wait is bounded.
+    ("blpop", Class::Blocking(Wait::LastSeconds)),
+    ("brpop", Class::Blocking(Wait::LastSeconds)),
+    ("brpoplpush", Class::Blocking(Wait::LastSeconds)),
+    ("blmove", Class::Blocking(Wait::LastSeconds)),
+    ("blmpop", Class::Blocking(Wait::FirstSeconds)),
+    ("bzpopmin", Class::Blocking(Wait::LastSeconds)),
+    ("bzpopmax", Class::Blocking(Wait::LastSeconds)),
+    ("bzmpop", Class::Blocking(Wait::FirstSeconds)),
+    (
+        "wait",
+        Class::Refused("WAIT blocks on one server's replicas: run it on the server directly"),
+    ),
+    // XREAD/XREADGROUP block only with BLOCK: classify routes those as
+    // blocking (`Wait::BlockMillis`).
     ("xread", Class::SameServer),
     ("xreadgroup", Class::SameServer),
     // Every server.
