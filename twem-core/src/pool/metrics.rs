@@ -115,7 +115,7 @@ pub const REDIS_CLASSES: &[&str] = &[
 pub fn redis_class_index(class: Option<&Class>) -> usize {
     match class {
         Some(Class::Local) => 0,
-        Some(Class::Single) => 1,
+        Some(Class::Single | Class::Channel) => 1,
         Some(Class::SameServer) => 2,
         Some(Class::Mget) => 3,
         Some(Class::SumInt) => 4,

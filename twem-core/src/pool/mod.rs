@@ -54,6 +54,7 @@ pub use stats::{PoolSnapshot, PoolStats, ServerSnapshot, ServerStats};
 pub use transaction::{Transaction, MAX_TXN_BYTES, MAX_TXN_COMMANDS};
 
 use backend::{BackendReq, Expect, Msg, ReplyTx};
+pub(crate) use backend::{PushItem, PushSink};
 use merge::Merge;
 use route::{Failure, Plan};
 
@@ -229,6 +230,7 @@ impl Handles {
                     ..Default::default()
                 },
                 slot,
+                None,
             )
         }))
     }
@@ -269,13 +271,14 @@ impl Handles {
         idx: usize,
         lane: backend::Lane,
         slot: usize,
+        sink: Option<backend::PushSink>,
     ) -> mpsc::UnboundedSender<Msg> {
         let (tx, rx) = mpsc::unbounded_channel();
         // Debug level: disabled (and free) at the default log level.
         let span = tracing::debug_span!(parent: None, "backend", pool = %self.shared.config.name,
             server = %self.shared.servers[idx].name, slot, resp3 = lane.resp3, pinned = lane.pinned);
         tokio::spawn(tracing::Instrument::instrument(
-            backend::ConnTask::new(Arc::clone(&self.shared), idx, lane, rx).run(),
+            backend::ConnTask::new(Arc::clone(&self.shared), idx, lane, rx, sink).run(),
             span,
         ));
         tx

@@ -101,13 +101,40 @@ impl Pool {
             Lane {
                 resp3,
                 pinned: true,
-                blocking: false,
+                ..Default::default()
             },
         )
     }
 
     /// [`Pool::pin`] for a connection of kind `lane`.
     pub(crate) fn pin_lane(&self, server: usize, lane: Lane) -> Result<Pinned, CallError> {
+        self.pin_with(server, lane, None)
+    }
+
+    /// A new subscription connection to `server` for one client, sending
+    /// what it reads to `sink` (never reused: it carries the client's
+    /// subscriptions). Counted in the server's `pinned_connections`.
+    pub(crate) fn pin_subscriber(
+        &self,
+        server: usize,
+        resp3: bool,
+        sink: super::backend::PushSink,
+    ) -> Result<Pinned, CallError> {
+        let lane = Lane {
+            resp3,
+            pinned: true,
+            blocking: false,
+            pubsub: true,
+        };
+        self.pin_with(server, lane, Some(sink))
+    }
+
+    fn pin_with(
+        &self,
+        server: usize,
+        lane: Lane,
+        sink: Option<super::backend::PushSink>,
+    ) -> Result<Pinned, CallError> {
         let handles = &self.inner;
         let Some(set) = handles.pins.get(server) else {
             return Err(CallError::Request(RequestError::uncoded(
@@ -131,7 +158,7 @@ impl Pool {
                 let mut n = set.lock_count();
                 *n = n.saturating_sub(lost);
             }
-            if let Some(i) = idle.iter().rposition(|(_, l)| *l == lane) {
+            if let Some(i) = idle.iter().rposition(|(_, l)| *l == lane && sink.is_none()) {
                 let (tx, _) = idle.swap_remove(i);
                 return Ok(pinned(tx));
             }
@@ -153,7 +180,7 @@ impl Pool {
                 *n += 1;
             }
         }
-        Ok(pinned(handles.spawn_conn(server, lane, usize::MAX)))
+        Ok(pinned(handles.spawn_conn(server, lane, usize::MAX, sink)))
     }
 
     /// Send `wire` (one request) on a pinned connection; its reply is the
@@ -181,6 +208,18 @@ impl Pool {
     /// connection fails what is sent next on it.
     pub fn send_pinned_quietly(&self, pin: &Pinned, wire: Bytes) {
         let _ = send(pin, wire, None);
+    }
+
+    /// Send `wire` on a subscription connection, whose replies are not
+    /// matched to requests (they reach the client's session as they come).
+    pub(crate) fn send_subscription(&self, pin: &Pinned, wire: Bytes) -> Result<(), CallError> {
+        let Some(tx) = pin.tx.as_ref().filter(|tx| !tx.is_closed()) else {
+            return Err(CallError::Request(RequestError::new(
+                "ERR",
+                "twem: the subscription connection was lost",
+            )));
+        };
+        pin.handles.send_on(tx, pin.server, wire, None, None)
     }
 }
 
@@ -342,6 +381,7 @@ impl Pool {
             resp3,
             pinned: true,
             blocking: true,
+            pubsub: false,
         };
         let pin = match self.pin_lane(server, lane) {
             Ok(p) => p,

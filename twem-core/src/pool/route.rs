@@ -268,6 +268,8 @@ fn session_words(cmd: &Command) -> &'static str {
         "unwatch" => "ERR UNWATCH is per connection: embedders use the Pool's transaction API",
         "hello" => "ERR HELLO is per connection: the proxy's client sessions answer it, a Pool has no connection state",
         "reset" => "ERR RESET is per connection: the proxy's client sessions answer it, a Pool has no connection state",
+        "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ssubscribe"
+        | "sunsubscribe" => "ERR subscriptions are per connection: the proxy's client sessions serve them on connections of their own; embedders connect to the server of the channel (Pool::server_for) directly",
         _ => "ERR CLIENT is per connection: the proxy's client sessions answer it, a Pool has no connection state",
     }
 }

@@ -41,6 +41,19 @@ pub trait Frontend: Send + 'static {
     /// What a client whose framing broke reads before the connection
     /// closes; `None` when it reads nothing.
     fn protocol_error(&self, e: &ProtoError) -> Option<Bytes>;
+    /// Whether output may come that answers no request (pub/sub messages):
+    /// the session then also waits on [`Frontend::poll_push`].
+    fn has_pushes(&self) -> bool {
+        false
+    }
+    /// `Ready` when [`Frontend::take_push`] has something to write.
+    fn poll_push(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        std::task::Poll::Pending
+    }
+    /// The next unsolicited output, in order.
+    fn take_push(&mut self) -> Option<super::pubsub::Push> {
+        None
+    }
 }
 
 /// Redis clients: AUTH handled here (the session knows whether this client
@@ -62,6 +75,15 @@ pub struct RedisFrontend {
 struct SessionState {
     client: super::redis::ClientState,
     txn: super::redis::Txn,
+    subs: Option<super::pubsub::Subs>,
+}
+
+impl SessionState {
+    /// In RESP2 subscriber mode: only subscription commands, PING, QUIT
+    /// and RESET are allowed.
+    fn subscriber_mode(&self) -> bool {
+        self.client.proto == 2 && self.subs.as_ref().is_some_and(|s| s.active())
+    }
 }
 
 /// Whether `name` may be a command the session answers itself (QUIT, AUTH,
@@ -75,6 +97,8 @@ fn session_candidate(name: &[u8]) -> bool {
         5 => matches!(first, b'h' | b'm' | b'w' | b'r'),
         6 => first == b'c',
         7 => matches!(first, b'd' | b'u'),
+        // (P|S)(UN)SUBSCRIBE.
+        9..=12 => matches!(first, b's' | b'u' | b'p'),
         _ => false,
     }
 }
@@ -113,8 +137,11 @@ impl Frontend for RedisFrontend {
         // Per-request lines only at nutcracker levels 8+ (TRACE).
         tracing::trace!(pool = pool.name(), client = inbox.hint(),
             command = %String::from_utf8_lossy(name), "request");
-        let queuing = self.state.as_ref().is_some_and(|s| s.txn.queuing());
-        if !queuing && !session_candidate(name) {
+        let special = self
+            .state
+            .as_ref()
+            .is_some_and(|s| s.txn.queuing() || s.subscriber_mode());
+        if !special && !session_candidate(name) {
             if !self.authed && pool.config().redis_auth.is_some() {
                 return Step::Reply(ready(b"-NOAUTH Authentication required\r\n"));
             }
@@ -157,7 +184,7 @@ impl Frontend for RedisFrontend {
         if !self.authed && pool.config().redis_auth.is_some() {
             return Step::Reply(ready(b"-NOAUTH Authentication required\r\n"));
         }
-        Step::Reply(self.session_command(name, &req, pool, inbox))
+        self.session_command(name, &req, pool, inbox)
     }
 
     fn error_reply(&self, e: &CallError) -> Bytes {
@@ -172,12 +199,67 @@ impl Frontend for RedisFrontend {
         }
         Some(Bytes::from(format!("-ERR {e}\r\n")))
     }
+
+    fn has_pushes(&self) -> bool {
+        self.state.as_ref().is_some_and(|s| s.subs.is_some())
+    }
+
+    fn poll_push(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match self.state.as_mut().and_then(|s| s.subs.as_mut()) {
+            Some(subs) => subs.poll_ready(cx),
+            None => std::task::Poll::Pending,
+        }
+    }
+
+    fn take_push(&mut self) -> Option<super::pubsub::Push> {
+        self.state.as_mut()?.subs.as_mut()?.take()
+    }
 }
 
 impl RedisFrontend {
     /// Commands about this client's session (its name, its transaction),
     /// answered or carried out here; everything else goes to the pool.
     fn session_command(
+        &mut self,
+        name: &[u8],
+        req: &resp::Request,
+        pool: &Pool,
+        inbox: &mut Inbox,
+    ) -> Step {
+        let state = self.state.get_or_insert_with(Default::default);
+        if !state.txn.queuing() {
+            if super::pubsub::is_subscription_command(name) {
+                let subs = state
+                    .subs
+                    .get_or_insert_with(|| super::pubsub::Subs::new(inbox.resp3()));
+                return match subs.command(req, pool) {
+                    Ok(()) => Step::Nothing,
+                    Err(e) => Step::Reply(ReplyFuture::ready(Err(e))),
+                };
+            }
+            if state.subscriber_mode() {
+                let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+                if is(b"ping") {
+                    if let Some(subs) = state.subs.as_mut() {
+                        return match subs.ping(req, pool) {
+                            Ok(()) => Step::Nothing,
+                            Err(e) => Step::Reply(ReplyFuture::ready(Err(e))),
+                        };
+                    }
+                } else if !is(b"reset") {
+                    return Step::Reply(ReplyFuture::ready(Ok(Bytes::from(format!(
+                        "-ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / \
+                         PING / QUIT / RESET are allowed in this context\r\n",
+                        String::from_utf8_lossy(name).to_lowercase()
+                    )))));
+                }
+            }
+        }
+        Step::Reply(self.command_reply(name, req, pool, inbox))
+    }
+
+    /// The reply to a session command that has one.
+    fn command_reply(
         &mut self,
         name: &[u8],
         req: &resp::Request,

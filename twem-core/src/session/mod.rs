@@ -18,6 +18,7 @@
 //! write queue written ([`Session::on_written`]) or shutdown.
 
 mod frontend;
+mod pubsub;
 mod redis;
 
 use std::collections::VecDeque;
@@ -34,6 +35,7 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 pub use frontend::{Frontend, MemcacheFrontend, RedisFrontend, Step};
+pub use pubsub::Push;
 
 use crate::pool::{Inbox, Pool, Protocol, ReplyChunks, ReplyFuture};
 
@@ -350,6 +352,35 @@ where
             self.latency.flush();
         }
         self.window = window_for(self.avg_reply);
+        self.collect_pushes(&mut cx);
+    }
+
+    /// Move pub/sub output to the write queue, after every reply before it
+    /// (a confirmation never overtakes the reply to an earlier command).
+    fn collect_pushes(&mut self, cx: &mut Context<'_>) {
+        if !self.queue.is_empty() || self.phase == Phase::CloseReady || !self.fe.has_pushes() {
+            return;
+        }
+        while self.wq_bytes < MAX_UNWRITTEN {
+            let push = match self.fe.take_push() {
+                Some(p) => p,
+                None => match self.fe.poll_push(cx) {
+                    Poll::Ready(()) => continue,
+                    Poll::Pending => break,
+                },
+            };
+            let (bytes, close) = match push {
+                Push::Data(b) => (b, false),
+                Push::Close(b) => (b, true),
+            };
+            self.wq_bytes += bytes.len();
+            self.unwritten.push_back((bytes.len(), Instant::now()));
+            self.wq.push_back(bytes);
+            if close {
+                self.phase = Phase::CloseReady;
+                break;
+            }
+        }
     }
 
     /// How the session ends now, if it does: everything it owed is written.
@@ -463,7 +494,11 @@ where
                 && !self.queue.is_empty()
                 && self.wq_bytes < MAX_UNWRITTEN;
             let can_write = !self.wq.is_empty();
-            if !can_read && !wait_front && !can_write {
+            let wait_push = self.fe.has_pushes()
+                && self.queue.is_empty()
+                && self.phase == Phase::Serving
+                && self.wq_bytes < MAX_UNWRITTEN;
+            if !can_read && !wait_front && !can_write && !wait_push {
                 // Unreachable by the rules above (a bound that stops decoding
                 // always leaves a reply to wait for); if it ever happens,
                 // say so instead of closing silently.
@@ -477,7 +512,12 @@ where
             }
             let draining = self.phase == Phase::Draining;
             let Session {
-                rd, queue, wr, wq, ..
+                rd,
+                queue,
+                wr,
+                wq,
+                fe,
+                ..
             } = &mut self;
             let event = tokio::select! {
                 // Fixed order, no per-turn random pick: reads first, so a busy
@@ -486,6 +526,7 @@ where
                 res = std::future::poll_fn(|cx| rd.poll_read_ready(cx)), if can_read => Event::Readable(res),
                 () = wait_for_front(queue), if wait_front => Event::FrontReady,
                 res = crate::net::write_some(wr, wq), if can_write => Event::Written(res),
+                () = std::future::poll_fn(|cx| fe.poll_push(cx)), if wait_push => Event::FrontReady,
                 () = &mut cancelled, if !draining => Event::Shutdown,
             };
             match event {

@@ -36,6 +36,9 @@ pub enum Class {
     Local,
     /// One key at a fixed index ([`Command::first_key`]) picks the server.
     Single,
+    /// `PUBLISH`/`SPUBLISH channel message`: the channel, `args[1]`, is
+    /// placed like a key, so a message meets its subscribers' server.
+    Channel,
     /// Several keys, found by Redis's key specs ([`keys`]); forwarded only
     /// when every key lives on the same server (`RPOPLPUSH`, `SUNIONSTORE`,
     /// `SORT .. STORE`, `XREAD .. STREAMS`, `WATCH`, ...).
@@ -415,7 +418,7 @@ pub fn classify(req: &Request) -> Result<(&'static Command, Route), CommandError
     let route = match cmd.class {
         Class::Local => Route::Local(cmd),
         Class::Placeholder => Route::Placeholder,
-        Class::Single => Route::Key(cmd.first_key),
+        Class::Single | Class::Channel => Route::Key(cmd.first_key),
         Class::SameServer => {
             if cmd.flags & F_BLOCKING != 0 && blocks(req.args()) {
                 Route::Blocking(cmd, Wait::BlockMillis)
@@ -610,6 +613,7 @@ const fn entry(s: &Spec) -> Command {
         (Class::Single, Some(i)) => (i, 1),
         // Scripts: the first of their numkeys keys.
         (Class::Script, _) => (3, 1),
+        (Class::Channel, _) => (1, 1),
         _ if s.legacy.0 > 0 && s.legacy.2 > 0 => (s.legacy.0 as usize, s.legacy.2 as usize),
         _ => (0, 0),
     };
@@ -681,7 +685,12 @@ mod tests {
                 Class::SameServer | Class::Blocking(_) => {
                     assert!(!c.key_specs.is_empty(), "{}", c.name)
                 }
-                Class::Single | Class::Mget | Class::SumInt | Class::Mset | Class::Script => {
+                Class::Single
+                | Class::Mget
+                | Class::SumInt
+                | Class::Mset
+                | Class::Script
+                | Class::Channel => {
                     assert!(c.first_key >= 1 && c.key_step >= 1, "{}", c.name)
                 }
                 Class::Local | Class::Placeholder => assert_eq!(c.first_key, 0, "{}", c.name),

@@ -68,6 +68,16 @@ pub(super) const OVERLAY: &[(&str, Class)] = &[
     ("exec", Class::Session),
     ("hello", Class::Session),
     ("multi", Class::Session),
+    // Subscriptions live on connections dedicated to the client session;
+    // a channel is placed like a key, so PUBLISH meets its subscribers.
+    ("subscribe", Class::Session),
+    ("unsubscribe", Class::Session),
+    ("psubscribe", Class::Session),
+    ("punsubscribe", Class::Session),
+    ("ssubscribe", Class::Session),
+    ("sunsubscribe", Class::Session),
+    ("publish", Class::Channel),
+    ("spublish", Class::Channel),
     ("reset", Class::Session),
     ("unwatch", Class::Session),
     // SORT's STORE key is "unknown" to Redis's key specs; the interpreter

@@ -189,6 +189,42 @@ pub(crate) struct Lane {
     /// Borrowed for one blocking command (`BLPOP`, `XREAD BLOCK`): no pool
     /// `timeout` on its replies, the borrower bounds the wait.
     pub blocking: bool,
+    /// A client's subscriptions: every frame read goes to its
+    /// [`PushSink`], none is matched to a request.
+    pub pubsub: bool,
+}
+
+/// Most bytes of pub/sub messages one client may have waiting (read from
+/// its servers, not yet written to it) before its subscriptions are ended:
+/// Redis's own default `client-output-buffer-limit pubsub` hard limit.
+pub(crate) const MAX_PUSH_BYTES: usize = 32 * 1024 * 1024;
+
+/// What a subscription connection hands its client's session.
+#[derive(Debug)]
+pub(crate) enum PushItem {
+    /// A frame the server sent: a confirmation, a message, a `pong`.
+    Frame(resp::ReplyFrame),
+    /// The connection to server `.0` ended; the subscriptions on it with it.
+    Lost(usize, String),
+}
+
+/// Where a subscription connection sends what it reads: its client's
+/// session, which counts the bytes waiting there against
+/// [`MAX_PUSH_BYTES`].
+#[derive(Debug, Clone)]
+pub(crate) struct PushSink {
+    pub tx: mpsc::UnboundedSender<PushItem>,
+    pub bytes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl PushSink {
+    /// Hand a frame over; `false` when the client's bound is reached (or
+    /// the session is gone).
+    fn send(&self, frame: resp::ReplyFrame) -> bool {
+        let len = frame.raw().len();
+        let waiting = self.bytes.fetch_add(len, Relaxed) + len;
+        waiting <= MAX_PUSH_BYTES && self.tx.send(PushItem::Frame(frame)).is_ok()
+    }
 }
 
 /// The task behind one connection slot of a server: it waits for a
@@ -200,6 +236,7 @@ pub(crate) struct ConnTask {
     idx: usize,
     lane: Lane,
     rx: mpsc::UnboundedReceiver<Msg>,
+    sink: Option<PushSink>,
 }
 
 impl ConnTask {
@@ -209,12 +246,14 @@ impl ConnTask {
         idx: usize,
         lane: Lane,
         rx: mpsc::UnboundedReceiver<Msg>,
+        sink: Option<PushSink>,
     ) -> Self {
         ConnTask {
             shared,
             idx,
             lane,
             rx,
+            sink,
         }
     }
 
@@ -256,6 +295,12 @@ impl ConnTask {
     /// nothing more can be sent to it.
     fn end_pinned(&mut self) {
         self.rx.close();
+        if let Some(sink) = &self.sink {
+            let _ = sink.tx.send(PushItem::Lost(
+                self.idx,
+                "the connection to the server was lost".into(),
+            ));
+        }
         let server = &self.shared.servers[self.idx];
         let err = BackendError::new(BackendErrorKind::Unknown, server.name.clone());
         while let Ok(msg) = self.rx.try_recv() {
@@ -279,12 +324,14 @@ impl ConnTask {
             Conn::Tcp(s) => {
                 let (r, w) = s.into_split();
                 Connection::new(&self.shared, self.idx, self.lane, r, w)
+                    .with_sink(self.sink.as_ref())
                     .drive(first, &mut self.rx)
                     .await
             }
             Conn::Unix(s) => {
                 let (r, w) = s.into_split();
                 Connection::new(&self.shared, self.idx, self.lane, r, w)
+                    .with_sink(self.sink.as_ref())
                     .drive(first, &mut self.rx)
                     .await
             }
@@ -549,6 +596,8 @@ struct Connection<'a, R, W> {
     shared: &'a Arc<PoolShared>,
     idx: usize,
     lane: Lane,
+    /// A subscription connection's client (see [`Lane::pubsub`]).
+    sink: Option<&'a PushSink>,
     rd: R,
     wr: W,
     decoder: ReplyDecoder,
@@ -598,6 +647,7 @@ where
             shared,
             idx,
             lane,
+            sink: None,
             rd,
             wr,
             decoder: ReplyDecoder::new(shared.protocol),
@@ -657,8 +707,44 @@ where
         }
     }
 
+    fn with_sink(mut self, sink: Option<&'a PushSink>) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// Bytes arrived on a subscription connection: every frame goes to the
+    /// client's session, in order.
+    fn on_read_pushes(&mut self, sink: &PushSink) -> Result<(), Dropped> {
+        loop {
+            match self.decoder.decode(Expect::Resp, &mut self.rbuf) {
+                Ok(Some(Frame::Resp(frame))) => {
+                    if !sink.send(frame) {
+                        return Err(Dropped {
+                            kind: BackendErrorKind::Unknown,
+                            detail: Some(
+                                "a subscriber reads too slowly: over 32 MiB of messages waiting"
+                                    .into(),
+                            ),
+                        });
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    return Err(Dropped {
+                        kind: BackendErrorKind::InvalidReply,
+                        detail: Some(e.to_string()),
+                    })
+                }
+            }
+        }
+    }
+
     /// Bytes arrived: parse every complete reply and hand each to its request.
     fn on_read(&mut self) -> Result<(), Dropped> {
+        if let Some(sink) = self.sink {
+            return self.on_read_pushes(sink);
+        }
         // Counted here and added to the shared counters once per read.
         let (mut got, mut got_bytes, mut sent_bytes) = (0u64, 0u64, 0i64);
         // One clock read for every reply this read completed: they arrived together.
