@@ -644,23 +644,34 @@ pub fn resp_len(b: &[u8]) -> Option<usize> {
     let line_end = find(b, b"\r\n")?;
     let head = &b[1..line_end];
     let after = line_end + 2;
+    let number = || -> Option<i64> { std::str::from_utf8(head).ok()?.parse().ok() };
+    // Aggregates: `n` elements (maps and attributes: `2n`).
+    let elements = |n: i64| -> Option<usize> {
+        let mut at = after;
+        for _ in 0..n.max(0) {
+            at += resp_len(&b[at..])?;
+        }
+        Some(at)
+    };
     match b.first()? {
-        b'+' | b'-' | b':' => Some(after),
-        b'$' => {
-            let n: i64 = std::str::from_utf8(head).ok()?.parse().ok()?;
+        // RESP2 and RESP3 lines: status, error, integer, null, double,
+        // boolean, big number.
+        b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Some(after),
+        // Blobs: bulk string, blob error, verbatim string.
+        b'$' | b'!' | b'=' => {
+            let n = number()?;
             if n < 0 {
                 return Some(after);
             }
             let end = after + n as usize + 2;
             (b.len() >= end).then_some(end)
         }
-        b'*' => {
-            let n: i64 = std::str::from_utf8(head).ok()?.parse().ok()?;
-            let mut at = after;
-            for _ in 0..n.max(0) {
-                at += resp_len(&b[at..])?;
-            }
-            Some(at)
+        b'*' | b'~' | b'>' => elements(number()?),
+        b'%' => elements(number()? * 2),
+        // An attribute, then the reply it annotates.
+        b'|' => {
+            let at = elements(number()? * 2)?;
+            Some(at + resp_len(&b[at..])?)
         }
         _ => None,
     }

@@ -105,6 +105,24 @@ pub fn render(pools: &[PoolSnapshot], globals: &Globals) -> String {
         "Client connections closed for speaking another protocol (HTTP, memcached binary): possible cross-protocol attacks",
         "client_foreign_protocol",
     );
+    // Connections dedicated to one client, per server (transactions,
+    // blocking commands, subscriptions).
+    if let Ok(g) = IntGaugeVec::new(
+        Opts::new(
+            "twem_server_dedicated_connections",
+            "Backend connections dedicated to one client (transactions, blocking commands, subscriptions), held or idle",
+        ),
+        &["pool", "server"],
+    ) {
+        for p in pools {
+            for s in &p.servers {
+                if let Some((_, v)) = s.twem_fields.iter().find(|f| f.0 == "dedicated_connections") {
+                    g.with_label_values(&[&p.name, &s.name]).set(*v);
+                }
+            }
+        }
+        let _ = reg.register(Box::new(g));
+    }
     let (opened, open) = connection_counts(globals, pools);
     if let Ok(total) = prometheus::IntCounter::new(
         "twem_connections_opened_total",
@@ -285,6 +303,7 @@ mod tests {
             servers: vec![ServerSnapshot {
                 name: "s1".into(),
                 fields: vec![("requests", 7), ("in_queue", 1)],
+                twem_fields: vec![("dedicated_connections", 3)],
             }],
             twem_fields: vec![("client_rejected", 5), ("client_foreign_protocol", 6)],
         }];
@@ -321,5 +340,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("twem_connections 4"), "{text}");
+        assert!(
+            text.contains("twem_server_dedicated_connections{pool=\"alpha\",server=\"s1\"} 3"),
+            "{text}"
+        );
     }
 }

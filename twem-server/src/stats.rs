@@ -176,10 +176,12 @@ mod tests {
                 ServerSnapshot {
                     name: "named".into(),
                     fields: vec![("server_eof", 0), ("requests", 3)],
+                    twem_fields: vec![("dedicated_connections", 2)],
                 },
                 ServerSnapshot {
                     name: "127.0.0.1:6399".into(),
                     fields: vec![("server_eof", 1)],
+                    twem_fields: vec![],
                 },
             ],
             ..Default::default()
@@ -205,6 +207,7 @@ mod tests {
         let server = |n: i64| ServerSnapshot {
             name: "s".into(),
             fields: vec![("server_eof", 0), ("server_connections", n)],
+            twem_fields: vec![],
         };
         let pools = vec![PoolSnapshot {
             name: "p".into(),

@@ -208,9 +208,11 @@ struct Handles {
 
 /// One server's pinned connections: how many exist (held or idle), and the
 /// idle ones, clean, kept for the next transaction.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PinSet {
     count: Mutex<usize>,
+    /// The server's counters: `dedicated_connections` mirrors `count`.
+    stats: Arc<ServerStats>,
     /// Idle pinned connections, with the kind each is.
     idle: Mutex<Vec<(mpsc::UnboundedSender<Msg>, backend::Lane)>>,
 }
@@ -402,8 +404,14 @@ impl Pool {
                 .collect()
         };
         let (conns, conns3) = (lazies(), lazies());
-        let pins = (0..shared.servers.len())
-            .map(|_| PinSet::default())
+        let pins = shared
+            .servers
+            .iter()
+            .map(|s| PinSet {
+                count: Mutex::new(0),
+                stats: Arc::clone(&s.stats),
+                idle: Mutex::new(Vec::new()),
+            })
             .collect();
         let handles = Handles {
             conns,
@@ -499,6 +507,10 @@ impl Pool {
                 .map(|s| ServerSnapshot {
                     name: s.name.to_string(),
                     fields: s.stats.fields(),
+                    twem_fields: vec![(
+                        "dedicated_connections",
+                        s.stats.dedicated_connections.load(Relaxed).max(0),
+                    )],
                 })
                 .collect(),
             twem_fields: vec![

@@ -13,6 +13,7 @@
 //! The pinned connections of a server, held and idle, are at most the pool's
 //! `pinned_connections`; past it [`Pool::pin`] says so instead of waiting.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -87,6 +88,14 @@ impl super::PinSet {
     fn forget(&self) {
         let mut n = self.lock_count();
         *n = n.saturating_sub(1);
+        self.show(*n);
+    }
+
+    /// Mirror the count in the server's `dedicated_connections` gauge.
+    fn show(&self, n: usize) {
+        self.stats
+            .dedicated_connections
+            .store(i64::try_from(n).unwrap_or(i64::MAX), Relaxed);
     }
 }
 
@@ -157,6 +166,7 @@ impl Pool {
             if lost > 0 {
                 let mut n = set.lock_count();
                 *n = n.saturating_sub(lost);
+                set.show(*n);
             }
             if let Some(i) = idle.iter().rposition(|(_, l)| *l == lane && sink.is_none()) {
                 let (tx, _) = idle.swap_remove(i);
@@ -178,6 +188,7 @@ impl Pool {
                 }
             } else {
                 *n += 1;
+                set.show(*n);
             }
         }
         Ok(pinned(handles.spawn_conn(server, lane, usize::MAX, sink)))

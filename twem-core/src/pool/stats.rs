@@ -62,6 +62,11 @@ pub struct ServerStats {
     pub out_queue: AtomicI64,
     /// Bytes of requests written and waiting for their reply (gauge).
     pub out_queue_bytes: AtomicI64,
+    /// Connections dedicated to one client (transactions, blocking
+    /// commands, subscriptions), held or kept idle for reuse (gauge; they
+    /// are counted in `server_connections` too once connected). twem's own:
+    /// on `/metrics`, not in nutcracker's JSON.
+    pub dedicated_connections: AtomicI64,
 }
 
 /// A copy of one server's counters at one moment.
@@ -71,6 +76,9 @@ pub struct ServerSnapshot {
     pub name: String,
     /// The counters, in nutcracker's order: `(field name, value)`.
     pub fields: Vec<(&'static str, i64)>,
+    /// twem's own gauges, kept out of nutcracker's JSON:
+    /// `dedicated_connections`.
+    pub twem_fields: Vec<(&'static str, i64)>,
 }
 
 /// A copy of one pool's counters at one moment.

@@ -99,8 +99,9 @@ pub(super) struct Subs {
     dupes: HashMap<(Family, bool, Bytes), usize>,
     /// Ready for the client, in order.
     out: VecDeque<Push>,
-    /// Commands sent and not yet confirmed: while any is, the client is in
-    /// subscriber mode even if its confirmed count is 0.
+    /// Subscribe confirmations still to come: while any is, the client is
+    /// in subscriber mode even if its confirmed count is 0. (Pending
+    /// unsubscribes do not count: a client that read a count of 0 is out.)
     unconfirmed: usize,
 }
 
@@ -277,7 +278,9 @@ impl Subs {
             args.extend(names);
             let wire = resp::Request::from_args(args).wire().clone();
             pool.send_subscription(&conn.pin, wire)?;
-            self.unconfirmed += expected;
+            if subscribe {
+                self.unconfirmed += expected;
+            }
         }
         Ok(())
     }
@@ -340,7 +343,9 @@ impl Subs {
             self.out.push_back(Push::Data(frame.into_raw()));
             return;
         };
-        self.unconfirmed = self.unconfirmed.saturating_sub(1);
+        if subscribe {
+            self.unconfirmed = self.unconfirmed.saturating_sub(1);
+        }
         let name = match items.get(1) {
             Some(Reply::Bulk(Some(n))) => Some(n.clone()),
             _ => None,
