@@ -707,3 +707,63 @@ fn pool_call_follows_the_command_table() {
 fn owned(args: &[&str]) -> Request {
     Request::from_args(args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())))
 }
+
+/// An embedder subscribes with the proxy's placement and gets what is
+/// published through a twemproxy on the same config; a blocking call waits
+/// on a connection of its own while other calls go on.
+#[test]
+fn embedded_subscription_and_blocking_calls() {
+    let shards: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let port = free_port();
+    let yaml = redis_yaml(port, &shards);
+    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let pool = Pool::from_yaml(&yaml, None).expect("pool");
+        // Two channels on different servers.
+        let ring = pool.ring();
+        let mut on = [None, None];
+        for i in 0..10_000 {
+            let k = format!("ch{i}");
+            let s = ring.locate(k.as_bytes()).expect("live");
+            on[s].get_or_insert(k);
+            if on.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        let chans = [on[0].clone().expect("ch0"), on[1].clone().expect("ch1")];
+        let mut sub = pool.subscribe(&chans).await.expect("subscribe");
+        sub.psubscribe(&["ch*"]).await.expect("psubscribe");
+        for ch in &chans {
+            // Published through the proxy, a separate process.
+            let mut c = twem_tests::Client::connect(port);
+            assert_eq!(c.cmd(&[b"PUBLISH", ch.as_bytes(), b"hi"]), b":2\r\n");
+            let mut got = vec![
+                sub.next_message().await.expect("message"),
+                sub.next_message().await.expect("pmessage"),
+            ];
+            got.sort_by_key(|m| m.pattern.is_some());
+            assert_eq!(got[0].channel, ch.as_bytes());
+            assert_eq!(got[0].payload, &b"hi"[..]);
+            assert_eq!(got[1].pattern.as_deref(), Some(&b"ch*"[..]));
+        }
+        // BLPOP waits 300 ms on its own connection; a GET meanwhile is
+        // answered at once.
+        let blocked = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.call(owned(&["BLPOP", "{q}list", "0.3"])).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t0 = std::time::Instant::now();
+        pool.call(owned(&["GET", "{q}other"])).await.expect("get");
+        assert!(
+            t0.elapsed() < Duration::from_millis(200),
+            "{:?}",
+            t0.elapsed()
+        );
+        let r = blocked.await.expect("join").expect("blpop");
+        assert_eq!(r, Reply::Array(None));
+    });
+    drop(proxy);
+    drop(shards);
+}

@@ -23,6 +23,7 @@ pub mod metrics;
 mod pin;
 pub mod route;
 pub mod stats;
+mod subscription;
 mod transaction;
 
 use std::future::Future;
@@ -51,6 +52,7 @@ pub use error::{
 pub use inbox::Inbox;
 pub use pin::Pinned;
 pub use stats::{PoolSnapshot, PoolStats, ServerSnapshot, ServerStats};
+pub use subscription::{Message, Subscription};
 pub use transaction::{Transaction, MAX_TXN_BYTES, MAX_TXN_COMMANDS};
 
 use backend::{BackendReq, Expect, Msg, ReplyTx};
