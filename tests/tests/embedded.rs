@@ -738,7 +738,7 @@ fn embedded_subscription_and_blocking_calls() {
             // Published through the proxy, a separate process.
             let mut c = twem_tests::Client::connect(port);
             assert_eq!(c.cmd(&[b"PUBLISH", ch.as_bytes(), b"hi"]), b":2\r\n");
-            let mut got = vec![
+            let mut got = [
                 sub.next_message().await.expect("message"),
                 sub.next_message().await.expect("pmessage"),
             ];
