@@ -281,3 +281,37 @@ fn subscribers_that_leave_leave_no_connection_behind() {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn pubsub_introspection_sums_the_servers() {
+    let t = setup();
+    let (a, b) = (t.channel(0, "ia"), t.channel(1, "ib"));
+    let mut s1 = t.client();
+    s1.send_cmd(&[b"SUBSCRIBE", a.as_bytes(), b.as_bytes()]);
+    s1.read_resp();
+    s1.read_resp();
+    let mut s2 = t.client();
+    s2.send_cmd(&[b"SUBSCRIBE", b.as_bytes()]);
+    s2.read_resp();
+    s2.send_cmd(&[b"PSUBSCRIBE", b"i*"]);
+    s2.read_resp();
+    let mut c = t.client();
+    let chans = c.cmd(&[b"PUBSUB", b"CHANNELS"]);
+    assert!(chans.starts_with(b"*2\r\n"), "{}", s(&chans));
+    assert!(
+        s(&chans).contains(&a) && s(&chans).contains(&b),
+        "{}",
+        s(&chans)
+    );
+    assert_eq!(
+        c.cmd(&[b"PUBSUB", b"NUMSUB", a.as_bytes(), b.as_bytes(), b"none"]),
+        format!(
+            "*6\r\n${}\r\n{a}\r\n:1\r\n${}\r\n{b}\r\n:2\r\n$4\r\nnone\r\n:0\r\n",
+            a.len(),
+            b.len()
+        )
+        .into_bytes()
+    );
+    // The pattern is on both servers; the client subscribed to it once.
+    assert_eq!(c.cmd(&[b"PUBSUB", b"NUMPAT"]), b":1\r\n");
+}

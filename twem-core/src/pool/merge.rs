@@ -203,6 +203,9 @@ fn combine_one(policy: &MergePolicy, frames: &[Frame], part_of: &[usize]) -> Byt
         MergePolicy::Mget => mget(frames, part_of).into_bytes(),
         MergePolicy::AllEqual => all_equal(frames),
         MergePolicy::AllOnes => all_ones(frames),
+        MergePolicy::Union => union(frames),
+        MergePolicy::SumPairs => sum_pairs(frames),
+        MergePolicy::Max => max(frames),
         MergePolicy::Info(req) => info(req, frames),
         MergePolicy::McGet(req) => {
             let mut parts = Vec::with_capacity(frames.len());
@@ -215,6 +218,112 @@ fn combine_one(policy: &MergePolicy, frames: &[Frame], part_of: &[usize]) -> Byt
             mc::merge_get(req, &parts)
         }
     }
+}
+
+/// The servers' replies parsed, or the first that is an error (or no
+/// frame of RESP), which is then the client's reply.
+fn parsed(frames: &[Frame]) -> Result<Vec<resp::Reply>, Bytes> {
+    let mut out = Vec::with_capacity(frames.len());
+    for f in frames {
+        match f {
+            Frame::Resp(r) if !r.is_error() => out.push(r.parse()),
+            other => return Err(other.raw().clone()),
+        }
+    }
+    Ok(out)
+}
+
+/// `PUBSUB CHANNELS`: every server's channels, each once, in the order
+/// first seen.
+fn union(frames: &[Frame]) -> Bytes {
+    let replies = match parsed(frames) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    // Channel names are bulk strings: compared as their encoding.
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for r in replies {
+        let (resp::Reply::Array(Some(items)) | resp::Reply::Set(items)) = r else {
+            return r.to_bytes();
+        };
+        for i in items {
+            if seen.insert(i.to_bytes()) {
+                out.push(i);
+            }
+        }
+    }
+    resp::Reply::Array(Some(out)).to_bytes()
+}
+
+/// `PUBSUB NUMSUB ch...`: the channels in the client's order, each with
+/// its counts summed (RESP2 sends a flat array, RESP3 a map; the client
+/// gets the shape its servers used).
+fn sum_pairs(frames: &[Frame]) -> Bytes {
+    let replies = match parsed(frames) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let mut order: Vec<resp::Reply> = Vec::new();
+    let mut sums: Vec<i64> = Vec::new();
+    let mut map = false;
+    for r in replies {
+        let pairs: Vec<(resp::Reply, resp::Reply)> = match r {
+            resp::Reply::Array(Some(items)) => {
+                let mut it = items.into_iter();
+                let mut v = Vec::new();
+                while let (Some(k), Some(n)) = (it.next(), it.next()) {
+                    v.push((k, n));
+                }
+                v
+            }
+            resp::Reply::Map(pairs) => {
+                map = true;
+                pairs
+            }
+            other => return other.to_bytes(),
+        };
+        for (k, n) in pairs {
+            let n = match n {
+                resp::Reply::Integer(n) => n,
+                _ => 0,
+            };
+            match order.iter().position(|o| *o == k) {
+                Some(i) => {
+                    if let Some(s) = sums.get_mut(i) {
+                        *s = s.saturating_add(n);
+                    }
+                }
+                None => {
+                    order.push(k);
+                    sums.push(n);
+                }
+            }
+        }
+    }
+    let pairs = order
+        .into_iter()
+        .zip(sums.into_iter().map(resp::Reply::Integer));
+    if map {
+        resp::Reply::Map(pairs.collect()).to_bytes()
+    } else {
+        resp::Reply::Array(Some(pairs.flat_map(|(k, n)| [k, n]).collect())).to_bytes()
+    }
+}
+
+/// `PUBSUB NUMPAT`: the largest of the servers' integers.
+fn max(frames: &[Frame]) -> Bytes {
+    let mut best: Option<i64> = None;
+    for f in frames {
+        match f {
+            Frame::Resp(r) => match r.integer() {
+                Some(n) => best = Some(best.map_or(n, |b| b.max(n))),
+                None => return r.raw().clone(),
+            },
+            other => return other.raw().clone(),
+        }
+    }
+    resp::Reply::Integer(best.unwrap_or(0)).to_bytes()
 }
 
 /// Every server's reply, when they are all the same; an error reply if any
@@ -524,6 +633,64 @@ mod tests {
         assert_eq!(merged(&policy, &[a, err.clone(), b]), want);
         assert_eq!(
             merged(&policy, std::slice::from_ref(&err)),
+            err.raw().clone()
+        );
+    }
+
+    fn bulks(v: &[&str]) -> resp::Reply {
+        resp::Reply::Array(Some(v.iter().map(|x| bulk(x.as_bytes())).collect()))
+    }
+
+    // PUBSUB CHANNELS: each channel once; NUMSUB: counts summed per
+    // channel in the client's order; NUMPAT: the largest count.
+    #[test]
+    fn pubsub_introspection_merges() {
+        let a = frame(&bulks(&["x", "y"]));
+        let b = frame(&bulks(&["y", "z"]));
+        assert_eq!(
+            combine_one(&MergePolicy::Union, &[a, b], &[]),
+            bulks(&["x", "y", "z"]).to_bytes()
+        );
+        let n1 = frame(&resp::Reply::Array(Some(vec![
+            bulk(b"x"),
+            resp::Reply::Integer(2),
+            bulk(b"y"),
+            resp::Reply::Integer(0),
+        ])));
+        let n2 = frame(&resp::Reply::Array(Some(vec![
+            bulk(b"x"),
+            resp::Reply::Integer(0),
+            bulk(b"y"),
+            resp::Reply::Integer(3),
+        ])));
+        assert_eq!(
+            combine_one(&MergePolicy::SumPairs, &[n1, n2], &[]),
+            resp::Reply::Array(Some(vec![
+                bulk(b"x"),
+                resp::Reply::Integer(2),
+                bulk(b"y"),
+                resp::Reply::Integer(3),
+            ]))
+            .to_bytes()
+        );
+        let m = |n| frame(&resp::Reply::Integer(n));
+        assert_eq!(
+            combine_one(&MergePolicy::Max, &[m(1), m(4), m(2)], &[]),
+            resp::Reply::Integer(4).to_bytes()
+        );
+        let err = frame(&resp::Reply::error("ERR boom"));
+        // An error part is the reply, whatever else came.
+        assert_eq!(
+            combine_one(&MergePolicy::Union, &[m(1), err.clone()], &[]),
+            err.raw().clone()
+        );
+        // A part of the wrong shape is passed on.
+        assert_eq!(
+            combine_one(&MergePolicy::Union, &[m(1)], &[]),
+            resp::Reply::Integer(1).to_bytes()
+        );
+        assert_eq!(
+            combine_one(&MergePolicy::Max, &[m(1), err.clone()], &[]),
             err.raw().clone()
         );
     }

@@ -106,6 +106,13 @@ pub enum MergePolicy {
     /// `SCRIPT EXISTS` sent to every server: element-wise, 1 only where
     /// every server said 1 (a script missing anywhere would fail there).
     AllOnes,
+    /// `PUBSUB CHANNELS`: the union of the servers' arrays, each name once.
+    Union,
+    /// `PUBSUB NUMSUB`: `[channel, count, ...]` with each channel's counts
+    /// summed over the servers.
+    SumPairs,
+    /// `PUBSUB NUMPAT`: the largest of the servers' integers.
+    Max,
     /// `INFO` sent to every server: the proxy's INFO text, with the lowest
     /// `redis_version` and the servers' keyspaces summed. A server that
     /// failed is left out. The pool fills in its own numbers before
@@ -247,6 +254,9 @@ fn fan_out(ring: &Ring, req: &resp::Request, how: FanOut) -> Plan {
     let merge = match how {
         FanOut::AllEqual => MergePolicy::AllEqual,
         FanOut::AllOnes => MergePolicy::AllOnes,
+        FanOut::Union => MergePolicy::Union,
+        FanOut::SumPairs => MergePolicy::SumPairs,
+        FanOut::Max => MergePolicy::Max,
         FanOut::Info => MergePolicy::Info(Box::new(InfoRequest::new(
             req.args().iter().skip(1).cloned().collect(),
         ))),

@@ -120,6 +120,14 @@ pub enum FanOut {
     AllOnes,
     /// `INFO`: the proxy's own INFO text with the servers' keyspace summed.
     Info,
+    /// `PUBSUB CHANNELS`/`SHARDCHANNELS`: the union of the servers' arrays.
+    Union,
+    /// `PUBSUB NUMSUB`/`SHARDNUMSUB`: per channel, the sum of the servers'
+    /// counts (a channel's subscribers are on its server; others say 0).
+    SumPairs,
+    /// `PUBSUB NUMPAT`: the largest of the servers' counts (the proxy puts
+    /// every pattern on every server, so each counts it once).
+    Max,
 }
 
 /// One entry of the command table.
