@@ -22,6 +22,7 @@ mod merge;
 pub mod metrics;
 mod pin;
 pub mod route;
+pub mod scan;
 pub mod stats;
 mod transaction;
 
@@ -50,6 +51,7 @@ pub use error::{
 };
 pub use inbox::Inbox;
 pub use pin::Pinned;
+pub use scan::{Scan, ScanOptions};
 pub use stats::{PoolSnapshot, PoolStats, ServerSnapshot, ServerStats};
 pub use transaction::{Transaction, MAX_TXN_BYTES, MAX_TXN_COMMANDS};
 
@@ -738,7 +740,7 @@ impl Pool {
     }
 
     fn route_redis(&self, req: &resp::Request, caller: Caller<'_>) -> ReplyFuture {
-        let planned = route::plan_redis(req, &self.inner.shared.ring.load());
+        let planned = self.plan_redis(req);
         self.inner
             .shared
             .metrics
@@ -754,8 +756,20 @@ impl Pool {
     /// Where a Redis request would go (what [`Pool::dispatch_redis`] would
     /// do with it), without sending anything: for a session that must know
     /// a command's server before deciding (a transaction's queued commands).
+    #[inline]
     pub fn plan_redis(&self, req: &resp::Request) -> route::RedisPlan {
-        route::plan_redis(req, &self.inner.shared.ring.load())
+        let sh = &self.inner.shared;
+        let options = route::PlanOptions {
+            allow_flush: sh.config.allow_flush,
+        };
+        route::plan_redis_with(req, &sh.ring.load(), options)
+    }
+
+    /// Scan every server of the pool for keys (see [`scan`] for the cursor
+    /// and its guarantees): `scan.next().await` yields each key, `None`
+    /// once every server has been scanned.
+    pub fn scan(&self, options: scan::ScanOptions) -> scan::Scan {
+        scan::Scan::new(self.clone(), &options)
     }
 
     /// The error a client reads for a plan that failed.
@@ -766,9 +780,10 @@ impl Pool {
                 BackendErrorKind::AllEjected,
                 Arc::from(""),
             )),
-            f @ (Failure::CrossSlot | Failure::Session(_)) => {
-                CallError::Request(RequestError::from(f))
-            }
+            f @ (Failure::CrossSlot
+            | Failure::Session(_)
+            | Failure::InvalidCursor
+            | Failure::FlushOff(_)) => CallError::Request(RequestError::from(f)),
         }
     }
 
@@ -860,9 +875,12 @@ impl Pool {
             Plan::Fail(Failure::Command(e)) => {
                 ReplyFuture::ready(Err(CallError::Request(RequestError::from(e))))
             }
-            Plan::Fail(f @ (Failure::CrossSlot | Failure::Session(_))) => {
-                ReplyFuture::ready(Err(CallError::Request(RequestError::from(f))))
-            }
+            Plan::Fail(
+                f @ (Failure::CrossSlot
+                | Failure::Session(_)
+                | Failure::InvalidCursor
+                | Failure::FlushOff(_)),
+            ) => ReplyFuture::ready(Err(CallError::Request(RequestError::from(f)))),
         }
     }
 }
