@@ -5,8 +5,10 @@
 //! the client's key order; DEL, UNLINK, TOUCH and EXISTS integers are summed;
 //! MSET answers one `+OK`; a memcached multi-get answers its values in key
 //! order and one `END`. A command sent to every server answers what they
-//! all answered (`SCRIPT LOAD`), element-wise AND (`SCRIPT EXISTS`), or the
-//! proxy's INFO text. If any part fails, the whole command answers one
+//! all answered (`SCRIPT LOAD`), element-wise AND (`SCRIPT EXISTS`), the
+//! proxy's INFO text, the keys of every server (`KEYS`), their sum
+//! (`DBSIZE`) or the first key any server has (`RANDOMKEY`). A `SCAN` page
+//! gets the pool's composite cursor (`pool/scan.rs`). If any part fails, the whole command answers one
 //! error: a transport failure becomes the nutcracker-worded error, a server's
 //! own error reply is passed on as it is; only INFO leaves a failed server
 //! out, since the servers that answered still describe the pool.

@@ -765,8 +765,8 @@ impl Pool {
         route::plan_redis_with(req, &sh.ring.load(), options)
     }
 
-    /// Scan every server of the pool for keys (see [`scan`] for the cursor
-    /// and its guarantees): `scan.next().await` yields each key, `None`
+    /// Scan every server of the pool for keys (see
+    /// [`pool::scan`](crate::pool::scan) for the cursor and its guarantees): `scan.next().await` yields each key, `None`
     /// once every server has been scanned.
     pub fn scan(&self, options: scan::ScanOptions) -> scan::Scan {
         scan::Scan::new(self.clone(), &options)
