@@ -22,7 +22,7 @@ use twem_tests::{free_port, key_on, pool_yaml, Client, ProxyProc, Redis};
 /// Three backends behind one Redis pool.
 struct Three {
     servers: Vec<Redis>,
-    _proxy: ProxyProc,
+    proxy: ProxyProc,
     port: u16,
     yaml: String,
 }
@@ -46,7 +46,7 @@ fn setup(settings: &str) -> Three {
     let proxy = ProxyProc::twem(&yaml, port, &[]);
     Three {
         servers,
-        _proxy: proxy,
+        proxy,
         port,
         yaml,
     }
@@ -218,6 +218,13 @@ fn scan_returns_every_key_of_every_server_once() {
     // Without COUNT too (Redis's default of 10).
     let (keys, _) = scan_all(&mut c, &[]);
     assert_eq!(exactly_once(&keys), t.all_keys());
+    // SCAN calls are whole requests to one server, not fragments: only the
+    // KEYS below (3 parts) counts.
+    strings(&parse(&c.cmd(&[b"KEYS", b"*"])));
+    let stats = t
+        .proxy
+        .stats_when(|st| st["alpha"]["fragments"].as_u64().unwrap_or(0) >= 3);
+    assert_eq!(stats["alpha"]["fragments"].as_u64(), Some(3), "{stats}");
 }
 
 // MATCH and TYPE apply on every server; COUNT per call.
@@ -443,6 +450,26 @@ fn randomkey_finds_a_key_on_any_server() {
         panic!("TIME");
     };
     assert_eq!(time.len(), 2);
+}
+
+// A RESP3 client (HELLO 3) reads the same shapes: SCAN pages are arrays
+// with the composite cursor, RANDOMKEY of an empty pool is RESP3's null.
+#[test]
+fn resp3_clients_scan_too() {
+    let t = setup("");
+    let mut c = t.client();
+    c.send_cmd(&[b"HELLO", b"3"]);
+    // The end of HELLO's map: its last field, `modules`, an empty array.
+    c.read_until(b"modules\r\n*0\r\n");
+    c.send_cmd(&[b"RANDOMKEY"]);
+    assert_eq!(c.read_line(), b"_\r\n");
+    t.fill("k:", 200);
+    let (keys, _) = scan_all(&mut c, &["COUNT", "25"]);
+    assert_eq!(exactly_once(&keys), t.all_keys());
+    let V::Bulk(Some(k)) = parse(&c.cmd(&[b"RANDOMKEY"])) else {
+        panic!("RANDOMKEY");
+    };
+    assert!(t.all_keys().contains(&k));
 }
 
 // FLUSHALL/FLUSHDB are refused by default, naming the key; nothing is

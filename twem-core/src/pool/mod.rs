@@ -625,14 +625,16 @@ impl Pool {
     }
 
     /// Send the fragments of a split command, each to its server, and count
-    /// them in the pool's `fragments`. Every target is checked for a full
-    /// queue first: refusing a later fragment after earlier ones were sent
-    /// would half-apply an MSET or a DEL.
+    /// them in the pool's `fragments` when `fragments` says they are (a
+    /// SCAN is one whole request to one server, not a fragment). Every
+    /// target is checked for a full queue first: refusing a later fragment
+    /// after earlier ones were sent would half-apply an MSET or a DEL.
     fn send_fragments(
         &self,
         frags: Vec<(usize, Bytes)>,
         expect: Expect,
         hint: (usize, bool),
+        fragments: bool,
     ) -> Result<Vec<oneshot::Receiver<Result<Frame, BackendError>>>, CallError> {
         for (srv, _) in &frags {
             self.refuse_if_backlogged(*srv)?;
@@ -643,11 +645,13 @@ impl Pool {
             self.send(srv, wire, Some(expect), Some(ReplyTx::Oneshot(tx)), hint)?;
             parts.push(rx);
         }
-        self.inner
-            .shared
-            .stats
-            .fragments
-            .fetch_add(parts.len() as u64, Relaxed);
+        if fragments {
+            self.inner
+                .shared
+                .stats
+                .fragments
+                .fetch_add(parts.len() as u64, Relaxed);
+        }
         Ok(parts)
     }
 
@@ -862,7 +866,8 @@ impl Pool {
                 if let route::MergePolicy::Info(info) = &mut merge {
                     info.proxy = self.proxy_numbers();
                 }
-                let parts = match self.send_fragments(parts, expect, caller.lane()) {
+                let fragments = !matches!(merge, route::MergePolicy::Scan { .. });
+                let parts = match self.send_fragments(parts, expect, caller.lane(), fragments) {
                     Ok(p) => p,
                     Err(e) => return ReplyFuture::ready(Err(e)),
                 };
