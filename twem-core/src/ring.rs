@@ -518,7 +518,7 @@ thread_local! {
 
 /// A random number in `0..n` (0 when `n == 0`); modulo bias is irrelevant at
 /// pool sizes.
-fn random_below(n: usize) -> usize {
+pub(crate) fn random_below(n: usize) -> usize {
     if n == 0 {
         return 0;
     }

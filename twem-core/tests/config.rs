@@ -346,6 +346,26 @@ fn redis_auth_without_redis() {
     assert_eq!(pool.redis_auth.as_deref(), Some("secret"));
 }
 
+// allow_flush (twem-only) is off by default, a boolean, and only for a
+// redis pool: a memcached pool sends flush_all everywhere regardless.
+#[test]
+fn allow_flush() {
+    assert!(!accepted(&pool_with("  redis: true\n")).allow_flush);
+    assert!(accepted(&pool_with("  redis: true\n  allow_flush: true\n")).allow_flush);
+    assert!(!accepted(&pool_with("  redis: true\n  allow_flush: false\n")).allow_flush);
+    let p = only_problem(&pool_with("  allow_flush: true\n"));
+    assert_eq!(p.key.as_deref(), Some("allow_flush"));
+    assert_eq!(
+        p.to_string(),
+        "pool \"alpha\": allow_flush is only valid for a redis pool (redis: true)"
+    );
+    let p = only_problem(&pool_with("  redis: true\n  allow_flush: yes\n"));
+    assert_eq!(
+        p.to_string(),
+        "pool \"alpha\": allow_flush \"yes\" is not true or false"
+    );
+}
+
 // server_connections must be at least 1.
 #[test]
 fn server_connections_zero() {
@@ -521,7 +541,7 @@ fn several_problems_at_once() {
         "pool \"alpha\": redis \"yes\" is not true or false",
         "pool \"alpha\": unknown key \"bogus\" (known keys: listen, hash, hash_tag, distribution, timeout, \
          backlog, client_connections, redis, redis_auth, redis_db, preconnect, auto_eject_hosts, \
-         server_connections, pinned_connections, server_retry_timeout, server_failure_limit, tcpkeepalive, reuseport, servers)",
+         server_connections, pinned_connections, allow_flush, server_retry_timeout, server_failure_limit, tcpkeepalive, reuseport, servers)",
         "pool \"alpha\": servers entry 2 \"127.0.0.1:6380:0\" has weight 0; weights must be at least 1",
         "pool \"beta\": listen is missing",
         "pool \"beta\": hash_tag \"{\" must be exactly 2 bytes, e.g. \"{}\"",
@@ -604,6 +624,7 @@ fn every_key_set() {
         auto_eject_hosts: true,
         server_connections: 4,
         pinned_connections: 8,
+        allow_flush: true,
         server_retry_timeout: Duration::from_millis(2000),
         server_failure_limit: 5,
         tcpkeepalive: true,

@@ -41,6 +41,7 @@
 //! | `auto_eject_hosts` | `true` or `false` | `false` |
 //! | `server_connections` | integer, 1 to [`MAX_SERVER_CONNECTIONS`] | 1 |
 //! | `pinned_connections` | integer, 1 to [`MAX_SERVER_CONNECTIONS`]: connections per server a client may hold for itself (transactions); twem-only | 64 |
+//! | `allow_flush` | `true` or `false`, only with `redis: true`: `FLUSHDB`/`FLUSHALL` empty every server of the pool; twem-only | `false` |
 //! | `server_retry_timeout` | milliseconds | 30000 |
 //! | `server_failure_limit` | integer | 2 |
 //! | `tcpkeepalive` | `true` or `false` | `false` |
@@ -144,6 +145,9 @@ pub const MAX_SERVER_CONNECTIONS: u32 = 1024;
 /// clients may hold for themselves (a `WATCH`/`MULTI` transaction pins one
 /// from its first key until `EXEC`), idle ones kept for reuse included.
 pub const DEFAULT_PINNED_CONNECTIONS: u32 = 64;
+/// Default `allow_flush`: `FLUSHDB`/`FLUSHALL` refused, since through the
+/// proxy they would empty every server of the pool at once.
+pub const DEFAULT_ALLOW_FLUSH: bool = false;
 /// Default `server_retry_timeout`: 30000 ms.
 pub const DEFAULT_SERVER_RETRY_TIMEOUT: Duration = Duration::from_millis(30_000);
 /// Default `server_failure_limit`.
@@ -154,7 +158,7 @@ pub const DEFAULT_TCPKEEPALIVE: bool = false;
 pub const DEFAULT_REUSEPORT: bool = false;
 
 /// Every key a pool may have, in nutcracker's documented order.
-pub const KEYS: [&str; 19] = [
+pub const KEYS: [&str; 20] = [
     "listen",
     "hash",
     "hash_tag",
@@ -169,6 +173,7 @@ pub const KEYS: [&str; 19] = [
     "auto_eject_hosts",
     "server_connections",
     "pinned_connections",
+    "allow_flush",
     "server_retry_timeout",
     "server_failure_limit",
     "tcpkeepalive",
@@ -277,6 +282,9 @@ pub struct PoolConfig {
     /// 1 to [`MAX_SERVER_CONNECTIONS`]; a client that would need one more
     /// gets an error saying so.
     pub pinned_connections: u32,
+    /// `FLUSHDB`/`FLUSHALL` are sent to every server (Redis pools); when
+    /// `false` they are refused with an error naming this key.
+    pub allow_flush: bool,
     /// How long an ejected server stays out.
     pub server_retry_timeout: Duration,
     /// Consecutive failures before a server is ejected.
@@ -309,6 +317,7 @@ impl PoolConfig {
             auto_eject_hosts: DEFAULT_AUTO_EJECT_HOSTS,
             server_connections: DEFAULT_SERVER_CONNECTIONS,
             pinned_connections: DEFAULT_PINNED_CONNECTIONS,
+            allow_flush: DEFAULT_ALLOW_FLUSH,
             server_retry_timeout: DEFAULT_SERVER_RETRY_TIMEOUT,
             server_failure_limit: DEFAULT_SERVER_FAILURE_LIMIT,
             tcpkeepalive: DEFAULT_TCPKEEPALIVE,

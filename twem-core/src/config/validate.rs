@@ -9,10 +9,11 @@ use std::time::Duration;
 use super::tree::{Node, Pos, Value};
 use super::{
     Config, ConfigError, Listen, PoolConfig, Problem, ServerAddr, ServerConfig,
-    DEFAULT_AUTO_EJECT_HOSTS, DEFAULT_BACKLOG, DEFAULT_CLIENT_CONNECTIONS, DEFAULT_DISTRIBUTION,
-    DEFAULT_HASH, DEFAULT_PINNED_CONNECTIONS, DEFAULT_PRECONNECT, DEFAULT_REDIS, DEFAULT_REDIS_DB,
-    DEFAULT_REUSEPORT, DEFAULT_SERVER_CONNECTIONS, DEFAULT_SERVER_FAILURE_LIMIT,
-    DEFAULT_SERVER_RETRY_TIMEOUT, DEFAULT_TCPKEEPALIVE, KEYS, MAX_SERVER_CONNECTIONS,
+    DEFAULT_ALLOW_FLUSH, DEFAULT_AUTO_EJECT_HOSTS, DEFAULT_BACKLOG, DEFAULT_CLIENT_CONNECTIONS,
+    DEFAULT_DISTRIBUTION, DEFAULT_HASH, DEFAULT_PINNED_CONNECTIONS, DEFAULT_PRECONNECT,
+    DEFAULT_REDIS, DEFAULT_REDIS_DB, DEFAULT_REUSEPORT, DEFAULT_SERVER_CONNECTIONS,
+    DEFAULT_SERVER_FAILURE_LIMIT, DEFAULT_SERVER_RETRY_TIMEOUT, DEFAULT_TCPKEEPALIVE, KEYS,
+    MAX_SERVER_CONNECTIONS,
 };
 use crate::hash::{HashKind, HashTag};
 use crate::ring::Distribution;
@@ -259,6 +260,16 @@ impl Checker {
             "pinned_connections",
             DEFAULT_PINNED_CONNECTIONS,
         );
+        let allow_flush = keys.get("allow_flush").and_then(|node| {
+            let allow = self.boolean(pool, &keys, "allow_flush")?;
+            // A memcached pool sends flush_all to every server anyway: the
+            // key would suggest a guard that is not there.
+            if !redis {
+                let message = "allow_flush is only valid for a redis pool (redis: true)".to_owned();
+                self.report(pool, Some("allow_flush"), Some(node.pos), message);
+            }
+            Some(allow)
+        });
         let server_retry_timeout = self
             .number(pool, &keys, "server_retry_timeout")
             .map_or(DEFAULT_SERVER_RETRY_TIMEOUT, |ms| {
@@ -293,6 +304,7 @@ impl Checker {
                     auto_eject_hosts,
                     server_connections,
                     pinned_connections,
+                    allow_flush: allow_flush.unwrap_or(DEFAULT_ALLOW_FLUSH),
                     server_retry_timeout,
                     server_failure_limit,
                     tcpkeepalive,

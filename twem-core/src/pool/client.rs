@@ -366,6 +366,31 @@ impl RedisClient {
         }
     }
 
+    /// `KEYS pattern` on every server: every matching key of the pool, in
+    /// no particular order. Like Redis's KEYS it blocks each server while it
+    /// walks its keyspace: prefer [`Pool::scan`] on large pools.
+    pub async fn keys(&self, pattern: impl Into<Bytes>) -> Result<Vec<Bytes>, CallError> {
+        match self
+            .pool
+            .call(req([Bytes::from_static(b"KEYS"), pattern.into()]))
+            .await?
+        {
+            resp::Reply::Array(Some(items)) => Ok(items
+                .into_iter()
+                .filter_map(|r| match r {
+                    resp::Reply::Bulk(k) => k,
+                    _ => None,
+                })
+                .collect()),
+            other => Err(server_error(other)),
+        }
+    }
+
+    /// `DBSIZE`: the keys of every live server, summed.
+    pub async fn dbsize(&self) -> Result<i64, CallError> {
+        self.int(req([Bytes::from_static(b"DBSIZE")])).await
+    }
+
     /// `MSET key value ...` across shards.
     pub async fn mset<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,

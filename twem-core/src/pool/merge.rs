@@ -5,8 +5,10 @@
 //! the client's key order; DEL, UNLINK, TOUCH and EXISTS integers are summed;
 //! MSET answers one `+OK`; a memcached multi-get answers its values in key
 //! order and one `END`. A command sent to every server answers what they
-//! all answered (`SCRIPT LOAD`), element-wise AND (`SCRIPT EXISTS`), or the
-//! proxy's INFO text. If any part fails, the whole command answers one
+//! all answered (`SCRIPT LOAD`), element-wise AND (`SCRIPT EXISTS`), the
+//! proxy's INFO text, the keys of every server (`KEYS`), their sum
+//! (`DBSIZE`) or the first key any server has (`RANDOMKEY`). A `SCAN` page
+//! gets the pool's composite cursor (`pool/scan.rs`). If any part fails, the whole command answers one
 //! error: a transport failure becomes the nutcracker-worded error, a server's
 //! own error reply is passed on as it is; only INFO leaves a failed server
 //! out, since the servers that answered still describe the pool.
@@ -207,6 +209,12 @@ fn combine_one(policy: &MergePolicy, frames: &[Frame], part_of: &[usize]) -> Byt
         MergePolicy::SumPairs => sum_pairs(frames),
         MergePolicy::Max => max(frames),
         MergePolicy::Info(req) => info(req, frames),
+        MergePolicy::Concat => concat(frames),
+        MergePolicy::FirstKey => first_key(frames),
+        MergePolicy::Scan { server, next } => match frames.first() {
+            Some(f) => super::scan::rewrite(f, *server, *next),
+            None => super::scan::finished(),
+        },
         MergePolicy::McGet(req) => {
             let mut parts = Vec::with_capacity(frames.len());
             for f in frames {
@@ -373,6 +381,39 @@ fn all_ones(frames: &[Frame]) -> Bytes {
         .map(|b| resp::Reply::Integer(i64::from(b)))
         .collect();
     resp::Reply::Array(Some(items)).to_bytes()
+}
+
+/// `KEYS` over every server: one array of every server's keys; the first
+/// reply that is not an array (an error) is the reply.
+fn concat(frames: &[Frame]) -> Bytes {
+    let mut all = Vec::new();
+    for f in frames {
+        let Frame::Resp(r) = f else {
+            return f.raw().clone();
+        };
+        match r.parse() {
+            resp::Reply::Array(Some(items)) => all.extend(items),
+            _ => return r.raw().clone(),
+        }
+    }
+    resp::Reply::Array(Some(all)).to_bytes()
+}
+
+/// `RANDOMKEY` over every server (in a random order): the first key; null
+/// (the first server's own null, RESP2 or RESP3) only when no server has
+/// one. An error reply wins, as for every merge.
+fn first_key(frames: &[Frame]) -> Bytes {
+    if let Some(e) = frames.iter().find(|f| f.is_error()) {
+        return e.raw().clone();
+    }
+    let is_null = |f: &&Frame| match f {
+        Frame::Resp(r) => matches!(r.parse(), resp::Reply::Bulk(None) | resp::Reply::Null),
+        _ => false,
+    };
+    match frames.iter().find(|f| !is_null(f)).or(frames.first()) {
+        Some(f) => f.raw().clone(),
+        None => resp::Reply::Bulk(None).to_bytes(),
+    }
 }
 
 /// `INFO`: the proxy's text from the servers that answered with INFO text
@@ -622,6 +663,61 @@ mod tests {
 
     // INFO: the proxy's text from the answers; error replies are left out
     // unless nothing else came.
+    #[test]
+    fn concat_joins_the_servers_keys() {
+        let a = resp::Reply::Array(Some(vec![bulk(b"a"), bulk(b"b")]));
+        let b = resp::Reply::Array(Some(vec![]));
+        let c = resp::Reply::Array(Some(vec![bulk(b"c")]));
+        assert_eq!(
+            merged(&MergePolicy::Concat, &[frame(&a), frame(&b), frame(&c)]),
+            resp::Reply::Array(Some(vec![bulk(b"a"), bulk(b"b"), bulk(b"c")])).to_bytes()
+        );
+        let err = resp::Reply::error("ERR x");
+        assert_eq!(
+            merged(&MergePolicy::Concat, &[frame(&a), frame(&err)]),
+            err.to_bytes()
+        );
+    }
+
+    #[test]
+    fn first_key_is_null_only_when_every_server_is_empty() {
+        let null = resp::Reply::Bulk(None);
+        let k = bulk(b"k");
+        assert_eq!(
+            merged(
+                &MergePolicy::FirstKey,
+                &[frame(&null), frame(&k), frame(&null)]
+            ),
+            k.to_bytes()
+        );
+        assert_eq!(
+            merged(&MergePolicy::FirstKey, &[frame(&null), frame(&null)]),
+            null.to_bytes()
+        );
+        let err = resp::Reply::error("ERR x");
+        assert_eq!(
+            merged(&MergePolicy::FirstKey, &[frame(&k), frame(&err)]),
+            err.to_bytes()
+        );
+    }
+
+    #[test]
+    fn scan_rewrites_the_cursor() {
+        let page = resp::Reply::Array(Some(vec![
+            bulk(b"0"),
+            resp::Reply::Array(Some(vec![bulk(b"k")])),
+        ]));
+        let want = resp::Reply::Array(Some(vec![
+            bulk(b"2"),
+            resp::Reply::Array(Some(vec![bulk(b"k")])),
+        ]));
+        let policy = MergePolicy::Scan {
+            server: 1,
+            next: Some(2),
+        };
+        assert_eq!(merged(&policy, &[frame(&page)]), want.to_bytes());
+    }
+
     #[test]
     fn info_merges_answers() {
         let req = InfoRequest::new(vec![Bytes::from_static(b"keyspace")]);

@@ -123,7 +123,9 @@ pub fn redis_class_index(class: Option<&Class>) -> usize {
         Some(Class::Script) => 6,
         Some(Class::Placeholder) => 7,
         Some(Class::Refused(_)) => 8,
-        Some(Class::FanOut(_)) => 9,
+        // SCAN visits every server, one call at a time: counted with the
+        // commands that visit every server at once.
+        Some(Class::FanOut(_) | Class::Scan) => 9,
         Some(Class::Session) => 10,
         // A container is never a request's class (classify goes on to the
         // subcommand); count it as rejected, as an unknown subcommand is.

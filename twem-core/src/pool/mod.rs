@@ -22,6 +22,7 @@ mod merge;
 pub mod metrics;
 mod pin;
 pub mod route;
+pub mod scan;
 pub mod stats;
 mod subscription;
 mod transaction;
@@ -51,6 +52,7 @@ pub use error::{
 };
 pub use inbox::Inbox;
 pub use pin::Pinned;
+pub use scan::{Scan, ScanOptions};
 pub use stats::{PoolSnapshot, PoolStats, ServerSnapshot, ServerStats};
 pub use subscription::{Message, Subscription};
 pub use transaction::{Transaction, MAX_TXN_BYTES, MAX_TXN_COMMANDS};
@@ -640,14 +642,16 @@ impl Pool {
     }
 
     /// Send the fragments of a split command, each to its server, and count
-    /// them in the pool's `fragments`. Every target is checked for a full
-    /// queue first: refusing a later fragment after earlier ones were sent
-    /// would half-apply an MSET or a DEL.
+    /// them in the pool's `fragments` when `fragments` says they are (a
+    /// SCAN is one whole request to one server, not a fragment). Every
+    /// target is checked for a full queue first: refusing a later fragment
+    /// after earlier ones were sent would half-apply an MSET or a DEL.
     fn send_fragments(
         &self,
         frags: Vec<(usize, Bytes)>,
         expect: Expect,
         hint: (usize, bool),
+        fragments: bool,
     ) -> Result<Vec<oneshot::Receiver<Result<Frame, BackendError>>>, CallError> {
         for (srv, _) in &frags {
             self.refuse_if_backlogged(*srv)?;
@@ -658,11 +662,13 @@ impl Pool {
             self.send(srv, wire, Some(expect), Some(ReplyTx::Oneshot(tx)), hint)?;
             parts.push(rx);
         }
-        self.inner
-            .shared
-            .stats
-            .fragments
-            .fetch_add(parts.len() as u64, Relaxed);
+        if fragments {
+            self.inner
+                .shared
+                .stats
+                .fragments
+                .fetch_add(parts.len() as u64, Relaxed);
+        }
         Ok(parts)
     }
 
@@ -755,7 +761,7 @@ impl Pool {
     }
 
     fn route_redis(&self, req: &resp::Request, caller: Caller<'_>) -> ReplyFuture {
-        let planned = route::plan_redis(req, &self.inner.shared.ring.load());
+        let planned = self.plan_redis(req);
         self.inner
             .shared
             .metrics
@@ -771,8 +777,20 @@ impl Pool {
     /// Where a Redis request would go (what [`Pool::dispatch_redis`] would
     /// do with it), without sending anything: for a session that must know
     /// a command's server before deciding (a transaction's queued commands).
+    #[inline]
     pub fn plan_redis(&self, req: &resp::Request) -> route::RedisPlan {
-        route::plan_redis(req, &self.inner.shared.ring.load())
+        let sh = &self.inner.shared;
+        let options = route::PlanOptions {
+            allow_flush: sh.config.allow_flush,
+        };
+        route::plan_redis_with(req, &sh.ring.load(), options)
+    }
+
+    /// Scan every server of the pool for keys (see
+    /// [`pool::scan`](crate::pool::scan) for the cursor and its guarantees): `scan.next().await` yields each key, `None`
+    /// once every server has been scanned.
+    pub fn scan(&self, options: scan::ScanOptions) -> scan::Scan {
+        scan::Scan::new(self.clone(), &options)
     }
 
     /// The error a client reads for a plan that failed.
@@ -783,9 +801,10 @@ impl Pool {
                 BackendErrorKind::AllEjected,
                 Arc::from(""),
             )),
-            f @ (Failure::CrossSlot | Failure::Session(_)) => {
-                CallError::Request(RequestError::from(f))
-            }
+            f @ (Failure::CrossSlot
+            | Failure::Session(_)
+            | Failure::InvalidCursor
+            | Failure::FlushOff(_)) => CallError::Request(RequestError::from(f)),
         }
     }
 
@@ -864,7 +883,8 @@ impl Pool {
                 if let route::MergePolicy::Info(info) = &mut merge {
                     info.proxy = self.proxy_numbers();
                 }
-                let parts = match self.send_fragments(parts, expect, caller.lane()) {
+                let fragments = !matches!(merge, route::MergePolicy::Scan { .. });
+                let parts = match self.send_fragments(parts, expect, caller.lane(), fragments) {
                     Ok(p) => p,
                     Err(e) => return ReplyFuture::ready(Err(e)),
                 };
@@ -877,9 +897,12 @@ impl Pool {
             Plan::Fail(Failure::Command(e)) => {
                 ReplyFuture::ready(Err(CallError::Request(RequestError::from(e))))
             }
-            Plan::Fail(f @ (Failure::CrossSlot | Failure::Session(_))) => {
-                ReplyFuture::ready(Err(CallError::Request(RequestError::from(f))))
-            }
+            Plan::Fail(
+                f @ (Failure::CrossSlot
+                | Failure::Session(_)
+                | Failure::InvalidCursor
+                | Failure::FlushOff(_)),
+            ) => ReplyFuture::ready(Err(CallError::Request(RequestError::from(f)))),
         }
     }
 }

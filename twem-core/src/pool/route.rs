@@ -15,6 +15,7 @@ use twem_proto::command::{self, Class, Command, CommandError, FanOut, Route};
 use twem_proto::{memcache as mc, resp};
 
 use super::info::InfoRequest;
+use super::scan::{self, ScanCursor};
 use crate::ring::Ring;
 
 /// The routing key nutcracker uses for commands that carry no key (COMMAND,
@@ -118,6 +119,22 @@ pub enum MergePolicy {
     /// failed is left out. The pool fills in its own numbers before
     /// sending.
     Info(Box<InfoRequest>),
+    /// `KEYS` sent to every server: the arrays one after another (each key
+    /// lives on one server, so there is nothing to deduplicate).
+    Concat,
+    /// `RANDOMKEY` sent to every server, the parts in a random order: the
+    /// first key; null only when every server answered null (the pool's
+    /// keyspace is empty).
+    FirstKey,
+    /// `SCAN` sent to one server (`server`): its reply with the cursor
+    /// rewritten to name the server, or `next`'s start once its scan ends
+    /// (`None`: the scan is over). See `pool/scan.rs`.
+    Scan {
+        /// The server scanned, by ring index.
+        server: usize,
+        /// The next live server, by ring index.
+        next: Option<usize>,
+    },
 }
 
 /// Why a request is answered with an error without being sent.
@@ -139,6 +156,14 @@ pub enum Failure {
     /// pool, not a client session: the text says what to use instead.
     #[error("{0}")]
     Session(&'static str),
+    /// A SCAN cursor that is not a number, or names a server the pool
+    /// does not have (Redis's wording for a cursor it cannot read).
+    #[error("ERR invalid cursor")]
+    InvalidCursor,
+    /// `FLUSHDB`/`FLUSHALL` (upper case, as named) in a pool whose config
+    /// does not allow emptying every server.
+    #[error("ERR twem: {0} is off for this pool: set allow_flush: true in its config")]
+    FlushOff(&'static str),
 }
 
 impl Failure {
@@ -147,7 +172,7 @@ impl Failure {
     pub fn code(&self) -> Option<&'static str> {
         match self {
             Failure::CrossSlot => Some("CROSSSLOT"),
-            Failure::Session(_) => Some("ERR"),
+            Failure::Session(_) | Failure::InvalidCursor | Failure::FlushOff(_) => Some("ERR"),
             Failure::Command(_) | Failure::AllEjected => None,
         }
     }
@@ -165,12 +190,28 @@ pub struct RedisPlan {
     pub plan: Plan,
 }
 
-/// Plan a Redis request against `ring`.
+/// What a pool's config allows beyond the command table, for
+/// [`plan_redis_with`]. The default allows nothing extra.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// `FLUSHDB`/`FLUSHALL` go to every server (pool key `allow_flush`);
+    /// otherwise they are refused, naming the key.
+    pub allow_flush: bool,
+}
+
+/// Plan a Redis request against `ring`, with the default [`PlanOptions`]
+/// (`FLUSHDB`/`FLUSHALL` refused).
+#[inline]
+pub fn plan_redis(req: &resp::Request, ring: &Ring) -> RedisPlan {
+    plan_redis_with(req, ring, PlanOptions::default())
+}
+
+/// Plan a Redis request against `ring`, with what the pool's config allows.
 // Inlined into the Pool's one caller: the plan is then built where it is
 // used instead of being returned through memory (callgrind: ~30
 // instructions a request at pipeline 1).
 #[inline]
-pub fn plan_redis(req: &resp::Request, ring: &Ring) -> RedisPlan {
+pub fn plan_redis_with(req: &resp::Request, ring: &Ring, options: PlanOptions) -> RedisPlan {
     let (cmd, route) = match command::classify(req) {
         Ok(x) => x,
         Err(e) => {
@@ -205,7 +246,15 @@ pub fn plan_redis(req: &resp::Request, ring: &Ring) -> RedisPlan {
                 split_redis(ring, req, first, step, merge)
             }
             Route::SameServer(cmd) => same_server(ring, req, cmd),
+            Route::FanOut(cmd, FanOut::Flush) if !options.allow_flush => {
+                Plan::Fail(Failure::FlushOff(if cmd.name == "flushall" {
+                    "FLUSHALL"
+                } else {
+                    "FLUSHDB"
+                }))
+            }
             Route::FanOut(_, how) => fan_out(ring, req, how),
+            Route::Scan(_) => scan(ring, req),
             Route::Session(cmd) => Plan::Fail(Failure::Session(session_words(cmd))),
             Route::Blocking(cmd, wait) => match same_server(ring, req, cmd) {
                 Plan::One { server, wire, .. } => Plan::Blocking {
@@ -244,7 +293,7 @@ fn same_server(ring: &Ring, req: &resp::Request, cmd: &'static Command) -> Plan 
 
 /// Send the request as it came to every live server.
 fn fan_out(ring: &Ring, req: &resp::Request, how: FanOut) -> Plan {
-    let parts: Vec<(usize, Bytes)> = (0..ring.servers().len())
+    let mut parts: Vec<(usize, Bytes)> = (0..ring.servers().len())
         .filter(|&s| ring.is_live(s))
         .map(|s| (s, req.wire().clone()))
         .collect();
@@ -253,6 +302,16 @@ fn fan_out(ring: &Ring, req: &resp::Request, how: FanOut) -> Plan {
     }
     let merge = match how {
         FanOut::AllEqual => MergePolicy::AllEqual,
+        FanOut::Sum => MergePolicy::Sum,
+        FanOut::Concat => MergePolicy::Concat,
+        FanOut::Flush => MergePolicy::AllOk,
+        FanOut::AnyKey => {
+            // Start at a random live server: the first key among the
+            // parts is the reply, so each server with keys gets its turn.
+            let start = crate::ring::random_below(parts.len());
+            parts.rotate_left(start);
+            MergePolicy::FirstKey
+        }
         FanOut::AllOnes => MergePolicy::AllOnes,
         FanOut::Union => MergePolicy::Union,
         FanOut::SumPairs => MergePolicy::SumPairs,
@@ -266,6 +325,52 @@ fn fan_out(ring: &Ring, req: &resp::Request, how: FanOut) -> Plan {
         parts,
         merge,
     }))
+}
+
+/// `SCAN`: to the one server the composite cursor names, with that
+/// server's own cursor (see `pool/scan.rs` for the encoding and what an
+/// ejected server means). The reply's cursor is rewritten by
+/// [`MergePolicy::Scan`].
+fn scan(ring: &Ring, req: &resp::Request) -> Plan {
+    let args = req.args();
+    let Some(at) = args
+        .get(1)
+        .and_then(|c| scan::parse_cursor(c))
+        .map(ScanCursor::decode)
+        .filter(|at| at.server < ring.servers().len())
+    else {
+        return Plan::Fail(Failure::InvalidCursor);
+    };
+    if ring.live_count() == 0 {
+        return Plan::Fail(Failure::AllEjected);
+    }
+    // An ejected server's keys are out of the pool while it is out: go on
+    // at the next live server's start.
+    let (server, cursor) = if ring.is_live(at.server) {
+        (at.server, at.cursor)
+    } else {
+        match next_live(ring, at.server) {
+            Some(next) => (next, 0),
+            None => return Plan::Local(scan::finished()),
+        }
+    };
+    let mut sub: Vec<Bytes> = args.to_vec();
+    if let Some(c) = sub.get_mut(1) {
+        *c = Bytes::from(cursor.to_string());
+    }
+    Plan::Split(Box::new(Split {
+        parts: vec![(server, resp::Request::from_args(sub).wire().clone())],
+        part_of: vec![0],
+        merge: MergePolicy::Scan {
+            server,
+            next: next_live(ring, server),
+        },
+    }))
+}
+
+/// The first live server after `server`, by ring index.
+fn next_live(ring: &Ring, server: usize) -> Option<usize> {
+    (server + 1..ring.servers().len()).find(|&s| ring.is_live(s))
 }
 
 /// What a pool answers to a per-connection command: the proxy's client
@@ -578,9 +683,9 @@ mod tests {
     fn rejected_commands_fail_with_the_table_error() {
         for (args, class) in [
             (
-                &["KEYS", "*"][..],
+                &["MOVE", "k", "1"][..],
                 Some(Class::Refused(
-                    "it would have to visit every server: run it on each server directly",
+                    "the proxy serves one database (redis_db in the pool config): prefix your keys instead of moving them between databases",
                 )),
             ),
             (&["NOSUCH", "a"][..], None),
@@ -1007,6 +1112,173 @@ mod tests {
         let down = ring.with_ejected(&[0, 1, 2]);
         let plan = plan_redis(&redis(&["SCRIPT", "FLUSH"]), &down).plan;
         assert_eq!(plan, Plan::Fail(Failure::AllEjected));
+    }
+
+    // The pool's keyspace commands go to every live server; RANDOMKEY
+    // starts at a random one.
+    #[test]
+    fn keyspace_commands_fan_out() {
+        let ring = ring().with_ejected(&[1]);
+        for (args, merge) in [
+            (&["KEYS", "*"][..], MergePolicy::Concat),
+            (&["DBSIZE"], MergePolicy::Sum),
+        ] {
+            let req = redis(args);
+            let Plan::Split(split) = plan_redis(&req, &ring).plan else {
+                panic!("{args:?} not fanned out");
+            };
+            let servers: Vec<usize> = split.parts.iter().map(|(s, _)| *s).collect();
+            assert_eq!(servers, [0, 2], "{args:?}");
+            assert_eq!(split.merge, merge);
+        }
+        let mut firsts = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let Plan::Split(split) = plan_redis(&redis(&["RANDOMKEY"]), &ring).plan else {
+                panic!("RANDOMKEY not fanned out");
+            };
+            assert_eq!(split.merge, MergePolicy::FirstKey);
+            let mut servers: Vec<usize> = split.parts.iter().map(|(s, _)| *s).collect();
+            firsts.insert(servers[0]);
+            servers.sort_unstable();
+            assert_eq!(servers, [0, 2]);
+        }
+        assert_eq!(firsts.len(), 2, "RANDOMKEY always starts at one server");
+        let plan = plan_redis(&redis(&["TIME"]), &ring).plan;
+        assert!(matches!(plan, Plan::One { .. }), "{plan:?}");
+    }
+
+    // FLUSHDB/FLUSHALL only where the pool allows them, then to every
+    // live server.
+    #[test]
+    fn flush_needs_allow_flush() {
+        let ring = ring();
+        for (args, name) in [
+            (&["FLUSHALL"][..], "FLUSHALL"),
+            (&["flushdb", "ASYNC"], "FLUSHDB"),
+        ] {
+            let planned = plan_redis(&redis(args), &ring);
+            assert_eq!(planned.plan, Plan::Fail(Failure::FlushOff(name)));
+            assert_eq!(
+                Failure::FlushOff(name).to_string(),
+                format!(
+                    "ERR twem: {name} is off for this pool: set allow_flush: true in its config"
+                )
+            );
+            let allow = PlanOptions { allow_flush: true };
+            let Plan::Split(split) = plan_redis_with(&redis(args), &ring, allow).plan else {
+                panic!("{args:?} not fanned out");
+            };
+            assert_eq!(split.parts.len(), 3);
+            assert_eq!(split.merge, MergePolicy::AllOk);
+        }
+    }
+
+    fn scan_part(plan: Plan) -> (usize, Vec<Bytes>, MergePolicy) {
+        let Plan::Split(split) = plan else {
+            panic!("not a scan: {plan:?}");
+        };
+        assert_eq!(split.parts.len(), 1);
+        assert_eq!(split.part_of, [0]);
+        let (server, wire) = split.parts[0].clone();
+        let mut codec = resp::RequestCodec::default();
+        let mut buf = bytes::BytesMut::from(&wire[..]);
+        let req = tokio_util::codec::Decoder::decode(&mut codec, &mut buf)
+            .expect("valid")
+            .expect("whole");
+        (server, req.args().to_vec(), split.merge)
+    }
+
+    // SCAN goes to the one server its cursor names, with that server's
+    // own cursor; the options go along untouched.
+    #[test]
+    fn scan_goes_to_the_cursor_server() {
+        let ring = ring();
+        let (server, args, merge) = scan_part(plan_redis(&redis(&["SCAN", "0"]), &ring).plan);
+        assert_eq!(server, 0);
+        assert_eq!(args, [&b"SCAN"[..], b"0"]);
+        assert_eq!(
+            merge,
+            MergePolicy::Scan {
+                server: 0,
+                next: Some(1)
+            }
+        );
+        let c = (ScanCursor {
+            server: 2,
+            cursor: 40,
+        })
+        .encode()
+        .expect("fits")
+        .to_string();
+        let (server, args, merge) =
+            scan_part(plan_redis(&redis(&["scan", &c, "MATCH", "a*", "COUNT", "5"]), &ring).plan);
+        assert_eq!(server, 2);
+        assert_eq!(args, [&b"scan"[..], b"40", b"MATCH", b"a*", b"COUNT", b"5"]);
+        assert_eq!(
+            merge,
+            MergePolicy::Scan {
+                server: 2,
+                next: None
+            }
+        );
+    }
+
+    // An ejected server is skipped: the scan goes on at the next live
+    // server's start, and is over when none is left.
+    #[test]
+    fn scan_skips_ejected_servers() {
+        let ring = ring().with_ejected(&[0, 1]);
+        let (server, args, merge) = scan_part(plan_redis(&redis(&["SCAN", "0"]), &ring).plan);
+        assert_eq!((server, &args[1][..]), (2, &b"0"[..]));
+        assert_eq!(
+            merge,
+            MergePolicy::Scan {
+                server: 2,
+                next: None
+            }
+        );
+        let mid = (ScanCursor {
+            server: 1,
+            cursor: 9,
+        })
+        .encode()
+        .expect("fits");
+        let (server, args, _) =
+            scan_part(plan_redis(&redis(&["SCAN", &mid.to_string()]), &ring).plan);
+        assert_eq!((server, &args[1][..]), (2, &b"0"[..]));
+        let ring = self::ring().with_ejected(&[2]);
+        let (_, _, merge) = scan_part(plan_redis(&redis(&["SCAN", "0"]), &ring).plan);
+        assert_eq!(
+            merge,
+            MergePolicy::Scan {
+                server: 0,
+                next: Some(1)
+            }
+        );
+        let (_, _, merge) = scan_part(plan_redis(&redis(&["SCAN", "1"]), &ring).plan);
+        assert_eq!(
+            merge,
+            MergePolicy::Scan {
+                server: 1,
+                next: None
+            }
+        );
+        let plan = plan_redis(&redis(&["SCAN", "2"]), &ring).plan;
+        assert_eq!(plan, Plan::Local(scan::finished()));
+        let down = ring.with_ejected(&[0, 1, 2]);
+        let plan = plan_redis(&redis(&["SCAN", "0"]), &down).plan;
+        assert_eq!(plan, Plan::Fail(Failure::AllEjected));
+    }
+
+    // A cursor that is not a number, or names a server the pool does not
+    // have, is Redis's "invalid cursor".
+    #[test]
+    fn scan_refuses_invalid_cursors() {
+        for c in ["x", "-1", "3", "65535", "18446744073709551616", ""] {
+            let plan = plan_redis(&redis(&["SCAN", c]), &ring()).plan;
+            assert_eq!(plan, Plan::Fail(Failure::InvalidCursor), "{c:?}");
+        }
+        assert_eq!(Failure::InvalidCursor.to_string(), "ERR invalid cursor");
     }
 
     // Session commands reaching a pool fail with what to use instead.

@@ -58,6 +58,10 @@ pub enum Class {
     Placeholder,
     /// Sent to every live server; the replies merged by the policy.
     FanOut(FanOut),
+    /// `SCAN`: one server a call, the one its cursor names; the server's
+    /// cursor is rewritten into one that names the server too, so a scan
+    /// walks every server in turn.
+    Scan,
     /// The state of one client connection (`HELLO`, `CLIENT`, `MULTI`,
     /// `EXEC`, `DISCARD`, `UNWATCH`, `RESET`): the client session answers
     /// it; a pool refuses it.
@@ -128,6 +132,16 @@ pub enum FanOut {
     /// `PUBSUB NUMPAT`: the largest of the servers' counts (the proxy puts
     /// every pattern on every server, so each counts it once).
     Max,
+    /// `DBSIZE`: the servers' integers summed.
+    Sum,
+    /// `KEYS`: the servers' arrays, one after another.
+    Concat,
+    /// `RANDOMKEY`: a key from any server that has one; null only when
+    /// every server is empty, as Redis answers for an empty database.
+    AnyKey,
+    /// `FLUSHDB`, `FLUSHALL`: every server must answer `+OK`. Sent only
+    /// where the pool allows it: the pool's config decides, not the table.
+    Flush,
 }
 
 /// One entry of the command table.
@@ -206,6 +220,9 @@ pub enum Route {
     SameServer(&'static Command),
     /// Send it to every live server and merge the replies.
     FanOut(&'static Command, FanOut),
+    /// `SCAN`: to the one server its cursor names, the reply's cursor
+    /// rewritten (see [`Class::Scan`]).
+    Scan(&'static Command),
     /// A per-connection command for the client session ([`Class::Session`]).
     Session(&'static Command),
     /// A blocking command: its keys must share a server; it runs on a
@@ -457,6 +474,7 @@ pub fn classify(req: &Request) -> Result<(&'static Command, Route), CommandError
             _ => Route::SameServer(cmd),
         },
         Class::FanOut(how) => Route::FanOut(cmd, how),
+        Class::Scan => Route::Scan(cmd),
         Class::Session => Route::Session(cmd),
         Class::Container => return Err(CommandError::unknown_subcommand(req)),
         Class::Refused(reason) => {
@@ -659,7 +677,9 @@ mod tests {
     // MSETNX and WATCH became SameServer; OBJECT, SCRIPT, CONFIG and PUBSUB
     // containers are classified by subcommand; INFO fans out; MULTI, EXEC,
     // DISCARD, UNWATCH and CLIENT are the session's.
-    const REFUSED: &str = "KEYS SCAN RANDOMKEY MIGRATE MOVE BLPOP BRPOP BRPOPLPUSH BLMOVE BZPOPMIN BZPOPMAX SUBSCRIBE PSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE PUBLISH SSUBSCRIBE SUNSUBSCRIBE SPUBLISH FLUSHALL FLUSHDB DBSIZE TIME MONITOR SAVE SHUTDOWN SLAVEOF SYNC DEBUG";
+    // KEYS, SCAN, RANDOMKEY, DBSIZE, FLUSHALL, FLUSHDB and TIME, refused
+    // by nutcracker, are served here (`keyspace_commands` below).
+    const REFUSED: &str = "MIGRATE MOVE BLPOP BRPOP BRPOPLPUSH BLMOVE BZPOPMIN BZPOPMAX SUBSCRIBE PSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE PUBLISH SSUBSCRIBE SUNSUBSCRIBE SPUBLISH MONITOR SAVE SHUTDOWN SLAVEOF SYNC DEBUG";
 
     // The top-level commands are sorted (for `commands()` readers) and
     // without duplicates, or lookup would find only one of two entries;
@@ -702,7 +722,11 @@ mod tests {
                     assert!(c.first_key >= 1 && c.key_step >= 1, "{}", c.name)
                 }
                 Class::Local | Class::Placeholder => assert_eq!(c.first_key, 0, "{}", c.name),
-                Class::Refused(_) | Class::FanOut(_) | Class::Session | Class::Container => {}
+                Class::Refused(_)
+                | Class::FanOut(_)
+                | Class::Scan
+                | Class::Session
+                | Class::Container => {}
             }
         }
     }
@@ -992,10 +1016,10 @@ mod tests {
     // Refused commands say so and why, whatever their arguments.
     #[test]
     fn refused_wording() {
-        let err = classify(&req(&["KEYS", "*"])).unwrap_err();
+        let err = classify(&req(&["MOVE", "k", "1"])).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "ERR command 'keys' is not supported by twem: it would have to visit every server: run it on each server directly"
+            "ERR command 'move' is not supported by twem: the proxy serves one database (redis_db in the pool config): prefix your keys instead of moving them between databases"
         );
         let err = classify(&req(&["wait"])).unwrap_err();
         assert!(matches!(err, CommandError::Refused { name: "wait", .. }));
@@ -1216,6 +1240,48 @@ mod tests {
         ] {
             let (cmd, route) = classify(&req(args)).unwrap();
             assert_eq!(route, Route::Session(cmd), "{args:?}");
+        }
+    }
+
+    // The pool's keyspace commands (refused by nutcracker): fanned out,
+    // SCAN by its cursor, TIME to any server; server administration stays
+    // refused.
+    #[test]
+    fn keyspace_commands() {
+        for (args, how) in [
+            (&["DBSIZE"][..], FanOut::Sum),
+            (&["KEYS", "user:*"], FanOut::Concat),
+            (&["RANDOMKEY"], FanOut::AnyKey),
+            (&["FLUSHDB"], FanOut::Flush),
+            (&["flushall", "ASYNC"], FanOut::Flush),
+        ] {
+            let (cmd, route) = classify(&req(args)).unwrap();
+            assert_eq!(route, Route::FanOut(cmd, how), "{args:?}");
+        }
+        for args in [
+            &["SCAN", "0"][..],
+            &["scan", "17", "MATCH", "a*", "COUNT", "10", "TYPE", "string"],
+        ] {
+            let (cmd, route) = classify(&req(args)).unwrap();
+            assert_eq!(route, Route::Scan(cmd), "{args:?}");
+        }
+        assert_eq!(
+            classify(&req(&["SCAN"])).unwrap_err(),
+            CommandError::WrongArity { name: "scan" }
+        );
+        assert_eq!(classify(&req(&["TIME"])).unwrap().1, Route::Placeholder);
+        for args in [
+            &["CONFIG", "SET", "x", "y"][..],
+            &["DEBUG", "SLEEP", "0"],
+            &["SHUTDOWN"],
+            &["SAVE"],
+            &["BGSAVE"],
+            &["SWAPDB", "0", "1"],
+        ] {
+            assert!(
+                matches!(classify(&req(args)), Err(CommandError::Refused { .. })),
+                "{args:?}"
+            );
         }
     }
 

@@ -10,8 +10,6 @@
 use super::spec::{BeginSearch, FindKeys, Spec, F_ADMIN, F_BLOCKING, F_PUBSUB, K_INCOMPLETE};
 use super::{Class, FanOut, Wait};
 
-const R_EVERY_SERVER: &str = "it would have to visit every server: run it on each server directly";
-const R_FLUSH: &str = "it would empty every server: run it on each server directly";
 const R_NO_KEY: &str = "it has no key to pick a server: run it on each server directly";
 const R_PUBSUB: &str =
     "pub/sub needs a server connection of its own, not supported through the proxy yet: connect to the server directly";
@@ -38,6 +36,9 @@ pub(super) const OVERLAY: &[(&str, Class)] = &[
     // of the key "placeholder".
     ("command", Class::Placeholder),
     ("lolwut", Class::Placeholder),
+    // Any server's clock will do: the servers of a pool are expected to
+    // share one time source, and a client reading TIME wants "now".
+    ("time", Class::Placeholder),
     // Split per server and merged.
     ("mget", Class::Mget),
     ("mset", Class::Mset),
@@ -109,13 +110,16 @@ pub(super) const OVERLAY: &[(&str, Class)] = &[
     // blocking (`Wait::BlockMillis`).
     ("xread", Class::SameServer),
     ("xreadgroup", Class::SameServer),
-    // Every server.
-    ("dbsize", Class::Refused(R_EVERY_SERVER)),
-    ("keys", Class::Refused(R_EVERY_SERVER)),
-    ("randomkey", Class::Refused(R_EVERY_SERVER)),
-    ("scan", Class::Refused(R_EVERY_SERVER)),
-    ("flushall", Class::Refused(R_FLUSH)),
-    ("flushdb", Class::Refused(R_FLUSH)),
+    // The keyspace of the pool is the union of its servers' keyspaces.
+    ("dbsize", Class::FanOut(FanOut::Sum)),
+    ("keys", Class::FanOut(FanOut::Concat)),
+    ("randomkey", Class::FanOut(FanOut::AnyKey)),
+    // One server a call, the server named by the cursor (route.rs `scan`).
+    ("scan", Class::Scan),
+    // Emptying every server: only where the pool's config allows it
+    // (`allow_flush`), checked when the request is planned.
+    ("flushall", Class::FanOut(FanOut::Flush)),
+    ("flushdb", Class::FanOut(FanOut::Flush)),
     // Databases.
     ("move", Class::Refused(R_DB)),
     ("swapdb", Class::Refused(R_DB)),
