@@ -102,6 +102,16 @@ const MEMCACHE_CLIENTS: Program = Program {
     lang: Lang::Python,
     env: &[],
 };
+const NODE_PUBSUB: Program = Program {
+    file: "node_pubsub.mjs",
+    lang: Lang::Node,
+    env: &[],
+};
+const NODE_SCAN: Program = Program {
+    file: "node_scan.mjs",
+    lang: Lang::Node,
+    env: &[],
+};
 const IOREDIS: Program = Program {
     file: "ioredis.mjs",
     lang: Lang::Node,
@@ -454,6 +464,26 @@ fn redis_py_scan_proxy() {
 #[test]
 fn redis_py_scan_direct() {
     direct(REDIS_PY_SCAN);
+}
+
+#[test]
+fn node_pubsub_proxy() {
+    through_proxy(NODE_PUBSUB);
+}
+
+#[test]
+fn node_pubsub_direct() {
+    direct(NODE_PUBSUB);
+}
+
+#[test]
+fn node_scan_proxy() {
+    through_proxy_n(NODE_SCAN, 3, true);
+}
+
+#[test]
+fn node_scan_direct() {
+    direct(NODE_SCAN);
 }
 
 #[test]
