@@ -10,6 +10,12 @@
 //! - `direct`: against one `redis-server`, which proves the programs right
 //!   (the cross-server checks are skipped there).
 //!
+//! Issue #14 adds programs for pub/sub (`redis_py_pubsub.py`,
+//! `node_pubsub.mjs`), a blocking job queue (`redis_py_jobs.py`), SCAN over
+//! THREE servers (`redis_py_scan.py`, `node_scan.mjs`: [`through_proxy_n`]
+//! with `--backends`) and memcached libraries (`memcache_clients.py`: two
+//! memcached behind a twem memcached pool, direct mode against one).
+//!
 //! The libraries come from `scripts/setup-clients.sh` (a venv in
 //! `target/clients-venv`, `npm ci` in `tests/clients`). Without them the
 //! tests print a skip notice and pass, unless `CI` is set: then they fail,
