@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real client libraries that tests/tests/clients.rs drives:
-#   target/clients-venv        redis-py 8.1 (+ hiredis 3.5) and coredis 6.9,
+#   target/clients-venv        redis-py 8.1 (+ hiredis 3.5), coredis 6.9,
+#                              pymemcache 4.0 and python-memcached 1.62,
 #                              from tests/clients/requirements.txt
 #   tests/clients/node_modules node `redis` 6.3.1 and ioredis 6.0.0, `npm ci`
 #                              from tests/clients/package-lock.json

@@ -1,10 +1,14 @@
 // Shared command line and check runner for the Node.js client programs.
 //
-//   node <program>.mjs HOST:PORT direct|proxy [--cross KEY_A KEY_B] [--keep-going]
+//   node <program>.mjs HOST:PORT direct|proxy [--cross KEY_A KEY_B]
+//        [--backends ADDR...] [--keep-going]
 //
 // direct: the target is one redis-server; checks needing two servers are skipped.
 // proxy:  twem in front of two servers; --cross names two keys the harness
 //         computed to live on different servers.
+// --backends: the servers behind twem (proxy mode), host:port each, for
+//         checks comparing twem's answers with what the servers hold; in
+//         direct mode it defaults to the target itself.
 // --keep-going: run every check and list all failures (default: stop at the
 //         first). Exit status 0 only if every check passed.
 // TWEM_CLIENT_DIAG_RESP2=1 forces RESP2: a diagnostic only (the harness never
@@ -46,11 +50,14 @@ export function diagResp2() {
 export function parseArgs(name) {
   const argv = process.argv.slice(2);
   const usage = `usage: ${name} HOST:PORT direct|proxy [--cross KEY_A KEY_B] [--keep-going]`;
-  const a = { keepGoing: false, cross: null };
+  const a = { keepGoing: false, cross: null, backends: [] };
   const pos = [];
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--keep-going') a.keepGoing = true;
     else if (argv[i] === '--cross') { a.cross = [argv[i + 1], argv[i + 2]]; i += 2; }
+    else if (argv[i] === '--backends') {
+      while (i + 1 < argv.length && !argv[i + 1].startsWith('--')) a.backends.push(argv[++i]);
+    }
     else pos.push(argv[i]);
   }
   if (pos.length !== 2 || !['direct', 'proxy'].includes(pos[1])) { console.error(usage); process.exit(2); }
@@ -62,6 +69,11 @@ export function parseArgs(name) {
   a.host = pos[0].slice(0, i) || '127.0.0.1';
   a.port = Number(pos[0].slice(i + 1));
   a.mode = pos[1];
+  if (a.backends.length === 0 && a.mode === 'direct') a.backends = [pos[0]];
+  a.backendHostPorts = a.backends.map((b) => {
+    const j = b.lastIndexOf(':');
+    return { host: b.slice(0, j) || '127.0.0.1', port: Number(b.slice(j + 1)) };
+  });
   // Unique per run, so reruns against the same servers never collide.
   a.prefix = 't' + randomBytes(5).toString('hex');
   a.tag = `{${a.prefix}}`; // keys built with the tag share one server

@@ -1,11 +1,15 @@
 """Shared command line and step runner for the Python client programs.
 
-    <program> HOST:PORT direct|proxy [--cross KEY_A KEY_B] [--keep-going]
+    <program> HOST:PORT direct|proxy [--cross KEY_A KEY_B] [--backends ADDR...]
+              [--keep-going]
 
 direct: the target is one redis-server; checks that need two servers are
         skipped (they print "skip").
 proxy:  the target is twem in front of (at least) two servers; --cross gives
         two key names the harness computed to live on different servers.
+--backends: the servers behind twem (proxy mode), for checks that compare
+        what the proxy answers with what the servers hold; in direct mode
+        it defaults to the target itself.
 --keep-going: run every check and report all failures (default: stop at the
         first). Exit status is 0 only if every check passed.
 
@@ -59,10 +63,16 @@ def parse_args(name):
     p.add_argument("mode", choices=["direct", "proxy"])
     p.add_argument("--cross", nargs=2, metavar=("KEY_A", "KEY_B"),
                    help="two keys on different servers (proxy mode)")
+    p.add_argument("--backends", nargs="+", metavar="ADDR",
+                   help="host:port of each server behind twem (proxy mode)")
     p.add_argument("--keep-going", action="store_true")
     a = p.parse_args()
     host, _, port = a.addr.rpartition(":")
     a.host, a.port = host or "127.0.0.1", int(port)
+    if not a.backends:
+        a.backends = [a.addr] if a.mode == "direct" else []
+    a.backend_hostports = [(h or "127.0.0.1", int(pt)) for h, _, pt in
+                           (b.rpartition(":") for b in a.backends)]
     if a.mode == "proxy" and not a.cross:
         p.error("proxy mode needs --cross KEY_A KEY_B")
     # Unique per run, so reruns against the same servers never collide.
