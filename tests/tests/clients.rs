@@ -434,7 +434,6 @@ fn ioredis_direct() {
 // stats/flush_all/gat through the libraries.
 
 #[test]
-#[ignore = "issue #14: pub/sub through twem is being built; run with --include-ignored"]
 fn redis_py_pubsub_hiredis_proxy() {
     through_proxy(REDIS_PY_PUBSUB);
 }
@@ -445,7 +444,6 @@ fn redis_py_pubsub_hiredis_direct() {
 }
 
 #[test]
-#[ignore = "issue #14: pub/sub through twem is being built; run with --include-ignored"]
 fn redis_py_pubsub_python_parser_proxy() {
     through_proxy(REDIS_PY_PUBSUB_NO_HIREDIS);
 }
@@ -467,7 +465,6 @@ fn redis_py_jobs_direct() {
 
 /// SCAN's composite cursor is exercised over three servers.
 #[test]
-#[ignore = "issue #14: SCAN/KEYS/DBSIZE across servers through twem is being built; run with --include-ignored"]
 fn redis_py_scan_proxy() {
     through_proxy_n(REDIS_PY_SCAN, 3, true);
 }
@@ -478,7 +475,6 @@ fn redis_py_scan_direct() {
 }
 
 #[test]
-#[ignore = "issue #14: pub/sub through twem is being built; run with --include-ignored"]
 fn node_pubsub_proxy() {
     through_proxy(NODE_PUBSUB);
 }
@@ -489,7 +485,6 @@ fn node_pubsub_direct() {
 }
 
 #[test]
-#[ignore = "issue #14: SCAN across servers through twem is being built; run with --include-ignored"]
 fn node_scan_proxy() {
     through_proxy_n(NODE_SCAN, 3, true);
 }

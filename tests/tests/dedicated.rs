@@ -221,7 +221,6 @@ fn subscribe_reply(kind: &str, channel: &str, count: usize, resp3: bool) -> Vec<
 }
 
 #[test]
-#[ignore = "issue #14: pub/sub through twem is being built; run with --include-ignored"]
 fn a_subscriber_that_closes_its_socket_leaves_nothing_behind() {
     let t = setup("");
     let baseline = t.baseline();
@@ -281,7 +280,6 @@ fn a_subscriber_that_closes_its_socket_leaves_nothing_behind() {
 }
 
 #[test]
-#[ignore = "issue #14: pub/sub through twem is being built; run with --include-ignored"]
 fn a_subscriber_killed_leaves_nothing_behind() {
     let t = setup("");
     // Opened before the baseline: it stays connected throughout.
@@ -409,7 +407,6 @@ fn killed_blocked_clients_give_back_their_pinned_connections() {
 }
 
 #[test]
-#[ignore = "issue #14: pub/sub through twem is being built; run with --include-ignored"]
 fn many_subscribe_unsubscribe_cycles_leak_nothing() {
     let t = setup("");
     // Opened before the baseline: it stays connected throughout.

@@ -86,6 +86,52 @@ struct Conn {
     sent: HashMap<Family, HashSet<Bytes>>,
 }
 
+/// One (un)subscribe command of the client, until every confirmation of
+/// it has come.
+struct Batch {
+    family: Family,
+    subscribe: bool,
+    /// The names in the client's order, each with the confirmations still
+    /// to come (a pattern: one from every server it was sent to).
+    names: Vec<(Bytes, usize)>,
+    /// `UNSUBSCRIBE` with no name: confirmations still to come, for names
+    /// the servers choose; `arrived` keeps each name once.
+    all: Option<usize>,
+    arrived: Vec<Bytes>,
+}
+
+impl Batch {
+    fn complete(&self) -> bool {
+        self.all.is_none_or(|n| n == 0) && self.names.iter().all(|(_, n)| *n == 0)
+    }
+
+    /// Count one confirmation of `name` against this batch, if it is one of
+    /// its own.
+    fn take(&mut self, family: Family, subscribe: bool, name: &Bytes) -> bool {
+        if self.family != family || self.subscribe != subscribe {
+            return false;
+        }
+        if let Some(n) = self.all.as_mut().filter(|n| **n > 0) {
+            *n -= 1;
+            if !self.arrived.contains(name) {
+                self.arrived.push(name.clone());
+            }
+            return true;
+        }
+        match self
+            .names
+            .iter_mut()
+            .find(|(n, left)| n == name && *left > 0)
+        {
+            Some((_, left)) => {
+                *left -= 1;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// A client's subscriptions; see the module docs.
 pub(super) struct Subs {
     resp3: bool,
@@ -94,9 +140,14 @@ pub(super) struct Subs {
     conns: Vec<Conn>,
     /// Subscriptions the servers confirmed: the counts the client reads.
     confirmed: HashMap<Family, HashSet<Bytes>>,
-    /// Confirmations to swallow, by (family, subscribe?, name): a pattern
-    /// is confirmed by every server, the client expects one confirmation.
-    dupes: HashMap<(Family, bool, Bytes), usize>,
+    /// The client's (un)subscribe commands whose confirmations are still
+    /// coming, in the client's order: confirmations reach the client in
+    /// the order it named the channels, whichever server answers first.
+    batches: VecDeque<Batch>,
+    /// Messages that came while confirmations before them were still
+    /// awaited (they follow them, as on one Redis connection), with their
+    /// sizes, still counted against the client's bound.
+    held: VecDeque<Bytes>,
     /// Ready for the client, in order.
     out: VecDeque<Push>,
     /// Subscribe confirmations still to come: while any is, the client is
@@ -117,7 +168,8 @@ impl Subs {
             rx,
             conns: Vec::new(),
             confirmed: HashMap::new(),
-            dupes: HashMap::new(),
+            batches: VecDeque::new(),
+            held: VecDeque::new(),
             out: VecDeque::new(),
             unconfirmed: 0,
         }
@@ -186,12 +238,20 @@ impl Subs {
             )));
         }
         let ring = pool.ring();
-        // Which servers get which names.
+        // Which servers get which names, and the batch of confirmations the
+        // client will read, in its order.
         let mut plan: Vec<(usize, Vec<Bytes>)> = Vec::new();
         let mut add = |server: usize, name: Bytes| match plan.iter_mut().find(|(s, _)| *s == server)
         {
             Some((_, v)) => v.push(name),
             None => plan.push((server, vec![name])),
+        };
+        let mut batch = Batch {
+            family,
+            subscribe,
+            names: Vec::new(),
+            all: None,
+            arrived: Vec::new(),
         };
         match (family, names.is_empty()) {
             (Family::Pattern, false) => {
@@ -205,10 +265,7 @@ impl Subs {
                     for &s in &live {
                         add(s, name.clone());
                     }
-                    *self
-                        .dupes
-                        .entry((family, subscribe, name.clone()))
-                        .or_default() += live.len() - 1;
+                    batch.names.push((name.clone(), live.len()));
                 }
             }
             (_, false) => {
@@ -216,20 +273,24 @@ impl Subs {
                     let Some(s) = ring.locate(name) else {
                         return Err(pool.failure_error(crate::pool::route::Failure::AllEjected));
                     };
-                    add(s, name.clone());
+                    // A channel never subscribed has no connection: Redis
+                    // confirms its UNSUBSCRIBE anyway, and so does this.
+                    let known = subscribe || self.conns.iter().any(|c| c.server == s);
+                    batch.names.push((name.clone(), usize::from(known)));
+                    if known {
+                        add(s, name.clone());
+                    }
                 }
             }
             // UNSUBSCRIBE with no name: every connection that has some.
             (_, true) => {
-                let mut seen: HashMap<Bytes, usize> = HashMap::new();
+                let mut expected = 0;
                 for c in &self.conns {
                     let Some(set) = c.sent.get(&family).filter(|s| !s.is_empty()) else {
                         continue;
                     };
                     plan.push((c.server, Vec::new()));
-                    for name in set {
-                        *seen.entry(name.clone()).or_default() += 1;
-                    }
+                    expected += set.len();
                 }
                 if plan.is_empty() {
                     // Nothing to unsubscribe from: Redis still confirms once.
@@ -237,25 +298,11 @@ impl Subs {
                         .push_back(Push::Data(self.confirmation(family, false, None)));
                     return Ok(());
                 }
-                // A pattern on several connections is confirmed by each:
-                // the first confirmation is the client's.
-                for (name, n) in seen {
-                    if n > 1 {
-                        *self.dupes.entry((family, false, name)).or_default() += n - 1;
-                    }
-                }
+                batch.all = Some(expected);
             }
         }
+        self.batches.push_back(batch);
         for (server, names) in plan {
-            // An UNSUBSCRIBE for a channel never subscribed: confirmed here,
-            // as Redis would, without opening a connection for it.
-            if !subscribe && !names.is_empty() && !self.conns.iter().any(|c| c.server == server) {
-                for n in names {
-                    self.out
-                        .push_back(Push::Data(self.confirmation(family, false, Some(&n))));
-                }
-                continue;
-            }
             let verb = family.verb(subscribe);
             let conn = self.conn(pool, server)?;
             let set = conn.sent.entry(family).or_default();
@@ -282,6 +329,9 @@ impl Subs {
                 self.unconfirmed += expected;
             }
         }
+        // Confirmations made here (channels never subscribed) may complete
+        // the batch at once.
+        self.drain();
         Ok(())
     }
 
@@ -320,70 +370,97 @@ impl Subs {
         b.freeze()
     }
 
-    /// A frame from server `server`: a confirmation is counted and
-    /// re-encoded (or swallowed when another server already confirmed it);
-    /// anything else (messages, `pong`) passes as the server sent it.
+    /// A frame a subscription connection read: a confirmation counts
+    /// towards its batch (and reaches the client in the client's order, with
+    /// the client's own count); anything else (messages, `pong`) passes as
+    /// the server sent it, after the confirmations still awaited.
     fn on_frame(&mut self, frame: resp::ReplyFrame) {
-        let items = match frame.parse() {
-            Reply::Push(v) => v,
-            Reply::Array(Some(v)) => v,
-            _ => {
-                self.out.push_back(Push::Data(frame.into_raw()));
-                return;
-            }
+        let len = frame.raw().len();
+        let confirmation = match frame.parse() {
+            Reply::Push(v) | Reply::Array(Some(v)) => match (v.first(), v.get(1)) {
+                (Some(Reply::Bulk(Some(k))), name) => Family::of_command(k).map(|fs| {
+                    let name = match name {
+                        Some(Reply::Bulk(Some(n))) => Some(n.clone()),
+                        _ => None,
+                    };
+                    (fs, name)
+                }),
+                _ => None,
+            },
+            _ => None,
         };
-        let kind = match items.first() {
-            Some(Reply::Bulk(Some(k))) => k.clone(),
-            _ => {
+        let Some(((family, subscribe), name)) = confirmation else {
+            if self.batches.is_empty() {
+                self.sink.bytes.fetch_sub(len, Relaxed);
                 self.out.push_back(Push::Data(frame.into_raw()));
-                return;
+            } else {
+                self.held.push_back(frame.into_raw());
             }
-        };
-        let Some((family, subscribe)) = Family::of_command(&kind) else {
-            self.out.push_back(Push::Data(frame.into_raw()));
             return;
         };
+        self.sink.bytes.fetch_sub(len, Relaxed);
         if subscribe {
             self.unconfirmed = self.unconfirmed.saturating_sub(1);
         }
-        let name = match items.get(1) {
-            Some(Reply::Bulk(Some(n))) => Some(n.clone()),
-            _ => None,
-        };
-        if let Some(n) = &name {
-            let key = (family, subscribe, n.clone());
-            let already = self.already(family, subscribe, n);
-            if let Some(left) = self.dupes.get_mut(&key) {
-                if *left > 0 && already {
-                    *left -= 1;
-                    if *left == 0 {
-                        self.dupes.remove(&key);
-                    }
-                    return;
-                }
-            }
-            let set = self.confirmed.entry(family).or_default();
-            if subscribe {
-                set.insert(n.clone());
-            } else {
-                set.remove(n);
-            }
+        let name = name.unwrap_or_default();
+        let counted = self
+            .batches
+            .iter_mut()
+            .any(|b| b.take(family, subscribe, &name));
+        if !counted {
+            // Not one the client asked for (a server's own): passed on.
+            self.apply(family, subscribe, &name);
+            let c = self.confirmation(family, subscribe, Some(&name));
+            self.out.push_back(Push::Data(c));
         }
-        self.out.push_back(Push::Data(self.confirmation(
-            family,
-            subscribe,
-            name.as_ref(),
-        )));
+        self.drain();
     }
 
-    /// Whether the client already saw this confirmation (from another
-    /// server): the pattern is already in (or already out of) its set.
-    fn already(&self, family: Family, subscribe: bool, name: &Bytes) -> bool {
-        let has = self
-            .confirmed
-            .get(&family)
-            .is_some_and(|s| s.contains(name));
-        has == subscribe
+    /// The client's view of a confirmed (un)subscription.
+    fn apply(&mut self, family: Family, subscribe: bool, name: &Bytes) {
+        let set = self.confirmed.entry(family).or_default();
+        if subscribe {
+            set.insert(name.clone());
+        } else {
+            set.remove(name);
+        }
+    }
+
+    /// Write the confirmations of every complete batch at the front, in the
+    /// client's order; then, with none awaited, the messages held.
+    fn drain(&mut self) {
+        while self.batches.front().is_some_and(Batch::complete) {
+            let Some(b) = self.batches.pop_front() else {
+                break;
+            };
+            let names: Vec<Bytes> = match b.all {
+                Some(_) => b.arrived,
+                None => b.names.into_iter().map(|(n, _)| n).collect(),
+            };
+            for n in names {
+                self.apply(b.family, b.subscribe, &n);
+                let c = self.confirmation(b.family, b.subscribe, Some(&n));
+                self.out.push_back(Push::Data(c));
+            }
+        }
+        if self.batches.is_empty() {
+            while let Some(m) = self.held.pop_front() {
+                self.sink.bytes.fetch_sub(m.len(), Relaxed);
+                self.out.push_back(Push::Data(m));
+            }
+            // Nothing subscribed any more: the connections are closed, so a
+            // client that unsubscribed holds none (it gets new ones if it
+            // subscribes again).
+            let idle = self.unconfirmed == 0
+                && self.confirmed.values().all(HashSet::is_empty)
+                && self
+                    .conns
+                    .iter()
+                    .all(|c| c.sent.values().all(HashSet::is_empty));
+            if idle {
+                self.conns.clear();
+            }
+        }
     }
 
     /// Poll for what to write next: moves what the connections read into
@@ -391,10 +468,7 @@ impl Subs {
     pub(super) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while self.out.is_empty() {
             match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(PushItem::Frame(frame))) => {
-                    self.sink.bytes.fetch_sub(frame.raw().len(), Relaxed);
-                    self.on_frame(frame);
-                }
+                Poll::Ready(Some(PushItem::Frame(frame))) => self.on_frame(frame),
                 Poll::Ready(Some(PushItem::Lost(server, why))) => {
                     let name = self
                         .conns
