@@ -207,11 +207,33 @@ pub enum Command {
     Version,
     /// `quit`: the server closes the connection without a reply.
     Quit,
+    /// `gat <exptime> <key>*`: get and touch.
+    Gat,
+    /// `gats <exptime> <key>*`: get and touch, with cas uniques.
+    Gats,
+    /// `stats`: the general statistics (sub-commands are refused).
+    Stats,
+    /// `flush_all [delay] [noreply]`
+    FlushAll,
+    /// `verbosity <level> [noreply]`
+    Verbosity,
+    /// Meta get: `mg <key> <flags>*`.
+    MetaGet,
+    /// Meta set: `ms <key> <datalen> <flags>*` and a data block.
+    MetaSet,
+    /// Meta delete: `md <key> <flags>*`.
+    MetaDelete,
+    /// Meta arithmetic: `ma <key> <flags>*`.
+    MetaArithmetic,
+    /// Meta no-op: `mn`, answered `MN`.
+    MetaNoop,
+    /// Meta debug: `me <key> [b]`.
+    MetaDebug,
 }
 
 impl Command {
     /// Every command, in the order of the enum.
-    pub const ALL: [Command; 14] = [
+    pub const ALL: [Command; 25] = [
         Command::Get,
         Command::Gets,
         Command::Set,
@@ -226,6 +248,17 @@ impl Command {
         Command::Delete,
         Command::Version,
         Command::Quit,
+        Command::Gat,
+        Command::Gats,
+        Command::Stats,
+        Command::FlushAll,
+        Command::Verbosity,
+        Command::MetaGet,
+        Command::MetaSet,
+        Command::MetaDelete,
+        Command::MetaArithmetic,
+        Command::MetaNoop,
+        Command::MetaDebug,
     ];
 
     /// The command's name on the wire (lowercase).
@@ -245,6 +278,17 @@ impl Command {
             Command::Delete => "delete",
             Command::Version => "version",
             Command::Quit => "quit",
+            Command::Gat => "gat",
+            Command::Gats => "gats",
+            Command::Stats => "stats",
+            Command::FlushAll => "flush_all",
+            Command::Verbosity => "verbosity",
+            Command::MetaGet => "mg",
+            Command::MetaSet => "ms",
+            Command::MetaDelete => "md",
+            Command::MetaArithmetic => "ma",
+            Command::MetaNoop => "mn",
+            Command::MetaDebug => "me",
         }
     }
 
@@ -270,9 +314,27 @@ impl Command {
         )
     }
 
-    /// Whether the reply is a `VALUE ... END` stream (`get gets`).
+    /// Whether the reply is a `VALUE ... END` stream (`get gets gat
+    /// gats`).
     pub fn is_retrieval(&self) -> bool {
-        matches!(self, Command::Get | Command::Gets)
+        matches!(
+            self,
+            Command::Get | Command::Gets | Command::Gat | Command::Gats
+        )
+    }
+
+    /// Whether this is a meta command (`mg ms md ma mn me`), whose replies
+    /// are two-letter codes (`HD`, `VA <len>`, `EN`, ...).
+    pub fn is_meta(&self) -> bool {
+        matches!(
+            self,
+            Command::MetaGet
+                | Command::MetaSet
+                | Command::MetaDelete
+                | Command::MetaArithmetic
+                | Command::MetaNoop
+                | Command::MetaDebug
+        )
     }
 }
 
@@ -353,7 +415,7 @@ mod tests {
             assert_eq!(Command::from_name(c.name().as_bytes()), Some(c));
         }
         assert_eq!(Command::from_name(b"GET"), None);
-        assert_eq!(Command::from_name(b"gat"), None);
+        assert_eq!(Command::from_name(b"GAT"), None);
     }
 
     // Exactly the six data-block commands are storage, and only get/gets
@@ -365,7 +427,11 @@ mod tests {
         assert!(Command::Cas.is_storage());
         assert!(!Command::Incr.is_storage());
         let retrieval: Vec<_> = Command::ALL.iter().filter(|c| c.is_retrieval()).collect();
-        assert_eq!(retrieval, [&Command::Get, &Command::Gets]);
+        assert_eq!(
+            retrieval,
+            [&Command::Get, &Command::Gets, &Command::Gat, &Command::Gats]
+        );
+        assert_eq!(Command::ALL.iter().filter(|c| c.is_meta()).count(), 6);
     }
 
     // Repeated and leading/trailing blanks do not make empty tokens.
