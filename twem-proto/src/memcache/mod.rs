@@ -17,8 +17,12 @@
 //! is passed through with [`ReplyFrame::raw`].
 //!
 //! Supported commands are nutcracker's: `get gets set add replace append
-//! prepend cas incr decr touch delete version quit`, lowercase only (as
-//! memcached and nutcracker; `GET` is an unknown command).
+//! prepend cas incr decr touch delete version quit`, plus `gat gats stats
+//! flush_all verbosity` and the meta commands `mg ms md ma mn me`,
+//! lowercase only (as memcached and nutcracker; `GET` is an unknown
+//! command). Meta flags are not interpreted beyond `b` (base64 key: the
+//! decoded key is [`Request::key`]) and `q` (quiet: see
+//! [`Request::wire_with_noop`] and [`ReplyDecoder::decode_quiet`]).
 //!
 //! # Client mistakes and how they are answered
 //!
@@ -44,8 +48,9 @@
 //! | storage command with a bad key/flags/exptime or too many arguments, but a valid `<bytes>` | `CLIENT_ERROR ...`/`ERROR`, then the data block is parsed as a command | the same error line, but the data block is skipped: the client meant it as data, and running a value as a command (`delete ...`) is worse than memcached's extra `ERROR` |
 //! | storage command whose `<bytes>` is missing, not a number, negative or over `i32::MAX` | `ERROR` / `CLIENT_ERROR bad command line format`, the data is then parsed as commands | `CLIENT_ERROR bad command line format`, then the connection is closed: the data block cannot be delimited, so the stream cannot be resynchronised |
 //! | more than [`Limits::max_keys`] (16384) keys in one `get` | no limit | `CLIENT_ERROR too many keys in one get: the limit is 16384` |
-//! | meta command `mg md ma mn me` | handled | `CLIENT_ERROR meta commands are not supported by this proxy` |
-//! | `ms <key> <datalen> ...` | handled | the same error line; the data block is skipped by its length, never parsed as commands |
+//! | meta command without a key (`mg`) | `ERROR` | same |
+//! | meta key over 250 bytes, `b` key that is not base64 | `CLIENT_ERROR bad command line format` / `CLIENT_ERROR error decoding key` | same; an `ms` data block is skipped by its length |
+//! | `stats <sub-command>` | the sub-command's stats | `SERVER_ERROR only the general 'stats' is supported by this proxy, not its sub-commands` (per-server details cannot be merged) |
 //! | `ms` whose `<datalen>` is missing or not a number | `CLIENT_ERROR bad command line format`, the data is then parsed as commands | `CLIENT_ERROR bad command line format`, then the connection is closed (the data cannot be skipped, and running it as commands is how a value smuggles a `delete`) |
 //! | error on a line ending in `noreply` | no reply (except `ERROR` for a wrong argument count) | same: [`RequestError::noreply`] tells the proxy to stay silent |
 //!
