@@ -468,3 +468,39 @@ fn malformed_meta_lines_get_one_error_each() {
     assert_eq!(meta(&mut c, b"mg ok v\r\n"), b"VA 4\r\nfine\r\n");
     c.assert_nothing_pending("one reply per request");
 }
+
+/// A server that refuses connections is left out of `stats`: the reply is
+/// the live server's counters, not an error; `flush_all` says the dead
+/// server was not flushed.
+#[test]
+fn stats_leave_out_a_dead_server() {
+    let live = Memcached::start();
+    let dead_port = free_port();
+    let port = free_port();
+    let yaml = pool_yaml(
+        "mc",
+        port,
+        "  hash: fnv1a_64\n  distribution: ketama\n  timeout: 3000\n",
+        &[
+            (live.addr(), "s0"),
+            (format!("127.0.0.1:{dead_port}"), "s1"),
+        ],
+    );
+    let _p = ProxyProc::twem(&yaml, port, &[]);
+    let mut d = live.client();
+    for i in 0..4 {
+        assert_eq!(
+            d.mc(format!("set k{i} 0 0 1\r\nx\r\n").as_bytes()),
+            b"STORED\r\n"
+        );
+    }
+    let mut c = Client::connect(port);
+    c.send(b"stats\r\n");
+    let text = String::from_utf8(c.read_until(b"END\r\n")).expect("text");
+    assert!(text.contains("\r\nSTAT curr_items 4\r\n"), "{text}");
+    assert_eq!(
+        c.mc(b"flush_all\r\n"),
+        b"SERVER_ERROR Connection refused\r\n"
+    );
+    c.assert_nothing_pending("one reply each");
+}
