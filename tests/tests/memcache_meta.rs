@@ -437,7 +437,14 @@ fn malformed_meta_lines_get_one_error_each() {
     let (_p, port, _) = proxy_over(&[&backend]);
     let mut c = Client::connect(port);
     let long = "k".repeat(251);
-    let cases: [(Vec<u8>, &[u8]); 5] = [
+    let many = vec!["T1"; 17].join(" ");
+    let cases: [(Vec<u8>, &[u8]); 6] = [
+        // memcached refuses this line without swallowing the block, and
+        // would run it as a command: the proxy refuses it and skips it.
+        (
+            ms("victim", &many, b"delete k\r\n"),
+            b"CLIENT_ERROR options flags too long\r\n",
+        ),
         (b"mg\r\n".to_vec(), b"ERROR\r\n"),
         (
             b"mg YQ= b v\r\n".to_vec(),
@@ -456,6 +463,7 @@ fn malformed_meta_lines_get_one_error_each() {
             b"CLIENT_ERROR error decoding key\r\n",
         ),
     ];
+    assert_eq!(c.mc(&ms("k", "", b"v")), b"HD\r\n");
     for (req, want) in cases {
         assert_eq!(
             String::from_utf8_lossy(&c.mc(&req)),
@@ -464,6 +472,11 @@ fn malformed_meta_lines_get_one_error_each() {
             String::from_utf8_lossy(&req)
         );
     }
+    assert_eq!(
+        meta(&mut c, b"mg k v\r\n"),
+        b"VA 1\r\nv\r\n",
+        "a data block ran"
+    );
     assert_eq!(c.mc(&ms("ok", "", b"fine")), b"HD\r\n");
     assert_eq!(meta(&mut c, b"mg ok v\r\n"), b"VA 4\r\nfine\r\n");
     c.assert_nothing_pending("one reply per request");

@@ -15,6 +15,12 @@ use crate::ProtoError;
 /// do we, which also keeps a skip from running for ever.
 const MAX_DATA_LEN: u64 = i32::MAX as u64 - 2;
 
+/// Most words a meta command line may have, command included: memcached
+/// 1.6 refuses more (`MFLAG_MAX_OPT_LENGTH`), and for `ms` it does so
+/// without swallowing the data block, which it then runs as commands. The
+/// proxy refuses such a line itself, skipping the block.
+const MAX_META_WORDS: usize = 19;
+
 /// The first byte of every memcached binary-protocol request; no text
 /// command starts with it.
 const BINARY_MAGIC: u8 = 0x80;
@@ -553,6 +559,14 @@ pub enum RequestError {
         /// The command.
         command: Command,
     },
+    /// A meta command line with more than 19 words, which memcached 1.6
+    /// refuses (and, for `ms`, without swallowing the data block). An `ms`
+    /// data block has been skipped by its length.
+    #[error("too many flags for '{command}'")]
+    MetaTooManyFlags {
+        /// The command.
+        command: Command,
+    },
     /// An `ms` whose `<datalen>` is missing, not a number or over
     /// 2147483645: its data block cannot be skipped, so the connection must
     /// close before the data is read as commands.
@@ -593,6 +607,10 @@ impl RequestError {
             }
             // memcached 1.6's own words.
             RequestError::BadBase64Key { .. } => b"CLIENT_ERROR error decoding key\r\n",
+            RequestError::MetaTooManyFlags {
+                command: Command::MetaGet,
+            } => b"CLIENT_ERROR options flags are too long\r\n",
+            RequestError::MetaTooManyFlags { .. } => b"CLIENT_ERROR options flags too long\r\n",
             RequestError::UnknownCommand { .. } | RequestError::WrongArity { .. } => b"ERROR\r\n",
             RequestError::InvalidNumber { field: "delta", .. } => {
                 b"CLIENT_ERROR invalid numeric delta argument\r\n"
@@ -623,6 +641,7 @@ impl RequestError {
             | RequestError::TooManyKeys { .. }
             | RequestError::StatsSubcommand
             | RequestError::BadBase64Key { .. }
+            | RequestError::MetaTooManyFlags { .. }
             | RequestError::MetaUndelimited { .. } => false,
             RequestError::InvalidKey { noreply, .. }
             | RequestError::InvalidNumber { noreply, .. }
@@ -649,7 +668,9 @@ impl RequestError {
             RequestError::MetaUndelimited { .. } => Some(Command::MetaSet),
             RequestError::StatsSubcommand => Some(Command::Stats),
             RequestError::DeleteUsage { .. } => Some(Command::Delete),
-            RequestError::BadBase64Key { command } => Some(*command),
+            RequestError::BadBase64Key { command } | RequestError::MetaTooManyFlags { command } => {
+                Some(*command)
+            }
             RequestError::WrongArity { command }
             | RequestError::InvalidKey { command, .. }
             | RequestError::InvalidNumber { command, .. }
@@ -974,13 +995,18 @@ impl RequestCodec {
             return refuse(RequestError::WrongArity { command });
         };
         let (mut base64, mut quiet) = (false, false);
+        let mut words = if data_len.is_some() { 3 } else { 2 };
         // memcached reads a flag by its first byte.
         for t in tokens {
+            words += 1;
             match word(line, t).first() {
                 Some(b'b') => base64 = true,
                 Some(b'q') => quiet = true,
                 _ => {}
             }
+        }
+        if words > MAX_META_WORDS {
+            return refuse(RequestError::MetaTooManyFlags { command });
         }
         if let Some(e) = bad_key(command, word(line, key.clone()), false) {
             return refuse(e);
@@ -1886,6 +1912,40 @@ mod tests {
         );
         // The 2000000-byte block has not arrived yet: still skipping.
         assert!(buf.is_empty());
+    }
+
+    // A meta line over memcached's 19 words is refused here: memcached
+    // would refuse it too but run an `ms` block as commands. 19 words pass.
+    #[test]
+    fn meta_lines_with_too_many_flags_are_refused() {
+        let flags = |n: usize| vec!["T1"; n].join(" ");
+        let input = format!(
+            "ms k 13 {}\r\ndelete victim\r\nms k 2 {}\r\nhi\r\nmg k {}\r\nmd k {}\r\nversion\r\n",
+            flags(17),
+            flags(16),
+            flags(18),
+            flags(17)
+        );
+        for (items, err) in every_chunking(input.as_bytes()) {
+            assert!(err.is_none());
+            let got: Vec<_> = items
+                .iter()
+                .map(|i| match i {
+                    Ok(r) => Bytes::from(r.command().name()),
+                    Err(e) => e.reply(),
+                })
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    Bytes::from_static(b"CLIENT_ERROR options flags too long\r\n"),
+                    Bytes::from_static(b"ms"),
+                    Bytes::from_static(b"CLIENT_ERROR options flags are too long\r\n"),
+                    Bytes::from_static(b"md"),
+                    Bytes::from_static(b"version"),
+                ]
+            );
+        }
     }
 
     // Standard padded base64, strictly.
