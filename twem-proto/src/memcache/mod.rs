@@ -50,6 +50,7 @@
 //! | more than [`Limits::max_keys`] (16384) keys in one `get` | no limit | `CLIENT_ERROR too many keys in one get: the limit is 16384` |
 //! | meta command without a key (`mg`) | `ERROR` | same |
 //! | meta key over 250 bytes, `b` key that is not base64 | `CLIENT_ERROR bad command line format` / `CLIENT_ERROR error decoding key` | same; an `ms` data block is skipped by its length |
+//! | meta line of more than 19 words | `CLIENT_ERROR options flags too long` (`mg`: `... are too long`); for `ms` the data block is then run as commands | the same line; an `ms` data block is skipped by its length |
 //! | `stats <sub-command>` | the sub-command's stats | `SERVER_ERROR only the general 'stats' is supported by this proxy, not its sub-commands` (per-server details cannot be merged) |
 //! | `ms` whose `<datalen>` is missing or not a number | `CLIENT_ERROR bad command line format`, the data is then parsed as commands | `CLIENT_ERROR bad command line format`, then the connection is closed (the data cannot be skipped, and running it as commands is how a value smuggles a `delete`) |
 //! | error on a line ending in `noreply` | no reply (except `ERROR` for a wrong argument count) | same: [`RequestError::noreply`] tells the proxy to stay silent |
