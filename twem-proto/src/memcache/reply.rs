@@ -703,20 +703,25 @@ fn meta_reply(
         return Err(unexpected(Command::MetaGet, line));
     };
     let total = if noop {
-        let Some(after) = src.get(end..) else {
-            return Ok(None);
+        let after = src.get(end..).unwrap_or_default();
+        // A server without meta commands (memcached before 1.6) answers
+        // both the request and its `mn` with `ERROR`: that is its one
+        // reply, not a stream out of step.
+        let trailers: &[&[u8]] = if kind == Kind::Error {
+            &[b"MN\r\n", b"ERROR\r\n"]
+        } else {
+            &[b"MN\r\n"]
         };
-        let n = after.len().min(4);
-        if after.get(..n) != b"MN\r\n".get(..n) {
+        if let Some(t) = trailers.iter().find(|t| after.starts_with(t)) {
+            end + t.len()
+        } else if trailers.iter().any(|t| t.starts_with(after)) {
+            src.reserve(trailers.iter().map(|t| t.len()).max().unwrap_or(0));
+            return Ok(None);
+        } else {
             return Err(ProtoError::protocol(
                 "reply to a quiet meta request not followed by the MN of its mn",
             ));
         }
-        if n < 4 {
-            src.reserve(4 - n);
-            return Ok(None);
-        }
-        end + 4
     } else {
         end
     };
@@ -1145,6 +1150,24 @@ mod tests {
             assert_eq!(&buf[..], b"HD\r\n");
         }
         let mut buf = BytesMut::from(&b"HD\r\nHD\r\n"[..]);
+        assert!(ReplyDecoder::new().decode_quiet(&mut buf, &limits).is_err());
+        // A server without meta commands: ERROR for the request and its mn.
+        let wire = b"ERROR\r\nERROR\r\nHD\r\n";
+        for cut in 0..14 {
+            let mut buf = BytesMut::from(&wire[..cut]);
+            assert!(ReplyDecoder::new()
+                .decode_quiet(&mut buf, &limits)
+                .unwrap()
+                .is_none());
+        }
+        let mut buf = BytesMut::from(&wire[..]);
+        let f = ReplyDecoder::new()
+            .decode_quiet(&mut buf, &limits)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&f.raw()[..], b"ERROR\r\n");
+        assert_eq!(&buf[..], b"HD\r\n");
+        let mut buf = BytesMut::from(&b"HD\r\nERROR\r\n"[..]);
         assert!(ReplyDecoder::new().decode_quiet(&mut buf, &limits).is_err());
     }
 
