@@ -14,7 +14,7 @@ cargo test --workspace --locked
 # The end-to-end suites again on the current-thread runtime (`--threads 1`: what
 # bench/run.sh measures, and what a small machine shared with its load should run).
 TWEM_TEST_ARGS="--threads 1" cargo test --locked -p twem-tests \
-  --test redis --test memcache --test failures --test operations \
+  --test redis --test memcache --test memcache_meta --test failures --test operations \
   --test chaos --test hostile --test malformed --test differential \
   --test hardening --test hostile_proto --test hardening_admin --test commands \
   --test transactions --test resp3 --test clients --test blocking --test auth \

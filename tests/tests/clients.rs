@@ -495,7 +495,6 @@ fn node_scan_direct() {
 }
 
 #[test]
-#[ignore = "issue #14: memcached stats/gat/flush_all through twem is being built; run with --include-ignored"]
 fn memcache_clients_proxy() {
     memcached_through_proxy(MEMCACHE_CLIENTS);
 }

@@ -2,7 +2,7 @@
 //! items 1 and 4): an HTTP request sent to a Redis or memcached port (what a
 //! web page can make a browser do) must close the connection without running
 //! the commands in its body; the data block of a memcached meta `ms` must be
-//! skipped as data, never run as a command; a memcached binary-protocol
+//! taken as data by its length, never run as a command; a memcached binary-protocol
 //! request closes the connection. Each case is checked on the real backend,
 //! behind the proxy's back, and the proxy must log a warning once per
 //! connection and count it in `twem_pool_client_foreign_protocol_total`.
@@ -169,8 +169,8 @@ fn http_request_to_memcached_port_runs_nothing() {
 }
 
 /// The smuggling case: the data block of `ms k 13` holds
-/// `delete victim`. The proxy answers the `ms` with one error line, skips
-/// its block by length, and answers the next command; `victim` is still on
+/// `delete victim`. The proxy takes the block by its length and stores it
+/// as `k`'s value (`HD`), and answers the next command; `victim` is still on
 /// the backend. An `ms` whose length cannot be read closes the connection
 /// before its data is read as a command.
 #[test]
@@ -191,19 +191,17 @@ fn ms_data_block_is_not_run_as_a_command() {
         b"VALUE victim 0 1\r\nv\r\nEND\r\n",
         "the data block ran as a command"
     );
+    assert_eq!(first, b"HD\r\n");
     assert_eq!(
-        first,
-        b"CLIENT_ERROR meta commands are not supported by this proxy\r\n"
+        direct.mc(b"get k\r\n"),
+        b"VALUE k 0 13\r\ndelete victim\r\nEND\r\n"
     );
     assert!(version.starts_with(b"VERSION "), "{version:?}");
-    // Split across reads, the block is still skipped by its length.
+    // Split across reads, the block is still taken by its length.
     c.send(b"ms k 13\r\ndele");
     std::thread::sleep(Duration::from_millis(50));
     c.send(b"te victim\r\nget victim\r\n");
-    assert_eq!(
-        c.read_line(),
-        b"CLIENT_ERROR meta commands are not supported by this proxy\r\n"
-    );
+    assert_eq!(c.read_line(), b"HD\r\n");
     assert_eq!(c.read_mc(true), b"VALUE victim 0 1\r\nv\r\nEND\r\n");
 
     // memcached would answer CLIENT_ERROR and then run the data.

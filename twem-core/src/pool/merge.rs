@@ -26,6 +26,7 @@ use twem_proto::{memcache as mc, resp};
 use super::backend::Frame;
 use super::error::{BackendError, BackendErrorKind, CallError};
 use super::info::{self, InfoRequest};
+use super::mcstats;
 use super::route::MergePolicy;
 use super::ReplyChunks;
 
@@ -66,7 +67,7 @@ impl Merge {
     }
 
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<ReplyChunks, CallError>> {
-        let lenient = matches!(self.policy, MergePolicy::Info(_));
+        let lenient = matches!(self.policy, MergePolicy::Info(_) | MergePolicy::McStats(_));
         for (i, rx) in self.parts.iter_mut().enumerate() {
             if self.done[i].is_some() || self.gone[i] {
                 continue;
@@ -225,6 +226,46 @@ fn combine_one(policy: &MergePolicy, frames: &[Frame], part_of: &[usize]) -> Byt
             }
             mc::merge_get(req, &parts)
         }
+        MergePolicy::McStats(proxy) => mc_stats(proxy, frames),
+        MergePolicy::McAllOk { noreply } => mc_all_ok(*noreply, frames),
+    }
+}
+
+/// memcached `stats`: the proxy's reply from the servers that answered with
+/// `STAT` lines (an error reply is left out like a failed server); when
+/// none did, the first error reply.
+fn mc_stats(proxy: &info::ProxyNumbers, frames: &[Frame]) -> Bytes {
+    let answers: Vec<Vec<(Bytes, Bytes)>> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Mc(m) => match m.parse() {
+                mc::Reply::Stats(s) => Some(s),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    if answers.is_empty() {
+        if let Some(f) = frames.first() {
+            return f.raw().clone();
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    mcstats::build(proxy, now, &answers)
+}
+
+/// memcached `flush_all`: `OK` when every server said `OK`, else the first
+/// other reply (the client learns that some server was not flushed);
+/// nothing for `noreply`.
+fn mc_all_ok(noreply: bool, frames: &[Frame]) -> Bytes {
+    if noreply {
+        return Bytes::new();
+    }
+    match frames.iter().find(|f| &f.raw()[..] != b"OK\r\n") {
+        Some(f) => f.raw().clone(),
+        None => mc::Reply::Ok.to_bytes(),
     }
 }
 
@@ -512,6 +553,48 @@ mod tests {
             got,
             ReplyChunks::One(Bytes::from_static(b"-WRONGTYPE no\r\n"))
         );
+    }
+
+    // stats: the servers' counters summed, a failed reply left out; all
+    // errors: the first error.
+    #[test]
+    fn memcache_stats_merge() {
+        let a = mc_frame(
+            mc::Command::Stats,
+            b"STAT pid 1\r\nSTAT version 1.6.18\r\nSTAT curr_items 2\r\nEND\r\n",
+        );
+        let b = mc_frame(
+            mc::Command::Stats,
+            b"STAT pid 2\r\nSTAT version 1.6.9\r\nSTAT curr_items 5\r\nEND\r\n",
+        );
+        let e = mc_frame(mc::Command::Stats, b"SERVER_ERROR out of memory\r\n");
+        let policy = MergePolicy::McStats(Box::default());
+        let got = combine(&policy, &[a, e.clone(), b], &[0, 1, 2]).into_bytes();
+        let text = std::str::from_utf8(&got).expect("text");
+        assert!(text.contains("STAT curr_items 7\r\n"), "{text}");
+        assert!(text.contains("STAT version 1.6.9\r\n"), "{text}");
+        assert!(text.ends_with("\r\nEND\r\n"));
+        assert_eq!(
+            combine(&policy, std::slice::from_ref(&e), &[0]).into_bytes(),
+            Bytes::from_static(b"SERVER_ERROR out of memory\r\n")
+        );
+    }
+
+    // flush_all: OK only when all said OK; silent for noreply.
+    #[test]
+    fn memcache_flush_all_merge() {
+        let ok = mc_frame(mc::Command::FlushAll, b"OK\r\n");
+        let bad = mc_frame(mc::Command::FlushAll, b"SERVER_ERROR busy\r\n");
+        let all = |noreply| MergePolicy::McAllOk { noreply };
+        assert_eq!(
+            combine(&all(false), &[ok.clone(), ok.clone()], &[0, 1]).into_bytes(),
+            Bytes::from_static(b"OK\r\n")
+        );
+        assert_eq!(
+            combine(&all(false), &[ok.clone(), bad.clone()], &[0, 1]).into_bytes(),
+            Bytes::from_static(b"SERVER_ERROR busy\r\n")
+        );
+        assert!(combine(&all(true), &[ok, bad], &[0, 1]).is_empty());
     }
 
     fn mc_frame(command: mc::Command, raw: &[u8]) -> Frame {

@@ -18,6 +18,7 @@ pub mod error;
 mod health;
 mod inbox;
 pub mod info;
+pub mod mcstats;
 mod merge;
 pub mod metrics;
 mod pin;
@@ -850,7 +851,14 @@ impl Pool {
             .metrics
             .count(metrics::memcache_class_index(cmd));
         let plan = route::plan_memcache(req, &self.inner.shared.ring.load());
-        self.execute(plan, Expect::Mc(cmd), caller)
+        // A quiet meta request is sent with an `mn` after it (see
+        // `plan_memcache`), and its reply is cut at the server's `MN`.
+        let expect = if req.quiet() {
+            Expect::McQuiet
+        } else {
+            Expect::Mc(cmd)
+        };
+        self.execute(plan, expect, caller)
     }
 
     /// Carry out a [`Plan`]: answer, send to one server, or send the parts
@@ -885,6 +893,9 @@ impl Pool {
                 } = *split;
                 if let route::MergePolicy::Info(info) = &mut merge {
                     info.proxy = self.proxy_numbers();
+                }
+                if let route::MergePolicy::McStats(proxy) = &mut merge {
+                    **proxy = self.proxy_numbers();
                 }
                 let fragments = !matches!(merge, route::MergePolicy::Scan { .. });
                 let parts = match self.send_fragments(parts, expect, caller.lane(), fragments) {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use twem_proto::command::{self, Class, Command, CommandError, FanOut, Route};
 use twem_proto::{memcache as mc, resp};
 
-use super::info::InfoRequest;
+use super::info::{InfoRequest, ProxyNumbers};
 use super::scan::{self, ScanCursor};
 use crate::ring::Ring;
 
@@ -97,9 +97,21 @@ pub enum MergePolicy {
     Sum,
     /// MSET: one `+OK` when every part said `+OK`.
     AllOk,
-    /// memcached get/gets: the values in the order of this (the client's)
-    /// request's keys, then one `END`.
+    /// memcached get/gets/gat/gats: the values in the order of this (the
+    /// client's) request's keys, then one `END`.
     McGet(mc::Request),
+    /// memcached `stats` sent to every server: the proxy's `stats` reply,
+    /// its own numbers (filled in by the pool when it sends the request)
+    /// with the servers' counters summed. A server that failed is left out.
+    McStats(Box<ProxyNumbers>),
+    /// memcached `flush_all` sent to every server: `OK` when every server
+    /// said `OK`, else the first other reply; nothing at all when the
+    /// client asked for `noreply` (the servers are still asked for a reply,
+    /// so that each backend connection stays in step).
+    McAllOk {
+        /// The client's line ended in `noreply`.
+        noreply: bool,
+    },
     /// A command sent to every server (`SCRIPT LOAD`, `FUNCTION LOAD`,
     /// `SCRIPT FLUSH`): every reply must be the same, and is the client's;
     /// different replies are an error saying the servers disagree.
@@ -475,12 +487,31 @@ fn group(owner: &[usize]) -> (Vec<usize>, Vec<usize>) {
 #[inline]
 pub fn plan_memcache(req: &mc::Request, ring: &Ring) -> Plan {
     let cmd = req.command();
-    if cmd == mc::Command::Quit {
+    match cmd {
         // The session closes the connection; nothing goes to a server.
-        return Plan::Local(Bytes::new());
+        mc::Command::Quit => return Plan::Local(Bytes::new()),
+        // Answered in pipeline order like any reply: every reply to the
+        // client's earlier requests (quiet ones included) is written
+        // before it, which is all `mn` promises.
+        mc::Command::MetaNoop => return Plan::Local(Bytes::from_static(b"MN\r\n")),
+        // The proxy's log level is its command line's; servers keep theirs.
+        mc::Command::Verbosity if req.noreply() => return Plan::Local(Bytes::new()),
+        mc::Command::Verbosity => return Plan::Local(Bytes::from_static(b"OK\r\n")),
+        _ => {}
     }
     if ring.live_count() == 0 {
         return Plan::Fail(Failure::AllEjected);
+    }
+    match cmd {
+        mc::Command::Stats => {
+            return mc_fan_out(
+                ring,
+                req.wire().clone(),
+                MergePolicy::McStats(Box::default()),
+            )
+        }
+        mc::Command::FlushAll => return flush_all(ring, req),
+        _ => {}
     }
     if cmd.is_retrieval() && req.keys().len() > 1 {
         return split_memcache(ring, req);
@@ -490,14 +521,55 @@ pub fn plan_memcache(req: &mc::Request, ring: &Ring) -> Plan {
     } else {
         req.key().map_or(&b""[..], |k| &k[..])
     };
+    // A quiet meta request goes with an `mn` after it: the server's `MN`
+    // ends its reply, or stands for the reply quiet mode left out.
+    let wire = if req.quiet() {
+        req.wire_with_noop()
+    } else {
+        req.wire().clone()
+    };
     match ring.locate(key) {
         Some(server) => Plan::One {
             server,
-            wire: req.wire().clone(),
+            wire,
             noreply: req.noreply(),
         },
         None => Plan::Fail(Failure::AllEjected),
     }
+}
+
+/// Send `wire` to every live server, merged by `merge`.
+fn mc_fan_out(ring: &Ring, wire: Bytes, merge: MergePolicy) -> Plan {
+    let parts: Vec<(usize, Bytes)> = (0..ring.servers().len())
+        .filter(|&s| ring.is_live(s))
+        .map(|s| (s, wire.clone()))
+        .collect();
+    if parts.is_empty() {
+        return Plan::Fail(Failure::AllEjected);
+    }
+    Plan::Split(Box::new(Split {
+        part_of: (0..parts.len()).collect(),
+        parts,
+        merge,
+    }))
+}
+
+/// `flush_all [delay] [noreply]` to every live server. Sent without
+/// `noreply` even when the client gave it: a fan-out waits for every part,
+/// and the proxy, not the servers, stays silent.
+fn flush_all(ring: &Ring, req: &mc::Request) -> Plan {
+    let wire = match (req.noreply(), req.exptime()) {
+        (false, _) => req.wire().clone(),
+        (true, Some(delay)) if delay != 0 => Bytes::from(format!("flush_all {delay}\r\n")),
+        (true, _) => Bytes::from_static(b"flush_all\r\n"),
+    };
+    mc_fan_out(
+        ring,
+        wire,
+        MergePolicy::McAllOk {
+            noreply: req.noreply(),
+        },
+    )
 }
 
 /// Split a multi-key `get`/`gets` per server (see [`mc::split_get`]).
@@ -885,6 +957,141 @@ mod tests {
                 noreply: false
             }
         );
+    }
+
+    /// A memcached request decoded from its wire, as a client sends it.
+    fn mc_decode(wire: &str) -> mc::Request {
+        use tokio_util::codec::Decoder;
+        let mut buf = bytes::BytesMut::from(wire.as_bytes());
+        let mut codec = mc::RequestCodec::default();
+        codec
+            .decode(&mut buf)
+            .expect("framing")
+            .expect("complete")
+            .expect("valid")
+    }
+
+    // mn and verbosity are answered here, even with no live server.
+    #[test]
+    fn memcache_noop_and_verbosity_are_local() {
+        let down = ring().with_ejected(&[0, 1, 2]);
+        for ring in [ring(), down] {
+            let local = |w: &str| plan_memcache(&mc_decode(w), &ring);
+            assert_eq!(local("mn\r\n"), Plan::Local(Bytes::from_static(b"MN\r\n")));
+            assert_eq!(
+                local("verbosity 1\r\n"),
+                Plan::Local(Bytes::from_static(b"OK\r\n"))
+            );
+            assert_eq!(local("verbosity 1 noreply\r\n"), Plan::Local(Bytes::new()));
+        }
+    }
+
+    // stats and flush_all go to every live server; flush_all's noreply is
+    // the proxy's to keep, not the servers'.
+    #[test]
+    fn memcache_stats_and_flush_all_fan_out() {
+        let ring = ring().with_ejected(&[1]);
+        let Plan::Split(split) = plan_memcache(&mc_decode("stats\r\n"), &ring) else {
+            panic!("not a fan-out");
+        };
+        let servers: Vec<usize> = split.parts.iter().map(|(s, _)| *s).collect();
+        assert_eq!(servers, [0, 2]);
+        assert!(split.parts.iter().all(|(_, w)| &w[..] == b"stats\r\n"));
+        assert!(matches!(split.merge, MergePolicy::McStats(_)));
+        for (line, sent, noreply) in [
+            ("flush_all\r\n", "flush_all\r\n", false),
+            ("flush_all 30\r\n", "flush_all 30\r\n", false),
+            ("flush_all noreply\r\n", "flush_all\r\n", true),
+            ("flush_all 30 noreply\r\n", "flush_all 30\r\n", true),
+        ] {
+            let Plan::Split(split) = plan_memcache(&mc_decode(line), &ring) else {
+                panic!("not a fan-out: {line}");
+            };
+            assert_eq!(split.parts.len(), 2);
+            assert!(
+                split.parts.iter().all(|(_, w)| &w[..] == sent.as_bytes()),
+                "{line}"
+            );
+            assert_eq!(split.merge, MergePolicy::McAllOk { noreply });
+        }
+        let down = ring.with_ejected(&[0, 1, 2]);
+        assert_eq!(
+            plan_memcache(&mc_decode("stats\r\n"), &down),
+            Plan::Fail(Failure::AllEjected)
+        );
+    }
+
+    // gat/gats split like get, each part keeping the exptime.
+    #[test]
+    fn memcache_gat_splits_with_its_exptime() {
+        let ring = ring();
+        let keys = spread_keys(&ring, 6);
+        let req = mc::Request::gats(42, &keys).expect("valid");
+        let Plan::Split(split) = plan_memcache(&req, &ring) else {
+            panic!("not split");
+        };
+        assert_eq!(split.merge, MergePolicy::McGet(req.clone()));
+        for (server, wire) in &split.parts {
+            let mine: Vec<&String> = keys.iter().filter(|k| at(&ring, k) == *server).collect();
+            let want = mc::Request::gats(42, &mine).expect("valid");
+            assert_eq!(wire, want.wire());
+        }
+    }
+
+    // Meta commands go whole to their key's server; a base64 key is placed
+    // by what it decodes to; a quiet one is followed by an mn.
+    #[test]
+    fn memcache_meta_commands_go_to_their_key() {
+        let ring = ring();
+        let keys = spread_keys(&ring, 3);
+        for key in &keys {
+            let b64 = base64(key.as_bytes());
+            let server = at(&ring, key);
+            for (line, quiet) in [
+                (format!("mg {key} v\r\n"), false),
+                (format!("mg {b64} b v k\r\n"), false),
+                (format!("md {b64} b q\r\n"), true),
+                (format!("ma {key} q N0\r\n"), true),
+                (format!("me {key}\r\n"), false),
+                (format!("ms {b64} 2 b T0 q\r\nhi\r\n"), true),
+            ] {
+                let req = mc_decode(&line);
+                let sent = if quiet {
+                    format!("{line}mn\r\n")
+                } else {
+                    line.clone()
+                };
+                assert_eq!(
+                    plan_memcache(&req, &ring),
+                    Plan::One {
+                        server,
+                        wire: Bytes::from(sent),
+                        noreply: false
+                    },
+                    "{line}"
+                );
+            }
+        }
+    }
+
+    /// Standard padded base64, for the tests' keys.
+    fn base64(bytes: &[u8]) -> String {
+        const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ABC[(n >> (18 - 6 * i)) as usize & 63] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
     }
 
     #[test]

@@ -17,8 +17,12 @@
 //! is passed through with [`ReplyFrame::raw`].
 //!
 //! Supported commands are nutcracker's: `get gets set add replace append
-//! prepend cas incr decr touch delete version quit`, lowercase only (as
-//! memcached and nutcracker; `GET` is an unknown command).
+//! prepend cas incr decr touch delete version quit`, plus `gat gats stats
+//! flush_all verbosity` and the meta commands `mg ms md ma mn me`,
+//! lowercase only (as memcached and nutcracker; `GET` is an unknown
+//! command). Meta flags are not interpreted beyond `b` (base64 key: the
+//! decoded key is [`Request::key`]) and `q` (quiet: see
+//! [`Request::wire_with_noop`] and [`ReplyDecoder::decode_quiet`]).
 //!
 //! # Client mistakes and how they are answered
 //!
@@ -44,8 +48,10 @@
 //! | storage command with a bad key/flags/exptime or too many arguments, but a valid `<bytes>` | `CLIENT_ERROR ...`/`ERROR`, then the data block is parsed as a command | the same error line, but the data block is skipped: the client meant it as data, and running a value as a command (`delete ...`) is worse than memcached's extra `ERROR` |
 //! | storage command whose `<bytes>` is missing, not a number, negative or over `i32::MAX` | `ERROR` / `CLIENT_ERROR bad command line format`, the data is then parsed as commands | `CLIENT_ERROR bad command line format`, then the connection is closed: the data block cannot be delimited, so the stream cannot be resynchronised |
 //! | more than [`Limits::max_keys`] (16384) keys in one `get` | no limit | `CLIENT_ERROR too many keys in one get: the limit is 16384` |
-//! | meta command `mg md ma mn me` | handled | `CLIENT_ERROR meta commands are not supported by this proxy` |
-//! | `ms <key> <datalen> ...` | handled | the same error line; the data block is skipped by its length, never parsed as commands |
+//! | meta command without a key (`mg`) | `ERROR` | same |
+//! | meta key over 250 bytes, `b` key that is not base64 | `CLIENT_ERROR bad command line format` / `CLIENT_ERROR error decoding key` | same; an `ms` data block is skipped by its length |
+//! | meta line of more than 19 words | `CLIENT_ERROR options flags too long` (`mg`: `... are too long`); for `ms` the data block is then run as commands | the same line; an `ms` data block is skipped by its length |
+//! | `stats <sub-command>` | the sub-command's stats | `SERVER_ERROR only the general 'stats' is supported by this proxy, not its sub-commands` (per-server details cannot be merged) |
 //! | `ms` whose `<datalen>` is missing or not a number | `CLIENT_ERROR bad command line format`, the data is then parsed as commands | `CLIENT_ERROR bad command line format`, then the connection is closed (the data cannot be skipped, and running it as commands is how a value smuggles a `delete`) |
 //! | error on a line ending in `noreply` | no reply (except `ERROR` for a wrong argument count) | same: [`RequestError::noreply`] tells the proxy to stay silent |
 //!
@@ -207,11 +213,33 @@ pub enum Command {
     Version,
     /// `quit`: the server closes the connection without a reply.
     Quit,
+    /// `gat <exptime> <key>*`: get and touch.
+    Gat,
+    /// `gats <exptime> <key>*`: get and touch, with cas uniques.
+    Gats,
+    /// `stats`: the general statistics (sub-commands are refused).
+    Stats,
+    /// `flush_all [delay] [noreply]`
+    FlushAll,
+    /// `verbosity <level> [noreply]`
+    Verbosity,
+    /// Meta get: `mg <key> <flags>*`.
+    MetaGet,
+    /// Meta set: `ms <key> <datalen> <flags>*` and a data block.
+    MetaSet,
+    /// Meta delete: `md <key> <flags>*`.
+    MetaDelete,
+    /// Meta arithmetic: `ma <key> <flags>*`.
+    MetaArithmetic,
+    /// Meta no-op: `mn`, answered `MN`.
+    MetaNoop,
+    /// Meta debug: `me <key> [b]`.
+    MetaDebug,
 }
 
 impl Command {
     /// Every command, in the order of the enum.
-    pub const ALL: [Command; 14] = [
+    pub const ALL: [Command; 25] = [
         Command::Get,
         Command::Gets,
         Command::Set,
@@ -226,6 +254,17 @@ impl Command {
         Command::Delete,
         Command::Version,
         Command::Quit,
+        Command::Gat,
+        Command::Gats,
+        Command::Stats,
+        Command::FlushAll,
+        Command::Verbosity,
+        Command::MetaGet,
+        Command::MetaSet,
+        Command::MetaDelete,
+        Command::MetaArithmetic,
+        Command::MetaNoop,
+        Command::MetaDebug,
     ];
 
     /// The command's name on the wire (lowercase).
@@ -245,6 +284,17 @@ impl Command {
             Command::Delete => "delete",
             Command::Version => "version",
             Command::Quit => "quit",
+            Command::Gat => "gat",
+            Command::Gats => "gats",
+            Command::Stats => "stats",
+            Command::FlushAll => "flush_all",
+            Command::Verbosity => "verbosity",
+            Command::MetaGet => "mg",
+            Command::MetaSet => "ms",
+            Command::MetaDelete => "md",
+            Command::MetaArithmetic => "ma",
+            Command::MetaNoop => "mn",
+            Command::MetaDebug => "me",
         }
     }
 
@@ -270,9 +320,27 @@ impl Command {
         )
     }
 
-    /// Whether the reply is a `VALUE ... END` stream (`get gets`).
+    /// Whether the reply is a `VALUE ... END` stream (`get gets gat
+    /// gats`).
     pub fn is_retrieval(&self) -> bool {
-        matches!(self, Command::Get | Command::Gets)
+        matches!(
+            self,
+            Command::Get | Command::Gets | Command::Gat | Command::Gats
+        )
+    }
+
+    /// Whether this is a meta command (`mg ms md ma mn me`), whose replies
+    /// are two-letter codes (`HD`, `VA <len>`, `EN`, ...).
+    pub fn is_meta(&self) -> bool {
+        matches!(
+            self,
+            Command::MetaGet
+                | Command::MetaSet
+                | Command::MetaDelete
+                | Command::MetaArithmetic
+                | Command::MetaNoop
+                | Command::MetaDebug
+        )
     }
 }
 
@@ -353,7 +421,7 @@ mod tests {
             assert_eq!(Command::from_name(c.name().as_bytes()), Some(c));
         }
         assert_eq!(Command::from_name(b"GET"), None);
-        assert_eq!(Command::from_name(b"gat"), None);
+        assert_eq!(Command::from_name(b"GAT"), None);
     }
 
     // Exactly the six data-block commands are storage, and only get/gets
@@ -365,7 +433,11 @@ mod tests {
         assert!(Command::Cas.is_storage());
         assert!(!Command::Incr.is_storage());
         let retrieval: Vec<_> = Command::ALL.iter().filter(|c| c.is_retrieval()).collect();
-        assert_eq!(retrieval, [&Command::Get, &Command::Gets]);
+        assert_eq!(
+            retrieval,
+            [&Command::Get, &Command::Gets, &Command::Gat, &Command::Gats]
+        );
+        assert_eq!(Command::ALL.iter().filter(|c| c.is_meta()).count(), 6);
     }
 
     // Repeated and leading/trailing blanks do not make empty tokens.

@@ -57,12 +57,14 @@ fn request() -> impl Strategy<Value = Request> {
             .unwrap()
         },
     );
-    let multi = (any::<bool>(), vec(key(), 1..6)).prop_map(|(cas, keys)| {
-        if cas {
-            Request::gets(&keys).unwrap()
-        } else {
-            Request::get(&keys).unwrap()
+    let multi = (0usize..4, any::<i64>(), vec(key(), 1..6)).prop_map(|(which, exptime, keys)| {
+        match which {
+            0 => Request::get(&keys),
+            1 => Request::gets(&keys),
+            2 => Request::gat(exptime, &keys),
+            _ => Request::gats(exptime, &keys),
         }
+        .unwrap()
     });
     prop_oneof![
         4 => storage,
@@ -90,6 +92,14 @@ fn mixed_frame() -> impl Strategy<Value = Vec<u8>> {
         1 => Just(b"ms k 300 T0\r\n".iter().copied().chain([b'v'; 300]).chain(*b"\r\n").collect()),
         1 => Just(b"mg k v\r\n".to_vec()),
         1 => Just(b"mn\r\n".to_vec()),
+        1 => Just(b"ms YQ== 6 b q\r\nab\r\nc\n\r\n".to_vec()),
+        1 => Just(b"ms YQ= 3 b\r\nmn\n\r\n".to_vec()),
+        1 => Just(b"mg YQ= b v\r\n".to_vec()),
+        1 => Just(b"gat 10 a b\r\n".to_vec()),
+        1 => Just(b"stats items\r\n".to_vec()),
+        1 => Just(b"stats\r\n".to_vec()),
+        1 => Just(b"flush_all 5 noreply\r\n".to_vec()),
+        1 => Just(b"verbosity 1\r\n".to_vec()),
     ]
 }
 

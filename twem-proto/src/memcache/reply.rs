@@ -52,6 +52,14 @@ pub enum Reply {
     ClientError(Bytes),
     /// `SERVER_ERROR <message>`
     ServerError(Bytes),
+    /// `OK` (`flush_all`, `verbosity`).
+    Ok,
+    /// `STAT <name> <value>` lines then `END` (`stats`), in order.
+    Stats(Vec<(Bytes, Bytes)>),
+    /// A meta command's reply, whole (`HD ...`, `VA <len> ...` with its
+    /// data block, `EN`, `MN`, ...); empty when a quiet request was
+    /// answered with nothing.
+    Meta(Bytes),
 }
 
 impl Reply {
@@ -91,6 +99,19 @@ impl Reply {
             Reply::Version(v) => return put_line(dst, b"VERSION", v),
             Reply::ClientError(m) => return put_line(dst, b"CLIENT_ERROR", m),
             Reply::ServerError(m) => return put_line(dst, b"SERVER_ERROR", m),
+            Reply::Ok => b"OK\r\n",
+            Reply::Stats(stats) => {
+                for (name, value) in stats {
+                    dst.reserve(name.len() + value.len() + 8);
+                    dst.put_slice(b"STAT ");
+                    dst.put_slice(name);
+                    dst.put_u8(b' ');
+                    dst.put_slice(value);
+                    dst.put_slice(b"\r\n");
+                }
+                b"END\r\n"
+            }
+            Reply::Meta(raw) => raw,
         };
         dst.put_slice(line);
     }
@@ -164,6 +185,9 @@ enum Kind {
     Error,
     ClientError,
     ServerError,
+    Ok,
+    Stats,
+    Meta,
 }
 
 /// One complete backend reply, as received: pass it through with
@@ -248,7 +272,31 @@ impl ReplyFrame {
             Kind::Error => Reply::Error,
             Kind::ClientError => Reply::ClientError(text("CLIENT_ERROR")),
             Kind::ServerError => Reply::ServerError(text("SERVER_ERROR")),
+            Kind::Ok => Reply::Ok,
+            Kind::Stats => Reply::Stats(self.stats()),
+            Kind::Meta => Reply::Meta(self.raw.clone()),
         }
+    }
+
+    /// The `STAT <name> <value>` lines of a `stats` reply, as (name, value)
+    /// slices of [`ReplyFrame::raw`]; a value may hold blanks.
+    fn stats(&self) -> Vec<(Bytes, Bytes)> {
+        let body = self.raw.slice(..self.last_line);
+        let mut out = Vec::with_capacity(self.values);
+        let mut pos = 0;
+        while let Some(nl) = body.get(pos..).and_then(|r| memchr::memchr(b'\n', r)) {
+            let line = body.slice(pos..pos + nl.saturating_sub(1));
+            pos += nl + 1;
+            let Some(rest) = line.strip_prefix(b"STAT ") else {
+                continue;
+            };
+            let at = line.len() - rest.len();
+            let blank = memchr::memchr(b' ', rest).unwrap_or(rest.len());
+            let name = line.slice(at..at + blank);
+            let value = line.slice((at + blank + 1).min(line.len())..);
+            out.push((name, value));
+        }
+        out
     }
 
     /// The `VALUE` blocks, as ranges of `raw`.
@@ -365,6 +413,7 @@ fn single_line_kind(command: Command, line: &[u8]) -> Option<Kind> {
         b"NOT_FOUND" => Kind::NotFound,
         b"DELETED" => Kind::Deleted,
         b"TOUCHED" => Kind::Touched,
+        b"OK" => Kind::Ok,
         _ if command == Command::Version && is_word_line(line, b"VERSION") => Kind::Version,
         _ => Kind::Number(parse_u64(line)?),
     };
@@ -382,7 +431,20 @@ fn single_line_kind(command: Command, line: &[u8]) -> Option<Kind> {
         Command::Touch => matches!(kind, Kind::Touched | Kind::NotFound),
         Command::Delete => matches!(kind, Kind::Deleted | Kind::NotFound),
         Command::Version => kind == Kind::Version,
-        Command::Get | Command::Gets | Command::Quit => false,
+        Command::FlushAll | Command::Verbosity => kind == Kind::Ok,
+        // Multi-line replies, cut elsewhere.
+        Command::Get
+        | Command::Gets
+        | Command::Gat
+        | Command::Gats
+        | Command::Stats
+        | Command::Quit
+        | Command::MetaGet
+        | Command::MetaSet
+        | Command::MetaDelete
+        | Command::MetaArithmetic
+        | Command::MetaNoop
+        | Command::MetaDebug => false,
     };
     fits.then_some(kind)
 }
@@ -422,11 +484,29 @@ impl ReplyDecoder {
         src: &mut BytesMut,
         limits: &Limits,
     ) -> Result<Option<ReplyFrame>, ProtoError> {
-        let result = self.step(command, src, limits);
+        let result = if command.is_meta() {
+            meta_reply(src, limits, false)
+        } else {
+            self.step(command, src, limits)
+        };
         if !matches!(result, Ok(None)) {
             self.reset();
         }
         result
+    }
+
+    /// Cuts the reply to a quiet meta request sent as
+    /// [`Request::wire_with_noop`]: the server's reply, if it sent one, then
+    /// its `MN`. The frame holds the reply without the `MN` (empty when the
+    /// server stayed silent, as quiet mode lets it), which is exactly what
+    /// the client would have read from memcached.
+    pub fn decode_quiet(
+        &mut self,
+        src: &mut BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<ReplyFrame>, ProtoError> {
+        self.reset();
+        meta_reply(src, limits, true)
     }
 
     fn step(
@@ -486,6 +566,25 @@ impl ReplyDecoder {
             let next = self.offset + nl + 1;
             let kind = if let Some(kind) = error_kind(line) {
                 kind
+            } else if command == Command::Stats {
+                if line == b"END" {
+                    Kind::Stats
+                } else if line.starts_with(b"STAT ") {
+                    // Bounded like the values of a get: a server cannot
+                    // make the proxy buffer a reply without end.
+                    self.values += 1;
+                    if self.values > limits.max_keys {
+                        return Err(ProtoError::too_large(
+                            "lines in a stats reply",
+                            self.values,
+                            limits.max_keys,
+                        ));
+                    }
+                    self.offset = next;
+                    continue;
+                } else {
+                    return Err(unexpected(command, line));
+                }
             } else if command.is_retrieval() {
                 if line == b"END" {
                     Kind::Values
@@ -525,6 +624,117 @@ impl ReplyDecoder {
     }
 }
 
+/// Whether `line` is a meta reply line: a two-letter upper-case code
+/// (`HD NS EX NF EN MN ME`), alone or followed by a blank and flags.
+fn is_meta_code(line: &[u8]) -> bool {
+    matches!(line, [a, b, rest @ ..] if a.is_ascii_uppercase() && b.is_ascii_uppercase()
+        && rest.first().is_none_or(|&c| c == b' '))
+}
+
+/// Cuts one meta reply from the front of `src`: `VA <len> <flags>*` and
+/// its data block (jumped over by length), any other code line, or an
+/// error line. With `noop`, the reply (possibly none) must be followed by
+/// the `MN` of the `mn` sent after a quiet request, which is consumed and
+/// left out of the frame. Stateless: only the first line is searched on
+/// each call, never the data.
+fn meta_reply(
+    src: &mut BytesMut,
+    limits: &Limits,
+    noop: bool,
+) -> Result<Option<ReplyFrame>, ProtoError> {
+    let Some(nl) = memchr::memchr(b'\n', src) else {
+        if src.len() > limits.max_line_len + 1 {
+            return Err(ProtoError::too_large(
+                "reply line",
+                src.len(),
+                limits.max_line_len,
+            ));
+        }
+        return Ok(None);
+    };
+    let Some(line) = src.get(..nl).and_then(|l| l.strip_suffix(b"\r")) else {
+        return Err(ProtoError::protocol("reply line not ended by \\r\\n"));
+    };
+    if line.len() > limits.max_line_len {
+        return Err(ProtoError::too_large(
+            "reply line",
+            line.len(),
+            limits.max_line_len,
+        ));
+    }
+    if noop && line == b"MN" {
+        // The server said nothing to the quiet request.
+        let _ = src.split_to(nl + 1);
+        return Ok(Some(ReplyFrame {
+            raw: Bytes::new(),
+            kind: Kind::Meta,
+            last_line: 0,
+            values: 0,
+        }));
+    }
+    let (kind, end) = if let Some(kind) = error_kind(line) {
+        (kind, nl + 1)
+    } else if let Some(rest) = line.strip_prefix(b"VA ") {
+        let len = Tokens::new(rest)
+            .next()
+            .and_then(|t| rest.get(t))
+            .and_then(parse_u64)
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| unexpected(Command::MetaGet, line))?;
+        if len > limits.max_value_len {
+            return Err(ProtoError::too_large(
+                "VA length",
+                len,
+                limits.max_value_len,
+            ));
+        }
+        let end = nl + 1 + len + 2;
+        if src.len() < end {
+            src.reserve(end - src.len());
+            return Ok(None);
+        }
+        if !crlf_at(src, end - 2) {
+            return Err(ProtoError::protocol("VA data block not followed by \\r\\n"));
+        }
+        (Kind::Meta, end)
+    } else if is_meta_code(line) {
+        (Kind::Meta, nl + 1)
+    } else {
+        return Err(unexpected(Command::MetaGet, line));
+    };
+    let total = if noop {
+        let after = src.get(end..).unwrap_or_default();
+        // A server without meta commands (memcached before 1.6) answers
+        // both the request and its `mn` with `ERROR`: that is its one
+        // reply, not a stream out of step.
+        let trailers: &[&[u8]] = if kind == Kind::Error {
+            &[b"MN\r\n", b"ERROR\r\n"]
+        } else {
+            &[b"MN\r\n"]
+        };
+        if let Some(t) = trailers.iter().find(|t| after.starts_with(t)) {
+            end + t.len()
+        } else if trailers.iter().any(|t| t.starts_with(after)) {
+            src.reserve(trailers.iter().map(|t| t.len()).max().unwrap_or(0));
+            return Ok(None);
+        } else {
+            return Err(ProtoError::protocol(
+                "reply to a quiet meta request not followed by the MN of its mn",
+            ));
+        }
+    } else {
+        end
+    };
+    let mut raw = src.split_to(total);
+    raw.truncate(end);
+    Ok(Some(ReplyFrame {
+        raw: raw.freeze(),
+        kind,
+        last_line: 0,
+        values: 0,
+    }))
+}
+
 fn unexpected(command: Command, line: &[u8]) -> ProtoError {
     let shown = String::from_utf8_lossy(line.get(..64).unwrap_or(line));
     ProtoError::protocol(format!("unexpected reply to '{command}': {shown:?}"))
@@ -549,8 +759,9 @@ pub fn decode_reply(
 pub struct ClientCodec {
     limits: Limits,
     /// Commands sent whose reply has not been decoded yet (`noreply` and
-    /// `quit` expect none and are not queued).
-    in_flight: VecDeque<Command>,
+    /// `quit` expect none and are not queued), and whether each was a quiet
+    /// meta request (sent with an `mn` after it).
+    in_flight: VecDeque<(Command, bool)>,
     reply: ReplyDecoder,
 }
 
@@ -574,9 +785,15 @@ impl Encoder<&Request> for ClientCodec {
     type Error = ProtoError;
 
     fn encode(&mut self, item: &Request, dst: &mut BytesMut) -> Result<(), ProtoError> {
-        dst.extend_from_slice(item.wire());
+        // A quiet meta request may get no reply: the `mn` after it makes
+        // the server say where its reply (if any) ends.
+        if item.quiet() {
+            dst.extend_from_slice(&item.wire_with_noop());
+        } else {
+            dst.extend_from_slice(item.wire());
+        }
         if item.expects_reply() {
-            self.in_flight.push_back(item.command());
+            self.in_flight.push_back((item.command(), item.quiet()));
         }
         Ok(())
     }
@@ -595,7 +812,7 @@ impl Decoder for ClientCodec {
     type Error = ProtoError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<ReplyFrame>, ProtoError> {
-        let Some(&command) = self.in_flight.front() else {
+        let Some(&(command, quiet)) = self.in_flight.front() else {
             return if src.is_empty() {
                 Ok(None)
             } else {
@@ -604,7 +821,11 @@ impl Decoder for ClientCodec {
                 ))
             };
         };
-        let frame = self.reply.decode(command, src, &self.limits)?;
+        let frame = if quiet {
+            self.reply.decode_quiet(src, &self.limits)?
+        } else {
+            self.reply.decode(command, src, &self.limits)?
+        };
         if frame.is_some() {
             self.in_flight.pop_front();
         }
@@ -854,5 +1075,159 @@ mod tests {
         assert_eq!(c.in_flight(), 0);
         buf.extend_from_slice(b"STORED\r\n");
         assert!(c.decode(&mut buf).is_err(), "a reply nobody asked for");
+    }
+
+    // Meta replies: code lines and VA blocks, whole, at every split point;
+    // a data block holding \r\n is jumped over by its length.
+    #[test]
+    fn meta_replies() {
+        let cases: [&[u8]; 7] = [
+            b"HD\r\n",
+            b"HD ka O1\r\n",
+            b"EN\r\n",
+            b"VA 4 f5 t-1\r\na\r\nb\r\n",
+            b"NS\r\n",
+            b"ME k exp=-1 la=1 cas=5 fetch=no cls=1 size=61\r\n",
+            b"CLIENT_ERROR bad command line format\r\n",
+        ];
+        for wire in cases {
+            let mut twice = wire.to_vec();
+            twice.extend_from_slice(wire);
+            for cut in 0..wire.len() {
+                let mut buf = BytesMut::from(&twice[..cut]);
+                let mut dec = ReplyDecoder::new();
+                assert!(dec
+                    .decode(Command::MetaGet, &mut buf, &Limits::default())
+                    .unwrap()
+                    .is_none());
+            }
+            let mut buf = BytesMut::from(&twice[..]);
+            let f = decode_reply(Command::MetaGet, &mut buf, &Limits::default())
+                .unwrap()
+                .unwrap();
+            assert_eq!(&f.raw()[..], wire);
+            assert_eq!(&buf[..], wire, "the next reply is left alone");
+            assert_eq!(f.is_error(), wire.starts_with(b"CLIENT"));
+        }
+        assert_eq!(
+            parse(Command::MetaNoop, b"MN\r\n"),
+            Reply::Meta(Bytes::from_static(b"MN\r\n"))
+        );
+        assert!(decode_one(Command::MetaGet, b"VALUE a 0 1\r\n1\r\nEND\r\n").is_err());
+        assert!(decode_one(Command::MetaGet, b"VA 1\r\nab\r\n").is_err());
+        assert!(decode_one(Command::MetaGet, b"hd\r\n").is_err());
+    }
+
+    // A quiet request's reply ends at the MN of the mn sent after it: an
+    // empty frame when the server was silent, the reply without MN when
+    // not; nothing is cut until the MN is there.
+    #[test]
+    fn quiet_meta_replies() {
+        let limits = Limits::default();
+        let cases: [(&[u8], &[u8]); 4] = [
+            (b"MN\r\n", b""),
+            (b"HD\r\nMN\r\n", b"HD\r\n"),
+            (b"VA 2 Oab\r\nhi\r\nMN\r\n", b"VA 2 Oab\r\nhi\r\n"),
+            (
+                b"CLIENT_ERROR invalid flag\r\nMN\r\n",
+                b"CLIENT_ERROR invalid flag\r\n",
+            ),
+        ];
+        for (wire, client) in cases {
+            for cut in 0..wire.len() {
+                let mut buf = BytesMut::from(&wire[..cut]);
+                assert!(ReplyDecoder::new()
+                    .decode_quiet(&mut buf, &limits)
+                    .unwrap()
+                    .is_none());
+            }
+            let mut buf = BytesMut::from(&[wire, b"HD\r\n"].concat()[..]);
+            let f = ReplyDecoder::new()
+                .decode_quiet(&mut buf, &limits)
+                .unwrap()
+                .unwrap();
+            assert_eq!(&f.raw()[..], client);
+            assert_eq!(&buf[..], b"HD\r\n");
+        }
+        let mut buf = BytesMut::from(&b"HD\r\nHD\r\n"[..]);
+        assert!(ReplyDecoder::new().decode_quiet(&mut buf, &limits).is_err());
+        // A server without meta commands: ERROR for the request and its mn.
+        let wire = b"ERROR\r\nERROR\r\nHD\r\n";
+        for cut in 0..14 {
+            let mut buf = BytesMut::from(&wire[..cut]);
+            assert!(ReplyDecoder::new()
+                .decode_quiet(&mut buf, &limits)
+                .unwrap()
+                .is_none());
+        }
+        let mut buf = BytesMut::from(&wire[..]);
+        let f = ReplyDecoder::new()
+            .decode_quiet(&mut buf, &limits)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&f.raw()[..], b"ERROR\r\n");
+        assert_eq!(&buf[..], b"HD\r\n");
+        let mut buf = BytesMut::from(&b"HD\r\nERROR\r\n"[..]);
+        assert!(ReplyDecoder::new().decode_quiet(&mut buf, &limits).is_err());
+    }
+
+    // stats: STAT lines until END, values may hold blanks; OK for
+    // flush_all and verbosity.
+    #[test]
+    fn stats_and_ok_replies() {
+        let wire = b"STAT pid 12\r\nSTAT libevent 2.1.12-stable x\r\nEND\r\n";
+        for cut in 0..wire.len() {
+            let mut buf = BytesMut::from(&wire[..cut]);
+            let mut dec = ReplyDecoder::new();
+            assert!(dec
+                .decode(Command::Stats, &mut buf, &Limits::default())
+                .unwrap()
+                .is_none());
+            buf.extend_from_slice(&wire[cut..]);
+            let f = dec
+                .decode(Command::Stats, &mut buf, &Limits::default())
+                .unwrap()
+                .unwrap();
+            assert_eq!(&f.raw()[..], wire);
+        }
+        let s = |a: &'static str, b: &'static str| {
+            (
+                Bytes::from_static(a.as_bytes()),
+                Bytes::from_static(b.as_bytes()),
+            )
+        };
+        let parsed = parse(Command::Stats, wire);
+        assert_eq!(
+            parsed,
+            Reply::Stats(vec![s("pid", "12"), s("libevent", "2.1.12-stable x")])
+        );
+        assert_eq!(&parsed.to_bytes()[..], wire);
+        assert_eq!(
+            parse(Command::Stats, b"SERVER_ERROR x\r\n"),
+            Reply::ServerError(Bytes::from_static(b"x"))
+        );
+        assert!(decode_one(Command::Stats, b"VALUE a 0 1\r\n").is_err());
+        assert_eq!(parse(Command::FlushAll, b"OK\r\n"), Reply::Ok);
+        assert!(decode_one(Command::Set, b"OK\r\n").is_err());
+        assert!(
+            matches!(parse(Command::Gat, b"VALUE a 0 1\r\n1\r\nEND\r\n"), Reply::Values(v) if v.len() == 1)
+        );
+    }
+
+    // The client codec sends a quiet request with an mn and hands back the
+    // reply the server gave (or an empty one), in order.
+    #[test]
+    fn client_codec_quiet_requests() {
+        let mut c = ClientCodec::default();
+        let mut out = BytesMut::new();
+        let mut dec = super::super::RequestCodec::default();
+        let mut reqs = BytesMut::from(&b"mg a v q\r\nmg b v\r\n"[..]);
+        while let Some(r) = dec.decode(&mut reqs).unwrap() {
+            c.encode(r.unwrap(), &mut out).unwrap();
+        }
+        assert_eq!(&out[..], b"mg a v q\r\nmn\r\nmg b v\r\n");
+        let mut buf = BytesMut::from(&b"MN\r\nEN\r\n"[..]);
+        assert_eq!(c.decode(&mut buf).unwrap().unwrap().raw().len(), 0);
+        assert_eq!(&c.decode(&mut buf).unwrap().unwrap().raw()[..], b"EN\r\n");
     }
 }

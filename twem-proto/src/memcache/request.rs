@@ -15,6 +15,12 @@ use crate::ProtoError;
 /// do we, which also keeps a skip from running for ever.
 const MAX_DATA_LEN: u64 = i32::MAX as u64 - 2;
 
+/// Most words a meta command line may have, command included: memcached
+/// 1.6 refuses more (`MFLAG_MAX_OPT_LENGTH`), and for `ms` it does so
+/// without swallowing the data block, which it then runs as commands. The
+/// proxy refuses such a line itself, skipping the block.
+const MAX_META_WORDS: usize = 19;
+
 /// The first byte of every memcached binary-protocol request; no text
 /// command starts with it.
 const BINARY_MAGIC: u8 = 0x80;
@@ -77,6 +83,8 @@ pub struct Request {
     /// The cas unique of `cas`, the delta of `incr`/`decr`, else 0.
     number: u64,
     noreply: bool,
+    /// A meta command with the `q` flag: the server may send no reply.
+    quiet: bool,
 }
 
 impl Request {
@@ -91,9 +99,32 @@ impl Request {
         self.keys.as_slice()
     }
 
-    /// The first key, the one the request is routed by.
+    /// The first key, the one the request is routed by. For a meta command
+    /// with the `b` flag this is the decoded key (the server hashes nothing,
+    /// but the proxy must place the item by the key it names), not a slice
+    /// of the wire.
     pub fn key(&self) -> Option<&Bytes> {
         self.keys().first()
+    }
+
+    /// Whether this is a meta command in quiet mode (`q` flag): the server
+    /// stays silent for the outcomes its rules call uninteresting (`EN` for
+    /// `mg`, `HD` for `ms`/`md`, ...), so whether a reply comes is known
+    /// only to the server.
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// The bytes to send a server for a quiet meta request: the request then
+    /// `mn\r\n`. The server answers `mn` with `MN` after any reply to the
+    /// request, so the reply (or its absence) is delimited by the server
+    /// itself, whatever its version's quiet-mode rules are, and the backend
+    /// connection never waits for a reply that will not come.
+    pub fn wire_with_noop(&self) -> Bytes {
+        let mut w = BytesMut::with_capacity(self.wire.len() + 4);
+        w.put_slice(&self.wire);
+        w.put_slice(b"mn\r\n");
+        w.freeze()
     }
 
     /// Whether the client asked for no reply (`noreply` as last argument).
@@ -122,9 +153,15 @@ impl Request {
         self.command.is_storage().then_some(self.flags)
     }
 
-    /// The exptime of a storage command or `touch`.
+    /// The exptime of a storage command, `touch`, `gat`/`gats`, or the
+    /// delay of `flush_all`.
     pub fn exptime(&self) -> Option<i64> {
-        (self.command.is_storage() || self.command == Command::Touch).then_some(self.exptime)
+        (self.command.is_storage()
+            || matches!(
+                self.command,
+                Command::Touch | Command::Gat | Command::Gats | Command::FlushAll
+            ))
+        .then_some(self.exptime)
     }
 
     /// The cas unique of a `cas` command.
@@ -137,7 +174,8 @@ impl Request {
         matches!(self.command, Command::Incr | Command::Decr).then_some(self.number)
     }
 
-    /// Whether the client expects a reply: not for `noreply` nor `quit`.
+    /// Whether the client expects a reply: not for `noreply` nor `quit`
+    /// (a quiet meta request may get one: see [`Request::quiet`]).
     pub fn expects_reply(&self) -> bool {
         !self.noreply && self.command != Command::Quit
     }
@@ -150,6 +188,26 @@ impl Request {
     /// `gets <key>*`: values with their cas unique.
     pub fn gets<K: AsRef<[u8]>>(keys: &[K]) -> Result<Request, RequestError> {
         Self::retrieval(Command::Gets, keys)
+    }
+
+    /// `gat <exptime> <key>*`: the values, their exptime set to `exptime`.
+    pub fn gat<K: AsRef<[u8]>>(exptime: i64, keys: &[K]) -> Result<Request, RequestError> {
+        Self::retrieval_at(Command::Gat, exptime, keys)
+    }
+
+    /// `gats <exptime> <key>*`: as `gat`, with cas uniques.
+    pub fn gats<K: AsRef<[u8]>>(exptime: i64, keys: &[K]) -> Result<Request, RequestError> {
+        Self::retrieval_at(Command::Gats, exptime, keys)
+    }
+
+    /// `stats`: the general statistics.
+    pub fn stats() -> Request {
+        Self::bare(Command::Stats, b"stats\r\n")
+    }
+
+    /// `mn`: the meta no-op, answered `MN`.
+    pub fn meta_noop() -> Request {
+        Self::bare(Command::MetaNoop, b"mn\r\n")
     }
 
     storage_constructors! {
@@ -244,26 +302,44 @@ impl Request {
             exptime: 0,
             number: 0,
             noreply: false,
+            quiet: false,
         }
     }
 
     fn retrieval<K: AsRef<[u8]>>(command: Command, keys: &[K]) -> Result<Request, RequestError> {
+        Self::retrieval_at(command, 0, keys)
+    }
+
+    fn retrieval_at<K: AsRef<[u8]>>(
+        command: Command,
+        exptime: i64,
+        keys: &[K],
+    ) -> Result<Request, RequestError> {
         if keys.is_empty() {
             return Err(RequestError::WrongArity { command });
         }
         for k in keys {
             check_key(command, k.as_ref(), false)?;
         }
-        Ok(Self::retrieval_unchecked(command, keys))
+        Ok(Self::retrieval_unchecked(command, exptime, keys))
     }
 
-    /// Builds `get`/`gets` from keys known to be valid (those of a decoded
-    /// request, when splitting it).
-    pub(super) fn retrieval_unchecked<K: AsRef<[u8]>>(command: Command, keys: &[K]) -> Request {
+    /// Builds `get`/`gets` (or `gat`/`gats <exptime>`) from keys known to be
+    /// valid (those of a decoded request, when splitting it).
+    pub(super) fn retrieval_unchecked<K: AsRef<[u8]>>(
+        command: Command,
+        exptime: i64,
+        keys: &[K],
+    ) -> Request {
         let len =
-            command.name().len() + 2 + keys.iter().map(|k| k.as_ref().len() + 1).sum::<usize>();
+            command.name().len() + 24 + keys.iter().map(|k| k.as_ref().len() + 1).sum::<usize>();
         let mut w = BytesMut::with_capacity(len);
         w.put_slice(command.name().as_bytes());
+        let touches = matches!(command, Command::Gat | Command::Gats);
+        if touches {
+            w.put_u8(b' ');
+            put_i64(&mut w, exptime);
+        }
         let mut ranges = Vec::with_capacity(keys.len());
         for k in keys {
             w.put_u8(b' ');
@@ -274,6 +350,7 @@ impl Request {
         let keys = Keys::from_vec(ranges.into_iter().map(|r| wire.slice(r)).collect());
         Request {
             keys,
+            exptime: if touches { exptime } else { 0 },
             ..Self::bare_with(command, wire)
         }
     }
@@ -342,6 +419,7 @@ impl Request {
             exptime: 0,
             number: 0,
             noreply: false,
+            quiet: false,
         }
     }
 }
@@ -469,13 +547,25 @@ pub enum RequestError {
         /// The line ended in `noreply`.
         noreply: bool,
     },
-    /// A meta command (`mg ms md ma mn me`), which this proxy does not route.
-    /// The data block of an `ms` has been skipped by its length: it is data,
-    /// and must never be read as commands.
-    #[error("meta command '{name}' is not supported by this proxy")]
-    MetaCommand {
-        /// The command, e.g. `ms`.
-        name: &'static str,
+    /// `stats <sub-command>` (`items`, `slabs`, `settings`, ...): per-server
+    /// details the proxy cannot merge into one pool-wide answer.
+    #[error("'stats' with a sub-command is not supported by this proxy")]
+    StatsSubcommand,
+    /// A meta command with the `b` flag whose key is not valid base64 (or
+    /// decodes to nothing or to more than 250 bytes). An `ms` data block
+    /// has been skipped by its length.
+    #[error("base64 key of '{command}' cannot be decoded")]
+    BadBase64Key {
+        /// The command.
+        command: Command,
+    },
+    /// A meta command line with more than 19 words, which memcached 1.6
+    /// refuses (and, for `ms`, without swallowing the data block). An `ms`
+    /// data block has been skipped by its length.
+    #[error("too many flags for '{command}'")]
+    MetaTooManyFlags {
+        /// The command.
+        command: Command,
     },
     /// An `ms` whose `<datalen>` is missing, not a number or over
     /// 2147483645: its data block cannot be skipped, so the connection must
@@ -508,18 +598,25 @@ impl RequestError {
                     "CLIENT_ERROR too many keys in one {command}: the limit is {limit}\r\n"
                 ));
             }
-            // One line, as for any command: a meta client reads one reply
-            // line per request and stays in step. CLIENT_ERROR rather than
-            // ERROR says that the proxy, not the client, lacks something.
-            RequestError::MetaCommand { .. } => {
-                b"CLIENT_ERROR meta commands are not supported by this proxy\r\n"
+            // One line, as for any command, so the client stays in step.
+            // SERVER_ERROR rather than ERROR: the command exists, it is the
+            // proxy that cannot answer it (python-memcached's get_stats
+            // reads any line not starting with STAT or END as the end).
+            RequestError::StatsSubcommand => {
+                b"SERVER_ERROR only the general 'stats' is supported by this proxy, not its sub-commands\r\n"
             }
+            // memcached 1.6's own words.
+            RequestError::BadBase64Key { .. } => b"CLIENT_ERROR error decoding key\r\n",
+            RequestError::MetaTooManyFlags {
+                command: Command::MetaGet,
+            } => b"CLIENT_ERROR options flags are too long\r\n",
+            RequestError::MetaTooManyFlags { .. } => b"CLIENT_ERROR options flags too long\r\n",
             RequestError::UnknownCommand { .. } | RequestError::WrongArity { .. } => b"ERROR\r\n",
             RequestError::InvalidNumber { field: "delta", .. } => {
                 b"CLIENT_ERROR invalid numeric delta argument\r\n"
             }
             RequestError::InvalidNumber {
-                command: Command::Touch,
+                command: Command::Touch | Command::Gat | Command::Gats | Command::FlushAll,
                 ..
             } => b"CLIENT_ERROR invalid exptime argument\r\n",
             RequestError::InvalidKey { .. }
@@ -542,7 +639,9 @@ impl RequestError {
             RequestError::UnknownCommand { .. }
             | RequestError::WrongArity { .. }
             | RequestError::TooManyKeys { .. }
-            | RequestError::MetaCommand { .. }
+            | RequestError::StatsSubcommand
+            | RequestError::BadBase64Key { .. }
+            | RequestError::MetaTooManyFlags { .. }
             | RequestError::MetaUndelimited { .. } => false,
             RequestError::InvalidKey { noreply, .. }
             | RequestError::InvalidNumber { noreply, .. }
@@ -565,10 +664,13 @@ impl RequestError {
     /// The command the line named, if it was one we know.
     pub fn command(&self) -> Option<Command> {
         match self {
-            RequestError::UnknownCommand { .. }
-            | RequestError::MetaCommand { .. }
-            | RequestError::MetaUndelimited { .. } => None,
+            RequestError::UnknownCommand { .. } => None,
+            RequestError::MetaUndelimited { .. } => Some(Command::MetaSet),
+            RequestError::StatsSubcommand => Some(Command::Stats),
             RequestError::DeleteUsage { .. } => Some(Command::Delete),
+            RequestError::BadBase64Key { command } | RequestError::MetaTooManyFlags { command } => {
+                Some(*command)
+            }
             RequestError::WrongArity { command }
             | RequestError::InvalidKey { command, .. }
             | RequestError::InvalidNumber { command, .. }
@@ -592,6 +694,10 @@ struct StorageHeader {
     cas: u64,
     data_len: usize,
     noreply: bool,
+    /// `ms` only: the `q` flag.
+    quiet: bool,
+    /// `ms` only: the key decoded from base64 (`b` flag), to route by.
+    decoded: Option<Bytes>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -607,6 +713,7 @@ enum State {
 }
 
 /// What one complete command line amounts to.
+#[derive(Debug)]
 enum Parsed {
     /// A request without data block; `keys` are ranges of the line.
     Simple {
@@ -615,6 +722,11 @@ enum Parsed {
         exptime: i64,
         number: u64,
         noreply: bool,
+        /// A meta command's `q` flag.
+        quiet: bool,
+        /// A meta command's key decoded from base64, routed by instead of
+        /// `keys`.
+        decoded: Option<Bytes>,
     },
     /// A storage command; its data block follows.
     Storage(StorageHeader),
@@ -670,7 +782,8 @@ impl RequestCodec {
             .position(|&b| b != b' ')
             .unwrap_or(window.len());
         let rest = window.get(start..).unwrap_or_default();
-        if rest.starts_with(b"get ") || rest.starts_with(b"gets ") {
+        let multi: [&[u8]; 4] = [b"get ", b"gets ", b"gat ", b"gats "];
+        if multi.iter().any(|m| rest.starts_with(m)) {
             self.limits.max_get_line_len()
         } else {
             self.limits.max_line_len
@@ -684,9 +797,6 @@ impl RequestCodec {
         };
         let name = word(line, first);
         let Some(command) = Command::from_name(name) else {
-            if let Some(name) = meta_name(name) {
-                return parse_meta(name, line, tokens);
-            }
             // memcached 1.6 closes on an unknown command whose last word
             // starts with `HTTP/`; redis-server's POST/Host: rule is added so
             // that a request's headers cannot get through either.
@@ -704,6 +814,9 @@ impl RequestCodec {
         };
         if command.is_retrieval() {
             return self.parse_retrieval(command, line, tokens);
+        }
+        if command.is_meta() {
+            return self.parse_meta(command, line, line_len, tokens);
         }
         // Every other command has at most 6 arguments; one more tells us
         // there were too many.
@@ -725,16 +838,30 @@ impl RequestCodec {
             exptime,
             number,
             noreply,
+            quiet: false,
+            decoded: None,
         };
         match command {
             // memcached answers `version noreply` anyway: no noreply here.
-            Command::Version | Command::Quit => Parsed::Simple {
-                command,
-                keys: Vec::new(),
-                exptime: 0,
-                number: 0,
-                noreply: false,
-            },
+            Command::Version | Command::Quit => simple(Vec::new(), 0, 0).with_noreply(false),
+            Command::Stats if n > 0 => refused(RequestError::StatsSubcommand),
+            Command::Stats => simple(Vec::new(), 0, 0),
+            // flush_all [delay] [noreply]
+            Command::FlushAll => {
+                let delay = if noreply { n - 1 } else { n };
+                if delay > 1 {
+                    return refused(RequestError::WrongArity { command });
+                }
+                match arg(0).filter(|_| delay == 1).map(parse_i64) {
+                    None => simple(Vec::new(), 0, 0),
+                    Some(Some(d)) => simple(Vec::new(), d, 0),
+                    Some(None) => refused(bad_number(command, "exptime", noreply)),
+                }
+            }
+            // verbosity <level> [noreply]: the proxy's own log level is set
+            // by its command line, so any level is simply acknowledged.
+            Command::Verbosity if n == 0 || n > 2 => refused(RequestError::WrongArity { command }),
+            Command::Verbosity => simple(Vec::new(), 0, 0),
             Command::Incr | Command::Decr | Command::Touch => {
                 let (Some(key), Some(value), true) = (args.first(), arg(1), n <= 3) else {
                     return refused(RequestError::WrongArity { command });
@@ -774,7 +901,17 @@ impl RequestCodec {
         }
     }
 
-    fn parse_retrieval(&self, command: Command, line: &[u8], tokens: Tokens<'_>) -> Parsed {
+    fn parse_retrieval(&self, command: Command, line: &[u8], mut tokens: Tokens<'_>) -> Parsed {
+        let mut exptime = 0;
+        if matches!(command, Command::Gat | Command::Gats) {
+            let Some(t) = tokens.next() else {
+                return refused(RequestError::WrongArity { command });
+            };
+            match parse_i64(word(line, t)) {
+                Some(e) => exptime = e,
+                None => return refused(bad_number(command, "exptime", false)),
+            }
+        }
         let mut keys = Vec::new();
         let mut count = 0usize;
         let mut first_bad = None;
@@ -804,10 +941,121 @@ impl RequestCodec {
         Parsed::Simple {
             command,
             keys,
+            exptime,
+            number: 0,
+            noreply: false,
+            quiet: false,
+            decoded: None,
+        }
+    }
+
+    /// `mg|md|ma|me <key> <flag>*`, `ms <key> <datalen> <flag>*`, `mn`.
+    /// Flags are the server's business and pass through untouched; the
+    /// proxy reads only `b` (the key is base64: decoded to place the item)
+    /// and `q` (quiet: the server may not answer). An `ms` data block is
+    /// taken by its length, or skipped by it when the line is refused; a
+    /// length that cannot be read closes the connection, since memcached
+    /// would then run the data as commands (how a value smuggles a
+    /// `delete`).
+    fn parse_meta(
+        &self,
+        command: Command,
+        line: &[u8],
+        line_len: usize,
+        mut tokens: Tokens<'_>,
+    ) -> Parsed {
+        let mut simple = Parsed::Simple {
+            command,
+            keys: Vec::new(),
             exptime: 0,
             number: 0,
             noreply: false,
+            quiet: false,
+            decoded: None,
+        };
+        if command == Command::MetaNoop {
+            return simple;
         }
+        let key = tokens.next();
+        let data_len = if command == Command::MetaSet {
+            let len = tokens
+                .next()
+                .and_then(|t| parse_u64(word(line, t)))
+                .filter(|&n| n <= MAX_DATA_LEN);
+            match len {
+                Some(n) => Some(n),
+                None => return refused(RequestError::MetaUndelimited { name: "ms" }),
+            }
+        } else {
+            None
+        };
+        let skip = data_len.map_or(0, |n| n + 2);
+        let refuse = |err| Parsed::Refused { err, skip };
+        let Some(key) = key else {
+            return refuse(RequestError::WrongArity { command });
+        };
+        let (mut base64, mut quiet) = (false, false);
+        let mut words = if data_len.is_some() { 3 } else { 2 };
+        // memcached reads a flag by its first byte.
+        for t in tokens {
+            words += 1;
+            match word(line, t).first() {
+                Some(b'b') => base64 = true,
+                Some(b'q') => quiet = true,
+                _ => {}
+            }
+        }
+        if words > MAX_META_WORDS {
+            return refuse(RequestError::MetaTooManyFlags { command });
+        }
+        if let Some(e) = bad_key(command, word(line, key.clone()), false) {
+            return refuse(e);
+        }
+        let decoded = if base64 {
+            match decode_base64(word(line, key.clone())) {
+                Some(k) if !k.is_empty() && k.len() <= super::MAX_KEY_LEN => Some(Bytes::from(k)),
+                _ => return refuse(RequestError::BadBase64Key { command }),
+            }
+        } else {
+            None
+        };
+        let Some(data_len) = data_len else {
+            if let Parsed::Simple {
+                keys,
+                quiet: q,
+                decoded: d,
+                ..
+            } = &mut simple
+            {
+                keys.push(key);
+                *q = quiet;
+                *d = decoded;
+            }
+            return simple;
+        };
+        let Some(data_len) = usize::try_from(data_len)
+            .ok()
+            .filter(|&n| n <= self.limits.max_value_len)
+        else {
+            return refuse(RequestError::ValueTooLarge {
+                command,
+                len: data_len,
+                limit: self.limits.max_value_len,
+                noreply: false,
+            });
+        };
+        Parsed::Storage(StorageHeader {
+            command,
+            line_len,
+            key,
+            flags: 0,
+            exptime: 0,
+            cas: 0,
+            data_len,
+            noreply: false,
+            quiet,
+            decoded,
+        })
     }
 
     fn parse_storage(
@@ -866,6 +1114,8 @@ impl RequestCodec {
             cas,
             data_len,
             noreply,
+            quiet: false,
+            decoded: None,
         })
     }
 
@@ -885,42 +1135,59 @@ impl RequestCodec {
         }
         Some(Ok(Request {
             command: h.command,
-            keys: Keys::One(wire.slice(h.key)),
+            keys: Keys::One(h.decoded.unwrap_or_else(|| wire.slice(h.key))),
             value: Some(wire.slice(h.line_len..h.line_len + h.data_len)),
             wire,
             flags: h.flags,
             exptime: h.exptime,
             number: h.cas,
             noreply: h.noreply,
+            quiet: h.quiet,
         }))
     }
 }
 
-/// The meta commands of memcached 1.6, by name.
-const META_COMMANDS: [&str; 6] = ["mg", "ms", "md", "ma", "mn", "me"];
-
-fn meta_name(word: &[u8]) -> Option<&'static str> {
-    META_COMMANDS.iter().copied().find(|m| m.as_bytes() == word)
+/// Standard base64 (RFC 4648, padded), as memcached decodes a `b` key;
+/// `None` for anything else.
+fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
+    fn sextet(c: u8) -> Option<u32> {
+        Some(u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        }))
+    }
+    if text.is_empty() || text.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let quads = text.chunks_exact(4);
+    let last = quads.len() - 1;
+    for (i, quad) in quads.enumerate() {
+        let pad = quad.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && i != last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in quad.iter().take(4 - pad) {
+            n = (n << 6) | sextet(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = n.to_be_bytes();
+        out.extend(bytes.iter().skip(1).take(3 - pad));
+    }
+    Some(out)
 }
 
-/// Refuses a meta command. Only `ms <key> <datalen> <flags>*` has a data
-/// block; it is skipped by its length (streamed, never buffered), as a
-/// refused storage command's is, and a length that cannot be read closes the
-/// connection: memcached would then run the data as commands, which is how
-/// a value smuggles a `delete` past a proxy that does not route `ms`.
-fn parse_meta(name: &'static str, line: &[u8], mut tokens: Tokens<'_>) -> Parsed {
-    let err = RequestError::MetaCommand { name };
-    if name != "ms" {
-        return refused(err);
-    }
-    let _key = tokens.next();
-    let data_len = tokens
-        .next()
-        .and_then(|t| parse_u64(word(line, t)))
-        .filter(|&n| n <= MAX_DATA_LEN);
-    match data_len {
-        Some(n) => Parsed::Refused { err, skip: n + 2 },
-        None => refused(RequestError::MetaUndelimited { name }),
+impl Parsed {
+    fn with_noreply(mut self, value: bool) -> Parsed {
+        if let Parsed::Simple { noreply, .. } = &mut self {
+            *noreply = value;
+        }
+        self
     }
 }
 
@@ -1011,10 +1278,16 @@ impl Decoder for RequestCodec {
                             exptime,
                             number,
                             noreply,
+                            quiet,
+                            decoded,
                         } => {
                             let wire = src.split_to(line_len).freeze();
-                            let keys =
-                                Keys::from_vec(keys.into_iter().map(|r| wire.slice(r)).collect());
+                            let keys = match decoded {
+                                Some(k) => Keys::One(k),
+                                None => Keys::from_vec(
+                                    keys.into_iter().map(|r| wire.slice(r)).collect(),
+                                ),
+                            };
                             return Ok(Some(Ok(Request {
                                 command,
                                 keys,
@@ -1024,6 +1297,7 @@ impl Decoder for RequestCodec {
                                 exptime,
                                 number,
                                 noreply,
+                                quiet,
                             })));
                         }
                         Parsed::Storage(h) => {
@@ -1304,7 +1578,7 @@ mod tests {
     fn unknown_command() {
         assert_eq!(err_reply(b"GET a\r\n"), Bytes::from_static(b"ERROR\r\n"));
         assert_eq!(
-            err_reply(b"flush_all\r\n"),
+            err_reply(b"slabs reassign 1 2\r\n"),
             Bytes::from_static(b"ERROR\r\n")
         );
         assert_eq!(
@@ -1520,68 +1794,212 @@ mod tests {
             .chain(std::iter::once(decode_split(input, 0, true)))
     }
 
-    // The smuggling case: the data block of `ms` is skipped by its
-    // length however it arrives, so `delete victim` is never a request; one
-    // error line answers the `ms` and the next command decodes.
+    // The smuggling case: the data block of `ms` is taken by its
+    // length however it arrives, so `delete victim` is data, never a
+    // request; the next command decodes.
     #[test]
-    fn ms_data_block_skipped_by_length_in_every_chunking() {
+    fn ms_data_block_taken_by_length_in_every_chunking() {
         let input = b"ms k 13\r\ndelete victim\r\nversion\r\n";
         for (items, err) in every_chunking(input) {
             assert!(err.is_none());
             assert_eq!(items.len(), 2, "{items:?}");
-            assert_eq!(items[0], Err(RequestError::MetaCommand { name: "ms" }));
+            let ms = items[0].as_ref().unwrap();
+            assert_eq!(ms.command(), Command::MetaSet);
+            assert_eq!(ms.key().unwrap(), &b"k"[..]);
+            assert_eq!(ms.value().unwrap(), &b"delete victim"[..]);
             assert_eq!(
-                items[0].as_ref().unwrap_err().reply(),
-                Bytes::from_static(
-                    b"CLIENT_ERROR meta commands are not supported by this proxy\r\n"
-                )
+                ms.wire(),
+                &Bytes::from_static(b"ms k 13\r\ndelete victim\r\n")
             );
+            assert!(!ms.quiet());
             assert_eq!(items[1].as_ref().unwrap().command(), Command::Version);
         }
     }
 
-    // Flags after the length do not matter; a block holding line breaks and
-    // a whole storage command is still data.
+    // Flags after the length pass through untouched; a block holding line
+    // breaks and a whole storage command is still data; `q` is seen.
     #[test]
     fn ms_with_flags_and_embedded_commands() {
         let block = b"x\r\nset k 0 0 1\r\nv\r\n";
-        let input = [
-            format!("ms key {} T0 F5 q\r\n", block.len()).as_bytes(),
-            &block[..],
-            b"\r\nmn\r\n",
-        ]
-        .concat();
+        let line = format!("ms key {} T0 F5 q\r\n", block.len());
+        let input = [line.as_bytes(), &block[..], b"\r\nmn\r\n"].concat();
         for (items, err) in every_chunking(&input) {
             assert!(err.is_none());
+            assert_eq!(items.len(), 2, "{items:?}");
+            let ms = items[0].as_ref().unwrap();
+            assert_eq!(ms.value().unwrap(), &block[..]);
+            assert!(ms.quiet());
+            assert_eq!(&ms.wire()[..], &input[..input.len() - 4]);
             assert_eq!(
-                items,
+                &ms.wire_with_noop()[..],
+                &[&input[..input.len() - 4], b"mn\r\n"].concat()[..]
+            );
+            let mn = items[1].as_ref().unwrap();
+            assert_eq!(mn.command(), Command::MetaNoop);
+            assert!(mn.keys().is_empty());
+        }
+    }
+
+    // Every meta command decodes with its key and flags untouched; `q` and
+    // `b` are read, the others are the server's.
+    #[test]
+    fn meta_commands_decode() {
+        let items = decode_all(b"mg k v O12 k\r\nmd k q\r\nma k N0 J5 MI\r\nmn\r\nme k\r\nmg YQ== b v q\r\nversion\r\n");
+        let got: Vec<_> = items
+            .iter()
+            .map(|i| {
+                let r = i.as_ref().unwrap();
+                (r.command(), r.key().cloned(), r.quiet())
+            })
+            .collect();
+        let k = |s: &'static str| Some(Bytes::from_static(s.as_bytes()));
+        assert_eq!(
+            got,
+            [
+                (Command::MetaGet, k("k"), false),
+                (Command::MetaDelete, k("k"), true),
+                (Command::MetaArithmetic, k("k"), false),
+                (Command::MetaNoop, None, false),
+                (Command::MetaDebug, k("k"), false),
+                (Command::MetaGet, k("a"), true),
+                (Command::Version, None, false),
+            ]
+        );
+        assert_eq!(
+            items[0].as_ref().unwrap().wire(),
+            &Bytes::from_static(b"mg k v O12 k\r\n")
+        );
+        // The base64 key is routed decoded and forwarded as sent.
+        assert_eq!(
+            items[5].as_ref().unwrap().wire(),
+            &Bytes::from_static(b"mg YQ== b v q\r\n")
+        );
+    }
+
+    // Meta mistakes are one line each and the stream goes on; a bad `ms`
+    // whose length is known has its block skipped, never run.
+    #[test]
+    fn meta_mistakes_answered_in_line() {
+        let long = "k".repeat(251);
+        let input = format!(
+            "mg\r\nmg YQ= b v\r\nms YQ= 5 b\r\ndel x\r\nmg {long} v\r\nms k 2000000 T0\r\nversion\r\n"
+        );
+        let mut codec = RequestCodec::default();
+        let mut buf = BytesMut::from(input.as_bytes());
+        let mut items = Vec::new();
+        while let Some(item) = codec.decode(&mut buf).unwrap() {
+            items.push(item);
+        }
+        let replies: Vec<Bytes> = items
+            .iter()
+            .map(|i| match i {
+                Err(e) => {
+                    assert!(!e.closes_connection() && !e.noreply());
+                    e.reply()
+                }
+                Ok(r) => Bytes::from(r.command().name()),
+            })
+            .collect();
+        assert_eq!(
+            replies,
+            [
+                Bytes::from_static(b"ERROR\r\n"),
+                Bytes::from_static(b"CLIENT_ERROR error decoding key\r\n"),
+                Bytes::from_static(b"CLIENT_ERROR error decoding key\r\n"),
+                Bytes::from_static(b"CLIENT_ERROR bad command line format\r\n"),
+                Bytes::from_static(b"SERVER_ERROR object too large for cache\r\n"),
+            ]
+        );
+        // The 2000000-byte block has not arrived yet: still skipping.
+        assert!(buf.is_empty());
+    }
+
+    // A meta line over memcached's 19 words is refused here: memcached
+    // would refuse it too but run an `ms` block as commands. 19 words pass.
+    #[test]
+    fn meta_lines_with_too_many_flags_are_refused() {
+        let flags = |n: usize| vec!["T1"; n].join(" ");
+        let input = format!(
+            "ms k 13 {}\r\ndelete victim\r\nms k 2 {}\r\nhi\r\nmg k {}\r\nmd k {}\r\nversion\r\n",
+            flags(17),
+            flags(16),
+            flags(18),
+            flags(17)
+        );
+        for (items, err) in every_chunking(input.as_bytes()) {
+            assert!(err.is_none());
+            let got: Vec<_> = items
+                .iter()
+                .map(|i| match i {
+                    Ok(r) => Bytes::from(r.command().name()),
+                    Err(e) => e.reply(),
+                })
+                .collect();
+            assert_eq!(
+                got,
                 [
-                    Err(RequestError::MetaCommand { name: "ms" }),
-                    Err(RequestError::MetaCommand { name: "mn" })
+                    Bytes::from_static(b"CLIENT_ERROR options flags too long\r\n"),
+                    Bytes::from_static(b"ms"),
+                    Bytes::from_static(b"CLIENT_ERROR options flags are too long\r\n"),
+                    Bytes::from_static(b"md"),
+                    Bytes::from_static(b"version"),
                 ]
             );
         }
     }
 
-    // The meta commands without a data block are refused with one line each
-    // and the stream goes on.
+    // Standard padded base64, strictly.
     #[test]
-    fn other_meta_commands_refused() {
-        let items = decode_all(b"mg k v\r\nmd k q\r\nma k\r\nmn\r\nme k\r\nversion\r\n");
-        let names: Vec<_> = items
-            .iter()
-            .take(5)
-            .map(|i| match i {
-                Err(RequestError::MetaCommand { name }) => *name,
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(names, ["mg", "md", "ma", "mn", "me"]);
-        assert_eq!(items[5].as_ref().unwrap().command(), Command::Version);
-        assert!(items.iter().take(5).all(|i| {
-            let e = i.as_ref().unwrap_err();
-            !e.noreply() && !e.closes_connection() && e.command().is_none()
-        }));
+    fn base64_keys() {
+        assert_eq!(decode_base64(b"YQ==").unwrap(), b"a");
+        assert_eq!(decode_base64(b"YWI=").unwrap(), b"ab");
+        assert_eq!(decode_base64(b"YWJj").unwrap(), b"abc");
+        assert_eq!(decode_base64(b"AP8K").unwrap(), [0, 255, 10]);
+        for bad in [&b""[..], b"YQ=", b"Y===", b"YQ==YQ==", b"YQ*=", b"YQ=a"] {
+            assert_eq!(decode_base64(bad), None, "{bad:?}");
+        }
+    }
+
+    // stats, flush_all, verbosity, gat and gats.
+    #[test]
+    fn admin_and_touch_commands() {
+        let items = decode_all(
+            b"stats\r\nstats items\r\nflush_all\r\nflush_all 10 noreply\r\nflush_all x\r\nverbosity 1\r\nverbosity\r\ngat 100 a b\r\ngats -1 a\r\ngat x a\r\ngat 5\r\n",
+        );
+        let r = |i: usize| items[i].as_ref().unwrap();
+        let e = |i: usize| items[i].as_ref().unwrap_err().reply();
+        assert_eq!(r(0).command(), Command::Stats);
+        assert_eq!(
+            e(1),
+            Bytes::from_static(b"SERVER_ERROR only the general 'stats' is supported by this proxy, not its sub-commands\r\n")
+        );
+        assert_eq!(
+            (r(2).command(), r(2).exptime(), r(2).noreply()),
+            (Command::FlushAll, Some(0), false)
+        );
+        assert_eq!((r(3).exptime(), r(3).noreply()), (Some(10), true));
+        assert_eq!(
+            e(4),
+            Bytes::from_static(b"CLIENT_ERROR invalid exptime argument\r\n")
+        );
+        assert_eq!(r(5).command(), Command::Verbosity);
+        assert_eq!(e(6), Bytes::from_static(b"ERROR\r\n"));
+        assert_eq!(r(7).command(), Command::Gat);
+        assert_eq!(r(7).exptime(), Some(100));
+        assert_eq!(
+            r(7).keys(),
+            [Bytes::from_static(b"a"), Bytes::from_static(b"b")]
+        );
+        assert_eq!((r(8).command(), r(8).exptime()), (Command::Gats, Some(-1)));
+        assert_eq!(
+            e(9),
+            Bytes::from_static(b"CLIENT_ERROR invalid exptime argument\r\n")
+        );
+        assert_eq!(e(10), Bytes::from_static(b"ERROR\r\n"));
+        assert_eq!(items.len(), 11);
+        let gat = Request::gat(7, &["x", "y"]).unwrap();
+        assert_eq!(gat.wire(), &Bytes::from_static(b"gat 7 x y\r\n"));
+        assert_eq!(gat.exptime(), Some(7));
     }
 
     // An `ms` whose length is missing or not a number closes the connection:
@@ -1608,15 +2026,15 @@ mod tests {
         }
     }
 
-    // A huge `ms` block is skipped as it streams in, never buffered.
+    // A refused huge `ms` block is skipped as it streams in, never buffered.
     #[test]
     fn ms_large_block_not_buffered() {
         let mut codec = RequestCodec::default();
         let mut buf = BytesMut::from(&b"ms k 100000000\r\n"[..]);
-        assert_eq!(
+        assert!(matches!(
             codec.decode(&mut buf).unwrap(),
-            Some(Err(RequestError::MetaCommand { name: "ms" }))
-        );
+            Some(Err(RequestError::ValueTooLarge { .. }))
+        ));
         let chunk = vec![b'x'; 64 * 1024];
         for _ in 0..10 {
             buf.extend_from_slice(&chunk);

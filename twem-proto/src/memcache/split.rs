@@ -42,7 +42,7 @@ pub fn split_get(
             let part_keys: Vec<&Bytes> = idx.iter().filter_map(|&i| keys.get(i)).collect();
             (
                 server,
-                Request::retrieval_unchecked(req.command(), &part_keys),
+                Request::retrieval_unchecked(req.command(), req.exptime().unwrap_or(0), &part_keys),
             )
         })
         .collect()

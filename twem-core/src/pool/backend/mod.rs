@@ -50,6 +50,9 @@ pub(crate) enum Expect {
     Resp,
     /// The reply to this memcached command.
     Mc(mc::Command),
+    /// The reply to a quiet memcached meta request sent with an `mn` after
+    /// it: whatever the server sent before its `MN` (maybe nothing).
+    McQuiet,
 }
 
 /// A reply as it came from a server.
@@ -166,6 +169,9 @@ impl ReplyDecoder {
             (ReplyDecoder::Resp(codec), _) => codec.decode(buf).map(|f| f.map(Frame::Resp)),
             (ReplyDecoder::Mc(dec, limits), Expect::Mc(cmd)) => {
                 dec.decode(cmd, buf, limits).map(|f| f.map(Frame::Mc))
+            }
+            (ReplyDecoder::Mc(dec, limits), Expect::McQuiet) => {
+                dec.decode_quiet(buf, limits).map(|f| f.map(Frame::Mc))
             }
             (ReplyDecoder::Mc(..), Expect::Resp) => Err(ProtoError::protocol(
                 "a RESP reply was expected on a memcached connection",
@@ -569,7 +575,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     s.write_all(wire).await.map_err(io)?;
     let mut decoder = ReplyDecoder::new(match expect {
         Expect::Resp => Protocol::Redis,
-        Expect::Mc(_) => Protocol::Memcache,
+        Expect::Mc(_) | Expect::McQuiet => Protocol::Memcache,
     });
     let mut buf = BytesMut::with_capacity(256);
     let mut got = 0;
