@@ -346,7 +346,9 @@ fn client_errors_keep_the_connection() {
         "{}",
         String::from_utf8_lossy(&unknown)
     );
-    let keys = p.cmds("KEYS *");
+    // KEYS is served now (every server, concatenated: fanout.rs); server
+    // administration stays refused, saying so.
+    let keys = p.cmds("CONFIG GET maxmemory");
     assert!(
         keys.starts_with(b"-ERR ") && twem_tests::find(&keys, b"not supported").is_some(),
         "{}",
