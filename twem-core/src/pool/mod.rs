@@ -765,7 +765,11 @@ impl Pool {
     }
 
     fn route_redis(&self, req: &resp::Request, caller: Caller<'_>) -> ReplyFuture {
-        let planned = self.plan_redis(req);
+        let sh = &self.inner.shared;
+        let options = route::PlanOptions {
+            allow_flush: sh.config.allow_flush,
+        };
+        let planned = route::plan_redis_with(req, &sh.ring.load(), options);
         self.inner
             .shared
             .metrics
@@ -904,7 +908,8 @@ impl Pool {
                 };
                 ReplyFuture::merge(Merge::new(merge, parts, part_of))
             }
-            Plan::Blocking { server, wire, wait } => {
+            Plan::Blocking(b) => {
+                let route::Blocking { server, wire, wait } = *b;
                 self.send_blocking(server, wire, caller.lane().1, wait)
             }
             Plan::Fail(Failure::AllEjected) => self.fail_now(BackendErrorKind::AllEjected),

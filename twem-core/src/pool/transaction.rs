@@ -107,9 +107,8 @@ impl Transaction {
             _ => match pool.plan_redis(req).plan {
                 // Inside MULTI a blocking command does not block (Redis
                 // runs it as its non-blocking form at EXEC).
-                Plan::One { server, .. } | Plan::Blocking { server, .. } => {
-                    Ok(Target::Server(server))
-                }
+                Plan::One { server, .. } => Ok(Target::Server(server)),
+                Plan::Blocking(b) => Ok(Target::Server(b.server)),
                 Plan::Split(_) => Err(crossslot()),
                 Plan::Fail(f) => Err(pool.failure_error(f)),
                 Plan::Local(_) => Ok(Target::Any),
