@@ -35,7 +35,12 @@ if a.mode == "proxy":
 else:
     TAGS = ["{" + P + "x}", "{" + P + "y}"]
 
-P99_LIMIT_MS = float(os.environ.get("TWEM_JOBS_P99_MS", "20"))
+# What this bound catches is a stall: a SET/GET queued behind a worker's
+# BLPOP on a shared connection would wait for that BLPOP's 1 s timeout.
+# Normal figures (printed above: p99 8-14 ms here) are for the benchmark
+# record, not a pass mark: 28 client programs share 2 CI cores at once, and
+# a 20 ms mark failed there at 20.8 ms with nothing stalled.
+P99_LIMIT_MS = float(os.environ.get("TWEM_JOBS_P99_MS", "250"))
 TRAFFIC_CLIENTS = 20
 JOBS = 600
 # Python threads share one interpreter lock: hand it over every 1 ms instead
