@@ -524,9 +524,10 @@ where
                 // client's requests are batched before its replies are flushed.
                 biased;
                 res = std::future::poll_fn(|cx| rd.poll_read_ready(cx)), if can_read => Event::Readable(res),
-                () = wait_for_front(queue), if wait_front => Event::FrontReady,
+                // The front reply, or (none outstanding) pub/sub output: one
+                // branch, so a select of four stays as cheap as before pushes.
+                () = wait_for_front(queue, fe, wait_push), if wait_front || wait_push => Event::FrontReady,
                 res = crate::net::write_some(wr, wq), if can_write => Event::Written(res),
-                () = std::future::poll_fn(|cx| fe.poll_push(cx)), if wait_push => Event::FrontReady,
                 () = &mut cancelled, if !draining => Event::Shutdown,
             };
             match event {
@@ -555,8 +556,9 @@ enum Event {
 }
 
 /// Wait until the reply at the front of `queue` is there; the next turn
-/// takes it. The reply is kept in the future, resolved.
-async fn wait_for_front(queue: &mut VecDeque<Pending>) {
+/// takes it. The reply is kept in the future, resolved. With nothing
+/// outstanding and `pushes`, wait for the frontend's pub/sub output instead.
+async fn wait_for_front<F: Frontend>(queue: &mut VecDeque<Pending>, fe: &mut F, pushes: bool) {
     if let Some(front) = queue.front_mut() {
         std::future::poll_fn(|cx| {
             front
@@ -565,6 +567,8 @@ async fn wait_for_front(queue: &mut VecDeque<Pending>) {
                 .map(|r| front.fut = ReplyFuture::resolved(r))
         })
         .await;
+    } else if pushes {
+        std::future::poll_fn(|cx| fe.poll_push(cx)).await;
     }
 }
 
