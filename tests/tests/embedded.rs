@@ -747,6 +747,20 @@ fn embedded_subscription_and_blocking_calls() {
             assert_eq!(got[0].payload, &b"hi"[..]);
             assert_eq!(got[1].pattern.as_deref(), Some(&b"ch*"[..]));
         }
+        // The same subscription read as a Stream.
+        {
+            let mut c = twem_tests::Client::connect(port);
+            assert_eq!(c.cmd(&[b"PUBLISH", chans[0].as_bytes(), b"s"]), b":2\r\n");
+            let mut sub = std::pin::Pin::new(&mut sub);
+            for _ in 0..2 {
+                let m =
+                    std::future::poll_fn(|cx| futures_core::Stream::poll_next(sub.as_mut(), cx))
+                        .await
+                        .expect("an item")
+                        .expect("a message");
+                assert_eq!(m.payload, &b"s"[..]);
+            }
+        }
         // BLPOP waits 300 ms on its own connection; a GET meanwhile is
         // answered at once.
         let blocked = {

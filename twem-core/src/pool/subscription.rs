@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -160,7 +161,11 @@ impl Subscription {
     }
 
     async fn recv(&mut self) -> Result<Item, CallError> {
-        match self.rx.recv().await {
+        std::future::poll_fn(|cx| self.poll_item(cx)).await
+    }
+
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Result<Item, CallError>> {
+        self.rx.poll_recv(cx).map(|got| match got {
             Some(PushItem::Frame(frame)) => {
                 self.sink.bytes.fetch_sub(frame.raw().len(), Relaxed);
                 Ok(item(frame.parse()))
@@ -175,6 +180,35 @@ impl Subscription {
             None => Err(CallError::Request(RequestError::uncoded(
                 "subscription closed",
             ))),
+        })
+    }
+}
+
+/// The messages as a `Stream` (what [`Subscription::next_message`]
+/// yields): an error item when a connection was lost, then the stream
+/// ends; it never ends otherwise.
+impl futures_core::Stream for Subscription {
+    type Item = Result<Message, CallError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(m) = this.early.pop_front() {
+            return Poll::Ready(Some(Ok(m)));
+        }
+        if this.conns.is_empty() {
+            // Lost (or never subscribed): nothing more will come.
+            return Poll::Ready(None);
+        }
+        loop {
+            match this.poll_item(cx) {
+                Poll::Ready(Ok(Item::Message(m))) => return Poll::Ready(Some(Ok(m))),
+                Poll::Ready(Ok(Item::Confirmed)) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }
