@@ -414,8 +414,26 @@ impl ProxyProc {
             let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
             cmd.stderr(stderr);
         }
-        let proc = Proc::spawn(what, &mut cmd);
-        wait_for_port(wait_port, Duration::from_secs(10));
+        let mut proc = Proc::spawn(what, &mut cmd);
+        // Up to 30 s on a loaded machine; if the process ended instead, say
+        // how and show its log, so a failure to start is diagnosable.
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", wait_port)).is_err() {
+            let exited = proc
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || start.elapsed() > Duration::from_secs(30) {
+                let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+                let err_text =
+                    std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+                panic!(
+                    "{what} is not listening on 127.0.0.1:{wait_port} after {:?} (exit: {exited:?})\nlog:\n{log_text}\nstderr:\n{err_text}",
+                    start.elapsed()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         ProxyProc {
             proc,
             stats_port,
