@@ -23,7 +23,7 @@ use crate::ring::Distribution;
 /// between them, so spreading them over `server_connections` is free.
 static NEXT_CALL: AtomicUsize = AtomicUsize::new(0);
 
-fn hint() -> usize {
+pub(crate) fn hint() -> usize {
     NEXT_CALL.fetch_add(1, Relaxed)
 }
 
@@ -74,11 +74,7 @@ impl Pool {
         // A server's reply comes decoded by its connection: only its tree
         // is built here. A reply the pool built (a local command's, a
         // merge's) is parsed once, from the bytes it was built as.
-        match self.dispatch_redis(&req, hint()).answer().await? {
-            Answer::Frame(Frame::Resp(frame)) => Ok(frame.parse()),
-            Answer::Frame(other) => Err(unexpected_frame(&other)),
-            Answer::Built(chunks) => parse_built_resp(chunks.into_bytes()),
-        }
+        resp_reply(self.dispatch_redis(&req, hint()).answer().await?)
     }
 
     /// Send any memcached request and wait for its reply; `None` for
@@ -118,6 +114,15 @@ impl Pool {
     /// Typed memcached commands on this pool.
     pub fn memcache(&self) -> MemcacheClient {
         MemcacheClient { pool: self.clone() }
+    }
+}
+
+/// A Redis answer as the caller's [`resp::Reply`].
+pub(crate) fn resp_reply(answer: Answer) -> Result<resp::Reply, CallError> {
+    match answer {
+        Answer::Frame(Frame::Resp(frame)) => Ok(frame.parse()),
+        Answer::Frame(other) => Err(unexpected_frame(&other)),
+        Answer::Built(chunks) => parse_built_resp(chunks.into_bytes()),
     }
 }
 

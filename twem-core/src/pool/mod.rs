@@ -21,6 +21,9 @@ pub mod info;
 mod merge;
 pub mod metrics;
 mod pin;
+#[cfg(feature = "redis-rs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-rs")))]
+pub mod redis_rs;
 pub mod route;
 pub mod stats;
 mod subscription;
