@@ -71,10 +71,16 @@ impl Pool {
                 self.name()
             ))));
         }
+        // Debug level: free at the default level (fields are only
+        // formatted when the span is enabled); an embedder who turns it on
+        // sees each call, its pool and command, around the backend spans.
+        let span = tracing::debug_span!("call", pool = %self.name(),
+            cmd = %String::from_utf8_lossy(req.name()));
         // A server's reply comes decoded by its connection: only its tree
         // is built here. A reply the pool built (a local command's, a
         // merge's) is parsed once, from the bytes it was built as.
-        resp_reply(self.dispatch_redis(&req, hint()).answer().await?)
+        let answer = self.dispatch_redis(&req, hint()).answer();
+        resp_reply(tracing::Instrument::instrument(answer, span).await?)
     }
 
     /// Send any memcached request and wait for its reply; `None` for
@@ -87,7 +93,9 @@ impl Pool {
             ))));
         }
         let cmd = req.command();
-        match self.dispatch_memcache(&req, hint()).answer().await? {
+        let span = tracing::debug_span!("call", pool = %self.name(), cmd = cmd.name());
+        let answer = self.dispatch_memcache(&req, hint()).answer();
+        match tracing::Instrument::instrument(answer, span).await? {
             Answer::Frame(Frame::Mc(frame)) => Ok(Some(frame.parse())),
             Answer::Frame(Frame::NoReply) => Ok(None),
             Answer::Frame(other) => Err(unexpected_frame(&other)),

@@ -115,7 +115,7 @@ pub(crate) struct ServerShared {
     pub addr: ServerAddr,
     pub stats: Arc<ServerStats>,
     /// Reply latency of this server (Prometheus).
-    pub latency: prometheus::Histogram,
+    pub latency: metrics::Histogram,
     failures: AtomicU32,
     ejected: AtomicBool,
 }

@@ -75,6 +75,11 @@ impl redis::aio::ConnectionLike for Pool {
 /// A non-atomic pipeline: all sent first (one hint, so one connection slot
 /// per server and per-server order), then awaited in order.
 async fn pipelined(pool: &Pool, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
+    let span = tracing::debug_span!("pipeline", pool = %pool.name(), commands = pipe.len());
+    tracing::Instrument::instrument(pipelined_in(pool, pipe), span).await
+}
+
+async fn pipelined_in(pool: &Pool, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
     let h = hint();
     let futures: Vec<ReplyFuture> = pipe
         .cmd_iter()
@@ -101,6 +106,11 @@ async fn pipelined(pool: &Pool, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
 /// An atomic pipeline as one single-server transaction: what redis-rs
 /// would read for `MULTI`, the commands and `EXEC` on one connection.
 async fn atomic(pool: &Pool, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
+    let span = tracing::debug_span!("transaction", pool = %pool.name(), commands = pipe.len());
+    tracing::Instrument::instrument(atomic_in(pool, pipe), span).await
+}
+
+async fn atomic_in(pool: &Pool, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
     let mut txn = pool.transaction();
     let mut n = 0;
     for cmd in pipe.cmd_iter() {
