@@ -6,8 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked -q
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+# twem-core without its default `metrics` feature (the no-op stand-ins).
+cargo clippy -p twem-core --no-default-features --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked -q
+# The publishable crates package and build from their packaged sources, in
+# dependency order through a local registry (cargo >= 1.90); --allow-dirty so
+# a local run with uncommitted changes checks them too.
+cargo publish --dry-run --workspace --locked --allow-dirty -q
 # The tests/ crate drives the real binary: build it first (same profile).
 cargo build --locked -p twem-server
 cargo test --workspace --locked

@@ -352,7 +352,7 @@ impl Pool {
 
 impl ReplyFuture {
     /// Whether this is a blocking command's reply (see
-    /// [`Pool::send_blocking`]): one that may not come for a long time, or
+    /// `Pool::send_blocking`): one that may not come for a long time, or
     /// ever, which a session whose client has gone must not wait for.
     pub fn is_blocking(&self) -> bool {
         matches!(self.inner, Inner::Blocking(_))
