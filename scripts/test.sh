@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The test command (README): formatting, lints, docs, every test in the
-# workspace, the examples against local servers, and a fuzz smoke pass.
+# The test command (README): formatting, lints (every feature, and twem-core
+# without its defaults), docs, the publish dry-run, every test in the
+# workspace, the examples against local servers, a fuzz smoke pass and the
+# Debian package end to end.
 # Integration tests start their own redis-server / memcached / nutcracker on
 # 127.0.0.1 ephemeral ports, so those must be installed (.ci/run does it).
 set -euo pipefail
@@ -27,3 +29,6 @@ TWEM_TEST_ARGS="--threads 1" cargo test --locked -p twem-tests \
   --test pubsub
 if [ -f scripts/examples.sh ]; then bash scripts/examples.sh; fi
 bash scripts/fuzz-smoke.sh
+# The Debian package: build, install, run as the unit would, reload, stop,
+# remove (as root only: it runs dpkg -i; skipped otherwise).
+bash scripts/package-test.sh
