@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Debian package end to end, as root on a Debian machine: build it
-# (scripts/deb.sh), `dpkg -i`, run the unit's ExecStart line as the unit
-# would (its user, its descriptor limit; no systemd needed) against a test
+# (scripts/deb.sh), check `cargo install --path twem-server`, `dpkg -i`,
+# run the unit's ExecStart line as the unit would (its user, its descriptor
+# limit; no systemd needed) against a test
 # config pointing at a redis-server on a free port, serve a request, rotate
 # the log and reload with SIGHUP (a new pool appears, the log is reopened),
 # stop with SIGTERM (exit 0), then `dpkg -r` and purge. Everything it started
@@ -59,6 +60,12 @@ wait_port() {
 }
 
 deb=$(bash scripts/deb.sh)
+echo "== cargo install --path twem-server"
+# The dist build deb.sh just made is reused (same target dir and profile).
+CARGO_TARGET_DIR=target cargo install -q --locked --path twem-server --profile dist \
+    --root "$tmp/cargo-install"
+"$tmp/cargo-install/bin/twemproxy" -V 2>&1 | grep -q "^This is nutcracker-" \
+    || fail "cargo install did not install a working twemproxy"
 echo "== $deb"
 dpkg-deb --contents "$deb"
 dpkg -i "$deb" >/dev/null
