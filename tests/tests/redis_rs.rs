@@ -234,3 +234,53 @@ fn atomic_pipelines_run_on_one_server_or_not_at_all() {
     assert_eq!(holder(&shards, &k2), None, "nothing applied");
     rt.block_on(pool.close());
 }
+
+/// `MULTI` ... `EXEC` written into a plain pipeline runs as a transaction
+/// between the commands around it, in the pipeline's order.
+#[test]
+fn multi_exec_inside_a_pipeline() {
+    let Setup { shards, rt, pool } = setup();
+    rt.block_on(async {
+        let mut con = pool.clone();
+        let replies: Vec<redis::Value> = redis::pipe()
+            .set("{m}:a", 1)
+            .cmd("MULTI")
+            .incr("{m}:a", 10)
+            .incr("{m}:b", 1)
+            .cmd("EXEC")
+            .get("{m}:a")
+            .query_async(&mut con)
+            .await
+            .expect("pipeline");
+        use redis::Value as V;
+        assert_eq!(
+            replies,
+            vec![
+                V::Okay,
+                V::Okay,
+                V::SimpleString("QUEUED".into()),
+                V::SimpleString("QUEUED".into()),
+                V::Array(vec![V::Int(11), V::Int(1)]),
+                V::BulkString(b"11".to_vec()),
+            ]
+        );
+        // A command refused while queued aborts the transaction.
+        let other = (0..1000)
+            .map(|i| format!("m2:{i}"))
+            .find(|k| shard_of(&pool, k) != shard_of(&pool, "{m}:a"))
+            .expect("a key on the other server");
+        let err = redis::pipe()
+            .cmd("MULTI")
+            .incr("{m}:a", 1)
+            .incr(&other, 1)
+            .cmd("EXEC")
+            .query_async::<Vec<redis::Value>>(&mut con)
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Some("CROSSSLOT"), "{err:?}");
+        let a: i64 = con.get("{m}:a").await.expect("GET");
+        assert_eq!(a, 11, "nothing of the aborted transaction applied");
+        assert_eq!(holder(&shards, &other), None);
+    });
+    rt.block_on(pool.close());
+}

@@ -13,8 +13,8 @@
 //!   order. A command that fails (a refusal, a server down) is an error
 //!   value in its place, as the proxy would answer it, so the rest of the
 //!   pipeline is not lost.
-//! - An atomic pipeline (`redis::pipe().atomic()`): a [`Transaction`] on
-//!   one server. Every command is checked before anything is sent; keys on
+//! - An atomic pipeline (`redis::pipe().atomic()`, or `MULTI` ... `EXEC`
+//!   written into a pipeline): a [`Transaction`] on one server. Every command is checked before anything is sent; keys on
 //!   two servers refuse the whole pipeline with `CROSSSLOT` and nothing is
 //!   applied.
 //!
@@ -27,7 +27,6 @@
 //! # Ok(()) }
 //! ```
 //!
-//! [`Transaction`]: super::Transaction
 
 use bytes::{Bytes, BytesMut};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
@@ -35,7 +34,7 @@ use tokio_util::codec::Decoder;
 use twem_proto::resp::{self, Reply};
 
 use super::client::{hint, resp_reply};
-use super::{CallError, Pool, ReplyFuture};
+use super::{CallError, Pool, ReplyFuture, Transaction};
 
 impl redis::aio::ConnectionLike for Pool {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
@@ -81,18 +80,79 @@ async fn pipelined(pool: &Pool, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
 
 async fn pipelined_in(pool: &Pool, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
     let h = hint();
-    let futures: Vec<ReplyFuture> = pipe
-        .cmd_iter()
-        .map(|cmd| match request_of(cmd) {
-            Ok(req) => pool.dispatch_redis(&req, h),
-            Err(e) => ReplyFuture::ready(Err(CallError::Request(super::RequestError::new(
-                "ERR",
-                e.to_string(),
-            )))),
-        })
-        .collect();
-    let mut values = Vec::with_capacity(futures.len());
-    for f in futures {
+    // A `MULTI` ... `EXEC` written into a non-atomic pipeline by hand runs
+    // as a transaction too; its commands are checked as they are queued.
+    let mut txn: Option<(Transaction, bool)> = None;
+    let mut futures = Vec::with_capacity(pipe.len());
+    let mut values = Vec::with_capacity(pipe.len());
+    for cmd in pipe.cmd_iter() {
+        let req = match request_of(cmd) {
+            Ok(req) => req,
+            Err(e) => {
+                futures.push(ReplyFuture::ready(Err(CallError::Request(
+                    super::RequestError::new("ERR", e.to_string()),
+                ))));
+                continue;
+            }
+        };
+        let name = req.name();
+        let future = match txn.take() {
+            None if name.eq_ignore_ascii_case(b"MULTI") => {
+                txn = Some((pool.transaction(), false));
+                ReplyFuture::ready(Ok(Bytes::from_static(b"+OK\r\n")))
+            }
+            None => pool.dispatch_redis(&req, h),
+            Some((t, failed)) if name.eq_ignore_ascii_case(b"EXEC") => {
+                if failed {
+                    t.abort();
+                    ReplyFuture::ready(Ok(Bytes::from_static(
+                        b"-EXECABORT Transaction discarded because of previous errors.\r\n",
+                    )))
+                } else {
+                    // The transaction runs on a connection of its own: the
+                    // commands before it are answered first, and it is
+                    // answered before the ones after it are sent, so the
+                    // pipeline's order holds across the two connections.
+                    flush(&mut futures, &mut values).await?;
+                    futures.push(t.exec_in(None));
+                    flush(&mut futures, &mut values).await?;
+                    continue;
+                }
+            }
+            Some((t, _)) if name.eq_ignore_ascii_case(b"DISCARD") => {
+                t.abort();
+                ReplyFuture::ready(Ok(Bytes::from_static(b"+OK\r\n")))
+            }
+            Some((t, failed)) if name.eq_ignore_ascii_case(b"MULTI") => {
+                txn = Some((t, failed));
+                ReplyFuture::ready(Ok(Bytes::from_static(
+                    b"-ERR MULTI calls can not be nested\r\n",
+                )))
+            }
+            Some((mut t, failed)) => {
+                let queued = t.queue(&req);
+                // As Redis: a refused command is its error now and aborts
+                // the transaction at EXEC.
+                txn = Some((t, failed || queued.is_err()));
+                match queued {
+                    Ok(()) => ReplyFuture::ready(Ok(Bytes::from_static(b"+QUEUED\r\n"))),
+                    Err(e) => ReplyFuture::ready(Err(e)),
+                }
+            }
+        };
+        futures.push(future);
+    }
+    // A MULTI never closed: nothing of it was sent; give the connection back.
+    if let Some((t, _)) = txn {
+        t.abort();
+    }
+    flush(&mut futures, &mut values).await?;
+    Ok(values)
+}
+
+/// Await `futures` in order into `values`.
+async fn flush(futures: &mut Vec<ReplyFuture>, values: &mut Vec<Value>) -> RedisResult<()> {
+    for f in futures.drain(..) {
         let value = match f.answer().await.and_then(resp_reply) {
             Ok(reply) => value_of(reply)?,
             // The proxy's answer for this command alone.
@@ -100,7 +160,7 @@ async fn pipelined_in(pool: &Pool, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
         };
         values.push(value);
     }
-    Ok(values)
+    Ok(())
 }
 
 /// An atomic pipeline as one single-server transaction: what redis-rs
