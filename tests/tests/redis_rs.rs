@@ -284,3 +284,37 @@ fn multi_exec_inside_a_pipeline() {
     });
     rt.block_on(pool.close());
 }
+
+/// A server down: a command fails as a lost connection does in redis-rs (an
+/// I/O error); in a pipeline, the proxy's error reply in its place.
+#[test]
+fn a_server_down_is_an_io_error() {
+    let rt = runtime();
+    rt.block_on(async {
+        // Nothing listens on port 1.
+        let mut con = Pool::builder("down")
+            .redis()
+            .server("127.0.0.1:1:1")
+            .build()
+            .expect("pool");
+        let err = con
+            .get::<_, Option<String>>("k")
+            .await
+            .expect_err("refused");
+        assert!(err.is_io_error(), "{err:?}");
+        let replies: Vec<redis::Value> = redis::pipe()
+            .ignore_errors()
+            .get("k")
+            .cmd("PING")
+            .query_async(&mut con)
+            .await
+            .expect("errors kept as values");
+        match &replies[..] {
+            [redis::Value::ServerError(e), redis::Value::SimpleString(pong)] => {
+                assert_eq!(e.details(), Some("Connection refused"), "{e:?}");
+                assert_eq!(pong, "PONG");
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}

@@ -14,9 +14,10 @@
 //!   value in its place, as the proxy would answer it, so the rest of the
 //!   pipeline is not lost.
 //! - An atomic pipeline (`redis::pipe().atomic()`, or `MULTI` ... `EXEC`
-//!   written into a pipeline): a [`Transaction`] on one server. Every command is checked before anything is sent; keys on
-//!   two servers refuse the whole pipeline with `CROSSSLOT` and nothing is
-//!   applied.
+//!   written into a pipeline): a [`Transaction`] on one server. Every
+//!   command is checked before anything is sent; keys on two servers refuse
+//!   the whole pipeline with `CROSSSLOT` and nothing is applied.
+//! - Not through this trait: pub/sub (use [`Pool::subscribe`]).
 //!
 //! ```no_run
 //! # async fn demo(pool: twem_core::Pool) -> redis::RedisResult<()> {
@@ -26,7 +27,6 @@
 //! let name: String = con.get("user:1").await?;
 //! # Ok(()) }
 //! ```
-//!
 
 use bytes::{Bytes, BytesMut};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
