@@ -145,7 +145,7 @@ prlimit --nofile="$nofile:$nofile" \
 proxy_pid=$!
 pids+=("$proxy_pid")
 wait_port "$proxy_port" || { cat "$log" >&2 || true; fail "twemproxy did not start"; }
-[ "$(ps -o user= -p "$proxy_pid")" = twemproxy ] || fail "not running as twemproxy"
+[ "$(stat -c %U "/proc/$proxy_pid")" = twemproxy ] || fail "not running as twemproxy"
 grep -q "^Max open files *$nofile" "/proc/$proxy_pid/limits" || fail "LimitNOFILE not applied"
 
 [ "$(redis-cli -p "$proxy_port" set pkg:k v1)" = OK ] || fail "SET through the proxy"
