@@ -11,6 +11,7 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 # twem-core without its default `metrics` feature (the no-op stand-ins).
 cargo clippy -p twem-core --no-default-features --locked -- -D warnings
+cargo test -p twem-core --no-default-features --lib --locked -q
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked -q
 # The publishable crates package and build from their packaged sources, in
 # dependency order through a local registry (cargo >= 1.90); --allow-dirty so
