@@ -91,6 +91,28 @@ run codec
 run embedded_redis "${redis[@]}"
 run embedded_memcache "${mc[@]}"
 
+echo "== embedded_redis_rs (through twemproxy, then on the Pool)"
+cargo build -q -p twem-server
+free_port
+rr_port=$port
+free_port
+rr_stats=$port
+{
+    printf 'rr:\n  listen: 127.0.0.1:%s\n  redis: true\n  hash: murmur\n  hash_tag: "{}"\n  servers:\n' "$rr_port"
+    for a in "${redis[@]}"; do printf '   - %s:1\n' "$a"; done
+} >"$tmp/rr.yml"
+target/debug/twemproxy -c "$tmp/rr.yml" -s "$rr_stats" >"$tmp/rr.log" 2>&1 &
+rr_pid=$!
+pids+=("$rr_pid")
+if wait_port "$rr_port"; then
+    run embedded_redis_rs "127.0.0.1:$rr_port" "${redis[@]}"
+else
+    cat "$tmp/rr.log" >&2
+    failed=1
+fi
+kill "$rr_pid" 2>/dev/null || true
+wait "$rr_pid" 2>/dev/null || true
+
 echo "== mini_proxy"
 free_port
 proxy_port=$port

@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# The test command (README): formatting, lints, docs, every test in the
-# workspace, the examples against local servers, and a fuzz smoke pass.
+# The test command (README): formatting, lints (every feature, and twem-core
+# without its defaults), docs, the publish dry-run, every test in the
+# workspace, the examples against local servers, a fuzz smoke pass and the
+# Debian package end to end.
 # Integration tests start their own redis-server / memcached / nutcracker on
 # 127.0.0.1 ephemeral ports, so those must be installed (.ci/run does it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked -q
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+# twem-core without its default `metrics` feature (the no-op stand-ins).
+cargo clippy -p twem-core --no-default-features --locked -- -D warnings
+cargo test -p twem-core --no-default-features --lib --locked -q
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked -q
+# The publishable crates package and build from their packaged sources, in
+# dependency order through a local registry (cargo >= 1.90); --allow-dirty so
+# a local run with uncommitted changes checks them too.
+cargo publish --dry-run --workspace --locked --allow-dirty -q
 # The tests/ crate drives the real binary: build it first (same profile).
 cargo build --locked -p twem-server
 cargo test --workspace --locked
@@ -21,3 +30,6 @@ TWEM_TEST_ARGS="--threads 1" cargo test --locked -p twem-tests \
   --test pubsub --test dedicated --test fanout
 if [ -f scripts/examples.sh ]; then bash scripts/examples.sh; fi
 bash scripts/fuzz-smoke.sh
+# The Debian package: build, install, run as the unit would, reload, stop,
+# remove (as root only: it runs dpkg -i; skipped otherwise).
+bash scripts/package-test.sh

@@ -15,8 +15,8 @@
 //! - [`Codec`]: the request codec of either protocol; [`codec`] re-exports the
 //!   RESP and memcached codecs of `twem-proto`.
 //!
-//! Add it with `twem-core = { path = "twem-core" }` (in this workspace) and
-//! a tokio runtime.
+//! Add it with `twem-core = "0.1"` (or `{ path = "twem-core" }` in this
+//! workspace) and a tokio runtime.
 //!
 //! ## Where does a key live?
 //!
@@ -71,6 +71,16 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! ## Features
+//!
+//! - `metrics` (default): latency histograms and per-class counters in a
+//!   process-wide prometheus registry ([`pool::metrics::registry`]). Turn
+//!   it off (`default-features = false`) to link no prometheus.
+//! - `redis-rs`: [`Pool`] implements `redis::aio::ConnectionLike` (redis
+//!   1.x), so redis-rs code runs unchanged on the embedded pool; see
+//!   `pool::redis_rs`. Needs Rust 1.88 (redis's own minimum).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 // A panic in a connection task goes unseen (tokio keeps the process up):
 // outside tests, failures are values.

@@ -23,7 +23,7 @@ use crate::ring::Distribution;
 /// between them, so spreading them over `server_connections` is free.
 static NEXT_CALL: AtomicUsize = AtomicUsize::new(0);
 
-fn hint() -> usize {
+pub(crate) fn hint() -> usize {
     NEXT_CALL.fetch_add(1, Relaxed)
 }
 
@@ -71,14 +71,16 @@ impl Pool {
                 self.name()
             ))));
         }
+        // Debug level: free at the default level (fields are only
+        // formatted when the span is enabled); an embedder who turns it on
+        // sees each call, its pool and command, around the backend spans.
+        let span = tracing::debug_span!("call", pool = %self.name(),
+            cmd = %String::from_utf8_lossy(req.name()));
         // A server's reply comes decoded by its connection: only its tree
         // is built here. A reply the pool built (a local command's, a
         // merge's) is parsed once, from the bytes it was built as.
-        match self.dispatch_redis(&req, hint()).answer().await? {
-            Answer::Frame(Frame::Resp(frame)) => Ok(frame.parse()),
-            Answer::Frame(other) => Err(unexpected_frame(&other)),
-            Answer::Built(chunks) => parse_built_resp(chunks.into_bytes()),
-        }
+        let answer = self.dispatch_redis(&req, hint()).answer();
+        resp_reply(tracing::Instrument::instrument(answer, span).await?)
     }
 
     /// Send any memcached request and wait for its reply; `None` for
@@ -91,7 +93,9 @@ impl Pool {
             ))));
         }
         let cmd = req.command();
-        match self.dispatch_memcache(&req, hint()).answer().await? {
+        let span = tracing::debug_span!("call", pool = %self.name(), cmd = cmd.name());
+        let answer = self.dispatch_memcache(&req, hint()).answer();
+        match tracing::Instrument::instrument(answer, span).await? {
             Answer::Frame(Frame::Mc(frame)) => Ok(Some(frame.parse())),
             Answer::Frame(Frame::NoReply) => Ok(None),
             Answer::Frame(other) => Err(unexpected_frame(&other)),
@@ -118,6 +122,15 @@ impl Pool {
     /// Typed memcached commands on this pool.
     pub fn memcache(&self) -> MemcacheClient {
         MemcacheClient { pool: self.clone() }
+    }
+}
+
+/// A Redis answer as the caller's [`resp::Reply`].
+pub(crate) fn resp_reply(answer: Answer) -> Result<resp::Reply, CallError> {
+    match answer {
+        Answer::Frame(Frame::Resp(frame)) => Ok(frame.parse()),
+        Answer::Frame(other) => Err(unexpected_frame(&other)),
+        Answer::Built(chunks) => parse_built_resp(chunks.into_bytes()),
     }
 }
 

@@ -376,6 +376,13 @@ pub enum PoolError {
     /// The config has this many pools and none was named.
     #[error("the config has {0} pools; name the one to start")]
     PoolNotNamed(usize),
+    /// The pool was started outside a tokio runtime: its connection tasks
+    /// need one (start it inside `Runtime::block_on` or an async `main`).
+    #[error("pool \"{pool}\": must be started inside a tokio runtime")]
+    NoRuntime {
+        /// The pool's name.
+        pool: String,
+    },
     /// A pool built in code is incomplete or inconsistent.
     #[error("pool \"{pool}\": {}", .problems.join("; "))]
     Invalid {

@@ -7,12 +7,19 @@
 //! process-wide [`registry`]; the proxy's `/metrics` endpoint encodes it
 //! beside the stats-JSON counters, and an embedder can register it in its
 //! own exporter.
+//!
+//! Without the default feature `metrics` nothing is registered or recorded:
+//! [`Histogram`], [`LocalHistogram`] and [`IntCounter`] are then no-op
+//! stand-ins with the same methods, so an embedder with its own metrics
+//! stack links no `prometheus` and owns no process-global registry.
 
+#[cfg(feature = "metrics")]
 use std::sync::OnceLock;
 
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-};
+#[cfg(feature = "metrics")]
+pub use prometheus::{local::LocalHistogram, Histogram, IntCounter};
+#[cfg(feature = "metrics")]
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use twem_proto::command::Class;
 use twem_proto::memcache as mc;
@@ -25,6 +32,7 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// The process-wide metric families.
+#[cfg(feature = "metrics")]
 #[derive(Debug)]
 pub struct Metrics {
     /// `twem_pool_request_duration_seconds{pool}`: from a request decoded to
@@ -37,10 +45,12 @@ pub struct Metrics {
     pub requests: IntCounterVec,
 }
 
+#[cfg(feature = "metrics")]
 static METRICS: OnceLock<(Registry, Metrics)> = OnceLock::new();
 
 // The options are constants: they either always build or never do, and the
 // unit tests build them, so `expect` here cannot fire in a released binary.
+#[cfg(feature = "metrics")]
 #[allow(clippy::expect_used)]
 fn init() -> &'static (Registry, Metrics) {
     METRICS.get_or_init(|| {
@@ -84,11 +94,13 @@ fn init() -> &'static (Registry, Metrics) {
 }
 
 /// The registry holding twem's histograms and class counters.
+#[cfg(feature = "metrics")]
 pub fn registry() -> &'static Registry {
     &init().0
 }
 
 /// The metric families.
+#[cfg(feature = "metrics")]
 pub fn metrics() -> &'static Metrics {
     &init().1
 }
@@ -141,6 +153,14 @@ pub fn memcache_class_index(cmd: mc::Command) -> usize {
     cmd as usize
 }
 
+fn class_names(redis: bool) -> Vec<&'static str> {
+    if redis {
+        REDIS_CLASSES.to_vec()
+    } else {
+        mc::Command::ALL.iter().map(|c| c.name()).collect()
+    }
+}
+
 /// One pool's labelled children, taken once at start.
 #[derive(Debug, Clone)]
 pub struct PoolMetrics {
@@ -153,19 +173,25 @@ pub struct PoolMetrics {
 
 impl PoolMetrics {
     /// The children for pool `name` speaking Redis (`redis`) or memcached.
+    #[cfg(feature = "metrics")]
     pub fn new(name: &str, redis: bool) -> PoolMetrics {
         let m = metrics();
-        let names: Vec<&str> = if redis {
-            REDIS_CLASSES.to_vec()
-        } else {
-            mc::Command::ALL.iter().map(|c| c.name()).collect()
-        };
         PoolMetrics {
             latency: m.pool_latency.with_label_values(&[name]),
-            classes: names
+            classes: class_names(redis)
                 .iter()
                 .map(|c| m.requests.with_label_values(&[name, c]))
                 .collect(),
+        }
+    }
+
+    /// The children for pool `name`, recording nothing (feature `metrics`
+    /// is off).
+    #[cfg(not(feature = "metrics"))]
+    pub fn new(_name: &str, redis: bool) -> PoolMetrics {
+        PoolMetrics {
+            latency: Histogram,
+            classes: vec![IntCounter; class_names(redis).len()],
         }
     }
 
@@ -178,11 +204,65 @@ impl PoolMetrics {
 }
 
 /// The latency histogram of server `server` in pool `pool`.
+#[cfg(feature = "metrics")]
 pub fn server_latency(pool: &str, server: &str) -> Histogram {
     metrics().server_latency.with_label_values(&[pool, server])
 }
 
-#[cfg(test)]
+/// The latency histogram of server `server` in pool `pool` (recording
+/// nothing: feature `metrics` is off).
+#[cfg(not(feature = "metrics"))]
+pub fn server_latency(_pool: &str, _server: &str) -> Histogram {
+    Histogram
+}
+
+/// A histogram that records nothing (feature `metrics` is off).
+#[cfg(not(feature = "metrics"))]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Histogram;
+
+#[cfg(not(feature = "metrics"))]
+impl Histogram {
+    /// Records nothing.
+    pub fn observe(&self, _v: f64) {}
+
+    /// A thread-local view, recording nothing.
+    pub fn local(&self) -> LocalHistogram {
+        LocalHistogram
+    }
+}
+
+/// A thread-local histogram that records nothing (feature `metrics` is off).
+#[cfg(not(feature = "metrics"))]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalHistogram;
+
+#[cfg(not(feature = "metrics"))]
+impl LocalHistogram {
+    /// Records nothing.
+    pub fn observe(&self, _v: f64) {}
+
+    /// Nothing to flush.
+    pub fn flush(&self) {}
+}
+
+/// A counter that counts nothing (feature `metrics` is off).
+#[cfg(not(feature = "metrics"))]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IntCounter;
+
+#[cfg(not(feature = "metrics"))]
+impl IntCounter {
+    /// Counts nothing.
+    pub fn inc(&self) {}
+
+    /// Always 0.
+    pub fn get(&self) -> u64 {
+        0
+    }
+}
+
+#[cfg(all(test, feature = "metrics"))]
 mod tests {
     use super::*;
 

@@ -22,6 +22,9 @@ pub mod mcstats;
 mod merge;
 pub mod metrics;
 mod pin;
+#[cfg(feature = "redis-rs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-rs")))]
+pub mod redis_rs;
 pub mod route;
 pub mod scan;
 pub mod stats;
@@ -115,7 +118,7 @@ pub(crate) struct ServerShared {
     pub addr: ServerAddr,
     pub stats: Arc<ServerStats>,
     /// Reply latency of this server (Prometheus).
-    pub latency: prometheus::Histogram,
+    pub latency: metrics::Histogram,
     failures: AtomicU32,
     ejected: AtomicBool,
 }
@@ -314,7 +317,8 @@ pub struct Pool {
 impl Pool {
     /// Start a pool from its validated configuration.
     ///
-    /// Must be called from within a tokio runtime.
+    /// Must be called from within a tokio runtime
+    /// ([`PoolError::NoRuntime`] otherwise).
     pub fn new(config: PoolConfig) -> Result<Pool, PoolError> {
         Pool::replacing(config, None)
     }
@@ -326,6 +330,14 @@ impl Pool {
     ///
     /// Must be called from within a tokio runtime.
     pub fn replacing(config: PoolConfig, prev: Option<&Pool>) -> Result<Pool, PoolError> {
+        // Connection tasks are spawned on the caller's runtime (the
+        // worker's own, in the proxy): without one the first call would
+        // panic far from the mistake, so refuse here.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(PoolError::NoRuntime {
+                pool: config.name.clone(),
+            });
+        }
         // INFO's uptime counts from the first pool, the proxy's start.
         info::process_started();
         let base_ring = config.ring().map_err(|source| PoolError::Ring {
@@ -1183,6 +1195,20 @@ mod tests {
     fn reply_future_stays_small() {
         assert!(std::mem::size_of::<ReplyFuture>() <= 40);
         assert!(std::mem::size_of::<CallError>() <= 40);
+    }
+
+    // Outside a runtime the pool could not spawn its connection tasks:
+    // an error naming the pool, not a panic at the first call.
+    #[test]
+    fn new_outside_a_runtime_is_an_error() {
+        let built = Pool::builder("lonely")
+            .redis()
+            .server("127.0.0.1:6379:1")
+            .build();
+        assert!(
+            matches!(&built, Err(PoolError::NoRuntime { pool }) if pool == "lonely"),
+            "{built:?}"
+        );
     }
 
     // No reply is said, not implied by empty bytes: the embedding API

@@ -191,7 +191,7 @@ pub struct Session<F: Frontend, R, W> {
     /// name). Observed into this session-local copy and flushed when replies
     /// complete: one atomic update per bucket hit per batch instead of
     /// several per reply.
-    latency: prometheus::local::LocalHistogram,
+    latency: crate::pool::metrics::LocalHistogram,
 }
 
 impl<F, R, W> Session<F, R, W>

@@ -619,7 +619,7 @@ struct Connection<'a, R, W> {
     /// Server latency, observed into this connection's own copy of the
     /// histogram and flushed once per read: one atomic update per bucket hit
     /// per read, not four per reply.
-    latency: prometheus::local::LocalHistogram,
+    latency: crate::pool::metrics::LocalHistogram,
 }
 
 /// Why a connection was dropped, for the log and the requests on it.
