@@ -39,6 +39,10 @@ pub enum BackendErrorKind {
     Backlogged,
     /// No server of the pool is live: every one is ejected.
     AllEjected,
+    /// The TLS handshake with the server failed: its certificate was not
+    /// accepted (expired, another name, an unknown CA) or it refused ours.
+    /// The proxy's log line has rustls's own words.
+    Tls,
 }
 
 impl BackendErrorKind {
@@ -56,6 +60,9 @@ impl BackendErrorKind {
             BackendErrorKind::ProxyFdLimit => "too many open files in proxy",
             BackendErrorKind::Backlogged => "too many request bytes queued for the server",
             BackendErrorKind::AllEjected => "every server of the pool is ejected",
+            BackendErrorKind::Tls => {
+                "TLS handshake with the server failed (certificate or protocol; see the proxy log)"
+            }
         }
     }
 
@@ -112,7 +119,9 @@ impl BackendError {
     /// happened and (when one was chosen) to which server, so that a local
     /// problem never reads as `unknown` or `Connection refused`.
     pub fn reply_words(&self) -> String {
-        if self.kind.is_local() && !self.server.is_empty() {
+        // A TLS failure names the server too: nutcracker has no words for
+        // it, and the operator needs to know which certificate to look at.
+        if (self.kind.is_local() || self.kind == BackendErrorKind::Tls) && !self.server.is_empty() {
             format!("{} (server {})", self.kind.words(), self.server)
         } else {
             self.kind.words().to_string()

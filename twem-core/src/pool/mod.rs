@@ -144,6 +144,8 @@ pub(crate) struct PoolShared {
     /// When a local failure (out of descriptors) was last logged, seconds
     /// since the epoch: such lines are rate-limited to one a second.
     last_local_log: AtomicU64,
+    /// TLS material read from the `tls_*` files when the pool was built.
+    pub tls: crate::tls::PoolTls,
 }
 
 impl PoolShared {
@@ -332,6 +334,8 @@ impl Pool {
             pool: config.name.clone(),
             source,
         })?;
+        // Read on every build, so that a reload picks up rotated files.
+        let tls = crate::tls::load(&config)?;
         let servers: Vec<ServerShared> = base_ring
             .servers()
             .iter()
@@ -400,6 +404,7 @@ impl Pool {
             handshake,
             version: Mutex::new(None),
             last_local_log: AtomicU64::new(0),
+            tls,
             config,
         });
         // A slot costs a pointer until a request picks it: its channel and
@@ -442,6 +447,13 @@ impl Pool {
     /// The pool's configuration.
     pub fn config(&self) -> &PoolConfig {
         &self.inner.shared.config
+    }
+
+    /// The TLS acceptor for this pool's clients (`tls_cert`), read from
+    /// its files when the pool was built: a reload that rebuilds the pool
+    /// serves new clients the rotated certificate.
+    pub fn tls_acceptor(&self) -> Option<&tokio_rustls::TlsAcceptor> {
+        self.inner.shared.tls.acceptor()
     }
 
     /// The pool's name.
