@@ -93,11 +93,12 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
 /// Build the pool's TLS material from its files.
 pub fn load(config: &PoolConfig) -> Result<PoolTls, ConfigError> {
     let mut problems = Vec::new();
+    // Every message starts with the key, then names the file.
     let mut report = |key: &str, message: String| {
         problems.push(Problem {
             pool: Some(config.name.clone()),
             key: Some(key.to_owned()),
-            message,
+            message: format!("{key} {message}"),
             line: None,
         })
     };
@@ -140,9 +141,9 @@ pub fn load(config: &PoolConfig) -> Result<PoolTls, ConfigError> {
                 Err(e) => report(
                     "tls_key",
                     format!(
-                        "tls_cert {} with tls_key {}: {e}",
-                        cert.display(),
-                        key.display()
+                        "{} does not go with tls_cert {}: {e}",
+                        key.display(),
+                        cert.display()
                     ),
                 ),
             }
@@ -167,7 +168,7 @@ pub fn load(config: &PoolConfig) -> Result<PoolTls, ConfigError> {
         let server_name = match &tls.server_name {
             Some(name) => ServerName::try_from(name.clone())
                 .map(Some)
-                .map_err(|e| report("tls_server_name", format!("tls_server_name {name:?}: {e}"))),
+                .map_err(|e| report("tls_server_name", format!("{name:?}: {e}"))),
             None => Ok(None),
         };
         if let (Ok(root_store), Ok(client_auth), Ok(server_name)) =
@@ -196,7 +197,7 @@ pub fn load(config: &PoolConfig) -> Result<PoolTls, ConfigError> {
                         server_name,
                     })
                 }
-                Err(e) => report("tls_servers", format!("the TLS client settings: {e}")),
+                Err(e) => report("tls_servers", format!("(TLS client settings): {e}")),
             }
         }
     }
@@ -254,7 +255,7 @@ fn system_roots() -> Result<RootCertStore, String> {
     let (added, _) = store.add_parsable_certificates(found.certs);
     if added == 0 {
         return Err(
-            "tls_servers without tls_ca uses the system's CA certificates, and none was found; set tls_ca"
+            "without tls_ca uses the system's CA certificates, and none was found; set tls_ca"
                 .to_owned(),
         );
     }

@@ -84,6 +84,10 @@ impl BackendErrorKind {
         if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
             return BackendErrorKind::ProxyFdLimit;
         }
+        // tokio-rustls wraps rustls's errors (alerts, certificate checks).
+        if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+            return BackendErrorKind::Tls;
+        }
         match e.kind() {
             io::ErrorKind::ConnectionRefused => BackendErrorKind::ConnectionRefused,
             io::ErrorKind::TimedOut => BackendErrorKind::TimedOut,

@@ -947,7 +947,15 @@ where
                 }
                 Event::Read(Err(e)) | Event::Written(Err(e)) => {
                     stats.server_err.fetch_add(1, Relaxed);
-                    break BackendErrorKind::from_io(&e).into();
+                    let kind = BackendErrorKind::from_io(&e);
+                    if kind == BackendErrorKind::Tls {
+                        // TLS 1.3: a server that refuses our certificate (or
+                        // lack of one) says so after the handshake, at the
+                        // first read; the alert's words go to the log.
+                        tracing::warn!(pool = %self.shared.config.name, server = %self.shared.servers[self.idx].name,
+                            error = %e, "TLS failure on the connection to the server");
+                    }
+                    break kind.into();
                 }
                 Event::Msg(Some(Msg::Req(r))) => {
                     self.take_batch(r, Instant::now(), 1 + BATCH, rx);

@@ -1,0 +1,453 @@
+//! TLS on both sides of a pool (issue #19), against a real `redis-server`
+//! built with TLS (`--tls-port`), through `redis-cli --tls` and redis-py.
+//! Certificates are made at test time with rcgen; no key is committed.
+//!
+//! `cargo build -p twem-server && cargo test -p twem-tests --test tls`
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+};
+use twem_tests::{free_port, twemproxy_bin, wait_for_port, Proc, ProxyProc, TempDir};
+
+/// A test CA.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().expect("CA key");
+        Ca {
+            issuer: CertifiedIssuer::self_signed(p, key).expect("CA certificate"),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A leaf certificate for 127.0.0.1 and localhost; `expired`: valid
+    /// only in 2000. Returns (certificate PEM, key PEM).
+    fn leaf(&self, cn: &str, expired: bool) -> (String, String) {
+        let mut p = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("leaf params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        if expired {
+            p.not_before = date_time_ymd(2000, 1, 1);
+            p.not_after = date_time_ymd(2000, 12, 31);
+        }
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = p.signed_by(&key, &*self.issuer).expect("sign leaf");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// Write `text` to `dir/name`; its path.
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write pem");
+    p
+}
+
+/// PEM files of a CA and one leaf it signed, in `dir` under `tag`.
+struct Files {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn files(dir: &Path, tag: &str, ca: &Ca, expired: bool) -> Files {
+    let (cert, key) = ca.leaf(tag, expired);
+    Files {
+        ca: write(dir, &format!("{tag}-ca.pem"), &ca.pem()),
+        cert: write(dir, &format!("{tag}.pem"), &cert),
+        key: write(dir, &format!("{tag}.key"), &key),
+    }
+}
+
+/// `redis-server` with TLS only (`--port 0`), requiring client
+/// certificates signed by `client_ca` when given.
+fn tls_redis(dir: &TempDir, server: &Files, client_ca: Option<&Path>) -> (Proc, u16) {
+    let port = free_port();
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--dir", &dir.path().display().to_string()])
+        .arg("--tls-cert-file")
+        .arg(&server.cert)
+        .arg("--tls-key-file")
+        .arg(&server.key)
+        .arg("--tls-ca-cert-file")
+        .arg(client_ca.unwrap_or(&server.ca))
+        .args([
+            "--tls-auth-clients",
+            if client_ca.is_some() { "yes" } else { "no" },
+        ])
+        .stdout(Stdio::null());
+    let proc = Proc::spawn("redis-server --tls-port", &mut cmd);
+    wait_for_port(port, Duration::from_secs(10));
+    (proc, port)
+}
+
+/// `redis-cli` on `port` running `args`; `tls`: (CA file, client
+/// certificate and key).
+fn cli(port: u16, tls: Option<(&Path, Option<(&Path, &Path)>)>, args: &[&str]) -> Output {
+    let mut cmd = Command::new("redis-cli");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some((ca, client)) = tls {
+        cmd.arg("--tls").arg("--cacert").arg(ca);
+        if let Some((c, k)) = client {
+            cmd.arg("--cert").arg(c).arg("--key").arg(k);
+        }
+    }
+    cmd.args(args).stdin(Stdio::null());
+    cmd.output().expect("run redis-cli")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Wait (10 s at most) until the proxy's log has `needle`.
+fn log_has(proxy: &ProxyProc, needle: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if proxy.log().contains(needle) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// The Python of the clients venv (`scripts/setup-clients.sh`):
+/// `$TWEM_CLIENTS_VENV`, else `target/clients-venv` of this checkout.
+fn python() -> Option<PathBuf> {
+    let venv = std::env::var_os("TWEM_CLIENTS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/clients-venv"));
+    let py = venv.join("bin/python");
+    py.exists().then_some(py)
+}
+
+// TLS towards clients and towards a redis-server that wants a client
+// certificate: redis-cli --tls and redis-py through the TLS listener, a
+// plain pool on the same TLS backend beside it, and a pool without the
+// client certificate refused by the server with an -ERR naming TLS.
+#[test]
+fn tls_both_sides_with_redis_cli_and_redis_py() {
+    let dir = TempDir::new("tls");
+    let ca = Ca::new("twem test CA");
+    let server = files(dir.path(), "redis", &ca, false);
+    let proxy_files = files(dir.path(), "proxy", &ca, false);
+    let twem_client = files(dir.path(), "twem-client", &ca, false);
+    let (_redis, rport) = tls_redis(&dir, &server, Some(&server.ca));
+    let (tls_port, plain_port, nocert_port) = (free_port(), free_port(), free_port());
+    let backend = format!(
+        "  redis: true\n  timeout: 2000\n  tls_servers: true\n  tls_ca: {}\n  servers:\n   - 127.0.0.1:{rport}:1\n",
+        p(&server.ca)
+    );
+    let client_cert = format!(
+        "  tls_client_cert: {}\n  tls_client_key: {}\n",
+        p(&twem_client.cert),
+        p(&twem_client.key)
+    );
+    let yaml = format!(
+        "tls:\n  listen: 127.0.0.1:{tls_port}\n  tls_cert: {}\n  tls_key: {}\n{client_cert}{backend}\
+         plain:\n  listen: 127.0.0.1:{plain_port}\n{client_cert}{backend}\
+         nocert:\n  listen: 127.0.0.1:{nocert_port}\n{backend}",
+        p(&proxy_files.cert),
+        p(&proxy_files.key),
+    );
+    let _proxy = ProxyProc::twem(&yaml, tls_port, &[]);
+
+    let ca_only = Some((proxy_files.ca.as_path(), None));
+    let o = cli(tls_port, ca_only, &["SET", "tls:k", "v1"]);
+    assert_eq!(text(&o).trim(), "OK", "SET over TLS: {}", text(&o));
+    let o = cli(tls_port, ca_only, &["GET", "tls:k"]);
+    assert_eq!(text(&o).trim(), "v1", "GET over TLS: {}", text(&o));
+    // The plain pool beside it reaches the same TLS server.
+    let o = cli(plain_port, None, &["GET", "tls:k"]);
+    assert_eq!(text(&o).trim(), "v1", "plain pool: {}", text(&o));
+    // A plain client on the TLS port gets no reply.
+    let o = cli(tls_port, None, &["PING"]);
+    assert!(!text(&o).contains("PONG"), "{}", text(&o));
+    // The server wants a client certificate: the pool without one is
+    // refused, and says so.
+    let o = cli(nocert_port, None, &["GET", "tls:k"]);
+    let out = text(&o);
+    assert!(
+        out.contains("TLS") && out.contains(&format!("127.0.0.1:{rport}")),
+        "no TLS error naming the server: {out}"
+    );
+
+    // A pipeline of many large values: the write side never leaves bytes
+    // in the TLS buffer (the reply to the last one must arrive).
+    let big = "x".repeat(120_000);
+    let o = cli(tls_port, ca_only, &["SET", "tls:big", &big]);
+    assert_eq!(text(&o).trim(), "OK");
+    let o = cli(tls_port, ca_only, &["GET", "tls:big"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim().len(), big.len());
+
+    match python() {
+        None => eprintln!("no clients venv: redis-py part skipped (scripts/setup-clients.sh)"),
+        Some(py) => {
+            let script = format!(
+                "import redis\n\
+                 r = redis.Redis(host='127.0.0.1', port={tls_port}, ssl=True, ssl_ca_certs='{}')\n\
+                 for i in range(200):\n\
+                 \x20   assert r.set(f'py:{{i}}', i)\n\
+                 \x20   assert r.get(f'py:{{i}}') == str(i).encode()\n\
+                 assert r.mget([f'py:{{i}}' for i in range(200)])[199] == b'199'\n\
+                 print('ok')\n",
+                p(&proxy_files.ca)
+            );
+            let o = Command::new(py)
+                .arg("-c")
+                .arg(script)
+                .output()
+                .expect("python");
+            assert_eq!(text(&o).trim(), "ok", "redis-py over TLS: {}", text(&o));
+        }
+    }
+}
+
+// tls_client_ca: a client certificate from that CA is accepted; none, or
+// one from another CA, is refused, and the log says why.
+#[test]
+fn mutual_tls_clients_accepted_and_refused() {
+    let dir = TempDir::new("tls-mutual");
+    let ca = Ca::new("twem test CA");
+    let other = Ca::new("another CA");
+    let server = files(dir.path(), "redis", &ca, false);
+    let proxy_files = files(dir.path(), "proxy", &ca, false);
+    let good = files(dir.path(), "good-client", &ca, false);
+    let bad = files(dir.path(), "bad-client", &other, false);
+    let (_redis, rport) = tls_redis(&dir, &server, None);
+    let port = free_port();
+    let yaml = format!(
+        "mtls:\n  listen: 127.0.0.1:{port}\n  redis: true\n  tls_cert: {}\n  tls_key: {}\n  tls_client_ca: {}\n  tls_servers: true\n  tls_ca: {}\n  servers:\n   - 127.0.0.1:{rport}:1\n",
+        p(&proxy_files.cert),
+        p(&proxy_files.key),
+        p(&ca_file(dir.path(), &ca)),
+        p(&server.ca),
+    );
+    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let cafile = proxy_files.ca.as_path();
+    let o = cli(
+        port,
+        Some((cafile, Some((&good.cert, &good.key)))),
+        &["PING"],
+    );
+    assert_eq!(text(&o).trim(), "PONG", "{}", text(&o));
+    let o = cli(port, Some((cafile, None)), &["PING"]);
+    assert!(
+        !text(&o).contains("PONG"),
+        "no certificate accepted: {}",
+        text(&o)
+    );
+    let o = cli(port, Some((cafile, Some((&bad.cert, &bad.key)))), &["PING"]);
+    assert!(
+        !text(&o).contains("PONG"),
+        "foreign certificate accepted: {}",
+        text(&o)
+    );
+    assert!(
+        log_has(&proxy, "TLS handshake with the client failed"),
+        "{}",
+        proxy.log()
+    );
+}
+
+fn ca_file(dir: &Path, ca: &Ca) -> PathBuf {
+    write(dir, "client-ca.pem", &ca.pem())
+}
+
+// A server whose certificate expired is refused: the client reads an -ERR
+// naming TLS and the server, the log has rustls's reason.
+#[test]
+fn expired_server_certificate_refused() {
+    let dir = TempDir::new("tls-expired");
+    let ca = Ca::new("twem test CA");
+    let server = files(dir.path(), "redis", &ca, true);
+    let (_redis, rport) = tls_redis(&dir, &server, None);
+    let port = free_port();
+    let yaml = format!(
+        "old:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 2000\n  tls_servers: true\n  tls_ca: {}\n  servers:\n   - 127.0.0.1:{rport}:1\n",
+        p(&server.ca),
+    );
+    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let o = cli(port, None, &["GET", "k"]);
+    let out = text(&o);
+    assert!(
+        out.contains("TLS handshake with the server failed"),
+        "{out}"
+    );
+    assert!(
+        log_has(&proxy, "TLS handshake with the server failed"),
+        "{}",
+        proxy.log()
+    );
+    assert!(
+        proxy.log().contains("xpired"),
+        "the log does not say expired: {}",
+        proxy.log()
+    );
+}
+
+// SIGHUP re-reads the certificate files: a client looping requests on one
+// connection loses none, and new connections get the new certificate.
+#[test]
+fn sighup_rotates_the_listener_certificate() {
+    let dir = TempDir::new("tls-rotate");
+    let ca_a = Ca::new("CA A");
+    let ca_b = Ca::new("CA B");
+    let a = files(dir.path(), "a", &ca_a, false);
+    let b = files(dir.path(), "b", &ca_b, false);
+    let both = write(
+        dir.path(),
+        "both.pem",
+        &format!("{}{}", ca_a.pem(), ca_b.pem()),
+    );
+    let live_cert = write(
+        dir.path(),
+        "live.pem",
+        &std::fs::read_to_string(&a.cert).expect("a"),
+    );
+    let live_key = write(
+        dir.path(),
+        "live.key",
+        &std::fs::read_to_string(&a.key).expect("a"),
+    );
+    let redis_files = files(dir.path(), "redis", &ca_a, false);
+    let (_redis, rport) = tls_redis(&dir, &redis_files, None);
+    let port = free_port();
+    let yaml = format!(
+        "rot:\n  listen: 127.0.0.1:{port}\n  redis: true\n  tls_cert: {}\n  tls_key: {}\n  tls_servers: true\n  tls_ca: {}\n  servers:\n   - 127.0.0.1:{rport}:1\n",
+        p(&live_cert),
+        p(&live_key),
+        p(&redis_files.ca),
+    );
+    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    // One connection, 300 INCRs 10 ms apart, across the reload.
+    let looping = Command::new("redis-cli")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--tls",
+            "--cacert",
+        ])
+        .arg(&both)
+        .args(["-r", "300", "-i", "0.01", "INCR", "rot:n"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("redis-cli loop");
+    std::thread::sleep(Duration::from_millis(800));
+    std::fs::write(&live_cert, std::fs::read(&b.cert).expect("b")).expect("rotate");
+    std::fs::write(&live_key, std::fs::read(&b.key).expect("b")).expect("rotate");
+    proxy.proc.signal(1);
+    assert!(log_has(&proxy, "configuration reloaded"), "{}", proxy.log());
+    let o = looping.wait_with_output().expect("loop output");
+    let out = text(&o);
+    let replies: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(replies.len(), 300, "{out}");
+    assert!(
+        replies.iter().all(|l| l.trim().parse::<u64>().is_ok()),
+        "a request failed: {out}"
+    );
+    assert_eq!(replies.last().map(|l| l.trim()), Some("300"));
+    // New connections see certificate B: CA B verifies it, CA A does not.
+    let o = cli(port, Some((&b.ca, None)), &["GET", "rot:n"]);
+    assert_eq!(text(&o).trim(), "300", "{}", text(&o));
+    let o = cli(port, Some((&a.ca, None)), &["GET", "rot:n"]);
+    assert!(
+        !text(&o).contains("300"),
+        "old CA still verifies: {}",
+        text(&o)
+    );
+}
+
+// Missing and bad TLS files are refused by -t (and so before any port is
+// bound at start and by reload), naming the pool, the key and the file.
+#[test]
+fn bad_tls_files_refused_by_test_conf() {
+    let dir = TempDir::new("tls-conf");
+    let ca = Ca::new("twem test CA");
+    let good = files(dir.path(), "good", &ca, false);
+    let junk = write(dir.path(), "junk.pem", "not a certificate\n");
+    let missing = dir.path().join("missing.pem");
+    let port = free_port();
+    let cases = [
+        ("tls_cert", p(&missing), p(&good.key), "missing.pem"),
+        ("tls_cert", p(&junk), p(&good.key), "no PEM certificate"),
+        ("tls_key", p(&good.cert), p(&junk), "no PEM private key"),
+        // A key that is not the certificate's.
+        (
+            "tls_key",
+            p(&good.cert),
+            p(&files(dir.path(), "x", &ca, false).key),
+            "tls_key",
+        ),
+    ];
+    for (i, (key, cert, keyfile, needle)) in cases.iter().enumerate() {
+        let conf = write(
+            dir.path(),
+            &format!("c{i}.yml"),
+            &format!(
+                "alpha:\n  listen: 127.0.0.1:{port}\n  tls_cert: {cert}\n  tls_key: {keyfile}\n  servers:\n   - 127.0.0.1:6379:1\n"
+            ),
+        );
+        let o = Command::new(twemproxy_bin())
+            .args(["-t", "-c"])
+            .arg(&conf)
+            .output()
+            .expect("twemproxy -t");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "case {i} accepted: {err}");
+        for n in ["pool \"alpha\"", key, needle] {
+            assert!(
+                err.contains(n),
+                "case {i}: stderr does not name {n:?}: {err}"
+            );
+        }
+    }
+    let conf = write(
+        dir.path(),
+        "ca.yml",
+        &format!(
+            "alpha:\n  listen: 127.0.0.1:{port}\n  tls_servers: true\n  tls_ca: {}\n  servers:\n   - 127.0.0.1:6379:1\n",
+            p(&missing)
+        ),
+    );
+    let o = Command::new(twemproxy_bin())
+        .args(["-t", "-c"])
+        .arg(&conf)
+        .output()
+        .expect("twemproxy -t");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("tls_ca") && err.contains("missing.pem"),
+        "{err}"
+    );
+}
