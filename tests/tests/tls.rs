@@ -451,3 +451,106 @@ fn bad_tls_files_refused_by_test_conf() {
         "{err}"
     );
 }
+
+// The embedded Pool connects to its servers with TLS from the same keys,
+// client certificate included; SELECT (redis_db) runs over it.
+#[test]
+fn embedded_pool_uses_backend_tls() {
+    use twem_core::pool::Pool;
+    use twem_proto::resp::{Reply, Request};
+    let dir = TempDir::new("tls-embedded");
+    let ca = Ca::new("twem test CA");
+    let server = files(dir.path(), "redis", &ca, false);
+    let client = files(dir.path(), "client", &ca, false);
+    let (_redis, rport) = tls_redis(&dir, &server, Some(&server.ca));
+    let yaml = format!(
+        "emb:\n  listen: 127.0.0.1:1\n  redis: true\n  redis_db: 2\n  timeout: 2000\n  tls_servers: true\n  tls_ca: {}\n  tls_server_name: localhost\n  tls_client_cert: {}\n  tls_client_key: {}\n  servers:\n   - 127.0.0.1:{rport}:1\n",
+        p(&server.ca),
+        p(&client.cert),
+        p(&client.key),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let pool = Pool::from_yaml(&yaml, None).expect("pool");
+        let r = pool.call(Request::from_args(["SET", "emb:k", "v"])).await;
+        assert!(
+            matches!(r, Ok(Reply::Status(ref s)) if &s[..] == b"OK"),
+            "{r:?}"
+        );
+        let r = pool.call(Request::from_args(["GET", "emb:k"])).await;
+        assert!(
+            matches!(r, Ok(Reply::Bulk(Some(ref v))) if &v[..] == b"v"),
+            "{r:?}"
+        );
+        pool.close().await;
+    });
+    // It landed in db 2 of the TLS server.
+    let o = cli(
+        rport,
+        Some((&server.ca, Some((&client.cert, &client.key)))),
+        &["-n", "2", "GET", "emb:k"],
+    );
+    assert_eq!(text(&o).trim(), "v", "{}", text(&o));
+}
+
+// Clients that connect and never finish their handshake cost bounded
+// memory and are closed after the handshake timeout (10 s), logged.
+#[test]
+fn stalled_handshakes_time_out_with_bounded_memory() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("tls-stall");
+    let ca = Ca::new("twem test CA");
+    let proxy_files = files(dir.path(), "proxy", &ca, false);
+    let port = free_port();
+    let yaml = format!(
+        "stall:\n  listen: 127.0.0.1:{port}\n  redis: true\n  tls_cert: {}\n  tls_key: {}\n  servers:\n   - 127.0.0.1:1:1\n",
+        p(&proxy_files.cert),
+        p(&proxy_files.key),
+    );
+    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let pid = proxy.proc.pid();
+    let before = twem_tests::rss_kib(pid).expect("rss");
+    let start = Instant::now();
+    let mut conns: Vec<std::net::TcpStream> = (0..300)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            // Half send a record header promising 16 KiB and stop there.
+            if i % 2 == 0 {
+                s.write_all(&[0x16, 0x03, 0x01, 0x40, 0x00, 0x01])
+                    .expect("partial hello");
+            }
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let during = twem_tests::rss_kib(pid).expect("rss");
+    let grown = during.saturating_sub(before);
+    // rustls holds a few KiB per handshake; 300 stay far under 32 MiB.
+    assert!(
+        grown < 32 * 1024,
+        "300 stalled handshakes grew RSS by {grown} KiB"
+    );
+    for s in &mut conns {
+        s.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        let mut b = [0u8; 64];
+        match s.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if twem_tests::is_reset(&e) => {}
+            other => panic!("a stalled handshake was not closed: {other:?}"),
+        }
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(14),
+        "closed after {took:?}"
+    );
+    assert!(
+        log_has(&proxy, "TLS handshake with the client timed out"),
+        "{}",
+        proxy.log()
+    );
+}

@@ -449,3 +449,75 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for FlushingWrite<W> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    /// A TLS-like writer: takes bytes into a buffer that only a flush
+    /// sends, and whose first `stalls` flushes find the socket full.
+    struct Buffered {
+        buffered: Vec<u8>,
+        sent: Vec<u8>,
+        stalls: usize,
+    }
+
+    impl AsyncWrite for Buffered {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.buffered.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            if self.stalls > 0 {
+                self.stalls -= 1;
+                return Poll::Pending;
+            }
+            let b = std::mem::take(&mut self.buffered);
+            self.sent.extend_from_slice(&b);
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    // A write whose bytes are stuck in the buffer is not reported until
+    // they are sent, then reported once, without being taken twice.
+    #[test]
+    fn a_write_counts_once_flushed() {
+        let mut w = FlushingWrite::new(Buffered {
+            buffered: Vec::new(),
+            sent: Vec::new(),
+            stalls: 2,
+        });
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut poll = |w: &mut FlushingWrite<Buffered>| Pin::new(w).poll_write(&mut cx, b"hello");
+        assert!(poll(&mut w).is_pending());
+        assert!(poll(&mut w).is_pending());
+        assert!(matches!(poll(&mut w), Poll::Ready(Ok(5))));
+        assert_eq!(w.inner.sent, b"hello");
+        // The next write goes through at once.
+        assert!(matches!(poll(&mut w), Poll::Ready(Ok(5))));
+        assert_eq!(w.inner.sent, b"hellohello");
+    }
+
+    // Each key names its file when it does not read.
+    #[test]
+    fn missing_files_name_pool_key_and_file() {
+        let text = "p:\n  listen: 127.0.0.1:1\n  tls_cert: /nonexistent/c.pem\n  tls_key: /nonexistent/k.pem\n  servers:\n   - 127.0.0.1:2:1\n";
+        let config = Config::from_yaml(text).expect("valid text");
+        let err = check(&config).expect_err("missing files").to_string();
+        for needle in [
+            "pool \"p\"",
+            "tls_cert /nonexistent/c.pem",
+            "tls_key /nonexistent/k.pem",
+        ] {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+}
