@@ -554,3 +554,57 @@ fn stalled_handshakes_time_out_with_bounded_memory() {
         proxy.log()
     );
 }
+
+// A memcached pool serves its clients with TLS the same way (the session
+// is shared). Debian's memcached is built without TLS, so the backend side
+// stays plain here. The client is Python's standard ssl module.
+#[test]
+fn memcached_pool_with_tls_listener() {
+    let Some(py) = which_python3() else {
+        eprintln!("no python3: memcached TLS listener test skipped");
+        return;
+    };
+    let dir = TempDir::new("tls-mc");
+    let ca = Ca::new("twem test CA");
+    let proxy_files = files(dir.path(), "proxy", &ca, false);
+    let mc = twem_tests::Memcached::start();
+    let port = free_port();
+    let yaml = format!(
+        "mc:\n  listen: 127.0.0.1:{port}\n  tls_cert: {}\n  tls_key: {}\n  servers:\n   - {}:1\n",
+        p(&proxy_files.cert),
+        p(&proxy_files.key),
+        mc.addr(),
+    );
+    let _proxy = ProxyProc::twem(&yaml, port, &[]);
+    let script = format!(
+        "import socket, ssl\n\
+         ctx = ssl.create_default_context(cafile='{}')\n\
+         s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port})), server_hostname='localhost')\n\
+         s.sendall(b'set k 0 0 2\\r\\nhi\\r\\nget k\\r\\n')\n\
+         want = b'STORED\\r\\nVALUE k 0 2\\r\\nhi\\r\\nEND\\r\\n'\n\
+         got = b''\n\
+         while len(got) < len(want):\n\
+         \x20   chunk = s.recv(4096)\n\
+         \x20   if not chunk: break\n\
+         \x20   got += chunk\n\
+         print('ok' if got == want else repr(got))\n",
+        p(&proxy_files.ca)
+    );
+    let o = Command::new(py)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("python3");
+    assert_eq!(text(&o).trim(), "ok", "{}", text(&o));
+}
+
+fn which_python3() -> Option<PathBuf> {
+    let ok = Command::new("python3")
+        .arg("-c")
+        .arg("import ssl")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| PathBuf::from("python3"))
+}
