@@ -31,7 +31,7 @@ use tokio_rustls::TlsConnector;
 /// server needs no TLS crate of its own).
 pub use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, ConfigError, PoolConfig, Problem};
+use crate::config::{Config, ConfigError, PoolConfig, Problem, TlsConfig};
 use crate::session::ClientRead;
 
 /// How much plaintext one readiness poll of a TLS client takes (held until
@@ -43,6 +43,10 @@ const READY_CHUNK: usize = 4096;
 pub struct PoolTls {
     acceptor: Option<TlsAcceptor>,
     backend: Option<BackendTls>,
+    /// The bytes of every file read, in key order: a reload keeps a pool
+    /// whose config and files are unchanged (logrotate sends SIGHUP daily;
+    /// rebuilding would reconnect every backend connection for nothing).
+    files: Option<Vec<u8>>,
 }
 
 /// How the pool connects to its servers with TLS.
@@ -71,6 +75,33 @@ impl PoolTls {
     pub(crate) fn backend(&self) -> Option<&BackendTls> {
         self.backend.as_ref()
     }
+
+    /// Whether the pool's TLS files still hold what was read when it was
+    /// built (false when one no longer reads).
+    pub fn files_unchanged(&self, config: &TlsConfig) -> bool {
+        self.files.is_some() && self.files == file_contents(config)
+    }
+}
+
+/// The contents of every file `config` names, each preceded by its length.
+fn file_contents(config: &TlsConfig) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for path in [
+        &config.cert,
+        &config.key,
+        &config.client_ca,
+        &config.ca,
+        &config.client_cert,
+        &config.client_key,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let bytes = std::fs::read(path).ok()?;
+        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    Some(out)
 }
 
 /// Read and check every TLS file of every pool (start, `-t`, reload: before
@@ -103,7 +134,12 @@ pub fn load(config: &PoolConfig) -> Result<PoolTls, ConfigError> {
         })
     };
     let tls = &config.tls;
-    let mut out = PoolTls::default();
+    let mut out = PoolTls {
+        // Read before the files are parsed: a file replaced in between is
+        // then seen as changed at the next reload, never missed.
+        files: file_contents(tls),
+        ..PoolTls::default()
+    };
     if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
         let chain = certs(cert).map_err(|m| report("tls_cert", m));
         let key_der = private_key(key).map_err(|m| report("tls_key", m));

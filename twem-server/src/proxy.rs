@@ -328,9 +328,16 @@ fn plan_reload(
         let old = running.iter().position(|r| r.config().name == pc.name);
         let same_protocol = old.is_some_and(|i| running[i].config().redis == pc.redis);
         let plan = match old {
-            // A pool with TLS files is rebuilt even when its config is the
-            // same: SIGHUP is how rotated certificates are picked up.
-            Some(i) if *running[i].config() == pc && !pc.tls.has_files() => Plan::Keep(i),
+            // A pool with TLS files is rebuilt when a file changed, even
+            // with the same config: SIGHUP is how rotated certificates are
+            // picked up. (The system's roots, used without tls_ca, are not
+            // watched: a restart or a config change picks them up.)
+            Some(i)
+                if *running[i].config() == pc
+                    && (!pc.tls.has_files() || running[i].tls_files_unchanged()) =>
+            {
+                Plan::Keep(i)
+            }
             Some(i) if same_protocol => {
                 let listener = if running[i].config().listen == pc.listen {
                     None

@@ -294,8 +294,9 @@ impl TlsConfig {
         self.cert.is_some()
     }
 
-    /// Whether any file is named: such a pool is rebuilt on every reload,
-    /// even with an unchanged config, to read rotated certificates.
+    /// Whether any file is named (or the system's roots are used): such a
+    /// pool is rebuilt on a reload when a file changed, even with an
+    /// unchanged config, to read rotated certificates.
     pub fn has_files(&self) -> bool {
         self.cert.is_some() || self.servers
     }

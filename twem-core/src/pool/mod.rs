@@ -456,6 +456,13 @@ impl Pool {
         self.inner.shared.tls.acceptor()
     }
 
+    /// Whether the TLS files this pool was built from still hold the same
+    /// bytes (a reload keeps such a pool when its config is unchanged too).
+    pub fn tls_files_unchanged(&self) -> bool {
+        let shared = &self.inner.shared;
+        shared.tls.files_unchanged(&shared.config.tls)
+    }
+
     /// The pool's name.
     pub fn name(&self) -> &str {
         &self.inner.shared.config.name
