@@ -395,6 +395,22 @@ fn sighup_rotates_the_listener_certificate() {
         "old CA still verifies: {}",
         text(&o)
     );
+    // A bad key is refused, naming the file and the problem; the running
+    // certificate stays.
+    std::fs::write(&live_key, "garbage\n").expect("break the key");
+    proxy.proc.signal(1);
+    assert!(log_has(&proxy, "reload rejected"), "{}", proxy.log());
+    let log = proxy.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("reload rejected"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("live.key") && line.contains("no PEM private key"),
+        "{line}"
+    );
+    let o = cli(port, Some((&b.ca, None)), &["GET", "rot:n"]);
+    assert_eq!(text(&o).trim(), "300", "{}", text(&o));
 }
 
 // Missing and bad TLS files are refused by -t (and so before any port is
