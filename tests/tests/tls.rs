@@ -194,7 +194,8 @@ fn tls_both_sides_with_redis_cli_and_redis_py() {
     let o = cli(nocert_port, None, &["GET", "tls:k"]);
     let out = text(&o);
     assert!(
-        out.contains("TLS") && out.contains(&format!("127.0.0.1:{rport}")),
+        out.contains("TLS: the server refused the connection")
+            && out.contains(&format!("127.0.0.1:{rport}")),
         "no TLS error naming the server: {out}"
     );
 
@@ -297,7 +298,8 @@ fn expired_server_certificate_refused() {
     let o = cli(port, None, &["GET", "k"]);
     let out = text(&o);
     assert!(
-        out.contains("TLS handshake with the server failed"),
+        out.contains("TLS: the server's certificate has expired")
+            && out.contains(&format!("127.0.0.1:{rport}")),
         "{out}"
     );
     assert!(
@@ -632,4 +634,28 @@ fn which_python3() -> Option<PathBuf> {
         .status()
         .is_ok_and(|s| s.success());
     ok.then(|| PathBuf::from("python3"))
+}
+
+// A certificate for another name, or from an unknown CA, is refused with
+// an -ERR saying which key to look at.
+#[test]
+fn wrong_name_and_unknown_ca_named() {
+    let dir = TempDir::new("tls-names");
+    let ca = Ca::new("twem test CA");
+    let other = Ca::new("another CA");
+    let server = files(dir.path(), "redis", &ca, false);
+    let other_ca = write(dir.path(), "other-ca.pem", &other.pem());
+    let (_redis, rport) = tls_redis(&dir, &server, None);
+    let (p1, p2) = (free_port(), free_port());
+    let yaml = format!(
+        "name:\n  listen: 127.0.0.1:{p1}\n  redis: true\n  timeout: 2000\n  tls_servers: true\n  tls_ca: {}\n  tls_server_name: other.example\n  servers:\n   - 127.0.0.1:{rport}:1\n\
+         ca:\n  listen: 127.0.0.1:{p2}\n  redis: true\n  timeout: 2000\n  tls_servers: true\n  tls_ca: {}\n  servers:\n   - 127.0.0.1:{rport}:1\n",
+        p(&server.ca),
+        p(&other_ca),
+    );
+    let _proxy = ProxyProc::twem(&yaml, p1, &[]);
+    let out = text(&cli(p1, None, &["GET", "k"]));
+    assert!(out.contains("does not name it (tls_server_name)"), "{out}");
+    let out = text(&cli(p2, None, &["GET", "k"]));
+    assert!(out.contains("not signed by a trusted CA (tls_ca)"), "{out}");
 }

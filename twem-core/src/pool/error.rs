@@ -39,10 +39,62 @@ pub enum BackendErrorKind {
     Backlogged,
     /// No server of the pool is live: every one is ejected.
     AllEjected,
-    /// The TLS handshake with the server failed: its certificate was not
-    /// accepted (expired, another name, an unknown CA) or it refused ours.
-    /// The proxy's log line has rustls's own words.
-    Tls,
+    /// TLS with the server failed (`tls_servers`): what went wrong, in
+    /// words a client can act on; the proxy's log line has rustls's own.
+    Tls(TlsProblem),
+}
+
+/// Why TLS with a server failed, as a client's error reply says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsProblem {
+    /// The server's certificate has expired or is not valid yet.
+    Expired,
+    /// No CA of `tls_ca` (or of the system's roots) signed it.
+    UnknownIssuer,
+    /// It does not name the server (`tls_server_name`, else its host).
+    WrongName,
+    /// The server refused the connection with an alert: typically the
+    /// proxy's client certificate, or its lack of one.
+    Refused,
+    /// Anything else (versions, ciphers, a malformed record).
+    Other,
+}
+
+impl TlsProblem {
+    fn words(self) -> &'static str {
+        match self {
+            TlsProblem::Expired => "TLS: the server's certificate has expired or is not yet valid",
+            TlsProblem::UnknownIssuer => {
+                "TLS: the server's certificate is not signed by a trusted CA (tls_ca)"
+            }
+            TlsProblem::WrongName => {
+                "TLS: the server's certificate does not name it (tls_server_name)"
+            }
+            TlsProblem::Refused => {
+                "TLS: the server refused the connection (client certificate? tls_client_cert)"
+            }
+            TlsProblem::Other => "TLS handshake with the server failed",
+        }
+    }
+
+    /// Classify rustls's error.
+    fn of(e: &rustls::Error) -> TlsProblem {
+        use rustls::CertificateError as C;
+        match e {
+            rustls::Error::InvalidCertificate(
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. },
+            ) => TlsProblem::Expired,
+            rustls::Error::InvalidCertificate(C::UnknownIssuer) => TlsProblem::UnknownIssuer,
+            rustls::Error::InvalidCertificate(
+                C::NotValidForName | C::NotValidForNameContext { .. },
+            ) => TlsProblem::WrongName,
+            rustls::Error::AlertReceived(_) => TlsProblem::Refused,
+            _ => TlsProblem::Other,
+        }
+    }
 }
 
 impl BackendErrorKind {
@@ -60,9 +112,7 @@ impl BackendErrorKind {
             BackendErrorKind::ProxyFdLimit => "too many open files in proxy",
             BackendErrorKind::Backlogged => "too many request bytes queued for the server",
             BackendErrorKind::AllEjected => "every server of the pool is ejected",
-            BackendErrorKind::Tls => {
-                "TLS handshake with the server failed (certificate or protocol; see the proxy log)"
-            }
+            BackendErrorKind::Tls(problem) => problem.words(),
         }
     }
 
@@ -85,8 +135,8 @@ impl BackendErrorKind {
             return BackendErrorKind::ProxyFdLimit;
         }
         // tokio-rustls wraps rustls's errors (alerts, certificate checks).
-        if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
-            return BackendErrorKind::Tls;
+        if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            return BackendErrorKind::Tls(TlsProblem::of(tls));
         }
         match e.kind() {
             io::ErrorKind::ConnectionRefused => BackendErrorKind::ConnectionRefused,
@@ -125,7 +175,9 @@ impl BackendError {
     pub fn reply_words(&self) -> String {
         // A TLS failure names the server too: nutcracker has no words for
         // it, and the operator needs to know which certificate to look at.
-        if (self.kind.is_local() || self.kind == BackendErrorKind::Tls) && !self.server.is_empty() {
+        if (self.kind.is_local() || matches!(self.kind, BackendErrorKind::Tls(_)))
+            && !self.server.is_empty()
+        {
             format!("{} (server {})", self.kind.words(), self.server)
         } else {
             self.kind.words().to_string()

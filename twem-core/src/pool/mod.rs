@@ -50,6 +50,7 @@ pub use backend::Frame;
 pub use client::{McValue, MemcacheClient, PoolBuilder, RedisClient, Stored};
 pub use error::{
     BackendError, BackendErrorKind, CallError, PoolError, RequestCause, RequestError, ServerError,
+    TlsProblem,
 };
 pub use inbox::Inbox;
 pub use pin::Pinned;

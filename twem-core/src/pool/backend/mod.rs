@@ -29,7 +29,7 @@ mod queue;
 
 use queue::InFlightQueue;
 
-use super::error::{BackendError, BackendErrorKind};
+use super::error::{BackendError, BackendErrorKind, TlsProblem};
 use super::{PoolShared, Protocol};
 use crate::config::ServerAddr;
 use crate::tls::{BackendTls, FlushingWrite};
@@ -573,23 +573,18 @@ where
             Err(e) => {
                 tracing::warn!(pool = %shared.config.name, server = %server.name, error = %e,
                     "TLS to the server impossible: its host is no DNS name or IP address; set tls_server_name");
-                return Err(BackendErrorKind::Tls);
+                return Err(BackendErrorKind::Tls(TlsProblem::Other));
             }
         },
     };
     tls.connector.connect(name, s).await.map_err(|e| {
-        // The handshake's failure is a TLS alert or a certificate check
-        // (wrapped as InvalidData); a reset or EOF mid-handshake stays an
-        // I/O failure with nutcracker's words.
-        if e.kind() == std::io::ErrorKind::InvalidData {
-            tracing::warn!(pool = %shared.config.name, server = %server.name, error = %e,
-                "TLS handshake with the server failed");
-            BackendErrorKind::Tls
-        } else {
-            tracing::warn!(pool = %shared.config.name, server = %server.name, error = %e,
-                "TLS handshake with the server failed (connection lost)");
-            BackendErrorKind::from_io(&e)
-        }
+        // A certificate check or an alert is a TLS problem (rustls's error
+        // inside the io::Error); a reset or EOF mid-handshake stays an I/O
+        // failure with nutcracker's words. Logged either way, with rustls's
+        // words (`invalid peer certificate: Expired...`).
+        tracing::warn!(pool = %shared.config.name, server = %server.name, error = %e,
+            "TLS handshake with the server failed");
+        BackendErrorKind::from_io(&e)
     })
 }
 
@@ -948,7 +943,7 @@ where
                 Event::Read(Err(e)) | Event::Written(Err(e)) => {
                     stats.server_err.fetch_add(1, Relaxed);
                     let kind = BackendErrorKind::from_io(&e);
-                    if kind == BackendErrorKind::Tls {
+                    if matches!(kind, BackendErrorKind::Tls(_)) {
                         // TLS 1.3: a server that refuses our certificate (or
                         // lack of one) says so after the handshake, at the
                         // first read; the alert's words go to the log.
