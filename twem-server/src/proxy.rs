@@ -677,14 +677,20 @@ async fn accept_loop(
                         let _ = socket2::SockRef::from(&s).set_keepalive(true);
                     }
                     match tls {
-                        Some(tls) => serve_tls(&slot, hint, &peer, tls, s, stop).await,
+                        // Boxed: a TLS session's future (rustls's state
+                        // inline) is larger, and every client's task would
+                        // otherwise be allocated at that size (measured:
+                        // idle plain clients 1.7 -> 3.7 KiB each).
+                        Some(tls) => Box::pin(serve_tls(&slot, hint, &peer, tls, s, stop)).await,
                         None => {
                             let (r, w) = s.into_split();
                             serve_connection(Arc::clone(&slot), hint, r, w, stop).await
                         }
                     }
                 }
-                (Accepted::Unix(s), Some(tls)) => serve_tls(&slot, hint, &peer, tls, s, stop).await,
+                (Accepted::Unix(s), Some(tls)) => {
+                    Box::pin(serve_tls(&slot, hint, &peer, tls, s, stop)).await
+                }
                 (Accepted::Unix(s), None) => {
                     let (r, w) = s.into_split();
                     serve_connection(Arc::clone(&slot), hint, r, w, stop).await
