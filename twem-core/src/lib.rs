@@ -93,6 +93,7 @@ pub mod net;
 pub mod pool;
 pub mod ring;
 pub mod session;
+pub mod tls;
 
 pub use codec::Codec;
 pub use config::Config;

@@ -366,6 +366,46 @@ fn allow_flush() {
     );
 }
 
+// The tls_* keys (twem-only): off by default; which need which is checked
+// here, the files themselves when a pool is built (twem_core::tls).
+#[test]
+fn tls_keys() {
+    assert_eq!(accepted(&pool_with("")).tls, TlsConfig::default());
+    let t = accepted(&pool_with("  tls_cert: /a.crt\n  tls_key: /a.key\n")).tls;
+    assert!(t.listens() && !t.servers);
+    let t = accepted(&pool_with(
+        "  tls_servers: true\n  tls_server_name: 10.0.0.1\n",
+    ))
+    .tls;
+    assert_eq!(t.server_name.as_deref(), Some("10.0.0.1"));
+    let p = only_problem(&pool_with("  tls_cert: /a.crt\n"));
+    assert_eq!(
+        p.to_string(),
+        "pool \"alpha\": tls_cert needs tls_key (the certificate's private key)"
+    );
+    let p = only_problem(&pool_with("  tls_client_ca: /ca.crt\n"));
+    assert_eq!(p.key.as_deref(), Some("tls_client_ca"));
+    let p = only_problem(&pool_with("  tls_ca: /ca.crt\n"));
+    assert_eq!(
+        p.to_string(),
+        "pool \"alpha\": tls_ca needs tls_servers: true (it is about the TLS connections to the servers)"
+    );
+    let p = only_problem(&pool_with(
+        "  tls_servers: true\n  tls_client_cert: /c.crt\n",
+    ));
+    assert_eq!(p.key.as_deref(), Some("tls_client_cert"));
+    let p = only_problem(&pool_with(
+        "  tls_servers: true\n  tls_server_name: \"not a name\"\n",
+    ));
+    assert_eq!(p.key.as_deref(), Some("tls_server_name"));
+    let p = only_problem(&pool_with("  tls_servers: yes\n"));
+    assert_eq!(p.key.as_deref(), Some("tls_servers"));
+    let unix =
+        "alpha:\n  listen: 127.0.0.1:22121\n  tls_servers: true\n  servers:\n   - /tmp/r.sock:1\n";
+    let p = only_problem(unix);
+    assert!(p.to_string().contains("needs tls_server_name"), "{p}");
+}
+
 // server_connections must be at least 1.
 #[test]
 fn server_connections_zero() {
@@ -541,7 +581,7 @@ fn several_problems_at_once() {
         "pool \"alpha\": redis \"yes\" is not true or false",
         "pool \"alpha\": unknown key \"bogus\" (known keys: listen, hash, hash_tag, distribution, timeout, \
          backlog, client_connections, redis, redis_auth, redis_db, preconnect, auto_eject_hosts, \
-         server_connections, pinned_connections, allow_flush, server_retry_timeout, server_failure_limit, tcpkeepalive, reuseport, servers)",
+         server_connections, pinned_connections, allow_flush, tls_cert, tls_key, tls_client_ca, tls_servers, tls_ca, tls_server_name, tls_client_cert, tls_client_key, server_retry_timeout, server_failure_limit, tcpkeepalive, reuseport, servers)",
         "pool \"alpha\": servers entry 2 \"127.0.0.1:6380:0\" has weight 0; weights must be at least 1",
         "pool \"beta\": listen is missing",
         "pool \"beta\": hash_tag \"{\" must be exactly 2 bytes, e.g. \"{}\"",
@@ -625,6 +665,16 @@ fn every_key_set() {
         server_connections: 4,
         pinned_connections: 8,
         allow_flush: true,
+        tls: TlsConfig {
+            cert: Some("/etc/twem/proxy.crt".into()),
+            key: Some("/etc/twem/proxy.key".into()),
+            client_ca: Some("/etc/twem/clients-ca.crt".into()),
+            servers: true,
+            ca: Some("/etc/twem/redis-ca.crt".into()),
+            server_name: Some("redis.internal".into()),
+            client_cert: Some("/etc/twem/twem-client.crt".into()),
+            client_key: Some("/etc/twem/twem-client.key".into()),
+        },
         server_retry_timeout: Duration::from_millis(2000),
         server_failure_limit: 5,
         tcpkeepalive: true,

@@ -1,7 +1,8 @@
 //! Loading the config file, the same way for start, `-t` and reload: read
 //! with a size bound, parse and validate with `twem-core`, then the one check
 //! the core cannot make because it does no I/O: that every TCP `listen` host
-//! resolves (nutcracker refuses an unresolvable one at load, `-t` included).
+//! resolves (nutcracker refuses an unresolvable one at load, `-t` included),
+//! and that every `tls_*` file reads and parses.
 
 use std::fs::File;
 use std::io::Read;
@@ -58,6 +59,9 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
     let text = read_text(path)?;
     let config = Config::parse(&text, Format::from_path(path))?;
     check_listen_hosts(&config)?;
+    // The TLS files are read and parsed now, before any port is bound (and
+    // by `-t`); the pools read them again when built.
+    twem_core::tls::check(&config)?;
     Ok(config)
 }
 

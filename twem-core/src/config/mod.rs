@@ -42,6 +42,12 @@
 //! | `server_connections` | integer, 1 to [`MAX_SERVER_CONNECTIONS`] | 1 |
 //! | `pinned_connections` | integer, 1 to [`MAX_SERVER_CONNECTIONS`]: connections per server a client may hold for itself (transactions); twem-only | 64 |
 //! | `allow_flush` | `true` or `false`, only with `redis: true`: `FLUSHDB`/`FLUSHALL` empty every server of the pool; twem-only | `false` |
+//! | `tls_cert`, `tls_key` | paths of PEM files: the certificate chain and private key clients are served TLS with (both or neither); twem-only | none (plain) |
+//! | `tls_client_ca` | path of PEM CA certificates, only with `tls_cert`: clients must present a certificate they signed; twem-only | none |
+//! | `tls_servers` | `true` or `false`: connect to the servers with TLS; twem-only | `false` |
+//! | `tls_ca` | path of PEM CA certificates the servers' certificates are verified against, only with `tls_servers`; twem-only | the system's roots |
+//! | `tls_server_name` | DNS name or IP address the servers' certificates must name, only with `tls_servers`; twem-only | each server's host |
+//! | `tls_client_cert`, `tls_client_key` | paths of PEM files presented to the servers (mutual TLS), only with `tls_servers`, both or neither; twem-only | none |
 //! | `server_retry_timeout` | milliseconds | 30000 |
 //! | `server_failure_limit` | integer | 2 |
 //! | `tcpkeepalive` | `true` or `false` | `false` |
@@ -158,7 +164,7 @@ pub const DEFAULT_TCPKEEPALIVE: bool = false;
 pub const DEFAULT_REUSEPORT: bool = false;
 
 /// Every key a pool may have, in nutcracker's documented order.
-pub const KEYS: [&str; 20] = [
+pub const KEYS: [&str; 28] = [
     "listen",
     "hash",
     "hash_tag",
@@ -174,6 +180,14 @@ pub const KEYS: [&str; 20] = [
     "server_connections",
     "pinned_connections",
     "allow_flush",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "tls_servers",
+    "tls_ca",
+    "tls_server_name",
+    "tls_client_cert",
+    "tls_client_key",
     "server_retry_timeout",
     "server_failure_limit",
     "tcpkeepalive",
@@ -247,6 +261,47 @@ impl FromStr for Config {
     }
 }
 
+/// A pool's TLS settings, the `tls_*` keys. Only paths: the files are read
+/// (and checked) when a pool is built, by [`crate::tls`], so that a reload
+/// picks up rotated certificates under the same names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsConfig {
+    /// `tls_cert`: the certificate chain served to clients (PEM).
+    pub cert: Option<PathBuf>,
+    /// `tls_key`: the private key of `cert` (PEM).
+    pub key: Option<PathBuf>,
+    /// `tls_client_ca`: clients must present a certificate signed by one
+    /// of these CAs (PEM).
+    pub client_ca: Option<PathBuf>,
+    /// `tls_servers`: connect to the servers with TLS.
+    pub servers: bool,
+    /// `tls_ca`: the CAs the servers' certificates are verified against;
+    /// `None` uses the system's roots.
+    pub ca: Option<PathBuf>,
+    /// `tls_server_name`: the name (DNS name or IP address) the servers'
+    /// certificates are checked for and sent as SNI; `None` uses each
+    /// server's own host.
+    pub server_name: Option<String>,
+    /// `tls_client_cert`: the certificate chain presented to the servers.
+    pub client_cert: Option<PathBuf>,
+    /// `tls_client_key`: the private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Whether clients are served TLS.
+    pub fn listens(&self) -> bool {
+        self.cert.is_some()
+    }
+
+    /// Whether any file is named (or the system's roots are used): such a
+    /// pool is rebuilt on a reload when a file changed, even with an
+    /// unchanged config, to read rotated certificates.
+    pub fn has_files(&self) -> bool {
+        self.cert.is_some() || self.servers
+    }
+}
+
 /// One pool: a listen address and the servers its keys are sharded over.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
@@ -285,6 +340,8 @@ pub struct PoolConfig {
     /// `FLUSHDB`/`FLUSHALL` are sent to every server (Redis pools); when
     /// `false` they are refused with an error naming this key.
     pub allow_flush: bool,
+    /// TLS towards clients and towards the servers (the `tls_*` keys).
+    pub tls: TlsConfig,
     /// How long an ejected server stays out.
     pub server_retry_timeout: Duration,
     /// Consecutive failures before a server is ejected.
@@ -318,6 +375,7 @@ impl PoolConfig {
             server_connections: DEFAULT_SERVER_CONNECTIONS,
             pinned_connections: DEFAULT_PINNED_CONNECTIONS,
             allow_flush: DEFAULT_ALLOW_FLUSH,
+            tls: TlsConfig::default(),
             server_retry_timeout: DEFAULT_SERVER_RETRY_TIMEOUT,
             server_failure_limit: DEFAULT_SERVER_FAILURE_LIMIT,
             tcpkeepalive: DEFAULT_TCPKEEPALIVE,

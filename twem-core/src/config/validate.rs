@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::tree::{Node, Pos, Value};
 use super::{
-    Config, ConfigError, Listen, PoolConfig, Problem, ServerAddr, ServerConfig,
+    Config, ConfigError, Listen, PoolConfig, Problem, ServerAddr, ServerConfig, TlsConfig,
     DEFAULT_ALLOW_FLUSH, DEFAULT_AUTO_EJECT_HOSTS, DEFAULT_BACKLOG, DEFAULT_CLIENT_CONNECTIONS,
     DEFAULT_DISTRIBUTION, DEFAULT_HASH, DEFAULT_PINNED_CONNECTIONS, DEFAULT_PRECONNECT,
     DEFAULT_REDIS, DEFAULT_REDIS_DB, DEFAULT_REUSEPORT, DEFAULT_SERVER_CONNECTIONS,
@@ -270,6 +270,8 @@ impl Checker {
             }
             Some(allow)
         });
+        let servers_node = keys.get("servers");
+        let tls = self.tls(pool, &keys);
         let server_retry_timeout = self
             .number(pool, &keys, "server_retry_timeout")
             .map_or(DEFAULT_SERVER_RETRY_TIMEOUT, |ms| {
@@ -284,7 +286,24 @@ impl Checker {
         let reuseport = self
             .boolean(pool, &keys, "reuseport")
             .unwrap_or(DEFAULT_REUSEPORT);
-        let servers = self.servers(pool, name_pos, keys.get("servers"));
+        let servers = self.servers(pool, name_pos, servers_node);
+        if tls.servers && tls.server_name.is_none() {
+            if let Some(unix) = servers
+                .iter()
+                .find(|s| matches!(s.addr, ServerAddr::Unix { .. }))
+            {
+                let message = format!(
+                    "tls_servers with a unix socket server ({}) needs tls_server_name: a socket path names no host to verify",
+                    unix.addr
+                );
+                self.report(
+                    pool,
+                    Some("tls_servers"),
+                    keys.get("tls_servers").map(|n| n.pos),
+                    message,
+                );
+            }
+        }
 
         let result = match (&listen, self.problems.len() == before) {
             (Some(listen), true) => {
@@ -305,6 +324,7 @@ impl Checker {
                     server_connections,
                     pinned_connections,
                     allow_flush: allow_flush.unwrap_or(DEFAULT_ALLOW_FLUSH),
+                    tls,
                     server_retry_timeout,
                     server_failure_limit,
                     tcpkeepalive,
@@ -375,6 +395,105 @@ impl Checker {
             self.report(pool, Some(key), Some(node.pos), message);
         }
         value
+    }
+
+    /// The `tls_*` keys: which go together and which need another. The
+    /// files themselves are read by [`crate::tls`] (this stays I/O-free).
+    fn tls(&mut self, pool: Option<&str>, keys: &Keys<'_>) -> TlsConfig {
+        let path = |this: &mut Self, key: &str| {
+            keys.get(key)
+                .and_then(|node| this.text(pool, key, node).map(PathBuf::from))
+        };
+        let tls = TlsConfig {
+            cert: path(self, "tls_cert"),
+            key: path(self, "tls_key"),
+            client_ca: path(self, "tls_client_ca"),
+            servers: self.boolean(pool, keys, "tls_servers").unwrap_or(false),
+            ca: path(self, "tls_ca"),
+            server_name: keys
+                .get("tls_server_name")
+                .and_then(|node| self.text(pool, "tls_server_name", node).map(str::to_owned)),
+            client_cert: path(self, "tls_client_cert"),
+            client_key: path(self, "tls_client_key"),
+        };
+        let need = |this: &mut Self, key: &str, set: bool, other: &str, why: &str| {
+            if set {
+                let pos = keys.get(key).map(|n| n.pos);
+                this.report(pool, Some(key), pos, format!("{key} needs {other}{why}"));
+            }
+        };
+        need(
+            self,
+            "tls_cert",
+            tls.cert.is_some() && tls.key.is_none(),
+            "tls_key",
+            " (the certificate's private key)",
+        );
+        need(
+            self,
+            "tls_key",
+            tls.key.is_some() && tls.cert.is_none(),
+            "tls_cert",
+            " (the certificate the key belongs to)",
+        );
+        need(
+            self,
+            "tls_client_ca",
+            tls.client_ca.is_some() && tls.cert.is_none(),
+            "tls_cert and tls_key",
+            " (client certificates are asked for in a TLS handshake)",
+        );
+        let backend_only = " (it is about the TLS connections to the servers)";
+        need(
+            self,
+            "tls_ca",
+            tls.ca.is_some() && !tls.servers,
+            "tls_servers: true",
+            backend_only,
+        );
+        need(
+            self,
+            "tls_server_name",
+            tls.server_name.is_some() && !tls.servers,
+            "tls_servers: true",
+            backend_only,
+        );
+        need(
+            self,
+            "tls_client_cert",
+            tls.client_cert.is_some() && !tls.servers,
+            "tls_servers: true",
+            backend_only,
+        );
+        need(
+            self,
+            "tls_client_key",
+            tls.client_key.is_some() && !tls.servers,
+            "tls_servers: true",
+            backend_only,
+        );
+        need(
+            self,
+            "tls_client_cert",
+            tls.client_cert.is_some() && tls.client_key.is_none(),
+            "tls_client_key",
+            " (the certificate's private key)",
+        );
+        need(
+            self,
+            "tls_client_key",
+            tls.client_key.is_some() && tls.client_cert.is_none(),
+            "tls_client_cert",
+            " (the certificate the key belongs to)",
+        );
+        if let (Some(name), Some(node)) = (&tls.server_name, keys.get("tls_server_name")) {
+            if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
+                let message =
+                    format!("tls_server_name {name:?} is neither a DNS name nor an IP address");
+                self.report(pool, Some("tls_server_name"), Some(node.pos), message);
+            }
+        }
+        tls
     }
 
     /// A connection count (`server_connections`, `pinned_connections`): 1 to

@@ -39,6 +39,62 @@ pub enum BackendErrorKind {
     Backlogged,
     /// No server of the pool is live: every one is ejected.
     AllEjected,
+    /// TLS with the server failed (`tls_servers`): what went wrong, in
+    /// words a client can act on; the proxy's log line has rustls's own.
+    Tls(TlsProblem),
+}
+
+/// Why TLS with a server failed, as a client's error reply says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsProblem {
+    /// The server's certificate has expired or is not valid yet.
+    Expired,
+    /// No CA of `tls_ca` (or of the system's roots) signed it.
+    UnknownIssuer,
+    /// It does not name the server (`tls_server_name`, else its host).
+    WrongName,
+    /// The server refused the connection with an alert: typically the
+    /// proxy's client certificate, or its lack of one.
+    Refused,
+    /// Anything else (versions, ciphers, a malformed record).
+    Other,
+}
+
+impl TlsProblem {
+    fn words(self) -> &'static str {
+        match self {
+            TlsProblem::Expired => "TLS: the server's certificate has expired or is not yet valid",
+            TlsProblem::UnknownIssuer => {
+                "TLS: the server's certificate is not signed by a trusted CA (tls_ca)"
+            }
+            TlsProblem::WrongName => {
+                "TLS: the server's certificate does not name it (tls_server_name)"
+            }
+            TlsProblem::Refused => {
+                "TLS: the server refused the connection (client certificate? tls_client_cert)"
+            }
+            TlsProblem::Other => "TLS handshake with the server failed",
+        }
+    }
+
+    /// Classify rustls's error.
+    fn of(e: &rustls::Error) -> TlsProblem {
+        use rustls::CertificateError as C;
+        match e {
+            rustls::Error::InvalidCertificate(
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. },
+            ) => TlsProblem::Expired,
+            rustls::Error::InvalidCertificate(C::UnknownIssuer) => TlsProblem::UnknownIssuer,
+            rustls::Error::InvalidCertificate(
+                C::NotValidForName | C::NotValidForNameContext { .. },
+            ) => TlsProblem::WrongName,
+            rustls::Error::AlertReceived(_) => TlsProblem::Refused,
+            _ => TlsProblem::Other,
+        }
+    }
 }
 
 impl BackendErrorKind {
@@ -56,6 +112,7 @@ impl BackendErrorKind {
             BackendErrorKind::ProxyFdLimit => "too many open files in proxy",
             BackendErrorKind::Backlogged => "too many request bytes queued for the server",
             BackendErrorKind::AllEjected => "every server of the pool is ejected",
+            BackendErrorKind::Tls(problem) => problem.words(),
         }
     }
 
@@ -76,6 +133,10 @@ impl BackendErrorKind {
         // EMFILE / ENFILE: the proxy's own descriptor table is full.
         if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
             return BackendErrorKind::ProxyFdLimit;
+        }
+        // tokio-rustls wraps rustls's errors (alerts, certificate checks).
+        if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            return BackendErrorKind::Tls(TlsProblem::of(tls));
         }
         match e.kind() {
             io::ErrorKind::ConnectionRefused => BackendErrorKind::ConnectionRefused,
@@ -112,7 +173,11 @@ impl BackendError {
     /// happened and (when one was chosen) to which server, so that a local
     /// problem never reads as `unknown` or `Connection refused`.
     pub fn reply_words(&self) -> String {
-        if self.kind.is_local() && !self.server.is_empty() {
+        // A TLS failure names the server too: nutcracker has no words for
+        // it, and the operator needs to know which certificate to look at.
+        if (self.kind.is_local() || matches!(self.kind, BackendErrorKind::Tls(_)))
+            && !self.server.is_empty()
+        {
             format!("{} (server {})", self.kind.words(), self.server)
         } else {
             self.kind.words().to_string()

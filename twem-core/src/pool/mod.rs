@@ -53,6 +53,7 @@ pub use backend::Frame;
 pub use client::{McValue, MemcacheClient, PoolBuilder, RedisClient, Stored};
 pub use error::{
     BackendError, BackendErrorKind, CallError, PoolError, RequestCause, RequestError, ServerError,
+    TlsProblem,
 };
 pub use inbox::Inbox;
 pub use pin::Pinned;
@@ -147,6 +148,8 @@ pub(crate) struct PoolShared {
     /// When a local failure (out of descriptors) was last logged, seconds
     /// since the epoch: such lines are rate-limited to one a second.
     last_local_log: AtomicU64,
+    /// TLS material read from the `tls_*` files when the pool was built.
+    pub tls: crate::tls::PoolTls,
 }
 
 impl PoolShared {
@@ -344,6 +347,8 @@ impl Pool {
             pool: config.name.clone(),
             source,
         })?;
+        // Read on every build, so that a reload picks up rotated files.
+        let tls = crate::tls::load(&config)?;
         let servers: Vec<ServerShared> = base_ring
             .servers()
             .iter()
@@ -412,6 +417,7 @@ impl Pool {
             handshake,
             version: Mutex::new(None),
             last_local_log: AtomicU64::new(0),
+            tls,
             config,
         });
         // A slot costs a pointer until a request picks it: its channel and
@@ -454,6 +460,20 @@ impl Pool {
     /// The pool's configuration.
     pub fn config(&self) -> &PoolConfig {
         &self.inner.shared.config
+    }
+
+    /// The TLS acceptor for this pool's clients (`tls_cert`), read from
+    /// its files when the pool was built: a reload that rebuilds the pool
+    /// serves new clients the rotated certificate.
+    pub fn tls_acceptor(&self) -> Option<&tokio_rustls::TlsAcceptor> {
+        self.inner.shared.tls.acceptor()
+    }
+
+    /// Whether the TLS files this pool was built from still hold the same
+    /// bytes (a reload keeps such a pool when its config is unchanged too).
+    pub fn tls_files_unchanged(&self) -> bool {
+        let shared = &self.inner.shared;
+        shared.tls.files_unchanged(&shared.config.tls)
     }
 
     /// The pool's name.

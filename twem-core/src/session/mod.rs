@@ -70,17 +70,19 @@ pub trait ClientRead: AsyncRead + Send + Unpin {
     /// tokio's `readable()` future links a waiter into the socket's list under
     /// its lock and unlinks it on drop, on every session loop turn; the poll
     /// keeps the socket's one reader waker.
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+    /// `&mut`: a TLS stream has no readiness without reading (see
+    /// [`crate::tls::TlsRead`]).
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
 }
 
 impl ClientRead for tokio::net::tcp::OwnedReadHalf {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.as_ref().poll_read_ready(cx)
     }
 }
 
 impl ClientRead for tokio::net::unix::OwnedReadHalf {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.as_ref().poll_read_ready(cx)
     }
 }

@@ -29,9 +29,12 @@ mod queue;
 
 use queue::InFlightQueue;
 
-use super::error::{BackendError, BackendErrorKind};
+use super::error::{BackendError, BackendErrorKind, TlsProblem};
 use super::{PoolShared, Protocol};
 use crate::config::ServerAddr;
+use crate::tls::{BackendTls, FlushingWrite};
+use rustls_pki_types::ServerName;
+use tokio_rustls::client::TlsStream;
 
 /// Most requests written to one connection and not yet answered. Past this
 /// the task stops taking new requests until replies come back, which bounds
@@ -341,6 +344,20 @@ impl ConnTask {
                     .drive(first, &mut self.rx)
                     .await
             }
+            Conn::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                Connection::new(&self.shared, self.idx, self.lane, r, FlushingWrite::new(w))
+                    .with_sink(self.sink.as_ref())
+                    .drive(first, &mut self.rx)
+                    .await
+            }
+            Conn::TlsUnix(s) => {
+                let (r, w) = tokio::io::split(*s);
+                Connection::new(&self.shared, self.idx, self.lane, r, FlushingWrite::new(w))
+                    .with_sink(self.sink.as_ref())
+                    .drive(first, &mut self.rx)
+                    .await
+            }
         };
         server.stats.server_connections.fetch_sub(1, Relaxed);
         close
@@ -438,6 +455,10 @@ fn fail_req(shared: &PoolShared, idx: usize, r: BackendReq, answer: Result<Frame
 pub(crate) enum Conn {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// `tls_servers`: boxed, a TLS stream is some 1 KiB of state.
+    Tls(Box<TlsStream<TcpStream>>),
+    /// `tls_servers` to a unix socket server (`tls_server_name` names it).
+    TlsUnix(Box<TlsStream<UnixStream>>),
 }
 
 /// Open a connection to server `idx`, resolving its host name afresh, and run
@@ -457,6 +478,7 @@ pub(crate) async fn connect(shared: &PoolShared, idx: usize, lane: Lane) -> Resu
 
 async fn connect_inner(shared: &PoolShared, idx: usize, lane: Lane) -> Result<Conn, Exchange> {
     let server = &shared.servers[idx];
+    let tls = shared.tls.backend();
     let mut conn = match &server.addr {
         ServerAddr::Tcp { host, port } => {
             let mut addrs = tokio::net::lookup_host((host.as_str(), *port))
@@ -473,13 +495,21 @@ async fn connect_inner(shared: &PoolShared, idx: usize, lane: Lane) -> Result<Co
             if shared.config.tcpkeepalive {
                 let _ = socket2::SockRef::from(&s).set_keepalive(true);
             }
-            Conn::Tcp(s)
+            match tls {
+                Some(tls) => Conn::Tls(Box::new(tls_connect(shared, idx, tls, host, s).await?)),
+                None => Conn::Tcp(s),
+            }
         }
-        ServerAddr::Unix { path } => Conn::Unix(
-            UnixStream::connect(path)
+        ServerAddr::Unix { path } => {
+            let s = UnixStream::connect(path)
                 .await
-                .map_err(|e| BackendErrorKind::from_io(&e))?,
-        ),
+                .map_err(|e| BackendErrorKind::from_io(&e))?;
+            match tls {
+                // Validation made sure `tls_server_name` is set.
+                Some(tls) => Conn::TlsUnix(Box::new(tls_connect(shared, idx, tls, "", s).await?)),
+                None => Conn::Unix(s),
+            }
+        }
     };
     let mut init = shared.handshake(lane.resp3);
     // A refused AUTH does not end the connection, as in nutcracker: the
@@ -519,6 +549,43 @@ async fn connect_inner(shared: &PoolShared, idx: usize, lane: Lane) -> Result<Co
         }
     }
     Ok(conn)
+}
+
+/// The TLS handshake on a connected socket, checking the server's
+/// certificate for `tls_server_name`, else for `host`. A failure is logged
+/// with rustls's words (expired, unknown issuer, another name) and reaches
+/// clients as [`BackendErrorKind::Tls`].
+async fn tls_connect<S>(
+    shared: &PoolShared,
+    idx: usize,
+    tls: &BackendTls,
+    host: &str,
+    s: S,
+) -> Result<TlsStream<S>, BackendErrorKind>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let server = &shared.servers[idx];
+    let name = match &tls.server_name {
+        Some(n) => n.clone(),
+        None => match ServerName::try_from(host.to_owned()) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(pool = %shared.config.name, server = %server.name, error = %e,
+                    "TLS to the server impossible: its host is no DNS name or IP address; set tls_server_name");
+                return Err(BackendErrorKind::Tls(TlsProblem::Other));
+            }
+        },
+    };
+    tls.connector.connect(name, s).await.map_err(|e| {
+        // A certificate check or an alert is a TLS problem (rustls's error
+        // inside the io::Error); a reset or EOF mid-handshake stays an I/O
+        // failure with nutcracker's words. Logged either way, with rustls's
+        // words (`invalid peer certificate: Expired...`).
+        tracing::warn!(pool = %shared.config.name, server = %server.name, error = %e,
+            "TLS handshake with the server failed");
+        BackendErrorKind::from_io(&e)
+    })
 }
 
 /// Why [`Conn::exchange`] or [`connect`] failed.
@@ -561,6 +628,8 @@ impl Conn {
         match self {
             Conn::Tcp(s) => exchange(s, wire, n, expect).await,
             Conn::Unix(s) => exchange(s, wire, n, expect).await,
+            Conn::Tls(s) => exchange(&mut **s, wire, n, expect).await,
+            Conn::TlsUnix(s) => exchange(&mut **s, wire, n, expect).await,
         }
     }
 }
@@ -573,6 +642,8 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), Exchange> {
     let io = |e: std::io::Error| Exchange::Failed(BackendErrorKind::from_io(&e));
     s.write_all(wire).await.map_err(io)?;
+    // A TLS stream may keep the bytes until flushed; a socket ignores it.
+    s.flush().await.map_err(io)?;
     let mut decoder = ReplyDecoder::new(match expect {
         Expect::Resp => Protocol::Redis,
         Expect::Mc(_) | Expect::McQuiet => Protocol::Memcache,
@@ -871,7 +942,15 @@ where
                 }
                 Event::Read(Err(e)) | Event::Written(Err(e)) => {
                     stats.server_err.fetch_add(1, Relaxed);
-                    break BackendErrorKind::from_io(&e).into();
+                    let kind = BackendErrorKind::from_io(&e);
+                    if matches!(kind, BackendErrorKind::Tls(_)) {
+                        // TLS 1.3: a server that refuses our certificate (or
+                        // lack of one) says so after the handshake, at the
+                        // first read; the alert's words go to the log.
+                        tracing::warn!(pool = %self.shared.config.name, server = %self.shared.servers[self.idx].name,
+                            error = %e, "TLS failure on the connection to the server");
+                    }
+                    break kind.into();
                 }
                 Event::Msg(Some(Msg::Req(r))) => {
                     self.take_batch(r, Instant::now(), 1 + BATCH, rx);
