@@ -629,6 +629,97 @@ fn memcached_pool_with_tls_listener() {
     assert_eq!(text(&o).trim(), "ok", "{}", text(&o));
 }
 
+// A memcached pool talks TLS to its servers the same way. Debian's
+// memcached has no TLS, so the server here is memcached behind a TLS
+// terminator (Python's ssl + asyncio, started by the test) that counts the
+// TLS handshakes it completed: twem's requests must reach memcached through
+// it, and a terminator with another CA's certificate is refused.
+#[test]
+fn memcached_pool_with_tls_servers_through_a_terminator() {
+    let Some(py) = which_python3() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but python3 lacks ssl"
+        );
+        eprintln!("no python3: memcached backend TLS test skipped");
+        return;
+    };
+    let dir = TempDir::new("tls-mc-backend");
+    let ca = Ca::new("twem test CA");
+    let server = files(dir.path(), "terminator", &ca, false);
+    let mc = twem_tests::Memcached::start();
+    let tport = free_port();
+    let count = dir.path().join("handshakes");
+    let terminator = format!(
+        "import asyncio, ssl\n\
+         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)\n\
+         ctx.load_cert_chain('{cert}', '{key}')\n\
+         n = 0\n\
+         async def pipe(r, w):\n\
+         \x20   try:\n\
+         \x20       while (b := await r.read(65536)):\n\
+         \x20           w.write(b); await w.drain()\n\
+         \x20   finally:\n\
+         \x20       w.close()\n\
+         async def serve(r, w):\n\
+         \x20   global n\n\
+         \x20   n += 1\n\
+         \x20   open('{count}', 'w').write(str(n))\n\
+         \x20   ur, uw = await asyncio.open_connection('127.0.0.1', {mport})\n\
+         \x20   await asyncio.gather(pipe(r, uw), pipe(ur, w))\n\
+         async def main():\n\
+         \x20   s = await asyncio.start_server(serve, '127.0.0.1', {tport}, ssl=ctx)\n\
+         \x20   await s.serve_forever()\n\
+         asyncio.run(main())\n",
+        cert = p(&server.cert),
+        key = p(&server.key),
+        count = p(&count),
+        mport = mc.port,
+    );
+    let mut cmd = Command::new(&py);
+    cmd.arg("-c").arg(terminator).stdout(Stdio::null());
+    let _terminator = Proc::spawn("tls terminator", &mut cmd);
+    wait_for_port(tport, Duration::from_secs(10));
+
+    let port = free_port();
+    let yaml = format!(
+        "mc:\n  listen: 127.0.0.1:{port}\n  timeout: 2000\n  tls_servers: true\n  tls_ca: {}\n  tls_server_name: localhost\n  servers:\n   - 127.0.0.1:{tport}:1\n",
+        p(&server.ca),
+    );
+    let _proxy = ProxyProc::twem(&yaml, port, &[]);
+    let mut c = twem_tests::Client::connect(port);
+    assert_eq!(c.mc(b"set tk 0 0 3\r\nabc\r\n"), b"STORED\r\n");
+    assert_eq!(c.mc(b"get tk\r\n"), b"VALUE tk 0 3\r\nabc\r\nEND\r\n");
+    // It went through TLS to memcached: the terminator completed a
+    // handshake, and memcached holds the value.
+    let n: u32 = std::fs::read_to_string(&count)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(n >= 1, "no TLS handshake reached the terminator");
+    assert_eq!(
+        mc.client().mc(b"get tk\r\n"),
+        b"VALUE tk 0 3\r\nabc\r\nEND\r\n"
+    );
+
+    // A pool trusting another CA refuses the terminator's certificate.
+    let other = Ca::new("another CA");
+    let other_ca = ca_file(dir.path(), &other);
+    let port2 = free_port();
+    let yaml2 = format!(
+        "mc2:\n  listen: 127.0.0.1:{port2}\n  timeout: 2000\n  tls_servers: true\n  tls_ca: {}\n  tls_server_name: localhost\n  servers:\n   - 127.0.0.1:{tport}:1\n",
+        p(&other_ca),
+    );
+    let _proxy2 = ProxyProc::twem(&yaml2, port2, &[]);
+    let mut c2 = twem_tests::Client::connect(port2);
+    let r = c2.mc(b"get tk\r\n");
+    assert!(
+        r.starts_with(b"SERVER_ERROR") && twem_tests::find(&r, b"TLS").is_some(),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
+}
+
 fn which_python3() -> Option<PathBuf> {
     let ok = Command::new("python3")
         .arg("-c")
