@@ -325,7 +325,7 @@ where
 /// A TLS stream has no readiness of its own: bytes on the socket may be a
 /// partial record (no plaintext yet) or a handshake message, and plaintext
 /// may be buffered with the socket empty. So readiness is a real read of at
-/// most [`READY_CHUNK`] bytes, held here until the session's read takes it;
+/// most `READY_CHUNK` bytes, held here until the session's read takes it;
 /// `Pending` then means rustls has nothing and the socket's waker is set.
 /// Nothing is held while a client is idle.
 pub struct TlsRead<S> {
