@@ -798,10 +798,7 @@ impl Pool {
 
     fn route_redis(&self, req: &resp::Request, caller: Caller<'_>) -> ReplyFuture {
         let sh = &self.inner.shared;
-        let options = route::PlanOptions {
-            allow_flush: sh.config.allow_flush,
-        };
-        let planned = route::plan_redis_with(req, &sh.ring.load(), options);
+        let planned = route::plan_redis_with(req, &sh.ring.load(), self.plan_options());
         self.inner
             .shared
             .metrics
@@ -819,11 +816,15 @@ impl Pool {
     /// a command's server before deciding (a transaction's queued commands).
     #[inline]
     pub fn plan_redis(&self, req: &resp::Request) -> route::RedisPlan {
-        let sh = &self.inner.shared;
-        let options = route::PlanOptions {
-            allow_flush: sh.config.allow_flush,
-        };
-        route::plan_redis_with(req, &sh.ring.load(), options)
+        route::plan_redis_with(req, &self.inner.shared.ring.load(), self.plan_options())
+    }
+
+    /// What this pool's config allows the planner (`allow_flush`).
+    #[inline]
+    fn plan_options(&self) -> route::PlanOptions {
+        route::PlanOptions {
+            allow_flush: self.inner.shared.config.allow_flush,
+        }
     }
 
     /// Scan every server of the pool for keys (see
@@ -945,15 +946,7 @@ impl Pool {
                 self.send_blocking(server, wire, caller.lane().1, wait)
             }
             Plan::Fail(Failure::AllEjected) => self.fail_now(BackendErrorKind::AllEjected),
-            Plan::Fail(Failure::Command(e)) => {
-                ReplyFuture::ready(Err(CallError::Request(RequestError::from(e))))
-            }
-            Plan::Fail(
-                f @ (Failure::CrossSlot
-                | Failure::Session(_)
-                | Failure::InvalidCursor
-                | Failure::FlushOff(_)),
-            ) => ReplyFuture::ready(Err(CallError::Request(RequestError::from(f)))),
+            Plan::Fail(f) => ReplyFuture::ready(Err(self.failure_error(f))),
         }
     }
 }

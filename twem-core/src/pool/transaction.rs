@@ -14,7 +14,7 @@
 
 use bytes::Bytes;
 
-use twem_proto::command::{self, Route};
+use twem_proto::command::Class;
 use twem_proto::resp;
 
 use super::route::{Failure, Plan};
@@ -86,33 +86,35 @@ impl Transaction {
         self.queued.is_empty()
     }
 
-    /// Where `req` must run, or why it cannot be part of a transaction.
+    /// Where `req` must run, or why it cannot be part of a transaction:
+    /// the pool's own plan (one classification, the proxy's rules).
     fn target_of(&self, req: &resp::Request) -> Result<Target, CallError> {
-        let pool = &self.pool;
-        let (cmd, route) =
-            command::classify(req).map_err(|e| CallError::Request(RequestError::from(e)))?;
-        match route {
+        let planned = self.pool.plan_redis(req);
+        match (planned.class, planned.plan) {
+            (_, Plan::Fail(f)) => Err(self.pool.failure_error(f)),
             // PING and ECHO run on the server in the transaction; SELECT or
             // AUTH there would leave the connection changed for its next
             // user.
-            Route::Local(_) if cmd.name == "ping" || cmd.name == "echo" => Ok(Target::Any),
-            Route::Local(_) => Err(CallError::Request(RequestError::new(
-                "ERR",
-                format!(
-                    "twem: {} is not allowed inside MULTI",
-                    cmd.name.to_uppercase()
-                ),
-            ))),
-            Route::Placeholder => Ok(Target::Any),
-            _ => match pool.plan_redis(req).plan {
-                // Inside MULTI a blocking command does not block (Redis
-                // runs it as its non-blocking form at EXEC).
-                Plan::One { server, .. } => Ok(Target::Server(server)),
-                Plan::Blocking(b) => Ok(Target::Server(b.server)),
-                Plan::Split(_) => Err(crossslot()),
-                Plan::Fail(f) => Err(pool.failure_error(f)),
-                Plan::Local(_) => Ok(Target::Any),
-            },
+            (Some(Class::Local), _) => {
+                let name = req.name();
+                if name.eq_ignore_ascii_case(b"ping") || name.eq_ignore_ascii_case(b"echo") {
+                    Ok(Target::Any)
+                } else {
+                    Err(CallError::Request(RequestError::new(
+                        "ERR",
+                        format!(
+                            "twem: {} is not allowed inside MULTI",
+                            String::from_utf8_lossy(name).to_uppercase()
+                        ),
+                    )))
+                }
+            }
+            (Some(Class::Placeholder), _) | (_, Plan::Local(_)) => Ok(Target::Any),
+            (_, Plan::One { server, .. }) => Ok(Target::Server(server)),
+            // Inside MULTI a blocking command does not block (Redis runs
+            // it as its non-blocking form at EXEC).
+            (_, Plan::Blocking(b)) => Ok(Target::Server(b.server)),
+            (_, Plan::Split(_)) => Err(crossslot()),
         }
     }
 
@@ -145,69 +147,48 @@ impl Transaction {
         Ok(())
     }
 
-    /// The server every key of `keys` maps to, or CROSSSLOT.
-    fn server_of_keys(&self, keys: &[Bytes]) -> Result<usize, CallError> {
-        let ring = self.pool.ring();
-        let mut server = None;
-        for k in keys {
-            let Some(s) = ring.locate(k) else {
-                return Err(self.pool.failure_error(Failure::AllEjected));
-            };
-            if server.is_some_and(|prev| prev != s) {
-                return Err(crossslot());
-            }
-            server = Some(s);
-        }
-        server.ok_or_else(|| {
-            CallError::Request(RequestError::new(
-                "ERR",
-                "wrong number of arguments for 'watch' command",
-            ))
-        })
-    }
-
-    /// `WATCH keys` on a connection pinned now to their server (a RESP3 one
-    /// if `resp3`); the reply goes to `inbox` if given. The keys must share
-    /// a server, and the one of the transaction's keys so far.
+    /// `WATCH key...` (`req`, as the client sent it) on a connection pinned
+    /// now to the keys' server (a RESP3 one if `resp3`); the reply goes to
+    /// `inbox` if given. The keys must share a server (the command table
+    /// plans WATCH like any same-server command), and the one of the
+    /// transaction's keys so far.
     pub fn watch_in(
         &mut self,
-        keys: &[Bytes],
+        req: &resp::Request,
         resp3: bool,
         inbox: Option<&mut Inbox>,
     ) -> ReplyFuture {
-        let server = match self.server_of_keys(keys) {
-            Ok(s) => s,
+        let server = match self.target_of(req) {
+            Ok(Target::Server(s)) if self.server.is_none_or(|prev| prev == s) => s,
+            Ok(Target::Server(_)) => return ReplyFuture::ready(Err(crossslot())),
+            Ok(Target::Any) => {
+                return ReplyFuture::ready(Err(CallError::Request(RequestError::new(
+                    "ERR",
+                    "wrong number of arguments for 'watch' command",
+                ))))
+            }
             Err(e) => return ReplyFuture::ready(Err(e)),
         };
-        if self.server.is_some_and(|prev| prev != server) {
-            return ReplyFuture::ready(Err(crossslot()));
-        }
-        if self.pin.is_none() {
-            match self.pool.pin(server, resp3) {
-                Ok(p) => self.pin = Some(p),
+        let pin = match self.pin.take() {
+            Some(p) => p,
+            None => match self.pool.pin(server, resp3) {
+                Ok(p) => p,
                 Err(e) => return ReplyFuture::ready(Err(e)),
-            }
-        }
+            },
+        };
         self.server = Some(server);
-        let mut args = Vec::with_capacity(keys.len() + 1);
-        args.push(Bytes::from_static(b"WATCH"));
-        args.extend(keys.iter().cloned());
-        let wire = resp::Request::from_args(args).wire().clone();
-        match &self.pin {
-            Some(pin) => self.pool.send_pinned(pin, wire, inbox),
-            None => ReplyFuture::ready(Err(CallError::Request(RequestError::uncoded(
-                "no pinned connection",
-            )))),
-        }
+        let reply = self.pool.send_pinned(&pin, req.wire().clone(), inbox);
+        self.pin = Some(pin);
+        reply
     }
 
     /// `WATCH keys` for an embedder: `Ok` once the server watches them.
     pub async fn watch<K: AsRef<[u8]>>(&mut self, keys: &[K]) -> Result<(), CallError> {
-        let keys: Vec<Bytes> = keys
-            .iter()
-            .map(|k| Bytes::copy_from_slice(k.as_ref()))
-            .collect();
-        expect_ok(self.watch_in(&keys, false, None).answer().await?)
+        let mut args = Vec::with_capacity(keys.len() + 1);
+        args.push(Bytes::from_static(b"WATCH"));
+        args.extend(keys.iter().map(|k| Bytes::copy_from_slice(k.as_ref())));
+        let req = resp::Request::from_args(args);
+        expect_ok(self.watch_in(&req, false, None).answer().await?)
     }
 
     /// Send the transaction (`MULTI`, the queued commands, `EXEC`) on its

@@ -492,10 +492,9 @@ impl Txn {
         if self.queuing {
             return ready(b"-ERR WATCH inside MULTI is not allowed\r\n");
         }
-        let keys = req.args().get(1..).unwrap_or_default();
         self.tx
             .get_or_insert_with(|| pool.transaction())
-            .watch_in(keys, inbox.resp3(), Some(inbox))
+            .watch_in(req, inbox.resp3(), Some(inbox))
     }
 
     /// `UNWATCH` outside `MULTI`.
