@@ -196,11 +196,13 @@ fn scrape_flood_does_not_stall_clients() {
 /// `total_connections`/`curr_connections` (and `twem_connections`) count
 /// backend connections, as nutcracker's do: with `preconnect` and 3 servers,
 /// one listener + one client + 3 server connections, the same figures
-/// nutcracker 0.5.0 reports in the same situation.
+/// nutcracker 0.5.0 reports in the same situation (one event loop, as
+/// nutcracker's). With two worker event loops each owns its 3 server
+/// connections: 1 + 1 + 6.
 #[test]
 fn connection_totals_count_backend_connections() {
     let r = Redis::start();
-    let figures = |proxy: &ProxyProc, port: u16| -> (u64, u64) {
+    let figures = |proxy: &ProxyProc, port: u16, servers: i64| -> (u64, u64) {
         let mut c = Client::connect(port);
         assert_eq!(c.cmds("GET k"), b"$-1\r\n");
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -214,7 +216,7 @@ fn connection_totals_count_backend_connections() {
                 })
                 .sum();
             let clients = st["conns"]["client_connections"].as_i64().unwrap_or(0);
-            if (backends == 3 && clients == 1) || Instant::now() > deadline {
+            if (backends == servers && clients == 1) || Instant::now() > deadline {
                 drop(c);
                 return (
                     st["total_connections"].as_u64().expect("total"),
@@ -227,8 +229,8 @@ fn connection_totals_count_backend_connections() {
     let mport = free_port();
     let maddr = format!("127.0.0.1:{mport}");
     let yaml = pool("conns", port, &r, 3, "  preconnect: true\n");
-    let twem = ProxyProc::twem(&yaml, port, &["--metrics-addr", &maddr]);
-    let (total, curr) = figures(&twem, port);
+    let twem = ProxyProc::twem(&yaml, port, &["--metrics-addr", &maddr, "--threads", "1"]);
+    let (total, curr) = figures(&twem, port, 3);
     eprintln!("twem: total_connections {total}, curr_connections {curr}");
     assert_eq!(curr, 5, "1 listener + 1 client + 3 server connections");
     // The harness's wait for the port was a client connection too.
@@ -248,12 +250,21 @@ fn connection_totals_count_backend_connections() {
 
     let nport = free_port();
     let nut = ProxyProc::nutcracker(&pool("conns", nport, &r, 3, "  preconnect: true\n"), nport);
-    let (ntotal, ncurr) = figures(&nut, nport);
+    let (ntotal, ncurr) = figures(&nut, nport, 3);
     eprintln!("nutcracker: total_connections {ntotal}, curr_connections {ncurr}");
     assert_eq!(
         (total, curr),
         (ntotal, ncurr),
         "twem counts as nutcracker does"
+    );
+
+    let port2 = free_port();
+    let yaml2 = pool("conns", port2, &r, 3, "  preconnect: true\n");
+    let twem2 = ProxyProc::twem(&yaml2, port2, &["--threads", "2"]);
+    let (_, curr2) = figures(&twem2, port2, 6);
+    assert_eq!(
+        curr2, 8,
+        "1 listener + 1 client + 2 workers x 3 server connections"
     );
 }
 

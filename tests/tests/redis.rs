@@ -587,47 +587,57 @@ fn unix_sockets_and_host_names() {
 }
 
 /// `preconnect` opens a connection to every server at start, and
-/// `server_connections` bounds how many a busy pool opens.
+/// `server_connections` bounds how many a busy pool opens: per worker event
+/// loop (`--threads`), each worker owning its own connections so that a
+/// request never leaves its thread.
 #[test]
 fn preconnect_and_server_connections() {
-    let r = Redis::start();
-    let port = free_port();
-    let yaml = pool_yaml(
-        "p",
-        port,
-        "  redis: true\n  preconnect: true\n  server_connections: 3\n",
-        &[(r.addr(), "only")],
-    );
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
-    let st =
-        proxy.stats_when(|st| st["p"]["only"]["server_connections"].as_i64().unwrap_or(0) >= 1);
-    assert!(
-        st["p"]["only"]["server_connections"].as_i64().unwrap_or(0) >= 1,
-        "preconnected: {st}"
-    );
-    // Eight clients at once: never more than 3 backend connections.
-    let clients: Vec<_> = (0..8)
-        .map(|i| {
-            std::thread::spawn(move || {
-                let mut c = Client::connect(port);
-                for j in 0..200 {
-                    assert_eq!(
-                        c.cmd(&[b"SET", format!("c{i}-{j}").as_bytes(), b"v"]),
-                        b"+OK\r\n"
-                    );
-                }
+    for workers in [1usize, 2] {
+        let r = Redis::start();
+        let port = free_port();
+        let yaml = pool_yaml(
+            "p",
+            port,
+            "  redis: true\n  preconnect: true\n  server_connections: 3\n",
+            &[(r.addr(), "only")],
+        );
+        let threads = workers.to_string();
+        let proxy = ProxyProc::twem(&yaml, port, &["--threads", &threads]);
+        let st =
+            proxy.stats_when(|st| st["p"]["only"]["server_connections"].as_i64().unwrap_or(0) >= 1);
+        assert!(
+            st["p"]["only"]["server_connections"].as_i64().unwrap_or(0) >= 1,
+            "preconnected: {st}"
+        );
+        // Eight clients at once: never more than 3 backend connections a worker.
+        let clients: Vec<_> = (0..8)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(port);
+                    for j in 0..200 {
+                        assert_eq!(
+                            c.cmd(&[b"SET", format!("c{i}-{j}").as_bytes(), b"v"]),
+                            b"+OK\r\n"
+                        );
+                    }
+                })
             })
-        })
-        .collect();
-    for c in clients {
-        c.join().expect("client");
+            .collect();
+        for c in clients {
+            c.join().expect("client");
+        }
+        let clients_seen = r.client().cmds("CLIENT LIST");
+        let conns = String::from_utf8_lossy(&clients_seen)
+            .lines()
+            .filter(|l| l.contains("addr="))
+            .count();
+        // Our own CLIENT LIST connection is one of them.
+        // preconnect opened all three slots of every worker; eight busy
+        // clients opened no more.
+        assert_eq!(
+            conns - 1,
+            3 * workers,
+            "server_connections=3 proxy connections per worker, {workers} workers"
+        );
     }
-    let clients_seen = r.client().cmds("CLIENT LIST");
-    let conns = String::from_utf8_lossy(&clients_seen)
-        .lines()
-        .filter(|l| l.contains("addr="))
-        .count();
-    // Our own CLIENT LIST connection is one of them.
-    // preconnect opened all three slots; eight busy clients opened no more.
-    assert_eq!(conns - 1, 3, "server_connections=3 proxy connections");
 }

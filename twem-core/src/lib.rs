@@ -94,6 +94,7 @@ pub mod pool;
 pub mod ring;
 pub mod session;
 pub mod tls;
+pub mod worker;
 
 pub use codec::Codec;
 pub use config::Config;

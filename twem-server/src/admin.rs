@@ -54,7 +54,7 @@ pub struct Endpoints {
     /// Process-wide connection counters.
     pub globals: Arc<Globals>,
     /// The runtime that serves clients (see [`crate::metrics::Endpoint`]).
-    pub serving: Option<tokio::runtime::Handle>,
+    pub serving: Vec<tokio::runtime::Handle>,
 }
 
 /// The running admin thread.

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod proxy;
 pub use twem_core::session;
 pub mod stats;
+pub mod workers;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -100,23 +101,36 @@ pub fn run(cli: Cli) -> i32 {
             return 1;
         }
     };
-    // One thread: a current-thread runtime, like nutcracker's single event
-    // loop. A one-worker multi-thread runtime would still pay for work-stealing
-    // bookkeeping and cross-thread wake-ups between the accept loop, the
-    // sessions and the backend tasks; measured with bench/run.sh, the
-    // current-thread runtime serves about a quarter more GETs at pipeline 16
-    // for the same CPU.
-    let mut rt = match cli.threads {
-        Some(n) if n <= 1 => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
+    // Thread-per-core: one single-threaded event loop per worker, no work
+    // stealing (see `workers`). With one worker there is no control thread
+    // either: everything runs on one current-thread runtime, nutcracker's
+    // single event loop. With more, the control runtime (accept loops,
+    // signals, reload, drain) runs on this thread and hands each client to
+    // a worker, whose thread also runs the backend connections its clients
+    // use: a request never wakes another thread.
+    let threads = cli.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let workers = if threads > 1 {
+        match workers::Workers::start(threads) {
+            Ok(w) => Some(std::sync::Arc::new(w)),
+            Err(e) => {
+                eprintln!("twemproxy: cannot start the worker threads: {e}");
+                return 1;
+            }
         }
-        None => tokio::runtime::Builder::new_multi_thread(),
+    } else {
+        // This thread is the one worker: pools keep its connection set and
+        // one for the blocking threads a reload plans on.
+        twem_core::worker::set_count(1);
+        twem_core::worker::enter(0);
+        None
     };
-    rt.enable_all().thread_name("twem-worker");
-    let rt = match rt.build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("twem-worker")
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("twemproxy: cannot start the runtime: {e}");
@@ -131,9 +145,13 @@ pub fn run(cli: Cli) -> i32 {
         shutdown_grace: Duration::from_millis(cli.shutdown_grace),
         conf_file: Some(conf_file),
         metrics_addr: cli.metrics_addr.clone(),
+        workers: workers.clone(),
     };
     let res = rt.block_on(proxy::serve(config, opts, logger));
     rt.shutdown_timeout(Duration::from_millis(100));
+    if let Some(w) = workers.and_then(|w| std::sync::Arc::into_inner(w)) {
+        w.stop();
+    }
     match res {
         Ok(()) => 0,
         Err(e) => {

@@ -170,9 +170,12 @@ async fn page(cache: &Cached, ep: &Endpoint) -> Arc<Vec<u8>> {
             return Arc::clone(bytes);
         }
     }
-    if let Some(h) = &ep.serving {
-        let _ = tokio::time::timeout(SYNC_WAIT, settle(h)).await;
-    }
+    let _ = tokio::time::timeout(SYNC_WAIT, async {
+        for h in &ep.serving {
+            settle(h).await;
+        }
+    })
+    .await;
     let bytes = Arc::new(response(
         "200 OK",
         "text/plain; version=0.0.4; charset=utf-8",
@@ -218,7 +221,7 @@ pub struct Endpoint {
     /// Process-wide connection counters.
     pub globals: Arc<Globals>,
     /// The runtime serving clients, to sync with before a fresh encoding.
-    pub serving: Option<tokio::runtime::Handle>,
+    pub serving: Vec<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for Endpoint {

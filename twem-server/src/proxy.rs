@@ -12,6 +12,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::workers::Workers;
 use tracing::Instrument;
 
 use twem_core::config::{Config, PoolConfig};
@@ -43,6 +45,9 @@ pub struct Options {
     pub conf_file: Option<PathBuf>,
     /// Where to serve Prometheus `/metrics` (`--metrics-addr`), if anywhere.
     pub metrics_addr: Option<String>,
+    /// The worker event loops clients are handed to; `None`: clients are
+    /// served on the runtime `serve` runs on (one event loop).
+    pub workers: Option<Arc<Workers>>,
 }
 
 /// Why the proxy could not start or run.
@@ -130,6 +135,8 @@ struct Proxy {
     /// Client connections allowed over all pools (descriptors kept for
     /// backend connections).
     fds: Arc<FdBudget>,
+    /// Where client sessions run (see [`Options::workers`]).
+    workers: Option<Arc<Workers>>,
 }
 
 impl Proxy {
@@ -143,6 +150,7 @@ impl Proxy {
     fn start_pool_with(&mut self, pool: Pool, config: PoolConfig, listener: Listener) {
         tracing::info!(pool = %config.name, listen = %config.listen, servers = config.servers.len(),
             protocol = if config.redis { "redis" } else { "memcache" }, "pool listening");
+        self.preconnect_on_workers(&pool);
         let slot: PoolSlot = Arc::new(ArcSwap::from_pointee(pool));
         let accept_stop = self.stop.child_token();
         let sessions_stop = self.stop.child_token();
@@ -154,6 +162,25 @@ impl Proxy {
             accept_task,
             sessions_stop,
         });
+    }
+
+    /// `preconnect` for each worker's connection set, on that worker (a
+    /// pool built off the workers, as a reload builds them, starts none
+    /// itself). Without worker threads this thread is the one worker.
+    fn preconnect_on_workers(&self, pool: &Pool) {
+        if !pool.config().preconnect {
+            return;
+        }
+        match &self.workers {
+            Some(w) => {
+                let pool = pool.clone();
+                w.on_each(move || {
+                    let pool = pool.clone();
+                    async move { pool.preconnect() }
+                });
+            }
+            None => pool.preconnect(),
+        }
     }
 
     fn spawn_accept(
@@ -175,6 +202,7 @@ impl Proxy {
                 self.sessions.clone(),
                 Arc::clone(&self.globals),
                 Arc::clone(&self.fds),
+                self.workers.clone(),
             )
             .instrument(span),
         )
@@ -240,6 +268,7 @@ impl Proxy {
                         continue;
                     };
                     r.config = config;
+                    self.preconnect_on_workers(&pool);
                     r.slot.store(Arc::new(pool));
                     if let Some(l) = listener {
                         r.accept_stop.cancel();
@@ -431,6 +460,7 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
         globals: Arc::new(Globals::default()),
         stats_slots: Arc::new(ArcSwap::from_pointee(Vec::new())),
         fds: Arc::new(FdBudget::new(&config)),
+        workers: opts.workers.clone(),
     };
     for (pool, l) in pools.into_iter().zip(listeners) {
         proxy.start_pool(pool, l);
@@ -444,7 +474,7 @@ pub async fn serve(config: Config, opts: Options, logger: Arc<Logger>) -> Result
             interval: opts.stats_interval,
             snapshot: Arc::new(move || slots.load().iter().map(|s| s.load().snapshot()).collect()),
             globals: Arc::clone(&proxy.globals),
-            serving: Some(tokio::runtime::Handle::current()),
+            serving: serving_runtimes(opts.workers.as_deref()),
         },
         proxy.stop.clone(),
     )
@@ -601,6 +631,7 @@ async fn accept_loop(
     sessions: TaskTracker,
     globals: Arc<Globals>,
     fds: Arc<FdBudget>,
+    workers: Option<Arc<Workers>>,
 ) {
     let mut backoff = AcceptBackoff::new(AcceptBackoff::POOL_MAX);
     loop {
@@ -649,60 +680,135 @@ async fn accept_loop(
         };
         globals.total_connections.fetch_add(1, Relaxed);
         globals.curr_connections.fetch_add(1, Relaxed);
-        let hint = NEXT_CLIENT.fetch_add(1, Relaxed);
-        let keepalive = pool.config().tcpkeepalive;
-        // The acceptor of the pool current at accept: after a reload, new
-        // clients get the new certificate.
-        let tls = pool.tls_acceptor().cloned();
-        drop(pool);
-        let slot = Arc::clone(&slot);
-        let stop = sessions_stop.clone();
-        let globals = Arc::clone(&globals);
-        let fds = Arc::clone(&fds);
-        // Both log lines name the client by id and peer, so that an operator
-        // can pair them. The session's span (a child of this pool's accept
-        // span) is at debug level: at the default level it is disabled and
-        // costs nothing per poll.
-        let peer = match &conn {
-            Accepted::Tcp(s) => s.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
-            Accepted::Unix(_) => "unix".to_string(),
+        let client = Client {
+            slot: Arc::clone(&slot),
+            hint: NEXT_CLIENT.fetch_add(1, Relaxed),
+            peer: conn.peer(),
+            keepalive: pool.config().tcpkeepalive,
+            // The acceptor of the pool current at accept: after a reload,
+            // new clients get the new certificate.
+            tls: pool.tls_acceptor().cloned(),
+            stop: sessions_stop.clone(),
+            _counted: Counted {
+                _admission: admission,
+                globals: Arc::clone(&globals),
+                fds: Arc::clone(&fds),
+            },
         };
-        let span = tracing::debug_span!("session", client = hint, peer = %peer);
-        sessions.spawn(async move {
-            tracing::info!(pool = %slot.load().name(), client = hint, peer = %peer, "client connected");
-            let end = match (conn, tls) {
-                (Accepted::Tcp(s), tls) => {
-                    let _ = s.set_nodelay(true);
-                    if keepalive {
-                        let _ = socket2::SockRef::from(&s).set_keepalive(true);
-                    }
-                    match tls {
-                        // Boxed: a TLS session's future (rustls's state
-                        // inline) is larger, and every client's task would
-                        // otherwise be allocated at that size (measured:
-                        // idle plain clients 1.7 -> 3.7 KiB each).
-                        Some(tls) => Box::pin(serve_tls(&slot, hint, &peer, tls, s, stop)).await,
-                        None => {
-                            let (r, w) = s.into_split();
-                            serve_connection(Arc::clone(&slot), hint, r, w, stop).await
+        drop(pool);
+        // The session's span (a child of this pool's accept span) is at
+        // debug level: at the default level it is disabled and costs
+        // nothing per poll.
+        let span = tracing::debug_span!("session", client = client.hint, peer = %client.peer);
+        match workers.as_deref().and_then(Workers::place) {
+            // Handed to a worker: the socket leaves this runtime's reactor
+            // and joins the worker's there, so its readiness wakes the
+            // worker and nothing else.
+            Some(place) => match conn.detach() {
+                Ok(moved) => {
+                    let on_worker = place.guard;
+                    sessions.spawn_on(
+                        async move {
+                            let _on_worker = on_worker;
+                            match moved.attach() {
+                                Ok(conn) => client.serve(conn).await,
+                                Err(e) => tracing::warn!(client = client.hint, peer = %client.peer, error = %e,
+                                    "client connection lost while handed to a worker"),
+                            }
                         }
-                    }
+                        .instrument(span),
+                        &place.handle,
+                    );
                 }
-                (Accepted::Unix(s), Some(tls)) => {
-                    Box::pin(serve_tls(&slot, hint, &peer, tls, s, stop)).await
-                }
-                (Accepted::Unix(s), None) => {
-                    let (r, w) = s.into_split();
-                    serve_connection(Arc::clone(&slot), hint, r, w, stop).await
-                }
-            };
-            tracing::info!(pool = %slot.load().name(), client = hint, peer = %peer, end = ?end, "client closed");
-            drop(admission);
-            globals.curr_connections.fetch_sub(1, Relaxed);
-            fds.release();
-        }.instrument(span));
+                Err(e) => tracing::warn!(client = client.hint, peer = %client.peer, error = %e,
+                    "client connection lost while handed to a worker"),
+            },
+            None => {
+                sessions.spawn(client.serve(conn).instrument(span));
+            }
+        }
     }
     globals.curr_connections.fetch_sub(1, Relaxed);
+}
+
+/// What keeps an accepted client counted (its pool's `client_connections`,
+/// the process's current connections, its descriptor in the budget) until
+/// it is gone, however its session ends.
+struct Counted {
+    _admission: twem_core::pool::ClientAdmission,
+    globals: Arc<Globals>,
+    fds: Arc<FdBudget>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.globals.curr_connections.fetch_sub(1, Relaxed);
+        self.fds.release();
+    }
+}
+
+/// An accepted client, admitted, on its way to its session.
+struct Client {
+    slot: PoolSlot,
+    hint: usize,
+    peer: String,
+    keepalive: bool,
+    tls: Option<twem_core::tls::TlsAcceptor>,
+    stop: CancellationToken,
+    _counted: Counted,
+}
+
+impl Client {
+    /// Serve the client until its session ends. Both log lines name the
+    /// client by id and peer, so that an operator can pair them.
+    async fn serve(self, conn: Accepted) {
+        let Client {
+            slot,
+            hint,
+            peer,
+            keepalive,
+            tls,
+            stop,
+            _counted,
+        } = self;
+        tracing::info!(pool = %slot.load().name(), client = hint, peer = %peer, "client connected");
+        let end = match (conn, tls) {
+            (Accepted::Tcp(s), tls) => {
+                let _ = s.set_nodelay(true);
+                if keepalive {
+                    let _ = socket2::SockRef::from(&s).set_keepalive(true);
+                }
+                match tls {
+                    // Boxed: a TLS session's future (rustls's state
+                    // inline) is larger, and every client's task would
+                    // otherwise be allocated at that size (measured:
+                    // idle plain clients 1.7 -> 3.7 KiB each).
+                    Some(tls) => Box::pin(serve_tls(&slot, hint, &peer, tls, s, stop)).await,
+                    None => {
+                        let (r, w) = s.into_split();
+                        serve_connection(Arc::clone(&slot), hint, r, w, stop).await
+                    }
+                }
+            }
+            (Accepted::Unix(s), Some(tls)) => {
+                Box::pin(serve_tls(&slot, hint, &peer, tls, s, stop)).await
+            }
+            (Accepted::Unix(s), None) => {
+                let (r, w) = s.into_split();
+                serve_connection(Arc::clone(&slot), hint, r, w, stop).await
+            }
+        };
+        tracing::info!(pool = %slot.load().name(), client = hint, peer = %peer, end = ?end, "client closed");
+    }
+}
+
+/// The runtimes whose polls a metrics scrape waits out (see
+/// `metrics::page`): the workers', or the one serving runtime.
+fn serving_runtimes(workers: Option<&Workers>) -> Vec<tokio::runtime::Handle> {
+    match workers {
+        Some(w) => w.handles(),
+        None => vec![tokio::runtime::Handle::current()],
+    }
 }
 
 /// How long a client has to complete its TLS handshake. Until then it
@@ -749,10 +855,45 @@ enum Accepted {
     Unix(tokio::net::UnixStream),
 }
 
+impl Accepted {
+    /// The client's address for the log (`unix` for a unix socket).
+    fn peer(&self) -> String {
+        match self {
+            Accepted::Tcp(s) => s.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+            Accepted::Unix(_) => "unix".to_string(),
+        }
+    }
+
+    /// The socket out of this runtime's reactor, to be handed to a worker.
+    fn detach(self) -> std::io::Result<Detached> {
+        Ok(match self {
+            Accepted::Tcp(s) => Detached::Tcp(s.into_std()?),
+            Accepted::Unix(s) => Detached::Unix(s.into_std()?),
+        })
+    }
+}
+
 async fn accept(l: &Listener) -> std::io::Result<Accepted> {
     match l {
         Listener::Tcp(t) => t.accept().await.map(|(s, _)| Accepted::Tcp(s)),
         Listener::Unix(u, _) => u.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
+/// An accepted socket between runtimes (still non-blocking).
+enum Detached {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Detached {
+    /// Register the socket with the calling runtime's reactor (the
+    /// worker's).
+    fn attach(self) -> std::io::Result<Accepted> {
+        Ok(match self {
+            Detached::Tcp(s) => Accepted::Tcp(tokio::net::TcpStream::from_std(s)?),
+            Detached::Unix(s) => Accepted::Unix(tokio::net::UnixStream::from_std(s)?),
+        })
     }
 }
 

@@ -202,17 +202,57 @@ impl Drop for ClientAdmission {
 /// started it.
 type Lazy = OnceLock<mpsc::UnboundedSender<Msg>>;
 
+/// One event loop's shared connections to every server of the pool (see
+/// [`crate::worker`]): a proxy worker's requests go only to connections its
+/// own thread runs, so no request wakes another thread.
+#[derive(Debug)]
+struct ConnSet {
+    /// `conns[server][slot]`: the shared connections of RESP2 clients.
+    conns: Box<[Box<[Lazy]>]>,
+    /// `conns3[server][slot]`: the same for RESP3 clients (`HELLO 3`),
+    /// started only when such a client sends to that server.
+    conns3: Box<[Box<[Lazy]>]>,
+}
+
+impl ConnSet {
+    /// `servers` x `slots` empty slots in each lane: a slot costs a
+    /// pointer until a request picks it (a large `server_connections` used
+    /// to cost ~8 KiB per slot at start).
+    fn new(servers: usize, slots: usize) -> ConnSet {
+        let lane = || -> Box<[Box<[Lazy]>]> {
+            (0..servers)
+                .map(|_| (0..slots).map(|_| OnceLock::new()).collect())
+                .collect()
+        };
+        ConnSet {
+            conns: lane(),
+            conns3: lane(),
+        }
+    }
+
+    /// Every started connection's channel, both lanes.
+    fn started(&self) -> impl Iterator<Item = &mpsc::UnboundedSender<Msg>> {
+        self.conns
+            .iter()
+            .chain(self.conns3.iter())
+            .flat_map(|per| per.iter().filter_map(OnceLock::get))
+    }
+}
+
 /// The handles' part: the senders to the connection tasks. Dropping the last
 /// handle closes the channels, which ends the tasks once their in-flight
 /// requests are answered, and stops the probes.
 #[derive(Debug)]
 struct Handles {
     shared: Arc<PoolShared>,
-    /// `conns[server][slot]`: the shared connections of RESP2 clients.
-    conns: Vec<Box<[Lazy]>>,
-    /// `conns3[server][slot]`: the same for RESP3 clients (`HELLO 3`),
-    /// started only when such a client sends to that server.
-    conns3: Vec<Box<[Lazy]>>,
+    /// One connection set per worker event loop, and a last one for every
+    /// other thread ([`crate::worker::set_for`]); each made on first use.
+    sets: Box<[OnceLock<ConnSet>]>,
+    /// `server_connections`: the connections of one set to one server.
+    slots: usize,
+    /// The worker event loops declared when the pool was built (0: none,
+    /// an embedder).
+    workers: usize,
     /// Per server: the connections pinned to clients (transactions).
     pins: Vec<PinSet>,
 }
@@ -229,11 +269,24 @@ struct PinSet {
 }
 
 impl Handles {
+    /// The calling thread's connection set (its worker's own, or the one
+    /// shared by other threads), made on first use.
+    #[inline]
+    fn set(&self) -> &ConnSet {
+        let at = crate::worker::set_for(crate::worker::place(), self.workers, self.sets.len());
+        // `sets` is never empty (`Pool::replacing` makes at least one).
+        let cell = &self.sets[at.min(self.sets.len() - 1)];
+        cell.get_or_init(|| ConnSet::new(self.shared.servers.len(), self.slots))
+    }
+
     /// The channel of server `idx`'s shared connection `slot` (of the RESP3
-    /// lane if `resp3`), starting its task on first use. Runs inside the
-    /// runtime (every caller is async or was called from a task).
+    /// lane if `resp3`) in the calling thread's set, starting its task on
+    /// first use: on this thread's runtime, so a worker's connections run
+    /// on the worker. Runs inside the runtime (every caller is async or was
+    /// called from a task).
     fn conn(&self, idx: usize, slot: usize, resp3: bool) -> Option<&mpsc::UnboundedSender<Msg>> {
-        let lanes = if resp3 { &self.conns3 } else { &self.conns };
+        let set = self.set();
+        let lanes = if resp3 { &set.conns3 } else { &set.conns };
         let lazy = lanes.get(idx)?.get(slot)?;
         Some(lazy.get_or_init(|| {
             self.spawn_conn(
@@ -246,6 +299,16 @@ impl Handles {
                 None,
             )
         }))
+    }
+
+    /// Start every RESP2 connection of the calling thread's set
+    /// (`preconnect`).
+    fn preconnect(&self) {
+        for idx in 0..self.shared.servers.len() {
+            for slot in 0..self.slots {
+                self.conn(idx, slot, false);
+            }
+        }
     }
 
     /// Hand `wire` to the connection task behind `tx` (of server `idx`),
@@ -420,16 +483,16 @@ impl Pool {
             tls,
             config,
         });
-        // A slot costs a pointer until a request picks it: its channel and
-        // task start then (a large `server_connections` used to cost ~8 KiB
-        // per slot at start). With `preconnect` every slot starts now and
-        // connects (nutcracker opens one per server; twem fills every slot).
-        let lazies = || -> Vec<Box<[Lazy]>> {
-            (0..shared.servers.len())
-                .map(|_| (0..slots).map(|_| OnceLock::new()).collect())
-                .collect()
-        };
-        let (conns, conns3) = (lazies(), lazies());
+        // One connection set per declared worker and one for other threads
+        // (an embedder: one per core, see `crate::worker`); a set is made
+        // (pointers only) when its thread first sends, and its connections
+        // start when a request picks them. With
+        // `preconnect` the creating thread's set connects now when that
+        // thread is a worker or no workers are declared (an embedder); the
+        // proxy, building pools off its workers, calls
+        // [`Pool::preconnect`] on each worker.
+        let workers = crate::worker::count();
+        let sets = (0..crate::worker::sets()).map(|_| OnceLock::new()).collect();
         let pins = shared
             .servers
             .iter()
@@ -440,17 +503,15 @@ impl Pool {
             })
             .collect();
         let handles = Handles {
-            conns,
-            conns3,
+            sets,
+            slots,
+            workers,
             pins,
             shared,
         };
-        if handles.shared.config.preconnect {
-            for idx in 0..handles.conns.len() {
-                for slot in 0..slots {
-                    handles.conn(idx, slot, false);
-                }
-            }
+        if handles.shared.config.preconnect && (workers == 0 || crate::worker::current().is_some())
+        {
+            handles.preconnect();
         }
         Ok(Pool {
             inner: Arc::new(handles),
@@ -599,14 +660,24 @@ impl Pool {
             .fetch_add(1, Relaxed);
     }
 
+    /// Start this thread's connections to every server now, as
+    /// `preconnect` asks (a proxy worker calls it for each pool it serves:
+    /// pools are built off the workers). Does nothing for a pool without
+    /// `preconnect`, or once the connections exist.
+    pub fn preconnect(&self) {
+        if self.inner.shared.config.preconnect && !self.is_closed() {
+            self.inner.preconnect();
+        }
+    }
+
     /// Ask every connection to finish its in-flight requests and close. New
     /// calls fail with [`CallError::Closed`]. Resolves once every connection
     /// task has been told; in-flight replies still reach their callers.
     pub async fn close(&self) {
         let sh = &self.inner.shared;
         sh.closed.store(true, Release);
-        for per in &self.inner.conns {
-            for tx in per.iter().filter_map(OnceLock::get) {
+        for set in self.inner.sets.iter().filter_map(OnceLock::get) {
+            for tx in set.started() {
                 let _ = tx.send(Msg::Close);
             }
         }
@@ -649,8 +720,7 @@ impl Pool {
         if sh.closed.load(Relaxed) {
             return Err(CallError::Closed(Arc::from(sh.config.name.as_str())));
         }
-        let slots = self.inner.conns.get(idx).map_or(1, |p| p.len().max(1));
-        let Some(tx) = self.inner.conn(idx, hint % slots, resp3) else {
+        let Some(tx) = self.inner.conn(idx, hint % self.inner.slots, resp3) else {
             return Err(CallError::Closed(Arc::from(sh.config.name.as_str())));
         };
         self.inner.send_on(tx, idx, wire, expect, reply)
