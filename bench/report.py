@@ -13,7 +13,18 @@ import subprocess
 import sys
 from collections import OrderedDict, defaultdict
 
-TARGETS = ("twem", "nutcracker", "direct")
+TARGETS = ("twem", "nutcracker", "predixy", "direct")
+PROXIES = ("twem", "nutcracker", "predixy")
+SHORT = {"twem": "twem", "nutcracker": "nut", "predixy": "predixy", "direct": "direct"}
+# The target every other proxy is compared with, and the suites predixy has
+# no part in (it speaks Redis only).
+NO_PREDIXY = ("memcached",)
+
+
+def present(agg):
+    """The targets with at least one run, in TARGETS order."""
+    seen = {t for per_target in agg.values() for t in per_target}
+    return [t for t in TARGETS if t in seen]
 
 
 def read_meta(path):
@@ -84,24 +95,52 @@ def paired_ratio(t, a, b):
 
 
 def table(suite, agg):
-    lines = [
-        f"| {suite} | twem req/s | nutcracker req/s | direct req/s | twem / nutcracker | twem / direct "
-        "| p50 ms twem / nut / direct | p99 ms twem / nut / direct | proxy CPU µs/req twem / nut | CPU twem / nut |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    """One row per scenario of `suite`: throughput of every target, the ratios of
+    twem to each peer, latency and proxy CPU per request. A target that cannot
+    run the suite (predixy on memcached) gets n/a cells."""
+    targets = present(agg)
+    peers = [t for t in targets if t != "twem"]
+    proxies = [t for t in targets if t in PROXIES]
+    cpu_peers = [t for t in proxies if t != "twem"]
+    names = " / ".join(SHORT[t] for t in targets)
+    header = (
+        f"| {suite} | "
+        + " | ".join(f"{t} req/s" for t in targets)
+        + " | "
+        + " | ".join(f"twem / {t}" for t in peers)
+        + f" | p50 ms {names} | p99 ms {names} | proxy CPU µs/req "
+        + " / ".join(SHORT[t] for t in proxies)
+        + " | "
+        + " | ".join(f"CPU twem / {SHORT[t]}" for t in cpu_peers)
+        + " |"
+    )
+    ncols = 1 + len(targets) + len(peers) + 3 + len(cpu_peers)
+    lines = [header, "|---|" + "---:|" * (ncols - 1)]
     for (s, name), t in agg.items():
-        if s != suite or not all(x in t for x in TARGETS):
+        if s != suite or "twem" not in t:
             continue
-        tw, nu, di = t["twem"], t["nutcracker"], t["direct"]
-        cpu_t = f"{tw['cpu']:.2f}" if tw["cpu"] is not None else "-"
-        cpu_n = f"{nu['cpu']:.2f}" if nu["cpu"] is not None else "-"
-        cpu_r = ratio(tw["cpu"], nu["cpu"]) if tw["cpu"] and nu["cpu"] else "-"
-        lines.append(
-            f"| {name} | {kreq(tw['rps'])} ±{tw['spread']:.0f}% | {kreq(nu['rps'])} ±{nu['spread']:.0f}% "
-            f"| {kreq(di['rps'])} ±{di['spread']:.0f}% | **{paired_ratio(t, 'twem', 'nutcracker'):.2f}x** "
-            f"| {paired_ratio(t, 'twem', 'direct'):.2f}x | {tw['p50']:.3f} / {nu['p50']:.3f} / {di['p50']:.3f} "
-            f"| {tw['p99']:.3f} / {nu['p99']:.3f} / {di['p99']:.3f} | {cpu_t} / {cpu_n} | {cpu_r} |"
+        cells = [name]
+        for x in targets:
+            cells.append(f"{kreq(t[x]['rps'])} ±{t[x]['spread']:.0f}%" if x in t else "n/a")
+        for x in peers:
+            r = f"{paired_ratio(t, 'twem', x):.2f}x" if x in t else "n/a"
+            cells.append(f"**{r}**" if x in PROXIES and x in t else r)
+        for q in ("p50", "p99"):
+            cells.append(" / ".join(f"{t[x][q]:.3f}" if x in t else "n/a" for x in targets))
+        cells.append(
+            " / ".join(
+                (f"{t[x]['cpu']:.2f}" if t[x]["cpu"] is not None else "-") if x in t else "n/a"
+                for x in proxies
+            )
         )
+        tw = t["twem"]["cpu"]
+        for x in cpu_peers:
+            if x not in t:
+                cells.append("n/a")
+            else:
+                px = t[x]["cpu"]
+                cells.append(ratio(tw, px) if tw and px else "-")
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -128,19 +167,34 @@ def targets_section(agg, mem):
                 lines.append(f"- {suite} {name}: twem / nutcracker throughput {r:.2f}x (target >= 2x): {mark(r >= 2)}")
             elif "P1" in name:
                 lines.append(f"- {suite} {name}: twem / nutcracker throughput {r:.2f}x (target >= 1x): {mark(r >= 1)}")
-    worse = []
+    # Issue #15: at least predixy's throughput at no more than its CPU per
+    # request, SET and GET at pipeline 1 and 16.
     for (s, name), t in agg.items():
-        tw, nu = t.get("twem", {}).get("cpu"), t.get("nutcracker", {}).get("cpu")
-        if tw and nu and tw > nu:
-            worse.append(f"{s} {name} ({tw:.2f} vs {nu:.2f} µs)")
-    lines.append(
-        "- proxy CPU per request no higher than nutcracker's: "
-        + (mark(True) + " in every scenario" if not worse else mark(False) + " in " + ", ".join(worse))
-    )
+        if "twem" not in t or "predixy" not in t or not name.startswith(("SET", "GET")):
+            continue
+        r = paired_ratio(t, "twem", "predixy")
+        line = f"- {s} {name}: twem / predixy throughput {r:.2f}x (target >= 1x): {mark(r >= 1)}"
+        tw, px = t["twem"]["cpu"], t["predixy"]["cpu"]
+        if tw and px:
+            line += f"; CPU per request {tw / px:.2f}x (target <= 1x): {mark(tw <= px)}"
+        lines.append(line)
+    for peer in ("nutcracker", "predixy"):
+        worse, seen = [], False
+        for (s, name), t in agg.items():
+            tw, pc = t.get("twem", {}).get("cpu"), t.get(peer, {}).get("cpu")
+            if tw and pc:
+                seen = True
+                if tw > pc:
+                    worse.append(f"{s} {name} ({tw:.2f} vs {pc:.2f} µs)")
+        if seen:
+            lines.append(
+                f"- proxy CPU per request no higher than {peer}'s: "
+                + (mark(True) + " in every scenario" if not worse else mark(False) + " in " + ", ".join(worse))
+            )
     idle = mem.get(("idle", "twem"))
     if idle:
         per = statistics.median(float(r["result"]) for r in idle)
-        lines.append(f"- idle client connection: {per:.2f} KiB of twem RSS (target < 3 KiB): {mark(per < 3)}")
+        lines.append(f"- idle client connection: {per:.2f} KiB of twem RSS (target < 2 KiB): {mark(per < 2)}")
     flood = mem.get(("flood", "twem"))
     if flood:
         g = statistics.median(int(r["result"]) for r in flood) / 1024
@@ -149,50 +203,68 @@ def targets_section(agg, mem):
 
 
 def mem_section(mem, meta):
+    kinds = [k for k in PROXIES if any(probe_kind[1] == k for probe_kind in mem)]
     lines = [
-        "| memory (median of fresh proxies) | twem | nutcracker |",
-        "|---|---:|---:|",
+        "| memory (median of fresh proxies) | " + " | ".join(kinds) + " |",
+        "|---|" + "---:|" * len(kinds),
     ]
+
     def med(probe, target, field, scale=1.0):
         rows = mem.get((probe, target))
         if not rows:
             return None
         return statistics.median(float(r[field]) for r in rows) / scale
 
-    idle_t, idle_n = med("idle", "twem", "result"), med("idle", "nutcracker", "result")
-    if idle_t is not None and idle_n is not None:
-        lines.append(f"| RSS per idle client connection ({meta.get('idle_conns', '?')} open) | {idle_t:.2f} KiB | {idle_n:.2f} KiB |")
-    for field, label in (("result", "peak RSS growth"), ("rss_after_kib", "peak RSS")):
-        ft, fn = med("flood", "twem", field, 1024), med("flood", "nutcracker", field, 1024)
-        if ft is not None and fn is not None:
-            lines.append(f"| {label}, client pipelining 400 GETs of 1 MiB, never reading | {ft:.1f} MiB | {fn:.1f} MiB |")
-    bt, bn = med("idle", "twem", "rss_before_kib", 1024), med("idle", "nutcracker", "rss_before_kib", 1024)
-    if bt is not None and bn is not None:
-        lines.append(f"| RSS of a fresh proxy | {bt:.1f} MiB | {bn:.1f} MiB |")
+    def row(label, probe, field, fmt, scale=1.0):
+        vals = [med(probe, k, field, scale) for k in kinds]
+        if all(v is None for v in vals):
+            return
+        lines.append(f"| {label} | " + " | ".join("-" if v is None else fmt.format(v) for v in vals) + " |")
+
+    row(f"RSS per idle client connection ({meta.get('idle_conns', '?')} open)", "idle", "result", "{:.2f} KiB")
+    row("peak RSS growth, client pipelining 400 GETs of 1 MiB, never reading", "flood", "result", "{:.1f} MiB", 1024)
+    row("peak RSS, client pipelining 400 GETs of 1 MiB, never reading", "flood", "rss_after_kib", "{:.1f} MiB", 1024)
+    row("RSS of a fresh proxy", "idle", "rss_before_kib", "{:.1f} MiB", 1024)
     return lines
+
+
+COLORS = {"twem": "#d95f02", "nutcracker": "#7570b3", "predixy": "#1b9e77", "direct": "#999999"}
 
 
 def chart(agg, out_dir):
     """Grouped bars: throughput per scenario for Redis and memcached, then proxy CPU
-    per request. Written as data files plus a gnuplot script, drawn by gnuplot."""
-    dat, count = {}, {}
+    per request. Written as data files plus a gnuplot script, drawn by gnuplot.
+    A suite's bars are the targets that ran all its scenarios (no predixy bars
+    for memcached)."""
+    def plot(path, cols):
+        parts = [
+            f'"{path}" using 2:xtic(1) title "{cols[0]}" lc rgb "{COLORS[cols[0]]}"'
+        ] + [f"'' using {i + 2} title \"{c}\" lc rgb \"{COLORS[c]}\"" for i, c in enumerate(cols) if i > 0]
+        return "plot " + ", \\\n     ".join(parts)
+
+    plots = {}
     for suite in ("redis", "memcached"):
+        rows = [(name, t) for (s, name), t in agg.items() if s == suite]
+        cols = [x for x in TARGETS if rows and all(x in t for _, t in rows)]
         path = os.path.join(out_dir, f"chart-{suite}.dat")
         with open(path, "w") as f:
-            for (s, name), t in agg.items():
-                if s == suite and all(x in t for x in TARGETS):
-                    f.write('"%s" %.1f %.1f %.1f\n' % (name, *(t[x]["rps"] / 1000 for x in TARGETS)))
-        dat[suite] = path
-        count[suite] = sum(1 for (s, _), t in agg.items() if s == suite and all(x in t for x in TARGETS))
+            for name, t in rows:
+                f.write('"%s" %s\n' % (name, " ".join("%.1f" % (t[x]["rps"] / 1000) for x in cols)))
+        plots[suite] = (len(rows), plot(path, cols) if cols else "")
     cpu_path = os.path.join(out_dir, "chart-cpu.dat")
-    count["cpu"] = 0
+    cpu_cols = [x for x in PROXIES if x in present(agg)]
+    cpu_rows = 0
     with open(cpu_path, "w") as f:
         for (s, name), t in agg.items():
-            tw, nu = t.get("twem", {}).get("cpu"), t.get("nutcracker", {}).get("cpu")
-            if tw is not None and nu is not None:
-                short = "Redis" if s == "redis" else "mc"
-                f.write('"%s %s" %.2f %.2f\n' % (short, name, tw, nu))
-                count["cpu"] += 1
+            if not all(t.get(x, {}).get("cpu") is not None for x in ("twem", "nutcracker")):
+                continue
+            short = "Redis" if s == "redis" else "mc"
+            vals = []
+            for x in cpu_cols:
+                c = t.get(x, {}).get("cpu")
+                vals.append("%.2f" % c if c is not None else "NaN")
+            f.write('"%s %s" %s\n' % (short, name, " ".join(vals)))
+            cpu_rows += 1
     bars = """set style data histogram
 set style histogram clustered gap 1
 set style fill solid 0.9 border -1
@@ -200,27 +272,27 @@ set boxwidth 0.9
 set grid ytics
 set yrange [0:*]
 set key top left
+set datafile missing "NaN"
 """
+    peers = " vs ".join(present(agg))
     script = f"""
 set terminal pngcairo size 1000,1000 font "DejaVu Sans,10"
 set output "{os.path.join(out_dir, 'chart.png')}"
-set multiplot layout 3,1 title "twem vs nutcracker vs direct (median of repetitions, 50 clients; higher is better, except CPU)"
+set multiplot layout 3,1 title "{peers} (median of repetitions, 50 clients; higher is better, except CPU)"
 {bars}
 set ylabel "thousand requests/s"
-set xrange [-0.6:{count['redis'] - 0.4}]
+set xrange [-0.6:{plots['redis'][0] - 0.4}]
 set title "Redis throughput (redis-benchmark); direct = one redis-server"
-plot "{dat['redis']}" using 2:xtic(1) title "twem" lc rgb "#d95f02", \\
-     '' using 3 title "nutcracker" lc rgb "#7570b3", '' using 4 title "direct" lc rgb "#999999"
-set xrange [-0.6:{count['memcached'] - 0.4}]
+{plots['redis'][1]}
+set xrange [-0.6:{plots['memcached'][0] - 0.4}]
 set title "memcached throughput (twem-load); direct = one memcached"
-plot "{dat['memcached']}" using 2:xtic(1) title "twem" lc rgb "#d95f02", \\
-     '' using 3 title "nutcracker" lc rgb "#7570b3", '' using 4 title "direct" lc rgb "#999999"
+{plots['memcached'][1]}
 set title "proxy CPU time per request (utime+stime, lower is better)"
 set ylabel "µs per request"
-set xrange [-0.6:{count['cpu'] - 0.4}]
+set xrange [-0.6:{cpu_rows - 0.4}]
 set key outside right top
 set xtics rotate by -25 font ",9"
-plot "{cpu_path}" using 2:xtic(1) title "twem" lc rgb "#d95f02", '' using 3 title "nutcracker" lc rgb "#7570b3"
+{plot(cpu_path, cpu_cols)}
 unset multiplot
 """
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
@@ -236,8 +308,15 @@ def main():
         "",
         f"Measured {meta.get('date')} on {meta.get('nproc')} cores ({meta.get('model')}), "
         f"Linux {meta.get('kernel')}; Redis {meta.get('redis')}, memcached {meta.get('memcached')}, "
-        f"nutcracker {meta.get('nutcracker')} (Debian), twem at commit {meta.get('twem')} (release build, "
-        f"flags `{meta.get('twem_args') or '(none: one worker per core)'}`).",
+        f"nutcracker {meta.get('nutcracker')} (Debian), "
+        + (
+            f"predixy {meta.get('predixy')} ({meta.get('predixy_threads')} worker thread(s), "
+            "StandaloneServerPool, RefreshMethod fixed, one Group per redis-server), "
+            if meta.get("predixy")
+            else ""
+        )
+        + f"twem at commit {meta.get('twem')} (release build, "
+        f"{'flags `' + meta['twem_args'] + '`' if meta.get('twem_args') else 'default flags'}).",
         f"Command: `{meta.get('command')}` ({meta.get('reps')} repetitions, {meta.get('clients')} clients, "
         f"requests per run: {meta.get('requests')}). Load average at start {meta.get('load_start')}, "
         f"at end {meta.get('load_end')}.",
@@ -249,6 +328,14 @@ def main():
         "are noisy and say more about the ratios than about absolute speed. *direct* is one backend without",
         "a proxy (the proxies spread the keys over 4 redis-servers / 2 memcached). Proxy CPU is utime+stime",
         "from /proc/PID/stat over the run, divided by requests; a multi-key request counts once.",
+        *(
+            [
+                "predixy places keys by its own hash (crc16 modula) over the same 4 redis-servers; it has",
+                "no memcached, so its memcached cells are n/a.",
+            ]
+            if meta.get("predixy")
+            else []
+        ),
         "",
         "## Redis (redis-benchmark)",
         "",

@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
-# The benchmark harness: twem vs Debian's nutcracker vs Redis/memcached directly.
+# The benchmark harness: twem vs Debian's nutcracker (and predixy, when given) vs
+# Redis/memcached directly.
 #
 #   bash bench/run.sh                 # full run: 3 repetitions of every scenario (~10 min)
 #   QUICK=1 bash bench/run.sh         # smoke test: few requests, 1 repetition (~1 min)
 #   REPS=5 bash bench/run.sh          # more repetitions
+#   PREDIXY_BIN=/path/to/predixy bash bench/run.sh   # predixy as a third proxy
 #
-# Other knobs: CLIENTS (50), TWEM_ARGS (twemproxy flags; default "--threads 1", see
-# below; TWEM_ARGS="" runs twem's default of one worker per core),
-# NO_PUBLISH=1 (leave bench/results.md and bench/chart.png alone).
-#
-# Why --threads 1 by default: this harness runs the load tool, 4 redis-servers,
-# 2 memcached and the proxy on the same cores. On the 2-core machine it was
-# written on, a second proxy worker only takes CPU from the load tool and the
-# backends (and pays for cross-thread wake-ups): twem's GET at pipeline 16 drops
-# from ~440k to ~340-380k requests/s. nutcracker is single-threaded too.
+# Other knobs: CLIENTS (50), TWEM_ARGS (extra twemproxy flags; empty by default,
+# i.e. twem at its default flags; e.g. TWEM_ARGS="--threads 1" for one event
+# loop), PREDIXY_BIN (a predixy binary, e.g. built from joyieldInc/predixy with
+# `make CXX="g++ -include time.h"`; unset: no predixy rows), PREDIXY_THREADS
+# (predixy's WorkerThreads, 1), NO_PUBLISH=1 (leave bench/results.md and
+# bench/chart.png alone).
 #
 # Starts 4 redis-server and 2 memcached on free loopback ports, nutcracker and twem
 # (target/release/twemproxy) on the same pools (same servers, fnv1a_64, ketama),
-# and runs each scenario against twem, nutcracker and the first backend directly,
-# rotating the order on every scenario and repetition so drift hits all alike.
+# predixy (if given) on the same 4 redis-servers (a StandaloneServerPool with
+# RefreshMethod fixed and one Group per server; its own hash, crc16 modula; it has
+# no memcached, so its memcached cells are n/a), and runs each scenario against
+# every proxy and the first backend directly, rotating the order on every scenario
+# and repetition so drift hits all alike.
 # Redis is driven by redis-benchmark, memcached by bench/loadgen (twem-load), both
 # closed-loop: 50 connections, each waiting for its batch of replies.
 # Proxy CPU per request is utime+stime from /proc/PID/stat around each run.
@@ -35,15 +37,21 @@ source bench/lib.sh
 label=bench
 command_line="$*"
 env_line=""
-for v in QUICK REPS CLIENTS; do
+for v in QUICK REPS CLIENTS PREDIXY_BIN PREDIXY_THREADS; do
   [ -n "${!v:-}" ] && env_line+="$v=${!v} "
 done
-[ "${TWEM_ARGS---threads 1}" != "--threads 1" ] && env_line+="TWEM_ARGS=\"${TWEM_ARGS}\" "
+[ -n "${TWEM_ARGS:-}" ] && env_line+="TWEM_ARGS=\"${TWEM_ARGS}\" "
 command_line="${env_line}bash bench/run.sh${command_line:+ $command_line}"
 
 QUICK=${QUICK:-0}
 CLIENTS=${CLIENTS:-50}
-TWEM_ARGS=${TWEM_ARGS---threads 1}
+TWEM_ARGS=${TWEM_ARGS:-}
+PREDIXY_BIN=${PREDIXY_BIN:-}
+PREDIXY_THREADS=${PREDIXY_THREADS:-1}
+if [ -n "$PREDIXY_BIN" ] && [ ! -x "$PREDIXY_BIN" ]; then
+  echo "bench: PREDIXY_BIN=$PREDIXY_BIN is not an executable" >&2
+  exit 1
+fi
 if [ "$QUICK" = 1 ]; then
   REPS=${REPS:-1}
   N_P1=5000 N_P16=40000 N_MGET=3000 N_FILL=20000
@@ -58,7 +66,7 @@ FLOOD_COUNT=400
 FLOOD_VALUE=$((1 << 20))
 
 # --- what we need --------------------------------------------------------------
-install_missing bench redis-server:redis-server redis-benchmark:redis-tools memcached:memcached \
+install_missing bench redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools memcached:memcached \
   nutcracker:nutcracker gnuplot:gnuplot-nox python3:python3
 
 target_dir=${CARGO_TARGET_DIR:-$root/target}
@@ -81,6 +89,7 @@ mc_ports=("${ports[@]:4:2}")
 twem_redis=${ports[6]} twem_mc=${ports[7]} twem_stats=${ports[8]}
 nut_redis=${ports[9]} nut_mc=${ports[10]} nut_stats=${ports[11]}
 mem_redis=${ports[12]} mem_stats=${ports[13]}
+px_redis=${ports[14]}
 
 user=(); [ "$(id -u)" -eq 0 ] && user=(-u root)
 start_redis_servers
@@ -110,16 +119,87 @@ write_conf "$work/twem.yml" "$twem_redis" "$twem_mc"
 write_conf "$work/nut.yml" "$nut_redis" "$nut_mc"
 write_conf "$work/mem.yml" "$mem_redis"
 
+# predixy's own format: the same 4 redis-servers, one Group (master only) each,
+# fixed membership, no authentication, notices (one per accepted connection) off.
+write_predixy_conf() { # file listen_port
+  local i=1 p
+  {
+    echo "Name twem-bench"
+    echo "Bind 127.0.0.1:$2"
+    echo "WorkerThreads $PREDIXY_THREADS"
+    echo "ClientTimeout 0"
+    echo "LogVerbSample 0"
+    echo "LogDebugSample 0"
+    echo "LogInfoSample 0"
+    echo "LogNoticeSample 0"
+    echo "LogWarnSample 1"
+    echo "LogErrorSample 1"
+    echo "Authority {"
+    echo "    Auth {"
+    echo "        Mode write"
+    echo "    }"
+    echo "}"
+    echo "StandaloneServerPool {"
+    echo "    Hash crc16"
+    echo "    Distribution modula"
+    echo "    RefreshMethod fixed"
+    for p in "${redis_ports[@]}"; do
+      echo "    Group redis-$i {"
+      echo "        + 127.0.0.1:$p"
+      echo "    }"
+      i=$((i + 1))
+    done
+    echo "}"
+  } >"$1"
+}
+targets=(twem nutcracker direct)
+if [ -n "$PREDIXY_BIN" ]; then
+  write_predixy_conf "$work/predixy.conf" "$px_redis"
+  write_predixy_conf "$work/mem-predixy.conf" "$mem_redis"
+  targets=(twem nutcracker predixy direct)
+fi
+
 started_pid=""
 start_proxy() { # kind conf stats_port name
   local bin=()
   case $1 in
     twem) bin=("$TWEM") ; [ -n "$TWEM_ARGS" ] && read -r -a extra <<<"$TWEM_ARGS" && bin+=("${extra[@]}") ;;
     nutcracker) bin=(nutcracker) ;;
+    predixy)
+      # No stats port nor pid file: its config says everything; it logs to stdout.
+      "$PREDIXY_BIN" "$2" >"$work/$4.log" 2>&1 &
+      started_pid=$!
+      pids+=("$started_pid")
+      return
+      ;;
   esac
   "${bin[@]}" -c "$2" -s "$3" -a 127.0.0.1 -o "$work/$4.log" -p "$work/$4.pid" &
   started_pid=$!
   pids+=("$started_pid")
+}
+# check_proxy PORT NAME: SET and GET of a fresh key through the proxy give back
+# what was written, and 40 keys written through it reach every redis-server
+# (so a config that routes everything to one server, or nowhere, stops the run).
+check_proxy() {
+  local port=$1 name=$2 k got before=() i=0 p n
+  k="bench:check:$name:$RANDOM"
+  got=$(redis-cli -h 127.0.0.1 -p "$port" SET "$k" "v-$k" 2>&1)
+  [ "$got" = OK ] || { echo "bench: SET through $name answered: $got" >&2; return 1; }
+  got=$(redis-cli -h 127.0.0.1 -p "$port" GET "$k" 2>&1)
+  [ "$got" = "v-$k" ] || { echo "bench: GET through $name answered: $got" >&2; return 1; }
+  for p in "${redis_ports[@]}"; do before+=("$(redis-cli -h 127.0.0.1 -p "$p" DBSIZE)"); done
+  # The counter leads the key: fnv1a_64 keeps keys that differ only in their
+  # last bytes on one ketama point (bench:spread:1..40 all land on one server).
+  for n in $(seq 40); do echo "SET $n:bench:spread:$name x"; done | redis-cli -h 127.0.0.1 -p "$port" >/dev/null
+  for p in "${redis_ports[@]}"; do
+    n=$(redis-cli -h 127.0.0.1 -p "$p" DBSIZE)
+    if [ "$n" -le "${before[$i]}" ]; then
+      echo "bench: 40 keys through $name, none on redis-server 127.0.0.1:$p" >&2
+      return 1
+    fi
+    i=$((i + 1))
+  done
+  echo "bench: $name checked (SET/GET round trip, keys on all ${#redis_ports[@]} redis-servers)"
 }
 stop_proxy() {
   kill "$1" 2>/dev/null || true
@@ -128,7 +208,19 @@ stop_proxy() {
 
 start_proxy twem "$work/twem.yml" "$twem_stats" twem; twem_pid=$started_pid
 start_proxy nutcracker "$work/nut.yml" "$nut_stats" nutcracker; nut_pid=$started_pid
+px_pid=""
+if [ -n "$PREDIXY_BIN" ]; then
+  start_proxy predixy "$work/predixy.conf" "" predixy; px_pid=$started_pid
+fi
 for p in "$twem_redis" "$twem_mc" "$nut_redis" "$nut_mc"; do wait_port "$p"; done
+[ -z "$px_pid" ] || wait_port "$px_redis"
+for t in "${targets[@]}"; do
+  case $t in
+    twem) check_proxy "$twem_redis" twem ;;
+    nutcracker) check_proxy "$nut_redis" nutcracker ;;
+    predixy) check_proxy "$px_redis" predixy ;;
+  esac
+done
 
 clk_tck=$(getconf CLK_TCK)
 cpu_ticks() { # pid -> utime+stime of all its threads, in clock ticks
@@ -145,6 +237,10 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
   echo "redis=$(redis-server --version | grep -o 'v=[^ ]*' | cut -d= -f2)"
   echo "memcached=$(memcached -V | cut -d' ' -f2)"
   echo "nutcracker=$(nutcracker -V 2>&1 | head -1 | sed 's/This is nutcracker-//')"
+  if [ -n "$PREDIXY_BIN" ]; then
+    echo "predixy=$("$PREDIXY_BIN" -v 2>&1 | head -1 | sed 's/.*predixy-//')"
+    echo "predixy_threads=$PREDIXY_THREADS"
+  fi
   echo "twem=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "command=$command_line"
   echo "twem_args=$TWEM_ARGS"
@@ -159,7 +255,10 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # --- fill: every key the GETs ask for exists, on the proxies' shards and directly --
 echo "bench: filling $KEYSPACE keys"
-for p in "$twem_redis" "${redis_ports[0]}"; do
+# predixy places keys by its own hash, so it gets its own fill.
+fill_ports=("$twem_redis" "${redis_ports[0]}")
+[ -z "$px_pid" ] || fill_ports+=("$px_redis")
+for p in "${fill_ports[@]}"; do
   redis-benchmark -h 127.0.0.1 -p "$p" -c "$CLIENTS" -n "$N_FILL" -P 16 -r "$KEYSPACE" -d 3 -t set -q >/dev/null 2>&1
 done
 for p in "$twem_mc" "${mc_ports[0]}"; do
@@ -180,7 +279,6 @@ scenarios=(
   "memcached|get P16|16|$N_P16|get"
   "memcached|get 10 keys P1|1|$N_MGET|mget"
 )
-targets=(twem nutcracker direct)
 mget_args=()
 for _ in $(seq 10); do mget_args+=("key:__rand_int__"); done
 
@@ -192,6 +290,7 @@ run_one() { # suite name pipeline requests what target rep
   case $suite/$target in
     redis/twem) port=$twem_redis pid=$twem_pid ;;
     redis/nutcracker) port=$nut_redis pid=$nut_pid ;;
+    redis/predixy) port=$px_redis pid=$px_pid ;;
     redis/direct) port=${redis_ports[0]} ;;
     memcached/twem) port=$twem_mc pid=$twem_pid ;;
     memcached/nutcracker) port=$nut_mc pid=$nut_pid ;;
@@ -225,14 +324,18 @@ k=0
 for rep in $(seq "$REPS"); do
   for s in "${scenarios[@]}"; do
     IFS='|' read -r suite name pl n what <<<"$s"
-    for i in 0 1 2; do
-      run_one "$suite" "$name" "$pl" "$n" "$what" "${targets[$(((i + k) % 3))]}" "$rep"
+    for i in "${!targets[@]}"; do
+      t=${targets[$(((i + k) % ${#targets[@]}))]}
+      # predixy speaks only Redis.
+      [ "$suite/$t" = memcached/predixy ] && continue
+      run_one "$suite" "$name" "$pl" "$n" "$what" "$t" "$rep"
     done
     k=$((k + 1))
   done
 done
 stop_proxy "$twem_pid"
 stop_proxy "$nut_pid"
+[ -z "$px_pid" ] || stop_proxy "$px_pid"
 
 # --- memory: a fresh proxy for every measurement, so one probe's freed-but-kept
 # allocator memory does not hide the next probe's growth.
@@ -240,9 +343,12 @@ mem=$out/mem.csv
 echo "probe,target,rep,conns_or_count,rss_before_kib,rss_after_kib,result" >"$mem"
 echo "bench: memory probes"
 for rep in $(seq "$REPS"); do
-  order=(twem nutcracker); [ $((rep % 2)) -eq 0 ] && order=(nutcracker twem)
+  kinds=(twem nutcracker); [ -z "$PREDIXY_BIN" ] || kinds+=(predixy)
+  order=()
+  for i in "${!kinds[@]}"; do order+=("${kinds[$(((i + rep - 1) % ${#kinds[@]}))]}"); done
   for kind in "${order[@]}"; do
-    start_proxy "$kind" "$work/mem.yml" "$mem_stats" "mem-$kind"; p=$started_pid
+    conf=$work/mem.yml; [ "$kind" = predixy ] && conf=$work/mem-predixy.conf
+    start_proxy "$kind" "$conf" "$mem_stats" "mem-$kind"; p=$started_pid
     wait_port "$mem_redis"
     sleep 0.3
     line=$("$LOAD" idle --port "$mem_redis" --pid "$p" --conns "$IDLE_CONNS" --settle-ms 1000 | tail -1 | tr -d '"')
@@ -251,7 +357,7 @@ for rep in $(seq "$REPS"); do
     printf '  idle      %-10s rep %s  %s KiB/conn\n' "$kind" "$rep" "$per"
     stop_proxy "$p"
 
-    start_proxy "$kind" "$work/mem.yml" "$mem_stats" "mem-$kind"; p=$started_pid
+    start_proxy "$kind" "$conf" "$mem_stats" "mem-$kind"; p=$started_pid
     wait_port "$mem_redis"
     sleep 0.3
     line=$("$LOAD" flood --port "$mem_redis" --pid "$p" --count "$FLOOD_COUNT" --value-size "$FLOOD_VALUE" \

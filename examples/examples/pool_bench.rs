@@ -1,44 +1,72 @@
 //! Throughput of the embedded [`Pool`] next to the same load through a
-//! `twemproxy` process and straight to one redis-server: a fixed number of
-//! operations (half `SET`, half `GET` of the key just set, 32-byte values)
-//! with 1, 16 and 128 concurrent callers, reported as ops/s in a Markdown
-//! table on stdout.
+//! `twemproxy` process, straight to one redis-server, and through redis-rs's
+//! `MultiplexedConnection` (straight and through the twemproxy): half `SET`,
+//! half `GET` of the key just set, 32-byte values, with 1, 16 and 128
+//! concurrent callers, reported as ops/s in a Markdown table on stdout,
+//! followed by the ratios of the embedded Pool to redis-rs.
 //!
 //! ```sh
 //! cargo build --release -p twem-server -p twem-examples
 //! cargo run --release -p twem-examples --example pool_bench -- --twemproxy target/release/twemproxy
+//! # issue #15's comparison (what bench/embedded.sh runs): the Pool and
+//! # redis-rs only, 2 s per run, 5 alternating rounds, medians
+//! cargo run --release -p twem-examples --example pool_bench -- \
+//!     --rows pool,redis-rs,redis-rs-twemproxy --seconds 2 --repeat 5 --stat median
 //! ```
 //!
-//! Options: `--ops N` (operations per run, default 200000), `--shards N`
-//! (redis-servers it starts on loopback, default 2), `--twemproxy PATH`
-//! (default `$TWEMPROXY_BIN`, else `target/release/twemproxy`),
-//! `--concurrency 1,16,128`, `--nutcracker PATH` (default
-//! `$NUTCRACKER_BIN`; adds a row for nutcracker itself when given),
-//! `--repeat N` (rounds per cell, the fastest reported; default 1). It starts its own redis-servers and twemproxy
-//! (killed by pid when it exits) and needs `redis-server` on the PATH.
+//! Options: `--ops N` (operations per run, default 200000), `--seconds S`
+//! (each run lasts S seconds instead of a fixed number of operations),
+//! `--shards N` (redis-servers it starts on loopback, default 2),
+//! `--twemproxy PATH` (default `$TWEMPROXY_BIN`, else
+//! `target/release/twemproxy`), `--twemproxy-args "ARGS"` (extra flags for
+//! it, split on spaces; default none: its default flags),
+//! `--concurrency 1,16,128`, `--nutcracker PATH` (default `$NUTCRACKER_BIN`;
+//! adds a row for nutcracker itself when given), `--repeat N` (rounds per
+//! cell, default 1), `--stat best|median` (which round each cell reports,
+//! default best), `--rows LIST` (the rows to run, by the ids below; default
+//! all). It starts its own redis-servers and twemproxy (killed by pid when it
+//! exits) and needs `redis-server` on the PATH.
 //!
-//! What is compared, with `C` concurrent callers:
-//! - *embedded Pool, C tasks*: `C` tokio tasks calling [`RedisClient::set`] /
-//!   [`RedisClient::get`](twem_core::pool::RedisClient::get) on one `Pool`
-//!   over the shards (one connection per server, shared and pipelined);
-//! - *embedded Pool, 1 task*: one task keeping `C` of those calls in flight
-//!   (`StreamExt::buffered`), the pool's cost without `C` tasks to wake;
-//! - *twemproxy*: a client keeping `C` requests in flight on one connection
-//!   to a twemproxy over the same shards;
-//! - *nutcracker* (when given): the same client through the C original;
-//! - *redis-server direct*: the same client against one of the shards, the
-//!   ceiling for a single connection.
+//! What is compared, with `C` concurrent callers (row ids in brackets):
+//! - *embedded Pool, C tasks* [`pool`]: `C` tokio tasks calling
+//!   [`RedisClient::set`] / [`RedisClient::get`](twem_core::pool::RedisClient::get)
+//!   on one `Pool` over the shards (one connection per server, shared and
+//!   pipelined);
+//! - *embedded Pool, 1 task* [`pool-1task`]: one task keeping `C` of those
+//!   calls in flight (`StreamExt::buffered`), the pool's cost without `C`
+//!   tasks to wake;
+//! - *redis-rs MultiplexedConnection, C tasks, to one redis-server*
+//!   [`redis-rs`]: `C` tasks sharing clones of one redis-rs 1.x
+//!   `MultiplexedConnection` (its defaults, so a 500 ms response timeout per
+//!   call) to the first shard: what an application uses without twem;
+//! - *redis-rs MultiplexedConnection, C tasks, through twemproxy*
+//!   [`redis-rs-twemproxy`]: the same to the twemproxy process over the same
+//!   shards: the hop the embedded Pool replaces;
+//! - *twemproxy* [`twemproxy`]: a client keeping `C` requests in flight on
+//!   one connection to a twemproxy over the same shards;
+//! - *nutcracker* [`nutcracker`] (when given): the same client through the C
+//!   original;
+//! - *redis-server direct* [`direct`]: the same client against one of the
+//!   shards, the ceiling for a single connection.
 //!
-//! Everything (servers, proxy, client) shares the machine's cores, so the
-//! figures compare configurations on one machine; they are not absolute.
+//! All of it runs on `#[tokio::main]`, tokio's default multi-thread runtime,
+//! as an application would. Within a round the rows run one after the other,
+//! in an order that rotates every round, so a burst of other load on the
+//! machine hits one round of each row rather than one row. The ratios
+//! (Pool / redis-rs) are the median over rounds of the ratio within a
+//! round. Everything (servers, proxy, client) shares the machine's cores, so
+//! the figures compare configurations on one machine; they are not absolute.
 
 use std::error::Error;
+use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use redis::aio::MultiplexedConnection;
+use redis::AsyncCommands;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
@@ -51,35 +79,181 @@ const VALUE: &[u8] = b"0123456789abcdef0123456789abcdef";
 /// Distinct keys per caller, so the working set stays small and GETs hit.
 const KEYS_PER_CALLER: u64 = 1000;
 
-struct Options {
+/// How long one run of one row lasts.
+#[derive(Clone, Copy, Debug)]
+enum Budget {
+    /// This many operations, shared among the callers.
+    Ops(u64),
+    /// Callers keep going until this much time has passed.
+    Time(Duration),
+}
+
+/// When one caller stops: after its share of operations, or at a deadline.
+#[derive(Clone, Copy, Debug)]
+enum Quota {
+    Ops(u64),
+    Until(Instant),
+}
+
+impl Quota {
+    /// Caller `t` of `c`'s quota under `budget`, for a run started at `start`.
+    fn of(budget: Budget, start: Instant, c: u64, t: u64) -> Quota {
+        match budget {
+            Budget::Ops(ops) => Quota::Ops(ops / c + u64::from(t < ops % c)),
+            Budget::Time(d) => Quota::Until(start + d),
+        }
+    }
+
+    /// Whether a caller that has done `done` operations does another.
+    fn more(&self, done: u64) -> bool {
+        match *self {
+            Quota::Ops(n) => done < n,
+            Quota::Until(deadline) => Instant::now() < deadline,
+        }
+    }
+}
+
+/// What one run did: operations completed and the time they took.
+#[derive(Clone, Copy, Debug)]
+struct Run {
     ops: u64,
+    took: Duration,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.took.as_secs_f64()
+    }
+}
+
+/// Which cell of a row each table shows when there are several rounds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stat {
+    Best,
+    Median,
+}
+
+/// The rows, in table order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Row {
+    PoolTasks,
+    PoolOneTask,
+    RedisRsDirect,
+    RedisRsTwemproxy,
+    Twemproxy,
+    Nutcracker,
+    Direct,
+}
+
+impl Row {
+    const ALL: [Row; 7] = [
+        Row::PoolTasks,
+        Row::PoolOneTask,
+        Row::RedisRsDirect,
+        Row::RedisRsTwemproxy,
+        Row::Twemproxy,
+        Row::Nutcracker,
+        Row::Direct,
+    ];
+
+    /// The id `--rows` takes.
+    fn id(self) -> &'static str {
+        match self {
+            Row::PoolTasks => "pool",
+            Row::PoolOneTask => "pool-1task",
+            Row::RedisRsDirect => "redis-rs",
+            Row::RedisRsTwemproxy => "redis-rs-twemproxy",
+            Row::Twemproxy => "twemproxy",
+            Row::Nutcracker => "nutcracker",
+            Row::Direct => "direct",
+        }
+    }
+
+    fn label(self, shards: usize) -> String {
+        match self {
+            Row::PoolTasks => format!("embedded Pool ({shards} shards), C tasks"),
+            Row::PoolOneTask => {
+                format!("embedded Pool ({shards} shards), 1 task, C calls in flight")
+            }
+            Row::RedisRsDirect => {
+                "redis-rs MultiplexedConnection, C tasks, one redis-server".to_string()
+            }
+            Row::RedisRsTwemproxy => {
+                format!("redis-rs MultiplexedConnection, C tasks, via twemproxy ({shards} shards)")
+            }
+            Row::Twemproxy => format!("twemproxy ({shards} shards), 1 connection"),
+            Row::Nutcracker => format!("nutcracker 0.5.0 ({shards} shards), 1 connection"),
+            Row::Direct => "redis-server direct, 1 connection".to_string(),
+        }
+    }
+
+    fn from_id(id: &str) -> Option<Row> {
+        Row::ALL.into_iter().find(|r| r.id() == id)
+    }
+}
+
+struct Options {
+    budget: Budget,
     shards: usize,
     twemproxy: PathBuf,
+    twemproxy_args: Vec<String>,
     nutcracker: Option<PathBuf>,
     concurrency: Vec<usize>,
     repeat: usize,
+    stat: Stat,
+    rows: Vec<Row>,
 }
 
 fn options() -> Result<Options, BoxError> {
+    let mut ops = 200_000u64;
+    let mut seconds: Option<f64> = None;
+    let mut rows: Option<Vec<Row>> = None;
     let mut o = Options {
-        ops: 200_000,
+        budget: Budget::Ops(ops),
         shards: 2,
         twemproxy: std::env::var_os("TWEMPROXY_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("target/release/twemproxy")),
+        twemproxy_args: Vec::new(),
         nutcracker: std::env::var_os("NUTCRACKER_BIN").map(PathBuf::from),
         concurrency: vec![1, 16, 128],
         repeat: 1,
+        stat: Stat::Best,
+        rows: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--ops" => o.ops = value()?.parse()?,
+            "--ops" => ops = value()?.parse()?,
+            "--seconds" => seconds = Some(value()?.parse()?),
             "--shards" => o.shards = value()?.parse()?,
             "--twemproxy" => o.twemproxy = PathBuf::from(value()?),
+            "--twemproxy-args" => {
+                o.twemproxy_args = value()?.split_whitespace().map(String::from).collect()
+            }
             "--repeat" => o.repeat = value()?.parse()?,
             "--nutcracker" => o.nutcracker = Some(PathBuf::from(value()?)),
+            "--stat" => {
+                o.stat = match value()?.as_str() {
+                    "best" => Stat::Best,
+                    "median" => Stat::Median,
+                    other => return Err(format!("--stat {other}: best or median").into()),
+                }
+            }
+            "--rows" => {
+                rows = Some(
+                    value()?
+                        .split(',')
+                        .map(|id| {
+                            Row::from_id(id).ok_or_else(|| {
+                                let ids: Vec<_> = Row::ALL.iter().map(|r| r.id()).collect();
+                                format!("--rows: no row {id:?} (rows: {})", ids.join(", "))
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
+                )
+            }
             "--concurrency" => {
                 o.concurrency = value()?
                     .split(',')
@@ -89,9 +263,27 @@ fn options() -> Result<Options, BoxError> {
             other => return Err(format!("unknown option {other} (see the file's doc)").into()),
         }
     }
-    if o.shards == 0 || o.ops == 0 || o.repeat == 0 || o.concurrency.contains(&0) {
+    if o.shards == 0 || ops == 0 || o.repeat == 0 || o.concurrency.contains(&0) {
         return Err("--ops, --shards, --repeat and every --concurrency must be at least 1".into());
     }
+    o.budget = match seconds {
+        Some(s) if s.is_finite() && s > 0.0 => Budget::Time(Duration::from_secs_f64(s)),
+        Some(s) => return Err(format!("--seconds {s}: must be more than 0").into()),
+        None => Budget::Ops(ops),
+    };
+    o.rows = match rows {
+        Some(rows) => {
+            if rows.contains(&Row::Nutcracker) && o.nutcracker.is_none() {
+                return Err("--rows nutcracker needs --nutcracker PATH".into());
+            }
+            // Table order, each once, whatever order they were given in.
+            Row::ALL.into_iter().filter(|r| rows.contains(r)).collect()
+        }
+        None => Row::ALL
+            .into_iter()
+            .filter(|r| *r != Row::Nutcracker || o.nutcracker.is_some())
+            .collect(),
+    };
     if !o.twemproxy.exists() {
         return Err(format!(
             "{} not found: build it with `cargo build --release -p twem-server`, or pass --twemproxy PATH",
@@ -111,6 +303,47 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// What the rows run against: the pool, the processes' addresses and the
+/// redis-rs connections.
+struct Targets {
+    pool: Pool,
+    proxy: String,
+    nutcracker: Option<String>,
+    direct: String,
+    rr_direct: Option<MultiplexedConnection>,
+    rr_proxy: Option<MultiplexedConnection>,
+}
+
+impl Targets {
+    /// One run of `row` with `c` callers.
+    async fn run(&self, row: Row, c: usize, budget: Budget) -> Result<Run, BoxError> {
+        match row {
+            Row::PoolTasks => pool_run(self.pool.redis(), c, budget).await,
+            Row::PoolOneTask => spawned(pool_window_run(self.pool.redis(), c, budget)).await,
+            Row::RedisRsDirect => {
+                let conn = self.rr_direct.clone().ok_or("no redis-rs connection")?;
+                redis_rs_run(conn, "rr", c, budget).await
+            }
+            Row::RedisRsTwemproxy => {
+                let conn = self.rr_proxy.clone().ok_or("no redis-rs connection")?;
+                redis_rs_run(conn, "rrp", c, budget).await
+            }
+            Row::Twemproxy => spawned(window_run(self.proxy.clone(), c, budget)).await,
+            Row::Nutcracker => {
+                let addr = self.nutcracker.clone().ok_or("no nutcracker")?;
+                spawned(window_run(addr, c, budget)).await
+            }
+            Row::Direct => spawned(window_run(self.direct.clone(), c, budget)).await,
+        }
+    }
+}
+
+/// A redis-rs `MultiplexedConnection` to `addr`, with redis-rs's defaults.
+async fn redis_rs_connect(addr: &str) -> Result<MultiplexedConnection, BoxError> {
+    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    Ok(client.get_multiplexed_async_connection().await?)
 }
 
 async fn run() -> Result<(), BoxError> {
@@ -139,96 +372,174 @@ async fn run() -> Result<(), BoxError> {
 
     let proxy_port = free_port()?;
     let yaml = pool_yaml(proxy_port, &shards);
-    let (child, proxy) = start_proxy(&o.twemproxy, &yaml, &dir.0, "twemproxy").await?;
+    let (child, proxy) =
+        start_proxy(&o.twemproxy, &o.twemproxy_args, &yaml, &dir.0, "twemproxy").await?;
     procs.push(child);
-    let nutcracker = match &o.nutcracker {
-        Some(bin) => {
+    let nutcracker = match (&o.nutcracker, o.rows.contains(&Row::Nutcracker)) {
+        (Some(bin), true) => {
             let port = free_port()?;
             let (child, addr) =
-                start_proxy(bin, &pool_yaml(port, &shards), &dir.0, "nutcracker").await?;
+                start_proxy(bin, &[], &pool_yaml(port, &shards), &dir.0, "nutcracker").await?;
             procs.push(child);
             Some(addr)
         }
-        None => None,
+        _ => None,
     };
 
-    let pool = Pool::from_yaml(&yaml, None)?;
     let direct = shards.first().ok_or("no shard")?.clone();
+    let rr_direct = match o.rows.contains(&Row::RedisRsDirect) {
+        true => Some(redis_rs_connect(&direct).await?),
+        false => None,
+    };
+    let rr_proxy = match o.rows.contains(&Row::RedisRsTwemproxy) {
+        true => Some(redis_rs_connect(&proxy).await?),
+        false => None,
+    };
+    let targets = Targets {
+        pool: Pool::from_yaml(&yaml, None)?,
+        proxy,
+        nutcracker,
+        direct,
+        rr_direct,
+        rr_proxy,
+    };
 
     eprintln!(
-        "pool_bench: {} ops per run, {} shard(s), twemproxy {}",
-        o.ops,
+        "pool_bench: {} per run, {} round(s) ({} reported), {} shard(s), twemproxy {}{}",
+        match o.budget {
+            Budget::Ops(n) => format!("{n} ops"),
+            Budget::Time(d) => format!("{:.1} s", d.as_secs_f64()),
+        },
+        o.repeat,
+        match o.stat {
+            Stat::Best => "best",
+            Stat::Median => "median",
+        },
         o.shards,
-        o.twemproxy.display()
+        o.twemproxy.display(),
+        if o.twemproxy_args.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", o.twemproxy_args.join(" "))
+        }
     );
-    let mut rows: Vec<(String, Vec<f64>)> = vec![
-        (
-            format!("embedded Pool ({} shards), C tasks", o.shards),
-            Vec::new(),
-        ),
-        (
-            format!(
-                "embedded Pool ({} shards), 1 task, C calls in flight",
-                o.shards
-            ),
-            Vec::new(),
-        ),
-        (
-            format!("twemproxy ({} shards), 1 connection", o.shards),
-            Vec::new(),
-        ),
-    ];
-    if nutcracker.is_some() {
-        rows.push((
-            format!("nutcracker 0.5.0 ({} shards), 1 connection", o.shards),
-            Vec::new(),
-        ));
-    }
-    rows.push(("redis-server direct, 1 connection".to_string(), Vec::new()));
-    for &c in &o.concurrency {
-        // Best of `repeat` rounds, the rows interleaved within each round, so
-        // a burst of other load on the machine hits one round, not one row.
-        let mut best = vec![Duration::MAX; rows.len()];
-        for _ in 0..o.repeat {
-            let mut runs = vec![
-                pool_run(pool.redis(), c, o.ops).await?,
-                spawned(pool_window_run(pool.redis(), c, o.ops)).await?,
-                spawned(window_run(proxy.clone(), c, o.ops)).await?,
-            ];
-            if let Some(addr) = &nutcracker {
-                runs.push(spawned(window_run(addr.clone(), c, o.ops)).await?);
+    // rates[row][concurrency][round]
+    let mut rates = vec![vec![Vec::new(); o.concurrency.len()]; o.rows.len()];
+    let mut turn = 0;
+    for (ci, &c) in o.concurrency.iter().enumerate() {
+        for round in 0..o.repeat {
+            for k in 0..o.rows.len() {
+                let ri = (k + turn) % o.rows.len();
+                let run = targets.run(o.rows[ri], c, o.budget).await?;
+                eprintln!(
+                    "  {:<66} C={c:<4} round {} {:>10.0} ops/s",
+                    o.rows[ri].label(o.shards),
+                    round + 1,
+                    run.rate()
+                );
+                rates[ri][ci].push(run.rate());
             }
-            runs.push(spawned(window_run(direct.clone(), c, o.ops)).await?);
-            for (b, took) in best.iter_mut().zip(runs) {
-                *b = (*b).min(took);
-            }
-        }
-        for (row, took) in rows.iter_mut().zip(best) {
-            let rate = o.ops as f64 / took.as_secs_f64();
-            eprintln!("  {:<44} C={c:<4} {rate:>10.0} ops/s", row.0);
-            row.1.push(rate);
+            turn += 1;
         }
     }
-    pool.close().await;
+    targets.pool.close().await;
 
-    println!("| {} ops, half SET half GET | {} |", o.ops, {
-        let cols: Vec<String> = o
-            .concurrency
+    let what = match o.budget {
+        Budget::Ops(n) => format!("{n} ops"),
+        Budget::Time(d) => format!("{:.1} s", d.as_secs_f64()),
+    };
+    let stat = match o.stat {
+        Stat::Best => "best",
+        Stat::Median => "median",
+    };
+    println!(
+        "| {what} per run, half SET half GET, {stat} of {} round(s) | {} |",
+        o.repeat,
+        o.concurrency
             .iter()
             .map(|c| format!("{c} caller{}", if *c == 1 { "" } else { "s" }))
-            .collect();
-        cols.join(" | ")
-    });
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
     println!("|---|{}", "---:|".repeat(o.concurrency.len()));
-    for (name, rates) in rows {
-        let cells: Vec<String> = rates
+    for (ri, row) in o.rows.iter().enumerate() {
+        let cells: Vec<String> = rates[ri]
             .iter()
-            .map(|r| format!("{} ops/s", group(*r)))
+            .map(|r| format!("{} ops/s", group(pick(r, o.stat))))
             .collect();
-        println!("| {name} | {} |", cells.join(" | "));
+        println!("| {} | {} |", row.label(o.shards), cells.join(" | "));
+    }
+
+    let index = |row: Row| o.rows.iter().position(|r| *r == row);
+    if let Some(pool) = index(Row::PoolTasks) {
+        let peers = [
+            (
+                Row::RedisRsDirect,
+                "redis-rs MultiplexedConnection straight to one redis-server",
+                0.8,
+            ),
+            (
+                Row::RedisRsTwemproxy,
+                "redis-rs MultiplexedConnection through twemproxy",
+                1.0,
+            ),
+        ];
+        let peers: Vec<_> = peers
+            .into_iter()
+            .filter_map(|(row, name, target)| index(row).map(|i| (i, name, target)))
+            .collect();
+        if !peers.is_empty() {
+            println!();
+            println!(
+                "| embedded Pool (C tasks) over: median of per-round ratios | {} |",
+                o.concurrency
+                    .iter()
+                    .map(|c| format!("C = {c}"))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
+            println!("|---|{}", "---:|".repeat(o.concurrency.len()));
+            for (peer, name, target) in peers {
+                let cells: Vec<String> = (0..o.concurrency.len())
+                    .map(|ci| {
+                        let r = paired_ratio(&rates[pool][ci], &rates[peer][ci]);
+                        let verdict = if r >= target { "met" } else { "**missed**" };
+                        format!("{r:.2}x ({verdict})")
+                    })
+                    .collect();
+                println!(
+                    "| {name} (target >= {target:.1}x) | {} |",
+                    cells.join(" | ")
+                );
+            }
+        }
     }
     drop(procs);
     Ok(())
+}
+
+/// The cell a row shows for one concurrency: the best or the median round.
+fn pick(rates: &[f64], stat: Stat) -> f64 {
+    match stat {
+        Stat::Best => rates.iter().copied().fold(0.0, f64::max),
+        Stat::Median => median(rates.to_vec()),
+    }
+}
+
+/// The median over rounds of `a[i] / b[i]`: both ran in the same round, a
+/// few seconds apart, so each ratio saw about the same load from the rest
+/// of the machine.
+fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
+    median(a.iter().zip(b).map(|(x, y)| x / y).collect())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// A one-pool config over `shards` named shard0.., listening on `port`.
@@ -240,10 +551,12 @@ fn pool_yaml(port: u16, shards: &[String]) -> String {
     yaml
 }
 
-/// Start a proxy binary (twemproxy or nutcracker, same flags) on `yaml`;
-/// returns it and its listen address once it accepts connections.
+/// Start a proxy binary (twemproxy or nutcracker, same flags, `extra`
+/// added) on `yaml`; returns it and its listen address once it accepts
+/// connections.
 async fn start_proxy(
     bin: &Path,
+    extra: &[String],
     yaml: &str,
     dir: &Path,
     tag: &str,
@@ -256,6 +569,7 @@ async fn start_proxy(
         .ok_or("no listen line")?
         .to_string();
     let child = Command::new(bin)
+        .args(extra)
         .arg("-c")
         .arg(&conf)
         .args(["-s", &free_port()?.to_string(), "-a", "127.0.0.1"])
@@ -270,40 +584,89 @@ async fn start_proxy(
     Ok((child, addr))
 }
 
-/// `c` tasks sharing `ops` operations on the pool: SET a key, GET it back.
-async fn pool_run(redis: RedisClient, c: usize, ops: u64) -> Result<Duration, BoxError> {
+/// `c` spawned tasks, task `t` running `body(t, its quota)`, which returns
+/// the operations it did; the run ends when the last task does.
+async fn tasks_run<F, Fut>(c: usize, budget: Budget, body: F) -> Result<Run, BoxError>
+where
+    F: Fn(u64, Quota) -> Fut,
+    Fut: Future<Output = Result<u64, BoxError>> + Send + 'static,
+{
     let start = Instant::now();
-    let mut tasks = Vec::with_capacity(c);
-    for t in 0..c as u64 {
+    let tasks: Vec<_> = (0..c as u64)
+        .map(|t| tokio::spawn(body(t, Quota::of(budget, start, c as u64, t))))
+        .collect();
+    let mut ops = 0;
+    for task in tasks {
+        ops += task.await??;
+    }
+    Ok(Run {
+        ops,
+        took: start.elapsed(),
+    })
+}
+
+/// `c` tasks on the pool, each looping SET a key, GET it back.
+async fn pool_run(redis: RedisClient, c: usize, budget: Budget) -> Result<Run, BoxError> {
+    tasks_run(c, budget, |t, quota| {
         let redis = redis.clone();
-        let n = share(ops, c as u64, t);
-        tasks.push(tokio::spawn(async move {
-            for i in 0..n / 2 {
-                let key = format!("pool:{t}:{}", i % KEYS_PER_CALLER);
+        async move {
+            let mut done = 0u64;
+            while quota.more(done) {
+                let key = format!("pool:{t}:{}", (done / 2) % KEYS_PER_CALLER);
                 redis.set(key.clone(), VALUE).await?;
+                done += 1;
+                // An odd share ends with one more SET.
+                if !quota.more(done) {
+                    break;
+                }
                 if redis.get(key).await?.as_deref() != Some(VALUE) {
                     return Err("GET did not return the value just set".into());
                 }
+                done += 1;
             }
-            // An odd share ends with one more SET.
-            if n % 2 == 1 {
-                redis.set(format!("pool:{t}:last"), VALUE).await?;
+            Ok(done)
+        }
+    })
+    .await
+}
+
+/// `c` tasks sharing one redis-rs `MultiplexedConnection` (each a clone, as
+/// redis-rs means it to be shared), each looping SET a key, GET it back.
+async fn redis_rs_run(
+    conn: MultiplexedConnection,
+    prefix: &'static str,
+    c: usize,
+    budget: Budget,
+) -> Result<Run, BoxError> {
+    tasks_run(c, budget, |t, quota| {
+        let mut conn = conn.clone();
+        async move {
+            let mut done = 0u64;
+            while quota.more(done) {
+                let key = format!("{prefix}:{t}:{}", (done / 2) % KEYS_PER_CALLER);
+                let () = conn.set(&key, VALUE).await?;
+                done += 1;
+                if !quota.more(done) {
+                    break;
+                }
+                let got: Option<Vec<u8>> = conn.get(&key).await?;
+                if got.as_deref() != Some(VALUE) {
+                    return Err("GET did not return the value just set".into());
+                }
+                done += 1;
             }
-            Ok::<(), BoxError>(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    Ok(start.elapsed())
+            Ok(done)
+        }
+    })
+    .await
 }
 
 /// Run `f` on a worker thread: the main task of `#[tokio::main]` is driven
 /// by `block_on` on its own thread, and every wakeup of it crosses threads,
 /// which would handicap whichever client ran there.
-async fn spawned<F>(f: F) -> Result<Duration, BoxError>
+async fn spawned<F>(f: F) -> Result<Run, BoxError>
 where
-    F: std::future::Future<Output = Result<Duration, BoxError>> + Send + 'static,
+    F: Future<Output = Result<Run, BoxError>> + Send + 'static,
 {
     tokio::spawn(f).await?
 }
@@ -311,10 +674,13 @@ where
 /// One task keeping `c` pool calls in flight (`buffered` polls them in
 /// order), alternating SET and GET of the same key: the pool's own cost
 /// without `c` tasks to wake.
-async fn pool_window_run(redis: RedisClient, c: usize, ops: u64) -> Result<Duration, BoxError> {
+async fn pool_window_run(redis: RedisClient, c: usize, budget: Budget) -> Result<Run, BoxError> {
     use futures::StreamExt;
     let start = Instant::now();
-    let mut replies = futures::stream::iter(0..ops)
+    let quota = Quota::of(budget, start, 1, 0);
+    // Lazily: `buffered` asks for the next call only when one completes.
+    let calls = (0u64..).take_while(move |i| quota.more(*i));
+    let mut replies = futures::stream::iter(calls)
         .map(|i| {
             let redis = redis.clone();
             async move {
@@ -327,35 +693,39 @@ async fn pool_window_run(redis: RedisClient, c: usize, ops: u64) -> Result<Durat
             }
         })
         .buffered(c);
+    let mut ops = 0;
     while let Some(r) = replies.next().await {
         if !r? {
             return Err("GET did not return the value just set".into());
         }
+        ops += 1;
     }
-    Ok(start.elapsed())
+    Ok(Run {
+        ops,
+        took: start.elapsed(),
+    })
 }
 
-/// Caller `t`'s share of `ops` split over `c` callers.
-fn share(ops: u64, c: u64, t: u64) -> u64 {
-    ops / c + u64::from(t < ops % c)
-}
-
-/// One connection to `addr` keeping up to `c` requests in flight, `ops`
-/// requests in all (alternating SET and GET of the same key); every reply is
-/// checked.
-async fn window_run(addr: String, c: usize, ops: u64) -> Result<Duration, BoxError> {
+/// One connection to `addr` keeping up to `c` requests in flight
+/// (alternating SET and GET of the same key) until the budget is spent;
+/// every reply is checked.
+async fn window_run(addr: String, c: usize, budget: Budget) -> Result<Run, BoxError> {
     let mut sock = TcpStream::connect(&addr).await?;
     sock.set_nodelay(true)?;
     let mut codec = resp::ReplyCodec::default();
     let (mut wbuf, mut rbuf) = (BytesMut::new(), BytesMut::with_capacity(64 * 1024));
     let (mut sent, mut received, mut in_flight) = (0u64, 0u64, 0usize);
     let start = Instant::now();
-    while received < ops {
-        while in_flight < c && sent < ops {
+    let quota = Quota::of(budget, start, 1, 0);
+    loop {
+        while in_flight < c && quota.more(sent) {
             let key = format!("win:{}", (sent / 2) % (KEYS_PER_CALLER * 16));
             put_request(&mut wbuf, sent % 2 == 0, key.as_bytes());
             sent += 1;
             in_flight += 1;
+        }
+        if in_flight == 0 {
+            break;
         }
         if !wbuf.is_empty() {
             sock.write_all(&wbuf).await?;
@@ -381,7 +751,10 @@ async fn window_run(addr: String, c: usize, ops: u64) -> Result<Duration, BoxErr
             in_flight -= 1;
         }
     }
-    Ok(start.elapsed())
+    Ok(Run {
+        ops: received,
+        took: start.elapsed(),
+    })
 }
 
 fn put_request(buf: &mut BytesMut, set: bool, key: &[u8]) {
