@@ -119,43 +119,10 @@ write_conf "$work/twem.yml" "$twem_redis" "$twem_mc"
 write_conf "$work/nut.yml" "$nut_redis" "$nut_mc"
 write_conf "$work/mem.yml" "$mem_redis"
 
-# predixy's own format: the same 4 redis-servers, one Group (master only) each,
-# fixed membership, no authentication, notices (one per accepted connection) off.
-write_predixy_conf() { # file listen_port
-  local i=1 p
-  {
-    echo "Name twem-bench"
-    echo "Bind 127.0.0.1:$2"
-    echo "WorkerThreads $PREDIXY_THREADS"
-    echo "ClientTimeout 0"
-    echo "LogVerbSample 0"
-    echo "LogDebugSample 0"
-    echo "LogInfoSample 0"
-    echo "LogNoticeSample 0"
-    echo "LogWarnSample 1"
-    echo "LogErrorSample 1"
-    echo "Authority {"
-    echo "    Auth {"
-    echo "        Mode write"
-    echo "    }"
-    echo "}"
-    echo "StandaloneServerPool {"
-    echo "    Hash crc16"
-    echo "    Distribution modula"
-    echo "    RefreshMethod fixed"
-    for p in "${redis_ports[@]}"; do
-      echo "    Group redis-$i {"
-      echo "        + 127.0.0.1:$p"
-      echo "    }"
-      i=$((i + 1))
-    done
-    echo "}"
-  } >"$1"
-}
 targets=(twem nutcracker direct)
 if [ -n "$PREDIXY_BIN" ]; then
-  write_predixy_conf "$work/predixy.conf" "$px_redis"
-  write_predixy_conf "$work/mem-predixy.conf" "$mem_redis"
+  write_predixy_conf "$work/predixy.conf" "$px_redis" "$PREDIXY_THREADS"
+  write_predixy_conf "$work/mem-predixy.conf" "$mem_redis" "$PREDIXY_THREADS"
   targets=(twem nutcracker predixy direct)
 fi
 
