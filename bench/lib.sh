@@ -36,6 +36,22 @@ cleanup() {
   rm -rf "$work"
 }
 
+# repeat_command SCRIPT ARGS VAR...: the command line that repeats this run, for
+# the reports: the variables among VAR that are set, even to "" (quoted when
+# empty or holding a space), then `bash SCRIPT ARGS`.
+repeat_command() {
+  local script=$1 args=$2 v line=""
+  shift 2
+  for v in "$@"; do
+    [ -n "${!v+set}" ] || continue
+    case ${!v} in
+      "" | *" "*) line+="$v=\"${!v}\" " ;;
+      *) line+="$v=${!v} " ;;
+    esac
+  done
+  echo "${line}bash $script${args:+ $args}"
+}
+
 # free_ports N: N free loopback ports, all held open at once so none is handed out twice.
 free_ports() {
   python3 - "$1" <<'PY'

@@ -13,12 +13,10 @@ import subprocess
 import sys
 from collections import OrderedDict, defaultdict
 
-TARGETS = ("twem", "nutcracker", "predixy", "direct")
-PROXIES = ("twem", "nutcracker", "predixy")
-SHORT = {"twem": "twem", "nutcracker": "nut", "predixy": "predixy", "direct": "direct"}
-# The target every other proxy is compared with, and the suites predixy has
-# no part in (it speaks Redis only).
-NO_PREDIXY = ("memcached",)
+# twem2 is a second twem process with other flags (run.sh's TWEM2_ARGS).
+TARGETS = ("twem", "twem2", "nutcracker", "predixy", "direct")
+PROXIES = ("twem", "twem2", "nutcracker", "predixy")
+SHORT = {"twem": "twem", "twem2": "twem2", "nutcracker": "nut", "predixy": "predixy", "direct": "direct"}
 
 
 def present(agg):
@@ -167,6 +165,17 @@ def targets_section(agg, mem):
                 lines.append(f"- {suite} {name}: twem / nutcracker throughput {r:.2f}x (target >= 2x): {mark(r >= 2)}")
             elif "P1" in name:
                 lines.append(f"- {suite} {name}: twem / nutcracker throughput {r:.2f}x (target >= 1x): {mark(r >= 1)}")
+    # Issue #15, when twem2 is one event loop: twem's default may cost at most
+    # 10% more CPU per request than it (no cross-thread cost).
+    for (s, name), t in agg.items():
+        if "twem" not in t or "twem2" not in t:
+            continue
+        r = paired_ratio(t, "twem", "twem2")
+        line = f"- {s} {name}: twem / twem2 throughput {r:.2f}x"
+        tw, t2 = t["twem"]["cpu"], t["twem2"]["cpu"]
+        if tw and t2:
+            line += f"; CPU per request {tw / t2:.2f}x (target <= 1.10x): {mark(tw <= 1.1 * t2)}"
+        lines.append(line)
     # Issue #15: at least predixy's throughput at no more than its CPU per
     # request, SET and GET at pipeline 1 and 16.
     for (s, name), t in agg.items():
@@ -228,7 +237,7 @@ def mem_section(mem, meta):
     return lines
 
 
-COLORS = {"twem": "#d95f02", "nutcracker": "#7570b3", "predixy": "#1b9e77", "direct": "#999999"}
+COLORS = {"twem": "#d95f02", "twem2": "#e6ab02", "nutcracker": "#7570b3", "predixy": "#1b9e77", "direct": "#999999"}
 
 
 def chart(agg, out_dir):
@@ -316,7 +325,13 @@ def main():
             else ""
         )
         + f"twem at commit {meta.get('twem')} (release build, "
-        f"{'flags `' + meta['twem_args'] + '`' if meta.get('twem_args') else 'default flags'}).",
+        f"{'flags `' + meta['twem_args'] + '`' if meta.get('twem_args') else 'default flags'})"
+        + (
+            f"; twem2 is the same binary with {'flags `' + meta['twem2_args'] + '`' if meta['twem2_args'] else 'default flags'}"
+            if "twem2_args" in meta
+            else ""
+        )
+        + ".",
         f"Command: `{meta.get('command')}` ({meta.get('reps')} repetitions, {meta.get('clients')} clients, "
         f"requests per run: {meta.get('requests')}). Load average at start {meta.get('load_start')}, "
         f"at end {meta.get('load_end')}.",
