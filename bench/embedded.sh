@@ -28,13 +28,7 @@ cd "$root"
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 label=embedded
-command_line="$*"
-env_line=""
-for v in QUICK REPS RUN_SECONDS CONCURRENCY SHARDS ROWS; do
-  [ -n "${!v:-}" ] && env_line+="$v=${!v} "
-done
-[ -n "${TWEM_ARGS:-}" ] && env_line+="TWEM_ARGS=\"${TWEM_ARGS}\" "
-command_line="${env_line}bash bench/embedded.sh${command_line:+ $command_line}"
+command_line=$(repeat_command bench/embedded.sh "$*" QUICK REPS RUN_SECONDS CONCURRENCY SHARDS ROWS TWEM_ARGS)
 
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then

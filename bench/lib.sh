@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Shared by bench/run.sh, bench/profile.sh and scripts/run-example.sh: the package
-# check, the scratch directory with its kill-what-we-started cleanup, free loopback
-# ports and waiting for a listener. Source it after `set -euo pipefail`.
+# Shared by bench/run.sh, bench/profile.sh, bench/embedded.sh and
+# scripts/run-example.sh: the package check, the scratch directory with its
+# kill-what-we-started cleanup, free loopback ports, waiting for a listener and
+# the proxies' configs. Source it after `set -euo pipefail`.
 
 # install_missing LABEL COMMAND:PACKAGE...: apt-get installs the packages whose
 # command is not on PATH (with sudo unless root). A non-empty LABEL also says so.
@@ -33,6 +34,22 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$work"
+}
+
+# repeat_command SCRIPT ARGS VAR...: the command line that repeats this run, for
+# the reports: the variables among VAR that are set, even to "" (quoted when
+# empty or holding a space), then `bash SCRIPT ARGS`.
+repeat_command() {
+  local script=$1 args=$2 v line=""
+  shift 2
+  for v in "$@"; do
+    [ -n "${!v+set}" ] || continue
+    case ${!v} in
+      "" | *" "*) line+="$v=\"${!v}\" " ;;
+      *) line+="$v=${!v} " ;;
+    esac
+  done
+  echo "${line}bash $script${args:+ $args}"
 }
 
 # free_ports N: N free loopback ports, all held open at once so none is handed out twice.
@@ -71,6 +88,41 @@ redis_pool_yaml() {
   echo "  redis: true"
   echo "  servers:"
   for p in "${redis_ports[@]}"; do echo "   - 127.0.0.1:$p:1 redis-$i"; i=$((i + 1)); done
+}
+
+# write_predixy_conf FILE PORT THREADS: predixy's config for ${redis_ports[@]}:
+# the same redis-servers as redis_pool_yaml, one Group (master only) each,
+# fixed membership, no authentication, notices (one per accepted connection) off.
+write_predixy_conf() {
+  local i=1 p
+  {
+    echo "Name twem-bench"
+    echo "Bind 127.0.0.1:$2"
+    echo "WorkerThreads $3"
+    echo "ClientTimeout 0"
+    echo "LogVerbSample 0"
+    echo "LogDebugSample 0"
+    echo "LogInfoSample 0"
+    echo "LogNoticeSample 0"
+    echo "LogWarnSample 1"
+    echo "LogErrorSample 1"
+    echo "Authority {"
+    echo "    Auth {"
+    echo "        Mode write"
+    echo "    }"
+    echo "}"
+    echo "StandaloneServerPool {"
+    echo "    Hash crc16"
+    echo "    Distribution modula"
+    echo "    RefreshMethod fixed"
+    for p in "${redis_ports[@]}"; do
+      echo "    Group redis-$i {"
+      echo "        + 127.0.0.1:$p"
+      echo "    }"
+      i=$((i + 1))
+    done
+    echo "}"
+  } >"$1"
 }
 
 # start_redis_servers: a throwaway redis-server on each of ${redis_ports[@]}, logging into $work.

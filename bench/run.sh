@@ -6,10 +6,13 @@
 #   QUICK=1 bash bench/run.sh         # smoke test: few requests, 1 repetition (~1 min)
 #   REPS=5 bash bench/run.sh          # more repetitions
 #   PREDIXY_BIN=/path/to/predixy bash bench/run.sh   # predixy as a third proxy
+#   TWEM2_ARGS="--threads 1" bash bench/run.sh       # a second twem, other flags, same run
 #
 # Other knobs: CLIENTS (50), TWEM_ARGS (extra twemproxy flags; empty by default,
 # i.e. twem at its default flags; e.g. TWEM_ARGS="--threads 1" for one event
-# loop), PREDIXY_BIN (a predixy binary, e.g. built from joyieldInc/predixy with
+# loop), TWEM2_ARGS (flags of a second twem process, "twem2", run alongside on
+# the same pools, e.g. "--threads 1" to compare one event loop with the default
+# in one run; unset: no twem2), PREDIXY_BIN (a predixy binary, e.g. built from joyieldInc/predixy with
 # `make CXX="g++ -include time.h"`; unset: no predixy rows), PREDIXY_THREADS
 # (predixy's WorkerThreads, 1), NO_PUBLISH=1 (leave bench/results.md and
 # bench/chart.png alone).
@@ -35,17 +38,13 @@ cd "$root"
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 label=bench
-command_line="$*"
-env_line=""
-for v in QUICK REPS CLIENTS PREDIXY_BIN PREDIXY_THREADS; do
-  [ -n "${!v:-}" ] && env_line+="$v=${!v} "
-done
-[ -n "${TWEM_ARGS:-}" ] && env_line+="TWEM_ARGS=\"${TWEM_ARGS}\" "
-command_line="${env_line}bash bench/run.sh${command_line:+ $command_line}"
+command_line=$(repeat_command bench/run.sh "$*" QUICK REPS CLIENTS PREDIXY_BIN PREDIXY_THREADS TWEM_ARGS TWEM2_ARGS)
 
 QUICK=${QUICK:-0}
 CLIENTS=${CLIENTS:-50}
 TWEM_ARGS=${TWEM_ARGS:-}
+TWEM2=${TWEM2_ARGS+1}
+TWEM2_ARGS=${TWEM2_ARGS:-}
 PREDIXY_BIN=${PREDIXY_BIN:-}
 PREDIXY_THREADS=${PREDIXY_THREADS:-1}
 if [ -n "$PREDIXY_BIN" ] && [ ! -x "$PREDIXY_BIN" ]; then
@@ -90,6 +89,7 @@ twem_redis=${ports[6]} twem_mc=${ports[7]} twem_stats=${ports[8]}
 nut_redis=${ports[9]} nut_mc=${ports[10]} nut_stats=${ports[11]}
 mem_redis=${ports[12]} mem_stats=${ports[13]}
 px_redis=${ports[14]}
+twem2_redis=${ports[15]} twem2_mc=${ports[16]} twem2_stats=${ports[17]}
 
 user=(); [ "$(id -u)" -eq 0 ] && user=(-u root)
 start_redis_servers
@@ -116,54 +116,26 @@ write_conf() { # file redis_port [mc_port]
   } >"$1"
 }
 write_conf "$work/twem.yml" "$twem_redis" "$twem_mc"
+write_conf "$work/twem2.yml" "$twem2_redis" "$twem2_mc"
 write_conf "$work/nut.yml" "$nut_redis" "$nut_mc"
 write_conf "$work/mem.yml" "$mem_redis"
 
-# predixy's own format: the same 4 redis-servers, one Group (master only) each,
-# fixed membership, no authentication, notices (one per accepted connection) off.
-write_predixy_conf() { # file listen_port
-  local i=1 p
-  {
-    echo "Name twem-bench"
-    echo "Bind 127.0.0.1:$2"
-    echo "WorkerThreads $PREDIXY_THREADS"
-    echo "ClientTimeout 0"
-    echo "LogVerbSample 0"
-    echo "LogDebugSample 0"
-    echo "LogInfoSample 0"
-    echo "LogNoticeSample 0"
-    echo "LogWarnSample 1"
-    echo "LogErrorSample 1"
-    echo "Authority {"
-    echo "    Auth {"
-    echo "        Mode write"
-    echo "    }"
-    echo "}"
-    echo "StandaloneServerPool {"
-    echo "    Hash crc16"
-    echo "    Distribution modula"
-    echo "    RefreshMethod fixed"
-    for p in "${redis_ports[@]}"; do
-      echo "    Group redis-$i {"
-      echo "        + 127.0.0.1:$p"
-      echo "    }"
-      i=$((i + 1))
-    done
-    echo "}"
-  } >"$1"
-}
-targets=(twem nutcracker direct)
+targets=(twem)
+[ -z "$TWEM2" ] || targets+=(twem2)
+targets+=(nutcracker)
 if [ -n "$PREDIXY_BIN" ]; then
-  write_predixy_conf "$work/predixy.conf" "$px_redis"
-  write_predixy_conf "$work/mem-predixy.conf" "$mem_redis"
-  targets=(twem nutcracker predixy direct)
+  write_predixy_conf "$work/predixy.conf" "$px_redis" "$PREDIXY_THREADS"
+  write_predixy_conf "$work/mem-predixy.conf" "$mem_redis" "$PREDIXY_THREADS"
+  targets+=(predixy)
 fi
+targets+=(direct)
 
 started_pid=""
 start_proxy() { # kind conf stats_port name
   local bin=()
   case $1 in
     twem) bin=("$TWEM") ; [ -n "$TWEM_ARGS" ] && read -r -a extra <<<"$TWEM_ARGS" && bin+=("${extra[@]}") ;;
+    twem2) bin=("$TWEM") ; [ -n "$TWEM2_ARGS" ] && read -r -a extra <<<"$TWEM2_ARGS" && bin+=("${extra[@]}") ;;
     nutcracker) bin=(nutcracker) ;;
     predixy)
       # No stats port nor pid file: its config says everything; it logs to stdout.
@@ -208,6 +180,12 @@ stop_proxy() {
 
 start_proxy twem "$work/twem.yml" "$twem_stats" twem; twem_pid=$started_pid
 start_proxy nutcracker "$work/nut.yml" "$nut_stats" nutcracker; nut_pid=$started_pid
+twem2_pid=""
+if [ -n "$TWEM2" ]; then
+  start_proxy twem2 "$work/twem2.yml" "$twem2_stats" twem2; twem2_pid=$started_pid
+  wait_port "$twem2_redis"
+  wait_port "$twem2_mc"
+fi
 px_pid=""
 if [ -n "$PREDIXY_BIN" ]; then
   start_proxy predixy "$work/predixy.conf" "" predixy; px_pid=$started_pid
@@ -217,6 +195,7 @@ for p in "$twem_redis" "$twem_mc" "$nut_redis" "$nut_mc"; do wait_port "$p"; don
 for t in "${targets[@]}"; do
   case $t in
     twem) check_proxy "$twem_redis" twem ;;
+    twem2) check_proxy "$twem2_redis" twem2 ;;
     nutcracker) check_proxy "$nut_redis" nutcracker ;;
     predixy) check_proxy "$px_redis" predixy ;;
   esac
@@ -244,6 +223,7 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
   echo "twem=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "command=$command_line"
   echo "twem_args=$TWEM_ARGS"
+  [ -z "$TWEM2" ] || echo "twem2_args=$TWEM2_ARGS"
   echo "reps=$REPS"
   echo "clients=$CLIENTS"
   echo "requests=P1 $N_P1, P16 $N_P16, MGET $N_MGET"
@@ -289,10 +269,12 @@ run_one() { # suite name pipeline requests what target rep
   local suite=$1 name=$2 pl=$3 n=$4 what=$5 target=$6 rep=$7 port pid="" before=0 after=0 csv
   case $suite/$target in
     redis/twem) port=$twem_redis pid=$twem_pid ;;
+    redis/twem2) port=$twem2_redis pid=$twem2_pid ;;
     redis/nutcracker) port=$nut_redis pid=$nut_pid ;;
     redis/predixy) port=$px_redis pid=$px_pid ;;
     redis/direct) port=${redis_ports[0]} ;;
     memcached/twem) port=$twem_mc pid=$twem_pid ;;
+    memcached/twem2) port=$twem2_mc pid=$twem2_pid ;;
     memcached/nutcracker) port=$nut_mc pid=$nut_pid ;;
     memcached/direct) port=${mc_ports[0]} ;;
   esac
@@ -334,6 +316,7 @@ for rep in $(seq "$REPS"); do
   done
 done
 stop_proxy "$twem_pid"
+[ -z "$twem2_pid" ] || stop_proxy "$twem2_pid"
 stop_proxy "$nut_pid"
 [ -z "$px_pid" ] || stop_proxy "$px_pid"
 
@@ -343,7 +326,8 @@ mem=$out/mem.csv
 echo "probe,target,rep,conns_or_count,rss_before_kib,rss_after_kib,result" >"$mem"
 echo "bench: memory probes"
 for rep in $(seq "$REPS"); do
-  kinds=(twem nutcracker); [ -z "$PREDIXY_BIN" ] || kinds+=(predixy)
+  kinds=(twem); [ -z "$TWEM2" ] || kinds+=(twem2)
+  kinds+=(nutcracker); [ -z "$PREDIXY_BIN" ] || kinds+=(predixy)
   order=()
   for i in "${!kinds[@]}"; do order+=("${kinds[$(((i + rep - 1) % ${#kinds[@]}))]}"); done
   for kind in "${order[@]}"; do
