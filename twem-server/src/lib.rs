@@ -149,7 +149,7 @@ pub fn run(cli: Cli) -> i32 {
     };
     let res = rt.block_on(proxy::serve(config, opts, logger));
     rt.shutdown_timeout(Duration::from_millis(100));
-    if let Some(w) = workers.and_then(|w| std::sync::Arc::into_inner(w)) {
+    if let Some(w) = workers.and_then(std::sync::Arc::into_inner) {
         w.stop();
     }
     match res {

@@ -492,7 +492,9 @@ impl Pool {
         // proxy, building pools off its workers, calls
         // [`Pool::preconnect`] on each worker.
         let workers = crate::worker::count();
-        let sets = (0..crate::worker::sets()).map(|_| OnceLock::new()).collect();
+        let sets = (0..crate::worker::sets())
+            .map(|_| OnceLock::new())
+            .collect();
         let pins = shared
             .servers
             .iter()
