@@ -6,7 +6,6 @@
 //! timeouts, ejection), so keys written in-process land where a twemproxy on
 //! the same config would put them.
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -19,12 +18,20 @@ use crate::config::{Config, Format, Listen, PoolConfig, ServerConfig};
 use crate::hash::{HashKind, HashTag};
 use crate::ring::Distribution;
 
-/// Round-robin hint for embedded callers: concurrent callers have no order
-/// between them, so spreading them over `server_connections` is free.
-static NEXT_CALL: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Round-robin hint for embedded callers: concurrent callers have no
+    /// order between them, so spreading them over `server_connections` is
+    /// free. Per thread, not one process-wide atomic: every call from every
+    /// thread bumping one counter bounced its cache line between cores.
+    static NEXT_CALL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 pub(crate) fn hint() -> usize {
-    NEXT_CALL.fetch_add(1, Relaxed)
+    NEXT_CALL.with(|n| {
+        let v = n.get();
+        n.set(v.wrapping_add(1));
+        v
+    })
 }
 
 impl Pool {
