@@ -52,6 +52,8 @@
 //! | `server_failure_limit` | integer | 2 |
 //! | `tcpkeepalive` | `true` or `false` | `false` |
 //! | `reuseport` | `true` or `false` | `false` |
+//! | `sentinels` | non-empty list of `host:port` Redis Sentinels, only with `redis: true`: `servers` then name Sentinel masters (`master-name:weight [name]`), whose addresses come from the sentinels and follow their failovers; not with `auto_eject_hosts`; twem-only | none |
+//! | `sentinel_auth` | string, only with `sentinels`: the password sent with `AUTH` to the sentinels (`redis_auth` is the data nodes'); twem-only | none |
 //! | `servers` | non-empty list of server entries | required |
 //!
 //! Values are judged by their text, as nutcracker judges them: `redis: "true"`
@@ -163,8 +165,9 @@ pub const DEFAULT_TCPKEEPALIVE: bool = false;
 /// Default `reuseport`.
 pub const DEFAULT_REUSEPORT: bool = false;
 
-/// Every key a pool may have, in nutcracker's documented order.
-pub const KEYS: [&str; 28] = [
+/// Every key a pool may have, in nutcracker's documented order (twem's own
+/// keys after the ones nutcracker shares with it).
+pub const KEYS: [&str; 30] = [
     "listen",
     "hash",
     "hash_tag",
@@ -192,6 +195,8 @@ pub const KEYS: [&str; 28] = [
     "server_failure_limit",
     "tcpkeepalive",
     "reuseport",
+    "sentinels",
+    "sentinel_auth",
     "servers",
 ];
 
@@ -350,9 +355,24 @@ pub struct PoolConfig {
     pub tcpkeepalive: bool,
     /// Set `SO_REUSEPORT` on the listen socket.
     pub reuseport: bool,
+    /// Redis Sentinel: where the servers' addresses come from (the
+    /// `sentinels` and `sentinel_auth` keys); `None` for a pool of fixed
+    /// addresses.
+    pub sentinel: Option<SentinelConfig>,
     /// The servers in file order (the [`Ring`] sorts them; see
     /// [`PoolConfig::sorted_servers`]).
     pub servers: Vec<ServerConfig>,
+}
+
+/// A pool whose servers are Sentinel masters: the sentinels to ask, and
+/// their password. Each server of such a pool is a
+/// [`ServerAddr::Sentinel`] master name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SentinelConfig {
+    /// The sentinels, in file order; each is a [`ServerAddr::Tcp`].
+    pub addrs: Vec<ServerAddr>,
+    /// Sent with `AUTH` on every connection to a sentinel.
+    pub auth: Option<String>,
 }
 
 impl PoolConfig {
@@ -380,6 +400,7 @@ impl PoolConfig {
             server_failure_limit: DEFAULT_SERVER_FAILURE_LIMIT,
             tcpkeepalive: DEFAULT_TCPKEEPALIVE,
             reuseport: DEFAULT_REUSEPORT,
+            sentinel: None,
             servers,
         }
     }
@@ -496,6 +517,9 @@ impl ServerConfig {
             ServerAddr::Unix { path } => {
                 server_identity(&path.to_string_lossy(), None, self.name.as_deref())
             }
+            // The master name is the identity: a failover moves where the
+            // server is, never which keys are its.
+            ServerAddr::Sentinel { master } => self.name.clone().unwrap_or_else(|| master.clone()),
         }
     }
 }
@@ -537,14 +561,21 @@ pub enum ServerAddr {
         /// Socket path.
         path: PathBuf,
     },
+    /// A Redis Sentinel master name (a pool with `sentinels`): the address
+    /// is whatever the sentinels say the master's is, now.
+    Sentinel {
+        /// The name the sentinels monitor the master under.
+        master: String,
+    },
 }
 
 impl fmt::Display for ServerAddr {
-    /// `host:port` or the path.
+    /// `host:port`, the path, or the Sentinel master name.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ServerAddr::Tcp { host, port } => write!(f, "{host}:{port}"),
             ServerAddr::Unix { path } => write!(f, "{}", path.display()),
+            ServerAddr::Sentinel { master } => f.write_str(master),
         }
     }
 }

@@ -42,6 +42,13 @@ pub enum BackendErrorKind {
     /// TLS with the server failed (`tls_servers`): what went wrong, in
     /// words a client can act on; the proxy's log line has rustls's own.
     Tls(TlsProblem),
+    /// The server's master changed (a Sentinel failover) while the
+    /// request was on the connection to the old one: it may or may not
+    /// have been applied there. A retry goes to the new master.
+    Failover,
+    /// The sentinels have not named the server's master (none answered,
+    /// or they do not know the master name).
+    NoMaster,
 }
 
 /// Why TLS with a server failed, as a client's error reply says it.
@@ -113,6 +120,10 @@ impl BackendErrorKind {
             BackendErrorKind::Backlogged => "too many request bytes queued for the server",
             BackendErrorKind::AllEjected => "every server of the pool is ejected",
             BackendErrorKind::Tls(problem) => problem.words(),
+            BackendErrorKind::Failover => {
+                "the master changed (Sentinel failover) while the request was in flight"
+            }
+            BackendErrorKind::NoMaster => "no master address known from the sentinels",
         }
     }
 
@@ -175,7 +186,11 @@ impl BackendError {
     pub fn reply_words(&self) -> String {
         // A TLS failure names the server too: nutcracker has no words for
         // it, and the operator needs to know which certificate to look at.
-        if (self.kind.is_local() || matches!(self.kind, BackendErrorKind::Tls(_)))
+        if (self.kind.is_local()
+            || matches!(
+                self.kind,
+                BackendErrorKind::Tls(_) | BackendErrorKind::Failover | BackendErrorKind::NoMaster
+            ))
             && !self.server.is_empty()
         {
             format!("{} (server {})", self.kind.words(), self.server)

@@ -58,7 +58,7 @@ pub use error::{
 pub use inbox::Inbox;
 pub use pin::Pinned;
 pub use scan::{Scan, ScanOptions};
-pub use stats::{PoolSnapshot, PoolStats, ServerSnapshot, ServerStats};
+pub use stats::{PoolSnapshot, PoolStats, ServerPlace, ServerSnapshot, ServerStats};
 pub use subscription::{Message, Subscription};
 pub use transaction::{Transaction, MAX_TXN_BYTES, MAX_TXN_COMMANDS};
 
@@ -112,11 +112,23 @@ pub const MAX_QUEUED_BYTES_PER_SERVER: i64 = 64 * 1024 * 1024;
 /// How long a re-admission probe may take when the pool has no `timeout`.
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a connection waits for a Sentinel master's first address
+/// (the sentinels are asked as the pool starts) before its requests fail.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
+
 /// One server of a pool, shared by its connection tasks and the pool.
 #[derive(Debug)]
 pub(crate) struct ServerShared {
     pub name: Arc<str>,
-    pub addr: ServerAddr,
+    /// Where the server is now: its configured address, or for a Sentinel
+    /// master what the sentinels last said (`None` until they answered).
+    /// Every connection task reads it when it connects and, in a Sentinel
+    /// pool, watches it while connected: a failover ends the connection
+    /// (see [`ServerShared::switch_to`]) whatever set of connections it
+    /// belongs to.
+    pub addr: tokio::sync::watch::Sender<Option<Arc<ServerAddr>>>,
+    /// Switches of address seen after the first (Sentinel failovers).
+    pub failovers: AtomicU64,
     pub stats: Arc<ServerStats>,
     /// Reply latency of this server (Prometheus).
     pub latency: metrics::Histogram,
@@ -137,7 +149,7 @@ pub(crate) struct PoolShared {
     /// Latency and per-class counters (Prometheus).
     pub metrics: metrics::PoolMetrics,
     rebuild: Mutex<()>,
-    closed: AtomicBool,
+    pub(crate) closed: AtomicBool,
     /// Requests every new Redis backend connection starts with.
     handshake: Vec<resp::Request>,
     /// The same, then `HELLO 3`: for the connections of RESP3 clients.
@@ -150,6 +162,39 @@ pub(crate) struct PoolShared {
     last_local_log: AtomicU64,
     /// TLS material read from the `tls_*` files when the pool was built.
     pub tls: crate::tls::PoolTls,
+}
+
+impl ServerShared {
+    /// The server's address now; `None` for a Sentinel master the
+    /// sentinels have not named yet.
+    pub(crate) fn current_addr(&self) -> Option<Arc<ServerAddr>> {
+        self.addr.borrow().clone()
+    }
+
+    /// The server's address, waiting (at most [`DISCOVERY_WAIT`]) for a
+    /// Sentinel master's first one.
+    pub(crate) async fn wait_addr(&self) -> Option<Arc<ServerAddr>> {
+        if let Some(a) = self.current_addr() {
+            return Some(a);
+        }
+        let mut rx = self.addr.subscribe();
+        let known = async { rx.wait_for(Option::is_some).await.ok()?.clone() };
+        tokio::time::timeout(DISCOVERY_WAIT, known)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The server is now at `addr` (the sentinels said so): connections
+    /// to the old address notice and close, new ones go to `addr`. Returns
+    /// the address it was at before, if it had one (a failover).
+    pub(crate) fn switch_to(&self, addr: ServerAddr) -> Option<Arc<ServerAddr>> {
+        let old = self.addr.send_replace(Some(Arc::new(addr)));
+        if old.is_some() {
+            self.failovers.fetch_add(1, Relaxed);
+        }
+        old
+    }
 }
 
 impl PoolShared {
@@ -353,17 +398,19 @@ impl Pool {
             .servers()
             .iter()
             .map(|rs| {
-                let addr =
-                    config
-                        .server(&rs.name)
-                        .map(|s| s.addr.clone())
-                        .unwrap_or(ServerAddr::Tcp {
-                            host: rs.name.clone(),
-                            port: 0,
-                        });
+                let addr = match config.server(&rs.name).map(|s| &s.addr) {
+                    // Its address comes from the sentinels.
+                    Some(ServerAddr::Sentinel { .. }) => None,
+                    Some(a) => Some(Arc::new(a.clone())),
+                    None => Some(Arc::new(ServerAddr::Tcp {
+                        host: rs.name.clone(),
+                        port: 0,
+                    })),
+                };
                 ServerShared {
                     name: Arc::from(rs.name.as_str()),
-                    addr,
+                    addr: tokio::sync::watch::Sender::new(addr),
+                    failovers: AtomicU64::new(0),
                     stats: prev
                         .and_then(|p| p.inner.shared.servers.iter().find(|s| *s.name == *rs.name))
                         .map(|s| Arc::clone(&s.stats))
@@ -439,6 +486,8 @@ impl Pool {
                 idle: Mutex::new(Vec::new()),
             })
             .collect();
+        // A Sentinel pool's servers get their addresses from the sentinels.
+        crate::sentinel::start(&shared);
         let handles = Handles {
             conns,
             conns3,
@@ -551,6 +600,11 @@ impl Pool {
                         "dedicated_connections",
                         s.stats.dedicated_connections.load(Relaxed).max(0),
                     )],
+                    place: sh.config.sentinel.as_ref().map(|_| stats::ServerPlace {
+                        address: s.current_addr().map(|a| a.to_string()).unwrap_or_default(),
+                        role: "master",
+                        failovers: s.failovers.load(Relaxed),
+                    }),
                 })
                 .collect(),
             twem_fields: vec![

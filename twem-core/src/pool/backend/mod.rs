@@ -246,6 +246,32 @@ pub(crate) struct ConnTask {
     lane: Lane,
     rx: mpsc::UnboundedReceiver<Msg>,
     sink: Option<PushSink>,
+    /// The server's address, watched while connected in a Sentinel pool.
+    switch: Switch,
+}
+
+/// A connection's watch on its server's address (see
+/// [`ServerShared::addr`](super::ServerShared)): in a Sentinel pool a
+/// failover ends every connection to the old master. In a pool of fixed
+/// addresses nothing ever changes and the watch is never polled.
+pub(crate) struct Switch {
+    rx: tokio::sync::watch::Receiver<Option<Arc<ServerAddr>>>,
+    active: bool,
+}
+
+impl Switch {
+    fn new(shared: &PoolShared, idx: usize) -> Switch {
+        Switch {
+            rx: shared.servers[idx].addr.subscribe(),
+            active: shared.config.sentinel.is_some(),
+        }
+    }
+
+    /// The address about to be connected to is the one seen: only a later
+    /// change ends the connection.
+    fn seen(&mut self) {
+        self.rx.mark_unchanged();
+    }
 }
 
 impl ConnTask {
@@ -258,6 +284,7 @@ impl ConnTask {
         sink: Option<PushSink>,
     ) -> Self {
         ConnTask {
+            switch: Switch::new(&shared, idx),
             shared,
             idx,
             lane,
@@ -284,6 +311,7 @@ impl ConnTask {
             // connecting connection with their timers running).
             let started = Instant::now();
             let first = pending.take();
+            self.switch.seen();
             let done = match connect(&self.shared, self.idx, self.lane).await {
                 Ok(conn) => self.serve(conn, first.map(|r| (r, started))).await,
                 Err(Exchange::Failed(kind)) => self.connect_failed(first, kind),
@@ -334,28 +362,28 @@ impl ConnTask {
                 let (r, w) = s.into_split();
                 Connection::new(&self.shared, self.idx, self.lane, r, w)
                     .with_sink(self.sink.as_ref())
-                    .drive(first, &mut self.rx)
+                    .drive(first, &mut self.rx, &mut self.switch)
                     .await
             }
             Conn::Unix(s) => {
                 let (r, w) = s.into_split();
                 Connection::new(&self.shared, self.idx, self.lane, r, w)
                     .with_sink(self.sink.as_ref())
-                    .drive(first, &mut self.rx)
+                    .drive(first, &mut self.rx, &mut self.switch)
                     .await
             }
             Conn::Tls(s) => {
                 let (r, w) = tokio::io::split(*s);
                 Connection::new(&self.shared, self.idx, self.lane, r, FlushingWrite::new(w))
                     .with_sink(self.sink.as_ref())
-                    .drive(first, &mut self.rx)
+                    .drive(first, &mut self.rx, &mut self.switch)
                     .await
             }
             Conn::TlsUnix(s) => {
                 let (r, w) = tokio::io::split(*s);
                 Connection::new(&self.shared, self.idx, self.lane, r, FlushingWrite::new(w))
                     .with_sink(self.sink.as_ref())
-                    .drive(first, &mut self.rx)
+                    .drive(first, &mut self.rx, &mut self.switch)
                     .await
             }
         };
@@ -479,7 +507,8 @@ pub(crate) async fn connect(shared: &PoolShared, idx: usize, lane: Lane) -> Resu
 async fn connect_inner(shared: &PoolShared, idx: usize, lane: Lane) -> Result<Conn, Exchange> {
     let server = &shared.servers[idx];
     let tls = shared.tls.backend();
-    let mut conn = match &server.addr {
+    let addr = server.wait_addr().await.ok_or(BackendErrorKind::NoMaster)?;
+    let mut conn = match &*addr {
         ServerAddr::Tcp { host, port } => {
             let mut addrs = tokio::net::lookup_host((host.as_str(), *port))
                 .await
@@ -510,6 +539,9 @@ async fn connect_inner(shared: &PoolShared, idx: usize, lane: Lane) -> Result<Co
                 None => Conn::Unix(s),
             }
         }
+        // The server's current address is always a socket's; a master name
+        // is resolved by the sentinels before it gets here.
+        ServerAddr::Sentinel { .. } => return Err(Exchange::Failed(BackendErrorKind::NoMaster)),
     };
     let mut init = shared.handshake(lane.resp3);
     // A refused AUTH does not end the connection, as in nutcracker: the
@@ -893,6 +925,7 @@ where
         mut self,
         first: Option<(BackendReq, Instant)>,
         rx: &mut mpsc::UnboundedReceiver<Msg>,
+        switch: &mut Switch,
     ) -> bool {
         if let Some((r, connect_started)) = first {
             // It and whatever queued behind it waited for the connect.
@@ -920,8 +953,11 @@ where
             } = &mut self;
             let can_write = !wq.is_empty();
             let timed = armed.is_some();
+            let watching = switch.active;
             let event = tokio::select! {
                 biased;
+                // A failover first: nothing more is sent to the old master.
+                res = switch.rx.changed(), if watching => Event::Switched(res.is_ok()),
                 res = rd.read_buf(rbuf) => Event::Read(res),
                 // New requests before the write: whatever is queued now joins
                 // this write, so a busy connection sends batches, not singles.
@@ -969,6 +1005,14 @@ where
                 }
                 Event::Msg(Some(Msg::Close) | None) => self.closing = true,
                 Event::Written(Ok(n)) => self.queue.written(n),
+                Event::Switched(false) => switch.active = false,
+                Event::Switched(true) => {
+                    let to = switch.rx.borrow_and_update().clone();
+                    break Dropped {
+                        kind: BackendErrorKind::Failover,
+                        detail: to.map(|a| format!("the master is now at {a}")),
+                    };
+                }
                 Event::Deadline => {
                     stats.server_timedout.fetch_add(1, Relaxed);
                     tracing::debug!(pool = %self.shared.config.name, server = %self.shared.servers[self.idx].name,
@@ -991,11 +1035,16 @@ where
         let failed = self.queue.fail_all(&err);
         if failed > 0 || kind != BackendErrorKind::Unknown {
             shared.stats.forward_error.fetch_add(failed as u64, Relaxed);
-            if !kind.is_local() {
+            if !kind.is_local() && kind != BackendErrorKind::Failover {
                 shared.record_failure(self.idx);
             }
         }
         match &dropped.detail {
+            // The pool logs the switch itself, once per server.
+            Some(detail) if kind == BackendErrorKind::Failover => {
+                tracing::debug!(pool = %shared.config.name,
+                server = %server.name, failed, detail = %detail, "backend connection closed: failover")
+            }
             // An operator must learn why: a server (or something posing as
             // one) sent what no reply may look like.
             Some(detail) => tracing::warn!(pool = %shared.config.name, server = %server.name,
@@ -1013,4 +1062,6 @@ enum Event {
     Msg(Option<Msg>),
     Written(std::io::Result<usize>),
     Deadline,
+    /// The server's address changed (`false`: the watch ended).
+    Switched(bool),
 }
