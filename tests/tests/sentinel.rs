@@ -115,18 +115,28 @@ struct Sentinel {
 }
 
 impl Sentinel {
-    fn start(masters: &[(&str, u16)]) -> Sentinel {
+    /// A sentinel watching `masters` with quorum `quorum`; with
+    /// `secured`, its clients and the data nodes need passwords.
+    fn start(masters: &[(&str, u16)], quorum: u32, secured: bool) -> Sentinel {
         let dir = TempDir::new("sentinel");
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
         let mut text = format!(
-            "port {port}\nbind 127.0.0.1\ndir {}\nrequirepass {SENTINEL_PW}\nsentinel sentinel-pass {SENTINEL_PW}\n",
+            "port {port}\nbind 127.0.0.1\ndir {}\n",
             dir.path().display()
         );
+        if secured {
+            text.push_str(&format!(
+                "requirepass {SENTINEL_PW}\nsentinel sentinel-pass {SENTINEL_PW}\n"
+            ));
+        }
         for (name, mport) in masters {
             text.push_str(&format!(
-                "sentinel monitor {name} 127.0.0.1 {mport} 2\nsentinel auth-pass {name} {DATA_PW}\nsentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 4000\nsentinel parallel-syncs {name} 1\n"
+                "sentinel monitor {name} 127.0.0.1 {mport} {quorum}\nsentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 4000\nsentinel parallel-syncs {name} 1\n"
             ));
+            if secured {
+                text.push_str(&format!("sentinel auth-pass {name} {DATA_PW}\n"));
+            }
         }
         std::fs::write(&conf, text).expect("write sentinel.conf");
         let proc = Sentinel::spawn(&conf);
@@ -217,6 +227,8 @@ struct Seen {
     /// and back.
     transitions: [Vec<(Instant, bool)>; 2],
     error_samples: Vec<String>,
+    /// Every distinct error text seen during the failback.
+    failback_errors: std::collections::BTreeSet<String>,
 }
 
 impl Seen {
@@ -277,6 +289,9 @@ fn client_loop(
                 V::Err(e) => {
                     if seen.error_samples.len() < 3 {
                         seen.error_samples.push(e.clone());
+                    }
+                    if phase.load(Ordering::Relaxed) == 3 {
+                        seen.failback_errors.insert(e.clone());
                     }
                     false
                 }
@@ -452,7 +467,7 @@ fn failover_is_followed_without_moving_keys() {
     let replica_a = data_node(&["--replicaof", "127.0.0.1", &master_a.port.to_string()]);
     let _replica_b = data_node(&["--replicaof", "127.0.0.1", &master_b.port.to_string()]);
     let masters = [("shard-a", master_a.port), ("shard-b", master_b.port)];
-    let mut sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(&masters)).collect();
+    let mut sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(&masters, 2, true)).collect();
     wait_sentinels_ready(&sentinels.iter().collect::<Vec<_>>(), 2);
     println!(
         "setup: 4 data nodes and 3 sentinels ready in {:?}",
@@ -637,6 +652,9 @@ fn failover_is_followed_without_moving_keys() {
     println!(
         "  pairs ok: shard A {ok_a}, shard B {ok_b}; errors: shard A {err_a}, shard B {err_b}; crossed {crossed}; stale {stale}; samples {samples:?}"
     );
+    let failback_errors: std::collections::BTreeSet<&String> =
+        seen.iter().flat_map(|s| &s.failback_errors).collect();
+    println!("  failback errors: {failback_errors:?}");
     println!("  whole test {:?}", test_start.elapsed());
 
     assert_eq!(crossed, 0, "replies crossed or out of order");
@@ -668,6 +686,16 @@ fn failover_is_followed_without_moving_keys() {
         all_ok <= switched + Duration::from_secs(1),
         "last recovery {all_ok:?} vs switch {switched:?}"
     );
+    // What was in flight on the old master when twem switched fails with
+    // words that say so (a write that reached the demoted old master
+    // first would read READONLY, Redis's own words).
+    for e in &failback_errors {
+        assert!(
+            e.contains("(Sentinel failover) while the request was in flight (server shard-a)")
+                || e.starts_with("READONLY"),
+            "unclear failback error: {e}"
+        );
+    }
     if let (Some(sw), Some(ok)) = (back.switched, back.all_ok) {
         assert!(
             ok <= sw + Duration::from_secs(1),
@@ -696,4 +724,68 @@ fn failover_is_followed_without_moving_keys() {
         )),
         "{text}"
     );
+}
+
+// The embedded `Pool` built from a config with sentinels (the TOML form
+// here) finds its master and follows a failover, as the proxy does.
+#[test]
+fn embedded_pool_follows_a_failover() {
+    let mut master = Redis::start();
+    let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let sentinel = Sentinel::start(&[("solo", master.port)], 1, false);
+    wait_until(
+        "the sentinel knows the replica",
+        Duration::from_secs(30),
+        || {
+            let mut c = Client::connect(sentinel.port);
+            V::parse(&c.cmd(&[b"SENTINEL", b"MASTER", b"solo"]))
+                .fields()
+                .get("num-slaves")
+                .is_some_and(|n| n != "0")
+        },
+    );
+    let toml = format!(
+        "[embedded]\nlisten = \"127.0.0.1:1\"\nredis = true\ntimeout = 2000\nsentinels = [\"127.0.0.1:{}\"]\nservers = [\"solo:1\"]\n",
+        sentinel.port
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let pool = twem_core::Pool::from_config_text(&toml, twem_core::config::Format::Toml, None)
+            .expect("pool");
+        let redis = pool.redis();
+        redis.set("k", "before").await.expect("set before");
+        let place =
+            |pool: &twem_core::Pool| pool.snapshot().servers[0].place.clone().expect("place");
+        assert_eq!(place(&pool).address, format!("127.0.0.1:{}", master.port));
+        master.proc.kill();
+        let start = Instant::now();
+        let mut errors = 0;
+        loop {
+            match redis.set("k", "after").await {
+                Ok(()) => break,
+                Err(e) => {
+                    errors += 1;
+                    assert!(
+                        start.elapsed() < Duration::from_secs(30),
+                        "never recovered: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        println!(
+            "embedded pool: recovered {:?} after the kill ({errors} failed calls)",
+            start.elapsed()
+        );
+        assert_eq!(
+            redis.get("k").await.expect("get").as_deref(),
+            Some(&b"after"[..])
+        );
+        let p = place(&pool);
+        assert_eq!(p.address, format!("127.0.0.1:{}", replica.port));
+        assert_eq!((p.role, p.failovers), ("master", 1));
+    });
 }

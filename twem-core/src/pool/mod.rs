@@ -114,7 +114,7 @@ const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a connection waits for a Sentinel master's first address
 /// (the sentinels are asked as the pool starts) before its requests fail.
-const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
 
 /// One server of a pool, shared by its connection tasks and the pool.
 #[derive(Debug)]

@@ -257,6 +257,8 @@ pub(crate) struct ConnTask {
 pub(crate) struct Switch {
     rx: tokio::sync::watch::Receiver<Option<Arc<ServerAddr>>>,
     active: bool,
+    /// The address the connection is for.
+    at: Option<Arc<ServerAddr>>,
 }
 
 impl Switch {
@@ -264,13 +266,32 @@ impl Switch {
         Switch {
             rx: shared.servers[idx].addr.subscribe(),
             active: shared.config.sentinel.is_some(),
+            at: None,
         }
     }
 
-    /// The address about to be connected to is the one seen: only a later
-    /// change ends the connection.
-    fn seen(&mut self) {
-        self.rx.mark_unchanged();
+    /// The address to connect to now, marked as seen (so only a later
+    /// change ends the connection); for a Sentinel master not named yet,
+    /// waits for the sentinels' answer at most
+    /// [`DISCOVERY_WAIT`](super::DISCOVERY_WAIT).
+    async fn settle(&mut self) -> Option<Arc<ServerAddr>> {
+        let mut now = self.rx.borrow_and_update().clone();
+        if now.is_none() {
+            let named =
+                tokio::time::timeout(super::DISCOVERY_WAIT, self.rx.wait_for(Option::is_some));
+            now = match named.await {
+                Ok(Ok(addr)) => addr.clone(),
+                _ => None,
+            };
+        }
+        self.at.clone_from(&now);
+        now
+    }
+
+    /// The address changed to another one than the connection's.
+    fn moved(&mut self) -> Option<Arc<ServerAddr>> {
+        let now = self.rx.borrow_and_update().clone();
+        (now != self.at).then_some(now).flatten()
     }
 }
 
@@ -311,8 +332,11 @@ impl ConnTask {
             // connecting connection with their timers running).
             let started = Instant::now();
             let first = pending.take();
-            self.switch.seen();
-            let done = match connect(&self.shared, self.idx, self.lane).await {
+            let connected = match self.switch.settle().await {
+                Some(addr) => connect_to(&self.shared, self.idx, self.lane, &addr).await,
+                None => Err(Exchange::Failed(BackendErrorKind::NoMaster)),
+            };
+            let done = match connected {
                 Ok(conn) => self.serve(conn, first.map(|r| (r, started))).await,
                 Err(Exchange::Failed(kind)) => self.connect_failed(first, kind),
                 Err(Exchange::Rejected(reply)) => self.handshake_rejected(first, &reply),
@@ -494,7 +518,20 @@ pub(crate) enum Conn {
 /// of it is bounded by the pool's `timeout`. A handshake the server refuses
 /// is [`Exchange::Rejected`] with the server's error reply.
 pub(crate) async fn connect(shared: &PoolShared, idx: usize, lane: Lane) -> Result<Conn, Exchange> {
-    let fut = connect_inner(shared, idx, lane);
+    let server = &shared.servers[idx];
+    let addr = server.wait_addr().await.ok_or(BackendErrorKind::NoMaster)?;
+    connect_to(shared, idx, lane, &addr).await
+}
+
+/// [`connect`] to `addr`: the server's address as its connection task
+/// last saw it.
+async fn connect_to(
+    shared: &PoolShared,
+    idx: usize,
+    lane: Lane,
+    addr: &ServerAddr,
+) -> Result<Conn, Exchange> {
+    let fut = connect_inner(shared, idx, lane, addr);
     match shared.config.timeout {
         Some(t) => match tokio::time::timeout(t, fut).await {
             Ok(r) => r,
@@ -504,11 +541,15 @@ pub(crate) async fn connect(shared: &PoolShared, idx: usize, lane: Lane) -> Resu
     }
 }
 
-async fn connect_inner(shared: &PoolShared, idx: usize, lane: Lane) -> Result<Conn, Exchange> {
+async fn connect_inner(
+    shared: &PoolShared,
+    idx: usize,
+    lane: Lane,
+    addr: &ServerAddr,
+) -> Result<Conn, Exchange> {
     let server = &shared.servers[idx];
     let tls = shared.tls.backend();
-    let addr = server.wait_addr().await.ok_or(BackendErrorKind::NoMaster)?;
-    let mut conn = match &*addr {
+    let mut conn = match addr {
         ServerAddr::Tcp { host, port } => {
             let mut addrs = tokio::net::lookup_host((host.as_str(), *port))
                 .await
@@ -1007,11 +1048,12 @@ where
                 Event::Written(Ok(n)) => self.queue.written(n),
                 Event::Switched(false) => switch.active = false,
                 Event::Switched(true) => {
-                    let to = switch.rx.borrow_and_update().clone();
-                    break Dropped {
-                        kind: BackendErrorKind::Failover,
-                        detail: to.map(|a| format!("the master is now at {a}")),
-                    };
+                    if let Some(to) = switch.moved() {
+                        break Dropped {
+                            kind: BackendErrorKind::Failover,
+                            detail: Some(format!("the master is now at {to}")),
+                        };
+                    }
                 }
                 Event::Deadline => {
                     stats.server_timedout.fetch_add(1, Relaxed);
