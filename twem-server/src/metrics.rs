@@ -146,9 +146,10 @@ pub fn render(pools: &[PoolSnapshot], globals: &Globals) -> String {
         .unwrap_or_default()
 }
 
-/// Where the servers of Sentinel pools are: a counter of failovers seen
-/// and an info-style gauge (always 1) whose labels are the current address
-/// and role. Absent for pools of fixed addresses.
+/// Where the servers of Sentinel pools (and of pools reading from
+/// replicas) are: failovers seen, replica reads, healthy replicas, and an
+/// info-style gauge (always 1) whose labels are the current address and
+/// role. Absent for other pools.
 fn sentinel_places(reg: &Registry, pools: &[PoolSnapshot]) {
     let placed = || {
         pools.iter().flat_map(|p| {
@@ -172,6 +173,32 @@ fn sentinel_places(reg: &Registry, pools: &[PoolSnapshot]) {
                 .inc_by(place.failovers);
         }
         let _ = reg.register(Box::new(c));
+    }
+    if let Ok(c) = IntCounterVec::new(
+        Opts::new(
+            "twem_server_replica_reads_total",
+            "Reads sent to the server's replicas (read_from)",
+        ),
+        &["pool", "server"],
+    ) {
+        for (p, s, place) in placed() {
+            c.with_label_values(&[&p.name, &s.name])
+                .inc_by(place.replica_reads);
+        }
+        let _ = reg.register(Box::new(c));
+    }
+    if let Ok(g) = IntGaugeVec::new(
+        Opts::new(
+            "twem_server_replicas_healthy",
+            "The server's replicas reads may go to now (read_from)",
+        ),
+        &["pool", "server"],
+    ) {
+        for (p, s, place) in placed() {
+            g.with_label_values(&[&p.name, &s.name])
+                .set(i64::try_from(place.replicas_healthy).unwrap_or(i64::MAX));
+        }
+        let _ = reg.register(Box::new(g));
     }
     if let Ok(g) = IntGaugeVec::new(
         Opts::new(
@@ -351,6 +378,8 @@ mod tests {
                     address: "127.0.0.1:7001".into(),
                     role: "master",
                     failovers: 1,
+                    replica_reads: 9,
+                    replicas_healthy: 2,
                 }),
             }],
             twem_fields: vec![("client_rejected", 5), ("client_foreign_protocol", 6)],
@@ -394,6 +423,14 @@ mod tests {
         );
         assert!(
             text.contains("twem_server_failovers_total{pool=\"alpha\",server=\"s1\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("twem_server_replica_reads_total{pool=\"alpha\",server=\"s1\"} 9"),
+            "{text}"
+        );
+        assert!(
+            text.contains("twem_server_replicas_healthy{pool=\"alpha\",server=\"s1\"} 2"),
             "{text}"
         );
         assert!(

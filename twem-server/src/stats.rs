@@ -80,15 +80,18 @@ pub fn render(source: &str, uptime: Duration, globals: &Globals, pools: &[PoolSn
             s.push_str(if i == 0 { ", " } else { "," });
             let _ = write!(s, "{}: {{", json_str(&srv.name));
             write_fields(&mut s, &srv.fields);
-            // A Sentinel pool's servers say where they are now; other
-            // pools keep nutcracker's layout byte for byte.
+            // A Sentinel pool's servers (or a pool reading from replicas)
+            // say where they are now; other pools keep nutcracker's layout
+            // byte for byte.
             if let Some(place) = &srv.place {
                 let _ = write!(
                     s,
-                    ", \"address\":{}, \"role\":{}, \"failovers\":{}",
+                    ", \"address\":{}, \"role\":{}, \"failovers\":{}, \"replica_reads\":{}, \"replicas_healthy\":{}",
                     json_str(&place.address),
                     json_str(place.role),
-                    place.failovers
+                    place.failovers,
+                    place.replica_reads,
+                    place.replicas_healthy
                 );
             }
             s.push('}');
@@ -216,6 +219,7 @@ mod tests {
     fn sentinel_server_place() {
         let pools = vec![PoolSnapshot {
             name: "p".into(),
+            fields: vec![("client_eof", 0)],
             servers: vec![ServerSnapshot {
                 name: "shard-a".into(),
                 fields: vec![("server_eof", 0)],
@@ -223,6 +227,8 @@ mod tests {
                     address: "127.0.0.1:7001".into(),
                     role: "master",
                     failovers: 2,
+                    replica_reads: 7,
+                    replicas_healthy: 1,
                 }),
                 ..Default::default()
             }],
@@ -230,7 +236,7 @@ mod tests {
         }];
         let s = render("h", Duration::ZERO, &Globals::default(), &pools);
         assert!(
-            s.contains("\"shard-a\": {\"server_eof\":0, \"address\":\"127.0.0.1:7001\", \"role\":\"master\", \"failovers\":2}"),
+            s.contains("\"shard-a\": {\"server_eof\":0, \"address\":\"127.0.0.1:7001\", \"role\":\"master\", \"failovers\":2, \"replica_reads\":7, \"replicas_healthy\":1}"),
             "{s}"
         );
         let v: serde_json::Value = serde_json::from_str(&s).expect("valid JSON");

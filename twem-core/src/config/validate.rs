@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::tree::{Node, Pos, Value};
 use super::{
-    Config, ConfigError, Listen, PoolConfig, Problem, SentinelConfig, ServerAddr, ServerConfig,
-    TlsConfig, DEFAULT_ALLOW_FLUSH, DEFAULT_AUTO_EJECT_HOSTS, DEFAULT_BACKLOG,
+    Config, ConfigError, Listen, PoolConfig, Problem, ReadFrom, SentinelConfig, ServerAddr,
+    ServerConfig, TlsConfig, DEFAULT_ALLOW_FLUSH, DEFAULT_AUTO_EJECT_HOSTS, DEFAULT_BACKLOG,
     DEFAULT_CLIENT_CONNECTIONS, DEFAULT_DISTRIBUTION, DEFAULT_HASH, DEFAULT_PINNED_CONNECTIONS,
     DEFAULT_PRECONNECT, DEFAULT_REDIS, DEFAULT_REDIS_DB, DEFAULT_REUSEPORT,
     DEFAULT_SERVER_CONNECTIONS, DEFAULT_SERVER_FAILURE_LIMIT, DEFAULT_SERVER_RETRY_TIMEOUT,
@@ -288,6 +288,7 @@ impl Checker {
             .unwrap_or(DEFAULT_REUSEPORT);
         let sentinel = self.sentinel(pool, &keys, redis, auto_eject_hosts);
         let servers = self.servers(pool, name_pos, servers_node, sentinel.is_some());
+        let (read_from, replicas) = self.replicas(pool, &keys, redis, sentinel.is_some(), &servers);
         if tls.servers && tls.server_name.is_none() {
             if let Some(unix) = servers
                 .iter()
@@ -331,6 +332,8 @@ impl Checker {
                     tcpkeepalive,
                     reuseport,
                     sentinel,
+                    read_from,
+                    replicas,
                     servers,
                 };
                 // The remaining ring rule (total weight fits 32 bits) is
@@ -628,6 +631,116 @@ impl Checker {
             addrs,
             auth: auth.map(|(text, _)| text),
         })
+    }
+
+    /// The `read_from` and `replicas` keys: where read-only commands go,
+    /// and (without sentinels) each server's replicas.
+    fn replicas(
+        &mut self,
+        pool: Option<&str>,
+        keys: &Keys<'_>,
+        redis: bool,
+        sentinel: bool,
+        servers: &[ServerConfig],
+    ) -> (ReadFrom, Vec<(String, ServerAddr)>) {
+        let read_from = self
+            .choice(
+                pool,
+                keys,
+                "read_from",
+                ReadFrom::from_name,
+                &names_of(ReadFrom::ALL.map(ReadFrom::name)),
+            )
+            .unwrap_or_default();
+        if let Some(node) = keys.get("read_from") {
+            if !redis {
+                let message = "read_from is only valid for a redis pool (redis: true)".to_owned();
+                self.report(pool, Some("read_from"), Some(node.pos), message);
+            }
+        }
+        let mut replicas = Vec::new();
+        let key = Some("replicas");
+        if let Some(node) = keys.get("replicas") {
+            if sentinel {
+                let message =
+                    "replicas and sentinels exclude each other: a Sentinel pool learns its replicas from the sentinels"
+                        .to_owned();
+                self.report(pool, key, Some(node.pos), message);
+            }
+            if read_from == ReadFrom::Master {
+                let message = "replicas needs read_from prefer-replica or replica: with read_from master they are never read from".to_owned();
+                self.report(pool, key, Some(node.pos), message);
+            }
+            let items = match &node.value {
+                Value::Seq(items) => items.as_slice(),
+                _ => {
+                    let message = format!(
+                        "replicas must be a list of server-name host:port entries, not {}",
+                        node.kind()
+                    );
+                    self.report(pool, key, Some(node.pos), message);
+                    &[]
+                }
+            };
+            for (index, item) in items.iter().enumerate() {
+                let n = index + 1;
+                let Some(text) = item.as_scalar() else {
+                    let message = format!(
+                        "replicas entry {n} must be a server-name host:port string, not {}",
+                        item.kind()
+                    );
+                    self.report(pool, key, Some(item.pos), message);
+                    continue;
+                };
+                let Some((server, addr)) = text.split_once(' ') else {
+                    let message =
+                        format!("replicas entry {n} {text:?} is not server-name host:port");
+                    self.report(pool, key, Some(item.pos), message);
+                    continue;
+                };
+                if !servers.iter().any(|s| s.name() == server) {
+                    let message = format!(
+                        "replicas entry {n} {text:?} names no server of the pool ({server:?})"
+                    );
+                    self.report(pool, key, Some(item.pos), message);
+                    continue;
+                }
+                match parse_host_port(addr) {
+                    Ok(addr) if replicas.iter().any(|(_, a)| *a == addr) => {
+                        let message = format!("replicas entry {n} {text:?} is listed twice");
+                        self.report(pool, key, Some(item.pos), message);
+                    }
+                    Ok(addr) => {
+                        let per = replicas.iter().filter(|(s, _)| s == server).count();
+                        if per >= crate::config::MAX_REPLICAS {
+                            let message = format!(
+                                "replicas entry {n} {text:?}: at most {} replicas per server",
+                                crate::config::MAX_REPLICAS
+                            );
+                            self.report(pool, key, Some(item.pos), message);
+                        } else {
+                            replicas.push((server.to_owned(), addr));
+                        }
+                    }
+                    Err(reason) => {
+                        let message = format!("replicas entry {n} {reason}");
+                        self.report(pool, key, Some(item.pos), message);
+                    }
+                }
+            }
+        } else if read_from != ReadFrom::Master && !sentinel {
+            let message = format!(
+                "read_from {} needs replicas: list them in replicas, or use sentinels",
+                read_from.name()
+            );
+            self.report(
+                pool,
+                Some("read_from"),
+                keys.get("read_from").map(|n| n.pos),
+                message,
+            );
+        }
+        (read_from, replicas)
     }
 
     fn servers(
@@ -1236,5 +1349,79 @@ mod tests {
         .expect("valid");
         let yaml = check("s:\n  listen: 127.0.0.1:1\n  redis: true\n  sentinels:\n   - 127.0.0.1:26379\n  servers:\n   - shard-a:1\n").expect("valid");
         assert_eq!(toml, yaml);
+    }
+
+    // read_from and the static replicas list.
+    #[test]
+    fn replica_reads_config() {
+        let config = check(
+            "r:\n  listen: 127.0.0.1:1\n  redis: true\n  read_from: prefer-replica\n  replicas:\n   - a 127.0.0.1:7001\n   - a 127.0.0.1:7002\n  servers:\n   - 127.0.0.1:6379:1 a\n   - 127.0.0.1:6380:1 b\n",
+        )
+        .expect("valid");
+        let pool = &config.pools[0];
+        assert_eq!(pool.read_from, ReadFrom::PreferReplica);
+        assert_eq!(pool.replicas.len(), 2);
+        assert_eq!(pool.replicas[1].0, "a");
+        assert_eq!(pool.replicas[1].1.to_string(), "127.0.0.1:7002");
+        // With sentinels, the replicas come from them.
+        check("s:\n  listen: 127.0.0.1:1\n  redis: true\n  read_from: replica\n  sentinels:\n   - 127.0.0.1:26379\n  servers:\n   - m:1\n")
+            .expect("valid");
+        let errs = check(
+            "r:\n  listen: 127.0.0.1:1\n  redis: true\n  read_from: replicas\n  servers:\n   - 127.0.0.1:6379:1 a\n",
+        )
+        .unwrap_err();
+        assert!(
+            errs.iter().any(|e| e
+                .contains("read_from \"replicas\" is not one of master, prefer-replica, replica")),
+            "{errs:#?}"
+        );
+        let errs = check(
+            "r:\n  listen: 127.0.0.1:1\n  redis: true\n  read_from: replica\n  servers:\n   - 127.0.0.1:6379:1 a\n",
+        )
+        .unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("pool \"r\": read_from replica needs replicas")),
+            "{errs:#?}"
+        );
+        let errs = check(
+            "r:\n  listen: 127.0.0.1:1\n  redis: true\n  replicas:\n   - z 127.0.0.1:7001\n   - a 127.0.0.1\n   - a\n  servers:\n   - 127.0.0.1:6379:1 a\n",
+        )
+        .unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("replicas needs read_from prefer-replica or replica")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e
+                    .contains("replicas entry 1 \"z 127.0.0.1:7001\" names no server of the pool")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("replicas entry 2 \"127.0.0.1\" is not host:port")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("replicas entry 3 \"a\" is not server-name host:port")),
+            "{errs:#?}"
+        );
+        let errs = check(
+            "s:\n  listen: 127.0.0.1:1\n  read_from: replica\n  sentinels:\n   - 127.0.0.1:26379\n  replicas:\n   - m 127.0.0.1:7001\n  servers:\n   - m:1\n",
+        )
+        .unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("read_from is only valid for a redis pool")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("replicas and sentinels exclude each other")),
+            "{errs:#?}"
+        );
     }
 }

@@ -49,6 +49,11 @@ pub enum BackendErrorKind {
     /// The sentinels have not named the server's master (none answered,
     /// or they do not know the master name).
     NoMaster,
+    /// `read_from: replica` and no replica of the server is healthy.
+    NoReplica,
+    /// The replica a read was on left the server's replicas (the sentinels
+    /// no longer list it) while the read was in flight.
+    ReplicaGone,
 }
 
 /// Why TLS with a server failed, as a client's error reply says it.
@@ -124,6 +129,10 @@ impl BackendErrorKind {
                 "the master changed (Sentinel failover) while the request was in flight"
             }
             BackendErrorKind::NoMaster => "no master address known from the sentinels",
+            BackendErrorKind::NoReplica => "no healthy replica to read from (read_from replica)",
+            BackendErrorKind::ReplicaGone => {
+                "the replica was removed or moved while the read was in flight"
+            }
         }
     }
 
@@ -189,7 +198,11 @@ impl BackendError {
         if (self.kind.is_local()
             || matches!(
                 self.kind,
-                BackendErrorKind::Tls(_) | BackendErrorKind::Failover | BackendErrorKind::NoMaster
+                BackendErrorKind::Tls(_)
+                    | BackendErrorKind::Failover
+                    | BackendErrorKind::NoMaster
+                    | BackendErrorKind::NoReplica
+                    | BackendErrorKind::ReplicaGone
             ))
             && !self.server.is_empty()
         {

@@ -25,6 +25,7 @@ mod pin;
 #[cfg(feature = "redis-rs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis-rs")))]
 pub mod redis_rs;
+pub mod replica;
 pub mod route;
 pub mod scan;
 pub mod stats;
@@ -129,6 +130,9 @@ pub(crate) struct ServerShared {
     pub addr: tokio::sync::watch::Sender<Option<Arc<ServerAddr>>>,
     /// Switches of address seen after the first (Sentinel failovers).
     pub failovers: AtomicU64,
+    /// Replica slots for `read_from` ([`MAX_REPLICAS`](crate::config::MAX_REPLICAS));
+    /// empty when the pool reads from masters only.
+    pub replicas: Box<[replica::ReplicaSlot]>,
     pub stats: Arc<ServerStats>,
     /// Reply latency of this server (Prometheus).
     pub latency: metrics::Histogram,
@@ -260,6 +264,10 @@ struct Handles {
     conns3: Vec<Box<[Lazy]>>,
     /// Per server: the connections pinned to clients (transactions).
     pins: Vec<PinSet>,
+    /// `replica_conns[server * MAX_REPLICAS + r][slot]`: the shared
+    /// connections to replica slot `r` of a server (RESP2 clients' reads
+    /// under `read_from`); empty when the pool reads from masters only.
+    replica_conns: Vec<Box<[Lazy]>>,
 }
 
 /// One server's pinned connections: how many exist (held or idle), and the
@@ -285,6 +293,31 @@ impl Handles {
                 idx,
                 backend::Lane {
                     resp3,
+                    ..Default::default()
+                },
+                slot,
+                None,
+            )
+        }))
+    }
+
+    /// The channel of replica slot `r` of server `idx`, connection `slot`,
+    /// starting its task on first use.
+    fn replica_conn(
+        &self,
+        idx: usize,
+        r: usize,
+        slot: usize,
+    ) -> Option<&mpsc::UnboundedSender<Msg>> {
+        let lazy = self
+            .replica_conns
+            .get(idx * crate::config::MAX_REPLICAS + r)?
+            .get(slot)?;
+        Some(lazy.get_or_init(|| {
+            self.spawn_conn(
+                idx,
+                backend::Lane {
+                    replica: u8::try_from(r).ok(),
                     ..Default::default()
                 },
                 slot,
@@ -407,10 +440,22 @@ impl Pool {
                         port: 0,
                     })),
                 };
+                let replicas = if config.read_from == crate::config::ReadFrom::Master {
+                    Box::default()
+                } else {
+                    let listed: Vec<ServerAddr> = config
+                        .replicas
+                        .iter()
+                        .filter(|(server, _)| *server == rs.name)
+                        .map(|(_, a)| a.clone())
+                        .collect();
+                    replica::ReplicaSlot::slots(&listed)
+                };
                 ServerShared {
                     name: Arc::from(rs.name.as_str()),
                     addr: tokio::sync::watch::Sender::new(addr),
                     failovers: AtomicU64::new(0),
+                    replicas,
                     stats: prev
                         .and_then(|p| p.inner.shared.servers.iter().find(|s| *s.name == *rs.name))
                         .map(|s| Arc::clone(&s.stats))
@@ -477,6 +522,13 @@ impl Pool {
                 .collect()
         };
         let (conns, conns3) = (lazies(), lazies());
+        let replica_conns = if shared.config.read_from == crate::config::ReadFrom::Master {
+            Vec::new()
+        } else {
+            (0..shared.servers.len() * crate::config::MAX_REPLICAS)
+                .map(|_| (0..slots).map(|_| OnceLock::new()).collect())
+                .collect()
+        };
         let pins = shared
             .servers
             .iter()
@@ -488,10 +540,12 @@ impl Pool {
             .collect();
         // A Sentinel pool's servers get their addresses from the sentinels.
         crate::sentinel::start(&shared);
+        replica::start_checks(&shared);
         let handles = Handles {
             conns,
             conns3,
             pins,
+            replica_conns,
             shared,
         };
         if handles.shared.config.preconnect {
@@ -600,10 +654,18 @@ impl Pool {
                         "dedicated_connections",
                         s.stats.dedicated_connections.load(Relaxed).max(0),
                     )],
-                    place: sh.config.sentinel.as_ref().map(|_| stats::ServerPlace {
-                        address: s.current_addr().map(|a| a.to_string()).unwrap_or_default(),
-                        role: "master",
-                        failovers: s.failovers.load(Relaxed),
+                    place: (sh.config.sentinel.is_some() || !s.replicas.is_empty()).then(|| {
+                        stats::ServerPlace {
+                            address: s.current_addr().map(|a| a.to_string()).unwrap_or_default(),
+                            role: "master",
+                            failovers: s.failovers.load(Relaxed),
+                            replica_reads: s.replicas.iter().map(|r| r.reads.load(Relaxed)).sum(),
+                            replicas_healthy: s
+                                .replicas
+                                .iter()
+                                .filter(|r| r.healthy.load(Relaxed))
+                                .count() as u64,
+                        }
                     }),
                 })
                 .collect(),
@@ -862,7 +924,71 @@ impl Pool {
                 return ReplyFuture::ready(Ok(reply));
             }
         }
+        // One comparison for a pool that reads from masters only.
+        if sh.config.read_from != crate::config::ReadFrom::Master && planned.replica_ok {
+            if let Plan::One {
+                server,
+                noreply: false,
+                ..
+            } = &planned.plan
+            {
+                let server = *server;
+                let (hint, resp3) = caller.lane();
+                let slots = &sh.servers[server].replicas;
+                // RESP3 clients read from masters: replica connections
+                // speak RESP2.
+                let healthy = slots.iter().map(|r| !resp3 && r.healthy.load(Relaxed));
+                match replica::read_target(sh.config.read_from, true, healthy, hint) {
+                    replica::ReadTarget::Master => {}
+                    replica::ReadTarget::Replica(r) => {
+                        if let Plan::One { wire, .. } = planned.plan {
+                            return self.send_replica(server, r, wire, caller);
+                        }
+                        unreachable!("matched above");
+                    }
+                    replica::ReadTarget::NoReplica => {
+                        sh.stats.forward_error.fetch_add(1, Relaxed);
+                        return ReplyFuture::ready(Err(CallError::Backend(BackendError::new(
+                            BackendErrorKind::NoReplica,
+                            Arc::clone(&sh.servers[server].name),
+                        ))));
+                    }
+                }
+            }
+        }
         self.execute(planned.plan, Expect::Resp, caller)
+    }
+
+    /// Send a read to replica slot `r` of server `idx` (see
+    /// [`replica::read_target`]); counted in the slot's reads.
+    fn send_replica(&self, idx: usize, r: usize, wire: Bytes, caller: Caller<'_>) -> ReplyFuture {
+        if let Err(e) = self.refuse_if_backlogged(idx) {
+            return ReplyFuture::ready(Err(e));
+        }
+        let sh = &self.inner.shared;
+        let (hint, _) = caller.lane();
+        let slots = sh.config.server_connections.max(1) as usize;
+        let Some(tx) = self.inner.replica_conn(idx, r, hint % slots) else {
+            return ReplyFuture::ready(Err(CallError::Closed(Arc::from(sh.config.name.as_str()))));
+        };
+        let (reply, inner) = match caller {
+            Caller::Inbox(inbox) => {
+                let (tx, rx) = inbox.slot();
+                (ReplyTx::Slot(tx), Inner::Slot(rx))
+            }
+            Caller::Hint(_) => {
+                let (tx, rx) = oneshot::channel();
+                (ReplyTx::Oneshot(tx), Inner::One(rx))
+            }
+        };
+        replica::count_read(&sh.servers[idx].replicas[r]);
+        match self
+            .inner
+            .send_on(tx, idx, wire, Some(Expect::Resp), Some(reply))
+        {
+            Ok(()) => ReplyFuture { inner },
+            Err(e) => ReplyFuture::ready(Err(e)),
+        }
     }
 
     /// Where a Redis request would go (what [`Pool::dispatch_redis`] would

@@ -84,8 +84,8 @@ pub struct ServerSnapshot {
     pub place: Option<ServerPlace>,
 }
 
-/// Where a server of a Sentinel pool is, as the stats port and `/metrics`
-/// show it.
+/// Where a server of a Sentinel pool (or of a pool reading from replicas)
+/// is, as the stats port and `/metrics` show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerPlace {
     /// The current address (`host:port`), empty until the sentinels named
@@ -95,6 +95,10 @@ pub struct ServerPlace {
     pub role: &'static str,
     /// Failovers seen: switches of address after the first.
     pub failovers: u64,
+    /// Reads sent to the server's replicas (`read_from`).
+    pub replica_reads: u64,
+    /// The server's replicas that reads may go to now.
+    pub replicas_healthy: u64,
 }
 
 /// A copy of one pool's counters at one moment.

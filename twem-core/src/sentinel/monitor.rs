@@ -17,10 +17,10 @@ use tokio_util::codec::Decoder;
 use twem_proto::resp::{self, Reply};
 
 use super::proto::{
-    decide, message_on, parse_master_addr, parse_master_info, parse_switch_master, Known,
-    ReplyError, Report,
+    decide, message_on, parse_master_addr, parse_master_info, parse_replicas, parse_switch_master,
+    Known, ReplyError, Report,
 };
-use crate::config::ServerAddr;
+use crate::config::{ReadFrom, ServerAddr};
 use crate::pool::PoolShared;
 
 /// How often every sentinel is asked where each master is, besides
@@ -174,6 +174,8 @@ struct Monitor {
     masters: Vec<(usize, String)>,
     /// Per entry of `masters`.
     known: Mutex<Vec<Known>>,
+    /// The pool reads from replicas: ask the sentinels for them too.
+    replicas: bool,
 }
 
 /// Start following the sentinels of `shared`'s pool (a pool with
@@ -200,6 +202,7 @@ pub(crate) fn start(shared: &Arc<PoolShared>) {
         sentinels: sc.addrs.clone(),
         auth: sc.auth.clone(),
         known: Mutex::new(vec![Known::default(); masters.len()]),
+        replicas: shared.config.read_from != ReadFrom::Master,
         masters,
     });
     let span = tracing::info_span!(parent: None, "sentinel_poll", pool = %monitor.pool_name);
@@ -266,8 +269,12 @@ impl Monitor {
             if self.alive().is_none() {
                 return;
             }
+            // Per master: the replicas any sentinel lists as up, this
+            // round (a sentinel that just restarted may not know them
+            // yet; whether one is fit to read from is checked on it).
+            let mut replicas: Vec<Option<Vec<ServerAddr>>> = vec![None; self.masters.len()];
             for (n, sentinel) in self.sentinels.iter().enumerate() {
-                match self.poll_one(sentinel).await {
+                match self.poll_one(sentinel, &mut replicas).await {
                     Ok(()) => failing[n] = false,
                     // Said once per outage of a sentinel, not every second.
                     Err(e) if !failing[n] => {
@@ -276,6 +283,13 @@ impl Monitor {
                     }
                     Err(e) => {
                         tracing::debug!(pool = %self.pool_name, error = %e, "cannot ask a sentinel")
+                    }
+                }
+            }
+            if let Some(pool) = self.alive() {
+                for (i, listed) in replicas.iter().enumerate() {
+                    if let Some(listed) = listed {
+                        pool.set_replicas(self.masters[i].0, listed);
                     }
                 }
             }
@@ -295,9 +309,30 @@ impl Monitor {
     /// Ask one sentinel about every master: `get-master-addr-by-name` for
     /// a master not known yet, `SENTINEL MASTER` (which carries the
     /// configuration epoch) after that.
-    async fn poll_one(&self, sentinel: &ServerAddr) -> Result<(), SentinelError> {
+    async fn poll_one(
+        &self,
+        sentinel: &ServerAddr,
+        replicas: &mut [Option<Vec<ServerAddr>>],
+    ) -> Result<(), SentinelError> {
         let mut conn = SentinelConn::open(sentinel, self.auth.as_deref()).await?;
         for (i, (_, master)) in self.masters.iter().enumerate() {
+            if self.replicas {
+                let reply = conn
+                    .call(&[b"SENTINEL", b"REPLICAS", master.as_bytes()])
+                    .await?;
+                match parse_replicas(master, &reply) {
+                    Ok(listed) => {
+                        let all = replicas[i].get_or_insert_with(Vec::new);
+                        for a in listed {
+                            if !all.contains(&a) {
+                                all.push(a);
+                            }
+                        }
+                    }
+                    Err(ReplyError::UnknownMaster(_)) => {}
+                    Err(e) => return Err(conn.reply_error(e)),
+                }
+            }
             let parsed = if self.is_known(i) {
                 let reply = conn
                     .call(&[b"SENTINEL", b"MASTER", master.as_bytes()])

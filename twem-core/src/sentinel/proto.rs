@@ -210,6 +210,49 @@ pub fn parse_master_info(master: &str, reply: &Reply) -> Result<Report, ReplyErr
     Ok(Report { addr, epoch })
 }
 
+/// The reply to `SENTINEL REPLICAS <master>`: one flat list of fields per
+/// replica; the addresses of those the sentinel does not flag as down or
+/// disconnected (whether one is fit to read from is checked on the
+/// replica itself).
+pub fn parse_replicas(master: &str, reply: &Reply) -> Result<Vec<ServerAddr>, ReplyError> {
+    let shape = || ReplyError::Shape("SENTINEL REPLICAS");
+    let items = match reply {
+        Reply::Array(Some(items)) => items,
+        Reply::Error(e) if e.starts_with(b"ERR No such master") => {
+            return Err(ReplyError::UnknownMaster(master.to_owned()))
+        }
+        other => return Err(refused(other).unwrap_or_else(shape)),
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Reply::Array(Some(fields)) = item else {
+            return Err(shape());
+        };
+        let field = |name: &[u8]| -> Option<&str> {
+            fields.chunks(2).find_map(|kv| match kv {
+                [Reply::Bulk(Some(k)), Reply::Bulk(Some(v))] if &k[..] == name => {
+                    std::str::from_utf8(v).ok()
+                }
+                _ => None,
+            })
+        };
+        let down = field(b"flags").is_none_or(|f| {
+            f.split(',')
+                .any(|flag| matches!(flag, "s_down" | "o_down" | "disconnected"))
+        });
+        if down {
+            continue;
+        }
+        let addr = tcp(
+            field(b"ip").ok_or_else(shape)?,
+            field(b"port").ok_or_else(shape)?,
+        )
+        .ok_or_else(shape)?;
+        out.push(addr);
+    }
+    Ok(out)
+}
+
 fn refused(reply: &Reply) -> Option<ReplyError> {
     match reply {
         Reply::Error(e) => Some(ReplyError::Refused(String::from_utf8_lossy(e).into_owned())),
@@ -340,6 +383,36 @@ mod tests {
         let bad = Reply::Array(Some(vec![bulk("127.0.0.1"), bulk("x")]));
         assert!(matches!(
             parse_master_addr("m", &bad),
+            Err(ReplyError::Shape(_))
+        ));
+    }
+
+    #[test]
+    fn replicas_reply() {
+        let replica = |port: &str, flags: &str| {
+            Reply::Array(Some(
+                ["name", "x", "ip", "127.0.0.1", "port", port, "flags", flags]
+                    .iter()
+                    .map(|s| bulk(s))
+                    .collect(),
+            ))
+        };
+        let reply = Reply::Array(Some(vec![
+            replica("7001", "slave"),
+            replica("7002", "s_down,slave,disconnected"),
+            replica("7003", "slave"),
+        ]));
+        assert_eq!(
+            parse_replicas("m", &reply),
+            Ok(vec![addr(7001), addr(7003)])
+        );
+        assert_eq!(parse_replicas("m", &Reply::Array(Some(vec![]))), Ok(vec![]));
+        assert_eq!(
+            parse_replicas("m", &Reply::error("ERR No such master with that name")),
+            Err(ReplyError::UnknownMaster("m".into()))
+        );
+        assert!(matches!(
+            parse_replicas("m", &Reply::Array(Some(vec![bulk("x")]))),
             Err(ReplyError::Shape(_))
         ));
     }

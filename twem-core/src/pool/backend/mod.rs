@@ -201,6 +201,10 @@ pub(crate) struct Lane {
     /// A client's subscriptions: every frame read goes to its
     /// [`PushSink`], none is matched to a request.
     pub pubsub: bool,
+    /// Reads sent to replica slot `r` of the server (`read_from`), not to
+    /// its master: the address comes from the slot, a failure takes the
+    /// replica out of reads instead of counting against the server.
+    pub replica: Option<u8>,
 }
 
 /// Most bytes of pub/sub messages one client may have waiting (read from
@@ -262,10 +266,18 @@ pub(crate) struct Switch {
 }
 
 impl Switch {
-    fn new(shared: &PoolShared, idx: usize) -> Switch {
+    fn new(shared: &PoolShared, idx: usize, lane: Lane) -> Switch {
+        let server = &shared.servers[idx];
+        let replica = lane
+            .replica
+            .and_then(|r| server.replicas.get(usize::from(r)));
         Switch {
-            rx: shared.servers[idx].addr.subscribe(),
-            active: shared.config.sentinel.is_some(),
+            rx: match replica {
+                Some(slot) => slot.addr.subscribe(),
+                None => server.addr.subscribe(),
+            },
+            // A replica slot changes hands when the sentinels say so.
+            active: shared.config.sentinel.is_some() || replica.is_some(),
             at: None,
         }
     }
@@ -288,10 +300,14 @@ impl Switch {
         now
     }
 
-    /// The address changed to another one than the connection's.
-    fn moved(&mut self) -> Option<Arc<ServerAddr>> {
+    /// The address changed to another one than the connection's: where
+    /// it is now, in words.
+    fn moved(&mut self) -> Option<String> {
         let now = self.rx.borrow_and_update().clone();
-        (now != self.at).then_some(now).flatten()
+        (now != self.at).then(|| match now {
+            Some(a) => format!("now at {a}"),
+            None => "removed".to_owned(),
+        })
     }
 }
 
@@ -305,7 +321,7 @@ impl ConnTask {
         sink: Option<PushSink>,
     ) -> Self {
         ConnTask {
-            switch: Switch::new(&shared, idx),
+            switch: Switch::new(&shared, idx, lane),
             shared,
             idx,
             lane,
@@ -436,7 +452,7 @@ impl ConnTask {
             tracing::debug!(pool = %shared.config.name, server = %server.name,
                 error = kind.words(), failed, "connect failed");
             server.stats.server_err.fetch_add(1, Relaxed);
-            shared.record_failure(self.idx);
+            shared.record_failure_on(self.idx, self.lane);
         }
         close
     }
@@ -524,8 +540,8 @@ pub(crate) async fn connect(shared: &PoolShared, idx: usize, lane: Lane) -> Resu
 }
 
 /// [`connect`] to `addr`: the server's address as its connection task
-/// last saw it.
-async fn connect_to(
+/// last saw it (or one of its replicas').
+pub(crate) async fn connect_to(
     shared: &PoolShared,
     idx: usize,
     lane: Lane,
@@ -707,12 +723,36 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Write one request and read its reply (an error reply is
+    /// [`Exchange::Rejected`]): for health checks.
+    pub(crate) async fn query(&mut self, wire: &[u8], expect: Expect) -> Result<Frame, Exchange> {
+        let last = match self {
+            Conn::Tcp(s) => exchange_last(s, wire, 1, expect).await,
+            Conn::Unix(s) => exchange_last(s, wire, 1, expect).await,
+            Conn::Tls(s) => exchange_last(&mut **s, wire, 1, expect).await,
+            Conn::TlsUnix(s) => exchange_last(&mut **s, wire, 1, expect).await,
+        }?;
+        last.ok_or(Exchange::Failed(BackendErrorKind::Unknown))
+    }
+}
+
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     wire: &[u8],
     n: usize,
     expect: Expect,
 ) -> Result<(), Exchange> {
+    exchange_last(s, wire, n, expect).await.map(drop)
+}
+
+/// [`exchange`], keeping the last reply.
+async fn exchange_last<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    wire: &[u8],
+    n: usize,
+    expect: Expect,
+) -> Result<Option<Frame>, Exchange> {
     let io = |e: std::io::Error| Exchange::Failed(BackendErrorKind::from_io(&e));
     s.write_all(wire).await.map_err(io)?;
     // A TLS stream may keep the bytes until flushed; a socket ignores it.
@@ -723,10 +763,14 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     });
     let mut buf = BytesMut::with_capacity(256);
     let mut got = 0;
+    let mut last = None;
     while got < n {
         match decoder.decode(expect, &mut buf) {
             Ok(Some(frame)) if frame.is_error() => return Err(Exchange::Rejected(frame)),
-            Ok(Some(_)) => got += 1,
+            Ok(Some(frame)) => {
+                got += 1;
+                last = Some(frame);
+            }
             Ok(None) => {
                 if s.read_buf(&mut buf).await.map_err(io)? == 0 {
                     return Err(Exchange::Failed(BackendErrorKind::Unknown));
@@ -735,7 +779,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             Err(_) => return Err(Exchange::Failed(BackendErrorKind::InvalidReply)),
         }
     }
-    Ok(())
+    Ok(last)
 }
 
 /// One connected socket and the requests on it: takes requests in
@@ -1050,8 +1094,12 @@ where
                 Event::Switched(true) => {
                     if let Some(to) = switch.moved() {
                         break Dropped {
-                            kind: BackendErrorKind::Failover,
-                            detail: Some(format!("the master is now at {to}")),
+                            kind: if self.lane.replica.is_some() {
+                                BackendErrorKind::ReplicaGone
+                            } else {
+                                BackendErrorKind::Failover
+                            },
+                            detail: Some(to),
                         };
                     }
                 }
@@ -1077,13 +1125,23 @@ where
         let failed = self.queue.fail_all(&err);
         if failed > 0 || kind != BackendErrorKind::Unknown {
             shared.stats.forward_error.fetch_add(failed as u64, Relaxed);
-            if !kind.is_local() && kind != BackendErrorKind::Failover {
-                shared.record_failure(self.idx);
+            if !kind.is_local()
+                && !matches!(
+                    kind,
+                    BackendErrorKind::Failover | BackendErrorKind::ReplicaGone
+                )
+            {
+                shared.record_failure_on(self.idx, self.lane);
             }
         }
         match &dropped.detail {
             // The pool logs the switch itself, once per server.
-            Some(detail) if kind == BackendErrorKind::Failover => {
+            Some(detail)
+                if matches!(
+                    kind,
+                    BackendErrorKind::Failover | BackendErrorKind::ReplicaGone
+                ) =>
+            {
                 tracing::debug!(pool = %shared.config.name,
                 server = %server.name, failed, detail = %detail, "backend connection closed: failover")
             }
