@@ -789,3 +789,187 @@ fn embedded_pool_follows_a_failover() {
         assert_eq!((p.role, p.failovers), ("master", 1));
     });
 }
+
+/// `INFO commandstats` of a node as `command -> (calls, rejected_calls)`.
+fn commandstats(port: u16, pw: Option<&str>) -> HashMap<String, (u64, u64)> {
+    let mut c = Client::connect(port);
+    if let Some(pw) = pw {
+        c.cmd(&[b"AUTH", pw.as_bytes()]);
+    }
+    let V::Str(text) = V::parse(&c.cmd(&[b"INFO", b"commandstats"])) else {
+        panic!("INFO commandstats");
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |f: &str| -> u64 {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(f)?.strip_prefix('=')?.parse().ok())
+                    .unwrap_or(0)
+            };
+            Some((name.to_owned(), (field("calls"), field("rejected_calls"))))
+        })
+        .collect()
+}
+
+/// Wait until `key` reached the replica (asked directly, before its
+/// command counts are read).
+fn replicated(port: u16, key: &str) {
+    let mut r = Client::connect(port);
+    wait_until(
+        "the write reached the replica",
+        Duration::from_secs(5),
+        || r.cmd(&[b"EXISTS", key.as_bytes()]) == b":1\r\n",
+    );
+}
+
+fn calls(stats: &HashMap<String, (u64, u64)>, cmd: &str) -> u64 {
+    stats.get(cmd).map_or(0, |s| s.0)
+}
+
+fn rejected(stats: &HashMap<String, (u64, u64)>, cmd: &str) -> u64 {
+    stats.get(cmd).map_or(0, |s| s.1)
+}
+
+// read_from prefer-replica in a Sentinel pool: the replica comes from
+// SENTINEL REPLICAS; GETs reach it (its INFO commandstats), writes,
+// transactions and scripts never do; the stats count the replica reads.
+#[test]
+fn prefer_replica_reads_reach_the_sentinels_replica() {
+    let master = Redis::start();
+    let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let sentinel = Sentinel::start(&[("solo", master.port)], 1, false);
+    wait_until(
+        "the sentinel knows the replica",
+        Duration::from_secs(30),
+        || {
+            let mut c = Client::connect(sentinel.port);
+            V::parse(&c.cmd(&[b"SENTINEL", b"MASTER", b"solo"]))
+                .fields()
+                .get("num-slaves")
+                .is_some_and(|n| n != "0")
+        },
+    );
+    let port = free_port();
+    let yaml = format!(
+        "reads:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 2000\n  read_from: prefer-replica\n  sentinels:\n   - 127.0.0.1:{}\n  servers:\n   - solo:1\n",
+        sentinel.port
+    );
+    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let healthy =
+        |n: u64| move |st: &serde_json::Value| st["reads"]["solo"]["replicas_healthy"] == n;
+    let st = proxy.stats_when(healthy(1));
+    assert_eq!(st["reads"]["solo"]["replicas_healthy"], 1, "{st}");
+
+    let mut c = Client::connect(port);
+    const N: u64 = 300;
+    for i in 0..N {
+        assert_eq!(c.cmds(&format!("SET rk{i} v{i}")), b"+OK\r\n");
+    }
+    // Replicated before it is read (in order: the last key there means
+    // all are).
+    replicated(replica.port, &format!("rk{}", N - 1));
+    let (m0, r0) = (
+        commandstats(master.port, None),
+        commandstats(replica.port, None),
+    );
+    for i in 0..N {
+        let want = format!("v{i}");
+        assert_eq!(
+            c.cmds(&format!("GET rk{i}")),
+            twem_tests::bulk(want.as_bytes()),
+            "GET rk{i}"
+        );
+    }
+    // A transaction and a read-only script go to the master.
+    assert_eq!(c.cmds("MULTI"), b"+OK\r\n");
+    assert_eq!(c.cmds("GET rk1"), b"+QUEUED\r\n");
+    assert_eq!(c.cmds("EXEC"), b"*1\r\n$2\r\nv1\r\n");
+    assert_eq!(
+        c.cmd(&[
+            b"EVAL_RO",
+            b"return redis.call('GET', KEYS[1])",
+            b"1",
+            b"rk2"
+        ]),
+        b"$2\r\nv2\r\n"
+    );
+    let (m1, r1) = (
+        commandstats(master.port, None),
+        commandstats(replica.port, None),
+    );
+    let replica_gets = calls(&r1, "get") - calls(&r0, "get");
+    let master_gets = calls(&m1, "get") - calls(&m0, "get");
+    println!("prefer-replica: {replica_gets} GETs on the replica, {master_gets} on the master");
+    assert_eq!(replica_gets, N, "every plain GET read the replica");
+    // The transaction's GET, and the script's own redis.call('GET').
+    assert_eq!(
+        master_gets, 2,
+        "only the transaction and the script read the master"
+    );
+    assert_eq!(calls(&m1, "eval_ro") - calls(&m0, "eval_ro"), 1);
+    assert_eq!(calls(&r1, "eval_ro"), 0, "a script reached the replica");
+    assert_eq!(calls(&r1, "exec"), 0, "a transaction reached the replica");
+    assert_eq!(rejected(&r1, "set"), 0, "a write reached the replica");
+    let st = proxy.stats_when(|st| st["reads"]["solo"]["replica_reads"] == N);
+    assert_eq!(st["reads"]["solo"]["replica_reads"], N, "{st}");
+}
+
+// read_from replica with a static replicas list: reads only from a
+// replica whose link to its master is up; none healthy, the read fails
+// saying so; writes stay on the master.
+#[test]
+fn static_replica_that_lags_is_not_read_from() {
+    let master = Redis::start();
+    let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let port = free_port();
+    let yaml = format!(
+        "lag:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 2000\n  read_from: replica\n  replicas:\n   - a 127.0.0.1:{}\n  servers:\n   - 127.0.0.1:{}:1 a\n",
+        replica.port, master.port
+    );
+    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let st = proxy.stats_when(|st| st["lag"]["a"]["replicas_healthy"] == 1);
+    assert_eq!(st["lag"]["a"]["replicas_healthy"], 1, "{st}");
+    let mut c = Client::connect(port);
+    assert_eq!(c.cmds("SET lk 1"), b"+OK\r\n");
+    replicated(replica.port, "lk");
+    assert_eq!(c.cmds("GET lk"), b"$1\r\n1\r\n");
+    assert_eq!(calls(&commandstats(replica.port, None), "get"), 1);
+    assert_eq!(calls(&commandstats(master.port, None), "get"), 0);
+
+    // The replica's link to its master goes down: it is not read from.
+    let dead = free_port();
+    let mut r = Client::connect(replica.port);
+    assert_eq!(r.cmds(&format!("REPLICAOF 127.0.0.1 {dead}")), b"+OK\r\n");
+    let took = wait_until(
+        "the lagging replica is taken out",
+        Duration::from_secs(5),
+        || proxy.stats()["lag"]["a"]["replicas_healthy"] == 0,
+    );
+    println!("a replica whose link went down was taken out of reads after {took:?}");
+    let reply = c.cmds("GET lk");
+    assert_eq!(
+        reply,
+        b"-ERR no healthy replica to read from (read_from replica) (server a)\r\n",
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert_eq!(calls(&commandstats(replica.port, None), "get"), 1);
+    // Writes never needed the replica.
+    assert_eq!(c.cmds("SET lk 2"), b"+OK\r\n");
+
+    // Back in step with the master: read from again.
+    assert_eq!(
+        r.cmds(&format!("REPLICAOF 127.0.0.1 {}", master.port)),
+        b"+OK\r\n"
+    );
+    wait_until("the replica is back", Duration::from_secs(10), || {
+        proxy.stats()["lag"]["a"]["replicas_healthy"] == 1
+    });
+    assert_eq!(c.cmds("SET lk2 2"), b"+OK\r\n");
+    replicated(replica.port, "lk2");
+    assert_eq!(c.cmds("GET lk2"), b"$1\r\n2\r\n");
+    let rs = commandstats(replica.port, None);
+    assert_eq!(calls(&rs, "get"), 2);
+    assert_eq!(rejected(&rs, "set"), 0, "a write reached the replica");
+}
