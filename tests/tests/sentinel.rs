@@ -732,18 +732,7 @@ fn failover_is_followed_without_moving_keys() {
 fn embedded_pool_follows_a_failover() {
     let mut master = Redis::start();
     let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
-    let sentinel = Sentinel::start(&[("solo", master.port)], 1, false);
-    wait_until(
-        "the sentinel knows the replica",
-        Duration::from_secs(30),
-        || {
-            let mut c = Client::connect(sentinel.port);
-            V::parse(&c.cmd(&[b"SENTINEL", b"MASTER", b"solo"]))
-                .fields()
-                .get("num-slaves")
-                .is_some_and(|n| n != "0")
-        },
-    );
+    let sentinel = solo_sentinel(&master);
     let toml = format!(
         "[embedded]\nlisten = \"127.0.0.1:1\"\nredis = true\ntimeout = 2000\nsentinels = [\"127.0.0.1:{}\"]\nservers = [\"solo:1\"]\n",
         sentinel.port
@@ -788,6 +777,24 @@ fn embedded_pool_follows_a_failover() {
         assert_eq!(p.address, format!("127.0.0.1:{}", replica.port));
         assert_eq!((p.role, p.failovers), ("master", 1));
     });
+}
+
+/// One sentinel (no passwords, quorum 1) watching `master` as `solo`,
+/// once it knows the master's replica.
+fn solo_sentinel(master: &Redis) -> Sentinel {
+    let sentinel = Sentinel::start(&[("solo", master.port)], 1, false);
+    wait_until(
+        "the sentinel knows the replica",
+        Duration::from_secs(30),
+        || {
+            let mut c = Client::connect(sentinel.port);
+            V::parse(&c.cmd(&[b"SENTINEL", b"MASTER", b"solo"]))
+                .fields()
+                .get("num-slaves")
+                .is_some_and(|n| n != "0")
+        },
+    );
+    sentinel
 }
 
 /// `INFO commandstats` of a node as `command -> (calls, rejected_calls)`.
@@ -838,18 +845,7 @@ fn rejected(stats: &HashMap<String, (u64, u64)>, cmd: &str) -> u64 {
 fn prefer_replica_reads_reach_the_sentinels_replica() {
     let master = Redis::start();
     let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
-    let sentinel = Sentinel::start(&[("solo", master.port)], 1, false);
-    wait_until(
-        "the sentinel knows the replica",
-        Duration::from_secs(30),
-        || {
-            let mut c = Client::connect(sentinel.port);
-            V::parse(&c.cmd(&[b"SENTINEL", b"MASTER", b"solo"]))
-                .fields()
-                .get("num-slaves")
-                .is_some_and(|n| n != "0")
-        },
-    );
+    let sentinel = solo_sentinel(&master);
     let port = free_port();
     let yaml = format!(
         "reads:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 2000\n  read_from: prefer-replica\n  sentinels:\n   - 127.0.0.1:{}\n  servers:\n   - solo:1\n",

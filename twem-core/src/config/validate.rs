@@ -586,44 +586,23 @@ impl Checker {
             let message = "sentinels and auto_eject_hosts exclude each other: a Sentinel pool follows a failed master to its promoted replica instead of moving its keys to other servers".to_owned();
             self.report(pool, key, Some(node.pos), message);
         }
-        let items = match &node.value {
-            Value::Seq(items) if !items.is_empty() => items,
-            Value::Seq(_) => {
-                let message = "sentinels is empty; list at least one host:port".to_owned();
-                self.report(pool, key, Some(node.pos), message);
-                // Still a Sentinel pool: its servers are read as master
-                // names, so their own mistakes are the ones reported.
-                return Some(SentinelConfig::default());
-            }
-            _ => {
-                let message = format!(
-                    "sentinels must be a list of host:port entries, not {}",
-                    node.kind()
-                );
-                self.report(pool, key, Some(node.pos), message);
-                return Some(SentinelConfig::default());
-            }
-        };
-        let mut addrs: Vec<ServerAddr> = Vec::with_capacity(items.len());
-        for (index, item) in items.iter().enumerate() {
-            let n = index + 1;
-            let Some(text) = item.as_scalar() else {
-                let message = format!(
-                    "sentinels entry {n} must be a host:port string, not {}",
-                    item.kind()
-                );
-                self.report(pool, key, Some(item.pos), message);
-                continue;
-            };
+        // However wrong the list, it is still a Sentinel pool: its servers
+        // are read as master names, so their own mistakes are reported.
+        if matches!(&node.value, Value::Seq(items) if items.is_empty()) {
+            let message = "sentinels is empty; list at least one host:port".to_owned();
+            self.report(pool, key, Some(node.pos), message);
+        }
+        let mut addrs: Vec<ServerAddr> = Vec::new();
+        for (n, text, pos) in self.entries(pool, "sentinels", node, "host:port") {
             match parse_host_port(text) {
                 Ok(addr) if addrs.contains(&addr) => {
                     let message = format!("sentinels entry {n} {text:?} is listed twice");
-                    self.report(pool, key, Some(item.pos), message);
+                    self.report(pool, key, Some(pos), message);
                 }
                 Ok(addr) => addrs.push(addr),
                 Err(reason) => {
                     let message = format!("sentinels entry {n} {reason}");
-                    self.report(pool, key, Some(item.pos), message);
+                    self.report(pool, key, Some(pos), message);
                 }
             }
         }
@@ -671,44 +650,24 @@ impl Checker {
                 let message = "replicas needs read_from prefer-replica or replica: with read_from master they are never read from".to_owned();
                 self.report(pool, key, Some(node.pos), message);
             }
-            let items = match &node.value {
-                Value::Seq(items) => items.as_slice(),
-                _ => {
-                    let message = format!(
-                        "replicas must be a list of server-name host:port entries, not {}",
-                        node.kind()
-                    );
-                    self.report(pool, key, Some(node.pos), message);
-                    &[]
-                }
-            };
-            for (index, item) in items.iter().enumerate() {
-                let n = index + 1;
-                let Some(text) = item.as_scalar() else {
-                    let message = format!(
-                        "replicas entry {n} must be a server-name host:port string, not {}",
-                        item.kind()
-                    );
-                    self.report(pool, key, Some(item.pos), message);
-                    continue;
-                };
+            for (n, text, pos) in self.entries(pool, "replicas", node, "server-name host:port") {
                 let Some((server, addr)) = text.split_once(' ') else {
                     let message =
                         format!("replicas entry {n} {text:?} is not server-name host:port");
-                    self.report(pool, key, Some(item.pos), message);
+                    self.report(pool, key, Some(pos), message);
                     continue;
                 };
                 if !servers.iter().any(|s| s.name() == server) {
                     let message = format!(
                         "replicas entry {n} {text:?} names no server of the pool ({server:?})"
                     );
-                    self.report(pool, key, Some(item.pos), message);
+                    self.report(pool, key, Some(pos), message);
                     continue;
                 }
                 match parse_host_port(addr) {
                     Ok(addr) if replicas.iter().any(|(_, a)| *a == addr) => {
                         let message = format!("replicas entry {n} {text:?} is listed twice");
-                        self.report(pool, key, Some(item.pos), message);
+                        self.report(pool, key, Some(pos), message);
                     }
                     Ok(addr) => {
                         let per = replicas.iter().filter(|(s, _)| s == server).count();
@@ -717,14 +676,14 @@ impl Checker {
                                 "replicas entry {n} {text:?}: at most {} replicas per server",
                                 crate::config::MAX_REPLICAS
                             );
-                            self.report(pool, key, Some(item.pos), message);
+                            self.report(pool, key, Some(pos), message);
                         } else {
                             replicas.push((server.to_owned(), addr));
                         }
                     }
                     Err(reason) => {
                         let message = format!("replicas entry {n} {reason}");
-                        self.report(pool, key, Some(item.pos), message);
+                        self.report(pool, key, Some(pos), message);
                     }
                 }
             }
@@ -741,6 +700,41 @@ impl Checker {
             );
         }
         (read_from, replicas)
+    }
+
+    /// The entries of a list key, numbered from 1, each a single value;
+    /// a key that is no list, or an entry that is no single value, is
+    /// reported (`what` says what an entry should be).
+    fn entries<'n>(
+        &mut self,
+        pool: Option<&str>,
+        key: &str,
+        node: &'n Node,
+        what: &str,
+    ) -> Vec<(usize, &'n str, Pos)> {
+        let Value::Seq(items) = &node.value else {
+            let message = format!(
+                "{key} must be a list of {what} entries, not {}",
+                node.kind()
+            );
+            self.report(pool, Some(key), Some(node.pos), message);
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let n = index + 1;
+            match item.as_scalar() {
+                Some(text) => out.push((n, text, item.pos)),
+                None => {
+                    let message = format!(
+                        "{key} entry {n} must be a {what} string, not {}",
+                        item.kind()
+                    );
+                    self.report(pool, Some(key), Some(item.pos), message);
+                }
+            }
+        }
+        out
     }
 
     fn servers(
@@ -1256,6 +1250,14 @@ mod tests {
         );
     }
 
+    /// Some problem mentions `needle`.
+    fn assert_has(errs: &[String], needle: &str) {
+        assert!(
+            errs.iter().any(|e| e.contains(needle)),
+            "{needle:?} not in {errs:#?}"
+        );
+    }
+
     fn check(text: &str) -> Result<Config, Vec<String>> {
         validate(super::super::tree::from_yaml(text).unwrap())
             .map_err(|e| e.problems.iter().map(ToString::to_string).collect())
@@ -1286,58 +1288,30 @@ mod tests {
             "s:\n  listen: 127.0.0.1:1\n  auto_eject_hosts: true\n  sentinels:\n   - 127.0.0.1\n   - h:0\n  servers:\n   - 127.0.0.1:6379:1\n",
         )
         .unwrap_err();
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("pool \"s\": sentinels is only valid for a redis pool")),
-            "{errs:#?}"
+        assert_has(
+            &errs,
+            "pool \"s\": sentinels is only valid for a redis pool",
         );
-        assert!(
-            errs.iter()
-                .any(|e| e.contains("sentinels and auto_eject_hosts exclude each other")),
-            "{errs:#?}"
-        );
-        assert!(
-            errs.iter()
-                .any(|e| e.contains("sentinels entry 1 \"127.0.0.1\" is not host:port")),
-            "{errs:#?}"
-        );
-        assert!(
-            errs.iter()
-                .any(|e| e.contains("sentinels entry 2 \"h:0\" has an invalid port")),
-            "{errs:#?}"
-        );
-        assert!(
-            errs.iter()
-                .any(|e| e
-                    .contains("servers entry 1 \"127.0.0.1:6379:1\" is not master-name:weight")),
-            "{errs:#?}"
+        assert_has(&errs, "sentinels and auto_eject_hosts exclude each other");
+        assert_has(&errs, "sentinels entry 1 \"127.0.0.1\" is not host:port");
+        assert_has(&errs, "sentinels entry 2 \"h:0\" has an invalid port");
+        assert_has(
+            &errs,
+            "servers entry 1 \"127.0.0.1:6379:1\" is not master-name:weight",
         );
         let errs = check(
             "s:\n  listen: 127.0.0.1:1\n  redis: true\n  sentinel_auth: x\n  servers:\n   - m:1\n",
         )
         .unwrap_err();
-        assert!(
-            errs.iter()
-                .any(|e| e.contains("sentinel_auth is only valid with sentinels")),
-            "{errs:#?}"
-        );
-        assert!(
-            errs.iter().any(|e| e.contains("servers entry 1 \"m:1\"")),
-            "{errs:#?}"
-        );
+        assert_has(&errs, "sentinel_auth is only valid with sentinels");
+        assert_has(&errs, "servers entry 1 \"m:1\"");
         let errs = check(
             "s:\n  listen: 127.0.0.1:1\n  redis: true\n  sentinels: []\n  servers:\n   - m:0\n   - m:1\n   - m:1\n",
         )
         .unwrap_err();
-        assert!(
-            errs.iter().any(|e| e.contains("sentinels is empty")),
-            "{errs:#?}"
-        );
-        assert!(errs.iter().any(|e| e.contains("has weight 0")), "{errs:#?}");
-        assert!(
-            errs.iter().any(|e| e.contains("have the same name \"m\"")),
-            "{errs:#?}"
-        );
+        assert_has(&errs, "sentinels is empty");
+        assert_has(&errs, "has weight 0");
+        assert_has(&errs, "have the same name \"m\"");
     }
 
     // The TOML form is the same model.
@@ -1370,58 +1344,31 @@ mod tests {
             "r:\n  listen: 127.0.0.1:1\n  redis: true\n  read_from: replicas\n  servers:\n   - 127.0.0.1:6379:1 a\n",
         )
         .unwrap_err();
-        assert!(
-            errs.iter().any(|e| e
-                .contains("read_from \"replicas\" is not one of master, prefer-replica, replica")),
-            "{errs:#?}"
+        assert_has(
+            &errs,
+            "read_from \"replicas\" is not one of master, prefer-replica, replica",
         );
         let errs = check(
             "r:\n  listen: 127.0.0.1:1\n  redis: true\n  read_from: replica\n  servers:\n   - 127.0.0.1:6379:1 a\n",
         )
         .unwrap_err();
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("pool \"r\": read_from replica needs replicas")),
-            "{errs:#?}"
-        );
+        assert_has(&errs, "pool \"r\": read_from replica needs replicas");
         let errs = check(
             "r:\n  listen: 127.0.0.1:1\n  redis: true\n  replicas:\n   - z 127.0.0.1:7001\n   - a 127.0.0.1\n   - a\n  servers:\n   - 127.0.0.1:6379:1 a\n",
         )
         .unwrap_err();
-        assert!(
-            errs.iter()
-                .any(|e| e.contains("replicas needs read_from prefer-replica or replica")),
-            "{errs:#?}"
+        assert_has(&errs, "replicas needs read_from prefer-replica or replica");
+        assert_has(
+            &errs,
+            "replicas entry 1 \"z 127.0.0.1:7001\" names no server of the pool",
         );
-        assert!(
-            errs.iter()
-                .any(|e| e
-                    .contains("replicas entry 1 \"z 127.0.0.1:7001\" names no server of the pool")),
-            "{errs:#?}"
-        );
-        assert!(
-            errs.iter()
-                .any(|e| e.contains("replicas entry 2 \"127.0.0.1\" is not host:port")),
-            "{errs:#?}"
-        );
-        assert!(
-            errs.iter()
-                .any(|e| e.contains("replicas entry 3 \"a\" is not server-name host:port")),
-            "{errs:#?}"
-        );
+        assert_has(&errs, "replicas entry 2 \"127.0.0.1\" is not host:port");
+        assert_has(&errs, "replicas entry 3 \"a\" is not server-name host:port");
         let errs = check(
             "s:\n  listen: 127.0.0.1:1\n  read_from: replica\n  sentinels:\n   - 127.0.0.1:26379\n  replicas:\n   - m 127.0.0.1:7001\n  servers:\n   - m:1\n",
         )
         .unwrap_err();
-        assert!(
-            errs.iter()
-                .any(|e| e.contains("read_from is only valid for a redis pool")),
-            "{errs:#?}"
-        );
-        assert!(
-            errs.iter()
-                .any(|e| e.contains("replicas and sentinels exclude each other")),
-            "{errs:#?}"
-        );
+        assert_has(&errs, "read_from is only valid for a redis pool");
+        assert_has(&errs, "replicas and sentinels exclude each other");
     }
 }

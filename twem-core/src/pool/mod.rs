@@ -848,16 +848,7 @@ impl Pool {
             };
         }
         let hint = caller.lane();
-        let (tx, inner) = match caller {
-            Caller::Inbox(inbox) => {
-                let (tx, rx) = inbox.slot();
-                (ReplyTx::Slot(tx), Inner::Slot(rx))
-            }
-            Caller::Hint(_) => {
-                let (tx, rx) = oneshot::channel();
-                (ReplyTx::Oneshot(tx), Inner::One(rx))
-            }
-        };
+        let (tx, inner) = caller.reply_channel();
         match self.send(idx, wire, expect, Some(tx), hint) {
             Ok(()) => ReplyFuture { inner },
             // A noreply request is refused silently, as memcached would.
@@ -971,16 +962,7 @@ impl Pool {
         let Some(tx) = self.inner.replica_conn(idx, r, hint % slots) else {
             return ReplyFuture::ready(Err(CallError::Closed(Arc::from(sh.config.name.as_str()))));
         };
-        let (reply, inner) = match caller {
-            Caller::Inbox(inbox) => {
-                let (tx, rx) = inbox.slot();
-                (ReplyTx::Slot(tx), Inner::Slot(rx))
-            }
-            Caller::Hint(_) => {
-                let (tx, rx) = oneshot::channel();
-                (ReplyTx::Oneshot(tx), Inner::One(rx))
-            }
-        };
+        let (reply, inner) = caller.reply_channel();
         replica::count_read(&sh.servers[idx].replicas[r]);
         match self
             .inner
@@ -1145,6 +1127,22 @@ impl Caller<'_> {
         match self {
             Caller::Hint(h) => (*h, false),
             Caller::Inbox(i) => (i.hint(), i.resp3()),
+        }
+    }
+
+    /// Where the one reply goes: a slot of the caller's inbox, else a
+    /// oneshot; and what its future waits on.
+    #[inline]
+    fn reply_channel(self) -> (ReplyTx, Inner) {
+        match self {
+            Caller::Inbox(inbox) => {
+                let (tx, rx) = inbox.slot();
+                (ReplyTx::Slot(tx), Inner::Slot(rx))
+            }
+            Caller::Hint(_) => {
+                let (tx, rx) = oneshot::channel();
+                (ReplyTx::Oneshot(tx), Inner::One(rx))
+            }
         }
     }
 }

@@ -193,14 +193,7 @@ pub fn parse_master_info(master: &str, reply: &Reply) -> Result<Report, ReplyErr
         }
         other => return Err(refused(other).unwrap_or_else(shape)),
     };
-    let field = |name: &[u8]| -> Option<&str> {
-        items.chunks(2).find_map(|kv| match kv {
-            [Reply::Bulk(Some(k)), Reply::Bulk(Some(v))] if &k[..] == name => {
-                std::str::from_utf8(v).ok()
-            }
-            _ => None,
-        })
-    };
+    let field = |name: &[u8]| field(items, name);
     let addr = tcp(
         field(b"ip").ok_or_else(shape)?,
         field(b"port").ok_or_else(shape)?,
@@ -228,14 +221,7 @@ pub fn parse_replicas(master: &str, reply: &Reply) -> Result<Vec<ServerAddr>, Re
         let Reply::Array(Some(fields)) = item else {
             return Err(shape());
         };
-        let field = |name: &[u8]| -> Option<&str> {
-            fields.chunks(2).find_map(|kv| match kv {
-                [Reply::Bulk(Some(k)), Reply::Bulk(Some(v))] if &k[..] == name => {
-                    std::str::from_utf8(v).ok()
-                }
-                _ => None,
-            })
-        };
+        let field = |name: &[u8]| field(fields, name);
         let down = field(b"flags").is_none_or(|f| {
             f.split(',')
                 .any(|flag| matches!(flag, "s_down" | "o_down" | "disconnected"))
@@ -251,6 +237,17 @@ pub fn parse_replicas(master: &str, reply: &Reply) -> Result<Vec<ServerAddr>, Re
         out.push(addr);
     }
     Ok(out)
+}
+
+/// The value of field `name` in a flat `[name, value, ...]` list (RESP2's
+/// form of Sentinel's maps).
+fn field<'r>(items: &'r [Reply], name: &[u8]) -> Option<&'r str> {
+    items.chunks(2).find_map(|kv| match kv {
+        [Reply::Bulk(Some(k)), Reply::Bulk(Some(v))] if &k[..] == name => {
+            std::str::from_utf8(v).ok()
+        }
+        _ => None,
+    })
 }
 
 fn refused(reply: &Reply) -> Option<ReplyError> {
