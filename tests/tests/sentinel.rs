@@ -776,6 +776,19 @@ fn embedded_pool_follows_a_failover() {
         let p = place(&pool);
         assert_eq!(p.address, format!("127.0.0.1:{}", replica.port));
         assert_eq!((p.role, p.failovers), ("master", 1));
+        // A reload's new pool starts where the old one's servers were,
+        // with their failover counts: no wait for discovery, no false
+        // failover.
+        let again =
+            twem_core::Pool::replacing(pool.config().clone(), Some(&pool)).expect("replacement");
+        assert_eq!(place(&again), p);
+        drop(pool);
+        assert_eq!(
+            again.redis().get("k").await.expect("get").as_deref(),
+            Some(&b"after"[..])
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(place(&again), p, "the sentinels' answers changed nothing");
     });
 }
 

@@ -431,9 +431,17 @@ impl Pool {
             .servers()
             .iter()
             .map(|rs| {
+                let before =
+                    prev.and_then(|p| p.inner.shared.servers.iter().find(|s| *s.name == *rs.name));
                 let addr = match config.server(&rs.name).map(|s| &s.addr) {
-                    // Its address comes from the sentinels.
-                    Some(ServerAddr::Sentinel { .. }) => None,
+                    // Its address comes from the sentinels; across a reload
+                    // the same master keeps the address it was at.
+                    Some(a @ ServerAddr::Sentinel { .. }) => before
+                        .filter(|b| {
+                            prev.and_then(|p| p.config().server(&b.name))
+                                .is_some_and(|c| c.addr == *a)
+                        })
+                        .and_then(ServerShared::current_addr),
                     Some(a) => Some(Arc::new(a.clone())),
                     None => Some(Arc::new(ServerAddr::Tcp {
                         host: rs.name.clone(),
@@ -453,8 +461,12 @@ impl Pool {
                 };
                 ServerShared {
                     name: Arc::from(rs.name.as_str()),
+                    failovers: AtomicU64::new(
+                        before
+                            .filter(|_| addr.is_some())
+                            .map_or(0, |b| b.failovers.load(Relaxed)),
+                    ),
                     addr: tokio::sync::watch::Sender::new(addr),
-                    failovers: AtomicU64::new(0),
                     replicas,
                     stats: prev
                         .and_then(|p| p.inner.shared.servers.iter().find(|s| *s.name == *rs.name))

@@ -201,7 +201,17 @@ pub(crate) fn start(shared: &Arc<PoolShared>) {
         pool_name: shared.config.name.clone(),
         sentinels: sc.addrs.clone(),
         auth: sc.auth.clone(),
-        known: Mutex::new(vec![Known::default(); masters.len()]),
+        // A pool that took over from another (a reload) starts from where
+        // its servers were.
+        known: Mutex::new(
+            masters
+                .iter()
+                .map(|(idx, _)| Known {
+                    addr: shared.servers[*idx].current_addr().map(|a| (*a).clone()),
+                    epoch: 0,
+                })
+                .collect(),
+        ),
         replicas: shared.config.read_from != ReadFrom::Master,
         masters,
     });
