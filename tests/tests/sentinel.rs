@@ -495,6 +495,29 @@ fn failover_is_followed_without_moving_keys() {
         .output()
         .expect("twemproxy -t");
     assert!(out.status.success(), "-t refused a sentinel pool: {out:?}");
+    // And names what is wrong in a broken one.
+    std::fs::write(
+        &conf,
+        yaml.replace("   - shard-b:1\n", "   - 127.0.0.1:6379:1\n"),
+    )
+    .expect("write");
+    let out = Command::new(twem_tests::twemproxy_bin())
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .expect("twemproxy -t");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "-t accepted an address among masters"
+    );
+    assert!(
+        stderr.contains(
+            "pool \"sentinel\": servers entry 2 \"127.0.0.1:6379:1\" is not master-name:weight"
+        ),
+        "{stderr}"
+    );
 
     let (proxy, metrics_port) = ProxyProc::twem_with_metrics(&yaml, port, &[]);
     let locate_keys: String = (0..200).map(|i| format!("key:{i}\n")).collect();
@@ -568,10 +591,31 @@ fn failover_is_followed_without_moving_keys() {
         log.contains("failover: the server's master moved"),
         "no log line for the switch:\n{log}"
     );
+    assert!(
+        log.contains("subscription to a sentinel lost; reconnecting"),
+        "the killed sentinel went unnoticed:\n{log}"
+    );
+    // The new master got the redis_db handshake: a write after the
+    // failover is in its db 1.
+    let mut c = proxy_client(port);
+    assert_eq!(c.cmd(&[b"SET", probe_key.as_bytes(), b"w"]), b"+OK\r\n");
+    let mut direct = Client::connect(new_port);
+    direct.cmd(&[b"AUTH", DATA_PW.as_bytes()]);
+    direct.cmd(&[b"SELECT", b"1"]);
+    assert_eq!(
+        direct.cmd(&[b"GET", probe_key.as_bytes()]),
+        b"$1\r\nw\r\n",
+        "the write after the failover is on the new master, in redis_db 1"
+    );
 
     // The killed sentinel comes back; the old master returns as a replica
     // of the new one; a manual failover moves shard A back.
     sentinels[0].restart();
+    wait_until(
+        "twem subscribes to the restarted sentinel again",
+        Duration::from_secs(10),
+        || proxy.log().contains("sentinel reachable again"),
+    );
     let old_port = master_a.port;
     drop(master_a);
     let _old_master = data_node_on(
