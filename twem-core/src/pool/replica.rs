@@ -167,30 +167,47 @@ impl PoolShared {
         }
     }
 
-    /// Check every replica slot of every server once.
-    async fn check_replicas(&self) {
+    /// Check every replica slot of every server once, all at once (a
+    /// replica that hangs costs the round [`CHECK_TIMEOUT`], not one each).
+    async fn check_replicas(self: &Arc<Self>) {
+        let mut checks = tokio::task::JoinSet::new();
         for (idx, server) in self.servers.iter().enumerate() {
             for (r, slot) in server.replicas.iter().enumerate() {
                 let Some(addr) = slot.addr.borrow().clone() else {
                     continue;
                 };
-                let ok = tokio::time::timeout(CHECK_TIMEOUT, self.check_one(idx, r, &addr))
-                    .await
-                    .unwrap_or(false);
-                // The slot may have changed hands meanwhile.
-                if slot.addr.borrow().as_ref() != Some(&addr) {
-                    continue;
-                }
-                let was = slot.healthy.swap(ok, Release);
-                if was != ok {
-                    let state = if ok {
-                        "healthy: read from"
-                    } else {
-                        "unhealthy (down, or its link to the master is down): not read from"
-                    };
-                    tracing::warn!(pool = %self.config.name, server = %server.name,
-                        replica = %addr, "replica {state}");
-                }
+                let me = Arc::clone(self);
+                let check = async move {
+                    let ok = tokio::time::timeout(CHECK_TIMEOUT, me.check_one(idx, r, &addr))
+                        .await
+                        .unwrap_or(false);
+                    (idx, r, addr, ok)
+                };
+                // In the checks' own span (pool), as every spawned task.
+                checks.spawn(tracing::Instrument::instrument(
+                    check,
+                    tracing::Span::current(),
+                ));
+            }
+        }
+        while let Some(done) = checks.join_next().await {
+            let Ok((idx, r, addr, ok)) = done else {
+                continue;
+            };
+            let server = &self.servers[idx];
+            let slot = &server.replicas[r];
+            // The slot may have changed hands meanwhile.
+            if slot.addr.borrow().as_ref() != Some(&addr) {
+                continue;
+            }
+            if slot.healthy.swap(ok, Release) != ok {
+                let state = if ok {
+                    "healthy: read from"
+                } else {
+                    "unhealthy (down, or its link to the master is down): not read from"
+                };
+                tracing::warn!(pool = %self.config.name, server = %server.name,
+                    replica = %addr, "replica {state}");
             }
         }
     }
