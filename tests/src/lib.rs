@@ -188,6 +188,12 @@ impl Redis {
         Redis::start_port(port, &[])
     }
 
+    /// Start one on a given port with extra arguments (a killed master
+    /// brought back as a replica: `--replicaof`).
+    pub fn start_on_with(port: u16, extra: &[&str]) -> Redis {
+        Redis::start_port(port, extra)
+    }
+
     fn start_port(port: u16, extra: &[&str]) -> Redis {
         let dir = TempDir::new("redis");
         let mut cmd = Command::new("redis-server");

@@ -92,6 +92,7 @@ pub mod hash;
 pub mod net;
 pub mod pool;
 pub mod ring;
+pub mod sentinel;
 pub mod session;
 pub mod tls;
 pub mod worker;

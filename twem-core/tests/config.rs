@@ -581,7 +581,7 @@ fn several_problems_at_once() {
         "pool \"alpha\": redis \"yes\" is not true or false",
         "pool \"alpha\": unknown key \"bogus\" (known keys: listen, hash, hash_tag, distribution, timeout, \
          backlog, client_connections, redis, redis_auth, redis_db, preconnect, auto_eject_hosts, \
-         server_connections, pinned_connections, allow_flush, tls_cert, tls_key, tls_client_ca, tls_servers, tls_ca, tls_server_name, tls_client_cert, tls_client_key, server_retry_timeout, server_failure_limit, tcpkeepalive, reuseport, servers)",
+         server_connections, pinned_connections, allow_flush, tls_cert, tls_key, tls_client_ca, tls_servers, tls_ca, tls_server_name, tls_client_cert, tls_client_key, server_retry_timeout, server_failure_limit, tcpkeepalive, reuseport, sentinels, sentinel_auth, read_from, replicas, servers)",
         "pool \"alpha\": servers entry 2 \"127.0.0.1:6380:0\" has weight 0; weights must be at least 1",
         "pool \"beta\": listen is missing",
         "pool \"beta\": hash_tag \"{\" must be exactly 2 bytes, e.g. \"{}\"",
@@ -679,6 +679,9 @@ fn every_key_set() {
         server_failure_limit: 5,
         tcpkeepalive: true,
         reuseport: true,
+        sentinel: None,
+        read_from: twem_core::config::ReadFrom::Master,
+        replicas: vec![],
         servers: vec![
             ServerConfig {
                 addr: ServerAddr::Tcp {

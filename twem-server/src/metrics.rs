@@ -123,6 +123,7 @@ pub fn render(pools: &[PoolSnapshot], globals: &Globals) -> String {
         }
         let _ = reg.register(Box::new(g));
     }
+    sentinel_places(&reg, pools);
     let (opened, open) = connection_counts(globals, pools);
     if let Ok(total) = prometheus::IntCounter::new(
         "twem_connections_opened_total",
@@ -143,6 +144,75 @@ pub fn render(pools: &[PoolSnapshot], globals: &Globals) -> String {
     TextEncoder::new()
         .encode_to_string(&families)
         .unwrap_or_default()
+}
+
+/// Where the servers of Sentinel pools (and of pools reading from
+/// replicas) are: failovers seen, replica reads, healthy replicas, and an
+/// info-style gauge (always 1) whose labels are the current address and
+/// role. Absent for other pools.
+fn sentinel_places(reg: &Registry, pools: &[PoolSnapshot]) {
+    let placed = || {
+        pools.iter().flat_map(|p| {
+            p.servers
+                .iter()
+                .filter_map(move |s| s.place.as_ref().map(|place| (p, s, place)))
+        })
+    };
+    if placed().next().is_none() {
+        return;
+    }
+    if let Ok(c) = IntCounterVec::new(
+        Opts::new(
+            "twem_server_failovers_total",
+            "Sentinel failovers seen: the server's master moved to another address",
+        ),
+        &["pool", "server"],
+    ) {
+        for (p, s, place) in placed() {
+            c.with_label_values(&[&p.name, &s.name])
+                .inc_by(place.failovers);
+        }
+        let _ = reg.register(Box::new(c));
+    }
+    if let Ok(c) = IntCounterVec::new(
+        Opts::new(
+            "twem_server_replica_reads_total",
+            "Reads sent to the server's replicas (read_from)",
+        ),
+        &["pool", "server"],
+    ) {
+        for (p, s, place) in placed() {
+            c.with_label_values(&[&p.name, &s.name])
+                .inc_by(place.replica_reads);
+        }
+        let _ = reg.register(Box::new(c));
+    }
+    if let Ok(g) = IntGaugeVec::new(
+        Opts::new(
+            "twem_server_replicas_healthy",
+            "The server's replicas reads may go to now (read_from)",
+        ),
+        &["pool", "server"],
+    ) {
+        for (p, s, place) in placed() {
+            g.with_label_values(&[&p.name, &s.name])
+                .set(i64::try_from(place.replicas_healthy).unwrap_or(i64::MAX));
+        }
+        let _ = reg.register(Box::new(g));
+    }
+    if let Ok(g) = IntGaugeVec::new(
+        Opts::new(
+            "twem_server_address",
+            "Where a Sentinel pool's server is now (address and role as labels); always 1",
+        ),
+        &["pool", "server", "address", "role"],
+    ) {
+        for (p, s, place) in placed() {
+            g.with_label_values(&[&p.name, &s.name, &place.address, place.role])
+                .set(1);
+        }
+        let _ = reg.register(Box::new(g));
+    }
 }
 
 /// The last encoded `/metrics` response and when it was encoded. An async
@@ -307,6 +377,13 @@ mod tests {
                 name: "s1".into(),
                 fields: vec![("requests", 7), ("in_queue", 1)],
                 twem_fields: vec![("dedicated_connections", 3)],
+                place: Some(twem_core::pool::ServerPlace {
+                    address: "127.0.0.1:7001".into(),
+                    role: "master",
+                    failovers: 1,
+                    replica_reads: 9,
+                    replicas_healthy: 2,
+                }),
             }],
             twem_fields: vec![("client_rejected", 5), ("client_foreign_protocol", 6)],
         }];
@@ -345,6 +422,22 @@ mod tests {
         assert!(text.contains("twem_connections 4"), "{text}");
         assert!(
             text.contains("twem_server_dedicated_connections{pool=\"alpha\",server=\"s1\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("twem_server_failovers_total{pool=\"alpha\",server=\"s1\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("twem_server_replica_reads_total{pool=\"alpha\",server=\"s1\"} 9"),
+            "{text}"
+        );
+        assert!(
+            text.contains("twem_server_replicas_healthy{pool=\"alpha\",server=\"s1\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("twem_server_address{address=\"127.0.0.1:7001\",pool=\"alpha\",role=\"master\",server=\"s1\"} 1"),
             "{text}"
         );
     }

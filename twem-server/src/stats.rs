@@ -80,6 +80,20 @@ pub fn render(source: &str, uptime: Duration, globals: &Globals, pools: &[PoolSn
             s.push_str(if i == 0 { ", " } else { "," });
             let _ = write!(s, "{}: {{", json_str(&srv.name));
             write_fields(&mut s, &srv.fields);
+            // A Sentinel pool's servers (or a pool reading from replicas)
+            // say where they are now; other pools keep nutcracker's layout
+            // byte for byte.
+            if let Some(place) = &srv.place {
+                let _ = write!(
+                    s,
+                    ", \"address\":{}, \"role\":{}, \"failovers\":{}, \"replica_reads\":{}, \"replicas_healthy\":{}",
+                    json_str(&place.address),
+                    json_str(place.role),
+                    place.failovers,
+                    place.replica_reads,
+                    place.replicas_healthy
+                );
+            }
             s.push('}');
         }
         s.push('}');
@@ -177,11 +191,13 @@ mod tests {
                     name: "named".into(),
                     fields: vec![("server_eof", 0), ("requests", 3)],
                     twem_fields: vec![("dedicated_connections", 2)],
+                    place: None,
                 },
                 ServerSnapshot {
                     name: "127.0.0.1:6399".into(),
                     fields: vec![("server_eof", 1)],
                     twem_fields: vec![],
+                    place: None,
                 },
             ],
             ..Default::default()
@@ -197,6 +213,36 @@ mod tests {
         assert_eq!(v["alpha"]["named"]["requests"], 3);
     }
 
+    // A Sentinel pool's server adds where it is now after nutcracker's
+    // fields.
+    #[test]
+    fn sentinel_server_place() {
+        let pools = vec![PoolSnapshot {
+            name: "p".into(),
+            fields: vec![("client_eof", 0)],
+            servers: vec![ServerSnapshot {
+                name: "shard-a".into(),
+                fields: vec![("server_eof", 0)],
+                place: Some(twem_core::pool::ServerPlace {
+                    address: "127.0.0.1:7001".into(),
+                    role: "master",
+                    failovers: 2,
+                    replica_reads: 7,
+                    replicas_healthy: 1,
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let s = render("h", Duration::ZERO, &Globals::default(), &pools);
+        assert!(
+            s.contains("\"shard-a\": {\"server_eof\":0, \"address\":\"127.0.0.1:7001\", \"role\":\"master\", \"failovers\":2, \"replica_reads\":7, \"replicas_healthy\":1}"),
+            "{s}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&s).expect("valid JSON");
+        assert_eq!(v["p"]["shard-a"]["failovers"], 2);
+    }
+
     // Backend connections count as nutcracker counts them: open ones from
     // every server's gauge, opened ones from each pool's counter.
     #[test]
@@ -208,6 +254,7 @@ mod tests {
             name: "s".into(),
             fields: vec![("server_eof", 0), ("server_connections", n)],
             twem_fields: vec![],
+            place: None,
         };
         let pools = vec![PoolSnapshot {
             name: "p".into(),

@@ -52,6 +52,10 @@
 //! | `server_failure_limit` | integer | 2 |
 //! | `tcpkeepalive` | `true` or `false` | `false` |
 //! | `reuseport` | `true` or `false` | `false` |
+//! | `sentinels` | non-empty list of `host:port` Redis Sentinels, only with `redis: true`: `servers` then name Sentinel masters (`master-name:weight [name]`), whose addresses come from the sentinels and follow their failovers; not with `auto_eject_hosts`; twem-only | none |
+//! | `sentinel_auth` | string, only with `sentinels`: the password sent with `AUTH` to the sentinels (`redis_auth` is the data nodes'); twem-only | none |
+//! | `read_from` | `master`, `prefer-replica` (a healthy replica, else the master) or `replica` (replicas only), only with `redis: true`: where read-only commands go; replicas come from the sentinels or from `replicas`; twem-only | `master` |
+//! | `replicas` | list of `server-name host:port` entries, only without `sentinels`: each server's replicas for `read_from`; twem-only | none |
 //! | `servers` | non-empty list of server entries | required |
 //!
 //! Values are judged by their text, as nutcracker judges them: `redis: "true"`
@@ -151,6 +155,10 @@ pub const MAX_SERVER_CONNECTIONS: u32 = 1024;
 /// clients may hold for themselves (a `WATCH`/`MULTI` transaction pins one
 /// from its first key until `EXEC`), idle ones kept for reuse included.
 pub const DEFAULT_PINNED_CONNECTIONS: u32 = 64;
+/// Most replicas read from per server (`replicas` entries, or replicas
+/// the sentinels name; more are left unused). Each is a set of connections
+/// and a health check.
+pub const MAX_REPLICAS: usize = 8;
 /// Default `allow_flush`: `FLUSHDB`/`FLUSHALL` refused, since through the
 /// proxy they would empty every server of the pool at once.
 pub const DEFAULT_ALLOW_FLUSH: bool = false;
@@ -163,8 +171,9 @@ pub const DEFAULT_TCPKEEPALIVE: bool = false;
 /// Default `reuseport`.
 pub const DEFAULT_REUSEPORT: bool = false;
 
-/// Every key a pool may have, in nutcracker's documented order.
-pub const KEYS: [&str; 28] = [
+/// Every key a pool may have, in nutcracker's documented order (twem's own
+/// keys after the ones nutcracker shares with it).
+pub const KEYS: [&str; 32] = [
     "listen",
     "hash",
     "hash_tag",
@@ -192,6 +201,10 @@ pub const KEYS: [&str; 28] = [
     "server_failure_limit",
     "tcpkeepalive",
     "reuseport",
+    "sentinels",
+    "sentinel_auth",
+    "read_from",
+    "replicas",
     "servers",
 ];
 
@@ -350,9 +363,61 @@ pub struct PoolConfig {
     pub tcpkeepalive: bool,
     /// Set `SO_REUSEPORT` on the listen socket.
     pub reuseport: bool,
+    /// Redis Sentinel: where the servers' addresses come from (the
+    /// `sentinels` and `sentinel_auth` keys); `None` for a pool of fixed
+    /// addresses.
+    pub sentinel: Option<SentinelConfig>,
+    /// Where read-only commands go (`read_from`).
+    pub read_from: ReadFrom,
+    /// Replicas named in the config (`replicas`), as `(server name,
+    /// address)`; a Sentinel pool learns them from the sentinels instead.
+    pub replicas: Vec<(String, ServerAddr)>,
     /// The servers in file order (the [`Ring`] sorts them; see
     /// [`PoolConfig::sorted_servers`]).
     pub servers: Vec<ServerConfig>,
+}
+
+/// Where a pool sends read-only commands (`read_from`). Writes,
+/// transactions, scripts and blocking commands always go to the master.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Every command to the master.
+    #[default]
+    Master,
+    /// A healthy replica of the key's server, else its master.
+    PreferReplica,
+    /// A healthy replica only; with none, the read fails saying so.
+    Replica,
+}
+
+impl ReadFrom {
+    /// Every value, in the order the config documents them.
+    pub const ALL: [ReadFrom; 3] = [ReadFrom::Master, ReadFrom::PreferReplica, ReadFrom::Replica];
+
+    /// The config's word for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadFrom::Master => "master",
+            ReadFrom::PreferReplica => "prefer-replica",
+            ReadFrom::Replica => "replica",
+        }
+    }
+
+    /// The value a config word names.
+    pub fn from_name(name: &str) -> Option<ReadFrom> {
+        ReadFrom::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// A pool whose servers are Sentinel masters: the sentinels to ask, and
+/// their password. Each server of such a pool is a
+/// [`ServerAddr::Sentinel`] master name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SentinelConfig {
+    /// The sentinels, in file order; each is a [`ServerAddr::Tcp`].
+    pub addrs: Vec<ServerAddr>,
+    /// Sent with `AUTH` on every connection to a sentinel.
+    pub auth: Option<String>,
 }
 
 impl PoolConfig {
@@ -380,6 +445,9 @@ impl PoolConfig {
             server_failure_limit: DEFAULT_SERVER_FAILURE_LIMIT,
             tcpkeepalive: DEFAULT_TCPKEEPALIVE,
             reuseport: DEFAULT_REUSEPORT,
+            sentinel: None,
+            read_from: ReadFrom::Master,
+            replicas: Vec::new(),
             servers,
         }
     }
@@ -496,6 +564,9 @@ impl ServerConfig {
             ServerAddr::Unix { path } => {
                 server_identity(&path.to_string_lossy(), None, self.name.as_deref())
             }
+            // The master name is the identity: a failover moves where the
+            // server is, never which keys are its.
+            ServerAddr::Sentinel { master } => self.name.clone().unwrap_or_else(|| master.clone()),
         }
     }
 }
@@ -537,14 +608,21 @@ pub enum ServerAddr {
         /// Socket path.
         path: PathBuf,
     },
+    /// A Redis Sentinel master name (a pool with `sentinels`): the address
+    /// is whatever the sentinels say the master's is, now.
+    Sentinel {
+        /// The name the sentinels monitor the master under.
+        master: String,
+    },
 }
 
 impl fmt::Display for ServerAddr {
-    /// `host:port` or the path.
+    /// `host:port`, the path, or the Sentinel master name.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ServerAddr::Tcp { host, port } => write!(f, "{host}:{port}"),
             ServerAddr::Unix { path } => write!(f, "{}", path.display()),
+            ServerAddr::Sentinel { master } => f.write_str(master),
         }
     }
 }

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use super::tree::{Node, Pos, Value};
 use super::{
-    Config, ConfigError, Listen, PoolConfig, Problem, ServerAddr, ServerConfig, TlsConfig,
-    DEFAULT_ALLOW_FLUSH, DEFAULT_AUTO_EJECT_HOSTS, DEFAULT_BACKLOG, DEFAULT_CLIENT_CONNECTIONS,
-    DEFAULT_DISTRIBUTION, DEFAULT_HASH, DEFAULT_PINNED_CONNECTIONS, DEFAULT_PRECONNECT,
-    DEFAULT_REDIS, DEFAULT_REDIS_DB, DEFAULT_REUSEPORT, DEFAULT_SERVER_CONNECTIONS,
-    DEFAULT_SERVER_FAILURE_LIMIT, DEFAULT_SERVER_RETRY_TIMEOUT, DEFAULT_TCPKEEPALIVE, KEYS,
-    MAX_SERVER_CONNECTIONS,
+    Config, ConfigError, Listen, PoolConfig, Problem, ReadFrom, SentinelConfig, ServerAddr,
+    ServerConfig, TlsConfig, DEFAULT_ALLOW_FLUSH, DEFAULT_AUTO_EJECT_HOSTS, DEFAULT_BACKLOG,
+    DEFAULT_CLIENT_CONNECTIONS, DEFAULT_DISTRIBUTION, DEFAULT_HASH, DEFAULT_PINNED_CONNECTIONS,
+    DEFAULT_PRECONNECT, DEFAULT_REDIS, DEFAULT_REDIS_DB, DEFAULT_REUSEPORT,
+    DEFAULT_SERVER_CONNECTIONS, DEFAULT_SERVER_FAILURE_LIMIT, DEFAULT_SERVER_RETRY_TIMEOUT,
+    DEFAULT_TCPKEEPALIVE, KEYS, MAX_SERVER_CONNECTIONS,
 };
 use crate::hash::{HashKind, HashTag};
 use crate::ring::Distribution;
@@ -286,7 +286,9 @@ impl Checker {
         let reuseport = self
             .boolean(pool, &keys, "reuseport")
             .unwrap_or(DEFAULT_REUSEPORT);
-        let servers = self.servers(pool, name_pos, servers_node);
+        let sentinel = self.sentinel(pool, &keys, redis, auto_eject_hosts);
+        let servers = self.servers(pool, name_pos, servers_node, sentinel.is_some());
+        let (read_from, replicas) = self.replicas(pool, &keys, redis, sentinel.is_some(), &servers);
         if tls.servers && tls.server_name.is_none() {
             if let Some(unix) = servers
                 .iter()
@@ -329,6 +331,9 @@ impl Checker {
                     server_failure_limit,
                     tcpkeepalive,
                     reuseport,
+                    sentinel,
+                    read_from,
+                    replicas,
                     servers,
                 };
                 // The remaining ring rule (total weight fits 32 bits) is
@@ -549,16 +554,203 @@ impl Checker {
         }
     }
 
+    /// The `sentinels` and `sentinel_auth` keys: a Redis pool whose servers
+    /// are Sentinel masters. `auto_eject_hosts` is refused with them: a
+    /// failover moves a server to its promoted replica, and ejecting it
+    /// instead would move its keys to other servers, which is what a
+    /// Sentinel pool is there to avoid.
+    fn sentinel(
+        &mut self,
+        pool: Option<&str>,
+        keys: &Keys<'_>,
+        redis: bool,
+        auto_eject_hosts: bool,
+    ) -> Option<SentinelConfig> {
+        let auth = keys.get("sentinel_auth").and_then(|node| {
+            self.text(pool, "sentinel_auth", node)
+                .map(|text| (text.to_owned(), node.pos))
+        });
+        let Some(node) = keys.get("sentinels") else {
+            if let Some((_, pos)) = auth {
+                let message = "sentinel_auth is only valid with sentinels".to_owned();
+                self.report(pool, Some("sentinel_auth"), Some(pos), message);
+            }
+            return None;
+        };
+        let key = Some("sentinels");
+        if !redis {
+            let message = "sentinels is only valid for a redis pool (redis: true)".to_owned();
+            self.report(pool, key, Some(node.pos), message);
+        }
+        if auto_eject_hosts {
+            let message = "sentinels and auto_eject_hosts exclude each other: a Sentinel pool follows a failed master to its promoted replica instead of moving its keys to other servers".to_owned();
+            self.report(pool, key, Some(node.pos), message);
+        }
+        // However wrong the list, it is still a Sentinel pool: its servers
+        // are read as master names, so their own mistakes are reported.
+        if matches!(&node.value, Value::Seq(items) if items.is_empty()) {
+            let message = "sentinels is empty; list at least one host:port".to_owned();
+            self.report(pool, key, Some(node.pos), message);
+        }
+        let mut addrs: Vec<ServerAddr> = Vec::new();
+        for (n, text, pos) in self.entries(pool, "sentinels", node, "host:port") {
+            match parse_host_port(text) {
+                Ok(addr) if addrs.contains(&addr) => {
+                    let message = format!("sentinels entry {n} {text:?} is listed twice");
+                    self.report(pool, key, Some(pos), message);
+                }
+                Ok(addr) => addrs.push(addr),
+                Err(reason) => {
+                    let message = format!("sentinels entry {n} {reason}");
+                    self.report(pool, key, Some(pos), message);
+                }
+            }
+        }
+        Some(SentinelConfig {
+            addrs,
+            auth: auth.map(|(text, _)| text),
+        })
+    }
+
+    /// The `read_from` and `replicas` keys: where read-only commands go,
+    /// and (without sentinels) each server's replicas.
+    fn replicas(
+        &mut self,
+        pool: Option<&str>,
+        keys: &Keys<'_>,
+        redis: bool,
+        sentinel: bool,
+        servers: &[ServerConfig],
+    ) -> (ReadFrom, Vec<(String, ServerAddr)>) {
+        let read_from = self
+            .choice(
+                pool,
+                keys,
+                "read_from",
+                ReadFrom::from_name,
+                &names_of(ReadFrom::ALL.map(ReadFrom::name)),
+            )
+            .unwrap_or_default();
+        if let Some(node) = keys.get("read_from") {
+            if !redis {
+                let message = "read_from is only valid for a redis pool (redis: true)".to_owned();
+                self.report(pool, Some("read_from"), Some(node.pos), message);
+            }
+        }
+        let mut replicas = Vec::new();
+        let key = Some("replicas");
+        if let Some(node) = keys.get("replicas") {
+            if sentinel {
+                let message =
+                    "replicas and sentinels exclude each other: a Sentinel pool learns its replicas from the sentinels"
+                        .to_owned();
+                self.report(pool, key, Some(node.pos), message);
+            }
+            if read_from == ReadFrom::Master {
+                let message = "replicas needs read_from prefer-replica or replica: with read_from master they are never read from".to_owned();
+                self.report(pool, key, Some(node.pos), message);
+            }
+            for (n, text, pos) in self.entries(pool, "replicas", node, "server-name host:port") {
+                let Some((server, addr)) = text.split_once(' ') else {
+                    let message =
+                        format!("replicas entry {n} {text:?} is not server-name host:port");
+                    self.report(pool, key, Some(pos), message);
+                    continue;
+                };
+                if !servers.iter().any(|s| s.name() == server) {
+                    let message = format!(
+                        "replicas entry {n} {text:?} names no server of the pool ({server:?})"
+                    );
+                    self.report(pool, key, Some(pos), message);
+                    continue;
+                }
+                match parse_host_port(addr) {
+                    Ok(addr) if replicas.iter().any(|(_, a)| *a == addr) => {
+                        let message = format!("replicas entry {n} {text:?} is listed twice");
+                        self.report(pool, key, Some(pos), message);
+                    }
+                    Ok(addr) => {
+                        let per = replicas.iter().filter(|(s, _)| s == server).count();
+                        if per >= crate::config::MAX_REPLICAS {
+                            let message = format!(
+                                "replicas entry {n} {text:?}: at most {} replicas per server",
+                                crate::config::MAX_REPLICAS
+                            );
+                            self.report(pool, key, Some(pos), message);
+                        } else {
+                            replicas.push((server.to_owned(), addr));
+                        }
+                    }
+                    Err(reason) => {
+                        let message = format!("replicas entry {n} {reason}");
+                        self.report(pool, key, Some(pos), message);
+                    }
+                }
+            }
+        } else if read_from != ReadFrom::Master && !sentinel {
+            let message = format!(
+                "read_from {} needs replicas: list them in replicas, or use sentinels",
+                read_from.name()
+            );
+            self.report(
+                pool,
+                Some("read_from"),
+                keys.get("read_from").map(|n| n.pos),
+                message,
+            );
+        }
+        (read_from, replicas)
+    }
+
+    /// The entries of a list key, numbered from 1, each a single value;
+    /// a key that is no list, or an entry that is no single value, is
+    /// reported (`what` says what an entry should be).
+    fn entries<'n>(
+        &mut self,
+        pool: Option<&str>,
+        key: &str,
+        node: &'n Node,
+        what: &str,
+    ) -> Vec<(usize, &'n str, Pos)> {
+        let Value::Seq(items) = &node.value else {
+            let message = format!(
+                "{key} must be a list of {what} entries, not {}",
+                node.kind()
+            );
+            self.report(pool, Some(key), Some(node.pos), message);
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let n = index + 1;
+            match item.as_scalar() {
+                Some(text) => out.push((n, text, item.pos)),
+                None => {
+                    let message = format!(
+                        "{key} entry {n} must be a {what} string, not {}",
+                        item.kind()
+                    );
+                    self.report(pool, Some(key), Some(item.pos), message);
+                }
+            }
+        }
+        out
+    }
+
     fn servers(
         &mut self,
         pool: Option<&str>,
         name_pos: Pos,
         node: Option<&Node>,
+        sentinel: bool,
     ) -> Vec<ServerConfig> {
         let key = Some("servers");
         let Some(node) = node else {
-            let message =
-                "servers is missing (a list of host:port:weight [name] entries)".to_owned();
+            let message = if sentinel {
+                "servers is missing (a list of master-name:weight [name] entries)".to_owned()
+            } else {
+                "servers is missing (a list of host:port:weight [name] entries)".to_owned()
+            };
             self.report(pool, key, Some(name_pos), message);
             return Vec::new();
         };
@@ -598,7 +790,12 @@ impl Checker {
                 self.report(pool, key, Some(item.pos), message);
                 continue;
             };
-            let server = match parse_server(text) {
+            let parsed = if sentinel {
+                parse_sentinel_server(text)
+            } else {
+                parse_server(text)
+            };
+            let server = match parsed {
                 Ok(server) => server,
                 Err(reason) => {
                     let message = format!("servers entry {n} {reason}");
@@ -727,6 +924,65 @@ pub(crate) fn parse_listen(text: &str) -> Result<Listen, String> {
     Ok(Listen::Tcp {
         host: host.to_owned(),
         port,
+    })
+}
+
+/// Parses a `sentinels` entry: `host:port`, split at the last colon.
+fn parse_host_port(text: &str) -> Result<ServerAddr, String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{text:?} is not host:port"))?;
+    let Some(port) = parse_port(port) else {
+        return Err(format!("{text:?} has an invalid port {port:?} (1..=65535)"));
+    };
+    if host.is_empty() || !plausible_host(host) {
+        return Err(format!(
+            "{text:?} has no host, or whitespace or a control character in it"
+        ));
+    }
+    Ok(ServerAddr::Tcp {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// Parses a `servers` entry of a pool with `sentinels`:
+/// `master-name:weight [name]`, the master name as the sentinels know it
+/// (no colon, no space). Its identity in the ring is the name if given,
+/// else the master name.
+pub(crate) fn parse_sentinel_server(text: &str) -> Result<ServerConfig, String> {
+    let (rest, name) = match text.rsplit_once(' ') {
+        Some((rest, name)) => (rest, Some(name)),
+        None => (text, None),
+    };
+    if name == Some("") {
+        return Err(format!("{text:?} has an empty name after the space"));
+    }
+    let Some((master, weight)) = rest.rsplit_once(':') else {
+        return Err(format!(
+            "{text:?} is not master-name:weight [name] (a pool with sentinels names Sentinel masters, not addresses)"
+        ));
+    };
+    if master.is_empty() || master.contains([':', ' ']) || !plausible_host(master) {
+        return Err(format!(
+            "{text:?} is not master-name:weight [name] (a pool with sentinels names Sentinel masters, not addresses)"
+        ));
+    }
+    let weight = match parse_number(weight) {
+        Ok(0) => return Err(format!("{text:?} has weight 0; weights must be at least 1")),
+        Ok(weight) => weight,
+        Err(_) => {
+            return Err(format!(
+                "{text:?} has an invalid weight {weight:?} (an integer from 1 to {MAX_NUMBER})"
+            ))
+        }
+    };
+    Ok(ServerConfig {
+        addr: ServerAddr::Sentinel {
+            master: master.to_owned(),
+        },
+        weight,
+        name: name.map(str::to_owned),
     })
 }
 
@@ -992,5 +1248,127 @@ mod tests {
             messages[2],
             "pool \"b\": listen \"127.0.0.1:1\" is also used by pool \"a\""
         );
+    }
+
+    /// Some problem mentions `needle`.
+    fn assert_has(errs: &[String], needle: &str) {
+        assert!(
+            errs.iter().any(|e| e.contains(needle)),
+            "{needle:?} not in {errs:#?}"
+        );
+    }
+
+    fn check(text: &str) -> Result<Config, Vec<String>> {
+        validate(super::super::tree::from_yaml(text).unwrap())
+            .map_err(|e| e.problems.iter().map(ToString::to_string).collect())
+    }
+
+    // A Sentinel pool: sentinels as host:port, servers as master names
+    // whose identity is the master name (or the name after it).
+    #[test]
+    fn sentinel_pool() {
+        let config = check(
+            "s:\n  listen: 127.0.0.1:1\n  redis: true\n  sentinel_auth: spw\n  sentinels:\n   - 127.0.0.1:26379\n   - localhost:26380\n  servers:\n   - shard-a:1\n   - shard-b:2 b\n",
+        )
+        .expect("valid");
+        let pool = &config.pools[0];
+        let sentinel = pool.sentinel.as_ref().expect("sentinel");
+        assert_eq!(sentinel.auth.as_deref(), Some("spw"));
+        assert_eq!(sentinel.addrs[1].to_string(), "localhost:26380");
+        assert_eq!(pool.servers[0].name(), "shard-a");
+        assert_eq!(pool.servers[1].name(), "b");
+        assert_eq!(pool.servers[1].to_string(), "shard-b:2 b");
+        assert!(pool.ring().is_ok());
+    }
+
+    // Every mistake is named with its pool and key.
+    #[test]
+    fn sentinel_mistakes() {
+        let errs = check(
+            "s:\n  listen: 127.0.0.1:1\n  auto_eject_hosts: true\n  sentinels:\n   - 127.0.0.1\n   - h:0\n  servers:\n   - 127.0.0.1:6379:1\n",
+        )
+        .unwrap_err();
+        assert_has(
+            &errs,
+            "pool \"s\": sentinels is only valid for a redis pool",
+        );
+        assert_has(&errs, "sentinels and auto_eject_hosts exclude each other");
+        assert_has(&errs, "sentinels entry 1 \"127.0.0.1\" is not host:port");
+        assert_has(&errs, "sentinels entry 2 \"h:0\" has an invalid port");
+        assert_has(
+            &errs,
+            "servers entry 1 \"127.0.0.1:6379:1\" is not master-name:weight",
+        );
+        let errs = check(
+            "s:\n  listen: 127.0.0.1:1\n  redis: true\n  sentinel_auth: x\n  servers:\n   - m:1\n",
+        )
+        .unwrap_err();
+        assert_has(&errs, "sentinel_auth is only valid with sentinels");
+        assert_has(&errs, "servers entry 1 \"m:1\"");
+        let errs = check(
+            "s:\n  listen: 127.0.0.1:1\n  redis: true\n  sentinels: []\n  servers:\n   - m:0\n   - m:1\n   - m:1\n",
+        )
+        .unwrap_err();
+        assert_has(&errs, "sentinels is empty");
+        assert_has(&errs, "has weight 0");
+        assert_has(&errs, "have the same name \"m\"");
+    }
+
+    // The TOML form is the same model.
+    #[test]
+    fn sentinel_pool_toml() {
+        let toml = Config::from_toml(
+            "[s]\nlisten = \"127.0.0.1:1\"\nredis = true\nsentinels = [\"127.0.0.1:26379\"]\nservers = [\"shard-a:1\"]\n",
+        )
+        .expect("valid");
+        let yaml = check("s:\n  listen: 127.0.0.1:1\n  redis: true\n  sentinels:\n   - 127.0.0.1:26379\n  servers:\n   - shard-a:1\n").expect("valid");
+        assert_eq!(toml, yaml);
+    }
+
+    // read_from and the static replicas list.
+    #[test]
+    fn replica_reads_config() {
+        let config = check(
+            "r:\n  listen: 127.0.0.1:1\n  redis: true\n  read_from: prefer-replica\n  replicas:\n   - a 127.0.0.1:7001\n   - a 127.0.0.1:7002\n  servers:\n   - 127.0.0.1:6379:1 a\n   - 127.0.0.1:6380:1 b\n",
+        )
+        .expect("valid");
+        let pool = &config.pools[0];
+        assert_eq!(pool.read_from, ReadFrom::PreferReplica);
+        assert_eq!(pool.replicas.len(), 2);
+        assert_eq!(pool.replicas[1].0, "a");
+        assert_eq!(pool.replicas[1].1.to_string(), "127.0.0.1:7002");
+        // With sentinels, the replicas come from them.
+        check("s:\n  listen: 127.0.0.1:1\n  redis: true\n  read_from: replica\n  sentinels:\n   - 127.0.0.1:26379\n  servers:\n   - m:1\n")
+            .expect("valid");
+        let errs = check(
+            "r:\n  listen: 127.0.0.1:1\n  redis: true\n  read_from: replicas\n  servers:\n   - 127.0.0.1:6379:1 a\n",
+        )
+        .unwrap_err();
+        assert_has(
+            &errs,
+            "read_from \"replicas\" is not one of master, prefer-replica, replica",
+        );
+        let errs = check(
+            "r:\n  listen: 127.0.0.1:1\n  redis: true\n  read_from: replica\n  servers:\n   - 127.0.0.1:6379:1 a\n",
+        )
+        .unwrap_err();
+        assert_has(&errs, "pool \"r\": read_from replica needs replicas");
+        let errs = check(
+            "r:\n  listen: 127.0.0.1:1\n  redis: true\n  replicas:\n   - z 127.0.0.1:7001\n   - a 127.0.0.1\n   - a\n  servers:\n   - 127.0.0.1:6379:1 a\n",
+        )
+        .unwrap_err();
+        assert_has(&errs, "replicas needs read_from prefer-replica or replica");
+        assert_has(
+            &errs,
+            "replicas entry 1 \"z 127.0.0.1:7001\" names no server of the pool",
+        );
+        assert_has(&errs, "replicas entry 2 \"127.0.0.1\" is not host:port");
+        assert_has(&errs, "replicas entry 3 \"a\" is not server-name host:port");
+        let errs = check(
+            "s:\n  listen: 127.0.0.1:1\n  read_from: replica\n  sentinels:\n   - 127.0.0.1:26379\n  replicas:\n   - m 127.0.0.1:7001\n  servers:\n   - m:1\n",
+        )
+        .unwrap_err();
+        assert_has(&errs, "read_from is only valid for a redis pool");
+        assert_has(&errs, "replicas and sentinels exclude each other");
     }
 }

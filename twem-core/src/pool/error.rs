@@ -42,6 +42,18 @@ pub enum BackendErrorKind {
     /// TLS with the server failed (`tls_servers`): what went wrong, in
     /// words a client can act on; the proxy's log line has rustls's own.
     Tls(TlsProblem),
+    /// The server's master changed (a Sentinel failover) while the
+    /// request was on the connection to the old one: it may or may not
+    /// have been applied there. A retry goes to the new master.
+    Failover,
+    /// The sentinels have not named the server's master (none answered,
+    /// or they do not know the master name).
+    NoMaster,
+    /// `read_from: replica` and no replica of the server is healthy.
+    NoReplica,
+    /// The replica a read was on left the server's replicas (the sentinels
+    /// no longer list it) while the read was in flight.
+    ReplicaGone,
 }
 
 /// Why TLS with a server failed, as a client's error reply says it.
@@ -113,6 +125,14 @@ impl BackendErrorKind {
             BackendErrorKind::Backlogged => "too many request bytes queued for the server",
             BackendErrorKind::AllEjected => "every server of the pool is ejected",
             BackendErrorKind::Tls(problem) => problem.words(),
+            BackendErrorKind::Failover => {
+                "the master changed (Sentinel failover) while the request was in flight"
+            }
+            BackendErrorKind::NoMaster => "no master address known from the sentinels",
+            BackendErrorKind::NoReplica => "no healthy replica to read from (read_from replica)",
+            BackendErrorKind::ReplicaGone => {
+                "the replica was removed or moved while the read was in flight"
+            }
         }
     }
 
@@ -175,7 +195,15 @@ impl BackendError {
     pub fn reply_words(&self) -> String {
         // A TLS failure names the server too: nutcracker has no words for
         // it, and the operator needs to know which certificate to look at.
-        if (self.kind.is_local() || matches!(self.kind, BackendErrorKind::Tls(_)))
+        if (self.kind.is_local()
+            || matches!(
+                self.kind,
+                BackendErrorKind::Tls(_)
+                    | BackendErrorKind::Failover
+                    | BackendErrorKind::NoMaster
+                    | BackendErrorKind::NoReplica
+                    | BackendErrorKind::ReplicaGone
+            ))
             && !self.server.is_empty()
         {
             format!("{} (server {})", self.kind.words(), self.server)

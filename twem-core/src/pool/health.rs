@@ -24,6 +24,15 @@ impl PoolShared {
         }
     }
 
+    /// A connection of `lane` to server `idx` failed: a replica's failure
+    /// takes that replica out of reads; a master's counts as below.
+    pub(crate) fn record_failure_on(self: &Arc<Self>, idx: usize, lane: backend::Lane) {
+        match lane.replica {
+            Some(r) => self.replica_failed(idx, usize::from(r)),
+            None => self.record_failure(idx),
+        }
+    }
+
     /// A connection to server `idx` failed. With `auto_eject_hosts`,
     /// `server_failure_limit` consecutive failures take it out of the ring
     /// until a probe after `server_retry_timeout` finds it healthy.

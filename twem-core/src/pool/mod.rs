@@ -25,6 +25,7 @@ mod pin;
 #[cfg(feature = "redis-rs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis-rs")))]
 pub mod redis_rs;
+pub mod replica;
 pub mod route;
 pub mod scan;
 pub mod stats;
@@ -58,7 +59,7 @@ pub use error::{
 pub use inbox::Inbox;
 pub use pin::Pinned;
 pub use scan::{Scan, ScanOptions};
-pub use stats::{PoolSnapshot, PoolStats, ServerSnapshot, ServerStats};
+pub use stats::{PoolSnapshot, PoolStats, ServerPlace, ServerSnapshot, ServerStats};
 pub use subscription::{Message, Subscription};
 pub use transaction::{Transaction, MAX_TXN_BYTES, MAX_TXN_COMMANDS};
 
@@ -112,11 +113,26 @@ pub const MAX_QUEUED_BYTES_PER_SERVER: i64 = 64 * 1024 * 1024;
 /// How long a re-admission probe may take when the pool has no `timeout`.
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a connection waits for a Sentinel master's first address
+/// (the sentinels are asked as the pool starts) before its requests fail.
+pub(crate) const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
+
 /// One server of a pool, shared by its connection tasks and the pool.
 #[derive(Debug)]
 pub(crate) struct ServerShared {
     pub name: Arc<str>,
-    pub addr: ServerAddr,
+    /// Where the server is now: its configured address, or for a Sentinel
+    /// master what the sentinels last said (`None` until they answered).
+    /// Every connection task reads it when it connects and, in a Sentinel
+    /// pool, watches it while connected: a failover ends the connection
+    /// (see [`ServerShared::switch_to`]) whatever set of connections it
+    /// belongs to.
+    pub addr: tokio::sync::watch::Sender<Option<Arc<ServerAddr>>>,
+    /// Switches of address seen after the first (Sentinel failovers).
+    pub failovers: AtomicU64,
+    /// Replica slots for `read_from` ([`MAX_REPLICAS`](crate::config::MAX_REPLICAS));
+    /// empty when the pool reads from masters only.
+    pub replicas: Box<[replica::ReplicaSlot]>,
     pub stats: Arc<ServerStats>,
     /// Reply latency of this server (Prometheus).
     pub latency: metrics::Histogram,
@@ -137,7 +153,7 @@ pub(crate) struct PoolShared {
     /// Latency and per-class counters (Prometheus).
     pub metrics: metrics::PoolMetrics,
     rebuild: Mutex<()>,
-    closed: AtomicBool,
+    pub(crate) closed: AtomicBool,
     /// Requests every new Redis backend connection starts with.
     handshake: Vec<resp::Request>,
     /// The same, then `HELLO 3`: for the connections of RESP3 clients.
@@ -150,6 +166,39 @@ pub(crate) struct PoolShared {
     last_local_log: AtomicU64,
     /// TLS material read from the `tls_*` files when the pool was built.
     pub tls: crate::tls::PoolTls,
+}
+
+impl ServerShared {
+    /// The server's address now; `None` for a Sentinel master the
+    /// sentinels have not named yet.
+    pub(crate) fn current_addr(&self) -> Option<Arc<ServerAddr>> {
+        self.addr.borrow().clone()
+    }
+
+    /// The server's address, waiting (at most [`DISCOVERY_WAIT`]) for a
+    /// Sentinel master's first one.
+    pub(crate) async fn wait_addr(&self) -> Option<Arc<ServerAddr>> {
+        if let Some(a) = self.current_addr() {
+            return Some(a);
+        }
+        let mut rx = self.addr.subscribe();
+        let known = async { rx.wait_for(Option::is_some).await.ok()?.clone() };
+        tokio::time::timeout(DISCOVERY_WAIT, known)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The server is now at `addr` (the sentinels said so): connections
+    /// to the old address notice and close, new ones go to `addr`. Returns
+    /// the address it was at before, if it had one (a failover).
+    pub(crate) fn switch_to(&self, addr: ServerAddr) -> Option<Arc<ServerAddr>> {
+        let old = self.addr.send_replace(Some(Arc::new(addr)));
+        if old.is_some() {
+            self.failovers.fetch_add(1, Relaxed);
+        }
+        old
+    }
 }
 
 impl PoolShared {
@@ -212,29 +261,36 @@ struct ConnSet {
     /// `conns3[server][slot]`: the same for RESP3 clients (`HELLO 3`),
     /// started only when such a client sends to that server.
     conns3: Box<[Box<[Lazy]>]>,
+    /// `replica_conns[server * MAX_REPLICAS + r][slot]`: the shared
+    /// connections to replica slot `r` of a server (RESP2 clients' reads
+    /// under `read_from`); empty when the pool reads from masters only.
+    replica_conns: Box<[Box<[Lazy]>]>,
 }
 
 impl ConnSet {
-    /// `servers` x `slots` empty slots in each lane: a slot costs a
-    /// pointer until a request picks it (a large `server_connections` used
-    /// to cost ~8 KiB per slot at start).
-    fn new(servers: usize, slots: usize) -> ConnSet {
-        let lane = || -> Box<[Box<[Lazy]>]> {
-            (0..servers)
+    /// `servers` x `slots` empty slots in each lane (and `replicas` x
+    /// `slots` per server for replica reads): a slot costs a pointer until
+    /// a request picks it (a large `server_connections` used to cost ~8 KiB
+    /// per slot at start).
+    fn new(servers: usize, slots: usize, replicas: usize) -> ConnSet {
+        let lane = |n: usize| -> Box<[Box<[Lazy]>]> {
+            (0..n)
                 .map(|_| (0..slots).map(|_| OnceLock::new()).collect())
                 .collect()
         };
         ConnSet {
-            conns: lane(),
-            conns3: lane(),
+            conns: lane(servers),
+            conns3: lane(servers),
+            replica_conns: lane(servers * replicas),
         }
     }
 
-    /// Every started connection's channel, both lanes.
+    /// Every started connection's channel, every lane.
     fn started(&self) -> impl Iterator<Item = &mpsc::UnboundedSender<Msg>> {
         self.conns
             .iter()
             .chain(self.conns3.iter())
+            .chain(self.replica_conns.iter())
             .flat_map(|per| per.iter().filter_map(OnceLock::get))
     }
 }
@@ -276,7 +332,15 @@ impl Handles {
         let at = crate::worker::set_for(crate::worker::place(), self.workers, self.sets.len());
         // `sets` is never empty (`Pool::replacing` makes at least one).
         let cell = &self.sets[at.min(self.sets.len() - 1)];
-        cell.get_or_init(|| ConnSet::new(self.shared.servers.len(), self.slots))
+        cell.get_or_init(|| {
+            // Replica slots only when the pool reads from replicas.
+            let replicas = if self.shared.config.read_from == crate::config::ReadFrom::Master {
+                0
+            } else {
+                crate::config::MAX_REPLICAS
+            };
+            ConnSet::new(self.shared.servers.len(), self.slots, replicas)
+        })
     }
 
     /// The channel of server `idx`'s shared connection `slot` (of the RESP3
@@ -309,6 +373,32 @@ impl Handles {
                 self.conn(idx, slot, false);
             }
         }
+    }
+
+    /// The channel of replica slot `r` of server `idx`, connection `slot`,
+    /// in the calling thread's set, starting its task on first use.
+    fn replica_conn(
+        &self,
+        idx: usize,
+        r: usize,
+        slot: usize,
+    ) -> Option<&mpsc::UnboundedSender<Msg>> {
+        let lazy = self
+            .set()
+            .replica_conns
+            .get(idx * crate::config::MAX_REPLICAS + r)?
+            .get(slot)?;
+        Some(lazy.get_or_init(|| {
+            self.spawn_conn(
+                idx,
+                backend::Lane {
+                    replica: u8::try_from(r).ok(),
+                    ..Default::default()
+                },
+                slot,
+                None,
+            )
+        }))
     }
 
     /// Hand `wire` to the connection task behind `tx` (of server `idx`),
@@ -416,17 +506,43 @@ impl Pool {
             .servers()
             .iter()
             .map(|rs| {
-                let addr =
-                    config
-                        .server(&rs.name)
-                        .map(|s| s.addr.clone())
-                        .unwrap_or(ServerAddr::Tcp {
-                            host: rs.name.clone(),
-                            port: 0,
-                        });
+                let before =
+                    prev.and_then(|p| p.inner.shared.servers.iter().find(|s| *s.name == *rs.name));
+                let addr = match config.server(&rs.name).map(|s| &s.addr) {
+                    // Its address comes from the sentinels; across a reload
+                    // the same master keeps the address it was at.
+                    Some(a @ ServerAddr::Sentinel { .. }) => before
+                        .filter(|b| {
+                            prev.and_then(|p| p.config().server(&b.name))
+                                .is_some_and(|c| c.addr == *a)
+                        })
+                        .and_then(ServerShared::current_addr),
+                    Some(a) => Some(Arc::new(a.clone())),
+                    None => Some(Arc::new(ServerAddr::Tcp {
+                        host: rs.name.clone(),
+                        port: 0,
+                    })),
+                };
+                let replicas = if config.read_from == crate::config::ReadFrom::Master {
+                    Box::default()
+                } else {
+                    let listed: Vec<ServerAddr> = config
+                        .replicas
+                        .iter()
+                        .filter(|(server, _)| *server == rs.name)
+                        .map(|(_, a)| a.clone())
+                        .collect();
+                    replica::ReplicaSlot::slots(&listed)
+                };
                 ServerShared {
                     name: Arc::from(rs.name.as_str()),
-                    addr,
+                    failovers: AtomicU64::new(
+                        before
+                            .filter(|_| addr.is_some())
+                            .map_or(0, |b| b.failovers.load(Relaxed)),
+                    ),
+                    addr: tokio::sync::watch::Sender::new(addr),
+                    replicas,
                     stats: prev
                         .and_then(|p| p.inner.shared.servers.iter().find(|s| *s.name == *rs.name))
                         .map(|s| Arc::clone(&s.stats))
@@ -504,6 +620,9 @@ impl Pool {
                 idle: Mutex::new(Vec::new()),
             })
             .collect();
+        // A Sentinel pool's servers get their addresses from the sentinels.
+        crate::sentinel::start(&shared);
+        replica::start_checks(&shared);
         let handles = Handles {
             sets,
             slots,
@@ -614,6 +733,19 @@ impl Pool {
                         "dedicated_connections",
                         s.stats.dedicated_connections.load(Relaxed).max(0),
                     )],
+                    place: (sh.config.sentinel.is_some() || !s.replicas.is_empty()).then(|| {
+                        stats::ServerPlace {
+                            address: s.current_addr().map(|a| a.to_string()).unwrap_or_default(),
+                            role: "master",
+                            failovers: s.failovers.load(Relaxed),
+                            replica_reads: s.replicas.iter().map(|r| r.reads.load(Relaxed)).sum(),
+                            replicas_healthy: s
+                                .replicas
+                                .iter()
+                                .filter(|r| r.healthy.load(Relaxed))
+                                .count() as u64,
+                        }
+                    }),
                 })
                 .collect(),
             twem_fields: vec![
@@ -804,16 +936,7 @@ impl Pool {
             };
         }
         let hint = caller.lane();
-        let (tx, inner) = match caller {
-            Caller::Inbox(inbox) => {
-                let (tx, rx) = inbox.slot();
-                (ReplyTx::Slot(tx), Inner::Slot(rx))
-            }
-            Caller::Hint(_) => {
-                let (tx, rx) = oneshot::channel();
-                (ReplyTx::Oneshot(tx), Inner::One(rx))
-            }
-        };
+        let (tx, inner) = caller.reply_channel();
         match self.send(idx, wire, expect, Some(tx), hint) {
             Ok(()) => ReplyFuture { inner },
             // A noreply request is refused silently, as memcached would.
@@ -880,7 +1003,62 @@ impl Pool {
                 return ReplyFuture::ready(Ok(reply));
             }
         }
+        // One comparison for a pool that reads from masters only.
+        if sh.config.read_from != crate::config::ReadFrom::Master && planned.replica_ok {
+            if let Plan::One {
+                server,
+                noreply: false,
+                ..
+            } = &planned.plan
+            {
+                let server = *server;
+                let (hint, resp3) = caller.lane();
+                let slots = &sh.servers[server].replicas;
+                // RESP3 clients read from masters: replica connections
+                // speak RESP2.
+                let healthy = slots.iter().map(|r| !resp3 && r.healthy.load(Relaxed));
+                match replica::read_target(sh.config.read_from, true, healthy, hint) {
+                    replica::ReadTarget::Master => {}
+                    replica::ReadTarget::Replica(r) => {
+                        if let Plan::One { wire, .. } = planned.plan {
+                            return self.send_replica(server, r, wire, caller);
+                        }
+                        unreachable!("matched above");
+                    }
+                    replica::ReadTarget::NoReplica => {
+                        sh.stats.forward_error.fetch_add(1, Relaxed);
+                        return ReplyFuture::ready(Err(CallError::Backend(BackendError::new(
+                            BackendErrorKind::NoReplica,
+                            Arc::clone(&sh.servers[server].name),
+                        ))));
+                    }
+                }
+            }
+        }
         self.execute(planned.plan, Expect::Resp, caller)
+    }
+
+    /// Send a read to replica slot `r` of server `idx` (see
+    /// [`replica::read_target`]); counted in the slot's reads.
+    fn send_replica(&self, idx: usize, r: usize, wire: Bytes, caller: Caller<'_>) -> ReplyFuture {
+        if let Err(e) = self.refuse_if_backlogged(idx) {
+            return ReplyFuture::ready(Err(e));
+        }
+        let sh = &self.inner.shared;
+        let (hint, _) = caller.lane();
+        let slots = sh.config.server_connections.max(1) as usize;
+        let Some(tx) = self.inner.replica_conn(idx, r, hint % slots) else {
+            return ReplyFuture::ready(Err(CallError::Closed(Arc::from(sh.config.name.as_str()))));
+        };
+        let (reply, inner) = caller.reply_channel();
+        replica::count_read(&sh.servers[idx].replicas[r]);
+        match self
+            .inner
+            .send_on(tx, idx, wire, Some(Expect::Resp), Some(reply))
+        {
+            Ok(()) => ReplyFuture { inner },
+            Err(e) => ReplyFuture::ready(Err(e)),
+        }
     }
 
     /// Where a Redis request would go (what [`Pool::dispatch_redis`] would
@@ -1037,6 +1215,22 @@ impl Caller<'_> {
         match self {
             Caller::Hint(h) => (*h, false),
             Caller::Inbox(i) => (i.hint(), i.resp3()),
+        }
+    }
+
+    /// Where the one reply goes: a slot of the caller's inbox, else a
+    /// oneshot; and what its future waits on.
+    #[inline]
+    fn reply_channel(self) -> (ReplyTx, Inner) {
+        match self {
+            Caller::Inbox(inbox) => {
+                let (tx, rx) = inbox.slot();
+                (ReplyTx::Slot(tx), Inner::Slot(rx))
+            }
+            Caller::Hint(_) => {
+                let (tx, rx) = oneshot::channel();
+                (ReplyTx::Oneshot(tx), Inner::One(rx))
+            }
         }
     }
 }

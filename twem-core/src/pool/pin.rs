@@ -134,6 +134,7 @@ impl Pool {
             pinned: true,
             blocking: false,
             pubsub: true,
+            replica: None,
         };
         self.pin_with(server, lane, Some(sink))
     }
@@ -393,6 +394,7 @@ impl Pool {
             pinned: true,
             blocking: true,
             pubsub: false,
+            replica: None,
         };
         let pin = match self.pin_lane(server, lane) {
             Ok(p) => p,

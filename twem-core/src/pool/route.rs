@@ -206,6 +206,18 @@ pub struct RedisPlan {
     pub class: Option<&'static Class>,
     /// What to do.
     pub plan: Plan,
+    /// Whether a replica may answer it (`read_from`): Redis flags the
+    /// command read-only and it is not a script (`EVAL_RO` and `FCALL_RO`
+    /// go to the master with the other scripts).
+    pub replica_ok: bool,
+}
+
+/// Whether a replica may answer `cmd` (see [`RedisPlan::replica_ok`]).
+#[inline]
+pub fn replica_ok(cmd: &Command) -> bool {
+    cmd.flags & command::spec::F_READONLY != 0
+        && cmd.flags & (command::spec::F_BLOCKING | command::spec::F_PUBSUB) == 0
+        && !matches!(cmd.class, Class::Script)
 }
 
 /// What a pool's config allows beyond the command table, for
@@ -243,12 +255,14 @@ pub fn plan_redis_with(req: &resp::Request, ring: &Ring, options: PlanOptions) -
             return RedisPlan {
                 class,
                 plan: Plan::Fail(Failure::Command(e)),
+                replica_ok: false,
             };
         }
     };
     // Built in place, one struct literal: no plan is moved on the hot path.
     RedisPlan {
         class: Some(&cmd.class),
+        replica_ok: replica_ok(cmd),
         plan: match route {
             Route::Local(c) => Plan::Local(local_reply(c.name, req)),
             Route::Key(i) => {
@@ -726,9 +740,30 @@ mod tests {
             RedisPlan {
                 class: Some(Class::Local),
                 plan: Plan::Local(b),
+                ..
             } => b,
             other => panic!("{args:?} not local: {other:?}"),
         }
+    }
+
+    // Read-only commands may go to a replica; writes, scripts (even the
+    // _RO ones), blocking and pub/sub commands never.
+    #[test]
+    fn replica_ok_from_the_command_table() {
+        let ok = |args: &[&str]| plan_redis(&redis(args), &ring()).replica_ok;
+        assert!(ok(&["GET", "k"]));
+        assert!(ok(&["MGET", "a", "b"]));
+        assert!(ok(&["HGETALL", "h"]));
+        assert!(ok(&["EXISTS", "k"]));
+        assert!(!ok(&["SET", "k", "v"]));
+        assert!(!ok(&["INCR", "k"]));
+        assert!(!ok(&["DEL", "k"]));
+        assert!(!ok(&["EVAL_RO", "return 1", "1", "k"]));
+        assert!(!ok(&["EVALSHA_RO", "abc", "1", "k"]));
+        assert!(!ok(&["EVAL", "return 1", "1", "k"]));
+        assert!(!ok(&["BLPOP", "k", "0"]));
+        assert!(!ok(&["GETDEL", "k"]));
+        assert!(!ok(&["NOSUCH"]));
     }
 
     #[test]

@@ -79,6 +79,26 @@ pub struct ServerSnapshot {
     /// twem's own gauges, kept out of nutcracker's JSON:
     /// `dedicated_connections`.
     pub twem_fields: Vec<(&'static str, i64)>,
+    /// Where a Sentinel pool's server is now; `None` in a pool of fixed
+    /// addresses (whose stats JSON stays nutcracker's, byte for byte).
+    pub place: Option<ServerPlace>,
+}
+
+/// Where a server of a Sentinel pool (or of a pool reading from replicas)
+/// is, as the stats port and `/metrics` show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerPlace {
+    /// The current address (`host:port`), empty until the sentinels named
+    /// the master.
+    pub address: String,
+    /// The role of the node the server's connections go to: `master`.
+    pub role: &'static str,
+    /// Failovers seen: switches of address after the first.
+    pub failovers: u64,
+    /// Reads sent to the server's replicas (`read_from`).
+    pub replica_reads: u64,
+    /// The server's replicas that reads may go to now.
+    pub replicas_healthy: u64,
 }
 
 /// A copy of one pool's counters at one moment.

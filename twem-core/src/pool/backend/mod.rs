@@ -201,6 +201,10 @@ pub(crate) struct Lane {
     /// A client's subscriptions: every frame read goes to its
     /// [`PushSink`], none is matched to a request.
     pub pubsub: bool,
+    /// Reads sent to replica slot `r` of the server (`read_from`), not to
+    /// its master: the address comes from the slot, a failure takes the
+    /// replica out of reads instead of counting against the server.
+    pub replica: Option<u8>,
 }
 
 /// Most bytes of pub/sub messages one client may have waiting (read from
@@ -246,6 +250,65 @@ pub(crate) struct ConnTask {
     lane: Lane,
     rx: mpsc::UnboundedReceiver<Msg>,
     sink: Option<PushSink>,
+    /// The server's address, watched while connected in a Sentinel pool.
+    switch: Switch,
+}
+
+/// A connection's watch on its server's address (see
+/// [`ServerShared::addr`](super::ServerShared)): in a Sentinel pool a
+/// failover ends every connection to the old master. In a pool of fixed
+/// addresses nothing ever changes and the watch is never polled.
+pub(crate) struct Switch {
+    rx: tokio::sync::watch::Receiver<Option<Arc<ServerAddr>>>,
+    active: bool,
+    /// The address the connection is for.
+    at: Option<Arc<ServerAddr>>,
+}
+
+impl Switch {
+    fn new(shared: &PoolShared, idx: usize, lane: Lane) -> Switch {
+        let server = &shared.servers[idx];
+        let replica = lane
+            .replica
+            .and_then(|r| server.replicas.get(usize::from(r)));
+        Switch {
+            rx: match replica {
+                Some(slot) => slot.addr.subscribe(),
+                None => server.addr.subscribe(),
+            },
+            // A replica slot changes hands when the sentinels say so.
+            active: shared.config.sentinel.is_some() || replica.is_some(),
+            at: None,
+        }
+    }
+
+    /// The address to connect to now, marked as seen (so only a later
+    /// change ends the connection); for a Sentinel master not named yet,
+    /// waits for the sentinels' answer at most
+    /// [`DISCOVERY_WAIT`](super::DISCOVERY_WAIT).
+    async fn settle(&mut self) -> Option<Arc<ServerAddr>> {
+        let mut now = self.rx.borrow_and_update().clone();
+        if now.is_none() {
+            let named =
+                tokio::time::timeout(super::DISCOVERY_WAIT, self.rx.wait_for(Option::is_some));
+            now = match named.await {
+                Ok(Ok(addr)) => addr.clone(),
+                _ => None,
+            };
+        }
+        self.at.clone_from(&now);
+        now
+    }
+
+    /// The address changed to another one than the connection's: where
+    /// it is now, in words.
+    fn moved(&mut self) -> Option<String> {
+        let now = self.rx.borrow_and_update().clone();
+        (now != self.at).then(|| match now {
+            Some(a) => format!("now at {a}"),
+            None => "removed".to_owned(),
+        })
+    }
 }
 
 impl ConnTask {
@@ -258,6 +321,7 @@ impl ConnTask {
         sink: Option<PushSink>,
     ) -> Self {
         ConnTask {
+            switch: Switch::new(&shared, idx, lane),
             shared,
             idx,
             lane,
@@ -284,7 +348,11 @@ impl ConnTask {
             // connecting connection with their timers running).
             let started = Instant::now();
             let first = pending.take();
-            let done = match connect(&self.shared, self.idx, self.lane).await {
+            let connected = match self.switch.settle().await {
+                Some(addr) => connect_to(&self.shared, self.idx, self.lane, &addr).await,
+                None => Err(Exchange::Failed(BackendErrorKind::NoMaster)),
+            };
+            let done = match connected {
                 Ok(conn) => self.serve(conn, first.map(|r| (r, started))).await,
                 Err(Exchange::Failed(kind)) => self.connect_failed(first, kind),
                 Err(Exchange::Rejected(reply)) => self.handshake_rejected(first, &reply),
@@ -334,28 +402,28 @@ impl ConnTask {
                 let (r, w) = s.into_split();
                 Connection::new(&self.shared, self.idx, self.lane, r, w)
                     .with_sink(self.sink.as_ref())
-                    .drive(first, &mut self.rx)
+                    .drive(first, &mut self.rx, &mut self.switch)
                     .await
             }
             Conn::Unix(s) => {
                 let (r, w) = s.into_split();
                 Connection::new(&self.shared, self.idx, self.lane, r, w)
                     .with_sink(self.sink.as_ref())
-                    .drive(first, &mut self.rx)
+                    .drive(first, &mut self.rx, &mut self.switch)
                     .await
             }
             Conn::Tls(s) => {
                 let (r, w) = tokio::io::split(*s);
                 Connection::new(&self.shared, self.idx, self.lane, r, FlushingWrite::new(w))
                     .with_sink(self.sink.as_ref())
-                    .drive(first, &mut self.rx)
+                    .drive(first, &mut self.rx, &mut self.switch)
                     .await
             }
             Conn::TlsUnix(s) => {
                 let (r, w) = tokio::io::split(*s);
                 Connection::new(&self.shared, self.idx, self.lane, r, FlushingWrite::new(w))
                     .with_sink(self.sink.as_ref())
-                    .drive(first, &mut self.rx)
+                    .drive(first, &mut self.rx, &mut self.switch)
                     .await
             }
         };
@@ -384,7 +452,7 @@ impl ConnTask {
             tracing::debug!(pool = %shared.config.name, server = %server.name,
                 error = kind.words(), failed, "connect failed");
             server.stats.server_err.fetch_add(1, Relaxed);
-            shared.record_failure(self.idx);
+            shared.record_failure_on(self.idx, self.lane);
         }
         close
     }
@@ -466,7 +534,20 @@ pub(crate) enum Conn {
 /// of it is bounded by the pool's `timeout`. A handshake the server refuses
 /// is [`Exchange::Rejected`] with the server's error reply.
 pub(crate) async fn connect(shared: &PoolShared, idx: usize, lane: Lane) -> Result<Conn, Exchange> {
-    let fut = connect_inner(shared, idx, lane);
+    let server = &shared.servers[idx];
+    let addr = server.wait_addr().await.ok_or(BackendErrorKind::NoMaster)?;
+    connect_to(shared, idx, lane, &addr).await
+}
+
+/// [`connect`] to `addr`: the server's address as its connection task
+/// last saw it (or one of its replicas').
+pub(crate) async fn connect_to(
+    shared: &PoolShared,
+    idx: usize,
+    lane: Lane,
+    addr: &ServerAddr,
+) -> Result<Conn, Exchange> {
+    let fut = connect_inner(shared, idx, lane, addr);
     match shared.config.timeout {
         Some(t) => match tokio::time::timeout(t, fut).await {
             Ok(r) => r,
@@ -476,10 +557,15 @@ pub(crate) async fn connect(shared: &PoolShared, idx: usize, lane: Lane) -> Resu
     }
 }
 
-async fn connect_inner(shared: &PoolShared, idx: usize, lane: Lane) -> Result<Conn, Exchange> {
+async fn connect_inner(
+    shared: &PoolShared,
+    idx: usize,
+    lane: Lane,
+    addr: &ServerAddr,
+) -> Result<Conn, Exchange> {
     let server = &shared.servers[idx];
     let tls = shared.tls.backend();
-    let mut conn = match &server.addr {
+    let mut conn = match addr {
         ServerAddr::Tcp { host, port } => {
             let mut addrs = tokio::net::lookup_host((host.as_str(), *port))
                 .await
@@ -510,6 +596,9 @@ async fn connect_inner(shared: &PoolShared, idx: usize, lane: Lane) -> Result<Co
                 None => Conn::Unix(s),
             }
         }
+        // The server's current address is always a socket's; a master name
+        // is resolved by the sentinels before it gets here.
+        ServerAddr::Sentinel { .. } => return Err(Exchange::Failed(BackendErrorKind::NoMaster)),
     };
     let mut init = shared.handshake(lane.resp3);
     // A refused AUTH does not end the connection, as in nutcracker: the
@@ -634,12 +723,36 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Write one request and read its reply (an error reply is
+    /// [`Exchange::Rejected`]): for health checks.
+    pub(crate) async fn query(&mut self, wire: &[u8], expect: Expect) -> Result<Frame, Exchange> {
+        let last = match self {
+            Conn::Tcp(s) => exchange_last(s, wire, 1, expect).await,
+            Conn::Unix(s) => exchange_last(s, wire, 1, expect).await,
+            Conn::Tls(s) => exchange_last(&mut **s, wire, 1, expect).await,
+            Conn::TlsUnix(s) => exchange_last(&mut **s, wire, 1, expect).await,
+        }?;
+        last.ok_or(Exchange::Failed(BackendErrorKind::Unknown))
+    }
+}
+
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     wire: &[u8],
     n: usize,
     expect: Expect,
 ) -> Result<(), Exchange> {
+    exchange_last(s, wire, n, expect).await.map(drop)
+}
+
+/// [`exchange`], keeping the last reply.
+async fn exchange_last<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    wire: &[u8],
+    n: usize,
+    expect: Expect,
+) -> Result<Option<Frame>, Exchange> {
     let io = |e: std::io::Error| Exchange::Failed(BackendErrorKind::from_io(&e));
     s.write_all(wire).await.map_err(io)?;
     // A TLS stream may keep the bytes until flushed; a socket ignores it.
@@ -650,10 +763,14 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     });
     let mut buf = BytesMut::with_capacity(256);
     let mut got = 0;
+    let mut last = None;
     while got < n {
         match decoder.decode(expect, &mut buf) {
             Ok(Some(frame)) if frame.is_error() => return Err(Exchange::Rejected(frame)),
-            Ok(Some(_)) => got += 1,
+            Ok(Some(frame)) => {
+                got += 1;
+                last = Some(frame);
+            }
             Ok(None) => {
                 if s.read_buf(&mut buf).await.map_err(io)? == 0 {
                     return Err(Exchange::Failed(BackendErrorKind::Unknown));
@@ -662,7 +779,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             Err(_) => return Err(Exchange::Failed(BackendErrorKind::InvalidReply)),
         }
     }
-    Ok(())
+    Ok(last)
 }
 
 /// One connected socket and the requests on it: takes requests in
@@ -893,6 +1010,7 @@ where
         mut self,
         first: Option<(BackendReq, Instant)>,
         rx: &mut mpsc::UnboundedReceiver<Msg>,
+        switch: &mut Switch,
     ) -> bool {
         if let Some((r, connect_started)) = first {
             // It and whatever queued behind it waited for the connect.
@@ -920,8 +1038,11 @@ where
             } = &mut self;
             let can_write = !wq.is_empty();
             let timed = armed.is_some();
+            let watching = switch.active;
             let event = tokio::select! {
                 biased;
+                // A failover first: nothing more is sent to the old master.
+                res = switch.rx.changed(), if watching => Event::Switched(res.is_ok()),
                 res = rd.read_buf(rbuf) => Event::Read(res),
                 // New requests before the write: whatever is queued now joins
                 // this write, so a busy connection sends batches, not singles.
@@ -969,6 +1090,19 @@ where
                 }
                 Event::Msg(Some(Msg::Close) | None) => self.closing = true,
                 Event::Written(Ok(n)) => self.queue.written(n),
+                Event::Switched(false) => switch.active = false,
+                Event::Switched(true) => {
+                    if let Some(to) = switch.moved() {
+                        break Dropped {
+                            kind: if self.lane.replica.is_some() {
+                                BackendErrorKind::ReplicaGone
+                            } else {
+                                BackendErrorKind::Failover
+                            },
+                            detail: Some(to),
+                        };
+                    }
+                }
                 Event::Deadline => {
                     stats.server_timedout.fetch_add(1, Relaxed);
                     tracing::debug!(pool = %self.shared.config.name, server = %self.shared.servers[self.idx].name,
@@ -991,11 +1125,26 @@ where
         let failed = self.queue.fail_all(&err);
         if failed > 0 || kind != BackendErrorKind::Unknown {
             shared.stats.forward_error.fetch_add(failed as u64, Relaxed);
-            if !kind.is_local() {
-                shared.record_failure(self.idx);
+            if !kind.is_local()
+                && !matches!(
+                    kind,
+                    BackendErrorKind::Failover | BackendErrorKind::ReplicaGone
+                )
+            {
+                shared.record_failure_on(self.idx, self.lane);
             }
         }
         match &dropped.detail {
+            // The pool logs the switch itself, once per server.
+            Some(detail)
+                if matches!(
+                    kind,
+                    BackendErrorKind::Failover | BackendErrorKind::ReplicaGone
+                ) =>
+            {
+                tracing::debug!(pool = %shared.config.name,
+                server = %server.name, failed, detail = %detail, "backend connection closed: failover")
+            }
             // An operator must learn why: a server (or something posing as
             // one) sent what no reply may look like.
             Some(detail) => tracing::warn!(pool = %shared.config.name, server = %server.name,
@@ -1013,4 +1162,6 @@ enum Event {
     Msg(Option<Msg>),
     Written(std::io::Result<usize>),
     Deadline,
+    /// The server's address changed (`false`: the watch ended).
+    Switched(bool),
 }
