@@ -14,15 +14,14 @@
 //! thread) is not a worker: a pool gives them one more set, shared among
 //! them.
 //!
-//! An embedder declares no workers. Its tasks run on whatever threads its
-//! runtime has (tokio's default multi-thread runtime: one per core, with
-//! work stealing), so a pool keeps one set per core and a thread uses set
-//! `ordinal % sets`, where `ordinal` numbers threads in the order they first
-//! call. A task's call then goes to a connection task spawned from its own
-//! thread, which tokio's scheduler keeps there (a task woken from a worker
-//! thread is queued on that worker): a call wakes nothing on another thread
-//! where the single shared connection made every call cross (measured with
-//! `pool_bench` against redis-rs, see the README).
+//! An embedder declares no workers and gets one set, shared by every thread
+//! of its runtime. On tokio's multi-thread runtime a set per thread was
+//! measured slower (`pool_bench`, 2 cores, C tasks doing SET then GET: one
+//! set 149-172k ops/s at C=16 and 319-380k at C=128, a set per thread
+//! 122-140k and 247-263k): the runtime moves tasks between its threads
+//! anyway (a task woken by a connection task is queued on that task's
+//! thread), so affinity is not kept, while splitting the callers over more
+//! connections halves the requests each write and read carries.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -30,53 +29,17 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 /// How many worker event loops the process runs (0: none declared).
 static WORKERS: AtomicUsize = AtomicUsize::new(0);
 
-/// The next ordinal a thread that is not a worker gets (see [`set_for`]).
-static NEXT_ORDINAL: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
     /// This thread's worker index, or `usize::MAX` on a thread that is not
     /// a worker.
     static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-    /// This thread's ordinal among the threads that are not workers,
-    /// `usize::MAX` until it first asks.
-    static ORDINAL: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
 /// How many connection sets a pool built now keeps: one per declared worker
-/// and one shared by every other thread, or (no workers declared: an
-/// embedder) one per core.
+/// and one shared by every other thread (no workers declared, an embedder:
+/// that one).
 pub(crate) fn sets() -> usize {
-    match count() {
-        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-        n => n + 1,
-    }
-}
-
-/// The calling thread's place: its worker index, or its ordinal among the
-/// other threads.
-#[inline]
-pub(crate) fn place() -> Place {
-    let i = INDEX.with(Cell::get);
-    if i != usize::MAX {
-        return Place::Worker(i);
-    }
-    Place::Other(ORDINAL.with(|o| {
-        let mut v = o.get();
-        if v == usize::MAX {
-            v = NEXT_ORDINAL.fetch_add(1, Relaxed);
-            o.set(v);
-        }
-        v
-    }))
-}
-
-/// Where a thread stands (see [`place`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Place {
-    /// A declared worker, by index.
-    Worker(usize),
-    /// Any other thread, by the order it first asked in.
-    Other(usize),
+    count() + 1
 }
 
 /// Declare how many worker event loops the process runs. Pools built after
@@ -104,16 +67,16 @@ pub fn current() -> Option<usize> {
     (i != usize::MAX).then_some(i)
 }
 
-/// The connection set a caller at `place` uses out of `sets`, when
-/// `workers` are declared (0: an embedder); pure, so the rule is tested
-/// apart from threads. With workers, each has its own set and the last is
-/// shared by every other thread; without, threads take turns over the sets.
-pub(crate) fn set_for(place: Place, workers: usize, sets: usize) -> usize {
+/// The connection set a caller on worker `worker` (`None`: any other
+/// thread) uses out of `sets`; pure, so the rule is tested apart from
+/// threads. Each worker has its own set; the last is shared by every other
+/// thread (and by a worker index past the pool's sets: a pool built before
+/// the count grew).
+pub(crate) fn set_for(worker: Option<usize>, sets: usize) -> usize {
     let last = sets.saturating_sub(1);
-    match (place, workers) {
-        (Place::Worker(i), _) if i < last => i,
-        (_, w) if w > 0 => last,
-        (Place::Worker(i) | Place::Other(i), _) => i % sets.max(1),
+    match worker {
+        Some(i) if i < last => i,
+        _ => last,
     }
 }
 
@@ -123,32 +86,24 @@ mod tests {
 
     #[test]
     fn workers_get_their_own_set_and_others_share_the_last() {
-        use Place::{Other, Worker};
         // Two workers: sets 0 and 1 are theirs, set 2 everyone else's.
-        assert_eq!(set_for(Worker(0), 2, 3), 0);
-        assert_eq!(set_for(Worker(1), 2, 3), 1);
-        assert_eq!(set_for(Other(0), 2, 3), 2);
-        assert_eq!(set_for(Other(7), 2, 3), 2);
+        assert_eq!(set_for(Some(0), 3), 0);
+        assert_eq!(set_for(Some(1), 3), 1);
+        assert_eq!(set_for(None, 3), 2);
         // A worker index the pool has no set for (a pool built before the
         // count grew) uses the shared set.
-        assert_eq!(set_for(Worker(5), 2, 3), 2);
-        // An embedder (no workers) on 4 cores: threads take turns.
-        assert_eq!(set_for(Other(0), 0, 4), 0);
-        assert_eq!(set_for(Other(3), 0, 4), 3);
-        assert_eq!(set_for(Other(5), 0, 4), 1);
-        // One set: everyone shares it.
-        assert_eq!(set_for(Other(9), 0, 1), 0);
-        assert_eq!(set_for(Worker(0), 1, 1), 0);
+        assert_eq!(set_for(Some(5), 3), 2);
+        // No workers declared (an embedder): one set for all.
+        assert_eq!(set_for(None, 1), 0);
+        assert_eq!(set_for(Some(0), 1), 0);
     }
 
     #[test]
     fn a_thread_is_a_worker_once_it_enters() {
         std::thread::spawn(|| {
             assert_eq!(current(), None);
-            assert!(matches!(place(), Place::Other(_)));
             enter(3);
             assert_eq!(current(), Some(3));
-            assert_eq!(place(), Place::Worker(3));
         })
         .join()
         .expect("thread");

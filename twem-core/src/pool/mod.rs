@@ -306,9 +306,6 @@ struct Handles {
     sets: Box<[OnceLock<ConnSet>]>,
     /// `server_connections`: the connections of one set to one server.
     slots: usize,
-    /// The worker event loops declared when the pool was built (0: none,
-    /// an embedder).
-    workers: usize,
     /// Per server: the connections pinned to clients (transactions).
     pins: Vec<PinSet>,
 }
@@ -329,7 +326,7 @@ impl Handles {
     /// shared by other threads), made on first use.
     #[inline]
     fn set(&self) -> &ConnSet {
-        let at = crate::worker::set_for(crate::worker::place(), self.workers, self.sets.len());
+        let at = crate::worker::set_for(crate::worker::current(), self.sets.len());
         // `sets` is never empty (`Pool::replacing` makes at least one).
         let cell = &self.sets[at.min(self.sets.len() - 1)];
         cell.get_or_init(|| {
@@ -600,7 +597,7 @@ impl Pool {
             config,
         });
         // One connection set per declared worker and one for other threads
-        // (an embedder: one per core, see `crate::worker`); a set is made
+        // (an embedder: that one, see `crate::worker`); a set is made
         // (pointers only) when its thread first sends, and its connections
         // start when a request picks them. With
         // `preconnect` the creating thread's set connects now when that
@@ -626,7 +623,6 @@ impl Pool {
         let handles = Handles {
             sets,
             slots,
-            workers,
             pins,
             shared,
         };
