@@ -21,6 +21,9 @@ pub use prometheus::{local::LocalHistogram, Histogram, IntCounter};
 #[cfg(feature = "metrics")]
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
 use twem_proto::command::Class;
 use twem_proto::memcache as mc;
 
@@ -161,14 +164,46 @@ fn class_names(redis: bool) -> Vec<&'static str> {
     }
 }
 
+/// Most classes a pool counts (memcached's commands: 25).
+const MAX_CLASSES: usize = 32;
+
+/// One copy of a pool's per-class request counts: one per connection set
+/// ([`crate::worker`]), so each worker event loop counts in its own cache
+/// lines; summed into the Prometheus counters by [`PoolMetrics::flush`].
+#[derive(Debug)]
+#[repr(align(128))]
+struct ClassShard([AtomicU64; MAX_CLASSES]);
+
+/// The per-class counts of a pool, kept per connection set.
+#[derive(Debug)]
+struct ClassCounts {
+    shards: Box<[ClassShard]>,
+    /// What each class's Prometheus counter has been given so far.
+    flushed: Mutex<[u64; MAX_CLASSES]>,
+}
+
 /// One pool's labelled children, taken once at start.
 #[derive(Debug, Clone)]
 pub struct PoolMetrics {
     /// Client-side latency.
     pub latency: Histogram,
     /// Requests per class, indexed by [`redis_class_index`] or
-    /// [`memcache_class_index`].
+    /// [`memcache_class_index`]: up to date after [`PoolMetrics::flush`]
+    /// (the pool's snapshot flushes, and the proxy's `/metrics` takes one
+    /// per scrape).
     pub classes: Vec<IntCounter>,
+    counts: Arc<ClassCounts>,
+}
+
+impl ClassCounts {
+    fn new() -> ClassCounts {
+        ClassCounts {
+            shards: (0..crate::worker::sets())
+                .map(|_| ClassShard(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+            flushed: Mutex::new([0; MAX_CLASSES]),
+        }
+    }
 }
 
 impl PoolMetrics {
@@ -180,8 +215,10 @@ impl PoolMetrics {
             latency: m.pool_latency.with_label_values(&[name]),
             classes: class_names(redis)
                 .iter()
+                .take(MAX_CLASSES)
                 .map(|c| m.requests.with_label_values(&[name, c]))
                 .collect(),
+            counts: Arc::new(ClassCounts::new()),
         }
     }
 
@@ -191,14 +228,40 @@ impl PoolMetrics {
     pub fn new(_name: &str, redis: bool) -> PoolMetrics {
         PoolMetrics {
             latency: Histogram,
-            classes: vec![IntCounter; class_names(redis).len()],
+            classes: vec![IntCounter; class_names(redis).len().min(MAX_CLASSES)],
+            counts: Arc::new(ClassCounts::new()),
         }
     }
 
-    /// Count one request of class `idx`.
+    /// Count one request of class `idx`, in the calling thread's copy.
+    #[inline]
     pub fn count(&self, idx: usize) {
-        if let Some(c) = self.classes.get(idx) {
-            c.inc();
+        let shards = &self.counts.shards;
+        let at = crate::worker::set_for(crate::worker::current(), shards.len());
+        if let Some(c) = shards.get(at).and_then(|s| s.0.get(idx)) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Add what was counted since the last flush to the Prometheus
+    /// counters ([`PoolMetrics::classes`]).
+    pub fn flush(&self) {
+        let mut flushed = match self.counts.flushed.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for (idx, counter) in self.classes.iter().enumerate() {
+            let total = self
+                .counts
+                .shards
+                .iter()
+                .filter_map(|s| s.0.get(idx))
+                .map(|c| c.load(Relaxed))
+                .fold(0u64, u64::wrapping_add);
+            if let Some(done) = flushed.get_mut(idx) {
+                counter.inc_by(total.wrapping_sub(*done));
+                *done = total;
+            }
         }
     }
 }
@@ -256,6 +319,9 @@ impl IntCounter {
     /// Counts nothing.
     pub fn inc(&self) {}
 
+    /// Counts nothing.
+    pub fn inc_by(&self, _v: u64) {}
+
     /// Always 0.
     pub fn get(&self) -> u64 {
         0
@@ -283,7 +349,15 @@ mod tests {
         );
         pm.count(redis_class_index(Some(&Class::Single)));
         pm.count(redis_class_index(Some(&Class::Single)));
+        // Counted per thread, summed into the Prometheus counter by a
+        // flush (a snapshot), once: a second flush adds nothing.
+        pm.flush();
         assert_eq!(pm.classes[1].get(), 2);
+        pm.flush();
+        assert_eq!(pm.classes[1].get(), 2);
+        pm.count(redis_class_index(Some(&Class::Single)));
+        pm.flush();
+        assert_eq!(pm.classes[1].get(), 3);
         for cmd in mc::Command::ALL {
             assert_eq!(mc::Command::ALL[memcache_class_index(cmd)], cmd);
         }

@@ -59,7 +59,9 @@ pub use error::{
 pub use inbox::Inbox;
 pub use pin::Pinned;
 pub use scan::{Scan, ScanOptions};
-pub use stats::{PoolSnapshot, PoolStats, ServerPlace, ServerSnapshot, ServerStats};
+pub use stats::{
+    PoolSnapshot, PoolStats, ServerCounters, ServerPlace, ServerSnapshot, ServerStats,
+};
 pub use subscription::{Message, Subscription};
 pub use transaction::{Transaction, MAX_TXN_BYTES, MAX_TXN_COMMANDS};
 
@@ -707,15 +709,18 @@ impl Pool {
             total_commands_processed: sh
                 .servers
                 .iter()
-                .map(|s| s.stats.requests.load(Relaxed))
+                .map(|s| s.stats.total_u64(|c| &c.requests))
                 .sum(),
             uptime_in_seconds: info::process_started().elapsed().as_secs(),
         }
     }
 
-    /// A copy of every counter of the pool and its servers.
+    /// A copy of every counter of the pool and its servers. Also brings
+    /// the pool's per-class Prometheus counters up to date
+    /// ([`metrics::PoolMetrics::flush`]).
     pub fn snapshot(&self) -> PoolSnapshot {
         let sh = &self.inner.shared;
+        sh.metrics.flush();
         PoolSnapshot {
             name: sh.config.name.clone(),
             fields: sh.stats.fields(),
@@ -727,7 +732,7 @@ impl Pool {
                     fields: s.stats.fields(),
                     twem_fields: vec![(
                         "dedicated_connections",
-                        s.stats.dedicated_connections.load(Relaxed).max(0),
+                        s.stats.total_i64(|c| &c.dedicated_connections).max(0),
                     )],
                     place: (sh.config.sentinel.is_some() || !s.replicas.is_empty()).then(|| {
                         stats::ServerPlace {
@@ -862,7 +867,7 @@ impl Pool {
     fn refuse_if_backlogged(&self, idx: usize) -> Result<(), CallError> {
         let sh = &self.inner.shared;
         let server = &sh.servers[idx];
-        let queued = server.stats.in_queue_bytes.load(Relaxed);
+        let queued = server.stats.total_i64(|c| &c.in_queue_bytes);
         if queued <= MAX_QUEUED_BYTES_PER_SERVER {
             return Ok(());
         }

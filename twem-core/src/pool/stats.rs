@@ -2,7 +2,13 @@
 //! endpoint). Plain relaxed atomics: the request path never takes a lock, and
 //! a reader may see figures a few microseconds apart, which the stats port
 //! (refreshed every `-i` ms) tolerates by design.
+//!
+//! A server's counters, touched by every request, are kept once per
+//! connection set ([`crate::worker`]): each worker event loop writes its own
+//! copy, in its own cache lines, and readers sum them. One shared copy
+//! would bounce its cache line between the cores on every request.
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// Per-pool counters, named as in nutcracker's stats JSON.
@@ -33,9 +39,62 @@ pub struct PoolStats {
     pub server_connections_opened: AtomicU64,
 }
 
-/// Per-server counters, named as in nutcracker's stats JSON.
-#[derive(Debug, Default)]
+/// Per-server counters, named as in nutcracker's stats JSON: one
+/// [`ServerCounters`] per connection set, summed when read. Dereferences to
+/// the calling thread's copy, which is what the request path writes;
+/// readers use [`ServerStats::fields`] and the `total_*` methods.
+#[derive(Debug)]
 pub struct ServerStats {
+    shards: Box<[ServerCounters]>,
+}
+
+impl Default for ServerStats {
+    fn default() -> Self {
+        ServerStats {
+            shards: (0..crate::worker::sets())
+                .map(|_| ServerCounters::default())
+                .collect(),
+        }
+    }
+}
+
+impl Deref for ServerStats {
+    type Target = ServerCounters;
+
+    /// The calling thread's copy (its worker's, or the one other threads
+    /// share).
+    #[inline]
+    fn deref(&self) -> &ServerCounters {
+        let at = crate::worker::set_for(crate::worker::current(), self.shards.len());
+        // `shards` is never empty (`sets()` is at least 1).
+        &self.shards[at.min(self.shards.len() - 1)]
+    }
+}
+
+impl ServerStats {
+    /// A counter summed over every copy.
+    pub fn total_u64(&self, field: impl Fn(&ServerCounters) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|c| field(c).load(Relaxed))
+            .fold(0u64, u64::wrapping_add)
+    }
+
+    /// A gauge summed over every copy (a copy alone may be negative: a
+    /// request counted in by one thread and out by another).
+    pub fn total_i64(&self, field: impl Fn(&ServerCounters) -> &AtomicI64) -> i64 {
+        self.shards
+            .iter()
+            .map(|c| field(c).load(Relaxed))
+            .fold(0i64, i64::wrapping_add)
+    }
+}
+
+/// One copy of a server's counters (see [`ServerStats`]). Aligned so that
+/// two copies never share a cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct ServerCounters {
     /// The server closed a connection.
     pub server_eof: AtomicU64,
     /// A connection to the server failed (connect error, reset, bad reply).
@@ -140,22 +199,36 @@ impl PoolStats {
 }
 
 impl ServerStats {
-    /// nutcracker's server fields with their values.
+    /// nutcracker's server fields with their values, summed over the
+    /// copies (`server_ejected_at`, a time, is the latest).
     pub fn fields(&self) -> Vec<(&'static str, i64)> {
+        let u = |f: fn(&ServerCounters) -> &AtomicU64| {
+            i64::try_from(self.total_u64(f)).unwrap_or(i64::MAX)
+        };
+        let g = |f: fn(&ServerCounters) -> &AtomicI64| self.total_i64(f).max(0);
+        let ejected_at = self
+            .shards
+            .iter()
+            .map(|c| c.server_ejected_at.load(Relaxed))
+            .max()
+            .unwrap_or(0);
         vec![
-            ("server_eof", u(&self.server_eof)),
-            ("server_err", u(&self.server_err)),
-            ("server_timedout", u(&self.server_timedout)),
-            ("server_connections", g(&self.server_connections)),
-            ("server_ejected_at", u(&self.server_ejected_at)),
-            ("requests", u(&self.requests)),
-            ("request_bytes", u(&self.request_bytes)),
-            ("responses", u(&self.responses)),
-            ("response_bytes", u(&self.response_bytes)),
-            ("in_queue", g(&self.in_queue)),
-            ("in_queue_bytes", g(&self.in_queue_bytes)),
-            ("out_queue", g(&self.out_queue)),
-            ("out_queue_bytes", g(&self.out_queue_bytes)),
+            ("server_eof", u(|c| &c.server_eof)),
+            ("server_err", u(|c| &c.server_err)),
+            ("server_timedout", u(|c| &c.server_timedout)),
+            ("server_connections", g(|c| &c.server_connections)),
+            (
+                "server_ejected_at",
+                i64::try_from(ejected_at).unwrap_or(i64::MAX),
+            ),
+            ("requests", u(|c| &c.requests)),
+            ("request_bytes", u(|c| &c.request_bytes)),
+            ("responses", u(|c| &c.responses)),
+            ("response_bytes", u(|c| &c.response_bytes)),
+            ("in_queue", g(|c| &c.in_queue)),
+            ("in_queue_bytes", g(|c| &c.in_queue_bytes)),
+            ("out_queue", g(|c| &c.out_queue)),
+            ("out_queue_bytes", g(|c| &c.out_queue_bytes)),
         ]
     }
 }

@@ -221,10 +221,10 @@ mod tests {
 
     fn gauges(s: &ServerStats) -> [i64; 4] {
         [
-            s.in_queue.load(Relaxed),
-            s.in_queue_bytes.load(Relaxed),
-            s.out_queue.load(Relaxed),
-            s.out_queue_bytes.load(Relaxed),
+            s.total_i64(|c| &c.in_queue),
+            s.total_i64(|c| &c.in_queue_bytes),
+            s.total_i64(|c| &c.out_queue),
+            s.total_i64(|c| &c.out_queue_bytes),
         ]
     }
 
