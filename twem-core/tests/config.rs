@@ -696,6 +696,7 @@ fn every_key_set() {
                 name: None,
             },
         ],
+        cluster: None,
     };
     assert_eq!(pool, &want);
     assert_eq!(Config::from_toml(EVERY_KEY_TOML).unwrap(), config);

@@ -52,6 +52,9 @@
 //! | `server_failure_limit` | integer | 2 |
 //! | `tcpkeepalive` | `true` or `false` | `false` |
 //! | `reuseport` | `true` or `false` | `false` |
+//! | `cluster` | `true` or `false`, only with `redis: true`: the servers are seed nodes of a Redis Cluster (or Valkey cluster); keys are placed by the cluster's slot map (CRC16 hash slots, `{tag}` hash tags), not by `hash`/`distribution`; twem-only | `false` |
+//! | `cluster_refresh` | milliseconds, only with `cluster: true`: how often the slot map is read again (it is also read again after a `-MOVED` or a failed node) | 10000 |
+//! | `cluster_max_nodes` | integer, 1 to [`MAX_SERVER_CONNECTIONS`], only with `cluster: true`: distinct node addresses (masters and replicas, seeds included) the pool may ever know | 64 |
 //! | `servers` | non-empty list of server entries | required |
 //!
 //! Values are judged by their text, as nutcracker judges them: `redis: "true"`
@@ -154,6 +157,11 @@ pub const DEFAULT_PINNED_CONNECTIONS: u32 = 64;
 /// Default `allow_flush`: `FLUSHDB`/`FLUSHALL` refused, since through the
 /// proxy they would empty every server of the pool at once.
 pub const DEFAULT_ALLOW_FLUSH: bool = false;
+/// Default `cluster_refresh`: the slot map is read every 10 s (and at once
+/// after a redirection or a failed node).
+pub const DEFAULT_CLUSTER_REFRESH: Duration = Duration::from_millis(10_000);
+/// Default `cluster_max_nodes`: node addresses a cluster pool may know.
+pub const DEFAULT_CLUSTER_MAX_NODES: u32 = 64;
 /// Default `server_retry_timeout`: 30000 ms.
 pub const DEFAULT_SERVER_RETRY_TIMEOUT: Duration = Duration::from_millis(30_000);
 /// Default `server_failure_limit`.
@@ -164,7 +172,7 @@ pub const DEFAULT_TCPKEEPALIVE: bool = false;
 pub const DEFAULT_REUSEPORT: bool = false;
 
 /// Every key a pool may have, in nutcracker's documented order.
-pub const KEYS: [&str; 28] = [
+pub const KEYS: [&str; 31] = [
     "listen",
     "hash",
     "hash_tag",
@@ -192,6 +200,9 @@ pub const KEYS: [&str; 28] = [
     "server_failure_limit",
     "tcpkeepalive",
     "reuseport",
+    "cluster",
+    "cluster_refresh",
+    "cluster_max_nodes",
     "servers",
 ];
 
@@ -353,6 +364,27 @@ pub struct PoolConfig {
     /// The servers in file order (the [`Ring`] sorts them; see
     /// [`PoolConfig::sorted_servers`]).
     pub servers: Vec<ServerConfig>,
+    /// `cluster: true`: the servers are seed nodes of a Redis Cluster, and
+    /// placement is the cluster's slot map (twem-only).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A cluster pool's settings (`cluster: true` and the `cluster_*` keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `cluster_refresh`: how often the slot map is read again.
+    pub refresh: Duration,
+    /// `cluster_max_nodes`: node addresses the pool may ever know.
+    pub max_nodes: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            refresh: DEFAULT_CLUSTER_REFRESH,
+            max_nodes: DEFAULT_CLUSTER_MAX_NODES,
+        }
+    }
 }
 
 impl PoolConfig {
@@ -381,6 +413,7 @@ impl PoolConfig {
             tcpkeepalive: DEFAULT_TCPKEEPALIVE,
             reuseport: DEFAULT_REUSEPORT,
             servers,
+            cluster: None,
         }
     }
 

@@ -14,6 +14,7 @@
 
 pub mod backend;
 mod client;
+mod cluster;
 pub mod error;
 mod health;
 mod inbox;
@@ -51,6 +52,7 @@ use crate::ring::Ring;
 
 pub use backend::Frame;
 pub use client::{McValue, MemcacheClient, PoolBuilder, RedisClient, Stored};
+pub use cluster::ClusterCounters;
 pub use error::{
     BackendError, BackendErrorKind, CallError, PoolError, RequestCause, RequestError, ServerError,
     TlsProblem,
@@ -122,6 +124,23 @@ pub(crate) struct ServerShared {
     pub latency: metrics::Histogram,
     failures: AtomicU32,
     ejected: AtomicBool,
+    /// A cluster pool's node entry: its `host:port` and address, set once
+    /// when the node is first known (see `pool/cluster.rs`). Empty for a
+    /// static pool's servers, whose `addr` is the config's.
+    pub node: OnceLock<(Arc<str>, ServerAddr)>,
+}
+
+impl ServerShared {
+    /// The address to connect to: a cluster node's, else the config's.
+    pub(crate) fn current_addr(&self) -> &ServerAddr {
+        self.node.get().map_or(&self.addr, |(_, a)| a)
+    }
+
+    /// The server's name for stats and logs: a cluster node's `host:port`,
+    /// else its configured name.
+    pub(crate) fn label(&self) -> &str {
+        self.node.get().map_or(&*self.name, |(n, _)| n)
+    }
 }
 
 /// State shared by a pool's handles, connection tasks and probe tasks.
@@ -150,6 +169,8 @@ pub(crate) struct PoolShared {
     last_local_log: AtomicU64,
     /// TLS material read from the `tls_*` files when the pool was built.
     pub tls: crate::tls::PoolTls,
+    /// `cluster: true`: the slot map, node table and redirection counters.
+    pub(crate) cluster: Option<Arc<cluster::ClusterState>>,
 }
 
 impl PoolShared {
@@ -349,31 +370,12 @@ impl Pool {
         })?;
         // Read on every build, so that a reload picks up rotated files.
         let tls = crate::tls::load(&config)?;
-        let servers: Vec<ServerShared> = base_ring
-            .servers()
-            .iter()
-            .map(|rs| {
-                let addr =
-                    config
-                        .server(&rs.name)
-                        .map(|s| s.addr.clone())
-                        .unwrap_or(ServerAddr::Tcp {
-                            host: rs.name.clone(),
-                            port: 0,
-                        });
-                ServerShared {
-                    name: Arc::from(rs.name.as_str()),
-                    addr,
-                    stats: prev
-                        .and_then(|p| p.inner.shared.servers.iter().find(|s| *s.name == *rs.name))
-                        .map(|s| Arc::clone(&s.stats))
-                        .unwrap_or_default(),
-                    latency: metrics::server_latency(&config.name, &rs.name),
-                    failures: AtomicU32::new(0),
-                    ejected: AtomicBool::new(false),
-                }
-            })
-            .collect();
+        let (base_ring, servers, cluster) = if config.cluster.is_some() {
+            cluster_servers(&config, prev)?
+        } else {
+            let servers = static_servers(&config, &base_ring, prev);
+            (base_ring, servers, None)
+        };
         let protocol = if config.redis {
             Protocol::Redis
         } else {
@@ -418,6 +420,7 @@ impl Pool {
             version: Mutex::new(None),
             last_local_log: AtomicU64::new(0),
             tls,
+            cluster,
             config,
         });
         // A slot costs a pointer until a request picks it: its channel and
@@ -452,9 +455,20 @@ impl Pool {
                 }
             }
         }
-        Ok(Pool {
+        let pool = Pool {
             inner: Arc::new(handles),
-        })
+        };
+        if let (Some(state), Some(cc)) = (
+            &pool.inner.shared.cluster,
+            &pool.inner.shared.config.cluster,
+        ) {
+            let span = tracing::info_span!(parent: None, "cluster_refresh", pool = %pool.name());
+            tokio::spawn(tracing::Instrument::instrument(
+                cluster::refresh_loop(Arc::downgrade(&pool.inner), Arc::clone(state), cc.refresh),
+                span,
+            ));
+        }
+        Ok(pool)
     }
 
     /// The pool's configuration.
@@ -494,6 +508,9 @@ impl Pool {
     /// The name of the server `key` maps to now, or `None` when every server
     /// is ejected.
     pub fn server_for(&self, key: &[u8]) -> Option<String> {
+        if let Some((_, node)) = self.cluster_locate(key) {
+            return node;
+        }
         let ring = self.inner.shared.ring.load();
         ring.locate(key).map(|i| ring.servers()[i].name.clone())
     }
@@ -540,12 +557,21 @@ impl Pool {
         let sh = &self.inner.shared;
         PoolSnapshot {
             name: sh.config.name.clone(),
-            fields: sh.stats.fields(),
+            // A cluster pool's redirections and map reads are in the stats
+            // JSON too: an operator watching a resharding looks there.
+            fields: sh
+                .stats
+                .fields()
+                .into_iter()
+                .chain(cluster::fields(sh.cluster.as_deref()))
+                .collect(),
             servers: sh
                 .servers
                 .iter()
+                // A cluster pool lists the nodes it knows, by `host:port`.
+                .take(sh.cluster.as_ref().map_or(sh.servers.len(), |c| c.known()))
                 .map(|s| ServerSnapshot {
-                    name: s.name.to_string(),
+                    name: s.label().to_string(),
                     fields: s.stats.fields(),
                     twem_fields: vec![(
                         "dedicated_connections",
@@ -553,7 +579,7 @@ impl Pool {
                     )],
                 })
                 .collect(),
-            twem_fields: vec![
+            twem_fields: [
                 (
                     "client_rejected",
                     i64::try_from(sh.stats.client_rejected.load(Relaxed)).unwrap_or(i64::MAX),
@@ -568,7 +594,10 @@ impl Pool {
                     i64::try_from(sh.stats.server_connections_opened.load(Relaxed))
                         .unwrap_or(i64::MAX),
                 ),
-            ],
+            ]
+            .into_iter()
+            .chain(cluster::fields(sh.cluster.as_deref()))
+            .collect(),
         }
     }
 
@@ -652,6 +681,14 @@ impl Pool {
         let slots = self.inner.conns.get(idx).map_or(1, |p| p.len().max(1));
         let Some(tx) = self.inner.conn(idx, hint % slots, resp3) else {
             return Err(CallError::Closed(Arc::from(sh.config.name.as_str())));
+        };
+        // A cluster node may answer with a redirection: the reply channel
+        // then carries what it takes to follow it.
+        let reply = match (reply, &sh.cluster) {
+            (Some(r), Some(_)) if matches!(expect, Some(Expect::Resp)) => {
+                Some(self.cluster_reply(r, &wire, idx, (hint, resp3)))
+            }
+            (r, _) => r,
         };
         self.inner.send_on(tx, idx, wire, expect, reply)
     }
@@ -798,7 +835,10 @@ impl Pool {
 
     fn route_redis(&self, req: &resp::Request, caller: Caller<'_>) -> ReplyFuture {
         let sh = &self.inner.shared;
-        let planned = route::plan_redis_with(req, &sh.ring.load(), self.plan_options());
+        let planned = match &sh.cluster {
+            None => route::plan_redis_with(req, &**sh.ring.load(), self.plan_options()),
+            Some(c) => route::plan_redis_with(req, &**c.map.load(), self.plan_options()),
+        };
         self.inner
             .shared
             .metrics
@@ -816,7 +856,11 @@ impl Pool {
     /// a command's server before deciding (a transaction's queued commands).
     #[inline]
     pub fn plan_redis(&self, req: &resp::Request) -> route::RedisPlan {
-        route::plan_redis_with(req, &self.inner.shared.ring.load(), self.plan_options())
+        let sh = &self.inner.shared;
+        match &sh.cluster {
+            None => route::plan_redis_with(req, &**sh.ring.load(), self.plan_options()),
+            Some(c) => route::plan_redis_with(req, &**c.map.load(), self.plan_options()),
+        }
     }
 
     /// What this pool's config allows the planner (`allow_flush`).
@@ -843,6 +887,8 @@ impl Pool {
                 Arc::from(""),
             )),
             f @ (Failure::CrossSlot
+            | Failure::CrossSlotCluster
+            | Failure::SlotUnserved
             | Failure::Session(_)
             | Failure::InvalidCursor
             | Failure::FlushOff(_)) => CallError::Request(RequestError::from(f)),
@@ -949,6 +995,102 @@ impl Pool {
             Plan::Fail(f) => ReplyFuture::ready(Err(self.failure_error(f))),
         }
     }
+}
+
+/// A static pool's servers, in ring order; counters carried over from
+/// `prev`'s servers of the same name.
+fn static_servers(config: &PoolConfig, base_ring: &Ring, prev: Option<&Pool>) -> Vec<ServerShared> {
+    base_ring
+        .servers()
+        .iter()
+        .map(|rs| {
+            let addr = config
+                .server(&rs.name)
+                .map(|s| s.addr.clone())
+                .unwrap_or(ServerAddr::Tcp {
+                    host: rs.name.clone(),
+                    port: 0,
+                });
+            server_shared(config, &rs.name, addr, prev)
+        })
+        .collect()
+}
+
+/// One server entry named `name`, its counters carried over from `prev`'s
+/// server of that name.
+fn server_shared(
+    config: &PoolConfig,
+    name: &str,
+    addr: ServerAddr,
+    prev: Option<&Pool>,
+) -> ServerShared {
+    ServerShared {
+        name: Arc::from(name),
+        addr,
+        stats: prev
+            .and_then(|p| p.inner.shared.servers.iter().find(|s| *s.name == *name))
+            .map(|s| Arc::clone(&s.stats))
+            .unwrap_or_default(),
+        latency: metrics::server_latency(&config.name, name),
+        failures: AtomicU32::new(0),
+        ejected: AtomicBool::new(false),
+        node: OnceLock::new(),
+    }
+}
+
+/// A cluster pool's server entries (`cluster_max_nodes` of them: the seeds
+/// first, named by their `host:port`, then free entries for the nodes
+/// learned later), its ring (the first seed alone: what is still placed by
+/// the ring, classic pub/sub and keyless transactions, goes to one node,
+/// and a cluster broadcasts classic pub/sub messages to every node) and
+/// its cluster state.
+#[allow(clippy::type_complexity)]
+fn cluster_servers(
+    config: &PoolConfig,
+    prev: Option<&Pool>,
+) -> Result<(Ring, Vec<ServerShared>, Option<Arc<cluster::ClusterState>>), PoolError> {
+    let entries = config
+        .cluster
+        .map_or(0, |c| c.max_nodes as usize)
+        .max(config.servers.len());
+    let mut servers = Vec::with_capacity(entries);
+    let mut seeds = Vec::new();
+    for sc in &config.servers {
+        let name = match &sc.addr {
+            ServerAddr::Tcp { host, port } => {
+                crate::cluster::normalize_addr(&format!("{host}:{port}"))
+                    .unwrap_or_else(|| format!("{host}:{port}"))
+            }
+            ServerAddr::Unix { path } => path.display().to_string(),
+        };
+        let entry = server_shared(config, &name, sc.addr.clone(), prev);
+        let _ = entry.node.set((Arc::from(name.as_str()), sc.addr.clone()));
+        seeds.push(name);
+        servers.push(entry);
+    }
+    for i in servers.len()..entries {
+        let name = format!("cluster-node-{i}");
+        let unset = ServerAddr::Tcp {
+            host: String::new(),
+            port: 0,
+        };
+        // No counters carried over: the entry of that name in `prev` may
+        // have been another node.
+        servers.push(server_shared(config, &name, unset, None));
+    }
+    let first = seeds.first().cloned().unwrap_or_default();
+    let ring = Ring::new(
+        vec![crate::ring::RingServer::new(first, 1)],
+        config.hash,
+        config.distribution,
+        None,
+    )
+    .map_err(|source| PoolError::Ring {
+        pool: config.name.clone(),
+        source,
+    })?;
+    let state = cluster::ClusterState::new(&seeds, entries);
+    Ok((ring, servers, Some(Arc::new(state))))
 }
 
 /// Who a request is for: a bare client id, or a client with an inbox.
