@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use twem_core::cluster::key_slot;
-use twem_tests::{free_port, resp_cmd, Client, ProxyProc, Redis};
+use twem_tests::{free_port, resp_cmd, twemproxy_bin, Client, ProxyProc, Redis};
 
 /// One test's cluster at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -378,6 +378,121 @@ fn cluster_correctness() {
             "OK"
         );
     }
+
+    // Pub/sub: shard channels on their slot's node, classic channels
+    // broadcast by the cluster.
+    let shard_ch = (0..)
+        .map(|i| format!("ch{i}"))
+        .find(|ch| {
+            let slot = key_slot(ch.as_bytes());
+            masters
+                .iter()
+                .any(|m| m.port != cluster.nodes[0].port && in_ranges(slot, &m.ranges))
+        })
+        .expect("a channel on another node");
+    let mut sub = Client::connect(port);
+    let conf = sub.cmd(&[b"SSUBSCRIBE", shard_ch.as_bytes()]);
+    assert_eq!(
+        conf,
+        format!(
+            "*3\r\n$10\r\nssubscribe\r\n${}\r\n{shard_ch}\r\n:1\r\n",
+            shard_ch.len()
+        )
+        .into_bytes()
+    );
+    assert_eq!(
+        c.cmd(&[b"SPUBLISH", shard_ch.as_bytes(), b"hello"]),
+        b":1\r\n"
+    );
+    assert_eq!(
+        sub.read_resp(),
+        format!(
+            "*3\r\n$8\r\nsmessage\r\n${}\r\n{shard_ch}\r\n$5\r\nhello\r\n",
+            shard_ch.len()
+        )
+        .into_bytes()
+    );
+    let mut csub = Client::connect(port);
+    assert_eq!(
+        csub.cmd(&[b"SUBSCRIBE", b"news"]),
+        b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"
+    );
+    let published = c.cmd(&[b"PUBLISH", b"news", b"hi"]);
+    assert!(
+        published.starts_with(b":"),
+        "{}",
+        String::from_utf8_lossy(&published)
+    );
+    assert_eq!(
+        csub.read_resp(),
+        b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n"
+    );
+
+    // --locate asks the cluster: each key's slot and the node serving it.
+    let mut locate = Command::new(twemproxy_bin())
+        .args(["--locate", "-c"])
+        .arg(&proxy.conf)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("twemproxy --locate");
+    {
+        use std::io::Write;
+        let mut stdin = locate.stdin.take().expect("stdin");
+        for k in keys.iter().take(40) {
+            writeln!(stdin, "{k}").expect("write a key");
+        }
+    }
+    let out = locate.wait_with_output().expect("--locate output");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 40);
+    for (k, line) in keys.iter().zip(&lines) {
+        let slot = key_slot(k.as_bytes());
+        let owner = masters
+            .iter()
+            .find(|m| in_ranges(slot, &m.ranges))
+            .expect("owner");
+        assert_eq!(line, &format!("{slot} 127.0.0.1:{}", owner.port), "{k}");
+    }
+
+    // The embedded Pool is a cluster client too: same placement, same
+    // splits, same redirections.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let conf = std::fs::read_to_string(&proxy.conf).expect("config");
+    rt.block_on(async {
+        let pool = twem_core::Pool::from_yaml(&conf, None).expect("pool");
+        let mut mget = vec![bytes::Bytes::from_static(b"MGET")];
+        mget.extend(keys.iter().take(50).map(|k| bytes::Bytes::from(k.clone())));
+        let reply = pool
+            .call(twem_proto::resp::Request::from_args(mget))
+            .await
+            .expect("MGET through the embedded pool");
+        let want = twem_proto::resp::Reply::Array(Some(
+            keys.iter()
+                .take(50)
+                .map(|k| twem_proto::resp::Reply::Bulk(Some(bytes::Bytes::from(format!("v-{k}")))))
+                .collect(),
+        ));
+        assert_eq!(reply, want);
+        assert_eq!(pool.server_for(b"k1"), {
+            let slot = key_slot(b"k1");
+            masters
+                .iter()
+                .find(|m| in_ranges(slot, &m.ranges))
+                .map(|m| format!("127.0.0.1:{}", m.port))
+        });
+    });
 
     // Stats per node, by address: every master served requests.
     let st = proxy.stats();

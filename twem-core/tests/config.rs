@@ -581,7 +581,7 @@ fn several_problems_at_once() {
         "pool \"alpha\": redis \"yes\" is not true or false",
         "pool \"alpha\": unknown key \"bogus\" (known keys: listen, hash, hash_tag, distribution, timeout, \
          backlog, client_connections, redis, redis_auth, redis_db, preconnect, auto_eject_hosts, \
-         server_connections, pinned_connections, allow_flush, tls_cert, tls_key, tls_client_ca, tls_servers, tls_ca, tls_server_name, tls_client_cert, tls_client_key, server_retry_timeout, server_failure_limit, tcpkeepalive, reuseport, servers)",
+         server_connections, pinned_connections, allow_flush, tls_cert, tls_key, tls_client_ca, tls_servers, tls_ca, tls_server_name, tls_client_cert, tls_client_key, server_retry_timeout, server_failure_limit, tcpkeepalive, reuseport, cluster, cluster_refresh, cluster_max_nodes, servers)",
         "pool \"alpha\": servers entry 2 \"127.0.0.1:6380:0\" has weight 0; weights must be at least 1",
         "pool \"beta\": listen is missing",
         "pool \"beta\": hash_tag \"{\" must be exactly 2 bytes, e.g. \"{}\"",
@@ -1056,4 +1056,98 @@ proptest! {
     fn mutated_config_never_panics(text in mutated()) {
         check(&text);
     }
+}
+
+// ---- cluster pools ----
+
+// `cluster: true` with its keys lands in `PoolConfig::cluster`; defaults
+// when only `cluster` is given; absent for other pools.
+#[test]
+fn cluster_keys() {
+    let p = accepted(&pool_with(
+        "  redis: true\n  cluster: true\n  cluster_refresh: 2500\n  cluster_max_nodes: 12\n  hash_tag: \"{}\"\n",
+    ));
+    assert_eq!(
+        p.cluster,
+        Some(ClusterConfig {
+            refresh: Duration::from_millis(2500),
+            max_nodes: 12
+        })
+    );
+    let p = accepted(&pool_with("  redis: true\n  cluster: true\n"));
+    assert_eq!(
+        p.cluster,
+        Some(ClusterConfig {
+            refresh: DEFAULT_CLUSTER_REFRESH,
+            max_nodes: DEFAULT_CLUSTER_MAX_NODES
+        })
+    );
+    assert_eq!(accepted(&pool_with("  redis: true\n")).cluster, None);
+    assert_eq!(
+        accepted(&pool_with("  redis: true\n  cluster: false\n")).cluster,
+        None
+    );
+}
+
+// Keys that a cluster pool would ignore or that contradict it are refused,
+// each naming the pool and the key.
+#[test]
+fn cluster_refusals() {
+    let cases: [(&str, &str, &str); 9] = [
+        (
+            "  cluster: true\n",
+            "cluster",
+            "only valid for a redis pool",
+        ),
+        (
+            "  redis: true\n  cluster: yes\n",
+            "cluster",
+            "is not true or false",
+        ),
+        (
+            "  redis: true\n  cluster: true\n  hash: murmur\n",
+            "hash",
+            "placed by the cluster's hash slots",
+        ),
+        (
+            "  redis: true\n  cluster: true\n  distribution: modula\n",
+            "distribution",
+            "placed by the cluster's hash slots",
+        ),
+        (
+            "  redis: true\n  cluster: true\n  hash_tag: \"[]\"\n",
+            "hash_tag",
+            "Redis Cluster's own",
+        ),
+        (
+            "  redis: true\n  cluster: true\n  auto_eject_hosts: true\n",
+            "auto_eject_hosts",
+            "fails nodes over itself",
+        ),
+        (
+            "  redis: true\n  cluster: true\n  redis_db: 2\n",
+            "redis_db",
+            "only database 0",
+        ),
+        (
+            "  redis: true\n  cluster_refresh: 100\n",
+            "cluster_refresh",
+            "only valid for a cluster pool",
+        ),
+        (
+            "  redis: true\n  cluster: true\n  cluster_max_nodes: 0\n",
+            "cluster_max_nodes",
+            "at least 1",
+        ),
+    ];
+    for (extra, key, words) in cases {
+        let p = only_problem(&pool_with(extra));
+        assert_eq!(p.pool.as_deref(), Some("alpha"), "{extra}");
+        assert_eq!(p.key.as_deref(), Some(key), "{extra}: {p}");
+        assert!(p.to_string().contains(words), "{extra}: {p}");
+    }
+    let p = only_problem(&pool_with(
+        "  redis: true\n  cluster: true\n  cluster_refresh: 0\n",
+    ));
+    assert_eq!(p.key.as_deref(), Some("cluster_refresh"));
 }

@@ -381,6 +381,25 @@ impl Pool {
         }
     }
 
+    /// The server a shard channel (`SSUBSCRIBE`) lives on: its slot's
+    /// node in a cluster pool, else where the ring puts it.
+    pub(crate) fn locate_shard_channel(&self, channel: &[u8]) -> Option<usize> {
+        match self.inner.shared.cluster.as_deref() {
+            Some(c) => c.map.load().owner(crate::cluster::key_slot(channel)),
+            None => self.inner.shared.ring.load().locate(channel),
+        }
+    }
+
+    /// Server `idx`'s name as the stats show it (a cluster node's
+    /// `host:port`).
+    pub(crate) fn server_label(&self, idx: usize) -> String {
+        self.inner
+            .shared
+            .servers
+            .get(idx)
+            .map_or_else(|| idx.to_string(), |s| s.label().to_owned())
+    }
+
     /// Counters of a cluster pool (`None` for a static pool).
     pub fn cluster_counters(&self) -> Option<&ClusterCounters> {
         self.inner.shared.cluster.as_deref().map(|c| &c.counters)

@@ -131,8 +131,9 @@ pub struct Blocking {
 /// A request split over several servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Split {
-    /// `(server, wire)` per part, in the order each server first appears
-    /// among the client's keys; each server appears once.
+    /// `(server, wire)` per part, in the order each group first appears
+    /// among the client's keys; each group (a server, or a cluster's hash
+    /// slot) is one part, so a cluster node may get several.
     pub parts: Vec<(usize, Bytes)>,
     /// For each key (or key/value pair) of the client's request, in order,
     /// the index in `parts` of the part that carries it: how the merge puts
