@@ -67,16 +67,15 @@ impl Topology {
                     continue;
                 };
                 let online = field(&f, "health").and_then(text) == Some("online");
-                match field(&f, "role").and_then(text) {
-                    // A failed master stays listed as one until its replica
-                    // is promoted: an online master wins over it.
-                    Some("master") => {
-                        if master.as_ref().is_none_or(|(_, up)| !up && online) {
-                            master = Some((addr, online));
-                        }
+                // A failed master stays listed as one until its replica
+                // is promoted: an online master wins over it.
+                let role = field(&f, "role").and_then(text);
+                if role == Some("master") {
+                    if master.as_ref().is_none_or(|(_, up)| !up && online) {
+                        master = Some((addr, online));
                     }
-                    Some(_) if online => replicas.push(addr),
-                    _ => {}
+                } else if role.is_some() && online {
+                    replicas.push(addr);
                 }
             }
             // A shard with no slots (an empty master, a new node) serves
