@@ -287,6 +287,10 @@ impl Pool {
                 order.push(i);
             }
         }
+        // Nodes with an open connection first: a dead master (the usual
+        // reason to read the map) would cost a refused connect, or a
+        // whole timeout when its host is gone.
+        order.sort_by_key(|&i| sh.servers[i].stats.server_connections.load(Relaxed) <= 0);
         for idx in order {
             let Some(topology) = self.ask_topology(idx).await else {
                 continue;
