@@ -494,6 +494,74 @@ fn cluster_correctness() {
         });
     });
 
+    // read_from: prefer-replica: reads of one key and MGET's parts go to
+    // the replicas (READONLY on their connections), writes never do.
+    let rport = free_port();
+    let ryaml = std::fs::read_to_string(&proxy.conf)
+        .expect("config")
+        .replace(
+            &format!("listen: 127.0.0.1:{port}"),
+            &format!("listen: 127.0.0.1:{rport}"),
+        )
+        .replace(
+            "cluster: true\n",
+            "cluster: true\n  read_from: prefer-replica\n",
+        );
+    let rproxy = ProxyProc::twem(&ryaml, rport, &[]);
+    // Until it has read a map listing every replica online, the proxy
+    // reads from masters: a replica just synced shows as `loading` in
+    // CLUSTER SHARDS until the cluster's gossip carries its offset.
+    let st = rproxy.stats_when(|s| s["c"]["cluster_nodes"].as_i64().unwrap_or(0) >= 6);
+    assert_eq!(st["c"]["cluster_nodes"], 6, "{st}");
+    for m in &masters {
+        let mut direct = Client::connect(m.port);
+        let acked = direct.cmd(&[b"WAIT", b"1", b"2000"]);
+        assert_eq!(acked, b":1\r\n", "replica of {m:?} not caught up");
+    }
+    let mut rc = Client::connect(rport);
+    assert_eq!(rc.cmd(&[b"SET", b"{r}written", b"w"]), b"+OK\r\n");
+    for k in keys.iter().take(60) {
+        assert_eq!(
+            rc.cmd(&[b"GET", k.as_bytes()]),
+            bulk(&format!("v-{k}")),
+            "{k}"
+        );
+    }
+    assert_eq!(rc.cmd(&mget), want);
+    let replicas: Vec<u16> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.port)
+        .filter(|p| masters.iter().all(|m| m.port != *p))
+        .collect();
+    assert_eq!(replicas.len(), 3);
+    for p in &replicas {
+        let stats = cli(*p, &["INFO", "commandstats"]);
+        assert!(
+            stats.contains("cmdstat_get:calls="),
+            "replica {p} served no GET:\n{stats}"
+        );
+        assert!(
+            stats.contains("cmdstat_mget:calls="),
+            "replica {p} served no MGET:\n{stats}"
+        );
+        assert!(stats.contains("cmdstat_readonly:calls="), "{stats}");
+        // A write sent to a replica would be refused there (-MOVED):
+        // none was (the SETs it shows came by replication).
+        assert!(
+            stats
+                .lines()
+                .all(|l| !l.starts_with("cmdstat_set:") || l.contains("rejected_calls=0")),
+            "replica {p} refused a write:\n{stats}"
+        );
+    }
+    let st = rproxy.stats();
+    assert_eq!(
+        st["c"]["cluster_moved"], 0,
+        "a request went to a node that does not serve it: {st}"
+    );
+    drop(rproxy);
+
     // Stats per node, by address: every master served requests.
     let st = proxy.stats();
     for m in &masters {

@@ -581,7 +581,7 @@ fn several_problems_at_once() {
         "pool \"alpha\": redis \"yes\" is not true or false",
         "pool \"alpha\": unknown key \"bogus\" (known keys: listen, hash, hash_tag, distribution, timeout, \
          backlog, client_connections, redis, redis_auth, redis_db, preconnect, auto_eject_hosts, \
-         server_connections, pinned_connections, allow_flush, tls_cert, tls_key, tls_client_ca, tls_servers, tls_ca, tls_server_name, tls_client_cert, tls_client_key, server_retry_timeout, server_failure_limit, tcpkeepalive, reuseport, cluster, cluster_refresh, cluster_max_nodes, servers)",
+         server_connections, pinned_connections, allow_flush, tls_cert, tls_key, tls_client_ca, tls_servers, tls_ca, tls_server_name, tls_client_cert, tls_client_key, server_retry_timeout, server_failure_limit, tcpkeepalive, reuseport, cluster, cluster_refresh, cluster_max_nodes, read_from, servers)",
         "pool \"alpha\": servers entry 2 \"127.0.0.1:6380:0\" has weight 0; weights must be at least 1",
         "pool \"beta\": listen is missing",
         "pool \"beta\": hash_tag \"{\" must be exactly 2 bytes, e.g. \"{}\"",
@@ -1065,13 +1065,14 @@ proptest! {
 #[test]
 fn cluster_keys() {
     let p = accepted(&pool_with(
-        "  redis: true\n  cluster: true\n  cluster_refresh: 2500\n  cluster_max_nodes: 12\n  hash_tag: \"{}\"\n",
+        "  redis: true\n  cluster: true\n  cluster_refresh: 2500\n  cluster_max_nodes: 12\n  hash_tag: \"{}\"\n  read_from: prefer-replica\n",
     ));
     assert_eq!(
         p.cluster,
         Some(ClusterConfig {
             refresh: Duration::from_millis(2500),
-            max_nodes: 12
+            max_nodes: 12,
+            read_from: ReadFrom::PreferReplica,
         })
     );
     let p = accepted(&pool_with("  redis: true\n  cluster: true\n"));
@@ -1079,7 +1080,8 @@ fn cluster_keys() {
         p.cluster,
         Some(ClusterConfig {
             refresh: DEFAULT_CLUSTER_REFRESH,
-            max_nodes: DEFAULT_CLUSTER_MAX_NODES
+            max_nodes: DEFAULT_CLUSTER_MAX_NODES,
+            read_from: ReadFrom::Master,
         })
     );
     assert_eq!(accepted(&pool_with("  redis: true\n")).cluster, None);
@@ -1093,7 +1095,17 @@ fn cluster_keys() {
 // each naming the pool and the key.
 #[test]
 fn cluster_refusals() {
-    let cases: [(&str, &str, &str); 9] = [
+    let cases: [(&str, &str, &str); 11] = [
+        (
+            "  redis: true\n  cluster: true\n  read_from: slave\n",
+            "read_from",
+            "is not one of master, prefer-replica, replica",
+        ),
+        (
+            "  redis: true\n  read_from: replica\n",
+            "read_from",
+            "only valid for a cluster pool",
+        ),
         (
             "  cluster: true\n",
             "cluster",

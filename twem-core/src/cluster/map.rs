@@ -2,6 +2,7 @@
 //! the 16384 hash slots now.
 
 use super::{key_slot, Topology, SLOTS};
+use crate::config::ReadFrom;
 use crate::pool::route::{Failure, Placement};
 
 /// No node serves the slot.
@@ -15,6 +16,12 @@ const NONE: u16 = u16::MAX;
 pub struct SlotMap {
     /// `owner[slot]`: the server index, or [`NONE`].
     owner: Box<[u16]>,
+    /// `replica[slot]`: the server index of the replica reads of the slot
+    /// go to (the shard's online replicas taken in turn by slot), or
+    /// [`NONE`].
+    replica: Box<[u16]>,
+    /// Where read-only commands go (`read_from`).
+    read_from: ReadFrom,
     /// Per server index: a master serving at least one slot.
     live: Box<[bool]>,
     live_count: usize,
@@ -31,35 +38,54 @@ impl SlotMap {
         }
         SlotMap {
             owner: vec![idx; SLOTS].into_boxed_slice(),
+            replica: vec![NONE; SLOTS].into_boxed_slice(),
+            read_from: ReadFrom::Master,
             live,
             live_count: 1,
         }
     }
 
-    /// The map of `topology`, each master's address turned into its
-    /// server index by `index_of` (`None`: the pool has no room for that
-    /// node, and its slots stay unserved).
+    /// The map of `topology`, each node's address turned into its server
+    /// index by `index_of` (`None`: the pool has no room for that node; a
+    /// master's slots then stay unserved). Replicas are looked up only
+    /// when `read_from` reads from them.
     pub fn from_topology(
         topology: &Topology,
         servers: usize,
+        read_from: ReadFrom,
         mut index_of: impl FnMut(&str) -> Option<u16>,
     ) -> SlotMap {
         let mut owner = vec![NONE; SLOTS].into_boxed_slice();
+        let mut replica = vec![NONE; SLOTS].into_boxed_slice();
         let mut live = vec![false; servers].into_boxed_slice();
+        let fits = |i: &u16| usize::from(*i) < servers;
         for shard in &topology.shards {
-            let Some(idx) = index_of(&shard.master).filter(|i| usize::from(*i) < servers) else {
+            let Some(idx) = index_of(&shard.master).filter(fits) else {
                 continue;
+            };
+            let replicas: Vec<u16> = match read_from {
+                ReadFrom::Master => Vec::new(),
+                _ => shard
+                    .replicas
+                    .iter()
+                    .filter_map(|r| index_of(r).filter(fits))
+                    .collect(),
             };
             live[usize::from(idx)] = true;
             for &(a, b) in &shard.ranges {
                 for slot in a..=b {
                     owner[usize::from(slot)] = idx;
+                    if !replicas.is_empty() {
+                        replica[usize::from(slot)] = replicas[usize::from(slot) % replicas.len()];
+                    }
                 }
             }
         }
         let live_count = live.iter().filter(|l| **l).count();
         SlotMap {
             owner,
+            replica,
+            read_from,
             live,
             live_count,
         }
@@ -74,6 +100,9 @@ impl SlotMap {
         }
         let mut next = self.clone();
         next.owner[at] = idx;
+        // Its replicas are not known until the next full read: reads go
+        // to the new owner meanwhile.
+        next.replica[at] = NONE;
         // The previous owner may have lost its last slot: it stays live
         // until the next full refresh says otherwise (fan-outs to it are
         // harmless: it answers for no key).
@@ -112,6 +141,19 @@ impl Placement for SlotMap {
     fn group(&self, key: &[u8]) -> Option<u32> {
         let slot = key_slot(key);
         self.owner(slot).map(|_| u32::from(slot))
+    }
+    #[inline]
+    fn locate_read(&self, key: &[u8]) -> Option<usize> {
+        let slot = key_slot(key);
+        let replica = match self.replica.get(usize::from(slot)) {
+            Some(&NONE) | None => None,
+            Some(&i) => Some(usize::from(i)),
+        };
+        match self.read_from {
+            ReadFrom::Master => self.owner(slot),
+            ReadFrom::PreferReplica => replica.or_else(|| self.owner(slot)),
+            ReadFrom::Replica => replica,
+        }
     }
     fn server_count(&self) -> usize {
         self.live.len()
@@ -160,7 +202,7 @@ mod tests {
                 },
             ],
         };
-        SlotMap::from_topology(&t, 8, |a| match a {
+        SlotMap::from_topology(&t, 8, ReadFrom::Master, |a| match a {
             "a:1" => Some(0),
             "b:1" => Some(1),
             "c:1" => Some(2),
@@ -250,7 +292,7 @@ mod tests {
                 replicas: vec![],
             }],
         };
-        let m = SlotMap::from_topology(&t, 4, |_| Some(0));
+        let m = SlotMap::from_topology(&t, 4, ReadFrom::Master, |_| Some(0));
         assert_eq!(plan(&m, &["GET", "foo"]), Plan::Fail(Failure::SlotUnserved));
         assert_eq!(
             plan(&m, &["MGET", "foo", "bar"]),
@@ -280,6 +322,89 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Two shards with replicas, the second with two.
+    fn with_replicas(read_from: ReadFrom) -> SlotMap {
+        let t = Topology {
+            shards: vec![
+                Shard {
+                    ranges: vec![(0, 8191)],
+                    master: "a:1".into(),
+                    replicas: vec!["a:2".into()],
+                },
+                Shard {
+                    ranges: vec![(8192, 16383)],
+                    master: "b:1".into(),
+                    replicas: vec!["b:2".into(), "b:3".into()],
+                },
+            ],
+        };
+        SlotMap::from_topology(&t, 8, read_from, |a| match a {
+            "a:1" => Some(0),
+            "b:1" => Some(1),
+            "a:2" => Some(2),
+            "b:2" => Some(3),
+            "b:3" => Some(4),
+            _ => None,
+        })
+    }
+
+    // read_from: reads of one key (and MGET's parts) go to a replica of
+    // their slot; writes, and every read of a transaction's planning
+    // (replica_reads off), to the master.
+    #[test]
+    fn reads_go_to_replicas_by_policy() {
+        let read = PlanOptions {
+            replica_reads: true,
+            ..PlanOptions::default()
+        };
+        let m = with_replicas(ReadFrom::PreferReplica);
+        // "bar" is slot 5061 (shard a), "foo" 12182 (shard b: 12182 is even).
+        let at = |args: &[&str], o| match plan_redis_with(&req(args), &m, o).plan {
+            Plan::One { server, .. } => server,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(at(&["GET", "bar"], read), 2);
+        assert_eq!(at(&["GET", "foo"], read), 3);
+        assert_eq!(at(&["GET", "foo"], PlanOptions::default()), 1);
+        assert_eq!(at(&["SET", "foo", "1"], read), 1);
+        assert_eq!(at(&["INCR", "bar"], read), 0);
+        match plan_redis_with(&req(&["MGET", "bar", "foo"]), &m, read).plan {
+            Plan::Split(s) => {
+                assert_eq!(s.parts.iter().map(|p| p.0).collect::<Vec<_>>(), vec![2, 3])
+            }
+            other => panic!("{other:?}"),
+        }
+        match plan_redis_with(&req(&["DEL", "bar", "foo"]), &m, read).plan {
+            Plan::Split(s) => {
+                assert_eq!(s.parts.iter().map(|p| p.0).collect::<Vec<_>>(), vec![0, 1])
+            }
+            other => panic!("{other:?}"),
+        }
+        // The masters alone are live: fan-outs and SCAN skip replicas.
+        assert_eq!(m.live_count(), 2);
+        // A moved slot reads from its new owner until the next full read.
+        let moved = m.with_moved(12182, 0).expect("changed");
+        assert_eq!(moved.locate_read(b"foo"), Some(0));
+        // master: replicas are not even looked up.
+        assert_eq!(with_replicas(ReadFrom::Master).locate_read(b"foo"), Some(1));
+        // replica only: no replica, no read.
+        let t = Topology {
+            shards: vec![Shard {
+                ranges: vec![(0, 16383)],
+                master: "a:1".into(),
+                replicas: vec![],
+            }],
+        };
+        let lone = SlotMap::from_topology(&t, 4, ReadFrom::Replica, |_| Some(0));
+        assert_eq!(lone.locate_read(b"foo"), None);
+        assert_eq!(
+            plan_redis_with(&req(&["GET", "foo"]), &lone, read).plan,
+            Plan::Fail(Failure::SlotUnserved)
+        );
+        let prefer = SlotMap::from_topology(&t, 4, ReadFrom::PreferReplica, |_| Some(0));
+        assert_eq!(prefer.locate_read(b"foo"), Some(0));
     }
 
     #[test]

@@ -55,6 +55,7 @@
 //! | `cluster` | `true` or `false`, only with `redis: true`: the servers are seed nodes of a Redis Cluster (or Valkey cluster); keys are placed by the cluster's slot map (CRC16 hash slots, `{tag}` hash tags), not by `hash`/`distribution`; twem-only | `false` |
 //! | `cluster_refresh` | milliseconds, only with `cluster: true`: how often the slot map is read again (it is also read again after a `-MOVED` or a failed node) | 10000 |
 //! | `cluster_max_nodes` | integer, 1 to [`MAX_SERVER_CONNECTIONS`], only with `cluster: true`: distinct node addresses (masters and replicas, seeds included) the pool may ever know | 64 |
+//! | `read_from` | `master`, `prefer-replica` or `replica`, only with `cluster: true`: where single-key read-only commands and MGET/EXISTS go (`prefer-replica`: a replica of the slot when the cluster lists one online, else the master; `replica`: a replica only); writes, transactions, scripts and blocking commands always go to the master | `master` |
 //! | `servers` | non-empty list of server entries | required |
 //!
 //! Values are judged by their text, as nutcracker judges them: `redis: "true"`
@@ -172,7 +173,7 @@ pub const DEFAULT_TCPKEEPALIVE: bool = false;
 pub const DEFAULT_REUSEPORT: bool = false;
 
 /// Every key a pool may have, in nutcracker's documented order.
-pub const KEYS: [&str; 31] = [
+pub const KEYS: [&str; 32] = [
     "listen",
     "hash",
     "hash_tag",
@@ -203,6 +204,7 @@ pub const KEYS: [&str; 31] = [
     "cluster",
     "cluster_refresh",
     "cluster_max_nodes",
+    "read_from",
     "servers",
 ];
 
@@ -376,6 +378,39 @@ pub struct ClusterConfig {
     pub refresh: Duration,
     /// `cluster_max_nodes`: node addresses the pool may ever know.
     pub max_nodes: u32,
+    /// `read_from`: where read-only commands go.
+    pub read_from: ReadFrom,
+}
+
+/// Where a cluster pool sends read-only commands (`read_from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadFrom {
+    /// The slot's master, like every other command.
+    #[default]
+    Master,
+    /// A replica of the slot when the cluster lists one online, else the
+    /// master.
+    PreferReplica,
+    /// A replica of the slot only: with none online, the read fails.
+    Replica,
+}
+
+impl ReadFrom {
+    /// The value as the config writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadFrom::Master => "master",
+            ReadFrom::PreferReplica => "prefer-replica",
+            ReadFrom::Replica => "replica",
+        }
+    }
+
+    /// The policy named `name` in a config.
+    pub fn from_name(name: &str) -> Option<ReadFrom> {
+        [ReadFrom::Master, ReadFrom::PreferReplica, ReadFrom::Replica]
+            .into_iter()
+            .find(|r| r.name() == name)
+    }
 }
 
 impl Default for ClusterConfig {
@@ -383,6 +418,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             refresh: DEFAULT_CLUSTER_REFRESH,
             max_nodes: DEFAULT_CLUSTER_MAX_NODES,
+            read_from: ReadFrom::Master,
         }
     }
 }

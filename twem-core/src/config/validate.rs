@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::tree::{Node, Pos, Value};
 use super::{
-    ClusterConfig, Config, ConfigError, Listen, PoolConfig, Problem, ServerAddr, ServerConfig,
-    TlsConfig, DEFAULT_ALLOW_FLUSH, DEFAULT_AUTO_EJECT_HOSTS, DEFAULT_BACKLOG,
+    ClusterConfig, Config, ConfigError, Listen, PoolConfig, Problem, ReadFrom, ServerAddr,
+    ServerConfig, TlsConfig, DEFAULT_ALLOW_FLUSH, DEFAULT_AUTO_EJECT_HOSTS, DEFAULT_BACKLOG,
     DEFAULT_CLIENT_CONNECTIONS, DEFAULT_CLUSTER_MAX_NODES, DEFAULT_CLUSTER_REFRESH,
     DEFAULT_DISTRIBUTION, DEFAULT_HASH, DEFAULT_PINNED_CONNECTIONS, DEFAULT_PRECONNECT,
     DEFAULT_REDIS, DEFAULT_REDIS_DB, DEFAULT_REUSEPORT, DEFAULT_SERVER_CONNECTIONS,
@@ -515,7 +515,7 @@ impl Checker {
     ) -> Option<ClusterConfig> {
         let on = self.boolean(pool, keys, "cluster").unwrap_or(false);
         if !on {
-            for key in ["cluster_refresh", "cluster_max_nodes"] {
+            for key in ["cluster_refresh", "cluster_max_nodes", "read_from"] {
                 if let Some(node) = keys.get(key) {
                     let message = format!("{key} is only valid for a cluster pool (cluster: true)");
                     self.report(pool, Some(key), Some(node.pos), message);
@@ -573,7 +573,23 @@ impl Checker {
         };
         let max_nodes =
             self.connections(pool, keys, "cluster_max_nodes", DEFAULT_CLUSTER_MAX_NODES);
-        Some(ClusterConfig { refresh, max_nodes })
+        let read_from = self
+            .choice(
+                pool,
+                keys,
+                "read_from",
+                ReadFrom::from_name,
+                &names_of(
+                    [ReadFrom::Master, ReadFrom::PreferReplica, ReadFrom::Replica]
+                        .map(ReadFrom::name),
+                ),
+            )
+            .unwrap_or_default();
+        Some(ClusterConfig {
+            refresh,
+            max_nodes,
+            read_from,
+        })
     }
 
     /// A connection count (`server_connections`, `pinned_connections`): 1 to

@@ -299,7 +299,8 @@ impl Pool {
                 continue;
             }
             let entries = sh.servers.len();
-            let map = SlotMap::from_topology(&topology, entries, |addr| {
+            let read_from = sh.config.cluster.map(|c| c.read_from).unwrap_or_default();
+            let map = SlotMap::from_topology(&topology, entries, read_from, |addr| {
                 cluster.index_of(addr, &sh.servers)
             });
             let kept: Vec<usize> = topology

@@ -395,6 +395,15 @@ impl Pool {
                     Bytes::from(config.redis_db.to_string()),
                 ]));
             }
+            // A cluster pool that reads from replicas: every connection
+            // may serve reads of a slot its node replicates (harmless on
+            // a master, and a node's role changes with failovers).
+            if config
+                .cluster
+                .is_some_and(|c| c.read_from != crate::config::ReadFrom::Master)
+            {
+                handshake.push(resp::Request::from_args([Bytes::from_static(b"READONLY")]));
+            }
         }
         let slots = config.server_connections.max(1) as usize;
         let shared = Arc::new(PoolShared {
@@ -836,8 +845,8 @@ impl Pool {
     fn route_redis(&self, req: &resp::Request, caller: Caller<'_>) -> ReplyFuture {
         let sh = &self.inner.shared;
         let planned = match &sh.cluster {
-            None => route::plan_redis_with(req, &**sh.ring.load(), self.plan_options()),
-            Some(c) => route::plan_redis_with(req, &**c.map.load(), self.plan_options()),
+            None => route::plan_redis_with(req, &**sh.ring.load(), self.route_options()),
+            Some(c) => route::plan_redis_with(req, &**c.map.load(), self.route_options()),
         };
         self.inner
             .shared
@@ -863,11 +872,27 @@ impl Pool {
         }
     }
 
-    /// What this pool's config allows the planner (`allow_flush`).
+    /// What this pool's config allows the planner (`allow_flush`), for
+    /// what must run on masters (a transaction's commands, `WATCH`).
     #[inline]
     fn plan_options(&self) -> route::PlanOptions {
         route::PlanOptions {
             allow_flush: self.inner.shared.config.allow_flush,
+            replica_reads: false,
+        }
+    }
+
+    /// [`plan_options`](Pool::plan_options) for a request on its own: a
+    /// cluster pool's reads may go to replicas (`read_from`).
+    #[inline]
+    fn route_options(&self) -> route::PlanOptions {
+        let sh = &self.inner.shared;
+        route::PlanOptions {
+            allow_flush: sh.config.allow_flush,
+            replica_reads: sh
+                .config
+                .cluster
+                .is_some_and(|c| c.read_from != crate::config::ReadFrom::Master),
         }
     }
 

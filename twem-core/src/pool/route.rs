@@ -11,6 +11,7 @@
 
 use bytes::Bytes;
 
+use twem_proto::command::spec::F_READONLY;
 use twem_proto::command::{self, Class, Command, CommandError, FanOut, Route};
 use twem_proto::{memcache as mc, resp};
 
@@ -32,6 +33,13 @@ pub trait Placement {
     /// move to another node between two requests). `None` when no server
     /// can take it.
     fn group(&self, key: &[u8]) -> Option<u32>;
+    /// The server a read-only command for `key` goes to: where
+    /// [`locate`](Placement::locate) says, unless the placement reads from
+    /// replicas (a cluster pool's `read_from`).
+    #[inline]
+    fn locate_read(&self, key: &[u8]) -> Option<usize> {
+        self.locate(key)
+    }
     /// How many server indexes there are (live or not).
     fn server_count(&self) -> usize;
     /// Whether server `idx` takes requests now (fan-outs and SCAN visit
@@ -276,6 +284,10 @@ pub struct PlanOptions {
     /// `FLUSHDB`/`FLUSHALL` go to every server (pool key `allow_flush`);
     /// otherwise they are refused, naming the key.
     pub allow_flush: bool,
+    /// Read-only commands of one key, and the parts of MGET and EXISTS,
+    /// may go where [`Placement::locate_read`] says (a replica). Off for
+    /// what a transaction or `WATCH` plans: those run on the master.
+    pub replica_reads: bool,
 }
 
 /// Plan a Redis request against `ring`, with the default [`PlanOptions`]
@@ -318,7 +330,12 @@ pub fn plan_redis_with<P: Placement + ?Sized>(
             Route::Local(c) => Plan::Local(local_reply(c.name, req)),
             Route::Key(i) => {
                 let key = req.args().get(i).map_or(&b""[..], |b| &b[..]);
-                one(ring, ring.locate(key), req.wire())
+                let server = if options.replica_reads && cmd.flags & F_READONLY != 0 {
+                    ring.locate_read(key)
+                } else {
+                    ring.locate(key)
+                };
+                one(ring, server, req.wire())
             }
             Route::Placeholder => one(ring, ring.locate(PLACEHOLDER_KEY), req.wire()),
             Route::Split { cmd, first, step } => {
@@ -327,7 +344,8 @@ pub fn plan_redis_with<P: Placement + ?Sized>(
                     Class::Mset => MergePolicy::AllOk,
                     _ => MergePolicy::Sum,
                 };
-                split_redis(ring, req, first, step, merge)
+                let read = options.replica_reads && cmd.flags & F_READONLY != 0;
+                split_redis(ring, req, (first, step), merge, read)
             }
             Route::SameServer(cmd) => same_server(ring, req, cmd),
             Route::FanOut(cmd, FanOut::Flush) if !options.allow_flush => {
@@ -496,10 +514,18 @@ fn one<P: Placement + ?Sized>(ring: &P, server: Option<usize>, wire: &Bytes) -> 
 fn split_redis<P: Placement + ?Sized>(
     ring: &P,
     req: &resp::Request,
-    first: usize,
-    step: usize,
+    (first, step): (usize, usize),
     merge: MergePolicy,
+    read: bool,
 ) -> Plan {
+    // A read-only split (MGET, EXISTS) may read from replicas.
+    let locate = |key: &[u8]| {
+        if read {
+            ring.locate_read(key)
+        } else {
+            ring.locate(key)
+        }
+    };
     if ring.live_count() == 0 {
         return Plan::Fail(Failure::AllEjected);
     }
@@ -517,7 +543,7 @@ fn split_redis<P: Placement + ?Sized>(
     // All keys in one group: forward the request as it came, no split.
     if owner.iter().all(|&o| Some(&o) == owner.first()) {
         let key = args.get(first).map_or(PLACEHOLDER_KEY, |k| &k[..]);
-        return one(ring, ring.locate(key), req.wire());
+        return one(ring, locate(key), req.wire());
     }
     let (groups, part_of) = group(&owner);
     let mut parts = Vec::with_capacity(groups.len());
@@ -528,7 +554,7 @@ fn split_redis<P: Placement + ?Sized>(
         for (g, _) in part_of.iter().enumerate().filter(|&(_, &pp)| pp == p) {
             let at = first + g * step;
             if server.is_none() {
-                server = args.get(at).and_then(|k| ring.locate(k));
+                server = args.get(at).and_then(|k| locate(k));
             }
             sub.extend(
                 args.get(at..(at + step).min(args.len()))
@@ -1455,7 +1481,10 @@ mod tests {
                     "ERR twem: {name} is off for this pool: set allow_flush: true in its config"
                 )
             );
-            let allow = PlanOptions { allow_flush: true };
+            let allow = PlanOptions {
+                allow_flush: true,
+                ..PlanOptions::default()
+            };
             let Plan::Split(split) = plan_redis_with(&redis(args), &ring, allow).plan else {
                 panic!("{args:?} not fanned out");
             };
