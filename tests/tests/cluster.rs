@@ -560,6 +560,23 @@ fn cluster_correctness() {
         st["c"]["cluster_moved"], 0,
         "a request went to a node that does not serve it: {st}"
     );
+    // A replica the cluster forgets (alive, but out of the map for 60 s)
+    // has its connections closed, and its slots are read from the master.
+    let gone = replicas[0];
+    let gone_id = cli(gone, &["CLUSTER", "MYID"]).trim().to_owned();
+    for n in cluster.nodes.iter().filter(|n| n.port != gone) {
+        assert_eq!(cli(n.port, &["CLUSTER", "FORGET", &gone_id]).trim(), "OK");
+    }
+    let name = format!("127.0.0.1:{gone}");
+    let st = rproxy.stats_when(|s| s["c"][&name]["server_connections"] == 0);
+    assert_eq!(st["c"][&name]["server_connections"], 0, "{st}");
+    for k in keys.iter().take(60) {
+        assert_eq!(
+            rc.cmd(&[b"GET", k.as_bytes()]),
+            bulk(&format!("v-{k}")),
+            "{k}"
+        );
+    }
     drop(rproxy);
 
     // Stats per node, by address: every master served requests.

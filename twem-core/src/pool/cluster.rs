@@ -310,7 +310,12 @@ impl Pool {
                 .filter_map(|a| cluster.index_of(a, &sh.servers))
                 .map(usize::from)
                 .collect();
-            for gone in current.masters().filter(|m| !kept.contains(m)) {
+            // A node the map no longer lists (removed, forgotten, failed)
+            // keeps no connection; the node just asked is kept (a seed
+            // named by another address than the cluster's).
+            let open = |i: usize| sh.servers[i].stats.server_connections.load(Relaxed) > 0;
+            for gone in (0..cluster.known()).filter(|&i| i != idx && !kept.contains(&i) && open(i))
+            {
                 tracing::info!(pool = %sh.config.name, node = %sh.servers[gone].label(),
                     "cluster node left the slot map: closing its connections");
                 self.disconnect(gone);
