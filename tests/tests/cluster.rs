@@ -821,3 +821,71 @@ fn cluster_failover() {
     }
     assert!(stats_field(&proxy, "cluster_refreshes") >= 2);
 }
+
+/// A fake cluster node: every `GET` is answered `-MOVED` to the node
+/// itself, anything else (`CLUSTER SHARDS`) with an error; counts GETs.
+fn moved_forever(listener: std::net::TcpListener, gets: Arc<AtomicU64>) {
+    use std::io::{BufRead, BufReader, Write};
+    let port = listener.local_addr().expect("addr").port();
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { return };
+        let gets = Arc::clone(&gets);
+        thread::spawn(move || {
+            let mut out = conn.try_clone().expect("clone");
+            let mut rd = BufReader::new(conn);
+            let mut line = String::new();
+            loop {
+                // One RESP array of bulk strings a command.
+                line.clear();
+                if rd.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let n: usize = line.trim_start_matches('*').trim().parse().unwrap_or(0);
+                let mut args = Vec::new();
+                for _ in 0..n {
+                    line.clear();
+                    let _ = rd.read_line(&mut line);
+                    line.clear();
+                    let _ = rd.read_line(&mut line);
+                    args.push(line.trim().to_uppercase());
+                }
+                let reply = if args.first().map(String::as_str) == Some("GET") {
+                    gets.fetch_add(1, Ordering::Relaxed);
+                    format!("-MOVED 1 127.0.0.1:{port}\r\n")
+                } else {
+                    "-ERR not a cluster here\r\n".to_owned()
+                };
+                if out.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+// A slot that redirects for ever: the request is sent 1 + 5 times, then
+// the last -MOVED goes to the client (and is counted), the connection and
+// the next request unharmed.
+#[test]
+fn redirections_are_bounded() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let node = listener.local_addr().expect("addr").port();
+    let gets = Arc::new(AtomicU64::new(0));
+    let g = Arc::clone(&gets);
+    thread::spawn(move || moved_forever(listener, g));
+    let port = free_port();
+    let yaml = format!(
+        "c:\n  listen: 127.0.0.1:{port}\n  redis: true\n  cluster: true\n  timeout: 2000\n  servers:\n   - 127.0.0.1:{node}:1\n"
+    );
+    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let mut c = Client::connect(port);
+    let want = format!("-MOVED 1 127.0.0.1:{node}\r\n").into_bytes();
+    assert_eq!(c.cmd(&[b"GET", b"k"]), want);
+    assert_eq!(gets.load(Ordering::Relaxed), 6);
+    assert_eq!(c.cmd(&[b"PING"]), b"+PONG\r\n");
+    assert_eq!(c.cmd(&[b"GET", b"k"]), want);
+    assert_eq!(gets.load(Ordering::Relaxed), 12);
+    let st = proxy.stats_when(|s| s["c"]["cluster_redirect_failed"] == 2);
+    assert_eq!(st["c"]["cluster_redirect_failed"], 2, "{st}");
+    assert_eq!(st["c"]["cluster_moved"], 10, "{st}");
+}
