@@ -877,7 +877,7 @@ fn redirections_are_bounded() {
     let yaml = format!(
         "c:\n  listen: 127.0.0.1:{port}\n  redis: true\n  cluster: true\n  timeout: 2000\n  servers:\n   - 127.0.0.1:{node}:1\n"
     );
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let (proxy, metrics) = ProxyProc::twem_with_metrics(&yaml, port, &[]);
     let mut c = Client::connect(port);
     let want = format!("-MOVED 1 127.0.0.1:{node}\r\n").into_bytes();
     assert_eq!(c.cmd(&[b"GET", b"k"]), want);
@@ -888,4 +888,22 @@ fn redirections_are_bounded() {
     let st = proxy.stats_when(|s| s["c"]["cluster_redirect_failed"] == 2);
     assert_eq!(st["c"]["cluster_redirect_failed"], 2, "{st}");
     assert_eq!(st["c"]["cluster_moved"], 10, "{st}");
+    // The same counters in Prometheus, and the node by its address.
+    let scrape = || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics)).expect("metrics");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("send");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let text = scrape();
+    for line in [
+        "twem_pool_cluster_moved_total{pool=\"c\"} 10".to_owned(),
+        "twem_pool_cluster_redirect_failed_total{pool=\"c\"} 2".to_owned(),
+        format!("twem_server_requests_total{{pool=\"c\",server=\"127.0.0.1:{node}\"}}"),
+    ] {
+        assert!(text.contains(&line), "no {line} in:\n{text}");
+    }
 }
