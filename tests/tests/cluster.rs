@@ -312,6 +312,31 @@ fn cluster_correctness() {
         c.cmd(&[b"SUNIONSTORE", b"{x}d", b"{x}s", b"{y}s"]),
         b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
     );
+    // Scripts run on the node of their keys when they share a slot.
+    assert_eq!(
+        c.cmd(&[
+            b"EVAL",
+            b"return redis.call('SET', KEYS[1], ARGV[1])",
+            b"1",
+            b"{s}a",
+            b"x"
+        ]),
+        b"+OK\r\n"
+    );
+    assert_eq!(
+        c.cmd(&[
+            b"EVAL",
+            b"return redis.call('GET', KEYS[2])",
+            b"2",
+            b"{s}b",
+            b"{s}a"
+        ]),
+        bulk("x")
+    );
+    assert_eq!(
+        c.cmd(&[b"EVAL", b"return 1", b"2", b"{s}a", b"{t}a"]),
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
     // Hash-tag transactions run whole; a transaction over two slots does
     // not run at all.
     assert_eq!(c.cmd(&[b"MULTI"]), b"+OK\r\n");
