@@ -604,6 +604,38 @@ fn cluster_correctness() {
     }
     drop(rproxy);
 
+    // cluster_max_nodes used up: the nodes past it are not followed, their
+    // slots answer an error, the others still work.
+    let sport = free_port();
+    let syaml = std::fs::read_to_string(&proxy.conf)
+        .expect("config")
+        .replace(
+            &format!("listen: 127.0.0.1:{port}"),
+            &format!("listen: 127.0.0.1:{sport}"),
+        )
+        .replace("cluster: true\n", "cluster: true\n  cluster_max_nodes: 2\n");
+    let small = ProxyProc::twem(&syaml, sport, &[]);
+    let st = small.stats_when(|s| s["c"]["cluster_refreshes"].as_i64().unwrap_or(0) >= 1);
+    assert_eq!(st["c"]["cluster_nodes"], 2, "{st}");
+    let third = masters
+        .iter()
+        .find(|m| m.port != cluster.nodes[0].port && m.port != cluster.nodes[1].port)
+        .expect("a master that is no seed");
+    let mut sc = Client::connect(sport);
+    for k in keys.iter().take(40) {
+        let got = sc.cmd(&[b"GET", k.as_bytes()]);
+        if in_ranges(key_slot(k.as_bytes()), &third.ranges) {
+            assert!(
+                got.starts_with(b"-"),
+                "{k}: {}",
+                String::from_utf8_lossy(&got)
+            );
+        } else {
+            assert_eq!(got, bulk(&format!("v-{k}")), "{k}");
+        }
+    }
+    drop(small);
+
     // Stats per node, by address: every master served requests.
     let st = proxy.stats();
     for m in &masters {

@@ -1162,4 +1162,9 @@ fn cluster_refusals() {
         "  redis: true\n  cluster: true\n  cluster_refresh: 0\n",
     ));
     assert_eq!(p.key.as_deref(), Some("cluster_refresh"));
+    let p = only_problem(
+        "alpha:\n  listen: 127.0.0.1:22121\n  redis: true\n  cluster: true\n  servers:\n   - /tmp/redis.sock:1\n",
+    );
+    assert_eq!(p.key.as_deref(), Some("servers"));
+    assert!(p.to_string().contains("not a unix socket"), "{p}");
 }

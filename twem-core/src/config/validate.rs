@@ -289,6 +289,20 @@ impl Checker {
             .boolean(pool, &keys, "reuseport")
             .unwrap_or(DEFAULT_REUSEPORT);
         let servers = self.servers(pool, name_pos, servers_node);
+        // Cluster nodes name each other by host and port: a seed on a
+        // unix socket could never be matched to the map's nodes.
+        if cluster.is_some() {
+            if let Some(unix) = servers
+                .iter()
+                .find(|s| matches!(s.addr, ServerAddr::Unix { .. }))
+            {
+                let message = format!(
+                    "a cluster pool's servers are seed nodes as host:port, not a unix socket ({})",
+                    unix.addr
+                );
+                self.report(pool, Some("servers"), servers_node.map(|n| n.pos), message);
+            }
+        }
         if tls.servers && tls.server_name.is_none() {
             if let Some(unix) = servers
                 .iter()

@@ -208,6 +208,7 @@ impl Pool {
                 c.moved.fetch_add(1, Relaxed);
                 let Some(idx) = cluster.index_of(&addr, &sh.servers) else {
                     c.redirect_failed.fetch_add(1, Relaxed);
+                    table_full(sh, &addr);
                     return retry.inner.send(original);
                 };
                 // The slot is there now for every client, and the rest of
@@ -224,6 +225,7 @@ impl Pool {
                 c.ask.fetch_add(1, Relaxed);
                 let Some(idx) = cluster.index_of(&addr, &sh.servers) else {
                     c.redirect_failed.fetch_add(1, Relaxed);
+                    table_full(sh, &addr);
                     return retry.inner.send(original);
                 };
                 retry.idx = usize::from(idx);
@@ -448,6 +450,15 @@ impl Pool {
             cluster.refresh_soon();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// A redirection named a node the pool has no entry left for: say so (at
+/// most once a second), since every request for its slots now fails.
+fn table_full(sh: &super::PoolShared, addr: &str) {
+    if sh.local_failure_log_due() {
+        tracing::warn!(pool = %sh.config.name, node = addr,
+            max_nodes = sh.servers.len(), "cluster node not followed: cluster_max_nodes is used up (raise it)");
     }
 }
 
