@@ -86,6 +86,7 @@
 // outside tests, failures are values.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod hash;

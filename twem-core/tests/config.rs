@@ -581,7 +581,7 @@ fn several_problems_at_once() {
         "pool \"alpha\": redis \"yes\" is not true or false",
         "pool \"alpha\": unknown key \"bogus\" (known keys: listen, hash, hash_tag, distribution, timeout, \
          backlog, client_connections, redis, redis_auth, redis_db, preconnect, auto_eject_hosts, \
-         server_connections, pinned_connections, allow_flush, tls_cert, tls_key, tls_client_ca, tls_servers, tls_ca, tls_server_name, tls_client_cert, tls_client_key, server_retry_timeout, server_failure_limit, tcpkeepalive, reuseport, sentinels, sentinel_auth, read_from, replicas, servers)",
+         server_connections, pinned_connections, allow_flush, tls_cert, tls_key, tls_client_ca, tls_servers, tls_ca, tls_server_name, tls_client_cert, tls_client_key, server_retry_timeout, server_failure_limit, tcpkeepalive, reuseport, sentinels, sentinel_auth, read_from, replicas, cluster, cluster_refresh, cluster_max_nodes, servers)",
         "pool \"alpha\": servers entry 2 \"127.0.0.1:6380:0\" has weight 0; weights must be at least 1",
         "pool \"beta\": listen is missing",
         "pool \"beta\": hash_tag \"{\" must be exactly 2 bytes, e.g. \"{}\"",
@@ -699,6 +699,7 @@ fn every_key_set() {
                 name: None,
             },
         ],
+        cluster: None,
     };
     assert_eq!(pool, &want);
     assert_eq!(Config::from_toml(EVERY_KEY_TOML).unwrap(), config);
@@ -1058,4 +1059,125 @@ proptest! {
     fn mutated_config_never_panics(text in mutated()) {
         check(&text);
     }
+}
+
+// ---- cluster pools ----
+
+// `cluster: true` with its keys lands in `PoolConfig::cluster`; defaults
+// when only `cluster` is given; absent for other pools.
+#[test]
+fn cluster_keys() {
+    let p = accepted(&pool_with(
+        "  redis: true\n  cluster: true\n  cluster_refresh: 2500\n  cluster_max_nodes: 12\n  hash_tag: \"{}\"\n  read_from: prefer-replica\n",
+    ));
+    assert_eq!(
+        p.cluster,
+        Some(ClusterConfig {
+            refresh: Duration::from_millis(2500),
+            max_nodes: 12,
+        })
+    );
+    assert_eq!(p.read_from, ReadFrom::PreferReplica);
+    let p = accepted(&pool_with("  redis: true\n  cluster: true\n"));
+    assert_eq!(
+        p.cluster,
+        Some(ClusterConfig {
+            refresh: DEFAULT_CLUSTER_REFRESH,
+            max_nodes: DEFAULT_CLUSTER_MAX_NODES,
+        })
+    );
+    assert_eq!(p.read_from, ReadFrom::Master);
+    assert_eq!(accepted(&pool_with("  redis: true\n")).cluster, None);
+    assert_eq!(
+        accepted(&pool_with("  redis: true\n  cluster: false\n")).cluster,
+        None
+    );
+}
+
+// Keys that a cluster pool would ignore or that contradict it are refused,
+// each naming the pool and the key.
+#[test]
+fn cluster_refusals() {
+    let cases: [(&str, &str, &str); 13] = [
+        (
+            "  redis: true\n  cluster: true\n  read_from: slave\n",
+            "read_from",
+            "is not one of master, prefer-replica, replica",
+        ),
+        (
+            "  read_from: replica\n",
+            "read_from",
+            "only valid for a redis pool",
+        ),
+        (
+            "  redis: true\n  cluster: true\n  sentinels:\n   - 127.0.0.1:26379\n",
+            "sentinels",
+            "do not go together",
+        ),
+        (
+            "  redis: true\n  cluster: true\n  read_from: replica\n  replicas:\n   - 127.0.0.1:6379 127.0.0.1:7001\n",
+            "replicas",
+            "learns its replicas from the cluster",
+        ),
+        (
+            "  cluster: true\n",
+            "cluster",
+            "only valid for a redis pool",
+        ),
+        (
+            "  redis: true\n  cluster: yes\n",
+            "cluster",
+            "is not true or false",
+        ),
+        (
+            "  redis: true\n  cluster: true\n  hash: murmur\n",
+            "hash",
+            "placed by the cluster's hash slots",
+        ),
+        (
+            "  redis: true\n  cluster: true\n  distribution: modula\n",
+            "distribution",
+            "placed by the cluster's hash slots",
+        ),
+        (
+            "  redis: true\n  cluster: true\n  hash_tag: \"[]\"\n",
+            "hash_tag",
+            "Redis Cluster's own",
+        ),
+        (
+            "  redis: true\n  cluster: true\n  auto_eject_hosts: true\n",
+            "auto_eject_hosts",
+            "fails nodes over itself",
+        ),
+        (
+            "  redis: true\n  cluster: true\n  redis_db: 2\n",
+            "redis_db",
+            "only database 0",
+        ),
+        (
+            "  redis: true\n  cluster_refresh: 100\n",
+            "cluster_refresh",
+            "only valid for a cluster pool",
+        ),
+        (
+            "  redis: true\n  cluster: true\n  cluster_max_nodes: 0\n",
+            "cluster_max_nodes",
+            "at least 1",
+        ),
+    ];
+    for (extra, key, words) in cases {
+        let p = only_problem(&pool_with(extra));
+        assert_eq!(p.pool.as_deref(), Some("alpha"), "{extra}");
+        assert_eq!(p.key.as_deref(), Some(key), "{extra}: {p}");
+        assert!(p.to_string().contains(words), "{extra}: {p}");
+    }
+    let p = only_problem(&pool_with(
+        "  redis: true\n  cluster: true\n  cluster_refresh: 0\n",
+    ));
+    assert_eq!(p.key.as_deref(), Some("cluster_refresh"));
+    let p = only_problem(
+        "alpha:\n  listen: 127.0.0.1:22121\n  redis: true\n  cluster: true\n  servers:\n   - /tmp/redis.sock:1\n",
+    );
+    assert_eq!(p.key.as_deref(), Some("servers"));
+    assert!(p.to_string().contains("not a unix socket"), "{p}");
 }

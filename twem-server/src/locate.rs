@@ -1,6 +1,9 @@
 //! `twemproxy --locate`: where does a key live, and where would it go if a
 //! server died? Reads keys from stdin (one per line, raw or hex) and prints
 //! the server each maps to, computed by the same `Ring` the proxy routes with.
+//! For a cluster pool (`cluster: true`) placement is the cluster's: the slot
+//! map is read from the cluster now, and each line is the key's hash slot
+//! and the `host:port` of the node serving it.
 
 use std::io::{BufRead, Write};
 
@@ -26,6 +29,9 @@ pub enum LocateError {
     /// Every server of the pool is ejected: no key has a place.
     #[error("every server of pool \"{0}\" is ejected: keys have nowhere to go")]
     NoLiveServer(String),
+    /// A cluster pool's slot map could not be read.
+    #[error("{0}")]
+    Cluster(String),
     /// Reading stdin or writing stdout failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -37,7 +43,7 @@ pub fn run(
     pool: Option<&str>,
     hex: bool,
     eject: &[String],
-    mut input: impl BufRead,
+    input: impl BufRead,
     mut out: impl Write,
 ) -> Result<(), LocateError> {
     let names = || {
@@ -61,6 +67,15 @@ pub fn run(
             )))
         }
     };
+    if pc.cluster.is_some() {
+        if !eject.is_empty() {
+            return Err(LocateError::Eject(format!(
+                "pool \"{}\" is a cluster pool: the cluster fails nodes over itself; --eject does not apply",
+                pc.name
+            )));
+        }
+        return cluster_run(pc, hex, input, out);
+    }
     let mut ring = pc
         .ring()
         .map_err(|e| LocateError::Pool(format!("pool \"{}\": {e}", pc.name)))?;
@@ -87,6 +102,57 @@ pub fn run(
         }
         ring = ring.with_ejected(&idx);
     }
+    each_key(hex, input, |key| {
+        let name = ring
+            .locate_name(key)
+            .ok_or_else(|| LocateError::NoLiveServer(pc.name.clone()))?;
+        writeln!(out, "{name}")?;
+        Ok(())
+    })?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `--locate` on a cluster pool: the pool is started (on a runtime of its
+/// own), its slot map read from the seeds, and each key printed as
+/// `<slot> <host:port>` (`<slot> unserved` when no node serves it).
+fn cluster_run(
+    pc: &twem_core::config::PoolConfig,
+    hex: bool,
+    input: impl BufRead,
+    mut out: impl Write,
+) -> Result<(), LocateError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let pool = rt
+        .block_on(async { twem_core::Pool::new(pc.clone()) })
+        .map_err(|e| LocateError::Cluster(e.to_string()))?;
+    let ready = rt.block_on(pool.cluster_ready(std::time::Duration::from_secs(5)));
+    if !ready {
+        return Err(LocateError::Cluster(format!(
+            "pool \"{}\": no seed node answered CLUSTER SHARDS within 5 s",
+            pc.name
+        )));
+    }
+    each_key(hex, input, |key| {
+        match pool.cluster_locate(key) {
+            Some((slot, Some(node))) => writeln!(out, "{slot} {node}")?,
+            Some((slot, None)) => writeln!(out, "{slot} unserved")?,
+            None => return Err(LocateError::Cluster("not a cluster pool".into())),
+        }
+        Ok(())
+    })?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Call `place` with each key of `input` (one a line, raw or hex).
+fn each_key(
+    hex: bool,
+    mut input: impl BufRead,
+    mut place: impl FnMut(&[u8]) -> Result<(), LocateError>,
+) -> Result<(), LocateError> {
     let mut line = Vec::new();
     let mut n = 0usize;
     loop {
@@ -109,12 +175,8 @@ pub fn run(
         } else {
             line.clone()
         };
-        let name = ring
-            .locate_name(&key)
-            .ok_or_else(|| LocateError::NoLiveServer(pc.name.clone()))?;
-        writeln!(out, "{name}")?;
+        place(&key)?;
     }
-    out.flush()?;
     Ok(())
 }
 

@@ -105,6 +105,17 @@ pub fn render(pools: &[PoolSnapshot], globals: &Globals) -> String {
         "Client connections closed for speaking another protocol (HTTP, memcached binary): possible cross-protocol attacks",
         "client_foreign_protocol",
     );
+    // A cluster pool's redirections followed and slot map reads.
+    for (name, help, field) in [
+        ("twem_pool_cluster_moved_total", "-MOVED redirections followed (cluster pools)", "cluster_moved"),
+        ("twem_pool_cluster_ask_total", "-ASK redirections followed (cluster pools)", "cluster_ask"),
+        ("twem_pool_cluster_tryagain_total", "-TRYAGAIN replies retried (cluster pools)", "cluster_tryagain"),
+        ("twem_pool_cluster_redirect_failed_total", "Redirections not followed (bound reached, node table full): the error went to the client", "cluster_redirect_failed"),
+        ("twem_pool_cluster_refreshes_total", "Slot map reads (CLUSTER SHARDS) that succeeded", "cluster_refreshes"),
+        ("twem_pool_cluster_refresh_failed_total", "Slot map reads that no node answered", "cluster_refresh_failed"),
+    ] {
+        twem_counter(name, help, field);
+    }
     // Connections dedicated to one client, per server (transactions,
     // blocking commands, subscriptions).
     if let Ok(g) = IntGaugeVec::new(

@@ -52,10 +52,13 @@
 //! | `server_failure_limit` | integer | 2 |
 //! | `tcpkeepalive` | `true` or `false` | `false` |
 //! | `reuseport` | `true` or `false` | `false` |
-//! | `sentinels` | non-empty list of `host:port` Redis Sentinels, only with `redis: true`: `servers` then name Sentinel masters (`master-name:weight [name]`), whose addresses come from the sentinels and follow their failovers; not with `auto_eject_hosts`; twem-only | none |
+//! | `sentinels` | non-empty list of `host:port` Redis Sentinels, only with `redis: true`: `servers` then name Sentinel masters (`master-name:weight [name]`), whose addresses come from the sentinels and follow their failovers; not with `auto_eject_hosts` or `cluster`; twem-only | none |
 //! | `sentinel_auth` | string, only with `sentinels`: the password sent with `AUTH` to the sentinels (`redis_auth` is the data nodes'); twem-only | none |
-//! | `read_from` | `master`, `prefer-replica` (a healthy replica, else the master) or `replica` (replicas only), only with `redis: true`: where read-only commands go; replicas come from the sentinels or from `replicas`; twem-only | `master` |
-//! | `replicas` | list of `server-name host:port` entries, only without `sentinels`: each server's replicas for `read_from`; twem-only | none |
+//! | `read_from` | `master`, `prefer-replica` (a healthy replica, else the master) or `replica` (replicas only), only with `redis: true`: where read-only commands go; replicas come from the sentinels, from `replicas`, or (`cluster: true`) from the cluster's map, where single-key reads and MGET/EXISTS parts go to a replica of the slot; writes, transactions, scripts and blocking commands always go to the master; twem-only | `master` |
+//! | `replicas` | list of `server-name host:port` entries, only without `sentinels` and `cluster`: each server's replicas for `read_from`; twem-only | none |
+//! | `cluster` | `true` or `false`, only with `redis: true`: the servers are seed nodes of a Redis Cluster (or Valkey cluster); keys are placed by the cluster's slot map (CRC16 hash slots, `{tag}` hash tags), not by `hash`/`distribution`; twem-only | `false` |
+//! | `cluster_refresh` | milliseconds, only with `cluster: true`: how often the slot map is read again (it is also read again after a `-MOVED` or a failed node) | 10000 |
+//! | `cluster_max_nodes` | integer, 1 to [`MAX_SERVER_CONNECTIONS`], only with `cluster: true`: distinct node addresses (masters and replicas, seeds included) the pool may ever know | 64 |
 //! | `servers` | non-empty list of server entries | required |
 //!
 //! Values are judged by their text, as nutcracker judges them: `redis: "true"`
@@ -162,6 +165,11 @@ pub const MAX_REPLICAS: usize = 8;
 /// Default `allow_flush`: `FLUSHDB`/`FLUSHALL` refused, since through the
 /// proxy they would empty every server of the pool at once.
 pub const DEFAULT_ALLOW_FLUSH: bool = false;
+/// Default `cluster_refresh`: the slot map is read every 10 s (and at once
+/// after a redirection or a failed node).
+pub const DEFAULT_CLUSTER_REFRESH: Duration = Duration::from_millis(10_000);
+/// Default `cluster_max_nodes`: node addresses a cluster pool may know.
+pub const DEFAULT_CLUSTER_MAX_NODES: u32 = 64;
 /// Default `server_retry_timeout`: 30000 ms.
 pub const DEFAULT_SERVER_RETRY_TIMEOUT: Duration = Duration::from_millis(30_000);
 /// Default `server_failure_limit`.
@@ -173,7 +181,7 @@ pub const DEFAULT_REUSEPORT: bool = false;
 
 /// Every key a pool may have, in nutcracker's documented order (twem's own
 /// keys after the ones nutcracker shares with it).
-pub const KEYS: [&str; 32] = [
+pub const KEYS: [&str; 35] = [
     "listen",
     "hash",
     "hash_tag",
@@ -205,6 +213,9 @@ pub const KEYS: [&str; 32] = [
     "sentinel_auth",
     "read_from",
     "replicas",
+    "cluster",
+    "cluster_refresh",
+    "cluster_max_nodes",
     "servers",
 ];
 
@@ -375,6 +386,27 @@ pub struct PoolConfig {
     /// The servers in file order (the [`Ring`] sorts them; see
     /// [`PoolConfig::sorted_servers`]).
     pub servers: Vec<ServerConfig>,
+    /// `cluster: true`: the servers are seed nodes of a Redis Cluster, and
+    /// placement is the cluster's slot map (twem-only).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A cluster pool's settings (`cluster: true` and the `cluster_*` keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `cluster_refresh`: how often the slot map is read again.
+    pub refresh: Duration,
+    /// `cluster_max_nodes`: node addresses the pool may ever know.
+    pub max_nodes: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            refresh: DEFAULT_CLUSTER_REFRESH,
+            max_nodes: DEFAULT_CLUSTER_MAX_NODES,
+        }
+    }
 }
 
 /// Where a pool sends read-only commands (`read_from`). Writes,
@@ -449,6 +481,7 @@ impl PoolConfig {
             read_from: ReadFrom::Master,
             replicas: Vec::new(),
             servers,
+            cluster: None,
         }
     }
 

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use super::tree::{Node, Pos, Value};
 use super::{
-    Config, ConfigError, Listen, PoolConfig, Problem, ReadFrom, SentinelConfig, ServerAddr,
-    ServerConfig, TlsConfig, DEFAULT_ALLOW_FLUSH, DEFAULT_AUTO_EJECT_HOSTS, DEFAULT_BACKLOG,
-    DEFAULT_CLIENT_CONNECTIONS, DEFAULT_DISTRIBUTION, DEFAULT_HASH, DEFAULT_PINNED_CONNECTIONS,
+    ClusterConfig, Config, ConfigError, Listen, PoolConfig, Problem, ReadFrom, SentinelConfig,
+    ServerAddr, ServerConfig, TlsConfig, DEFAULT_ALLOW_FLUSH, DEFAULT_AUTO_EJECT_HOSTS,
+    DEFAULT_BACKLOG, DEFAULT_CLIENT_CONNECTIONS, DEFAULT_CLUSTER_MAX_NODES,
+    DEFAULT_CLUSTER_REFRESH, DEFAULT_DISTRIBUTION, DEFAULT_HASH, DEFAULT_PINNED_CONNECTIONS,
     DEFAULT_PRECONNECT, DEFAULT_REDIS, DEFAULT_REDIS_DB, DEFAULT_REUSEPORT,
     DEFAULT_SERVER_CONNECTIONS, DEFAULT_SERVER_FAILURE_LIMIT, DEFAULT_SERVER_RETRY_TIMEOUT,
     DEFAULT_TCPKEEPALIVE, KEYS, MAX_SERVER_CONNECTIONS,
@@ -271,6 +272,7 @@ impl Checker {
             Some(allow)
         });
         let servers_node = keys.get("servers");
+        let cluster = self.cluster(pool, &keys, redis, auto_eject_hosts, redis_db);
         let tls = self.tls(pool, &keys);
         let server_retry_timeout = self
             .number(pool, &keys, "server_retry_timeout")
@@ -287,8 +289,45 @@ impl Checker {
             .boolean(pool, &keys, "reuseport")
             .unwrap_or(DEFAULT_REUSEPORT);
         let sentinel = self.sentinel(pool, &keys, redis, auto_eject_hosts);
-        let servers = self.servers(pool, name_pos, servers_node, sentinel.is_some());
-        let (read_from, replicas) = self.replicas(pool, &keys, redis, sentinel.is_some(), &servers);
+        if sentinel.is_some() && cluster.is_some() {
+            self.report(
+                pool,
+                Some("sentinels"),
+                keys.get("sentinels").map(|n| n.pos),
+                "sentinels and cluster: true do not go together: a cluster fails over by itself"
+                    .to_string(),
+            );
+        }
+        // With both keys refused above, the servers are read as a
+        // cluster's seeds: one problem, not one per entry.
+        let servers = self.servers(
+            pool,
+            name_pos,
+            servers_node,
+            sentinel.is_some() && cluster.is_none(),
+        );
+        // Cluster nodes name each other by host and port: a seed on a
+        // unix socket could never be matched to the map's nodes.
+        if cluster.is_some() {
+            if let Some(unix) = servers
+                .iter()
+                .find(|s| matches!(s.addr, ServerAddr::Unix { .. }))
+            {
+                let message = format!(
+                    "a cluster pool's servers are seed nodes as host:port, not a unix socket ({})",
+                    unix.addr
+                );
+                self.report(pool, Some("servers"), servers_node.map(|n| n.pos), message);
+            }
+        }
+        let (read_from, replicas) = self.replicas(
+            pool,
+            &keys,
+            redis,
+            sentinel.is_some(),
+            cluster.is_some(),
+            &servers,
+        );
         if tls.servers && tls.server_name.is_none() {
             if let Some(unix) = servers
                 .iter()
@@ -335,6 +374,7 @@ impl Checker {
                     read_from,
                     replicas,
                     servers,
+                    cluster,
                 };
                 // The remaining ring rule (total weight fits 32 bits) is
                 // checked with the ring's own rules, so `ring()` cannot fail
@@ -501,6 +541,83 @@ impl Checker {
         tls
     }
 
+    /// `cluster: true` and its `cluster_*` keys. A cluster places keys by
+    /// its own slot map, so the keys that choose nutcracker's placement
+    /// (`hash`, `distribution`, a `hash_tag` other than Redis's `{}`) would
+    /// be silently ignored: they are refused instead, as are the ones a
+    /// cluster does its own way (`auto_eject_hosts`: the cluster fails a
+    /// node over; `redis_db`: a cluster has only database 0).
+    fn cluster(
+        &mut self,
+        pool: Option<&str>,
+        keys: &Keys<'_>,
+        redis: bool,
+        auto_eject_hosts: bool,
+        redis_db: u32,
+    ) -> Option<ClusterConfig> {
+        let on = self.boolean(pool, keys, "cluster").unwrap_or(false);
+        if !on {
+            for key in ["cluster_refresh", "cluster_max_nodes"] {
+                if let Some(node) = keys.get(key) {
+                    let message = format!("{key} is only valid for a cluster pool (cluster: true)");
+                    self.report(pool, Some(key), Some(node.pos), message);
+                }
+            }
+            return None;
+        }
+        let at = |key: &str| keys.get(key).map(|n| n.pos);
+        if !redis {
+            let message = "cluster is only valid for a redis pool (redis: true)".to_owned();
+            self.report(pool, Some("cluster"), at("cluster"), message);
+        }
+        for key in ["hash", "distribution"] {
+            if keys.get(key).is_some() {
+                let message = format!(
+                    "{key} cannot be set in a cluster pool: keys are placed by the cluster's hash slots (CRC16)"
+                );
+                self.report(pool, Some(key), at(key), message);
+            }
+        }
+        if let Some(node) = keys.get("hash_tag") {
+            if node.as_scalar() != Some("{}") {
+                let message =
+                    "a cluster pool's hash_tag can only be \"{}\", Redis Cluster's own".to_owned();
+                self.report(pool, Some("hash_tag"), Some(node.pos), message);
+            }
+        }
+        if auto_eject_hosts {
+            let message = "auto_eject_hosts cannot be true in a cluster pool: the cluster fails nodes over itself".to_owned();
+            self.report(
+                pool,
+                Some("auto_eject_hosts"),
+                at("auto_eject_hosts"),
+                message,
+            );
+        }
+        if redis_db != 0 {
+            let message = "redis_db must be 0 in a cluster pool: Redis Cluster has only database 0"
+                .to_owned();
+            self.report(pool, Some("redis_db"), at("redis_db"), message);
+        }
+        let refresh = match self.number(pool, keys, "cluster_refresh") {
+            Some(0) => {
+                let message = "cluster_refresh must be at least 1 (milliseconds)".to_owned();
+                self.report(
+                    pool,
+                    Some("cluster_refresh"),
+                    at("cluster_refresh"),
+                    message,
+                );
+                DEFAULT_CLUSTER_REFRESH
+            }
+            Some(ms) => Duration::from_millis(u64::from(ms)),
+            None => DEFAULT_CLUSTER_REFRESH,
+        };
+        let max_nodes =
+            self.connections(pool, keys, "cluster_max_nodes", DEFAULT_CLUSTER_MAX_NODES);
+        Some(ClusterConfig { refresh, max_nodes })
+    }
+
     /// A connection count (`server_connections`, `pinned_connections`): 1 to
     /// [`MAX_SERVER_CONNECTIONS`], `default` when absent.
     fn connections(&mut self, pool: Option<&str>, keys: &Keys<'_>, key: &str, default: u32) -> u32 {
@@ -620,6 +737,7 @@ impl Checker {
         keys: &Keys<'_>,
         redis: bool,
         sentinel: bool,
+        cluster: bool,
         servers: &[ServerConfig],
     ) -> (ReadFrom, Vec<(String, ServerAddr)>) {
         let read_from = self
@@ -643,6 +761,12 @@ impl Checker {
             if sentinel {
                 let message =
                     "replicas and sentinels exclude each other: a Sentinel pool learns its replicas from the sentinels"
+                        .to_owned();
+                self.report(pool, key, Some(node.pos), message);
+            }
+            if cluster {
+                let message =
+                    "replicas cannot be listed in a cluster pool: it learns its replicas from the cluster's map"
                         .to_owned();
                 self.report(pool, key, Some(node.pos), message);
             }
@@ -687,9 +811,9 @@ impl Checker {
                     }
                 }
             }
-        } else if read_from != ReadFrom::Master && !sentinel {
+        } else if read_from != ReadFrom::Master && !sentinel && !cluster && redis {
             let message = format!(
-                "read_from {} needs replicas: list them in replicas, or use sentinels",
+                "read_from {} needs replicas: list them in replicas, or use sentinels (or cluster: true)",
                 read_from.name()
             );
             self.report(

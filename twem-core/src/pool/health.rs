@@ -37,6 +37,11 @@ impl PoolShared {
     /// `server_failure_limit` consecutive failures take it out of the ring
     /// until a probe after `server_retry_timeout` finds it healthy.
     pub(crate) fn record_failure(self: &Arc<Self>, idx: usize) {
+        // A cluster node that fails may have been failed over: read the
+        // slot map again soon.
+        if let Some(c) = &self.cluster {
+            c.refresh_soon();
+        }
         if !self.config.auto_eject_hosts {
             return;
         }

@@ -14,6 +14,7 @@
 
 pub mod backend;
 mod client;
+mod cluster;
 pub mod error;
 mod health;
 mod inbox;
@@ -52,6 +53,7 @@ use crate::ring::Ring;
 
 pub use backend::Frame;
 pub use client::{McValue, MemcacheClient, PoolBuilder, RedisClient, Stored};
+pub use cluster::ClusterCounters;
 pub use error::{
     BackendError, BackendErrorKind, CallError, PoolError, RequestCause, RequestError, ServerError,
     TlsProblem,
@@ -140,6 +142,28 @@ pub(crate) struct ServerShared {
     pub latency: metrics::Histogram,
     failures: AtomicU32,
     ejected: AtomicBool,
+    /// A cluster pool's node entry: its `host:port` and address, set once
+    /// when the node is first known (see `pool/cluster.rs`; `addr` then
+    /// holds the same address). Empty for a static or Sentinel pool's
+    /// servers.
+    pub node: OnceLock<(Arc<str>, ServerAddr)>,
+}
+
+impl ServerShared {
+    /// A cluster pool's entry becomes node `name` at `addr` (once): its
+    /// connections go there from now on. `None` if the entry was already a
+    /// node.
+    pub(crate) fn set_node(&self, name: &str, addr: ServerAddr) -> Option<()> {
+        self.node.set((Arc::from(name), addr.clone())).ok()?;
+        self.addr.send_replace(Some(Arc::new(addr)));
+        Some(())
+    }
+
+    /// The server's name for stats and logs: a cluster node's `host:port`,
+    /// else its configured name.
+    pub(crate) fn label(&self) -> &str {
+        self.node.get().map_or(&*self.name, |(n, _)| n)
+    }
 }
 
 /// State shared by a pool's handles, connection tasks and probe tasks.
@@ -168,6 +192,8 @@ pub(crate) struct PoolShared {
     last_local_log: AtomicU64,
     /// TLS material read from the `tls_*` files when the pool was built.
     pub tls: crate::tls::PoolTls,
+    /// `cluster: true`: the slot map, node table and redirection counters.
+    pub(crate) cluster: Option<Arc<cluster::ClusterState>>,
 }
 
 impl ServerShared {
@@ -364,6 +390,20 @@ impl Handles {
         }))
     }
 
+    /// Every started shared connection of server `idx`, in every set and
+    /// lane (a cluster node that left is disconnected through them).
+    fn server_conns(&self, idx: usize) -> impl Iterator<Item = &mpsc::UnboundedSender<Msg>> {
+        self.sets
+            .iter()
+            .filter_map(OnceLock::get)
+            .flat_map(move |set| {
+                [&set.conns, &set.conns3]
+                    .into_iter()
+                    .filter_map(move |lane| lane.get(idx))
+                    .flat_map(|slots| slots.iter().filter_map(OnceLock::get))
+            })
+    }
+
     /// Start every RESP2 connection of the calling thread's set
     /// (`preconnect`).
     fn preconnect(&self) {
@@ -501,57 +541,12 @@ impl Pool {
         })?;
         // Read on every build, so that a reload picks up rotated files.
         let tls = crate::tls::load(&config)?;
-        let servers: Vec<ServerShared> = base_ring
-            .servers()
-            .iter()
-            .map(|rs| {
-                let before =
-                    prev.and_then(|p| p.inner.shared.servers.iter().find(|s| *s.name == *rs.name));
-                let addr = match config.server(&rs.name).map(|s| &s.addr) {
-                    // Its address comes from the sentinels; across a reload
-                    // the same master keeps the address it was at.
-                    Some(a @ ServerAddr::Sentinel { .. }) => before
-                        .filter(|b| {
-                            prev.and_then(|p| p.config().server(&b.name))
-                                .is_some_and(|c| c.addr == *a)
-                        })
-                        .and_then(ServerShared::current_addr),
-                    Some(a) => Some(Arc::new(a.clone())),
-                    None => Some(Arc::new(ServerAddr::Tcp {
-                        host: rs.name.clone(),
-                        port: 0,
-                    })),
-                };
-                let replicas = if config.read_from == crate::config::ReadFrom::Master {
-                    Box::default()
-                } else {
-                    let listed: Vec<ServerAddr> = config
-                        .replicas
-                        .iter()
-                        .filter(|(server, _)| *server == rs.name)
-                        .map(|(_, a)| a.clone())
-                        .collect();
-                    replica::ReplicaSlot::slots(&listed)
-                };
-                ServerShared {
-                    name: Arc::from(rs.name.as_str()),
-                    failovers: AtomicU64::new(
-                        before
-                            .filter(|_| addr.is_some())
-                            .map_or(0, |b| b.failovers.load(Relaxed)),
-                    ),
-                    addr: tokio::sync::watch::Sender::new(addr),
-                    replicas,
-                    stats: prev
-                        .and_then(|p| p.inner.shared.servers.iter().find(|s| *s.name == *rs.name))
-                        .map(|s| Arc::clone(&s.stats))
-                        .unwrap_or_default(),
-                    latency: metrics::server_latency(&config.name, &rs.name),
-                    failures: AtomicU32::new(0),
-                    ejected: AtomicBool::new(false),
-                }
-            })
-            .collect();
+        let (base_ring, servers, cluster) = if config.cluster.is_some() {
+            cluster_servers(&config, prev)?
+        } else {
+            let servers = static_servers(&config, &base_ring, prev);
+            (base_ring, servers, None)
+        };
         let protocol = if config.redis {
             Protocol::Redis
         } else {
@@ -570,6 +565,12 @@ impl Pool {
                     Bytes::from_static(b"SELECT"),
                     Bytes::from(config.redis_db.to_string()),
                 ]));
+            }
+            // A cluster pool that reads from replicas: every connection
+            // may serve reads of a slot its node replicates (harmless on
+            // a master, and a node's role changes with failovers).
+            if config.cluster.is_some() && config.read_from != crate::config::ReadFrom::Master {
+                handshake.push(resp::Request::from_args([Bytes::from_static(b"READONLY")]));
             }
         }
         let slots = config.server_connections.max(1) as usize;
@@ -596,6 +597,7 @@ impl Pool {
             version: Mutex::new(None),
             last_local_log: AtomicU64::new(0),
             tls,
+            cluster,
             config,
         });
         // One connection set per declared worker and one for other threads
@@ -632,9 +634,20 @@ impl Pool {
         {
             handles.preconnect();
         }
-        Ok(Pool {
+        let pool = Pool {
             inner: Arc::new(handles),
-        })
+        };
+        if let (Some(state), Some(cc)) = (
+            &pool.inner.shared.cluster,
+            &pool.inner.shared.config.cluster,
+        ) {
+            let span = tracing::info_span!(parent: None, "cluster_refresh", pool = %pool.name());
+            tokio::spawn(tracing::Instrument::instrument(
+                cluster::refresh_loop(Arc::downgrade(&pool.inner), Arc::clone(state), cc.refresh),
+                span,
+            ));
+        }
+        Ok(pool)
     }
 
     /// The pool's configuration.
@@ -674,6 +687,9 @@ impl Pool {
     /// The name of the server `key` maps to now, or `None` when every server
     /// is ejected.
     pub fn server_for(&self, key: &[u8]) -> Option<String> {
+        if let Some((_, node)) = self.cluster_locate(key) {
+            return node;
+        }
         let ring = self.inner.shared.ring.load();
         ring.locate(key).map(|i| ring.servers()[i].name.clone())
     }
@@ -723,12 +739,21 @@ impl Pool {
         sh.metrics.flush();
         PoolSnapshot {
             name: sh.config.name.clone(),
-            fields: sh.stats.fields(),
+            // A cluster pool's redirections and map reads are in the stats
+            // JSON too: an operator watching a resharding looks there.
+            fields: sh
+                .stats
+                .fields()
+                .into_iter()
+                .chain(cluster::fields(sh.cluster.as_deref()))
+                .collect(),
             servers: sh
                 .servers
                 .iter()
+                // A cluster pool lists the nodes it knows, by `host:port`.
+                .take(sh.cluster.as_ref().map_or(sh.servers.len(), |c| c.known()))
                 .map(|s| ServerSnapshot {
-                    name: s.name.to_string(),
+                    name: s.label().to_string(),
                     fields: s.stats.fields(),
                     twem_fields: vec![(
                         "dedicated_connections",
@@ -749,7 +774,7 @@ impl Pool {
                     }),
                 })
                 .collect(),
-            twem_fields: vec![
+            twem_fields: [
                 (
                     "client_rejected",
                     i64::try_from(sh.stats.client_rejected.load(Relaxed)).unwrap_or(i64::MAX),
@@ -764,7 +789,10 @@ impl Pool {
                     i64::try_from(sh.stats.server_connections_opened.load(Relaxed))
                         .unwrap_or(i64::MAX),
                 ),
-            ],
+            ]
+            .into_iter()
+            .chain(cluster::fields(sh.cluster.as_deref()))
+            .collect(),
         }
     }
 
@@ -857,6 +885,14 @@ impl Pool {
         }
         let Some(tx) = self.inner.conn(idx, hint % self.inner.slots, resp3) else {
             return Err(CallError::Closed(Arc::from(sh.config.name.as_str())));
+        };
+        // A cluster node may answer with a redirection: the reply channel
+        // then carries what it takes to follow it.
+        let reply = match (reply, &sh.cluster) {
+            (Some(r), Some(_)) if matches!(expect, Some(Expect::Resp)) => {
+                Some(self.cluster_reply(r, &wire, idx, (hint, resp3)))
+            }
+            (r, _) => r,
         };
         self.inner.send_on(tx, idx, wire, expect, reply)
     }
@@ -994,7 +1030,10 @@ impl Pool {
 
     fn route_redis(&self, req: &resp::Request, caller: Caller<'_>) -> ReplyFuture {
         let sh = &self.inner.shared;
-        let planned = route::plan_redis_with(req, &sh.ring.load(), self.plan_options());
+        let planned = match &sh.cluster {
+            None => route::plan_redis_with(req, &**sh.ring.load(), self.route_options()),
+            Some(c) => route::plan_redis_with(req, &**c.map.load(), self.route_options()),
+        };
         self.inner
             .shared
             .metrics
@@ -1004,8 +1043,12 @@ impl Pool {
                 return ReplyFuture::ready(Ok(reply));
             }
         }
-        // One comparison for a pool that reads from masters only.
-        if sh.config.read_from != crate::config::ReadFrom::Master && planned.replica_ok {
+        // One comparison for a pool that reads from masters only. A
+        // cluster pool's replicas are chosen by its slot map (above).
+        if sh.config.read_from != crate::config::ReadFrom::Master
+            && planned.replica_ok
+            && sh.cluster.is_none()
+        {
             if let Plan::One {
                 server,
                 noreply: false,
@@ -1067,14 +1110,32 @@ impl Pool {
     /// a command's server before deciding (a transaction's queued commands).
     #[inline]
     pub fn plan_redis(&self, req: &resp::Request) -> route::RedisPlan {
-        route::plan_redis_with(req, &self.inner.shared.ring.load(), self.plan_options())
+        let sh = &self.inner.shared;
+        match &sh.cluster {
+            None => route::plan_redis_with(req, &**sh.ring.load(), self.plan_options()),
+            Some(c) => route::plan_redis_with(req, &**c.map.load(), self.plan_options()),
+        }
     }
 
-    /// What this pool's config allows the planner (`allow_flush`).
+    /// What this pool's config allows the planner (`allow_flush`), for
+    /// what must run on masters (a transaction's commands, `WATCH`).
     #[inline]
     fn plan_options(&self) -> route::PlanOptions {
         route::PlanOptions {
             allow_flush: self.inner.shared.config.allow_flush,
+            replica_reads: false,
+        }
+    }
+
+    /// [`plan_options`](Pool::plan_options) for a request on its own: a
+    /// cluster pool's reads may go to replicas (`read_from`).
+    #[inline]
+    fn route_options(&self) -> route::PlanOptions {
+        let sh = &self.inner.shared;
+        route::PlanOptions {
+            allow_flush: sh.config.allow_flush,
+            replica_reads: sh.config.cluster.is_some()
+                && sh.config.read_from != crate::config::ReadFrom::Master,
         }
     }
 
@@ -1094,6 +1155,8 @@ impl Pool {
                 Arc::from(""),
             )),
             f @ (Failure::CrossSlot
+            | Failure::CrossSlotCluster
+            | Failure::SlotUnserved
             | Failure::Session(_)
             | Failure::InvalidCursor
             | Failure::FlushOff(_)) => CallError::Request(RequestError::from(f)),
@@ -1200,6 +1263,131 @@ impl Pool {
             Plan::Fail(f) => ReplyFuture::ready(Err(self.failure_error(f))),
         }
     }
+}
+
+/// A static pool's servers, in ring order; counters carried over from
+/// `prev`'s servers of the same name.
+fn static_servers(config: &PoolConfig, base_ring: &Ring, prev: Option<&Pool>) -> Vec<ServerShared> {
+    base_ring
+        .servers()
+        .iter()
+        .map(|rs| {
+            let before =
+                prev.and_then(|p| p.inner.shared.servers.iter().find(|s| *s.name == *rs.name));
+            let addr = match config.server(&rs.name).map(|s| &s.addr) {
+                // Its address comes from the sentinels; across a reload
+                // the same master keeps the address it was at.
+                Some(a @ ServerAddr::Sentinel { .. }) => before
+                    .filter(|b| {
+                        prev.and_then(|p| p.config().server(&b.name))
+                            .is_some_and(|c| c.addr == *a)
+                    })
+                    .and_then(ServerShared::current_addr),
+                Some(a) => Some(Arc::new(a.clone())),
+                None => Some(Arc::new(ServerAddr::Tcp {
+                    host: rs.name.clone(),
+                    port: 0,
+                })),
+            };
+            let replicas = if config.read_from == crate::config::ReadFrom::Master {
+                Box::default()
+            } else {
+                let listed: Vec<ServerAddr> = config
+                    .replicas
+                    .iter()
+                    .filter(|(server, _)| *server == rs.name)
+                    .map(|(_, a)| a.clone())
+                    .collect();
+                replica::ReplicaSlot::slots(&listed)
+            };
+            let failovers = before
+                .filter(|_| addr.is_some())
+                .map_or(0, |b| b.failovers.load(Relaxed));
+            let mut entry = server_shared(config, &rs.name, addr, prev);
+            entry.failovers = AtomicU64::new(failovers);
+            entry.replicas = replicas;
+            entry
+        })
+        .collect()
+}
+
+/// One server entry named `name` at `addr` (`None`: not known yet), its
+/// counters carried over from `prev`'s server of that name.
+fn server_shared(
+    config: &PoolConfig,
+    name: &str,
+    addr: Option<Arc<ServerAddr>>,
+    prev: Option<&Pool>,
+) -> ServerShared {
+    ServerShared {
+        name: Arc::from(name),
+        addr: tokio::sync::watch::Sender::new(addr),
+        failovers: AtomicU64::new(0),
+        replicas: Box::default(),
+        stats: prev
+            .and_then(|p| p.inner.shared.servers.iter().find(|s| *s.name == *name))
+            .map(|s| Arc::clone(&s.stats))
+            .unwrap_or_default(),
+        latency: metrics::server_latency(&config.name, name),
+        failures: AtomicU32::new(0),
+        ejected: AtomicBool::new(false),
+        node: OnceLock::new(),
+    }
+}
+
+/// A cluster pool's server entries (`cluster_max_nodes` of them: the seeds
+/// first, named by their `host:port`, then free entries for the nodes
+/// learned later), its ring (the first seed alone: what is still placed by
+/// the ring, classic pub/sub and keyless transactions, goes to one node,
+/// and a cluster broadcasts classic pub/sub messages to every node) and
+/// its cluster state.
+#[allow(clippy::type_complexity)]
+fn cluster_servers(
+    config: &PoolConfig,
+    prev: Option<&Pool>,
+) -> Result<(Ring, Vec<ServerShared>, Option<Arc<cluster::ClusterState>>), PoolError> {
+    let entries = config
+        .cluster
+        .map_or(0, |c| c.max_nodes as usize)
+        .max(config.servers.len());
+    let mut servers = Vec::with_capacity(entries);
+    let mut seeds = Vec::new();
+    for sc in &config.servers {
+        let name = match &sc.addr {
+            ServerAddr::Tcp { host, port } => {
+                crate::cluster::normalize_addr(&format!("{host}:{port}"))
+                    .unwrap_or_else(|| format!("{host}:{port}"))
+            }
+            ServerAddr::Unix { path } => path.display().to_string(),
+            // Refused by validation (sentinels and cluster exclude each
+            // other); named as written if it ever gets here.
+            ServerAddr::Sentinel { .. } => sc.addr.to_string(),
+        };
+        let entry = server_shared(config, &name, None, prev);
+        let _ = entry.set_node(&name, sc.addr.clone());
+        seeds.push(name);
+        servers.push(entry);
+    }
+    for i in servers.len()..entries {
+        let name = format!("cluster-node-{i}");
+        // No address until a node takes the entry, and no counters
+        // carried over: the entry of that name in `prev` may have been
+        // another node.
+        servers.push(server_shared(config, &name, None, None));
+    }
+    let first = seeds.first().cloned().unwrap_or_default();
+    let ring = Ring::new(
+        vec![crate::ring::RingServer::new(first, 1)],
+        config.hash,
+        config.distribution,
+        None,
+    )
+    .map_err(|source| PoolError::Ring {
+        pool: config.name.clone(),
+        source,
+    })?;
+    let state = cluster::ClusterState::new(&seeds, entries);
+    Ok((ring, servers, Some(Arc::new(state))))
 }
 
 /// Who a request is for: a bare client id, or a client with an inbox.

@@ -11,12 +11,71 @@
 
 use bytes::Bytes;
 
+use twem_proto::command::spec::F_READONLY;
 use twem_proto::command::{self, Class, Command, CommandError, FanOut, Route};
 use twem_proto::{memcache as mc, resp};
 
 use super::info::{InfoRequest, ProxyNumbers};
 use super::scan::{self, ScanCursor};
 use crate::ring::Ring;
+
+/// Where keys live, as the planner asks it: the pool's [`Ring`] (servers
+/// by nutcracker's hashing) or a Redis Cluster's slot map
+/// ([`SlotMap`](crate::cluster::SlotMap)). Both are immutable snapshots
+/// swapped atomically, so planning never takes a lock.
+pub trait Placement {
+    /// The server (by index) that holds `key` now; `None` when no server
+    /// can take it.
+    fn locate(&self, key: &[u8]) -> Option<usize>;
+    /// The group of `key` a split keeps together and a same-server command
+    /// must not leave: its server for a ring, its hash slot for a cluster
+    /// (a cluster client splits by slot, not by node, since a slot can
+    /// move to another node between two requests). `None` when no server
+    /// can take it.
+    fn group(&self, key: &[u8]) -> Option<u32>;
+    /// The server a read-only command for `key` goes to: where
+    /// [`locate`](Placement::locate) says, unless the placement reads from
+    /// replicas (a cluster pool's `read_from`).
+    #[inline]
+    fn locate_read(&self, key: &[u8]) -> Option<usize> {
+        self.locate(key)
+    }
+    /// How many server indexes there are (live or not).
+    fn server_count(&self) -> usize;
+    /// Whether server `idx` takes requests now (fan-outs and SCAN visit
+    /// only these).
+    fn is_live(&self, idx: usize) -> bool;
+    /// How many servers take requests now.
+    fn live_count(&self) -> usize;
+    /// The refusal of a command whose keys are in different groups.
+    fn cross_slot(&self) -> Failure {
+        Failure::CrossSlot
+    }
+    /// The refusal of a key no server can take.
+    fn unplaced(&self) -> Failure {
+        Failure::AllEjected
+    }
+}
+
+impl Placement for Ring {
+    #[inline]
+    fn locate(&self, key: &[u8]) -> Option<usize> {
+        Ring::locate(self, key)
+    }
+    #[inline]
+    fn group(&self, key: &[u8]) -> Option<u32> {
+        Ring::locate(self, key).map(|s| s as u32)
+    }
+    fn server_count(&self) -> usize {
+        self.servers().len()
+    }
+    fn is_live(&self, idx: usize) -> bool {
+        Ring::is_live(self, idx)
+    }
+    fn live_count(&self) -> usize {
+        Ring::live_count(self)
+    }
+}
 
 /// The routing key nutcracker uses for commands that carry no key (COMMAND,
 /// LOLWUT, memcached `version`).
@@ -80,8 +139,9 @@ pub struct Blocking {
 /// A request split over several servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Split {
-    /// `(server, wire)` per part, in the order each server first appears
-    /// among the client's keys; each server appears once.
+    /// `(server, wire)` per part, in the order each group first appears
+    /// among the client's keys; each group (a server, or a cluster's hash
+    /// slot) is one part, so a cluster node may get several.
     pub parts: Vec<(usize, Bytes)>,
     /// For each key (or key/value pair) of the client's request, in order,
     /// the index in `parts` of the part that carries it: how the merge puts
@@ -182,6 +242,14 @@ pub enum Failure {
     /// does not allow emptying every server.
     #[error("ERR twem: {0} is off for this pool: set allow_flush: true in its config")]
     FlushOff(&'static str),
+    /// A cluster pool: the keys of a command that must run in one slot are
+    /// in different hash slots (Redis Cluster's own words).
+    #[error("CROSSSLOT Keys in request don't hash to the same slot")]
+    CrossSlotCluster,
+    /// A cluster pool: no node serves the key's hash slot now (Redis
+    /// Cluster's own words).
+    #[error("CLUSTERDOWN Hash slot not served")]
+    SlotUnserved,
 }
 
 impl Failure {
@@ -189,7 +257,8 @@ impl Failure {
     /// [`Failure::AllEjected`] (worded by the backend error).
     pub fn code(&self) -> Option<&'static str> {
         match self {
-            Failure::CrossSlot => Some("CROSSSLOT"),
+            Failure::CrossSlot | Failure::CrossSlotCluster => Some("CROSSSLOT"),
+            Failure::SlotUnserved => Some("CLUSTERDOWN"),
             Failure::Session(_) | Failure::InvalidCursor | Failure::FlushOff(_) => Some("ERR"),
             Failure::Command(_) | Failure::AllEjected => None,
         }
@@ -227,6 +296,10 @@ pub struct PlanOptions {
     /// `FLUSHDB`/`FLUSHALL` go to every server (pool key `allow_flush`);
     /// otherwise they are refused, naming the key.
     pub allow_flush: bool,
+    /// Read-only commands of one key, and the parts of MGET and EXISTS,
+    /// may go where [`Placement::locate_read`] says (a replica). Off for
+    /// what a transaction or `WATCH` plans: those run on the master.
+    pub replica_reads: bool,
 }
 
 /// Plan a Redis request against `ring`, with the default [`PlanOptions`]
@@ -242,7 +315,11 @@ pub fn plan_redis(req: &resp::Request, ring: &Ring) -> RedisPlan {
 // instructions a request at pipeline 1). Always: it has several callers
 // now, and a plain hint was not taken.
 #[inline(always)]
-pub fn plan_redis_with(req: &resp::Request, ring: &Ring, options: PlanOptions) -> RedisPlan {
+pub fn plan_redis_with<P: Placement + ?Sized>(
+    req: &resp::Request,
+    ring: &P,
+    options: PlanOptions,
+) -> RedisPlan {
     let (cmd, route) = match command::classify(req) {
         Ok(x) => x,
         Err(e) => {
@@ -267,16 +344,22 @@ pub fn plan_redis_with(req: &resp::Request, ring: &Ring, options: PlanOptions) -
             Route::Local(c) => Plan::Local(local_reply(c.name, req)),
             Route::Key(i) => {
                 let key = req.args().get(i).map_or(&b""[..], |b| &b[..]);
-                one(ring.locate(key), req.wire())
+                let server = if options.replica_reads && cmd.flags & F_READONLY != 0 {
+                    ring.locate_read(key)
+                } else {
+                    ring.locate(key)
+                };
+                one(ring, server, req.wire())
             }
-            Route::Placeholder => one(ring.locate(PLACEHOLDER_KEY), req.wire()),
+            Route::Placeholder => one(ring, ring.locate(PLACEHOLDER_KEY), req.wire()),
             Route::Split { cmd, first, step } => {
                 let merge = match cmd.class {
                     Class::Mget => MergePolicy::Mget,
                     Class::Mset => MergePolicy::AllOk,
                     _ => MergePolicy::Sum,
                 };
-                split_redis(ring, req, first, step, merge)
+                let read = options.replica_reads && cmd.flags & F_READONLY != 0;
+                split_redis(ring, req, (first, step), merge, read)
             }
             Route::SameServer(cmd) => same_server(ring, req, cmd),
             Route::FanOut(cmd, FanOut::Flush) if !options.allow_flush => {
@@ -305,28 +388,33 @@ pub fn plan_redis_with(req: &resp::Request, ring: &Ring, options: PlanOptions) -
 /// fail it with `CROSSSLOT` (never run on one server while another holds a
 /// key: a `RPOPLPUSH` to a list on another server would lose the element).
 /// No allocation: the keys are walked in place.
-fn same_server(ring: &Ring, req: &resp::Request, cmd: &'static Command) -> Plan {
+fn same_server<P: Placement + ?Sized>(
+    ring: &P,
+    req: &resp::Request,
+    cmd: &'static Command,
+) -> Plan {
     let args = req.args();
-    let mut target: Option<usize> = None;
+    let mut target: Option<(u32, &[u8])> = None;
     for i in command::keys(cmd, args) {
         let key = args.get(i).map_or(&b""[..], |b| &b[..]);
-        let Some(server) = ring.locate(key) else {
-            return Plan::Fail(Failure::AllEjected);
+        let Some(group) = ring.group(key) else {
+            return Plan::Fail(ring.unplaced());
         };
         match target {
-            Some(t) if t != server => return Plan::Fail(Failure::CrossSlot),
-            _ => target = Some(server),
+            Some((t, _)) if t != group => return Plan::Fail(ring.cross_slot()),
+            Some(_) => {}
+            None => target = Some((group, key)),
         }
     }
     // No key found (a bad numkeys, a keyword missing): the server answers
     // its own syntax error, so any server will do.
-    let server = target.or_else(|| ring.locate(PLACEHOLDER_KEY));
-    one(server, req.wire())
+    let key = target.map_or(PLACEHOLDER_KEY, |(_, k)| k);
+    one(ring, ring.locate(key), req.wire())
 }
 
 /// Send the request as it came to every live server.
-fn fan_out(ring: &Ring, req: &resp::Request, how: FanOut) -> Plan {
-    let mut parts: Vec<(usize, Bytes)> = (0..ring.servers().len())
+fn fan_out<P: Placement + ?Sized>(ring: &P, req: &resp::Request, how: FanOut) -> Plan {
+    let mut parts: Vec<(usize, Bytes)> = (0..ring.server_count())
         .filter(|&s| ring.is_live(s))
         .map(|s| (s, req.wire().clone()))
         .collect();
@@ -364,13 +452,13 @@ fn fan_out(ring: &Ring, req: &resp::Request, how: FanOut) -> Plan {
 /// server's own cursor (see `pool/scan.rs` for the encoding and what an
 /// ejected server means). The reply's cursor is rewritten by
 /// [`MergePolicy::Scan`].
-fn scan(ring: &Ring, req: &resp::Request) -> Plan {
+fn scan<P: Placement + ?Sized>(ring: &P, req: &resp::Request) -> Plan {
     let args = req.args();
     let Some(at) = args
         .get(1)
         .and_then(|c| scan::parse_cursor(c))
         .map(ScanCursor::decode)
-        .filter(|at| at.server < ring.servers().len())
+        .filter(|at| at.server < ring.server_count())
     else {
         return Plan::Fail(Failure::InvalidCursor);
     };
@@ -402,8 +490,8 @@ fn scan(ring: &Ring, req: &resp::Request) -> Plan {
 }
 
 /// The first live server after `server`, by ring index.
-fn next_live(ring: &Ring, server: usize) -> Option<usize> {
-    (server + 1..ring.servers().len()).find(|&s| ring.is_live(s))
+fn next_live<P: Placement + ?Sized>(ring: &P, server: usize) -> Option<usize> {
+    (server + 1..ring.server_count()).find(|&s| ring.is_live(s))
 }
 
 /// What a pool answers to a per-connection command: the proxy's client
@@ -422,63 +510,78 @@ fn session_words(cmd: &Command) -> &'static str {
     }
 }
 
-/// Forward `wire` whole to the located server, if any is live.
-fn one(server: Option<usize>, wire: &Bytes) -> Plan {
+/// Forward `wire` whole to the located server, if any can take it.
+#[inline]
+fn one<P: Placement + ?Sized>(ring: &P, server: Option<usize>, wire: &Bytes) -> Plan {
     match server {
         Some(server) => Plan::One {
             server,
             wire: wire.clone(),
             noreply: false,
         },
-        None => Plan::Fail(Failure::AllEjected),
+        None => Plan::Fail(ring.unplaced()),
     }
 }
 
 /// Split a multi-key Redis request whose keys are at `first`, `first +
 /// step`, ... (each followed by `step - 1` values).
-fn split_redis(
-    ring: &Ring,
+fn split_redis<P: Placement + ?Sized>(
+    ring: &P,
     req: &resp::Request,
-    first: usize,
-    step: usize,
+    (first, step): (usize, usize),
     merge: MergePolicy,
+    read: bool,
 ) -> Plan {
+    // A read-only split (MGET, EXISTS) may read from replicas.
+    let locate = |key: &[u8]| {
+        if read {
+            ring.locate_read(key)
+        } else {
+            ring.locate(key)
+        }
+    };
     if ring.live_count() == 0 {
         return Plan::Fail(Failure::AllEjected);
     }
     let args = req.args();
     let step = step.max(1);
-    // Which server each key group goes to, in request order.
-    let owner: Vec<usize> = args
-        .iter()
-        .skip(first)
-        .step_by(step)
-        .map(|key| ring.locate(key).unwrap_or(0))
-        .collect();
-    // All keys on one server: forward the request as it came, no split.
-    if owner.iter().all(|&o| Some(&o) == owner.first()) {
-        let server = owner.first().copied().unwrap_or(0);
-        return one(Some(server), req.wire());
+    // Which group (server, or a cluster's slot) each key group goes to, in
+    // request order.
+    let mut owner: Vec<usize> = Vec::with_capacity(args.len() / step);
+    for key in args.iter().skip(first).step_by(step) {
+        match ring.group(key) {
+            Some(g) => owner.push(g as usize),
+            None => return Plan::Fail(ring.unplaced()),
+        }
     }
-    let (servers, part_of) = group(&owner);
-    let parts = servers
-        .iter()
-        .enumerate()
-        .map(|(p, &server)| {
-            let mut sub: Vec<Bytes> = Vec::with_capacity(1 + step * owner.len());
-            sub.extend(args.first().cloned());
-            for (g, _) in part_of.iter().enumerate().filter(|&(_, &pp)| pp == p) {
-                let at = first + g * step;
-                sub.extend(
-                    args.get(at..(at + step).min(args.len()))
-                        .into_iter()
-                        .flatten()
-                        .cloned(),
-                );
+    // All keys in one group: forward the request as it came, no split.
+    if owner.iter().all(|&o| Some(&o) == owner.first()) {
+        let key = args.get(first).map_or(PLACEHOLDER_KEY, |k| &k[..]);
+        return one(ring, locate(key), req.wire());
+    }
+    let (groups, part_of) = group(&owner);
+    let mut parts = Vec::with_capacity(groups.len());
+    for p in 0..groups.len() {
+        let mut sub: Vec<Bytes> = Vec::with_capacity(1 + step * owner.len());
+        sub.extend(args.first().cloned());
+        let mut server = None;
+        for (g, _) in part_of.iter().enumerate().filter(|&(_, &pp)| pp == p) {
+            let at = first + g * step;
+            if server.is_none() {
+                server = args.get(at).and_then(|k| locate(k));
             }
-            (server, resp::Request::from_args(sub).wire().clone())
-        })
-        .collect();
+            sub.extend(
+                args.get(at..(at + step).min(args.len()))
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        }
+        let Some(server) = server else {
+            return Plan::Fail(ring.unplaced());
+        };
+        parts.push((server, resp::Request::from_args(sub).wire().clone()));
+    }
     Plan::Split(Box::new(Split {
         parts,
         part_of,
@@ -602,7 +705,7 @@ fn split_memcache(ring: &Ring, req: &mc::Request) -> Plan {
         server
     });
     if let [(server, only)] = &subs[..] {
-        return one(Some(*server), only.wire());
+        return one(ring, Some(*server), only.wire());
     }
     // split_get orders its parts by first appearance among the keys, as
     // `group` does, so the part indexes agree.
@@ -1413,7 +1516,10 @@ mod tests {
                     "ERR twem: {name} is off for this pool: set allow_flush: true in its config"
                 )
             );
-            let allow = PlanOptions { allow_flush: true };
+            let allow = PlanOptions {
+                allow_flush: true,
+                ..PlanOptions::default()
+            };
             let Plan::Split(split) = plan_redis_with(&redis(args), &ring, allow).plan else {
                 panic!("{args:?} not fanned out");
             };

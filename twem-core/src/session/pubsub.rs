@@ -198,11 +198,7 @@ impl Subs {
             Some(i) => i,
             None => {
                 let pin = pool.pin_subscriber(server, self.resp3, self.sink.clone())?;
-                let name = pool
-                    .ring()
-                    .servers()
-                    .get(server)
-                    .map_or_else(|| server.to_string(), |s| s.name.clone());
+                let name = pool.server_label(server);
                 self.conns.push(Conn {
                     server,
                     name,
@@ -270,7 +266,13 @@ impl Subs {
             }
             (_, false) => {
                 for name in &names {
-                    let Some(s) = ring.locate(name) else {
+                    // A cluster's shard channels live on their slot's node
+                    // (SSUBSCRIBE); classic channels anywhere (broadcast).
+                    let at = match family {
+                        Family::Shard => pool.locate_shard_channel(name),
+                        _ => ring.locate(name),
+                    };
+                    let Some(s) = at else {
                         return Err(pool.failure_error(crate::pool::route::Failure::AllEjected));
                     };
                     // A channel never subscribed has no connection: Redis

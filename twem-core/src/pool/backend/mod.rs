@@ -56,6 +56,10 @@ pub(crate) enum Expect {
     /// The reply to a quiet memcached meta request sent with an `mn` after
     /// it: whatever the server sent before its `MN` (maybe nothing).
     McQuiet,
+    /// A cluster node's `+OK` to `ASKING`, then the RESP reply of the
+    /// request written right after it in the same message: the first is
+    /// read and dropped (see `pool/cluster.rs`).
+    Asking,
 }
 
 /// A reply as it came from a server.
@@ -110,6 +114,9 @@ pub(crate) enum ReplyTx {
     Oneshot(oneshot::Sender<Result<Frame, BackendError>>),
     /// A slot of the client's inbox: sessions' single-server requests.
     Slot(super::inbox::SlotTx),
+    /// A cluster pool's request: a redirection in its reply is followed
+    /// before the reply goes on (see `pool/cluster.rs`).
+    Cluster(Box<super::cluster::Retry>),
 }
 
 impl ReplyTx {
@@ -120,6 +127,7 @@ impl ReplyTx {
                 let _ = tx.send(r);
             }
             ReplyTx::Slot(tx) => tx.send(r),
+            ReplyTx::Cluster(retry) => retry.deliver(r),
         }
     }
 }
@@ -145,6 +153,10 @@ pub(crate) enum Msg {
     Req(BackendReq),
     /// Finish what is in flight, then close (pool closing or replaced).
     Close,
+    /// Finish what is in flight, then close the socket but keep the task,
+    /// which connects again on its next request (a cluster node that left
+    /// the slot map; it may come back).
+    Disconnect,
 }
 
 /// Reply parser state for one connection.
@@ -176,7 +188,7 @@ impl ReplyDecoder {
             (ReplyDecoder::Mc(dec, limits), Expect::McQuiet) => {
                 dec.decode_quiet(buf, limits).map(|f| f.map(Frame::Mc))
             }
-            (ReplyDecoder::Mc(..), Expect::Resp) => Err(ProtoError::protocol(
+            (ReplyDecoder::Mc(..), Expect::Resp | Expect::Asking) => Err(ProtoError::protocol(
                 "a RESP reply was expected on a memcached connection",
             )),
         }
@@ -338,6 +350,8 @@ impl ConnTask {
             if !connect_now && pending.is_none() {
                 match self.rx.recv().await {
                     Some(Msg::Req(r)) => pending = Some(r),
+                    // Not connected: nothing to close.
+                    Some(Msg::Disconnect) => continue,
                     Some(Msg::Close) | None => return,
                 }
             }
@@ -497,6 +511,7 @@ impl ConnTask {
                     answered += 1;
                 }
                 Msg::Close => return (answered, true),
+                Msg::Disconnect => {}
             }
         }
         (answered, false)
@@ -758,7 +773,7 @@ async fn exchange_last<S: AsyncRead + AsyncWrite + Unpin>(
     // A TLS stream may keep the bytes until flushed; a socket ignores it.
     s.flush().await.map_err(io)?;
     let mut decoder = ReplyDecoder::new(match expect {
-        Expect::Resp => Protocol::Redis,
+        Expect::Resp | Expect::Asking => Protocol::Redis,
         Expect::Mc(_) | Expect::McQuiet => Protocol::Memcache,
     });
     let mut buf = BytesMut::with_capacity(256);
@@ -801,6 +816,8 @@ struct Connection<'a, R, W> {
     rbuf: BytesMut,
     /// The pool closes this connection once what is in flight is answered.
     closing: bool,
+    /// The close asked for is [`Msg::Disconnect`]: the task stays.
+    reconnect: bool,
     timer: Pin<Box<Sleep>>,
     /// The deadline `timer` is armed for.
     armed: Option<Instant>,
@@ -849,6 +866,7 @@ where
             queue: InFlightQueue::new(&server.stats, timeout),
             rbuf: BytesMut::new(),
             closing: false,
+            reconnect: false,
             timer: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
             armed: None,
             latency: server.latency.local(),
@@ -879,6 +897,11 @@ where
                 }
                 Ok(Msg::Close) => {
                     self.closing = true;
+                    break;
+                }
+                Ok(Msg::Disconnect) => {
+                    self.closing = true;
+                    self.reconnect = true;
                     break;
                 }
                 Err(_) => break,
@@ -966,6 +989,11 @@ where
                         "dropped an unsolicited RESP3 push");
                     continue;
                 }
+                // `ASKING`'s own `+OK`: the reply wanted comes next.
+                Ok(Some(_)) if matches!(expect, Expect::Asking) => {
+                    self.queue.asked();
+                    continue;
+                }
                 Ok(Some(frame)) => {
                     let Some(f) = self.queue.pop_answered() else {
                         break Ok(());
@@ -1020,7 +1048,7 @@ where
         let dropped: Dropped = loop {
             if self.closing && self.queue.is_idle() && self.wq.is_empty() {
                 let _ = self.wr.shutdown().await;
-                return true;
+                return !self.reconnect;
             }
             self.arm_timer();
             let can_take = !self.closing && self.queue.in_flight() < MAX_IN_FLIGHT;
@@ -1089,6 +1117,10 @@ where
                     return true;
                 }
                 Event::Msg(Some(Msg::Close) | None) => self.closing = true,
+                Event::Msg(Some(Msg::Disconnect)) => {
+                    self.closing = true;
+                    self.reconnect = true;
+                }
                 Event::Written(Ok(n)) => self.queue.written(n),
                 Event::Switched(false) => switch.active = false,
                 Event::Switched(true) => {
@@ -1152,7 +1184,7 @@ where
             None => tracing::debug!(pool = %shared.config.name, server = %server.name,
                 error = kind.words(), failed, "backend connection closed"),
         }
-        self.closing
+        self.closing && !self.reconnect
     }
 }
 

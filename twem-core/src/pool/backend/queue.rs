@@ -78,6 +78,13 @@ impl<'a> InFlightQueue<'a> {
         self.inflight.front().map(|f| f.expect)
     }
 
+    /// The front request's `ASKING` was answered: its own reply is next.
+    pub(super) fn asked(&mut self) {
+        if let Some(f) = self.inflight.front_mut() {
+            f.expect = Expect::Resp;
+        }
+    }
+
     /// Take `r`, taken from the channel at `now`; returns its bytes to write.
     pub(super) fn push(&mut self, r: BackendReq, now: Instant) -> Bytes {
         let len = r.wire.len() as i64;
