@@ -227,6 +227,17 @@ impl Redis {
     pub fn client(&self) -> Client {
         Client::connect(self.port)
     }
+
+    /// The integer field `name` of its `INFO section`, asked on a new
+    /// connection (which the server counts among its clients).
+    pub fn info_int(&self, section: &str, name: &str) -> i64 {
+        let info = self.client().cmds(&format!("INFO {section}"));
+        let info = String::from_utf8_lossy(&info);
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in INFO {section}: {info}"))
+    }
 }
 
 /// A `memcached` on an ephemeral port.
@@ -932,6 +943,101 @@ pub fn key_on(yaml: &str, server: &str, tag: &str) -> String {
         .map(|i| format!("{tag}{i}"))
         .find(|k| ring.locate_name(k.as_bytes()) == Some(server))
         .unwrap_or_else(|| panic!("no key {tag}N maps to {server}"))
+}
+
+/// Redis shards named `shard0`, `shard1`, ... behind one twem pool `alpha`
+/// (`fnv1a_64`, `ketama`, hash tag `{}`): the setup the multi-shard redis
+/// suites share, with the questions they ask of it.
+#[derive(Debug)]
+pub struct Shards {
+    /// The redis-servers; `shards[i]` is the pool's server `shard{i}`.
+    pub shards: Vec<Redis>,
+    /// The twemproxy running [`Shards::yaml`].
+    pub proxy: ProxyProc,
+    /// The pool's listening port.
+    pub port: u16,
+    /// The Prometheus metrics port, when started with
+    /// [`Shards::start_with_metrics`].
+    pub metrics: Option<u16>,
+    /// The config twemproxy runs.
+    pub yaml: String,
+}
+
+impl Shards {
+    /// `n` fresh redis-servers behind twemproxy; `pool_lines` are more keys
+    /// of the pool as written (`"  timeout: 1000\n"`), before `servers`.
+    pub fn start(n: usize, pool_lines: &str) -> Shards {
+        Shards::launch(n, pool_lines, false)
+    }
+
+    /// [`Shards::start`] with twemproxy also serving `/metrics` on
+    /// [`Shards::metrics`].
+    pub fn start_with_metrics(n: usize, pool_lines: &str) -> Shards {
+        Shards::launch(n, pool_lines, true)
+    }
+
+    fn launch(n: usize, pool_lines: &str, metrics: bool) -> Shards {
+        let shards: Vec<Redis> = (0..n).map(|_| Redis::start()).collect();
+        let port = free_port();
+        let yaml = Shards::yaml_for(port, pool_lines, &shards);
+        let (proxy, metrics) = if metrics {
+            let (proxy, m) = ProxyProc::twem_with_metrics(&yaml, port, &[]);
+            (proxy, Some(m))
+        } else {
+            (ProxyProc::twem(&yaml, port, &[]), None)
+        };
+        Shards {
+            shards,
+            proxy,
+            port,
+            metrics,
+            yaml,
+        }
+    }
+
+    /// The config of pool `alpha` on `port` over `shards`, named `shard{i}`.
+    pub fn yaml_for(port: u16, pool_lines: &str, shards: &[Redis]) -> String {
+        let names: Vec<String> = (0..shards.len()).map(|i| format!("shard{i}")).collect();
+        let servers: Vec<(String, &str)> = shards
+            .iter()
+            .zip(&names)
+            .map(|(s, n)| (s.addr(), n.as_str()))
+            .collect();
+        let settings = format!(
+            "  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{{}}\"\n{pool_lines}"
+        );
+        pool_yaml("alpha", port, &settings, &servers)
+    }
+
+    /// A raw client connected to the pool.
+    pub fn client(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    /// A key named `tag<N>` that the pool puts on shard `i`.
+    pub fn key(&self, i: usize, tag: &str) -> String {
+        key_on(&self.yaml, &format!("shard{i}"), tag)
+    }
+
+    /// The shard index the pool's Ring puts `key` on.
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        let cfg = twem_core::config::Config::from_yaml(&self.yaml).expect("test config parses");
+        let ring = cfg.pools[0].ring().expect("ring");
+        let name = ring.locate_name(key).expect("live server");
+        name.trim_start_matches("shard").parse().expect("shardN")
+    }
+
+    /// Clients connected to shard `i`, as it counts them (minus the one
+    /// asking).
+    pub fn connected(&self, i: usize) -> usize {
+        let n = self.shards[i].info_int("clients", "connected_clients");
+        usize::try_from(n - 1).expect("connected_clients counts the one asking")
+    }
+
+    /// `GET key` asked of shard `i` directly.
+    pub fn get_on(&self, i: usize, key: &str) -> Vec<u8> {
+        self.shards[i].client().cmd(&[b"GET", key.as_bytes()])
+    }
 }
 
 /// A small deterministic xorshift64* generator: the tests need cheap

@@ -8,52 +8,11 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use twem_tests::{bulk, free_port, key_on, Client, ProxyProc, Redis};
+use twem_tests::{bulk, Client, Shards};
 
-struct Setup {
-    shards: Vec<Redis>,
-    _proxy: ProxyProc,
-    port: u16,
-    yaml: String,
-}
-
-fn setup(extra: &str) -> Setup {
-    let shards: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
-    let port = free_port();
-    let mut yaml = format!(
-        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{{}}\"\n{extra}  servers:\n"
-    );
-    for (i, s) in shards.iter().enumerate() {
-        yaml.push_str(&format!("   - {}:1 shard{i}\n", s.addr()));
-    }
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
-    Setup {
-        shards,
-        _proxy: proxy,
-        port,
-        yaml,
-    }
-}
-
-impl Setup {
-    fn client(&self) -> Client {
-        Client::connect(self.port)
-    }
-    fn key(&self, i: usize, tag: &str) -> String {
-        key_on(&self.yaml, &format!("shard{i}"), tag)
-    }
-    /// Clients connected to shard `i`, as it counts them (minus the one
-    /// asking).
-    fn connected(&self, i: usize) -> usize {
-        let info =
-            String::from_utf8_lossy(&self.shards[i].client().cmds("INFO clients")).into_owned();
-        let n: usize = info
-            .lines()
-            .find_map(|l| l.strip_prefix("connected_clients:"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("connected_clients");
-        n - 1
-    }
+/// Two shards behind twem, with the pool lines `extra`.
+fn setup(extra: &str) -> Shards {
+    Shards::start(2, extra)
 }
 
 fn s(b: &[u8]) -> String {

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use twem_tests::{free_port, key_on, Client, Proc, ProxyProc, Redis};
+use twem_tests::{key_on, Client, Proc, ProxyProc, Redis, Shards};
 
 /// How long the servers may take to see a gone client's connections close.
 const SETTLE: Duration = Duration::from_secs(5);
@@ -48,15 +48,13 @@ fn setup(extra: &str) -> Setup {
             yaml: String::new(),
         };
     }
-    let shards: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
-    let port = free_port();
-    let mut yaml = format!(
-        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{{}}\"\n{extra}  servers:\n"
-    );
-    for (i, s) in shards.iter().enumerate() {
-        yaml.push_str(&format!("   - {}:1 shard{i}\n", s.addr()));
-    }
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let Shards {
+        shards,
+        proxy,
+        port,
+        yaml,
+        ..
+    } = Shards::start(2, extra);
     Setup {
         shards,
         _proxy: Some(proxy),
@@ -67,15 +65,6 @@ fn setup(extra: &str) -> Setup {
 
 fn s(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// The integer field `name` of `INFO section` on `r` (minus nothing).
-fn info_field(r: &Redis, section: &str, name: &str) -> i64 {
-    let info = s(&r.client().cmds(&format!("INFO {section}")));
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in INFO {section}: {info}"))
 }
 
 /// The integer reply at the end of a `PUBSUB NUMSUB`-style reply
@@ -109,7 +98,7 @@ impl Setup {
 
     /// Clients connected to shard `i`, as it counts them (minus the one asking).
     fn connected(&self, i: usize) -> i64 {
-        info_field(self.shard(i), "clients", "connected_clients") - 1
+        self.shard(i).info_int("clients", "connected_clients") - 1
     }
 
     fn connected_all(&self) -> Vec<i64> {
@@ -119,7 +108,7 @@ impl Setup {
     fn blocked_all(&self) -> Vec<i64> {
         self.shards
             .iter()
-            .map(|r| info_field(r, "clients", "blocked_clients"))
+            .map(|r| r.info_int("clients", "blocked_clients"))
             .collect()
     }
 

@@ -5,16 +5,19 @@
 
 use std::collections::BTreeSet;
 
-use twem_core::config::Config;
-use twem_tests::{bulk, free_port, pool_yaml, Client, ProxyProc, Redis};
+use twem_tests::{bulk, free_port, pool_yaml, Client, ProxyProc, Redis, Shards};
 
 /// Three shards behind one twem pool, plus a reference Redis on the side.
 struct Setup {
-    shards: Vec<Redis>,
+    pool: Shards,
     reference: Redis,
-    proxy: ProxyProc,
-    port: u16,
-    yaml: String,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Shards;
+    fn deref(&self) -> &Shards {
+        &self.pool
+    }
 }
 
 fn setup(extra_pool_lines: &str) -> Setup {
@@ -24,36 +27,9 @@ fn setup(extra_pool_lines: &str) -> Setup {
 /// [`setup`] with every optional pool line given by the caller: no
 /// `timeout` unless `pool_lines` has one (nutcracker's default: none).
 fn setup_pool(pool_lines: &str) -> Setup {
-    let shards: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-    let reference = Redis::start();
-    let port = free_port();
-    let mut yaml = format!(
-        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{{}}\"\n{pool_lines}  servers:\n"
-    );
-    for (i, s) in shards.iter().enumerate() {
-        yaml.push_str(&format!("   - {}:1 shard{i}\n", s.addr()));
-    }
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
     Setup {
-        shards,
-        reference,
-        proxy,
-        port,
-        yaml,
-    }
-}
-
-impl Setup {
-    fn client(&self) -> Client {
-        Client::connect(self.port)
-    }
-
-    /// The shard index the Ring puts `key` on.
-    fn shard_of(&self, key: &[u8]) -> usize {
-        let cfg = Config::from_yaml(&self.yaml).expect("test config parses");
-        let ring = cfg.pools[0].ring().expect("ring");
-        let name = ring.locate_name(key).expect("live server");
-        name.trim_start_matches("shard").parse().expect("shardN")
+        pool: Shards::start(3, pool_lines),
+        reference: Redis::start(),
     }
 }
 
