@@ -933,6 +933,65 @@ pub fn pool_yaml(pool: &str, port: u16, settings: &str, servers: &[(String, &str
     yaml
 }
 
+/// One pool's config and the twemproxy running it: what most single-pool
+/// tests start with.
+#[derive(Debug)]
+pub struct Twem {
+    /// The twemproxy process.
+    pub proxy: ProxyProc,
+    /// The pool's listening port.
+    pub port: u16,
+    /// The config it runs.
+    pub yaml: String,
+}
+
+impl Twem {
+    /// twemproxy running pool `pool` on a free port, with `settings` and
+    /// `servers` as [`pool_yaml`] takes them.
+    pub fn start(pool: &str, settings: &str, servers: &[(String, &str)]) -> Twem {
+        Twem::launch(pool, settings, servers, |yaml, port| {
+            ProxyProc::twem(yaml, port, &[])
+        })
+    }
+
+    /// [`Twem::start`] with extra twemproxy arguments.
+    pub fn start_with(
+        pool: &str,
+        settings: &str,
+        servers: &[(String, &str)],
+        extra: &[&str],
+    ) -> Twem {
+        Twem::launch(pool, settings, servers, |yaml, port| {
+            ProxyProc::twem(yaml, port, extra)
+        })
+    }
+
+    /// [`Twem::start`] with the proxy's stderr kept
+    /// ([`ProxyProc::twem_capture`]).
+    pub fn capture(pool: &str, settings: &str, servers: &[(String, &str)]) -> Twem {
+        Twem::launch(pool, settings, servers, |yaml, port| {
+            ProxyProc::twem_capture(yaml, port, &[])
+        })
+    }
+
+    fn launch(
+        pool: &str,
+        settings: &str,
+        servers: &[(String, &str)],
+        run: impl FnOnce(&str, u16) -> ProxyProc,
+    ) -> Twem {
+        let port = free_port();
+        let yaml = pool_yaml(pool, port, settings, servers);
+        let proxy = run(&yaml, port);
+        Twem { proxy, port, yaml }
+    }
+
+    /// A raw client connected to the pool.
+    pub fn client(&self) -> Client {
+        Client::connect(self.port)
+    }
+}
+
 /// A key that the first pool of `yaml` (all servers live) puts on the server
 /// named `server`: `tag` followed by a number. Panics if none of the first
 /// 100,000 candidates maps there.

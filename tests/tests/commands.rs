@@ -5,7 +5,7 @@
 //! nutcracker refused are forwarded, scripts are loaded everywhere, and
 //! INFO describes the pool.
 
-use twem_tests::{bulk, find, free_port, key_on, pool_yaml, Client, ProxyProc, Redis};
+use twem_tests::{bulk, find, key_on, Client, ProxyProc, Redis, Twem};
 
 const CROSSSLOT: &[u8] =
     b"-CROSSSLOT Keys in request don't hash to the same server (use a hash tag)\r\n";
@@ -23,14 +23,8 @@ fn setup() -> Two {
     // DEBUG DIGEST proves a backend's dataset did not change.
     let a = Redis::start_with(&["--enable-debug-command", "yes"]);
     let b = Redis::start_with(&["--enable-debug-command", "yes"]);
-    let port = free_port();
-    let yaml = pool_yaml(
-        "alpha",
-        port,
-        "  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{}\"\n  timeout: 2000\n",
-        &[(a.addr(), "a"), (b.addr(), "b")],
-    );
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let Twem { proxy, port, yaml } = Twem::start("alpha", "  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{}\"\n  timeout: 2000\n",
+        &[(a.addr(), "a"), (b.addr(), "b")]);
     Two {
         a,
         b,

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use twem_core::config::Config;
-use twem_tests::{free_port, pool_yaml, Client, Fault, FaultProxy, ProxyProc, Redis};
+use twem_tests::{free_port, pool_yaml, Client, Fault, FaultProxy, ProxyProc, Redis, Twem};
 
 /// A scripted backend: for every connection, `serve` runs on its own thread.
 struct Fake {
@@ -269,9 +269,7 @@ fn ejection_then_probe_based_readmission() {
 #[test]
 fn all_ejected_fails_fast() {
     let mut only = Redis::start();
-    let port = free_port();
-    let yaml = pool_yaml("p", port, "  redis: true\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 30000\n", &[(only.addr(), "only")]);
-    let _proxy = ProxyProc::twem(&yaml, port, &[]);
+    let Twem { proxy: _proxy, port, .. } = Twem::start("p", "  redis: true\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 30000\n", &[(only.addr(), "only")]);
     let mut c = Client::connect(port);
     assert_eq!(c.cmds("SET k v"), b"+OK\r\n");
     only.proc.kill();
@@ -304,9 +302,7 @@ fn memcached_ejection_probe_and_timeout() {
     let a = twem_tests::Memcached::start();
     let mut b = twem_tests::Memcached::start();
     let b_port = b.port;
-    let port = free_port();
-    let yaml = pool_yaml("m", port, "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 500\n  timeout: 300\n", &[(a.addr(), "a"), (b.addr(), "b")]);
-    let _proxy = ProxyProc::twem(&yaml, port, &[]);
+    let Twem { proxy: _proxy, port, yaml } = Twem::start("m", "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 500\n  timeout: 300\n", &[(a.addr(), "a"), (b.addr(), "b")]);
     let kb = key_on(&yaml, "b", "mc");
     let mut c = Client::connect(port);
     let set = |c: &mut Client, v: &str| {

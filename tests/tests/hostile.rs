@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use twem_tests::{
     bulk, free_port, open_files_soft_limit, pool_yaml, resp_cmd, sample_rss, tier2, Client,
-    Memcached, ProxyProc, Redis,
+    Memcached, ProxyProc, Redis, Twem,
 };
 
 /// RSS figures are only meaningful when the proxy under test is the one
@@ -394,9 +394,9 @@ fn near_limit_bulk_lengths_cost_only_what_is_sent() {
 fn memcached_absurd_lengths_are_refused() {
     let _g = serial();
     let mc = Memcached::start();
-    let port = free_port();
-    let yaml = pool_yaml("m", port, "  timeout: 2000\n", &[(mc.addr(), "m")]);
-    let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
+    let Twem {
+        mut proxy, port, ..
+    } = Twem::capture("m", "  timeout: 2000\n", &[(mc.addr(), "m")]);
     let base = proxy.rss();
     for line in [
         &b"set k 0 0 4294967296\r\n"[..],

@@ -11,7 +11,7 @@
 //! Run: `cargo build -p twem-server && cargo test -p twem-tests --test memcache_meta`
 //! (set `TWEMPROXY_BIN` when the binary is built in another target dir).
 
-use twem_tests::{free_port, key_on, pool_yaml, Client, Memcached, ProxyProc};
+use twem_tests::{free_port, key_on, pool_yaml, Client, Memcached, ProxyProc, Twem};
 
 /// A proxy over `servers` (named `s0`, `s1`, ...), and its yaml.
 fn proxy_over(servers: &[&Memcached]) -> (ProxyProc, u16, String) {
@@ -489,17 +489,16 @@ fn malformed_meta_lines_get_one_error_each() {
 fn stats_leave_out_a_dead_server() {
     let live = Memcached::start();
     let dead_port = free_port();
-    let port = free_port();
-    let yaml = pool_yaml(
+    let Twem {
+        proxy: _p, port, ..
+    } = Twem::start(
         "mc",
-        port,
         "  hash: fnv1a_64\n  distribution: ketama\n  timeout: 3000\n",
         &[
             (live.addr(), "s0"),
             (format!("127.0.0.1:{dead_port}"), "s1"),
         ],
     );
-    let _p = ProxyProc::twem(&yaml, port, &[]);
     let mut d = live.client();
     for i in 0..4 {
         assert_eq!(

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use twem_tests::{bulk, free_port, pool_yaml, Client, ProxyProc, Redis, Shards};
+use twem_tests::{bulk, free_port, Client, ProxyProc, Redis, Shards, Twem};
 
 /// Three shards behind one twem pool, plus a reference Redis on the side.
 struct Setup {
@@ -275,14 +275,15 @@ fn long_pipeline_answered_in_order() {
 #[test]
 fn auth_and_db_together() {
     let shard = Redis::start_with(&["--requirepass", "sekret"]);
-    let port = free_port();
-    let yaml = pool_yaml(
-        "a",
+    let Twem {
+        proxy: _proxy,
         port,
+        ..
+    } = Twem::start(
+        "a",
         "  redis: true\n  redis_auth: sekret\n  redis_db: 3\n",
         &[(shard.addr(), "")],
     );
-    let _proxy = ProxyProc::twem(&yaml, port, &[]);
     let mut c = Client::connect(port);
     assert_eq!(c.cmds("GET a"), b"-NOAUTH Authentication required\r\n");
     assert_eq!(c.cmds("PING"), b"-NOAUTH Authentication required\r\n");
@@ -567,14 +568,11 @@ fn unix_sockets_and_host_names() {
 #[test]
 fn preconnect_and_server_connections() {
     let r = Redis::start();
-    let port = free_port();
-    let yaml = pool_yaml(
+    let Twem { proxy, port, .. } = Twem::start(
         "p",
-        port,
         "  redis: true\n  preconnect: true\n  server_connections: 3\n",
         &[(r.addr(), "only")],
     );
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
     let st =
         proxy.stats_when(|st| st["p"]["only"]["server_connections"].as_i64().unwrap_or(0) >= 1);
     assert!(

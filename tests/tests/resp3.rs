@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use twem_tests::{free_port, key_on, pool_yaml, resp_cmd, ProxyProc, Redis};
+use twem_tests::{free_port, key_on, pool_yaml, resp_cmd, ProxyProc, Redis, Twem};
 
 /// A parsed RESP2/RESP3 reply, for the checks that look at shape only.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,14 +220,8 @@ fn pair() -> Pair {
             port,
         };
     }
-    let port = free_port();
-    let yaml = pool_yaml(
-        "r3",
-        port,
-        "  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{}\"\n  timeout: 5000\n",
-        &[(shard.addr(), "s0")],
-    );
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let Twem { proxy, port, .. } = Twem::start("r3", "  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{}\"\n  timeout: 5000\n",
+        &[(shard.addr(), "s0")]);
     Pair {
         _shard: shard,
         reference,
