@@ -1099,6 +1099,16 @@ impl Shards {
     }
 }
 
+/// A two-worker tokio runtime for the tests that drive the embedded
+/// [`twem_core::pool::Pool`] (the library path, no proxy process).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// A small deterministic xorshift64* generator: the tests need cheap
 /// varied choices (which shard to kill, which key), not cryptography, and a
 /// printed seed makes a failing run repeatable.

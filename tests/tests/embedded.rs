@@ -11,18 +11,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::runtime::Runtime;
 use twem_core::pool::{BackendErrorKind, CallError, Pool, ServerError, Stored};
 use twem_proto::resp::{Reply, Request};
-use twem_tests::{bulk, free_port, Memcached, ProxyProc, Redis};
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
+use twem_tests::{bulk, free_port, runtime, Memcached, ProxyProc, Redis};
 
 /// A Redis pool over `shards` named shard0.., with nutcracker's default
 /// hash and distribution, listening on `port` when run by a proxy.

@@ -15,9 +15,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use tokio::runtime::Runtime;
 use twem_core::pool::{Pool, ScanOptions};
-use twem_tests::{free_port, key_on, pool_yaml, Client, ProxyProc, Redis};
+use twem_tests::{free_port, key_on, pool_yaml, runtime, Client, ProxyProc, Redis};
 
 /// Three backends behind one Redis pool.
 struct Three {
@@ -52,9 +51,32 @@ fn setup(settings: &str) -> Three {
     }
 }
 
+/// A pool that ejects a server at its first failure, holding `n` keys
+/// `k:<i>` spread over its three servers.
+fn ejecting_setup(n: usize) -> Three {
+    let t = setup(
+        "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 60000\n",
+    );
+    t.fill("k:", n);
+    t
+}
+
 impl Three {
     fn client(&self) -> Client {
         Client::connect(self.port)
+    }
+
+    /// Kill server `b`, then fail a request on it through `c`: the failure
+    /// that ejects it (with `auto_eject_hosts`).
+    fn eject_b(&mut self, c: &mut Client) {
+        let on_b = key_on(&self.yaml, "b", "probe:");
+        self.servers[1].proc.kill();
+        let failed = c.cmd(&[b"GET", on_b.as_bytes()]);
+        assert!(
+            failed.starts_with(b"-"),
+            "{}",
+            String::from_utf8_lossy(&failed)
+        );
     }
 
     /// Every key each backend holds, asked directly.
@@ -328,21 +350,10 @@ fn scan_refuses_invalid_cursors() {
 // still ends, with every key of the other servers once.
 #[test]
 fn scan_skips_an_ejected_server() {
-    let mut t = setup(
-        "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 60000\n",
-    );
-    t.fill("k:", 300);
+    let mut t = ejecting_setup(300);
     let per_server = t.backend_keys();
-    let on_b = key_on(&t.yaml, "b", "probe:");
-    t.servers[1].proc.kill();
     let mut c = t.client();
-    // The failure that ejects it.
-    let failed = c.cmd(&[b"GET", on_b.as_bytes()]);
-    assert!(
-        failed.starts_with(b"-"),
-        "{}",
-        String::from_utf8_lossy(&failed)
-    );
+    t.eject_b(&mut c);
     let (keys, _) = scan_all(&mut c, &["COUNT", "30"]);
     let want: BTreeSet<String> = per_server[0].union(&per_server[2]).cloned().collect();
     assert_eq!(exactly_once(&keys), want);
@@ -353,10 +364,7 @@ fn scan_skips_an_ejected_server() {
 // error and every key of the live servers still comes back once.
 #[test]
 fn scan_goes_on_when_a_server_is_ejected_mid_scan() {
-    let mut t = setup(
-        "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 60000\n",
-    );
-    t.fill("k:", 600);
+    let mut t = ejecting_setup(600);
     let per_server = t.backend_keys();
     // Servers a, b, c are ring indexes 0, 1, 2 (sorted by name).
     let mut c = t.client();
@@ -372,14 +380,7 @@ fn scan_goes_on_when_a_server_is_ejected_mid_scan() {
         let at: u64 = next.parse().expect("cursor");
         // Mid-scan of b: its own cursor is not 0.
         if !killed && at & 0xffff == 1 && at >> 16 != 0 {
-            t.servers[1].proc.kill();
-            let on_b = key_on(&t.yaml, "b", "probe:");
-            let failed = c.cmd(&[b"GET", on_b.as_bytes()]);
-            assert!(
-                failed.starts_with(b"-"),
-                "{}",
-                String::from_utf8_lossy(&failed)
-            );
+            t.eject_b(&mut c);
             killed = true;
         }
         cursor = next;
@@ -517,14 +518,6 @@ fn flush_empties_every_server_when_allowed() {
     assert_eq!(c.cmd(&[b"FLUSHDB", b"SYNC"]), b"+OK\r\n");
     assert!(t.backend_keys().iter().all(BTreeSet::is_empty));
     assert_eq!(parse(&c.cmd(&[b"DBSIZE"])), V::Int(0));
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 }
 
 // The embedded Pool's scan: every key of every server once, with options;

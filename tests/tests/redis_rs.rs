@@ -8,15 +8,7 @@ use std::collections::HashMap;
 use redis::AsyncCommands;
 use tokio::runtime::Runtime;
 use twem_core::pool::Pool;
-use twem_tests::Redis;
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
+use twem_tests::{runtime, Redis};
 
 fn pool_over(shards: &[Redis]) -> String {
     let mut yaml = String::from(

@@ -380,15 +380,8 @@ mod tests {
     fn cursor_arguments_parse_as_redis_does() {
         assert_eq!(parse_cursor(b"0"), Some(0));
         assert_eq!(parse_cursor(b"18446744073709551615"), Some(u64::MAX));
-        for bad in [
-            &b""[..],
-            b"-1",
-            b"+1",
-            b" 1",
-            b"1x",
-            b"abc",
-            b"18446744073709551616",
-        ] {
+        let bad = ["", "-1", "+1", " 1", "1x", "abc", "18446744073709551616"];
+        for bad in bad.map(str::as_bytes) {
             assert_eq!(parse_cursor(bad), None, "{bad:?}");
         }
     }

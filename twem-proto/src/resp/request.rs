@@ -538,14 +538,10 @@ mod tests {
     // leading zero.
     #[test]
     fn malformed_lengths() {
-        for input in [
-            &b"*abc\r\n"[..],
-            b"*+1\r\n",
-            b"* 1\r\n",
-            b"*01\r\n",
-            b"*\r\n",
-            b"*1x\r\n",
-        ] {
+        let inputs = [
+            "*abc\r\n", "*+1\r\n", "* 1\r\n", "*01\r\n", "*\r\n", "*1x\r\n",
+        ];
+        for input in inputs.map(str::as_bytes) {
             assert_eq!(request_err(input), "invalid multibulk length", "{input:?}");
         }
         for input in [
