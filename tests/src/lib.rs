@@ -517,15 +517,22 @@ pub struct Client {
     buf: Vec<u8>,
 }
 
+/// A TCP connection to 127.0.0.1:`port` as the test clients use it: a 5 s
+/// read timeout (a missing reply fails the test instead of hanging it),
+/// no Nagle delay.
+pub fn test_socket(port: u16) -> TcpStream {
+    let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    sock.set_nodelay(true).expect("nodelay");
+    sock
+}
+
 impl Client {
     /// Connect to 127.0.0.1:`port` (5 s read timeout).
     pub fn connect(port: u16) -> Client {
-        let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        sock.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        sock.set_nodelay(true).expect("nodelay");
         Client {
-            sock,
+            sock: test_socket(port),
             buf: Vec::new(),
         }
     }
@@ -921,9 +928,15 @@ impl ProxyProc {
 /// are its other keys as written (`"  redis: true\n"`...), `servers` its
 /// servers as `(host:port, name)`, each of weight 1 (an empty name writes
 /// none).
-pub fn pool_yaml(pool: &str, port: u16, settings: &str, servers: &[(String, &str)]) -> String {
+pub fn pool_yaml<N: AsRef<str>>(
+    pool: &str,
+    port: u16,
+    settings: &str,
+    servers: &[(String, N)],
+) -> String {
     let mut yaml = format!("{pool}:\n  listen: 127.0.0.1:{port}\n{settings}  servers:\n");
     for (addr, name) in servers {
+        let name = name.as_ref();
         yaml.push_str(&format!("   - {addr}:1"));
         if !name.is_empty() {
             yaml.push_str(&format!(" {name}"));
@@ -1056,12 +1069,7 @@ impl Shards {
 
     /// The config of pool `alpha` on `port` over `shards`, named `shard{i}`.
     pub fn yaml_for(port: u16, pool_lines: &str, shards: &[Redis]) -> String {
-        let names: Vec<String> = (0..shards.len()).map(|i| format!("shard{i}")).collect();
-        let servers: Vec<(String, &str)> = shards
-            .iter()
-            .zip(&names)
-            .map(|(s, n)| (s.addr(), n.as_str()))
-            .collect();
+        let servers = shard_servers(shards);
         let settings = format!(
             "  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{{}}\"\n{pool_lines}"
         );
@@ -1099,6 +1107,36 @@ impl Shards {
     }
 }
 
+/// `shards` as a server list for [`pool_yaml`]: `(addr, "shard{i}")`.
+pub fn shard_servers(shards: &[Redis]) -> Vec<(String, String)> {
+    let named = shards.iter().enumerate();
+    named
+        .map(|(i, s)| (s.addr(), format!("shard{i}")))
+        .collect()
+}
+
+/// The indexes of the `shards` that hold `key`, asked of each directly.
+pub fn holders(shards: &[Redis], key: &str) -> Vec<usize> {
+    shards
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.client().cmd(&[b"EXISTS", key.as_bytes()]) == b":1\r\n")
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The embedded pool `builder` over the servers at `addrs` (weight 1 each,
+/// unnamed), built.
+pub fn build_over(
+    builder: twem_core::pool::PoolBuilder,
+    addrs: impl IntoIterator<Item = String>,
+) -> twem_core::pool::Pool {
+    let b = addrs
+        .into_iter()
+        .fold(builder, |b, a| b.server(&format!("{a}:1")));
+    b.build().expect("pool")
+}
+
 /// A two-worker tokio runtime for the tests that drive the embedded
 /// [`twem_core::pool::Pool`] (the library path, no proxy process).
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -1109,20 +1147,16 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// A small deterministic xorshift64* generator: the tests need cheap
-/// varied choices (which shard to kill, which key), not cryptography, and a
-/// printed seed makes a failing run repeatable.
+/// A small seeded generator for the tests' varied choices (which shard to
+/// kill, which key): fastrand's wyrand, not cryptography; a printed seed
+/// makes a failing run repeatable.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(fastrand::Rng);
 
 impl Rng {
-    /// A generator from `seed` (0 is replaced: xorshift would stay at 0).
+    /// A generator from `seed`.
     pub fn new(seed: u64) -> Rng {
-        Rng(if seed == 0 {
-            0x9e37_79b9_7f4a_7c15
-        } else {
-            seed
-        })
+        Rng(fastrand::Rng::with_seed(seed))
     }
 
     /// A generator seeded from the clock; its seed is returned for messages.
@@ -1136,12 +1170,7 @@ impl Rng {
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.0.u64(..)
     }
 
     /// A number in `0..n` (0 when `n` is 0).
@@ -1149,7 +1178,7 @@ impl Rng {
         if n == 0 {
             0
         } else {
-            self.next_u64() % n
+            self.0.u64(..n)
         }
     }
 }

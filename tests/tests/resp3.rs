@@ -14,9 +14,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
-use twem_tests::{free_port, key_on, pool_yaml, resp_cmd, ProxyProc, Redis, Twem};
+use twem_tests::{free_port, key_on, pool_yaml, resp_cmd, test_socket, ProxyProc, Redis, Twem};
 
 /// A parsed RESP2/RESP3 reply, for the checks that look at shape only.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,12 +119,8 @@ struct Conn {
 
 impl Conn {
     fn connect(port: u16, what: &'static str) -> Conn {
-        let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        sock.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        sock.set_nodelay(true).expect("nodelay");
         Conn {
-            sock,
+            sock: test_socket(port),
             buf: Vec::new(),
             what,
         }

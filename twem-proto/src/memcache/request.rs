@@ -1904,7 +1904,9 @@ mod tests {
             items.push(item);
         }
         let errors = items.iter().filter_map(|i| i.as_ref().err());
-        assert!(errors.clone().all(|e| !e.closes_connection() && !e.noreply()));
+        assert!(errors
+            .clone()
+            .all(|e| !e.closes_connection() && !e.noreply()));
         assert_eq!(
             outcomes(&items),
             [
