@@ -1003,6 +1003,11 @@ impl Twem {
     pub fn client(&self) -> Client {
         Client::connect(self.port)
     }
+
+    /// The proxy and the pool's port, for tests that need no more.
+    pub fn parts(self) -> (ProxyProc, u16) {
+        (self.proxy, self.port)
+    }
 }
 
 /// A key that the first pool of `yaml` (all servers live) puts on the server

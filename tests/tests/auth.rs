@@ -10,13 +10,12 @@ const PASSWORD: &str = "hellopasswd";
 
 /// A proxy for one pool over `r` with `settings`, and a client of it.
 fn proxy(r: &Redis, settings: &str) -> (ProxyProc, Client) {
-    let Twem {
-        proxy: proc, port, ..
-    } = Twem::start(
+    let (proc, port) = Twem::start(
         "p",
         &format!("  redis: true\n{settings}"),
         &[(r.addr(), "a")],
-    );
+    )
+    .parts();
     (proc, Client::connect(port))
 }
 

@@ -75,10 +75,8 @@ fn text(b: &[u8]) -> String {
 #[test]
 fn cross_server_commands_are_refused_and_change_nothing() {
     let t = setup();
-    let ka = t.key_on("a", "ka:");
-    let kb = t.key_on("b", "kb:");
-    let sa = t.key_on("a", "sa:");
-    let sb = t.key_on("b", "sb:");
+    let [ka, kb, sa, sb] = [("a", "ka:"), ("b", "kb:"), ("a", "sa:"), ("b", "sb:")]
+        .map(|(server, tag)| t.key_on(server, tag));
     let mut a = t.a.client();
     let mut b = t.b.client();
     cmd(&mut a, &["RPUSH", &ka, "x", "y"]);

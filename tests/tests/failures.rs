@@ -269,8 +269,8 @@ fn ejection_then_probe_based_readmission() {
 #[test]
 fn all_ejected_fails_fast() {
     let mut only = Redis::start();
-    let Twem { proxy: _proxy, port, .. } = Twem::start("p", "  redis: true\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 30000\n", &[(only.addr(), "only")]);
-    let mut c = Client::connect(port);
+    let t = Twem::start("p", "  redis: true\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 30000\n", &[(only.addr(), "only")]);
+    let mut c = t.client();
     assert_eq!(c.cmds("SET k v"), b"+OK\r\n");
     only.proc.kill();
     let _ = c.cmds("GET k");

@@ -51,6 +51,16 @@ fn setup(settings: &str) -> Three {
     }
 }
 
+/// A pool with no extra settings, holding `n` keys `prefix<i>` for each
+/// `(prefix, n)` of `keys`.
+fn filled(keys: &[(&str, usize)]) -> Three {
+    let t = setup("");
+    for (prefix, n) in keys {
+        t.fill(prefix, *n);
+    }
+    t
+}
+
 /// A pool that ejects a server at its first failure, holding `n` keys
 /// `k:<i>` spread over its three servers.
 fn ejecting_setup(n: usize) -> Three {
@@ -225,8 +235,7 @@ fn exactly_once(keys: &[String]) -> BTreeSet<String> {
 // A SCAN loop walks every server: every key of every backend, each once.
 #[test]
 fn scan_returns_every_key_of_every_server_once() {
-    let t = setup("");
-    t.fill("k:", 600);
+    let t = filled(&[("k:", 600)]);
     let per_server = t.backend_keys();
     assert!(
         per_server.iter().all(|s| s.len() > 50),
@@ -252,9 +261,7 @@ fn scan_returns_every_key_of_every_server_once() {
 // MATCH and TYPE apply on every server; COUNT per call.
 #[test]
 fn scan_with_match_count_and_type() {
-    let t = setup("");
-    t.fill("user:", 200);
-    t.fill("other:", 200);
+    let t = filled(&[("user:", 200), ("other:", 200)]);
     let mut c = t.client();
     for i in 0..60 {
         let h = format!("hash:{i}");
@@ -286,8 +293,7 @@ fn scan_with_match_count_and_type() {
 // back, however many keys are added meanwhile (some servers rehash).
 #[test]
 fn scan_returns_every_existing_key_while_keys_are_added() {
-    let t = setup("");
-    t.fill("old:", 500);
+    let t = filled(&[("old:", 500)]);
     let before = t.all_keys();
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
@@ -396,9 +402,7 @@ fn scan_goes_on_when_a_server_is_ejected_mid_scan() {
 // KEYS is the union of the servers' keys; DBSIZE their sum.
 #[test]
 fn keys_and_dbsize_cover_every_server() {
-    let t = setup("");
-    t.fill("user:", 150);
-    t.fill("x:", 90);
+    let t = filled(&[("user:", 150), ("x:", 90)]);
     let mut c = t.client();
     assert_eq!(strings(&parse(&c.cmd(&[b"KEYS", b"*"]))), t.all_keys());
     let users: BTreeSet<String> = t
@@ -477,8 +481,7 @@ fn resp3_clients_scan_too() {
 // emptied. Server administration stays refused.
 #[test]
 fn flush_is_refused_by_default() {
-    let t = setup("");
-    t.fill("k:", 30);
+    let t = filled(&[("k:", 30)]);
     let mut c = t.client();
     assert_eq!(
         c.cmd(&[b"FLUSHALL"]),
@@ -524,9 +527,7 @@ fn flush_empties_every_server_when_allowed() {
 // keys() and dbsize() agree with the backends.
 #[test]
 fn embedded_scan_returns_every_key_once() {
-    let t = setup("");
-    t.fill("user:", 250);
-    t.fill("x:", 50);
+    let t = filled(&[("user:", 250), ("x:", 50)]);
     let all = t.all_keys();
     let users: BTreeSet<String> = all
         .iter()

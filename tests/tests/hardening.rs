@@ -115,9 +115,7 @@ fn cont_proc(pid: u32) {
 #[test]
 fn memcached_noreply_burst_keeps_the_connection() {
     let mc = Memcached::start();
-    let Twem {
-        mut proxy, port, ..
-    } = Twem::capture("m", "  timeout: 2000\n", &[(mc.addr(), "a")]);
+    let (mut proxy, port) = Twem::capture("m", "  timeout: 2000\n", &[(mc.addr(), "a")]).parts();
     let mut c = Client::connect(port);
     let mut burst = Vec::new();
     for i in 0..400 {
@@ -167,9 +165,7 @@ fn stalled_redis_backpressures_the_client() {
     let _g = serial();
     let mut r = Redis::start();
     // No timeout: requests wait for the stalled server instead of failing.
-    let Twem {
-        mut proxy, port, ..
-    } = Twem::capture("s", "  redis: true\n", &[(r.addr(), "a")]);
+    let (mut proxy, port) = Twem::capture("s", "  redis: true\n", &[(r.addr(), "a")]).parts();
     let mut c = Client::connect(port);
     // Small replies first: the client's average reply size shrinks and its
     // request window (a count) opens to its maximum, 1,024 requests, which
@@ -222,9 +218,7 @@ fn stalled_redis_backpressures_the_client() {
 fn stalled_memcached_noreply_stream_is_bounded() {
     let _g = serial();
     let mut mc = Memcached::start();
-    let Twem {
-        mut proxy, port, ..
-    } = Twem::capture("m", "", &[(mc.addr(), "a")]);
+    let (mut proxy, port) = Twem::capture("m", "", &[(mc.addr(), "a")]).parts();
     let mut c = Client::connect(port);
     assert!(c.mc(b"version\r\n").starts_with(b"VERSION"));
     let value = vec![b'y'; 100_000];
@@ -263,9 +257,7 @@ fn stalled_memcached_noreply_stream_is_bounded() {
 fn stalled_server_queue_bound_refuses_clearly() {
     let _g = serial();
     let mut r = Redis::start();
-    let Twem {
-        mut proxy, port, ..
-    } = Twem::capture("s", "  redis: true\n", &[(r.addr(), "a")]);
+    let (mut proxy, port) = Twem::capture("s", "  redis: true\n", &[(r.addr(), "a")]).parts();
     let base = proxy.rss();
     stop_proc(r.proc.pid());
     let value = vec![b'z'; 1 << 20];
@@ -488,16 +480,12 @@ fn auth_still_checks_the_password() {
     let r = Redis::start();
     // The backend has no password: the proxy's AUTH to it fails, which
     // this test does not exercise (PING is answered by the proxy).
-    let Twem {
-        proxy: _proxy,
-        port,
-        ..
-    } = Twem::start(
+    let t = Twem::start(
         "a",
         "  redis: true\n  redis_auth: s3cret\n",
         &[(r.addr(), "a")],
     );
-    let mut c = Client::connect(port);
+    let mut c = t.client();
     assert_eq!(
         c.cmd(&[b"PING"]),
         b"-NOAUTH Authentication required\r\n".to_vec()

@@ -390,9 +390,7 @@ fn near_limit_bulk_lengths_cost_only_what_is_sent() {
 fn memcached_absurd_lengths_are_refused() {
     let _g = serial();
     let mc = Memcached::start();
-    let Twem {
-        mut proxy, port, ..
-    } = Twem::capture("m", "  timeout: 2000\n", &[(mc.addr(), "m")]);
+    let (mut proxy, port) = Twem::capture("m", "  timeout: 2000\n", &[(mc.addr(), "m")]).parts();
     let base = proxy.rss();
     let lines = [
         "set k 0 0 4294967296\r\n",

@@ -28,6 +28,17 @@ fn scrape(t: &Shards) -> String {
     out
 }
 
+/// A client of `t` that sent `cmd` (a SUBSCRIBE) and read one
+/// confirmation per channel.
+fn subscribed(t: &Shards, cmd: &[&[u8]]) -> Client {
+    let mut c = t.client();
+    c.send_cmd(cmd);
+    for _ in 1..cmd.len() {
+        c.read_resp();
+    }
+    c
+}
+
 fn array(items: &[&[u8]], count: Option<i64>) -> Vec<u8> {
     let n = items.len() + usize::from(count.is_some());
     let mut v = format!("*{n}\r\n").into_bytes();
@@ -248,13 +259,8 @@ fn subscribers_that_leave_leave_no_connection_behind() {
 fn pubsub_introspection_sums_the_servers() {
     let t = setup();
     let (a, b) = (t.key(0, "ia"), t.key(1, "ib"));
-    let mut s1 = t.client();
-    s1.send_cmd(&[b"SUBSCRIBE", a.as_bytes(), b.as_bytes()]);
-    s1.read_resp();
-    s1.read_resp();
-    let mut s2 = t.client();
-    s2.send_cmd(&[b"SUBSCRIBE", b.as_bytes()]);
-    s2.read_resp();
+    let _s1 = subscribed(&t, &[b"SUBSCRIBE", a.as_bytes(), b.as_bytes()]);
+    let mut s2 = subscribed(&t, &[b"SUBSCRIBE", b.as_bytes()]);
     s2.send_cmd(&[b"PSUBSCRIBE", b"i*"]);
     s2.read_resp();
     let mut c = t.client();

@@ -275,16 +275,12 @@ fn long_pipeline_answered_in_order() {
 #[test]
 fn auth_and_db_together() {
     let shard = Redis::start_with(&["--requirepass", "sekret"]);
-    let Twem {
-        proxy: _proxy,
-        port,
-        ..
-    } = Twem::start(
+    let t = Twem::start(
         "a",
         "  redis: true\n  redis_auth: sekret\n  redis_db: 3\n",
         &[(shard.addr(), "")],
     );
-    let mut c = Client::connect(port);
+    let mut c = t.client();
     assert_eq!(c.cmds("GET a"), b"-NOAUTH Authentication required\r\n");
     assert_eq!(c.cmds("PING"), b"-NOAUTH Authentication required\r\n");
     assert_eq!(c.cmds("AUTH wrong"), b"-ERR invalid password\r\n");
@@ -568,11 +564,12 @@ fn unix_sockets_and_host_names() {
 #[test]
 fn preconnect_and_server_connections() {
     let r = Redis::start();
-    let Twem { proxy, port, .. } = Twem::start(
+    let (proxy, port) = Twem::start(
         "p",
         "  redis: true\n  preconnect: true\n  server_connections: 3\n",
         &[(r.addr(), "only")],
-    );
+    )
+    .parts();
     let st =
         proxy.stats_when(|st| st["p"]["only"]["server_connections"].as_i64().unwrap_or(0) >= 1);
     assert!(

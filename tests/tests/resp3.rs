@@ -215,8 +215,8 @@ fn pair() -> Pair {
             port,
         };
     }
-    let Twem { proxy, port, .. } = Twem::start("r3", "  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{}\"\n  timeout: 5000\n",
-        &[(shard.addr(), "s0")]);
+    let (proxy, port) = Twem::start("r3", "  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{}\"\n  timeout: 5000\n",
+        &[(shard.addr(), "s0")]).parts();
     Pair {
         _shard: shard,
         reference,

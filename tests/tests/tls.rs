@@ -308,7 +308,7 @@ fn mutual_tls_clients_accepted_and_refused() {
         p(&ca_file(dir.path(), &ca)),
         tls_servers(&server.ca),
     );
-    let Twem { proxy, port, .. } = twem_on("mtls", &settings, rport);
+    let (proxy, port) = twem_on("mtls", &settings, rport).parts();
     let cafile = proxy_files.ca.as_path();
     let o = cli(
         port,
@@ -338,7 +338,7 @@ fn expired_server_certificate_refused() {
         "  redis: true\n  timeout: 2000\n{}",
         tls_servers(&server.ca)
     );
-    let Twem { proxy, port, .. } = twem_on("old", &settings, rport);
+    let (proxy, port) = twem_on("old", &settings, rport).parts();
     let o = cli(port, None, &["GET", "k"]);
     let out = o;
     assert!(
@@ -386,7 +386,7 @@ fn sighup_rotates_the_listener_certificate() {
         p(&live_key),
         tls_servers(&redis_files.ca),
     );
-    let Twem { proxy, port, .. } = twem_on("rot", &settings, rport);
+    let (proxy, port) = twem_on("rot", &settings, rport).parts();
     // One connection, 300 INCRs 10 ms apart, across the reload.
     let looping = tls_tool("redis-cli", port, &both)
         .args(["-r", "300", "-i", "0.01", "INCR", "rot:n"])
@@ -602,11 +602,8 @@ fn memcached_pool_with_tls_listener() {
     let proxy_files = files(dir.path(), "proxy", &ca, false);
     let mc = twem_tests::Memcached::start();
     let servers = [(mc.addr(), "")];
-    let Twem {
-        proxy: _proxy,
-        port,
-        ..
-    } = Twem::start("mc", &tls_listener(&proxy_files), &servers);
+    let t = Twem::start("mc", &tls_listener(&proxy_files), &servers);
+    let port = t.port;
     let script = format!(
         "import socket, ssl\n\
          ctx = ssl.create_default_context(cafile='{}')\n\
@@ -770,13 +767,9 @@ fn pipelined_load_through_tls_both_sides() {
         tls_listener(&proxy_files),
         tls_servers(&server.ca)
     );
-    let Twem {
-        proxy: _proxy,
-        port,
-        ..
-    } = twem_on("load", &settings, rport);
+    let t = twem_on("load", &settings, rport);
     let start = Instant::now();
-    let o = tls_tool("redis-benchmark", port, &proxy_files.ca)
+    let o = tls_tool("redis-benchmark", t.port, &proxy_files.ca)
         .args([
             "-t", "set,get", "-n", "20000", "-c", "20", "-P", "16", "-d", "2000", "-q",
         ])

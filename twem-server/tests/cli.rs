@@ -843,11 +843,12 @@ fn stats_after_traffic_match_what_was_sent() {
     // One named server, one unnamed: the stats key of the latter is host:port.
     // Modula over servers sorted by name (shorter first) places keys the same
     // whatever ports the backends got, and splits 40 keys over both.
-    let Twem { proxy, port, .. } = Twem::start(
+    let (proxy, port) = Twem::start(
         "alpha",
         "  redis: true\n  hash: fnv1a_64\n  distribution: modula\n",
         &[(r1.addr(), "first"), (r2.addr(), "")],
-    );
+    )
+    .parts();
     let names = [("first".to_string(), &r1), (r2.addr(), &r2)];
 
     let mut c = Client::connect(port);
@@ -1201,14 +1202,13 @@ fn log_len(path: &Path) -> u64 {
 #[test]
 fn log_file_levels_and_reopen() {
     let redis = Redis::start();
-    let Twem {
-        mut proxy, port, ..
-    } = Twem::start_with(
+    let (mut proxy, port) = Twem::start_with(
         "alpha",
         "  redis: true\n",
         &[(redis.addr(), "")],
         &["-v", "7"],
-    );
+    )
+    .parts();
     let log = proxy.dir.path().join("proxy.log");
     let pid = proxy.proc.pid();
 
