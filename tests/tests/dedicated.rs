@@ -63,6 +63,15 @@ fn setup(extra: &str) -> Setup {
     }
 }
 
+/// [`setup`] with no extra lines, a client opened before the baseline (it
+/// stays connected throughout, so it is part of it) and the baseline.
+fn setup_with_client() -> (Setup, Client, Vec<i64>) {
+    let t = setup("");
+    let c = t.client();
+    let baseline = t.baseline();
+    (t, c, baseline)
+}
+
 fn s(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -114,21 +123,18 @@ impl Setup {
 
     /// Subscribers of `channel` on shard `i` (PUBSUB NUMSUB, asked directly).
     fn numsub(&self, i: usize, channel: &str) -> i64 {
-        last_int(
-            &self
-                .shard(i)
-                .client()
-                .cmd(&[b"PUBSUB", b"NUMSUB", channel.as_bytes()]),
-        )
+        self.pubsub_count(i, b"NUMSUB", channel)
     }
 
+    /// Sharded subscribers of `channel` on shard `i` (PUBSUB SHARDNUMSUB).
     fn shardnumsub(&self, i: usize, channel: &str) -> i64 {
-        last_int(
-            &self
-                .shard(i)
-                .client()
-                .cmd(&[b"PUBSUB", b"SHARDNUMSUB", channel.as_bytes()]),
-        )
+        self.pubsub_count(i, b"SHARDNUMSUB", channel)
+    }
+
+    /// `PUBSUB <sub> channel` asked of shard `i` directly: its count.
+    fn pubsub_count(&self, i: usize, sub: &[u8], channel: &str) -> i64 {
+        let mut direct = self.shard(i).client();
+        last_int(&direct.cmd(&[b"PUBSUB", sub, channel.as_bytes()]))
     }
 
     fn numpat_all(&self) -> Vec<i64> {
@@ -209,6 +215,18 @@ fn subscribe_reply(kind: &str, channel: &str, count: usize, resp3: bool) -> Vec<
     .into_bytes()
 }
 
+/// `kind` (subscribe, psubscribe, ssubscribe) of `channels` on `c`
+/// (RESP2), each confirmation checked: counts 1, 2, ...
+fn subscribe(c: &mut Client, kind: &str, channels: &[&str]) {
+    let mut cmd = vec![kind.to_uppercase().into_bytes()];
+    cmd.extend(channels.iter().map(|ch| ch.as_bytes().to_vec()));
+    c.send_cmd(&cmd.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    for (i, ch) in channels.iter().enumerate() {
+        let want = subscribe_reply(kind, ch, i + 1, false);
+        expect(c, &want, &format!("{kind} {ch}"));
+    }
+}
+
 #[test]
 fn a_subscriber_that_closes_its_socket_leaves_nothing_behind() {
     let t = setup("");
@@ -241,18 +259,8 @@ fn a_subscriber_that_closes_its_socket_leaves_nothing_behind() {
     }
     // Patterns go to every server; sharded channels to one.
     let mut c = t.client();
-    c.send_cmd(&[b"PSUBSCRIBE", b"chan:*"]);
-    expect(
-        &mut c,
-        &subscribe_reply("psubscribe", "chan:*", 1, false),
-        "PSUBSCRIBE",
-    );
-    c.send_cmd(&[b"SSUBSCRIBE", a.as_bytes()]);
-    expect(
-        &mut c,
-        &subscribe_reply("ssubscribe", &a, 1, false),
-        "SSUBSCRIBE",
-    );
+    subscribe(&mut c, "psubscribe", &["chan:*"]);
+    subscribe(&mut c, "ssubscribe", &[&a]);
     t.wait("SHARDNUMSUB", || t.shardnumsub(0, &a), |n| *n == 1);
     drop(c);
     t.wait(
@@ -270,10 +278,7 @@ fn a_subscriber_that_closes_its_socket_leaves_nothing_behind() {
 
 #[test]
 fn a_subscriber_killed_leaves_nothing_behind() {
-    let t = setup("");
-    // Opened before the baseline: it stays connected throughout.
-    let mut c = t.client();
-    let baseline = t.baseline();
+    let (t, mut c, baseline) = setup_with_client();
     let (a, b) = (t.on(0, "kill:a:"), t.on(1, "kill:b:"));
     let mut subs: Vec<Proc> = (0..3)
         .map(|_| t.cli(&["SUBSCRIBE", a.as_str(), b.as_str()]))
@@ -397,25 +402,12 @@ fn killed_blocked_clients_give_back_their_pinned_connections() {
 
 #[test]
 fn many_subscribe_unsubscribe_cycles_leak_nothing() {
-    let t = setup("");
-    // Opened before the baseline: it stays connected throughout.
-    let mut c = t.client();
-    let baseline = t.baseline();
+    let (t, mut c, baseline) = setup_with_client();
     let (a, b) = (t.on(0, "cyc:a:"), t.on(1, "cyc:b:"));
     let k = t.on(1, "cyc:key:");
     // One client, 200 cycles, channels on both servers.
     for round in 0..200 {
-        c.send_cmd(&[b"SUBSCRIBE", a.as_bytes(), b.as_bytes()]);
-        expect(
-            &mut c,
-            &subscribe_reply("subscribe", &a, 1, false),
-            "SUBSCRIBE a",
-        );
-        expect(
-            &mut c,
-            &subscribe_reply("subscribe", &b, 2, false),
-            "SUBSCRIBE b",
-        );
+        subscribe(&mut c, "subscribe", &[&a, &b]);
         if round % 2 == 0 {
             c.send_cmd(&[b"UNSUBSCRIBE"]);
         } else {
@@ -441,24 +433,9 @@ fn many_subscribe_unsubscribe_cycles_leak_nothing() {
     // 50 clients that subscribe and close, 50 that psubscribe, unsubscribe, close.
     for i in 0..50 {
         let mut s1 = t.client();
-        s1.send_cmd(&[b"SUBSCRIBE", a.as_bytes(), b.as_bytes()]);
-        expect(
-            &mut s1,
-            &subscribe_reply("subscribe", &a, 1, false),
-            "SUBSCRIBE",
-        );
-        expect(
-            &mut s1,
-            &subscribe_reply("subscribe", &b, 2, false),
-            "SUBSCRIBE",
-        );
+        subscribe(&mut s1, "subscribe", &[&a, &b]);
         let mut s2 = t.client();
-        s2.send_cmd(&[b"PSUBSCRIBE", b"cyc:*"]);
-        expect(
-            &mut s2,
-            &subscribe_reply("psubscribe", "cyc:*", 1, false),
-            "PSUBSCRIBE",
-        );
+        subscribe(&mut s2, "psubscribe", &["cyc:*"]);
         s2.send_cmd(&[b"PUNSUBSCRIBE"]);
         expect(
             &mut s2,

@@ -35,6 +35,14 @@ fn redis_target() -> (Redis, ProxyProc, u16) {
     (backend, t.proxy, t.port)
 }
 
+/// A client of `proxy` (on `port`) that has been served (`SET k v`), and
+/// the proxy's RSS after that: the baseline of the RSS checks.
+fn served_then_rss(proxy: &ProxyProc, port: u16) -> (Client, u64) {
+    let mut c = Client::connect(port);
+    assert_eq!(c.cmds("SET k v"), b"+OK\r\n");
+    (c, proxy.rss())
+}
+
 /// A well-behaved client for `dur`: small SET/GET round trips and, every
 /// fifth round, the 1 MiB value; each reply checked. (ops, max latency).
 fn served_client(port: u16, dur: Duration, big: Option<&[u8]>) -> (u64, Duration) {
@@ -296,9 +304,7 @@ fn read_to_close(s: &mut TcpStream) -> (Vec<u8>, bool) {
 fn absurd_lengths_are_protocol_errors() {
     let _g = serial();
     let (_backend, mut proxy, port) = redis_target();
-    let mut other = Client::connect(port);
-    assert_eq!(other.cmds("SET k v"), b"+OK\r\n");
-    let base = proxy.rss();
+    let (mut other, base) = served_then_rss(&proxy, port);
     let frames: [&[u8]; 7] = [
         b"*1\r\n$4294967296\r\n",
         b"*1\r\n$9223372036854775807\r\n",
@@ -356,9 +362,7 @@ fn absurd_lengths_are_protocol_errors() {
 fn near_limit_bulk_lengths_cost_only_what_is_sent() {
     let _g = serial();
     let (_backend, mut proxy, port) = redis_target();
-    let mut other = Client::connect(port);
-    assert_eq!(other.cmds("SET k v"), b"+OK\r\n");
-    let base = proxy.rss();
+    let (mut other, base) = served_then_rss(&proxy, port);
     let n = if tier2() { 256 } else { 32 };
     let mut head = b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$536870000\r\n".to_vec();
     head.extend(std::iter::repeat_n(b'z', 64 * 1024));
