@@ -961,17 +961,17 @@ pub struct Twem {
 impl Twem {
     /// twemproxy running pool `pool` on a free port, with `settings` and
     /// `servers` as [`pool_yaml`] takes them.
-    pub fn start(pool: &str, settings: &str, servers: &[(String, &str)]) -> Twem {
+    pub fn start<N: AsRef<str>>(pool: &str, settings: &str, servers: &[(String, N)]) -> Twem {
         Twem::launch(pool, settings, servers, |yaml, port| {
             ProxyProc::twem(yaml, port, &[])
         })
     }
 
     /// [`Twem::start`] with extra twemproxy arguments.
-    pub fn start_with(
+    pub fn start_with<N: AsRef<str>>(
         pool: &str,
         settings: &str,
-        servers: &[(String, &str)],
+        servers: &[(String, N)],
         extra: &[&str],
     ) -> Twem {
         Twem::launch(pool, settings, servers, |yaml, port| {
@@ -981,16 +981,16 @@ impl Twem {
 
     /// [`Twem::start`] with the proxy's stderr kept
     /// ([`ProxyProc::twem_capture`]).
-    pub fn capture(pool: &str, settings: &str, servers: &[(String, &str)]) -> Twem {
+    pub fn capture<N: AsRef<str>>(pool: &str, settings: &str, servers: &[(String, N)]) -> Twem {
         Twem::launch(pool, settings, servers, |yaml, port| {
             ProxyProc::twem_capture(yaml, port, &[])
         })
     }
 
-    fn launch(
+    fn launch<N: AsRef<str>>(
         pool: &str,
         settings: &str,
-        servers: &[(String, &str)],
+        servers: &[(String, N)],
         run: impl FnOnce(&str, u16) -> ProxyProc,
     ) -> Twem {
         let port = free_port();

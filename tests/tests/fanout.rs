@@ -222,6 +222,12 @@ fn scan_all(c: &mut Client, extra: &[&str]) -> (Vec<String>, usize) {
     }
 }
 
+/// The keys of `all` that start with `prefix`.
+fn with_prefix(all: &BTreeSet<String>, prefix: &str) -> BTreeSet<String> {
+    let matching = all.iter().filter(|k| k.starts_with(prefix));
+    matching.cloned().collect()
+}
+
 fn exactly_once(keys: &[String]) -> BTreeSet<String> {
     let mut seen = BTreeMap::new();
     for k in keys {
@@ -268,16 +274,8 @@ fn scan_with_match_count_and_type() {
         assert_eq!(c.cmd(&[b"HSET", h.as_bytes(), b"f", b"v"]), b":1\r\n");
     }
     let all = t.all_keys();
-    let users: BTreeSet<String> = all
-        .iter()
-        .filter(|k| k.starts_with("user:"))
-        .cloned()
-        .collect();
-    let hashes: BTreeSet<String> = all
-        .iter()
-        .filter(|k| k.starts_with("hash:"))
-        .cloned()
-        .collect();
+    let users = with_prefix(&all, "user:");
+    let hashes = with_prefix(&all, "hash:");
     assert_eq!(users.len(), 200);
     let (keys, _) = scan_all(&mut c, &["MATCH", "user:*", "COUNT", "50"]);
     assert_eq!(exactly_once(&keys), users);
@@ -405,11 +403,7 @@ fn keys_and_dbsize_cover_every_server() {
     let t = filled(&[("user:", 150), ("x:", 90)]);
     let mut c = t.client();
     assert_eq!(strings(&parse(&c.cmd(&[b"KEYS", b"*"]))), t.all_keys());
-    let users: BTreeSet<String> = t
-        .all_keys()
-        .into_iter()
-        .filter(|k| k.starts_with("user:"))
-        .collect();
+    let users = with_prefix(&t.all_keys(), "user:");
     assert_eq!(strings(&parse(&c.cmd(&[b"KEYS", b"user:*"]))), users);
     let sum: i64 = t
         .servers
@@ -529,11 +523,7 @@ fn flush_empties_every_server_when_allowed() {
 fn embedded_scan_returns_every_key_once() {
     let t = filled(&[("user:", 250), ("x:", 50)]);
     let all = t.all_keys();
-    let users: BTreeSet<String> = all
-        .iter()
-        .filter(|k| k.starts_with("user:"))
-        .cloned()
-        .collect();
+    let users = with_prefix(&all, "user:");
     let rt = runtime();
     let pool = rt
         .block_on(async { Pool::from_yaml(&t.yaml, None) })

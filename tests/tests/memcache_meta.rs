@@ -11,25 +11,31 @@
 //! Run: `cargo build -p twem-server && cargo test -p twem-tests --test memcache_meta`
 //! (set `TWEMPROXY_BIN` when the binary is built in another target dir).
 
-use twem_tests::{free_port, key_on, pool_yaml, Client, Memcached, ProxyProc, Twem};
+use twem_tests::{free_port, key_on, Client, Memcached, ProxyProc, Twem};
 
 /// A proxy over `servers` (named `s0`, `s1`, ...), and its yaml.
 fn proxy_over(servers: &[&Memcached]) -> (ProxyProc, u16, String) {
-    let port = free_port();
-    let named: Vec<(String, String)> = servers
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.addr(), format!("s{i}")))
-        .collect();
-    let list: Vec<(String, &str)> = named.iter().map(|(a, n)| (a.clone(), n.as_str())).collect();
-    let yaml = pool_yaml(
-        "mc",
-        port,
-        "  hash: fnv1a_64\n  distribution: ketama\n  timeout: 3000\n",
-        &list,
-    );
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
-    (proxy, port, yaml)
+    let named = servers.iter().enumerate();
+    let list: Vec<(String, String)> = named.map(|(i, m)| (m.addr(), format!("s{i}"))).collect();
+    let settings = "  hash: fnv1a_64\n  distribution: ketama\n  timeout: 3000\n";
+    let t = Twem::start("mc", settings, &list);
+    (t.proxy, t.port, t.yaml)
+}
+
+/// Two fresh memcached servers, `s0` and `s1`, behind twem
+/// ([`proxy_over`]).
+fn two_servers() -> ([Memcached; 2], ProxyProc, u16, String) {
+    let servers = [Memcached::start(), Memcached::start()];
+    let (proxy, port, yaml) = proxy_over(&[&servers[0], &servers[1]]);
+    (servers, proxy, port, yaml)
+}
+
+/// A lone memcached, the reference the proxy's answers are compared with,
+/// and a client of it.
+fn lone_memcached() -> (Memcached, Client) {
+    let reference = Memcached::start();
+    let direct = reference.client();
+    (reference, direct)
 }
 
 /// Send `pipeline` (which must end in `mn\r\n` and hold `mn` only as
@@ -202,10 +208,8 @@ fn meta_matches_memcached_byte_for_byte() {
 /// then plain requests: every reply in order, nothing extra, nothing lost.
 #[test]
 fn quiet_pipelines_stay_in_step_over_two_servers() {
-    let (a, b) = (Memcached::start(), Memcached::start());
-    let (_p, port, _) = proxy_over(&[&a, &b]);
-    let reference = Memcached::start();
-    let mut direct = reference.client();
+    let (_servers, _p, port, _) = two_servers();
+    let (_reference, mut direct) = lone_memcached();
     let mut c = Client::connect(port);
     let mut seq = Vec::new();
     for i in 0..300 {
@@ -235,8 +239,7 @@ fn quiet_pipelines_stay_in_step_over_two_servers() {
 /// key, under its decoded name; plain and base64 requests meet.
 #[test]
 fn base64_keys_are_placed_by_the_decoded_key() {
-    let (a, b) = (Memcached::start(), Memcached::start());
-    let (_p, port, yaml) = proxy_over(&[&a, &b]);
+    let ([a, b], _p, port, yaml) = two_servers();
     let mut c = Client::connect(port);
     let mut shards = [a.client(), b.client()];
     for (i, server) in ["s0", "s1", "s0", "s1"].iter().enumerate() {
@@ -271,8 +274,7 @@ fn base64_keys_are_placed_by_the_decoded_key() {
 /// `stats <sub>` is one SERVER_ERROR line and the connection goes on.
 #[test]
 fn stats_are_summed_over_the_servers() {
-    let (a, b) = (Memcached::start(), Memcached::start());
-    let (p, port, _) = proxy_over(&[&a, &b]);
+    let ([a, b], p, port, _) = two_servers();
     let (mut da, mut db) = (a.client(), b.client());
     for i in 0..2 {
         assert_eq!(
@@ -335,8 +337,7 @@ fn stats_are_summed_over_the_servers() {
 /// acknowledged by the proxy.
 #[test]
 fn flush_all_empties_every_server() {
-    let (a, b) = (Memcached::start(), Memcached::start());
-    let (_p, port, _) = proxy_over(&[&a, &b]);
+    let ([a, b], _p, port, _) = two_servers();
     let (mut da, mut db) = (a.client(), b.client());
     let fill = |d: &mut Client| assert_eq!(d.mc(b"set k 0 0 1\r\nx\r\n"), b"STORED\r\n");
     fill(&mut da);
@@ -364,10 +365,8 @@ fn flush_all_empties_every_server() {
 /// lone memcached answers `gat`, and the exptime set on each server.
 #[test]
 fn gat_and_gats_split_and_merge_in_key_order() {
-    let (a, b) = (Memcached::start(), Memcached::start());
-    let (_p, port, yaml) = proxy_over(&[&a, &b]);
-    let reference = Memcached::start();
-    let mut direct = reference.client();
+    let ([a, b], _p, port, yaml) = two_servers();
+    let (_reference, mut direct) = lone_memcached();
     let mut c = Client::connect(port);
     let keys = [
         key_on(&yaml, "s0", "g0-"),
