@@ -298,8 +298,7 @@ fn split_reply(reply: resp::Reply) -> Result<(u64, Vec<Bytes>), CallError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
-    use tokio_util::codec::Decoder;
+    use crate::pool::merge::tests::frame;
 
     #[test]
     fn cursor_round_trips() {
@@ -383,15 +382,6 @@ mod tests {
         let bad = ["", "-1", "+1", " 1", "1x", "abc", "18446744073709551616"];
         for bad in bad.map(str::as_bytes) {
             assert_eq!(parse_cursor(bad), None, "{bad:?}");
-        }
-    }
-
-    fn frame(reply: &resp::Reply) -> Frame {
-        let mut buf = BytesMut::from(&reply.to_bytes()[..]);
-        let mut codec = resp::ReplyCodec::new(crate::pool::redis_reply_limits());
-        match codec.decode(&mut buf) {
-            Ok(Some(f)) => Frame::Resp(f),
-            other => panic!("not a frame: {other:?}"),
         }
     }
 
