@@ -146,6 +146,38 @@ impl Default for Limits {
     }
 }
 
+/// The defaults with one bound lowered, for the tests of that bound.
+#[cfg(test)]
+impl Limits {
+    pub(crate) fn inline_len(n: usize) -> Limits {
+        Limits {
+            max_inline_len: n,
+            ..Limits::default()
+        }
+    }
+
+    pub(crate) fn array_len(n: usize) -> Limits {
+        Limits {
+            max_array_len: n,
+            ..Limits::default()
+        }
+    }
+
+    pub(crate) fn bulk_len(n: usize) -> Limits {
+        Limits {
+            max_bulk_len: n,
+            ..Limits::default()
+        }
+    }
+
+    pub(crate) fn depth(n: usize) -> Limits {
+        Limits {
+            max_depth: n,
+            ..Limits::default()
+        }
+    }
+}
+
 /// A `*` or `$` header is a sign and at most 19 digits; a longer line without
 /// `\r` cannot be valid, so we stop looking (and buffering) there.
 const MAX_HEADER: usize = 24;
@@ -280,6 +312,30 @@ mod testing {
             }
         }
         (out, None, buf)
+    }
+
+    /// `input` decodes to one request, a PING: all before it is skipped.
+    pub(super) fn only_ping(input: &[u8]) {
+        let reqs = requests(input).unwrap();
+        let names: Vec<&[u8]> = reqs.iter().map(Request::name).collect();
+        assert_eq!(names, [&b"PING"[..]], "{input:?}");
+    }
+
+    /// `codec` waits for more after `first` (nothing decoded); the result
+    /// once `more` came too.
+    pub(super) fn after_more<D: Decoder>(
+        codec: &mut D,
+        first: &[u8],
+        more: &[u8],
+    ) -> Result<Option<D::Item>, D::Error>
+    where
+        D::Item: std::fmt::Debug,
+        D::Error: std::fmt::Debug,
+    {
+        let mut buf = BytesMut::from(first);
+        assert!(codec.decode(&mut buf).unwrap().is_none(), "{first:?}");
+        buf.extend_from_slice(more);
+        codec.decode(&mut buf)
     }
 
     pub(super) fn args_of(req: &Request) -> Vec<&[u8]> {
