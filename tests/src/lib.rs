@@ -489,6 +489,16 @@ impl ProxyProc {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
     }
+
+    /// The log's last `n` lines, leaving out the per-connection chatter
+    /// (`client connected`/`client closed`): context for a failure.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let chatter = |l: &&str| l.contains("client connected") || l.contains("client closed");
+        let mut tail: Vec<&str> = log.lines().rev().filter(|l| !chatter(l)).take(n).collect();
+        tail.reverse();
+        tail.join("\n")
+    }
 }
 
 /// Whether `e` is a read or write timeout (`WouldBlock` or `TimedOut`, as

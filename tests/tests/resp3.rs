@@ -15,7 +15,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use twem_tests::{free_port, key_on, pool_yaml, resp_cmd, test_socket, ProxyProc, Redis, Twem};
+use twem_tests::{key_on, resp_cmd, test_socket, ProxyProc, Redis, Twem};
 
 /// A parsed RESP2/RESP3 reply, for the checks that look at shape only.
 #[derive(Debug, Clone, PartialEq)]
@@ -253,15 +253,7 @@ impl Pair {
         let Some(proxy) = &self.proxy else {
             return "(direct mode: no twem)".to_string();
         };
-        let log = proxy.log();
-        let mut tail: Vec<&str> = log
-            .lines()
-            .rev()
-            .filter(|l| !l.contains("client connected") && !l.contains("client closed"))
-            .take(10)
-            .collect();
-        tail.reverse();
-        tail.join("\n")
+        proxy.log_tail(10)
     }
 }
 
@@ -676,17 +668,16 @@ fn transaction_across_servers_is_refused_whole() {
         return;
     }
     let shards = [Redis::start(), Redis::start()];
-    let port = free_port();
-    let yaml = pool_yaml(
+    let settings = "  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{}\"\n  timeout: 5000\n";
+    let t = Twem::start(
         "r3x",
-        port,
-        "  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{}\"\n  timeout: 5000\n",
+        settings,
         &[(shards[0].addr(), "s0"), (shards[1].addr(), "s1")],
     );
-    let on_a = key_on(&yaml, "s0", "r3x:a:");
-    let on_b = key_on(&yaml, "s1", "r3x:b:");
-    let also_a = key_on(&yaml, "s0", "r3x:c:");
-    let _proxy = ProxyProc::twem(&yaml, port, &[]);
+    let port = t.port;
+    let on_a = key_on(&t.yaml, "s0", "r3x:a:");
+    let on_b = key_on(&t.yaml, "s1", "r3x:b:");
+    let also_a = key_on(&t.yaml, "s0", "r3x:c:");
     let mut direct = [
         Conn::connect(shards[0].port, "s0"),
         Conn::connect(shards[1].port, "s1"),

@@ -146,35 +146,14 @@ impl Default for Limits {
     }
 }
 
-/// The defaults with one bound lowered, for the tests of that bound.
+/// The defaults with `set` applied (one bound lowered), for the tests of
+/// that bound.
 #[cfg(test)]
 impl Limits {
-    pub(crate) fn inline_len(n: usize) -> Limits {
-        Limits {
-            max_inline_len: n,
-            ..Limits::default()
-        }
-    }
-
-    pub(crate) fn array_len(n: usize) -> Limits {
-        Limits {
-            max_array_len: n,
-            ..Limits::default()
-        }
-    }
-
-    pub(crate) fn bulk_len(n: usize) -> Limits {
-        Limits {
-            max_bulk_len: n,
-            ..Limits::default()
-        }
-    }
-
-    pub(crate) fn depth(n: usize) -> Limits {
-        Limits {
-            max_depth: n,
-            ..Limits::default()
-        }
+    pub(crate) fn with(set: impl FnOnce(&mut Limits)) -> Limits {
+        let mut limits = Limits::default();
+        set(&mut limits);
+        limits
     }
 }
 
