@@ -1116,6 +1116,17 @@ impl Shards {
         usize::try_from(n - 1).expect("connected_clients counts the one asking")
     }
 
+    /// `n` clients of the pool, each after `hold` ran on it (a command that
+    /// keeps a pinned server connection: BLPOP, WATCH...).
+    pub fn clients_holding(&self, n: usize, hold: impl Fn(&mut Client)) -> Vec<Client> {
+        let each = |_| {
+            let mut c = self.client();
+            hold(&mut c);
+            c
+        };
+        (0..n).map(each).collect()
+    }
+
     /// `GET key` asked of shard `i` directly.
     pub fn get_on(&self, i: usize, key: &str) -> Vec<u8> {
         self.shards[i].client().cmd(&[b"GET", key.as_bytes()])

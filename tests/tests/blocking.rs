@@ -15,6 +15,14 @@ fn setup(extra: &str) -> Shards {
     Shards::start(2, extra)
 }
 
+/// A client that has been served (a PING), and the clients shard 0 counts
+/// after that: the baseline.
+fn warm_baseline(t: &Shards) -> (Client, usize) {
+    let mut c = t.client();
+    assert_eq!(c.cmds("PING"), b"+PONG\r\n");
+    (c, t.connected(0))
+}
+
 fn s(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -125,16 +133,9 @@ fn blocking_keys_must_share_a_server() {
 fn a_client_gone_while_blocked_frees_its_connection() {
     let t = setup("");
     let q = t.key(0, "gone");
-    let mut c = t.client();
-    assert_eq!(c.cmds("PING"), b"+PONG\r\n");
-    let baseline = t.connected(0);
-    let mut blocked: Vec<Client> = (0..5)
-        .map(|_| {
-            let mut b = t.client();
-            b.send_cmd(&[b"BLPOP", q.as_bytes(), b"0"]);
-            b
-        })
-        .collect();
+    let (mut c, baseline) = warm_baseline(&t);
+    let blpop = |b: &mut Client| b.send_cmd(&[b"BLPOP", q.as_bytes(), b"0"]);
+    let mut blocked = t.clients_holding(5, blpop);
     let deadline = Instant::now() + Duration::from_secs(5);
     while t.connected(0) < baseline + 5 {
         assert!(
@@ -162,13 +163,8 @@ fn a_client_gone_while_blocked_frees_its_connection() {
 fn borrowed_connections_are_bounded_and_reused() {
     let t = setup("  pinned_connections: 2\n");
     let q = t.key(0, "bound");
-    let mut held: Vec<Client> = (0..2)
-        .map(|_| {
-            let mut b = t.client();
-            b.send_cmd(&[b"BLPOP", q.as_bytes(), b"0"]);
-            b
-        })
-        .collect();
+    let blpop = |b: &mut Client| b.send_cmd(&[b"BLPOP", q.as_bytes(), b"0"]);
+    let mut held = t.clients_holding(2, blpop);
     thread::sleep(Duration::from_millis(300));
     let mut third = t.client();
     let r = third.cmd(&[b"BLPOP", q.as_bytes(), b"0"]);

@@ -70,26 +70,11 @@ fn parse(b: &[u8]) -> Option<(V, usize)> {
         b'(' => (V::BigNumber(head.to_string()), after),
         b'$' if num() < 0 => (V::Null(b'$'), after),
         b'*' if num() < 0 => (V::Null(b'*'), after),
-        b'$' => {
-            let (v, end) = blob(num())?;
-            (V::Bulk(v), end)
-        }
-        b'=' => {
-            let (v, end) = blob(num())?;
-            (V::Verbatim(v), end)
-        }
-        b'*' => {
-            let (v, end) = items(num())?;
-            (V::Array(v), end)
-        }
-        b'~' => {
-            let (v, end) = items(num())?;
-            (V::Set(v), end)
-        }
-        b'>' => {
-            let (v, end) = items(num())?;
-            (V::Push(v), end)
-        }
+        b'$' => blob(num()).map(|(v, end)| (V::Bulk(v), end))?,
+        b'=' => blob(num()).map(|(v, end)| (V::Verbatim(v), end))?,
+        b'*' => items(num()).map(|(v, end)| (V::Array(v), end))?,
+        b'~' => items(num()).map(|(v, end)| (V::Set(v), end))?,
+        b'>' => items(num()).map(|(v, end)| (V::Push(v), end))?,
         b'%' => {
             let (v, end) = items(2 * num())?;
             let mut it = v.into_iter();
@@ -161,6 +146,14 @@ impl Conn {
     }
 
     /// Send `line`, read its reply.
+    /// `MULTI`, `cmds`, `EXEC`: every reply, in order.
+    fn transaction(&mut self, cmds: &[String]) -> Vec<Vec<u8>> {
+        let lines = std::iter::once("MULTI").chain(cmds.iter().map(String::as_str));
+        let mut replies: Vec<Vec<u8>> = lines.map(|l| self.cmd(l)).collect();
+        replies.push(self.cmd("EXEC"));
+        replies
+    }
+
     fn cmd(&mut self, line: &str) -> Vec<u8> {
         self.send(line);
         self.read()
@@ -688,13 +681,11 @@ fn transaction_across_servers_is_refused_whole() {
         if resp3 {
             assert_hello_shape(&c.value("HELLO 3"), 3, "twem");
         }
-        let replies = [
-            c.cmd("MULTI"),
-            c.cmd(&format!("SET {on_a} 1")),
-            c.cmd(&format!("SET {on_b} 1")),
-            c.cmd(&format!("INCR {on_a}")),
-            c.cmd("EXEC"),
-        ];
+        let replies = c.transaction(&[
+            format!("SET {on_a} 1"),
+            format!("SET {on_b} 1"),
+            format!("INCR {on_a}"),
+        ]);
         let all: Vec<String> = replies.iter().map(|r| show(r)).collect();
         assert_eq!(all[0], "+OK\\r\\n", "MULTI: {all:?}");
         assert_eq!(all[1], "+QUEUED\\r\\n", "first SET: {all:?}");
@@ -724,13 +715,11 @@ fn transaction_across_servers_is_refused_whole() {
         ("{r3x}:one".to_string(), "{r3x}:two".to_string(), None),
         (on_a.clone(), also_a.clone(), Some(0)),
     ] {
-        let replies = [
-            c.cmd("MULTI"),
-            c.cmd(&format!("SET {k1} 1")),
-            c.cmd(&format!("INCR {k2}")),
-            c.cmd(&format!("INCR {k2}")),
-            c.cmd("EXEC"),
-        ];
+        let replies = c.transaction(&[
+            format!("SET {k1} 1"),
+            format!("INCR {k2}"),
+            format!("INCR {k2}"),
+        ]);
         let all: Vec<String> = replies.iter().map(|r| show(r)).collect();
         assert_eq!(
             all,

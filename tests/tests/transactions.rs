@@ -162,13 +162,8 @@ fn a_client_gone_mid_watch_leaves_no_state_behind() {
 fn pinned_connections_are_bounded_with_a_clear_error() {
     let t = setup("  pinned_connections: 2\n");
     let k = t.key(0, "p");
-    let mut held: Vec<Client> = (0..2)
-        .map(|_| {
-            let mut c = t.client();
-            assert_eq!(c.cmd(&[b"WATCH", k.as_bytes()]), b"+OK\r\n");
-            c
-        })
-        .collect();
+    let watch = |c: &mut Client| assert_eq!(c.cmd(&[b"WATCH", k.as_bytes()]), b"+OK\r\n");
+    let mut held = t.clients_holding(2, watch);
     let mut third = t.client();
     let refused = third.cmd(&[b"WATCH", k.as_bytes()]);
     assert!(
