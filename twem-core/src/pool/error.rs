@@ -464,12 +464,14 @@ mod tests {
 
     // Every variant's Redis reply carries an error code, so clients that
     // parse `-CODE message` never see a bare message.
+    /// A backend failure of `kind` on server `server`.
+    fn backend(kind: BackendErrorKind, server: &str) -> CallError {
+        CallError::Backend(BackendError::new(kind, Arc::from(server)))
+    }
+
     #[test]
     fn replies_are_well_formed() {
-        let refused = CallError::Backend(BackendError::new(
-            BackendErrorKind::ConnectionRefused,
-            Arc::from("s"),
-        ));
+        let refused = backend(BackendErrorKind::ConnectionRefused, "s");
         assert_eq!(&refused.resp_reply()[..], b"-ERR Connection refused\r\n");
         assert_eq!(
             &refused.memcache_reply()[..],
@@ -558,10 +560,7 @@ mod tests {
             BackendErrorKind::from_io(&enfile),
             BackendErrorKind::ProxyFdLimit
         );
-        let fd = CallError::Backend(BackendError::new(
-            BackendErrorKind::ProxyFdLimit,
-            Arc::from("redis-1"),
-        ));
+        let fd = backend(BackendErrorKind::ProxyFdLimit, "redis-1");
         assert_eq!(
             &fd.resp_reply()[..],
             b"-ERR too many open files in proxy (server redis-1)\r\n"
@@ -570,18 +569,12 @@ mod tests {
             &fd.memcache_reply()[..],
             b"SERVER_ERROR too many open files in proxy (server redis-1)\r\n"
         );
-        let queued = CallError::Backend(BackendError::new(
-            BackendErrorKind::Backlogged,
-            Arc::from("a"),
-        ));
+        let queued = backend(BackendErrorKind::Backlogged, "a");
         assert_eq!(
             &queued.resp_reply()[..],
             b"-ERR too many request bytes queued for the server (server a)\r\n"
         );
-        let ejected = CallError::Backend(BackendError::new(
-            BackendErrorKind::AllEjected,
-            Arc::from(""),
-        ));
+        let ejected = backend(BackendErrorKind::AllEjected, "");
         assert_eq!(
             &ejected.resp_reply()[..],
             b"-ERR every server of the pool is ejected\r\n"
