@@ -739,12 +739,17 @@ mod tests {
     // comparison built on it is meaningless.
     #[test]
     fn resp_len_frames() {
-        assert_eq!(resp_len(b"+OK\r\n"), Some(5));
-        assert_eq!(resp_len(b"$3\r\nabc\r\nxx"), Some(9));
-        assert_eq!(resp_len(b"$3\r\nab"), None);
-        assert_eq!(resp_len(b"$-1\r\n"), Some(5));
-        assert_eq!(resp_len(b"*2\r\n$1\r\na\r\n:5\r\n"), Some(15));
-        assert_eq!(resp_len(b"*2\r\n$1\r\na\r\n"), None);
+        let cases = [
+            ("+OK\r\n", Some(5)),
+            ("$3\r\nabc\r\nxx", Some(9)),
+            ("$3\r\nab", None),
+            ("$-1\r\n", Some(5)),
+            ("*2\r\n$1\r\na\r\n:5\r\n", Some(15)),
+            ("*2\r\n$1\r\na\r\n", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(resp_len(input.as_bytes()), want, "{input:?}");
+        }
         assert_eq!(resp_cmd(&[b"GET", b"k"]), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
     }
 }
