@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use twem_proto::command::CommandError;
 use twem_proto::memcache as mc;
+use twem_proto::{Memcache, Resp, Wire};
 
 /// Why a backend could not answer a request. Each kind maps to the words
 /// nutcracker puts in the error reply a client sees (`-ERR <words>` for Redis,
@@ -218,22 +219,29 @@ impl CallError {
         }
     }
 
-    /// The whole Redis error reply (`-<words>\r\n`).
-    pub fn resp_reply(&self) -> bytes::Bytes {
-        bytes::Bytes::from(format!("-{}\r\n", self.words()))
+    /// The whole error reply in protocol `W`: a failure on the way in
+    /// nutcracker's words (`-ERR ...`, `SERVER_ERROR ...`), a refused
+    /// request as refused (`-<CODE> ...`, `CLIENT_ERROR <CODE> ...`), a
+    /// server's own error as it came.
+    pub fn reply<W: Wire>(&self) -> Bytes {
+        match self {
+            CallError::Backend(b) => W::server_error(&b.reply_words()),
+            CallError::Request(r) => W::client_error(&r.words()),
+            CallError::Server(s) => W::relayed_error(&s.words()),
+            CallError::Closed(p) => W::server_error(&format!("pool {p} is closed")),
+        }
     }
 
-    /// The whole memcached error line: `SERVER_ERROR <nutcracker's words>`
-    /// for a backend failure, `CLIENT_ERROR ...` for a rejected request, a
-    /// server's own line as it came.
-    pub fn memcache_reply(&self) -> bytes::Bytes {
-        let line = match self {
-            CallError::Backend(b) => format!("SERVER_ERROR {}", b.reply_words()),
-            CallError::Request(r) => format!("CLIENT_ERROR {}", r.words()),
-            CallError::Server(s) => s.words(),
-            CallError::Closed(p) => format!("SERVER_ERROR pool {p} is closed"),
-        };
-        bytes::Bytes::from(line + "\r\n")
+    /// The whole Redis error reply (`-<words>\r\n`): [`CallError::reply`]
+    /// in RESP.
+    pub fn resp_reply(&self) -> Bytes {
+        self.reply::<Resp>()
+    }
+
+    /// The whole memcached error line: [`CallError::reply`] in memcached's
+    /// protocol.
+    pub fn memcache_reply(&self) -> Bytes {
+        self.reply::<Memcache>()
     }
 }
 
