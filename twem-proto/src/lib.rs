@@ -23,3 +23,12 @@ mod wire;
 pub use encode::Encode;
 pub use error::ProtoError;
 pub use protocol::{Memcache, Resp, Wire};
+
+/// The default `L` with `set` applied: the limits of a test of one bound
+/// (RESP's or memcached's `Limits`).
+#[cfg(test)]
+pub(crate) fn test_limits<L: Default>(set: impl FnOnce(&mut L)) -> L {
+    let mut limits = L::default();
+    set(&mut limits);
+    limits
+}

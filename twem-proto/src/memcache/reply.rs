@@ -981,10 +981,7 @@ mod tests {
     // A VALUE over max_value_len is refused from its header.
     #[test]
     fn value_over_limit() {
-        let limits = Limits {
-            max_value_len: 10,
-            ..Limits::default()
-        };
+        let limits = crate::test_limits(|l: &mut Limits| l.max_value_len = 10);
         let mut buf = BytesMut::from(&b"VALUE a 0 11\r\n"[..]);
         let e = decode_reply(Command::Get, &mut buf, &limits).unwrap_err();
         assert!(matches!(
@@ -1000,10 +997,7 @@ mod tests {
     // More values than max_keys cannot be an answer to a valid get.
     #[test]
     fn too_many_values() {
-        let limits = Limits {
-            max_keys: 1,
-            ..Limits::default()
-        };
+        let limits = crate::test_limits(|l: &mut Limits| l.max_keys = 1);
         let mut buf = BytesMut::from(&b"VALUE a 0 1\r\nx\r\nVALUE a 0 1\r\nx\r\nEND\r\n"[..]);
         assert!(decode_reply(Command::Get, &mut buf, &limits).is_err());
     }
@@ -1011,10 +1005,7 @@ mod tests {
     // A long reply line without newline is a framing error.
     #[test]
     fn reply_line_too_long() {
-        let limits = Limits {
-            max_line_len: 8,
-            ..Limits::default()
-        };
+        let limits = crate::test_limits(|l: &mut Limits| l.max_line_len = 8);
         let mut buf = BytesMut::from(&b"SERVER_ERROR abcdef"[..]);
         assert!(decode_reply(Command::Set, &mut buf, &limits).is_err());
     }

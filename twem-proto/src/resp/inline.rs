@@ -216,7 +216,8 @@ mod tests {
     // A line longer than the limit without a newline is an error.
     #[test]
     fn inline_too_big() {
-        let mut codec = RequestCodec::new(Limits::with(|l| l.max_inline_len = 8));
+        let mut codec =
+            RequestCodec::new(crate::test_limits(|l: &mut Limits| l.max_inline_len = 8));
         let err = after_more(&mut codec, b"PINGPING", b"P").unwrap_err();
         assert_eq!(protocol_msg(err), "too big inline request");
     }
@@ -224,7 +225,8 @@ mod tests {
     // A line of exactly the limit is accepted.
     #[test]
     fn inline_at_limit() {
-        let mut codec = RequestCodec::new(Limits::with(|l| l.max_inline_len = 8));
+        let mut codec =
+            RequestCodec::new(crate::test_limits(|l: &mut Limits| l.max_inline_len = 8));
         let mut buf = BytesMut::from(&b"ECHO abc\n"[..]);
         let req = codec.decode(&mut buf).unwrap().unwrap();
         assert_eq!(args_of(&req), [&b"ECHO"[..], b"abc"]);

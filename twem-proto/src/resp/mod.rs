@@ -146,17 +146,6 @@ impl Default for Limits {
     }
 }
 
-/// The defaults with `set` applied (one bound lowered), for the tests of
-/// that bound.
-#[cfg(test)]
-impl Limits {
-    pub(crate) fn with(set: impl FnOnce(&mut Limits)) -> Limits {
-        let mut limits = Limits::default();
-        set(&mut limits);
-        limits
-    }
-}
-
 /// A `*` or `$` header is a sign and at most 19 digits; a longer line without
 /// `\r` cannot be valid, so we stop looking (and buffering) there.
 const MAX_HEADER: usize = 24;

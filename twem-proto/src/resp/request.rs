@@ -494,7 +494,7 @@ mod tests {
     // An argument count over the limit is rejected from the header alone.
     #[test]
     fn multibulk_over_limit_rejected() {
-        let mut codec = RequestCodec::new(Limits::with(|l| l.max_array_len = 3));
+        let mut codec = RequestCodec::new(crate::test_limits(|l: &mut Limits| l.max_array_len = 3));
         let mut buf = BytesMut::from(&b"*4\r\n"[..]);
         let got = too_large(codec.decode(&mut buf));
         assert_eq!(got, ("multibulk length", 4, 3));
