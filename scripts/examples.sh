@@ -23,33 +23,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Sets $port to a random port nothing listens on and not handed out before
-# in this run (not in a subshell, so the list of handed-out ports persists).
-used_ports=" "
-free_port() {
-    while :; do
-        # Below Linux's ephemeral range (32768+), so no outgoing connection
-        # of another process can be holding the port we pick.
-        port=$((10000 + RANDOM % 22000))
-        case "$used_ports" in *" $port "*) continue ;; esac
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            used_ports="$used_ports$port "
-            return
-        fi
-    done
-}
-
-wait_port() {
-    local port=$1
-    for _ in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    echo "examples.sh: nothing listening on 127.0.0.1:$port" >&2
-    return 1
-}
+# free_port, wait_port.
+source scripts/ports.sh
 
 redis=()
 for i in 1 2; do

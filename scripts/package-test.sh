@@ -40,24 +40,8 @@ trap cleanup EXIT
 
 fail() { echo "package-test.sh: FAILED: $*" >&2; exit 1; }
 
-used_ports=" "
-free_port() {
-    while :; do
-        port=$((10000 + RANDOM % 22000))
-        case "$used_ports" in *" $port "*) continue ;; esac
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            used_ports="$used_ports$port "
-            return
-        fi
-    done
-}
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    return 1
-}
+# free_port, wait_port.
+source scripts/ports.sh
 
 deb=$(bash scripts/deb.sh)
 echo "== cargo install --path twem-server"

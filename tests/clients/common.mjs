@@ -130,3 +130,24 @@ export class Runner {
 // KEYS[1] = a string set to ARGV[1]; KEYS[2] = a counter incremented by ARGV[2].
 export const LUA_SET_INCR =
   "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('INCRBY', KEYS[2], ARGV[2])";
+
+// Checks whose steps are the same for ioredis and node-redis (the calls
+// below have one name and shape in both): one copy, run with each client.
+
+/** transaction_cross_server: MULTI over keys `ka`, `kb` of two servers is
+ *  refused, changes neither key and leaves the connection usable. */
+export async function transactionCrossServer(r, [ka, kb]) {
+  await r.del(ka);
+  await r.del(kb);
+  const e = await expectError(r.multi().incr(ka).incr(kb).exec(), 'transaction over two servers');
+  console.log(`     (refused with: ${e?.constructor?.name}: ${e?.message})`);
+  same(await r.get(ka), null, 'first key untouched');
+  same(await r.get(kb), null, 'second key untouched');
+  same(await r.ping(), 'PONG', 'connection still usable');
+}
+
+/** The part of the info check both libraries share: INFO is the server's text. */
+export function checkInfoText(info) {
+  check(typeof info === 'string', 'INFO is a string', typeof info);
+  check(/^redis_version:/m.test(info), 'INFO has redis_version', info.slice(0, 200));
+}

@@ -13,8 +13,10 @@ proxy:  the target is twem in front of (at least) two servers; --cross gives
 --keep-going: run every check and report all failures (default: stop at the
         first). Exit status is 0 only if every check passed.
 
-Each check is a function; an exception or a failed `check()` inside it fails
-it with a message naming the check.
+Each check is a module-level function `t_<name>`, run in the order the
+program defines them (`Runner.run_all`); `@proxy_only` marks one that needs
+two servers. An exception or a failed `check()` inside it fails it with a
+message naming the check.
 """
 
 import argparse
@@ -82,6 +84,25 @@ def parse_args(name):
     return a
 
 
+def start(name, parser_in_name=False):
+    """A program's arguments and its Runner. Call it before importing the
+    client library: with TWEM_NO_HIREDIS=1 it hides hiredis first (see
+    hide_hiredis_if_asked). `parser_in_name` adds the redis-py parser in use
+    to the name the program reports under."""
+    hide_hiredis_if_asked()
+    if parser_in_name:
+        no_hiredis = os.environ.get("TWEM_NO_HIREDIS") == "1"
+        name += "[python-parser]" if no_hiredis else "[hiredis]"
+    a = parse_args(name)
+    return a, Runner(name, a)
+
+
+def proxy_only(fn):
+    """Marks a check that needs two servers: skipped in direct mode."""
+    fn.proxy_only = True
+    return fn
+
+
 class Runner:
     def __init__(self, name, args):
         self.name, self.args = name, args
@@ -126,6 +147,24 @@ class Runner:
             return self._report(check_name, e)
         print(f"ok   {check_name} ({time.monotonic() - t:.2f}s)", flush=True)
 
+    @staticmethod
+    def checks(scope):
+        """The checks of a program, from its module namespace `scope`: every
+        function `t_<name>`, in the order defined, as (name, function)."""
+        return [(k[2:], f) for k, f in list(scope.items())
+                if k.startswith("t_") and callable(f)]
+
+    def run_all(self, scope):
+        """Run every check of `scope` (see checks) in order, then finish."""
+        for name, fn in self.checks(scope):
+            self.run(name, fn, proxy_only=getattr(fn, "proxy_only", False))
+        self.finish()
+
+    async def run_all_async(self, scope):
+        """Run every (async) check of `scope` in order; the caller finishes."""
+        for name, fn in self.checks(scope):
+            await self.run_async(name, fn, proxy_only=getattr(fn, "proxy_only", False))
+
     def finish(self):
         took = time.monotonic() - self.t0
         if self.failed:
@@ -157,3 +196,65 @@ def lua_set_incr():
     # KEYS[1] = a string set to ARGV[1]; KEYS[2] = a counter incremented by ARGV[2].
     return ("redis.call('SET', KEYS[1], ARGV[1]) "
             "return redis.call('INCRBY', KEYS[2], ARGV[2])")
+
+
+# Checks whose steps are the same for several libraries: one copy here, run
+# by each program with its own client.
+
+async def strings_async(r, prefix):
+    """The `strings` check for an async client `r` (coredis, redis.asyncio)."""
+    k, n = f"{prefix}:s", f"{prefix}:n"
+    check(await r.set(k, "hello") is True, "SET")
+    check(await r.get(k) == b"hello", "GET")
+    check(await r.incr(n) == 1 and await r.incrby(n, 41) == 42, "INCR/INCRBY")
+    check(await r.expire(k, 100) is True, "EXPIRE")
+    ttl = await r.ttl(k)
+    check(0 < ttl <= 100, "TTL after EXPIRE 100", ttl)
+    check(await r.get(f"{prefix}:missing") is None, "GET missing is None")
+
+
+async def zsets_async(r, prefix):
+    """The `zsets` check for an async client `r`: scores come back as floats."""
+    z = f"{prefix}:z"
+    check(await r.zadd(z, {"m1": 1.5, "m2": -2.25}) == 2, "ZADD")
+    got = [(m, s) for m, s in await r.zrange(z, 0, -1, withscores=True)]
+    check(got == [(b"m2", -2.25), (b"m1", 1.5)], "ZRANGE WITHSCORES", got)
+    check(all(type(s) is float for _, s in got), "scores are floats", got)
+    s = await r.zscore(z, "m1")
+    check(type(s) is float and s == 1.5, "ZSCORE is float 1.5", s)
+
+
+async def same_server_multikey_async(r, tag, values_as_list=False):
+    """The `same_server_multikey` check for an async client `r`: keys sharing
+    the hash tag `tag` let RPOPLPUSH and SMOVE through. `values_as_list`:
+    the library takes several values as one list (coredis), not as
+    arguments (redis-py)."""
+    def values(*v):
+        return [list(v)] if values_as_list else v
+
+    src, dst = f"{tag}:l:src", f"{tag}:l:dst"
+    await r.rpush(src, *values("a", "b"))
+    check(await r.rpoplpush(src, dst) == b"b", "RPOPLPUSH tagged")
+    check(await r.lrange(dst, 0, -1) == [b"b"], "destination list")
+    ss, sd = f"{tag}:set:src", f"{tag}:set:dst"
+    await r.sadd(ss, *values("m", "n"))
+    check(await r.smove(ss, sd, "m") is True, "SMOVE tagged")
+    check(await r.smembers(sd) == {b"m"}, "destination set")
+
+
+def queue_pipeline_1000(pipe, prefix):
+    """The `pipeline_1000` check's commands on a redis-py pipeline: 500 SETs,
+    then 500 INCRBYs of the same keys."""
+    for i in range(500):
+        pipe.set(f"{prefix}:pl:{i}", i)
+    for i in range(500):
+        pipe.incrby(f"{prefix}:pl:{i}", i)
+    return pipe
+
+
+def check_pipeline_1000(got):
+    """The replies of queue_pipeline_1000's commands: all 1000, in order."""
+    check(len(got) == 1000, "1000 replies", len(got))
+    check(got[:500] == [True] * 500, "SET replies", got[:5])
+    bad = [(i, got[500 + i]) for i in range(500) if got[500 + i] != 2 * i]
+    check(not bad, "INCRBY replies in order", bad[:5])

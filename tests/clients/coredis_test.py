@@ -9,17 +9,17 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (Runner, check, expect_error_async, lua_set_incr,  # noqa: E402
-                    parse_args)
+from common import (check, expect_error_async, lua_set_incr, proxy_only,  # noqa: E402
+                    same_server_multikey_async, start, strings_async,
+                    zsets_async)
+
+a, run = start("coredis")
 
 import anyio  # noqa: E402
 import coredis  # noqa: E402
 import coredis.exceptions  # noqa: E402
 
-NAME = "coredis"
-a = parse_args(NAME)
 P, T = a.prefix, a.tag
-run = Runner(NAME, a)
 
 
 def client(**kw):
@@ -35,14 +35,7 @@ async def t_connect():
 
 async def t_strings():
     async with client() as r:
-        k, n = f"{P}:s", f"{P}:n"
-        check(await r.set(k, "hello") is True, "SET")
-        check(await r.get(k) == b"hello", "GET")
-        check(await r.incr(n) == 1 and await r.incrby(n, 41) == 42, "INCR/INCRBY")
-        check(await r.expire(k, 100) is True, "EXPIRE")
-        ttl = await r.ttl(k)
-        check(0 < ttl <= 100, "TTL after EXPIRE 100", ttl)
-        check(await r.get(f"{P}:missing") is None, "GET missing is None")
+        await strings_async(r, P)
 
 
 async def t_hashes():
@@ -56,13 +49,7 @@ async def t_hashes():
 
 async def t_zsets():
     async with client() as r:
-        z = f"{P}:z"
-        check(await r.zadd(z, {"m1": 1.5, "m2": -2.25}) == 2, "ZADD")
-        got = [(m, s) for m, s in await r.zrange(z, 0, -1, withscores=True)]
-        check(got == [(b"m2", -2.25), (b"m1", 1.5)], "ZRANGE WITHSCORES", got)
-        check(all(type(s) is float for _, s in got), "scores are floats", got)
-        s = await r.zscore(z, "m1")
-        check(type(s) is float and s == 1.5, "ZSCORE is float 1.5", s)
+        await zsets_async(r, P)
 
 
 async def t_pipeline_1000():
@@ -77,7 +64,7 @@ async def t_pipeline_1000():
         check(not bad, "INCRBY replies in order", bad[:5])
 
 
-async def t_concurrency():
+async def t_concurrency_50():
     async with client() as r:
         results = {}
 
@@ -106,7 +93,8 @@ async def t_transaction():
         check(await r.get(n) == b"2", "applied exactly once", await r.get(n))
 
 
-async def t_transaction_cross():
+@proxy_only
+async def t_transaction_cross_server():
     async with client() as r:
         ka, kb = a.cross
         await r.delete([ka])
@@ -173,6 +161,7 @@ async def t_info():
               sorted(info)[:20])
 
 
+@proxy_only
 async def t_crossslot():
     async with client() as r:
         ka, kb = a.cross
@@ -196,32 +185,11 @@ async def t_crossslot():
 
 async def t_same_server_multikey():
     async with client() as r:
-        src, dst = f"{T}:l:src", f"{T}:l:dst"
-        await r.rpush(src, ["a", "b"])
-        check(await r.rpoplpush(src, dst) == b"b", "RPOPLPUSH tagged")
-        check(await r.lrange(dst, 0, -1) == [b"b"], "destination list")
-        ss, sd = f"{T}:set:src", f"{T}:set:dst"
-        await r.sadd(ss, ["m", "n"])
-        check(await r.smove(ss, sd, "m") is True, "SMOVE tagged")
-        check(await r.smembers(sd) == {b"m"}, "destination set")
+        await same_server_multikey_async(r, T, values_as_list=True)
 
 
 async def main():
-    await run.run_async("connect", t_connect)
-    await run.run_async("strings", t_strings)
-    await run.run_async("hashes", t_hashes)
-    await run.run_async("zsets", t_zsets)
-    await run.run_async("pipeline_1000", t_pipeline_1000)
-    await run.run_async("concurrency_50", t_concurrency)
-    await run.run_async("transaction", t_transaction)
-    await run.run_async("transaction_cross_server", t_transaction_cross, proxy_only=True)
-    await run.run_async("lock", t_lock)
-    await run.run_async("scripts", t_scripts)
-    await run.run_async("streams", t_streams)
-    await run.run_async("client_name", t_client_name)
-    await run.run_async("info", t_info)
-    await run.run_async("crossslot", t_crossslot, proxy_only=True)
-    await run.run_async("same_server_multikey", t_same_server_multikey)
+    await run.run_all_async(globals())
 
 
 anyio.run(main)

@@ -29,15 +29,14 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Runner, check, parse_args  # noqa: E402
+from common import check, start  # noqa: E402
+
+a, run = start("memcache_clients")
 
 import memcache  # noqa: E402  (python-memcached)
 from pymemcache.client.base import Client as PyMemcache  # noqa: E402
 
-NAME = "memcache_clients"
-a = parse_args(NAME)
 P = a.prefix
-run = Runner(NAME, a)
 
 if a.mode == "proxy":
     KA, KB = a.cross
@@ -213,13 +212,4 @@ def t_stats_raw_shape():
     check(len(names) == len(set(names)), "no name twice", len(names))
 
 
-run.run("pymemcache_set_get", t_pymemcache_set_get)
-run.run("pymemcache_multi_get", t_pymemcache_multi_get)
-run.run("pymemcache_stats", t_pymemcache_stats)
-run.run("python_memcached", t_python_memcached)
-run.run("python_memcached_stats", t_python_memcached_stats)
-run.run("gat", t_gat)
-run.run("flush_all", t_flush_all)
-run.run("version", t_version)
-run.run("stats_raw_shape", t_stats_raw_shape)
-run.finish()
+run.run_all(globals())

@@ -8,19 +8,18 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (Runner, check, diag_resp2, expect_error_async,  # noqa: E402
-                    hide_hiredis_if_asked, lua_set_incr, parse_args)
+from common import (check, check_pipeline_1000, diag_resp2,  # noqa: E402
+                    expect_error_async, lua_set_incr, proxy_only,
+                    queue_pipeline_1000, same_server_multikey_async, start,
+                    strings_async, zsets_async)
 
-hide_hiredis_if_asked()
+a, run = start("redis_py_asyncio", parser_in_name=True)
+
 import redis.asyncio as aredis  # noqa: E402
 import redis.exceptions  # noqa: E402
 import redis.utils  # noqa: E402
 
-NAME = "redis_py_asyncio" + ("[python-parser]" if os.environ.get("TWEM_NO_HIREDIS") == "1"
-                             else "[hiredis]")
-a = parse_args(NAME)
 P, T = a.prefix, a.tag
-run = Runner(NAME, a)
 clients = []
 
 
@@ -47,15 +46,7 @@ async def t_connect():
 
 
 async def t_strings():
-    r = client()
-    k, n = f"{P}:s", f"{P}:n"
-    check(await r.set(k, "hello") is True, "SET")
-    check(await r.get(k) == b"hello", "GET")
-    check(await r.incr(n) == 1 and await r.incr(n, 41) == 42, "INCR/INCRBY")
-    check(await r.expire(k, 100) is True, "EXPIRE")
-    ttl = await r.ttl(k)
-    check(0 < ttl <= 100, "TTL after EXPIRE 100", ttl)
-    check(await r.get(f"{P}:missing") is None, "GET missing is None")
+    await strings_async(client(), P)
 
 
 async def t_hashes():
@@ -68,31 +59,15 @@ async def t_hashes():
 
 
 async def t_zsets():
-    r = client()
-    z = f"{P}:z"
-    check(await r.zadd(z, {"m1": 1.5, "m2": -2.25}) == 2, "ZADD")
-    got = [(m, s) for m, s in await r.zrange(z, 0, -1, withscores=True)]
-    check(got == [(b"m2", -2.25), (b"m1", 1.5)], "ZRANGE WITHSCORES", got)
-    check(all(type(s) is float for _, s in got), "scores are floats", got)
-    s = await r.zscore(z, "m1")
-    check(type(s) is float and s == 1.5, "ZSCORE is float 1.5", s)
+    await zsets_async(client(), P)
 
 
 async def t_pipeline_1000():
-    r = client()
-    pipe = r.pipeline(transaction=False)
-    for i in range(500):
-        pipe.set(f"{P}:pl:{i}", i)
-    for i in range(500):
-        pipe.incrby(f"{P}:pl:{i}", i)
-    got = await pipe.execute()
-    check(len(got) == 1000, "1000 replies", len(got))
-    check(got[:500] == [True] * 500, "SET replies", got[:5])
-    bad = [(i, got[500 + i]) for i in range(500) if got[500 + i] != 2 * i]
-    check(not bad, "INCRBY replies in order", bad[:5])
+    pipe = queue_pipeline_1000(client().pipeline(transaction=False), P)
+    check_pipeline_1000(await pipe.execute())
 
 
-async def t_concurrency():
+async def t_concurrency_50():
     r = client()
 
     async def worker(i):
@@ -132,7 +107,8 @@ async def t_transaction():
     check(await r.get(w) == b"20", "WATCHed key doubled once", await r.get(w))
 
 
-async def t_transaction_cross():
+@proxy_only
+async def t_transaction_cross_server():
     r = client()
     ka, kb = a.cross
     await r.delete(ka)
@@ -195,6 +171,7 @@ async def t_info():
           sorted(info)[:20])
 
 
+@proxy_only
 async def t_crossslot():
     r = client()
     ka, kb = a.cross
@@ -217,33 +194,11 @@ async def t_crossslot():
 
 
 async def t_same_server_multikey():
-    r = client()
-    src, dst = f"{T}:l:src", f"{T}:l:dst"
-    await r.rpush(src, "a", "b")
-    check(await r.rpoplpush(src, dst) == b"b", "RPOPLPUSH tagged")
-    check(await r.lrange(dst, 0, -1) == [b"b"], "destination list")
-    ss, sd = f"{T}:set:src", f"{T}:set:dst"
-    await r.sadd(ss, "m", "n")
-    check(await r.smove(ss, sd, "m") is True, "SMOVE tagged")
-    check(await r.smembers(sd) == {b"m"}, "destination set")
+    await same_server_multikey_async(client(), T)
 
 
 async def main():
-    await run.run_async("connect", t_connect)
-    await run.run_async("strings", t_strings)
-    await run.run_async("hashes", t_hashes)
-    await run.run_async("zsets", t_zsets)
-    await run.run_async("pipeline_1000", t_pipeline_1000)
-    await run.run_async("concurrency_50", t_concurrency)
-    await run.run_async("transaction", t_transaction)
-    await run.run_async("transaction_cross_server", t_transaction_cross, proxy_only=True)
-    await run.run_async("lock", t_lock)
-    await run.run_async("scripts", t_scripts)
-    await run.run_async("streams", t_streams)
-    await run.run_async("client_name", t_client_name)
-    await run.run_async("info", t_info)
-    await run.run_async("crossslot", t_crossslot, proxy_only=True)
-    await run.run_async("same_server_multikey", t_same_server_multikey)
+    await run.run_all_async(globals())
     for c in clients:
         try:
             await c.aclose()

@@ -20,15 +20,13 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Runner, check, hide_hiredis_if_asked, parse_args  # noqa: E402
+from common import check, start  # noqa: E402
 
-hide_hiredis_if_asked()
+a, run = start("redis_py_jobs")
+
 import redis  # noqa: E402
 
-NAME = "redis_py_jobs"
-a = parse_args(NAME)
 P = a.prefix
-run = Runner(NAME, a)
 
 if a.mode == "proxy":
     TAGS = ["{" + a.cross[0] + "}", "{" + a.cross[1] + "}"]
@@ -233,7 +231,4 @@ def t_job_queue():
     check(p99 < P99_LIMIT_MS, f"SET/GET p99 under {P99_LIMIT_MS} ms while workers block", p99)
 
 
-run.run("blpop_timeout", t_blpop_timeout)
-run.run("blocked_then_served", t_blocked_then_served)
-run.run("job_queue", t_job_queue)
-run.finish()
+run.run_all(globals())

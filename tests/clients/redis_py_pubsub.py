@@ -27,18 +27,14 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (Runner, check, hide_hiredis_if_asked,  # noqa: E402
-                    parse_args)
+from common import check, start  # noqa: E402
 
-hide_hiredis_if_asked()
+a, run = start("redis_py_pubsub", parser_in_name=True)
+
 import redis  # noqa: E402
 import redis.asyncio  # noqa: E402
 
-NAME = "redis_py_pubsub" + ("[python-parser]" if os.environ.get("TWEM_NO_HIREDIS") == "1"
-                            else "[hiredis]")
-a = parse_args(NAME)
 P = a.prefix
-run = Runner(NAME, a)
 
 # Channels: on server 0 (S0a, S0b) and server 1 (S1) in proxy mode.
 if a.mode == "proxy":
@@ -328,6 +324,16 @@ def t_resp2_subscribed_mode():
 
 
 def t_asyncio():
+    async def two_messages(p):
+        # The next two messages (confirmations), waiting at most 2 x DELIVERY.
+        got = []
+        deadline = time.monotonic() + DELIVERY * 2
+        while len(got) < 2 and time.monotonic() < deadline:
+            m = await p.get_message(timeout=DELIVERY)
+            if m:
+                got.append(strip(m))
+        return got
+
     async def main():
         r = redis.asyncio.Redis(host=a.host, port=a.port, socket_timeout=20)
         pub = redis.asyncio.Redis(host=a.host, port=a.port, socket_timeout=20)
@@ -335,12 +341,7 @@ def t_asyncio():
             p = r.pubsub()
             c = [ch(TAG0, "as0"), ch(TAG1, "as1")]
             await p.subscribe(*c)
-            got = []
-            deadline = time.monotonic() + DELIVERY * 2
-            while len(got) < 2 and time.monotonic() < deadline:
-                m = await p.get_message(timeout=DELIVERY)
-                if m:
-                    got.append(strip(m))
+            got = await two_messages(p)
             check(got == [("subscribe", None, c[0], 1), ("subscribe", None, c[1], 2)],
                   "asyncio confirmations", got)
             for i, x in enumerate([c[1], c[0]]):
@@ -349,12 +350,7 @@ def t_asyncio():
                 check(m is not None and strip(m) == ("message", None, x, f"a{i}".encode()),
                       f"asyncio message {i}", m)
             await p.unsubscribe()
-            got = []
-            deadline = time.monotonic() + DELIVERY * 2
-            while len(got) < 2 and time.monotonic() < deadline:
-                m = await p.get_message(timeout=DELIVERY)
-                if m:
-                    got.append(strip(m))
+            got = await two_messages(p)
             check(sorted(x[3] for x in got) == [0, 1], "asyncio unsubscribe counts", got)
             await p.aclose()
         finally:
@@ -364,15 +360,4 @@ def t_asyncio():
     asyncio.run(main())
 
 
-run.run("subscribe_counts", t_subscribe_counts)
-run.run("publish_get_message", t_publish_get_message)
-run.run("order_two_servers", t_order_two_servers)
-run.run("listen", t_listen)
-run.run("psubscribe", t_psubscribe)
-run.run("unsubscribe", t_unsubscribe)
-run.run("two_subscribers", t_two_subscribers)
-run.run("ping_subscribed", t_ping_subscribed)
-run.run("ssubscribe", t_ssubscribe)
-run.run("resp2_subscribed_mode", t_resp2_subscribed_mode)
-run.run("asyncio", t_asyncio)
-run.finish()
+run.run_all(globals())

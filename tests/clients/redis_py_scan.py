@@ -22,15 +22,13 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Runner, check, hide_hiredis_if_asked, parse_args  # noqa: E402
+from common import check, start  # noqa: E402
 
-hide_hiredis_if_asked()
+a, run = start("redis_py_scan")
+
 import redis  # noqa: E402
 
-NAME = "redis_py_scan"
-a = parse_args(NAME)
 P = a.prefix
-run = Runner(NAME, a)
 N = 3000
 
 
@@ -156,11 +154,4 @@ def t_scan_while_adding():
     check(not stray, "MATCH honoured", sorted(stray)[:5])
 
 
-run.run("fill", t_fill)
-run.run("scan_iter_match", t_scan_iter_match)
-run.run("scan_iter_all_vs_servers", t_scan_iter_all_vs_servers)
-run.run("scan_cursor_loop", t_scan_cursor_loop)
-run.run("scan_type", t_scan_type)
-run.run("keys_dbsize", t_keys_dbsize)
-run.run("scan_while_adding", t_scan_while_adding)
-run.finish()
+run.run_all(globals())

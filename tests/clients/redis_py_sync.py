@@ -8,18 +8,16 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (Runner, check, diag_resp2, expect_error,  # noqa: E402
-                    hide_hiredis_if_asked, lua_set_incr, parse_args)
+from common import (check, check_pipeline_1000, diag_resp2,  # noqa: E402
+                    expect_error, lua_set_incr, proxy_only,
+                    queue_pipeline_1000, start)
 
-hide_hiredis_if_asked()
+a, run = start("redis_py_sync", parser_in_name=True)
+
 import redis  # noqa: E402
 import redis.utils  # noqa: E402
 
-NAME = "redis_py_sync" + ("[python-parser]" if os.environ.get("TWEM_NO_HIREDIS") == "1"
-                          else "[hiredis]")
-a = parse_args(NAME)
 P, T = a.prefix, a.tag
-run = Runner(NAME, a)
 
 
 def client(**kw):
@@ -91,20 +89,11 @@ def t_zsets():
 
 def t_pipeline_1000():
     r = client()
-    pipe = r.pipeline(transaction=False)
-    for i in range(500):
-        pipe.set(f"{P}:pl:{i}", i)
-    for i in range(500):
-        pipe.incrby(f"{P}:pl:{i}", i)
-    got = pipe.execute()
-    check(len(got) == 1000, "1000 replies", len(got))
-    check(got[:500] == [True] * 500, "SET replies", got[:500])
-    bad = [(i, got[500 + i]) for i in range(500) if got[500 + i] != 2 * i]
-    check(not bad, "INCRBY replies in order", bad[:5])
+    check_pipeline_1000(queue_pipeline_1000(r.pipeline(transaction=False), P).execute())
     check(r.get(f"{P}:pl:499") == b"998", "value after pipeline")
 
 
-def t_concurrency():
+def t_concurrency_50():
     r = client()
     errors = []
 
@@ -161,7 +150,8 @@ def t_transaction():
     check(r.get(w) == b"other", "aborted transaction applied nothing", r.get(w))
 
 
-def t_transaction_cross():
+@proxy_only
+def t_transaction_cross_server():
     r = client()
     ka, kb = a.cross
     r.delete(ka)
@@ -243,6 +233,7 @@ def t_info():
     check("redis_version" in server, "INFO server has redis_version", sorted(server)[:20])
 
 
+@proxy_only
 def t_crossslot():
     r = client()
     ka, kb = a.cross
@@ -275,19 +266,4 @@ def t_same_server_multikey():
           r.smembers(ss), r.smembers(sd))
 
 
-run.run("connect", t_connect)
-run.run("strings", t_strings)
-run.run("hashes", t_hashes)
-run.run("zsets", t_zsets)
-run.run("pipeline_1000", t_pipeline_1000)
-run.run("concurrency_50", t_concurrency)
-run.run("transaction", t_transaction)
-run.run("transaction_cross_server", t_transaction_cross, proxy_only=True)
-run.run("lock", t_lock)
-run.run("scripts", t_scripts)
-run.run("streams", t_streams)
-run.run("client_name", t_client_name)
-run.run("info", t_info)
-run.run("crossslot", t_crossslot, proxy_only=True)
-run.run("same_server_multikey", t_same_server_multikey)
-run.finish()
+run.run_all(globals())

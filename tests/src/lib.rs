@@ -233,6 +233,17 @@ impl Redis {
     pub fn client(&self) -> Client {
         Client::connect(self.port)
     }
+
+    /// The integer field `name` of its `INFO section`, asked on a new
+    /// connection (which the server counts among its clients).
+    pub fn info_int(&self, section: &str, name: &str) -> i64 {
+        let info = self.client().cmds(&format!("INFO {section}"));
+        let info = String::from_utf8_lossy(&info);
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in INFO {section}: {info}"))
+    }
 }
 
 /// A `memcached` on an ephemeral port.
@@ -484,6 +495,16 @@ impl ProxyProc {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
     }
+
+    /// The log's last `n` lines, leaving out the per-connection chatter
+    /// (`client connected`/`client closed`): context for a failure.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let chatter = |l: &&str| l.contains("client connected") || l.contains("client closed");
+        let mut tail: Vec<&str> = log.lines().rev().filter(|l| !chatter(l)).take(n).collect();
+        tail.reverse();
+        tail.join("\n")
+    }
 }
 
 /// Whether `e` is a read or write timeout (`WouldBlock` or `TimedOut`, as
@@ -512,15 +533,22 @@ pub struct Client {
     buf: Vec<u8>,
 }
 
+/// A TCP connection to 127.0.0.1:`port` as the test clients use it: a 5 s
+/// read timeout (a missing reply fails the test instead of hanging it),
+/// no Nagle delay.
+pub fn test_socket(port: u16) -> TcpStream {
+    let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    sock.set_nodelay(true).expect("nodelay");
+    sock
+}
+
 impl Client {
     /// Connect to 127.0.0.1:`port` (5 s read timeout).
     pub fn connect(port: u16) -> Client {
-        let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        sock.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        sock.set_nodelay(true).expect("nodelay");
         Client {
-            sock,
+            sock: test_socket(port),
             buf: Vec::new(),
         }
     }
@@ -717,12 +745,17 @@ mod tests {
     // comparison built on it is meaningless.
     #[test]
     fn resp_len_frames() {
-        assert_eq!(resp_len(b"+OK\r\n"), Some(5));
-        assert_eq!(resp_len(b"$3\r\nabc\r\nxx"), Some(9));
-        assert_eq!(resp_len(b"$3\r\nab"), None);
-        assert_eq!(resp_len(b"$-1\r\n"), Some(5));
-        assert_eq!(resp_len(b"*2\r\n$1\r\na\r\n:5\r\n"), Some(15));
-        assert_eq!(resp_len(b"*2\r\n$1\r\na\r\n"), None);
+        let cases = [
+            ("+OK\r\n", Some(5)),
+            ("$3\r\nabc\r\nxx", Some(9)),
+            ("$3\r\nab", None),
+            ("$-1\r\n", Some(5)),
+            ("*2\r\n$1\r\na\r\n:5\r\n", Some(15)),
+            ("*2\r\n$1\r\na\r\n", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(resp_len(input.as_bytes()), want, "{input:?}");
+        }
         assert_eq!(resp_cmd(&[b"GET", b"k"]), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
     }
 }
@@ -916,9 +949,15 @@ impl ProxyProc {
 /// are its other keys as written (`"  redis: true\n"`...), `servers` its
 /// servers as `(host:port, name)`, each of weight 1 (an empty name writes
 /// none).
-pub fn pool_yaml(pool: &str, port: u16, settings: &str, servers: &[(String, &str)]) -> String {
+pub fn pool_yaml<N: AsRef<str>>(
+    pool: &str,
+    port: u16,
+    settings: &str,
+    servers: &[(String, N)],
+) -> String {
     let mut yaml = format!("{pool}:\n  listen: 127.0.0.1:{port}\n{settings}  servers:\n");
     for (addr, name) in servers {
+        let name = name.as_ref();
         yaml.push_str(&format!("   - {addr}:1"));
         if !name.is_empty() {
             yaml.push_str(&format!(" {name}"));
@@ -926,6 +965,70 @@ pub fn pool_yaml(pool: &str, port: u16, settings: &str, servers: &[(String, &str
         yaml.push('\n');
     }
     yaml
+}
+
+/// One pool's config and the twemproxy running it: what most single-pool
+/// tests start with.
+#[derive(Debug)]
+pub struct Twem {
+    /// The twemproxy process.
+    pub proxy: ProxyProc,
+    /// The pool's listening port.
+    pub port: u16,
+    /// The config it runs.
+    pub yaml: String,
+}
+
+impl Twem {
+    /// twemproxy running pool `pool` on a free port, with `settings` and
+    /// `servers` as [`pool_yaml`] takes them.
+    pub fn start<N: AsRef<str>>(pool: &str, settings: &str, servers: &[(String, N)]) -> Twem {
+        Twem::launch(pool, settings, servers, |yaml, port| {
+            ProxyProc::twem(yaml, port, &[])
+        })
+    }
+
+    /// [`Twem::start`] with extra twemproxy arguments.
+    pub fn start_with<N: AsRef<str>>(
+        pool: &str,
+        settings: &str,
+        servers: &[(String, N)],
+        extra: &[&str],
+    ) -> Twem {
+        Twem::launch(pool, settings, servers, |yaml, port| {
+            ProxyProc::twem(yaml, port, extra)
+        })
+    }
+
+    /// [`Twem::start`] with the proxy's stderr kept
+    /// ([`ProxyProc::twem_capture`]).
+    pub fn capture<N: AsRef<str>>(pool: &str, settings: &str, servers: &[(String, N)]) -> Twem {
+        Twem::launch(pool, settings, servers, |yaml, port| {
+            ProxyProc::twem_capture(yaml, port, &[])
+        })
+    }
+
+    fn launch<N: AsRef<str>>(
+        pool: &str,
+        settings: &str,
+        servers: &[(String, N)],
+        run: impl FnOnce(&str, u16) -> ProxyProc,
+    ) -> Twem {
+        let port = free_port();
+        let yaml = pool_yaml(pool, port, settings, servers);
+        let proxy = run(&yaml, port);
+        Twem { proxy, port, yaml }
+    }
+
+    /// A raw client connected to the pool.
+    pub fn client(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    /// The proxy and the pool's port, for tests that need no more.
+    pub fn parts(self) -> (ProxyProc, u16) {
+        (self.proxy, self.port)
+    }
 }
 
 /// A key that the first pool of `yaml` (all servers live) puts on the server
@@ -940,20 +1043,157 @@ pub fn key_on(yaml: &str, server: &str, tag: &str) -> String {
         .unwrap_or_else(|| panic!("no key {tag}N maps to {server}"))
 }
 
-/// A small deterministic xorshift64* generator: the tests need cheap
-/// varied choices (which shard to kill, which key), not cryptography, and a
-/// printed seed makes a failing run repeatable.
+/// Redis shards named `shard0`, `shard1`, ... behind one twem pool `alpha`
+/// (`fnv1a_64`, `ketama`, hash tag `{}`): the setup the multi-shard redis
+/// suites share, with the questions they ask of it.
+#[derive(Debug)]
+pub struct Shards {
+    /// The redis-servers; `shards[i]` is the pool's server `shard{i}`.
+    pub shards: Vec<Redis>,
+    /// The twemproxy running [`Shards::yaml`].
+    pub proxy: ProxyProc,
+    /// The pool's listening port.
+    pub port: u16,
+    /// The Prometheus metrics port, when started with
+    /// [`Shards::start_with_metrics`].
+    pub metrics: Option<u16>,
+    /// The config twemproxy runs.
+    pub yaml: String,
+}
+
+impl Shards {
+    /// `n` fresh redis-servers behind twemproxy; `pool_lines` are more keys
+    /// of the pool as written (`"  timeout: 1000\n"`), before `servers`.
+    pub fn start(n: usize, pool_lines: &str) -> Shards {
+        Shards::launch(n, pool_lines, false)
+    }
+
+    /// [`Shards::start`] with twemproxy also serving `/metrics` on
+    /// [`Shards::metrics`].
+    pub fn start_with_metrics(n: usize, pool_lines: &str) -> Shards {
+        Shards::launch(n, pool_lines, true)
+    }
+
+    fn launch(n: usize, pool_lines: &str, metrics: bool) -> Shards {
+        let shards: Vec<Redis> = (0..n).map(|_| Redis::start()).collect();
+        let port = free_port();
+        let yaml = Shards::yaml_for(port, pool_lines, &shards);
+        let (proxy, metrics) = if metrics {
+            let (proxy, m) = ProxyProc::twem_with_metrics(&yaml, port, &[]);
+            (proxy, Some(m))
+        } else {
+            (ProxyProc::twem(&yaml, port, &[]), None)
+        };
+        Shards {
+            shards,
+            proxy,
+            port,
+            metrics,
+            yaml,
+        }
+    }
+
+    /// The config of pool `alpha` on `port` over `shards`, named `shard{i}`.
+    pub fn yaml_for(port: u16, pool_lines: &str, shards: &[Redis]) -> String {
+        let servers = shard_servers(shards);
+        let settings = format!(
+            "  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{{}}\"\n{pool_lines}"
+        );
+        pool_yaml("alpha", port, &settings, &servers)
+    }
+
+    /// A raw client connected to the pool.
+    pub fn client(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    /// A key named `tag<N>` that the pool puts on shard `i`.
+    pub fn key(&self, i: usize, tag: &str) -> String {
+        key_on(&self.yaml, &format!("shard{i}"), tag)
+    }
+
+    /// The shard index the pool's Ring puts `key` on.
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        let cfg = twem_core::config::Config::from_yaml(&self.yaml).expect("test config parses");
+        let ring = cfg.pools[0].ring().expect("ring");
+        let name = ring.locate_name(key).expect("live server");
+        name.trim_start_matches("shard").parse().expect("shardN")
+    }
+
+    /// Clients connected to shard `i`, as it counts them (minus the one
+    /// asking).
+    pub fn connected(&self, i: usize) -> usize {
+        let n = self.shards[i].info_int("clients", "connected_clients");
+        usize::try_from(n - 1).expect("connected_clients counts the one asking")
+    }
+
+    /// `n` clients of the pool, each after `hold` ran on it (a command that
+    /// keeps a pinned server connection: BLPOP, WATCH...).
+    pub fn clients_holding(&self, n: usize, hold: impl Fn(&mut Client)) -> Vec<Client> {
+        let each = |_| {
+            let mut c = self.client();
+            hold(&mut c);
+            c
+        };
+        (0..n).map(each).collect()
+    }
+
+    /// `GET key` asked of shard `i` directly.
+    pub fn get_on(&self, i: usize, key: &str) -> Vec<u8> {
+        self.shards[i].client().cmd(&[b"GET", key.as_bytes()])
+    }
+}
+
+/// `shards` as a server list for [`pool_yaml`]: `(addr, "shard{i}")`.
+pub fn shard_servers(shards: &[Redis]) -> Vec<(String, String)> {
+    let named = shards.iter().enumerate();
+    named
+        .map(|(i, s)| (s.addr(), format!("shard{i}")))
+        .collect()
+}
+
+/// The indexes of the `shards` that hold `key`, asked of each directly.
+pub fn holders(shards: &[Redis], key: &str) -> Vec<usize> {
+    shards
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.client().cmd(&[b"EXISTS", key.as_bytes()]) == b":1\r\n")
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The embedded pool `builder` over the servers at `addrs` (weight 1 each,
+/// unnamed), built.
+pub fn build_over(
+    builder: twem_core::pool::PoolBuilder,
+    addrs: impl IntoIterator<Item = String>,
+) -> twem_core::pool::Pool {
+    let b = addrs
+        .into_iter()
+        .fold(builder, |b, a| b.server(&format!("{a}:1")));
+    b.build().expect("pool")
+}
+
+/// A two-worker tokio runtime for the tests that drive the embedded
+/// [`twem_core::pool::Pool`] (the library path, no proxy process).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A small seeded generator for the tests' varied choices (which shard to
+/// kill, which key): fastrand's wyrand, not cryptography; a printed seed
+/// makes a failing run repeatable.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(fastrand::Rng);
 
 impl Rng {
-    /// A generator from `seed` (0 is replaced: xorshift would stay at 0).
+    /// A generator from `seed`.
     pub fn new(seed: u64) -> Rng {
-        Rng(if seed == 0 {
-            0x9e37_79b9_7f4a_7c15
-        } else {
-            seed
-        })
+        Rng(fastrand::Rng::with_seed(seed))
     }
 
     /// A generator seeded from the clock; its seed is returned for messages.
@@ -967,12 +1207,7 @@ impl Rng {
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.0.u64(..)
     }
 
     /// A number in `0..n` (0 when `n` is 0).
@@ -980,7 +1215,7 @@ impl Rng {
         if n == 0 {
             0
         } else {
-            self.next_u64() % n
+            self.0.u64(..n)
         }
     }
 }

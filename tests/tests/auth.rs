@@ -3,21 +3,19 @@
 //! and every command gets the backend's own answer, `-NOAUTH Authentication
 //! required.`, never `-ERR Invalid argument`; the refusal is logged.
 
-use twem_tests::{free_port, pool_yaml, Client, ProxyProc, Redis};
+use twem_tests::{Client, ProxyProc, Redis, Twem};
 
 /// The password the backends in these tests require.
 const PASSWORD: &str = "hellopasswd";
 
 /// A proxy for one pool over `r` with `settings`, and a client of it.
 fn proxy(r: &Redis, settings: &str) -> (ProxyProc, Client) {
-    let port = free_port();
-    let yaml = pool_yaml(
+    let (proc, port) = Twem::start(
         "p",
-        port,
         &format!("  redis: true\n{settings}"),
         &[(r.addr(), "a")],
-    );
-    let proc = ProxyProc::twem(&yaml, port, &[]);
+    )
+    .parts();
     (proc, Client::connect(port))
 }
 

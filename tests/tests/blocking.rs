@@ -8,52 +8,19 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use twem_tests::{bulk, free_port, key_on, Client, ProxyProc, Redis};
+use twem_tests::{bulk, Client, Shards};
 
-struct Setup {
-    shards: Vec<Redis>,
-    _proxy: ProxyProc,
-    port: u16,
-    yaml: String,
+/// Two shards behind twem, with the pool lines `extra`.
+fn setup(extra: &str) -> Shards {
+    Shards::start(2, extra)
 }
 
-fn setup(extra: &str) -> Setup {
-    let shards: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
-    let port = free_port();
-    let mut yaml = format!(
-        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{{}}\"\n{extra}  servers:\n"
-    );
-    for (i, s) in shards.iter().enumerate() {
-        yaml.push_str(&format!("   - {}:1 shard{i}\n", s.addr()));
-    }
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
-    Setup {
-        shards,
-        _proxy: proxy,
-        port,
-        yaml,
-    }
-}
-
-impl Setup {
-    fn client(&self) -> Client {
-        Client::connect(self.port)
-    }
-    fn key(&self, i: usize, tag: &str) -> String {
-        key_on(&self.yaml, &format!("shard{i}"), tag)
-    }
-    /// Clients connected to shard `i`, as it counts them (minus the one
-    /// asking).
-    fn connected(&self, i: usize) -> usize {
-        let info =
-            String::from_utf8_lossy(&self.shards[i].client().cmds("INFO clients")).into_owned();
-        let n: usize = info
-            .lines()
-            .find_map(|l| l.strip_prefix("connected_clients:"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("connected_clients");
-        n - 1
-    }
+/// A client that has been served (a PING), and the clients shard 0 counts
+/// after that: the baseline.
+fn warm_baseline(t: &Shards) -> (Client, usize) {
+    let mut c = t.client();
+    assert_eq!(c.cmds("PING"), b"+PONG\r\n");
+    (c, t.connected(0))
 }
 
 fn s(b: &[u8]) -> String {
@@ -166,16 +133,9 @@ fn blocking_keys_must_share_a_server() {
 fn a_client_gone_while_blocked_frees_its_connection() {
     let t = setup("");
     let q = t.key(0, "gone");
-    let mut c = t.client();
-    assert_eq!(c.cmds("PING"), b"+PONG\r\n");
-    let baseline = t.connected(0);
-    let mut blocked: Vec<Client> = (0..5)
-        .map(|_| {
-            let mut b = t.client();
-            b.send_cmd(&[b"BLPOP", q.as_bytes(), b"0"]);
-            b
-        })
-        .collect();
+    let (mut c, baseline) = warm_baseline(&t);
+    let blpop = |b: &mut Client| b.send_cmd(&[b"BLPOP", q.as_bytes(), b"0"]);
+    let mut blocked = t.clients_holding(5, blpop);
     let deadline = Instant::now() + Duration::from_secs(5);
     while t.connected(0) < baseline + 5 {
         assert!(
@@ -203,13 +163,8 @@ fn a_client_gone_while_blocked_frees_its_connection() {
 fn borrowed_connections_are_bounded_and_reused() {
     let t = setup("  pinned_connections: 2\n");
     let q = t.key(0, "bound");
-    let mut held: Vec<Client> = (0..2)
-        .map(|_| {
-            let mut b = t.client();
-            b.send_cmd(&[b"BLPOP", q.as_bytes(), b"0"]);
-            b
-        })
-        .collect();
+    let blpop = |b: &mut Client| b.send_cmd(&[b"BLPOP", q.as_bytes(), b"0"]);
+    let mut held = t.clients_holding(2, blpop);
     thread::sleep(Duration::from_millis(300));
     let mut third = t.client();
     let r = third.cmd(&[b"BLPOP", q.as_bytes(), b"0"]);

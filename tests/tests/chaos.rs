@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use twem_tests::{
     free_port, key_on, resp_cmd, resp_len, tier2, Client, Fault, FaultProxy, ProxyProc, Redis, Rng,
+    Twem,
 };
 
 /// The tests of this file share 2 cores with their proxies and backends;
@@ -195,14 +196,13 @@ fn client_loop(
         }
         let mut broken = false;
         for &(k, s) in &batch {
-            let set = match c.read_reply() {
+            let set = match read_counted(c, &mut t, me) {
                 Ok(r) => r,
-                Err(f) => {
-                    broken = fail(&mut t, me, f);
+                Err(b) => {
+                    broken = b;
                     break;
                 }
             };
-            t.ops += 1;
             let set_ok = if set == b"+OK\r\n" {
                 true
             } else if set.first() == Some(&b'-') {
@@ -216,14 +216,13 @@ fn client_loop(
                 ));
                 false
             };
-            let get = match c.read_reply() {
+            let get = match read_counted(c, &mut t, me) {
                 Ok(r) => r,
-                Err(f) => {
-                    broken = fail(&mut t, me, f);
+                Err(b) => {
+                    broken = b;
                     break;
                 }
             };
-            t.ops += 1;
             let slot = &mut acked[k as usize];
             match get.first() {
                 Some(b'-') => t.error(&get),
@@ -281,6 +280,14 @@ fn client_loop(
 }
 
 /// Count a failed read; true (the connection must be replaced).
+/// The next reply on `c`, counted in `t.ops`; on a failed read, what
+/// [`fail`] says of it (whether the connection broke).
+fn read_counted(c: &mut Conn, t: &mut Tally, me: usize) -> Result<Vec<u8>, bool> {
+    let r = c.read_reply().map_err(|f| fail(t, me, f))?;
+    t.ops += 1;
+    Ok(r)
+}
+
 fn fail(t: &mut Tally, me: usize, f: ReadFail) -> bool {
     match f {
         ReadFail::Hang => {
@@ -475,17 +482,20 @@ struct Faulty {
 
 const FAULT_TIMEOUT_MS: u64 = 400;
 
+/// twem (pool `name`, `settings`, the fault tests' timeout, stderr kept)
+/// over the server at `a` and the one on `b_port` reached through a
+/// [`FaultProxy`]: servers `a` and `b`.
+fn fault_pool(name: &str, settings: &str, a: String, b_port: u16) -> (FaultProxy, Twem) {
+    let fault = FaultProxy::start(b_port);
+    let servers = [(a, "a"), (format!("127.0.0.1:{}", fault.port), "b")];
+    let settings = format!("{settings}  timeout: {FAULT_TIMEOUT_MS}\n");
+    (fault, Twem::capture(name, &settings, &servers))
+}
+
 fn faulty() -> Faulty {
     let a = Redis::start();
     let b = Redis::start();
-    let fault = FaultProxy::start(b.port);
-    let port = free_port();
-    let yaml = format!(
-        "p:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: {FAULT_TIMEOUT_MS}\n  servers:\n   - {}:1 a\n   - 127.0.0.1:{}:1 b\n",
-        a.addr(),
-        fault.port
-    );
-    let proxy = ProxyProc::twem_capture(&yaml, port, &[]);
+    let (fault, Twem { proxy, port, yaml }) = fault_pool("p", "  redis: true\n", a.addr(), b.port);
     let ka = (0..3)
         .map(|i| key_on(&yaml, "a", &format!("fa{i}-")))
         .collect();
@@ -769,14 +779,14 @@ fn fault_memcached_words() {
         twem_tests::Memcached::start(),
         twem_tests::Memcached::start(),
     );
-    let fault = FaultProxy::start(b.port);
-    let port = free_port();
-    let yaml = format!(
-        "m:\n  listen: 127.0.0.1:{port}\n  timeout: {FAULT_TIMEOUT_MS}\n  servers:\n   - {}:1 a\n   - 127.0.0.1:{}:1 b\n",
-        a.addr(),
-        fault.port
-    );
-    let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
+    let (
+        fault,
+        Twem {
+            mut proxy,
+            port,
+            yaml,
+        },
+    ) = fault_pool("m", "", a.addr(), b.port);
     let (ka, kb) = (key_on(&yaml, "a", "ma"), key_on(&yaml, "b", "mb"));
     let mut c = Client::connect(port);
     let data = [b'v'; 100];

@@ -298,17 +298,9 @@ fn proxy_run(p: Program, interp: &Path, yaml: &str, port: u16, backends: &[Strin
     let addr = format!("127.0.0.1:{port}");
     let log_tail = || {
         // The log's last lines, without the per-connection chatter.
-        let log = proxy.log();
-        let mut tail: Vec<&str> = log
-            .lines()
-            .rev()
-            .filter(|l| !l.contains("client connected") && !l.contains("client closed"))
-            .take(20)
-            .collect();
-        tail.reverse();
         format!(
             "twem config:\n{yaml}cross keys: {key_a} (s0), {key_b} (s1)\ntwem log (last 20 lines but connects/closes):\n{}",
-            tail.join("\n")
+            proxy.log_tail(20)
         )
     };
     let mut extra = vec!["--cross".to_string(), key_a.clone(), key_b.clone()];

@@ -5,7 +5,7 @@
 //! nutcracker refused are forwarded, scripts are loaded everywhere, and
 //! INFO describes the pool.
 
-use twem_tests::{bulk, find, free_port, key_on, pool_yaml, Client, ProxyProc, Redis};
+use twem_tests::{bulk, find, key_on, Client, ProxyProc, Redis, Twem};
 
 const CROSSSLOT: &[u8] =
     b"-CROSSSLOT Keys in request don't hash to the same server (use a hash tag)\r\n";
@@ -23,14 +23,8 @@ fn setup() -> Two {
     // DEBUG DIGEST proves a backend's dataset did not change.
     let a = Redis::start_with(&["--enable-debug-command", "yes"]);
     let b = Redis::start_with(&["--enable-debug-command", "yes"]);
-    let port = free_port();
-    let yaml = pool_yaml(
-        "alpha",
-        port,
-        "  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{}\"\n  timeout: 2000\n",
-        &[(a.addr(), "a"), (b.addr(), "b")],
-    );
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let Twem { proxy, port, yaml } = Twem::start("alpha", "  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{}\"\n  timeout: 2000\n",
+        &[(a.addr(), "a"), (b.addr(), "b")]);
     Two {
         a,
         b,
@@ -81,10 +75,8 @@ fn text(b: &[u8]) -> String {
 #[test]
 fn cross_server_commands_are_refused_and_change_nothing() {
     let t = setup();
-    let ka = t.key_on("a", "ka:");
-    let kb = t.key_on("b", "kb:");
-    let sa = t.key_on("a", "sa:");
-    let sb = t.key_on("b", "sb:");
+    let [ka, kb, sa, sb] = [("a", "ka:"), ("b", "kb:"), ("a", "sa:"), ("b", "sb:")]
+        .map(|(server, tag)| t.key_on(server, tag));
     let mut a = t.a.client();
     let mut b = t.b.client();
     cmd(&mut a, &["RPUSH", &ka, "x", "y"]);

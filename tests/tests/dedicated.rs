@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use twem_tests::{free_port, key_on, Client, Proc, ProxyProc, Redis};
+use twem_tests::{key_on, Client, Proc, ProxyProc, Redis, Shards};
 
 /// How long the servers may take to see a gone client's connections close.
 const SETTLE: Duration = Duration::from_secs(5);
@@ -48,15 +48,13 @@ fn setup(extra: &str) -> Setup {
             yaml: String::new(),
         };
     }
-    let shards: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
-    let port = free_port();
-    let mut yaml = format!(
-        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{{}}\"\n{extra}  servers:\n"
-    );
-    for (i, s) in shards.iter().enumerate() {
-        yaml.push_str(&format!("   - {}:1 shard{i}\n", s.addr()));
-    }
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let Shards {
+        shards,
+        proxy,
+        port,
+        yaml,
+        ..
+    } = Shards::start(2, extra);
     Setup {
         shards,
         _proxy: Some(proxy),
@@ -65,17 +63,17 @@ fn setup(extra: &str) -> Setup {
     }
 }
 
-fn s(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// [`setup`] with no extra lines, a client opened before the baseline (it
+/// stays connected throughout, so it is part of it) and the baseline.
+fn setup_with_client() -> (Setup, Client, Vec<i64>) {
+    let t = setup("");
+    let c = t.client();
+    let baseline = t.baseline();
+    (t, c, baseline)
 }
 
-/// The integer field `name` of `INFO section` on `r` (minus nothing).
-fn info_field(r: &Redis, section: &str, name: &str) -> i64 {
-    let info = s(&r.client().cmds(&format!("INFO {section}")));
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in INFO {section}: {info}"))
+fn s(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
 
 /// The integer reply at the end of a `PUBSUB NUMSUB`-style reply
@@ -109,7 +107,7 @@ impl Setup {
 
     /// Clients connected to shard `i`, as it counts them (minus the one asking).
     fn connected(&self, i: usize) -> i64 {
-        info_field(self.shard(i), "clients", "connected_clients") - 1
+        self.shard(i).info_int("clients", "connected_clients") - 1
     }
 
     fn connected_all(&self) -> Vec<i64> {
@@ -119,27 +117,24 @@ impl Setup {
     fn blocked_all(&self) -> Vec<i64> {
         self.shards
             .iter()
-            .map(|r| info_field(r, "clients", "blocked_clients"))
+            .map(|r| r.info_int("clients", "blocked_clients"))
             .collect()
     }
 
     /// Subscribers of `channel` on shard `i` (PUBSUB NUMSUB, asked directly).
     fn numsub(&self, i: usize, channel: &str) -> i64 {
-        last_int(
-            &self
-                .shard(i)
-                .client()
-                .cmd(&[b"PUBSUB", b"NUMSUB", channel.as_bytes()]),
-        )
+        self.pubsub_count(i, b"NUMSUB", channel)
     }
 
+    /// Sharded subscribers of `channel` on shard `i` (PUBSUB SHARDNUMSUB).
     fn shardnumsub(&self, i: usize, channel: &str) -> i64 {
-        last_int(
-            &self
-                .shard(i)
-                .client()
-                .cmd(&[b"PUBSUB", b"SHARDNUMSUB", channel.as_bytes()]),
-        )
+        self.pubsub_count(i, b"SHARDNUMSUB", channel)
+    }
+
+    /// `PUBSUB <sub> channel` asked of shard `i` directly: its count.
+    fn pubsub_count(&self, i: usize, sub: &[u8], channel: &str) -> i64 {
+        let mut direct = self.shard(i).client();
+        last_int(&direct.cmd(&[b"PUBSUB", sub, channel.as_bytes()]))
     }
 
     fn numpat_all(&self) -> Vec<i64> {
@@ -151,12 +146,13 @@ impl Setup {
 
     /// Warm twem's shared connection to every shard, then the baseline
     /// count of connections each shard sees. Each worker event loop owns
-    /// its shared connections, and clients are spread over the workers (the
-    /// least busy takes the next), so as many clients as there can be
-    /// workers, all held open, warm every worker's.
+    /// its shared connections, and each client goes to the worker serving
+    /// the fewest clients then (a client that just left may still count),
+    /// so four clients per possible worker, all held open, are sure to
+    /// reach every worker and warm its connections.
     fn baseline(&self) -> Vec<i64> {
         let workers = thread::available_parallelism().map_or(1, |n| n.get());
-        let mut held: Vec<Client> = (0..workers).map(|_| self.client()).collect();
+        let mut held: Vec<Client> = (0..4 * workers).map(|_| self.client()).collect();
         for c in &mut held {
             for i in 0..self.shards.len() {
                 let k = self.on(i, "warm");
@@ -226,6 +222,18 @@ fn subscribe_reply(kind: &str, channel: &str, count: usize, resp3: bool) -> Vec<
     .into_bytes()
 }
 
+/// `kind` (subscribe, psubscribe, ssubscribe) of `channels` on `c`
+/// (RESP2), each confirmation checked: counts 1, 2, ...
+fn subscribe(c: &mut Client, kind: &str, channels: &[&str]) {
+    let mut cmd = vec![kind.to_uppercase().into_bytes()];
+    cmd.extend(channels.iter().map(|ch| ch.as_bytes().to_vec()));
+    c.send_cmd(&cmd.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    for (i, ch) in channels.iter().enumerate() {
+        let want = subscribe_reply(kind, ch, i + 1, false);
+        expect(c, &want, &format!("{kind} {ch}"));
+    }
+}
+
 #[test]
 fn a_subscriber_that_closes_its_socket_leaves_nothing_behind() {
     let t = setup("");
@@ -258,18 +266,8 @@ fn a_subscriber_that_closes_its_socket_leaves_nothing_behind() {
     }
     // Patterns go to every server; sharded channels to one.
     let mut c = t.client();
-    c.send_cmd(&[b"PSUBSCRIBE", b"chan:*"]);
-    expect(
-        &mut c,
-        &subscribe_reply("psubscribe", "chan:*", 1, false),
-        "PSUBSCRIBE",
-    );
-    c.send_cmd(&[b"SSUBSCRIBE", a.as_bytes()]);
-    expect(
-        &mut c,
-        &subscribe_reply("ssubscribe", &a, 1, false),
-        "SSUBSCRIBE",
-    );
+    subscribe(&mut c, "psubscribe", &["chan:*"]);
+    subscribe(&mut c, "ssubscribe", &[&a]);
     t.wait("SHARDNUMSUB", || t.shardnumsub(0, &a), |n| *n == 1);
     drop(c);
     t.wait(
@@ -287,10 +285,7 @@ fn a_subscriber_that_closes_its_socket_leaves_nothing_behind() {
 
 #[test]
 fn a_subscriber_killed_leaves_nothing_behind() {
-    let t = setup("");
-    // Opened before the baseline: it stays connected throughout.
-    let mut c = t.client();
-    let baseline = t.baseline();
+    let (t, mut c, baseline) = setup_with_client();
     let (a, b) = (t.on(0, "kill:a:"), t.on(1, "kill:b:"));
     let mut subs: Vec<Proc> = (0..3)
         .map(|_| t.cli(&["SUBSCRIBE", a.as_str(), b.as_str()]))
@@ -414,25 +409,12 @@ fn killed_blocked_clients_give_back_their_pinned_connections() {
 
 #[test]
 fn many_subscribe_unsubscribe_cycles_leak_nothing() {
-    let t = setup("");
-    // Opened before the baseline: it stays connected throughout.
-    let mut c = t.client();
-    let baseline = t.baseline();
+    let (t, mut c, baseline) = setup_with_client();
     let (a, b) = (t.on(0, "cyc:a:"), t.on(1, "cyc:b:"));
     let k = t.on(1, "cyc:key:");
     // One client, 200 cycles, channels on both servers.
     for round in 0..200 {
-        c.send_cmd(&[b"SUBSCRIBE", a.as_bytes(), b.as_bytes()]);
-        expect(
-            &mut c,
-            &subscribe_reply("subscribe", &a, 1, false),
-            "SUBSCRIBE a",
-        );
-        expect(
-            &mut c,
-            &subscribe_reply("subscribe", &b, 2, false),
-            "SUBSCRIBE b",
-        );
+        subscribe(&mut c, "subscribe", &[&a, &b]);
         if round % 2 == 0 {
             c.send_cmd(&[b"UNSUBSCRIBE"]);
         } else {
@@ -458,24 +440,9 @@ fn many_subscribe_unsubscribe_cycles_leak_nothing() {
     // 50 clients that subscribe and close, 50 that psubscribe, unsubscribe, close.
     for i in 0..50 {
         let mut s1 = t.client();
-        s1.send_cmd(&[b"SUBSCRIBE", a.as_bytes(), b.as_bytes()]);
-        expect(
-            &mut s1,
-            &subscribe_reply("subscribe", &a, 1, false),
-            "SUBSCRIBE",
-        );
-        expect(
-            &mut s1,
-            &subscribe_reply("subscribe", &b, 2, false),
-            "SUBSCRIBE",
-        );
+        subscribe(&mut s1, "subscribe", &[&a, &b]);
         let mut s2 = t.client();
-        s2.send_cmd(&[b"PSUBSCRIBE", b"cyc:*"]);
-        expect(
-            &mut s2,
-            &subscribe_reply("psubscribe", "cyc:*", 1, false),
-            "PSUBSCRIBE",
-        );
+        subscribe(&mut s2, "psubscribe", &["cyc:*"]);
         s2.send_cmd(&[b"PUNSUBSCRIBE"]);
         expect(
             &mut s2,

@@ -37,7 +37,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use twem_tests::{find, free_port, resp_cmd, resp_len, Memcached, ProxyProc, Redis};
+use twem_tests::{find, free_port, resp_cmd, resp_len, test_socket, Memcached, ProxyProc, Redis};
 
 /// A raw connection that reports EOF and timeouts as values instead of
 /// panicking, so one command nutcracker drops shows up as a mismatch naming
@@ -50,13 +50,9 @@ struct Conn {
 
 impl Conn {
     fn connect(port: u16) -> Conn {
-        let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        sock.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("read timeout");
-        sock.set_nodelay(true).expect("nodelay");
         Conn {
             port,
-            sock,
+            sock: test_socket(port),
             buf: Vec::new(),
         }
     }

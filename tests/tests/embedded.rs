@@ -11,40 +11,24 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::runtime::Runtime;
 use twem_core::pool::{BackendErrorKind, CallError, Pool, ServerError, Stored};
 use twem_proto::resp::{Reply, Request};
-use twem_tests::{bulk, free_port, Memcached, ProxyProc, Redis};
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
+use twem_tests::{
+    build_over, bulk, free_port, holders, pool_yaml, runtime, shard_servers, Memcached, ProxyProc,
+    Redis,
+};
 
 /// A Redis pool over `shards` named shard0.., with nutcracker's default
 /// hash and distribution, listening on `port` when run by a proxy.
 fn redis_yaml(port: u16, shards: &[Redis]) -> String {
-    let mut yaml = format!(
-        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash_tag: \"{{}}\"\n  timeout: 2000\n  servers:\n"
-    );
-    for (i, s) in shards.iter().enumerate() {
-        yaml.push_str(&format!("   - {}:1 shard{i}\n", s.addr()));
-    }
-    yaml
+    let settings = "  redis: true\n  hash_tag: \"{}\"\n  timeout: 2000\n";
+    pool_yaml("alpha", port, settings, &shard_servers(shards))
 }
 
 /// The one shard holding `key`, found by asking every shard directly;
 /// panics if it is on none or on several.
 fn holder(shards: &[Redis], key: &str) -> usize {
-    let found: Vec<usize> = shards
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.client().cmd(&[b"EXISTS", key.as_bytes()]) == b":1\r\n")
-        .map(|(i, _)| i)
-        .collect();
+    let found = holders(shards, key);
     assert_eq!(found.len(), 1, "{key} is on shards {found:?}");
     found[0]
 }
@@ -200,11 +184,10 @@ fn redis_helpers_round_trip() {
     let shards: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
     let rt = runtime();
     rt.block_on(async {
-        let mut b = Pool::builder("typed").redis().hash_tag(b'{', b'}');
-        for s in &shards {
-            b = b.server(&format!("{}:1", s.addr()));
-        }
-        let pool = b.build().expect("pool");
+        let pool = build_over(
+            Pool::builder("typed").redis().hash_tag(b'{', b'}'),
+            shards.iter().map(|s| s.addr()),
+        );
         let r = pool.redis();
 
         // set / get, and a miss.
@@ -295,11 +278,7 @@ fn memcache_helpers_round_trip() {
     let servers: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
     let rt = runtime();
     rt.block_on(async {
-        let mut b = Pool::builder("typed-mc");
-        for s in &servers {
-            b = b.server(&format!("{}:1", s.addr()));
-        }
-        let pool = b.build().expect("pool");
+        let pool = build_over(Pool::builder("typed-mc"), servers.iter().map(|s| s.addr()));
         let mc = pool.memcache();
 
         assert_eq!(mc.set("k", 5, 0, "v1").await.expect("set"), Stored::Stored);
@@ -406,11 +385,10 @@ fn concurrent_callers_get_their_own_replies() {
     let shards: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
     let rt = runtime();
     rt.block_on(async {
-        let mut b = Pool::builder("many").redis().server_connections(2);
-        for s in &shards {
-            b = b.server(&format!("{}:1", s.addr()));
-        }
-        let pool = b.build().expect("pool");
+        let pool = build_over(
+            Pool::builder("many").redis().server_connections(2),
+            shards.iter().map(|s| s.addr()),
+        );
         let mut tasks = Vec::new();
         for t in 0..64u32 {
             let r = pool.redis();
@@ -635,11 +613,10 @@ fn pool_call_follows_the_command_table() {
     let shards: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
     let rt = runtime();
     rt.block_on(async {
-        let mut b = Pool::builder("table").redis().hash_tag(b'{', b'}');
-        for s in &shards {
-            b = b.server(&format!("{}:1", s.addr()));
-        }
-        let pool = b.build().expect("pool");
+        let pool = build_over(
+            Pool::builder("table").redis().hash_tag(b'{', b'}'),
+            shards.iter().map(|s| s.addr()),
+        );
         let a = "k:0".to_string();
         let other = (1..)
             .map(|i| format!("k:{i}"))

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use twem_core::config::Config;
-use twem_tests::{free_port, pool_yaml, Client, Fault, FaultProxy, ProxyProc, Redis};
+use twem_tests::{free_port, pool_yaml, Client, Fault, FaultProxy, ProxyProc, Redis, Twem};
 
 /// A scripted backend: for every connection, `serve` runs on its own thread.
 struct Fake {
@@ -20,6 +20,11 @@ struct Fake {
 }
 
 impl Fake {
+    /// `127.0.0.1:port`.
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
     fn start(serve: fn(std::net::TcpStream)) -> Fake {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind fake backend");
         let port = l.local_addr().expect("addr").port();
@@ -125,12 +130,7 @@ fn silent_server_times_out_and_late_replies_are_dropped() {
     let fake = Fake::start(late);
     let live = Redis::start();
     let port = free_port();
-    let yaml = two_server_pool(
-        port,
-        &live.addr(),
-        &format!("127.0.0.1:{}", fake.port),
-        "  timeout: 200\n",
-    );
+    let yaml = two_server_pool(port, &live.addr(), &fake.addr(), "  timeout: 200\n");
     let _proxy = ProxyProc::twem(&yaml, port, &[]);
     let (ka, kb) = (key_on(&yaml, "a", "t"), key_on(&yaml, "b", "t"));
     let mut c = Client::connect(port);
@@ -178,13 +178,8 @@ fn backend_closing_mid_pipeline_fails_only_pending_requests() {
         let _ = s.flush();
     }
     let fake = Fake::start(three_then_close);
-    let port = free_port();
-    let yaml = format!(
-        "p:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - 127.0.0.1:{}:1 f\n",
-        fake.port
-    );
-    let _proxy = ProxyProc::twem(&yaml, port, &[]);
-    let mut c = Client::connect(port);
+    let t = Twem::start("p", "  redis: true\n", &[(fake.addr(), "f")]);
+    let mut c = t.client();
     let mut batch = Vec::new();
     for i in 0..10 {
         batch.extend(twem_tests::resp_cmd(&[b"GET", format!("k{i}").as_bytes()]));
@@ -269,10 +264,8 @@ fn ejection_then_probe_based_readmission() {
 #[test]
 fn all_ejected_fails_fast() {
     let mut only = Redis::start();
-    let port = free_port();
-    let yaml = pool_yaml("p", port, "  redis: true\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 30000\n", &[(only.addr(), "only")]);
-    let _proxy = ProxyProc::twem(&yaml, port, &[]);
-    let mut c = Client::connect(port);
+    let t = Twem::start("p", "  redis: true\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 30000\n", &[(only.addr(), "only")]);
+    let mut c = t.client();
     assert_eq!(c.cmds("SET k v"), b"+OK\r\n");
     only.proc.kill();
     let _ = c.cmds("GET k");
@@ -304,9 +297,7 @@ fn memcached_ejection_probe_and_timeout() {
     let a = twem_tests::Memcached::start();
     let mut b = twem_tests::Memcached::start();
     let b_port = b.port;
-    let port = free_port();
-    let yaml = pool_yaml("m", port, "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 500\n  timeout: 300\n", &[(a.addr(), "a"), (b.addr(), "b")]);
-    let _proxy = ProxyProc::twem(&yaml, port, &[]);
+    let Twem { proxy: _proxy, port, yaml } = Twem::start("m", "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 500\n  timeout: 300\n", &[(a.addr(), "a"), (b.addr(), "b")]);
     let kb = key_on(&yaml, "b", "mc");
     let mut c = Client::connect(port);
     let set = |c: &mut Client, v: &str| {
@@ -350,13 +341,8 @@ fn memcached_ejection_probe_and_timeout() {
         }
     }
     let fake = Fake::start(silent);
-    let port2 = free_port();
-    let yaml2 = format!(
-        "s:\n  listen: 127.0.0.1:{port2}\n  timeout: 200\n  servers:\n   - 127.0.0.1:{}:1\n",
-        fake.port
-    );
-    let _p2 = ProxyProc::twem(&yaml2, port2, &[]);
-    let mut c2 = Client::connect(port2);
+    let t2 = Twem::start("s", "  timeout: 200\n", &[(fake.addr(), "")]);
+    let mut c2 = t2.client();
     c2.send(b"get anything\r\n");
     assert_eq!(c2.read_line(), b"SERVER_ERROR Connection timed out\r\n");
 }

@@ -15,9 +15,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use tokio::runtime::Runtime;
 use twem_core::pool::{Pool, ScanOptions};
-use twem_tests::{free_port, key_on, pool_yaml, Client, ProxyProc, Redis};
+use twem_tests::{free_port, key_on, pool_yaml, runtime, Client, ProxyProc, Redis};
 
 /// Three backends behind one Redis pool.
 struct Three {
@@ -52,9 +51,42 @@ fn setup(settings: &str) -> Three {
     }
 }
 
+/// A pool with no extra settings, holding `n` keys `prefix<i>` for each
+/// `(prefix, n)` of `keys`.
+fn filled(keys: &[(&str, usize)]) -> Three {
+    let t = setup("");
+    for (prefix, n) in keys {
+        t.fill(prefix, *n);
+    }
+    t
+}
+
+/// A pool that ejects a server at its first failure, holding `n` keys
+/// `k:<i>` spread over its three servers.
+fn ejecting_setup(n: usize) -> Three {
+    let t = setup(
+        "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 60000\n",
+    );
+    t.fill("k:", n);
+    t
+}
+
 impl Three {
     fn client(&self) -> Client {
         Client::connect(self.port)
+    }
+
+    /// Kill server `b`, then fail a request on it through `c`: the failure
+    /// that ejects it (with `auto_eject_hosts`).
+    fn eject_b(&mut self, c: &mut Client) {
+        let on_b = key_on(&self.yaml, "b", "probe:");
+        self.servers[1].proc.kill();
+        let failed = c.cmd(&[b"GET", on_b.as_bytes()]);
+        assert!(
+            failed.starts_with(b"-"),
+            "{}",
+            String::from_utf8_lossy(&failed)
+        );
     }
 
     /// Every key each backend holds, asked directly.
@@ -190,6 +222,12 @@ fn scan_all(c: &mut Client, extra: &[&str]) -> (Vec<String>, usize) {
     }
 }
 
+/// The keys of `all` that start with `prefix`.
+fn with_prefix(all: &BTreeSet<String>, prefix: &str) -> BTreeSet<String> {
+    let matching = all.iter().filter(|k| k.starts_with(prefix));
+    matching.cloned().collect()
+}
+
 fn exactly_once(keys: &[String]) -> BTreeSet<String> {
     let mut seen = BTreeMap::new();
     for k in keys {
@@ -203,8 +241,7 @@ fn exactly_once(keys: &[String]) -> BTreeSet<String> {
 // A SCAN loop walks every server: every key of every backend, each once.
 #[test]
 fn scan_returns_every_key_of_every_server_once() {
-    let t = setup("");
-    t.fill("k:", 600);
+    let t = filled(&[("k:", 600)]);
     let per_server = t.backend_keys();
     assert!(
         per_server.iter().all(|s| s.len() > 50),
@@ -230,25 +267,15 @@ fn scan_returns_every_key_of_every_server_once() {
 // MATCH and TYPE apply on every server; COUNT per call.
 #[test]
 fn scan_with_match_count_and_type() {
-    let t = setup("");
-    t.fill("user:", 200);
-    t.fill("other:", 200);
+    let t = filled(&[("user:", 200), ("other:", 200)]);
     let mut c = t.client();
     for i in 0..60 {
         let h = format!("hash:{i}");
         assert_eq!(c.cmd(&[b"HSET", h.as_bytes(), b"f", b"v"]), b":1\r\n");
     }
     let all = t.all_keys();
-    let users: BTreeSet<String> = all
-        .iter()
-        .filter(|k| k.starts_with("user:"))
-        .cloned()
-        .collect();
-    let hashes: BTreeSet<String> = all
-        .iter()
-        .filter(|k| k.starts_with("hash:"))
-        .cloned()
-        .collect();
+    let users = with_prefix(&all, "user:");
+    let hashes = with_prefix(&all, "hash:");
     assert_eq!(users.len(), 200);
     let (keys, _) = scan_all(&mut c, &["MATCH", "user:*", "COUNT", "50"]);
     assert_eq!(exactly_once(&keys), users);
@@ -264,8 +291,7 @@ fn scan_with_match_count_and_type() {
 // back, however many keys are added meanwhile (some servers rehash).
 #[test]
 fn scan_returns_every_existing_key_while_keys_are_added() {
-    let t = setup("");
-    t.fill("old:", 500);
+    let t = filled(&[("old:", 500)]);
     let before = t.all_keys();
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
@@ -328,21 +354,10 @@ fn scan_refuses_invalid_cursors() {
 // still ends, with every key of the other servers once.
 #[test]
 fn scan_skips_an_ejected_server() {
-    let mut t = setup(
-        "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 60000\n",
-    );
-    t.fill("k:", 300);
+    let mut t = ejecting_setup(300);
     let per_server = t.backend_keys();
-    let on_b = key_on(&t.yaml, "b", "probe:");
-    t.servers[1].proc.kill();
     let mut c = t.client();
-    // The failure that ejects it.
-    let failed = c.cmd(&[b"GET", on_b.as_bytes()]);
-    assert!(
-        failed.starts_with(b"-"),
-        "{}",
-        String::from_utf8_lossy(&failed)
-    );
+    t.eject_b(&mut c);
     let (keys, _) = scan_all(&mut c, &["COUNT", "30"]);
     let want: BTreeSet<String> = per_server[0].union(&per_server[2]).cloned().collect();
     assert_eq!(exactly_once(&keys), want);
@@ -353,10 +368,7 @@ fn scan_skips_an_ejected_server() {
 // error and every key of the live servers still comes back once.
 #[test]
 fn scan_goes_on_when_a_server_is_ejected_mid_scan() {
-    let mut t = setup(
-        "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 60000\n",
-    );
-    t.fill("k:", 600);
+    let mut t = ejecting_setup(600);
     let per_server = t.backend_keys();
     // Servers a, b, c are ring indexes 0, 1, 2 (sorted by name).
     let mut c = t.client();
@@ -372,14 +384,7 @@ fn scan_goes_on_when_a_server_is_ejected_mid_scan() {
         let at: u64 = next.parse().expect("cursor");
         // Mid-scan of b: its own cursor is not 0.
         if !killed && at & 0xffff == 1 && at >> 16 != 0 {
-            t.servers[1].proc.kill();
-            let on_b = key_on(&t.yaml, "b", "probe:");
-            let failed = c.cmd(&[b"GET", on_b.as_bytes()]);
-            assert!(
-                failed.starts_with(b"-"),
-                "{}",
-                String::from_utf8_lossy(&failed)
-            );
+            t.eject_b(&mut c);
             killed = true;
         }
         cursor = next;
@@ -395,16 +400,10 @@ fn scan_goes_on_when_a_server_is_ejected_mid_scan() {
 // KEYS is the union of the servers' keys; DBSIZE their sum.
 #[test]
 fn keys_and_dbsize_cover_every_server() {
-    let t = setup("");
-    t.fill("user:", 150);
-    t.fill("x:", 90);
+    let t = filled(&[("user:", 150), ("x:", 90)]);
     let mut c = t.client();
     assert_eq!(strings(&parse(&c.cmd(&[b"KEYS", b"*"]))), t.all_keys());
-    let users: BTreeSet<String> = t
-        .all_keys()
-        .into_iter()
-        .filter(|k| k.starts_with("user:"))
-        .collect();
+    let users = with_prefix(&t.all_keys(), "user:");
     assert_eq!(strings(&parse(&c.cmd(&[b"KEYS", b"user:*"]))), users);
     let sum: i64 = t
         .servers
@@ -476,8 +475,7 @@ fn resp3_clients_scan_too() {
 // emptied. Server administration stays refused.
 #[test]
 fn flush_is_refused_by_default() {
-    let t = setup("");
-    t.fill("k:", 30);
+    let t = filled(&[("k:", 30)]);
     let mut c = t.client();
     assert_eq!(
         c.cmd(&[b"FLUSHALL"]),
@@ -519,27 +517,13 @@ fn flush_empties_every_server_when_allowed() {
     assert_eq!(parse(&c.cmd(&[b"DBSIZE"])), V::Int(0));
 }
 
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
 // The embedded Pool's scan: every key of every server once, with options;
 // keys() and dbsize() agree with the backends.
 #[test]
 fn embedded_scan_returns_every_key_once() {
-    let t = setup("");
-    t.fill("user:", 250);
-    t.fill("x:", 50);
+    let t = filled(&[("user:", 250), ("x:", 50)]);
     let all = t.all_keys();
-    let users: BTreeSet<String> = all
-        .iter()
-        .filter(|k| k.starts_with("user:"))
-        .cloned()
-        .collect();
+    let users = with_prefix(&all, "user:");
     let rt = runtime();
     let pool = rt
         .block_on(async { Pool::from_yaml(&t.yaml, None) })

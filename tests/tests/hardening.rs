@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use twem_tests::{
     bulk, free_port, key_on, pool_yaml, resp_cmd, sample_rss, Client, Memcached, ProxyProc, Redis,
+    Twem,
 };
 
 /// RSS figures mean something only when one proxy works at a time.
@@ -114,9 +115,7 @@ fn cont_proc(pid: u32) {
 #[test]
 fn memcached_noreply_burst_keeps_the_connection() {
     let mc = Memcached::start();
-    let port = free_port();
-    let yaml = pool_yaml("m", port, "  timeout: 2000\n", &[(mc.addr(), "a")]);
-    let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
+    let (mut proxy, port) = Twem::capture("m", "  timeout: 2000\n", &[(mc.addr(), "a")]).parts();
     let mut c = Client::connect(port);
     let mut burst = Vec::new();
     for i in 0..400 {
@@ -165,10 +164,8 @@ fn memcached_noreply_burst_keeps_the_connection() {
 fn stalled_redis_backpressures_the_client() {
     let _g = serial();
     let mut r = Redis::start();
-    let port = free_port();
     // No timeout: requests wait for the stalled server instead of failing.
-    let yaml = pool_yaml("s", port, "  redis: true\n", &[(r.addr(), "a")]);
-    let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
+    let (mut proxy, port) = Twem::capture("s", "  redis: true\n", &[(r.addr(), "a")]).parts();
     let mut c = Client::connect(port);
     // Small replies first: the client's average reply size shrinks and its
     // request window (a count) opens to its maximum, 1,024 requests, which
@@ -221,9 +218,7 @@ fn stalled_redis_backpressures_the_client() {
 fn stalled_memcached_noreply_stream_is_bounded() {
     let _g = serial();
     let mut mc = Memcached::start();
-    let port = free_port();
-    let yaml = pool_yaml("m", port, "", &[(mc.addr(), "a")]);
-    let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
+    let (mut proxy, port) = Twem::capture("m", "", &[(mc.addr(), "a")]).parts();
     let mut c = Client::connect(port);
     assert!(c.mc(b"version\r\n").starts_with(b"VERSION"));
     let value = vec![b'y'; 100_000];
@@ -262,9 +257,7 @@ fn stalled_memcached_noreply_stream_is_bounded() {
 fn stalled_server_queue_bound_refuses_clearly() {
     let _g = serial();
     let mut r = Redis::start();
-    let port = free_port();
-    let yaml = pool_yaml("s", port, "  redis: true\n", &[(r.addr(), "a")]);
-    let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
+    let (mut proxy, port) = Twem::capture("s", "  redis: true\n", &[(r.addr(), "a")]).parts();
     let base = proxy.rss();
     stop_proc(r.proc.pid());
     let value = vec![b'z'; 1 << 20];
@@ -437,9 +430,8 @@ fn server_connection_slots_are_lazy() {
 #[test]
 fn logs_pair_clients_and_name_commands() {
     let r = Redis::start();
-    let port = free_port();
-    let yaml = pool_yaml("g", port, "  redis: true\n", &[(r.addr(), "a")]);
-    let proxy = ProxyProc::twem(&yaml, port, &["-v", "8"]);
+    let Twem { proxy, port, .. } =
+        Twem::start_with("g", "  redis: true\n", &[(r.addr(), "a")], &["-v", "8"]);
     let mut c = Client::connect(port);
     assert_eq!(c.cmd(&[b"SET", b"logged", b"1"]), b"+OK\r\n");
     let local = c.sock.local_addr().expect("local addr").to_string();
@@ -486,17 +478,14 @@ fn logs_pair_clients_and_name_commands() {
 #[test]
 fn auth_still_checks_the_password() {
     let r = Redis::start();
-    let port = free_port();
-    let yaml = pool_yaml(
+    // The backend has no password: the proxy's AUTH to it fails, which
+    // this test does not exercise (PING is answered by the proxy).
+    let t = Twem::start(
         "a",
-        port,
         "  redis: true\n  redis_auth: s3cret\n",
         &[(r.addr(), "a")],
     );
-    // The backend has no password: the proxy's AUTH to it fails, which
-    // this test does not exercise (PING is answered by the proxy).
-    let _proxy = ProxyProc::twem(&yaml, port, &[]);
-    let mut c = Client::connect(port);
+    let mut c = t.client();
     assert_eq!(
         c.cmd(&[b"PING"]),
         b"-NOAUTH Authentication required\r\n".to_vec()
@@ -522,14 +511,11 @@ fn split_mget_of_large_values_is_not_copied() {
     let _g = serial();
     let a = Redis::start();
     let b = Redis::start();
-    let port = free_port();
-    let yaml = pool_yaml(
-        "v",
+    let Twem {
+        mut proxy,
         port,
-        "  redis: true\n",
-        &[(a.addr(), "a"), (b.addr(), "b")],
-    );
-    let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
+        yaml,
+    } = Twem::capture("v", "  redis: true\n", &[(a.addr(), "a"), (b.addr(), "b")]);
     let ka = key_on(&yaml, "a", "ma");
     let kb = key_on(&yaml, "b", "mb");
     let size: usize = 64 << 20;
@@ -579,14 +565,11 @@ fn queue_bound_refuses_a_split_write_whole() {
     let _g = serial();
     let a = Redis::start();
     let mut b = Redis::start();
-    let port = free_port();
-    let yaml = pool_yaml(
-        "w",
+    let Twem {
+        mut proxy,
         port,
-        "  redis: true\n",
-        &[(a.addr(), "a"), (b.addr(), "b")],
-    );
-    let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
+        yaml,
+    } = Twem::capture("w", "  redis: true\n", &[(a.addr(), "a"), (b.addr(), "b")]);
     let ka = key_on(&yaml, "a", "wa");
     let kb = key_on(&yaml, "b", "wb");
     stop_proc(b.proc.pid());

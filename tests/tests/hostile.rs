@@ -12,8 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use twem_tests::{
-    bulk, free_port, open_files_soft_limit, pool_yaml, resp_cmd, sample_rss, tier2, Client,
-    Memcached, ProxyProc, Redis,
+    bulk, open_files_soft_limit, resp_cmd, sample_rss, tier2, Client, Memcached, ProxyProc, Redis,
+    Twem,
 };
 
 /// RSS figures are only meaningful when the proxy under test is the one
@@ -23,15 +23,24 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn redis_proxy(backend: &Redis) -> (ProxyProc, u16) {
-    let port = free_port();
-    let yaml = pool_yaml(
+/// A redis-server behind twem (pool `h`, 2 s timeout, stderr kept): what
+/// the redis tests here attack. (backend, proxy, port)
+fn redis_target() -> (Redis, ProxyProc, u16) {
+    let backend = Redis::start();
+    let t = Twem::capture(
         "h",
-        port,
         "  redis: true\n  timeout: 2000\n",
         &[(backend.addr(), "r")],
     );
-    (ProxyProc::twem_capture(&yaml, port, &[]), port)
+    (backend, t.proxy, t.port)
+}
+
+/// A client of `proxy` (on `port`) that has been served (`SET k v`), and
+/// the proxy's RSS after that: the baseline of the RSS checks.
+fn served_then_rss(proxy: &ProxyProc, port: u16) -> (Client, u64) {
+    let mut c = Client::connect(port);
+    assert_eq!(c.cmds("SET k v"), b"+OK\r\n");
+    (c, proxy.rss())
 }
 
 /// A well-behaved client for `dur`: small SET/GET round trips and, every
@@ -62,8 +71,7 @@ fn served_client(port: u16, dur: Duration, big: Option<&[u8]>) -> (u64, Duration
 #[test]
 fn non_reading_client_of_big_values_is_bounded() {
     let _g = serial();
-    let backend = Redis::start();
-    let (mut proxy, port) = redis_proxy(&backend);
+    let (_backend, mut proxy, port) = redis_target();
     let big: Vec<u8> = (0..1 << 20).map(|i| b'a' + (i % 26) as u8).collect();
     let mut setup = Client::connect(port);
     assert_eq!(setup.cmd(&[b"SET", b"big", &big]), b"+OK\r\n");
@@ -143,8 +151,7 @@ fn non_reading_client_of_big_values_is_bounded() {
 #[test]
 fn non_reading_client_of_small_replies_is_bounded() {
     let _g = serial();
-    let backend = Redis::start();
-    let (mut proxy, port) = redis_proxy(&backend);
+    let (_backend, mut proxy, port) = redis_target();
     let mut polite = Client::connect(port);
     assert_eq!(polite.cmds("SET k v"), b"+OK\r\n");
     thread::sleep(Duration::from_millis(200));
@@ -208,8 +215,7 @@ fn non_reading_client_of_small_replies_is_bounded() {
 #[test]
 fn slowloris_frames_do_not_block_others() {
     let _g = serial();
-    let backend = Redis::start();
-    let (mut proxy, port) = redis_proxy(&backend);
+    let (_backend, mut proxy, port) = redis_target();
     let (slow_n, gap) = if tier2() {
         (200, Duration::from_secs(1))
     } else {
@@ -297,11 +303,8 @@ fn read_to_close(s: &mut TcpStream) -> (Vec<u8>, bool) {
 #[test]
 fn absurd_lengths_are_protocol_errors() {
     let _g = serial();
-    let backend = Redis::start();
-    let (mut proxy, port) = redis_proxy(&backend);
-    let mut other = Client::connect(port);
-    assert_eq!(other.cmds("SET k v"), b"+OK\r\n");
-    let base = proxy.rss();
+    let (_backend, mut proxy, port) = redis_target();
+    let (mut other, base) = served_then_rss(&proxy, port);
     let frames: [&[u8]; 7] = [
         b"*1\r\n$4294967296\r\n",
         b"*1\r\n$9223372036854775807\r\n",
@@ -358,11 +361,8 @@ fn absurd_lengths_are_protocol_errors() {
 #[test]
 fn near_limit_bulk_lengths_cost_only_what_is_sent() {
     let _g = serial();
-    let backend = Redis::start();
-    let (mut proxy, port) = redis_proxy(&backend);
-    let mut other = Client::connect(port);
-    assert_eq!(other.cmds("SET k v"), b"+OK\r\n");
-    let base = proxy.rss();
+    let (_backend, mut proxy, port) = redis_target();
+    let (mut other, base) = served_then_rss(&proxy, port);
     let n = if tier2() { 256 } else { 32 };
     let mut head = b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$536870000\r\n".to_vec();
     head.extend(std::iter::repeat_n(b'z', 64 * 1024));
@@ -394,17 +394,16 @@ fn near_limit_bulk_lengths_cost_only_what_is_sent() {
 fn memcached_absurd_lengths_are_refused() {
     let _g = serial();
     let mc = Memcached::start();
-    let port = free_port();
-    let yaml = pool_yaml("m", port, "  timeout: 2000\n", &[(mc.addr(), "m")]);
-    let mut proxy = ProxyProc::twem_capture(&yaml, port, &[]);
+    let (mut proxy, port) = Twem::capture("m", "  timeout: 2000\n", &[(mc.addr(), "m")]).parts();
     let base = proxy.rss();
-    for line in [
-        &b"set k 0 0 4294967296\r\n"[..],
-        b"set k 0 0 9223372036854775807\r\n",
-        b"set k 0 0 99999999999999999999999\r\n",
-        b"cas k 0 0 4294967296 1\r\n",
-        b"append k 0 0 -1\r\n",
-    ] {
+    let lines = [
+        "set k 0 0 4294967296\r\n",
+        "set k 0 0 9223372036854775807\r\n",
+        "set k 0 0 99999999999999999999999\r\n",
+        "cas k 0 0 4294967296 1\r\n",
+        "append k 0 0 -1\r\n",
+    ];
+    for line in lines.map(str::as_bytes) {
         let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         s.write_all(line).expect("send");
         let (got, _closed) = read_to_close(&mut s);
@@ -449,8 +448,7 @@ fn idle_connections_rss_per_connection() {
     let want = if tier2() { 10_000 } else { 5_000 };
     let n = want.min(limit.saturating_sub(200)) as usize;
     assert!(n >= 500, "open files limit {limit} too low for this test");
-    let backend = Redis::start();
-    let (mut proxy, port) = redis_proxy(&backend);
+    let (_backend, mut proxy, port) = redis_target();
     let mut first = Client::connect(port);
     assert_eq!(first.cmds("PING"), b"+PONG\r\n");
     thread::sleep(Duration::from_millis(200));

@@ -43,6 +43,14 @@ fn mc_proxy(backend: &Memcached) -> (ProxyProc, u16, u16) {
     proxy("", &backend.addr())
 }
 
+/// A client straight to `backend`, which now holds the key `victim` (`v`)
+/// that a smuggled command would delete.
+fn with_victim(backend: &Memcached) -> Client {
+    let mut direct = backend.client();
+    assert_eq!(direct.mc(b"set victim 0 0 1\r\nv\r\n"), b"STORED\r\n");
+    direct
+}
+
 /// Asserts that the proxy answered nothing (it closed silently).
 fn assert_unanswered(answered: &[u8]) {
     assert!(
@@ -177,8 +185,7 @@ fn http_request_to_memcached_port_runs_nothing() {
 fn ms_data_block_is_not_run_as_a_command() {
     let backend = Memcached::start();
     let (_p, port, _) = mc_proxy(&backend);
-    let mut direct = backend.client();
-    assert_eq!(direct.mc(b"set victim 0 0 1\r\nv\r\n"), b"STORED\r\n");
+    let mut direct = with_victim(&backend);
 
     let mut c = Client::connect(port);
     c.send(b"ms k 13\r\ndelete victim\r\n");
@@ -221,8 +228,7 @@ fn ms_data_block_is_not_run_as_a_command() {
 fn binary_protocol_request_is_closed() {
     let backend = Memcached::start();
     let (p, port, mport) = mc_proxy(&backend);
-    let mut direct = backend.client();
-    assert_eq!(direct.mc(b"set victim 0 0 1\r\nv\r\n"), b"STORED\r\n");
+    let mut direct = with_victim(&backend);
 
     let value = b"\r\ndelete victim\r\n";
     let mut req = vec![0x80, 0x01, 0x00, 0x01, 0x08, 0x00, 0x00, 0x00];

@@ -11,25 +11,31 @@
 //! Run: `cargo build -p twem-server && cargo test -p twem-tests --test memcache_meta`
 //! (set `TWEMPROXY_BIN` when the binary is built in another target dir).
 
-use twem_tests::{free_port, key_on, pool_yaml, Client, Memcached, ProxyProc};
+use twem_tests::{free_port, key_on, Client, Memcached, ProxyProc, Twem};
 
 /// A proxy over `servers` (named `s0`, `s1`, ...), and its yaml.
 fn proxy_over(servers: &[&Memcached]) -> (ProxyProc, u16, String) {
-    let port = free_port();
-    let named: Vec<(String, String)> = servers
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.addr(), format!("s{i}")))
-        .collect();
-    let list: Vec<(String, &str)> = named.iter().map(|(a, n)| (a.clone(), n.as_str())).collect();
-    let yaml = pool_yaml(
-        "mc",
-        port,
-        "  hash: fnv1a_64\n  distribution: ketama\n  timeout: 3000\n",
-        &list,
-    );
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
-    (proxy, port, yaml)
+    let named = servers.iter().enumerate();
+    let list: Vec<(String, String)> = named.map(|(i, m)| (m.addr(), format!("s{i}"))).collect();
+    let settings = "  hash: fnv1a_64\n  distribution: ketama\n  timeout: 3000\n";
+    let t = Twem::start("mc", settings, &list);
+    (t.proxy, t.port, t.yaml)
+}
+
+/// Two fresh memcached servers, `s0` and `s1`, behind twem
+/// ([`proxy_over`]).
+fn two_servers() -> ([Memcached; 2], ProxyProc, u16, String) {
+    let servers = [Memcached::start(), Memcached::start()];
+    let (proxy, port, yaml) = proxy_over(&[&servers[0], &servers[1]]);
+    (servers, proxy, port, yaml)
+}
+
+/// A lone memcached, the reference the proxy's answers are compared with,
+/// and a client of it.
+fn lone_memcached() -> (Memcached, Client) {
+    let reference = Memcached::start();
+    let direct = reference.client();
+    (reference, direct)
 }
 
 /// Send `pipeline` (which must end in `mn\r\n` and hold `mn` only as
@@ -101,22 +107,8 @@ fn binary(len: usize) -> Vec<u8> {
 
 /// Base64 (standard, padded) of `bytes`.
 fn base64(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// The meta sequences compared byte for byte.
@@ -216,10 +208,8 @@ fn meta_matches_memcached_byte_for_byte() {
 /// then plain requests: every reply in order, nothing extra, nothing lost.
 #[test]
 fn quiet_pipelines_stay_in_step_over_two_servers() {
-    let (a, b) = (Memcached::start(), Memcached::start());
-    let (_p, port, _) = proxy_over(&[&a, &b]);
-    let reference = Memcached::start();
-    let mut direct = reference.client();
+    let (_servers, _p, port, _) = two_servers();
+    let (_reference, mut direct) = lone_memcached();
     let mut c = Client::connect(port);
     let mut seq = Vec::new();
     for i in 0..300 {
@@ -249,8 +239,7 @@ fn quiet_pipelines_stay_in_step_over_two_servers() {
 /// key, under its decoded name; plain and base64 requests meet.
 #[test]
 fn base64_keys_are_placed_by_the_decoded_key() {
-    let (a, b) = (Memcached::start(), Memcached::start());
-    let (_p, port, yaml) = proxy_over(&[&a, &b]);
+    let ([a, b], _p, port, yaml) = two_servers();
     let mut c = Client::connect(port);
     let mut shards = [a.client(), b.client()];
     for (i, server) in ["s0", "s1", "s0", "s1"].iter().enumerate() {
@@ -285,8 +274,7 @@ fn base64_keys_are_placed_by_the_decoded_key() {
 /// `stats <sub>` is one SERVER_ERROR line and the connection goes on.
 #[test]
 fn stats_are_summed_over_the_servers() {
-    let (a, b) = (Memcached::start(), Memcached::start());
-    let (p, port, _) = proxy_over(&[&a, &b]);
+    let ([a, b], p, port, _) = two_servers();
     let (mut da, mut db) = (a.client(), b.client());
     for i in 0..2 {
         assert_eq!(
@@ -349,8 +337,7 @@ fn stats_are_summed_over_the_servers() {
 /// acknowledged by the proxy.
 #[test]
 fn flush_all_empties_every_server() {
-    let (a, b) = (Memcached::start(), Memcached::start());
-    let (_p, port, _) = proxy_over(&[&a, &b]);
+    let ([a, b], _p, port, _) = two_servers();
     let (mut da, mut db) = (a.client(), b.client());
     let fill = |d: &mut Client| assert_eq!(d.mc(b"set k 0 0 1\r\nx\r\n"), b"STORED\r\n");
     fill(&mut da);
@@ -378,10 +365,8 @@ fn flush_all_empties_every_server() {
 /// lone memcached answers `gat`, and the exptime set on each server.
 #[test]
 fn gat_and_gats_split_and_merge_in_key_order() {
-    let (a, b) = (Memcached::start(), Memcached::start());
-    let (_p, port, yaml) = proxy_over(&[&a, &b]);
-    let reference = Memcached::start();
-    let mut direct = reference.client();
+    let ([a, b], _p, port, yaml) = two_servers();
+    let (_reference, mut direct) = lone_memcached();
     let mut c = Client::connect(port);
     let keys = [
         key_on(&yaml, "s0", "g0-"),
@@ -489,17 +474,14 @@ fn malformed_meta_lines_get_one_error_each() {
 fn stats_leave_out_a_dead_server() {
     let live = Memcached::start();
     let dead_port = free_port();
-    let port = free_port();
-    let yaml = pool_yaml(
+    let t = Twem::start(
         "mc",
-        port,
         "  hash: fnv1a_64\n  distribution: ketama\n  timeout: 3000\n",
         &[
             (live.addr(), "s0"),
             (format!("127.0.0.1:{dead_port}"), "s1"),
         ],
     );
-    let _p = ProxyProc::twem(&yaml, port, &[]);
     let mut d = live.client();
     for i in 0..4 {
         assert_eq!(
@@ -507,7 +489,7 @@ fn stats_leave_out_a_dead_server() {
             b"STORED\r\n"
         );
     }
-    let mut c = Client::connect(port);
+    let mut c = t.client();
     c.send(b"stats\r\n");
     let text = String::from_utf8(c.read_until(b"END\r\n")).expect("text");
     assert!(text.contains("\r\nSTAT curr_items 4\r\n"), "{text}");

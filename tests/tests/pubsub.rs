@@ -10,60 +10,33 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use twem_tests::{free_port, key_on, resp_cmd, Client, ProxyProc, Redis};
+use twem_tests::{resp_cmd, Client, Shards};
 
-struct Setup {
-    shards: Vec<Redis>,
-    _proxy: ProxyProc,
-    port: u16,
-    metrics: u16,
-    yaml: String,
+/// Two shards behind twem (1 s timeout) that also serves `/metrics`.
+fn setup() -> Shards {
+    Shards::start_with_metrics(2, "  timeout: 1000\n")
 }
 
-fn setup() -> Setup {
-    let shards: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
-    let port = free_port();
-    let mut yaml = format!(
-        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{{}}\"\n  timeout: 1000\n  servers:\n"
-    );
-    for (i, s) in shards.iter().enumerate() {
-        yaml.push_str(&format!("   - {}:1 shard{i}\n", s.addr()));
-    }
-    let (proxy, metrics) = ProxyProc::twem_with_metrics(&yaml, port, &[]);
-    Setup {
-        shards,
-        _proxy: proxy,
-        port,
-        metrics,
-        yaml,
-    }
+/// twem's `/metrics` page, the whole response.
+fn scrape(t: &Shards) -> String {
+    let mut s =
+        TcpStream::connect(("127.0.0.1", t.metrics.expect("metrics port"))).expect("metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }
 
-impl Setup {
-    fn client(&self) -> Client {
-        Client::connect(self.port)
+/// A client of `t` that sent `cmd` (a SUBSCRIBE) and read one
+/// confirmation per channel.
+fn subscribed(t: &Shards, cmd: &[&[u8]]) -> Client {
+    let mut c = t.client();
+    c.send_cmd(cmd);
+    for _ in 1..cmd.len() {
+        c.read_resp();
     }
-    fn channel(&self, i: usize, tag: &str) -> String {
-        key_on(&self.yaml, &format!("shard{i}"), tag)
-    }
-    /// Clients connected to shard `i` (minus the one asking).
-    fn connected(&self, i: usize) -> usize {
-        let info =
-            String::from_utf8_lossy(&self.shards[i].client().cmds("INFO clients")).into_owned();
-        info.lines()
-            .find_map(|l| l.strip_prefix("connected_clients:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .expect("connected_clients")
-            - 1
-    }
-    fn scrape(&self) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.metrics)).expect("metrics");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .expect("send");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    }
+    c
 }
 
 fn array(items: &[&[u8]], count: Option<i64>) -> Vec<u8> {
@@ -87,7 +60,7 @@ fn s(b: &[u8]) -> String {
 #[test]
 fn messages_meet_subscribers_across_servers_with_redis_counts() {
     let t = setup();
-    let (a, b) = (t.channel(0, "news"), t.channel(1, "sport"));
+    let (a, b) = (t.key(0, "news"), t.key(1, "sport"));
     let mut sub = t.client();
     sub.send_cmd(&[b"SUBSCRIBE", a.as_bytes(), b.as_bytes()]);
     let first = sub.read_resp();
@@ -153,8 +126,8 @@ fn messages_meet_subscribers_across_servers_with_redis_counts() {
         );
     }
     // A channel on either server matched by the pattern.
-    let pat_a = key_on(&t.yaml, "shard0", "spx");
-    let pat_b = key_on(&t.yaml, "shard1", "spy");
+    let pat_a = t.key(0, "spx");
+    let pat_b = t.key(1, "spy");
     for ch in [&pat_a, &pat_b] {
         assert_eq!(p.cmd(&[b"PUBLISH", ch.as_bytes(), b"p"]), b":1\r\n");
         assert_eq!(
@@ -186,7 +159,7 @@ fn messages_meet_subscribers_across_servers_with_redis_counts() {
 #[test]
 fn resp3_subscribers_get_pushes_and_keep_their_commands() {
     let t = setup();
-    let ch = t.channel(1, "r3");
+    let ch = t.key(1, "r3");
     let mut sub = t.client();
     assert!(sub.cmds("HELLO 3").starts_with(b"%7\r\n"));
     assert_eq!(
@@ -224,7 +197,7 @@ fn resp3_subscribers_get_pushes_and_keep_their_commands() {
 #[test]
 fn a_lost_subscription_connection_ends_the_client_with_an_error() {
     let t = setup();
-    let ch = t.channel(0, "lost");
+    let ch = t.key(0, "lost");
     let mut sub = t.client();
     sub.send_cmd(&[b"SUBSCRIBE", ch.as_bytes()]);
     assert!(sub.read_resp().ends_with(b":1\r\n"));
@@ -249,7 +222,7 @@ fn subscribers_that_leave_leave_no_connection_behind() {
     let mut c = t.client();
     assert_eq!(c.cmds("PING"), b"+PONG\r\n");
     let base = (t.connected(0), t.connected(1));
-    let (a, b) = (t.channel(0, "x"), t.channel(1, "y"));
+    let (a, b) = (t.key(0, "x"), t.key(1, "y"));
     for round in 0..10 {
         let mut subs: Vec<Client> = (0..4)
             .map(|_| {
@@ -263,7 +236,7 @@ fn subscribers_that_leave_leave_no_connection_behind() {
         if round == 0 {
             assert_eq!(t.connected(0), base.0 + 4);
             assert_eq!(t.connected(1), base.1 + 4);
-            let m = t.scrape();
+            let m = scrape(&t);
             assert!(
                 m.contains("twem_server_dedicated_connections{pool=\"alpha\",server=\"shard0\"} 4"),
                 "{m}"
@@ -285,14 +258,9 @@ fn subscribers_that_leave_leave_no_connection_behind() {
 #[test]
 fn pubsub_introspection_sums_the_servers() {
     let t = setup();
-    let (a, b) = (t.channel(0, "ia"), t.channel(1, "ib"));
-    let mut s1 = t.client();
-    s1.send_cmd(&[b"SUBSCRIBE", a.as_bytes(), b.as_bytes()]);
-    s1.read_resp();
-    s1.read_resp();
-    let mut s2 = t.client();
-    s2.send_cmd(&[b"SUBSCRIBE", b.as_bytes()]);
-    s2.read_resp();
+    let (a, b) = (t.key(0, "ia"), t.key(1, "ib"));
+    let _s1 = subscribed(&t, &[b"SUBSCRIBE", a.as_bytes(), b.as_bytes()]);
+    let mut s2 = subscribed(&t, &[b"SUBSCRIBE", b.as_bytes()]);
     s2.send_cmd(&[b"PSUBSCRIBE", b"i*"]);
     s2.read_resp();
     let mut c = t.client();

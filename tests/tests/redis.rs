@@ -5,16 +5,35 @@
 
 use std::collections::BTreeSet;
 
-use twem_core::config::Config;
-use twem_tests::{bulk, free_port, pool_yaml, Client, ProxyProc, Redis};
+use twem_tests::{bulk, free_port, Client, ProxyProc, Redis, Shards, Twem};
+
+/// Bytes as text, for assertion messages.
+fn text(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(b)
+}
+
+/// Send `bytes` on `p` and read `n` replies.
+fn exchange(p: &mut Client, bytes: &[u8], n: usize) -> Vec<Vec<u8>> {
+    p.send(bytes);
+    (0..n).map(|_| p.read_resp()).collect()
+}
+
+/// `reply` starts with `prefix`; the reply is the message if not.
+fn assert_starts(reply: &[u8], prefix: &[u8]) {
+    assert!(reply.starts_with(prefix), "{}", text(reply));
+}
 
 /// Three shards behind one twem pool, plus a reference Redis on the side.
 struct Setup {
-    shards: Vec<Redis>,
+    pool: Shards,
     reference: Redis,
-    proxy: ProxyProc,
-    port: u16,
-    yaml: String,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Shards;
+    fn deref(&self) -> &Shards {
+        &self.pool
+    }
 }
 
 fn setup(extra_pool_lines: &str) -> Setup {
@@ -24,36 +43,9 @@ fn setup(extra_pool_lines: &str) -> Setup {
 /// [`setup`] with every optional pool line given by the caller: no
 /// `timeout` unless `pool_lines` has one (nutcracker's default: none).
 fn setup_pool(pool_lines: &str) -> Setup {
-    let shards: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-    let reference = Redis::start();
-    let port = free_port();
-    let mut yaml = format!(
-        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{{}}\"\n{pool_lines}  servers:\n"
-    );
-    for (i, s) in shards.iter().enumerate() {
-        yaml.push_str(&format!("   - {}:1 shard{i}\n", s.addr()));
-    }
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
     Setup {
-        shards,
-        reference,
-        proxy,
-        port,
-        yaml,
-    }
-}
-
-impl Setup {
-    fn client(&self) -> Client {
-        Client::connect(self.port)
-    }
-
-    /// The shard index the Ring puts `key` on.
-    fn shard_of(&self, key: &[u8]) -> usize {
-        let cfg = Config::from_yaml(&self.yaml).expect("test config parses");
-        let ring = cfg.pools[0].ring().expect("ring");
-        let name = ring.locate_name(key).expect("live server");
-        name.trim_start_matches("shard").parse().expect("shardN")
+        pool: Shards::start(3, pool_lines),
+        reference: Redis::start(),
     }
 }
 
@@ -165,8 +157,8 @@ fn commands_match_direct_redis() {
         let got = p.cmd(&args);
         let want = r.cmd(&args);
         assert_eq!(
-            String::from_utf8_lossy(&got),
-            String::from_utf8_lossy(&want),
+            text(&got),
+            text(&want),
             "command {cmd:?}: proxy and direct Redis disagree"
         );
     }
@@ -189,7 +181,7 @@ fn keys_land_where_the_ring_says() {
     for (i, shard) in s.shards.iter().enumerate() {
         let mut c = shard.client();
         let reply = c.cmd(&[b"KEYS", b"*"]);
-        let text = String::from_utf8_lossy(&reply);
+        let text = text(&reply);
         let on_shard: BTreeSet<String> = text
             .split("\r\n")
             .filter(|l| l.starts_with("user:"))
@@ -236,10 +228,7 @@ fn mget_merges_in_key_order() {
             want.extend_from_slice(b"$-1\r\n");
         }
     }
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(&want)
-    );
+    assert_eq!(text(&got), text(&want));
     let shards: BTreeSet<usize> = asked.iter().map(|k| s.shard_of(k.as_bytes())).collect();
     assert_eq!(
         shards.len(),
@@ -299,15 +288,12 @@ fn long_pipeline_answered_in_order() {
 #[test]
 fn auth_and_db_together() {
     let shard = Redis::start_with(&["--requirepass", "sekret"]);
-    let port = free_port();
-    let yaml = pool_yaml(
+    let t = Twem::start(
         "a",
-        port,
         "  redis: true\n  redis_auth: sekret\n  redis_db: 3\n",
         &[(shard.addr(), "")],
     );
-    let _proxy = ProxyProc::twem(&yaml, port, &[]);
-    let mut c = Client::connect(port);
+    let mut c = t.client();
     assert_eq!(c.cmds("GET a"), b"-NOAUTH Authentication required\r\n");
     assert_eq!(c.cmds("PING"), b"-NOAUTH Authentication required\r\n");
     assert_eq!(c.cmds("AUTH wrong"), b"-ERR invalid password\r\n");
@@ -341,29 +327,21 @@ fn client_errors_keep_the_connection() {
         b"-ERR wrong number of arguments for 'get' command\r\n"
     );
     let unknown = p.cmds("NOSUCHCMD a b");
-    assert!(
-        unknown.starts_with(b"-ERR unknown command 'NOSUCHCMD'"),
-        "{}",
-        String::from_utf8_lossy(&unknown)
-    );
+    assert_starts(&unknown, b"-ERR unknown command 'NOSUCHCMD'");
     // KEYS is served now (every server, concatenated: fanout.rs); server
     // administration stays refused, saying so.
     let keys = p.cmds("CONFIG GET maxmemory");
     assert!(
         keys.starts_with(b"-ERR ") && twem_tests::find(&keys, b"not supported").is_some(),
         "{}",
-        String::from_utf8_lossy(&keys)
+        text(&keys)
     );
     assert_eq!(
         p.cmds("EVAL return"),
         b"-ERR wrong number of arguments for 'eval' command\r\n"
     );
-    let zero = p.cmds("EVAL return 0 0");
-    assert!(
-        zero.starts_with(b"-ERR"),
-        "EVAL with numkeys 0 is refused: {}",
-        String::from_utf8_lossy(&zero)
-    );
+    // EVAL with numkeys 0 is refused.
+    assert_starts(&p.cmds("EVAL return 0 0"), b"-ERR");
     assert_eq!(p.cmds("SET still open"), b"+OK\r\n");
     assert_eq!(p.cmds("GET still"), b"$4\r\nopen\r\n");
 }
@@ -374,13 +352,16 @@ fn client_errors_keep_the_connection() {
 fn inline_and_quit() {
     let s = setup("");
     let mut p = s.client();
-    p.send(b"SET inl \"two words\"\r\nGET inl\r\nPING\r\n");
-    assert_eq!(p.read_resp(), b"+OK\r\n");
-    assert_eq!(p.read_resp(), b"$9\r\ntwo words\r\n");
-    assert_eq!(p.read_resp(), b"+PONG\r\n");
-    p.send(b"*2\r\n$3\r\nGET\r\n$3\r\ninl\r\n*1\r\n$4\r\nQUIT\r\n*1\r\n$4\r\nPING\r\n");
-    assert_eq!(p.read_resp(), b"$9\r\ntwo words\r\n");
-    assert_eq!(p.read_resp(), b"+OK\r\n");
+    let inline = exchange(&mut p, b"SET inl \"two words\"\r\nGET inl\r\nPING\r\n", 3);
+    assert_eq!(
+        inline,
+        [&b"+OK\r\n"[..], b"$9\r\ntwo words\r\n", b"+PONG\r\n"]
+    );
+    let quit = b"*2\r\n$3\r\nGET\r\n$3\r\ninl\r\n*1\r\n$4\r\nQUIT\r\n*1\r\n$4\r\nPING\r\n";
+    assert_eq!(
+        exchange(&mut p, quit, 2),
+        [&b"$9\r\ntwo words\r\n"[..], b"+OK\r\n"]
+    );
     assert!(p.is_closed(), "QUIT must close the connection");
     p.assert_nothing_pending("nothing may follow QUIT's +OK");
 }
@@ -391,14 +372,10 @@ fn inline_and_quit() {
 fn protocol_error_then_close() {
     let s = setup("");
     let mut p = s.client();
-    p.send(b"*1\r\n$4\r\nPING\r\n*3\r\n*abc\r\n");
-    assert_eq!(p.read_resp(), b"+PONG\r\n");
+    let pong = exchange(&mut p, b"*1\r\n$4\r\nPING\r\n*3\r\n*abc\r\n", 1);
+    assert_eq!(pong, [b"+PONG\r\n"]);
     let err = p.read_resp();
-    assert!(
-        err.starts_with(b"-ERR Protocol error: "),
-        "{}",
-        String::from_utf8_lossy(&err)
-    );
+    assert_starts(&err, b"-ERR Protocol error: ");
     assert!(p.is_closed());
 }
 
@@ -499,7 +476,7 @@ fn huge_array_replies_pass_through() {
             assert!(
                 !head.starts_with(b"-"),
                 "error reply: {:?}",
-                String::from_utf8_lossy(&buf[..n])
+                text(&buf[..n])
             );
         }
         for &b in &buf[..n] {
@@ -509,11 +486,7 @@ fn huge_array_replies_pass_through() {
             last = b;
         }
     }
-    assert!(
-        head.starts_with(b"*1100000\r\n"),
-        "{:?}",
-        String::from_utf8_lossy(&head)
-    );
+    assert!(head.starts_with(b"*1100000\r\n"), "{:?}", text(&head));
     assert_eq!(
         p.cmds("PING"),
         b"+PONG\r\n",
@@ -594,15 +567,14 @@ fn unix_sockets_and_host_names() {
 fn preconnect_and_server_connections() {
     for workers in [1usize, 2] {
         let r = Redis::start();
-        let port = free_port();
-        let yaml = pool_yaml(
+        let threads = workers.to_string();
+        let (proxy, port) = Twem::start_with(
             "p",
-            port,
             "  redis: true\n  preconnect: true\n  server_connections: 3\n",
             &[(r.addr(), "only")],
-        );
-        let threads = workers.to_string();
-        let proxy = ProxyProc::twem(&yaml, port, &["--threads", &threads]);
+            &["--threads", &threads],
+        )
+        .parts();
         let st =
             proxy.stats_when(|st| st["p"]["only"]["server_connections"].as_i64().unwrap_or(0) >= 1);
         assert!(
@@ -627,7 +599,7 @@ fn preconnect_and_server_connections() {
             c.join().expect("client");
         }
         let clients_seen = r.client().cmds("CLIENT LIST");
-        let conns = String::from_utf8_lossy(&clients_seen)
+        let conns = text(&clients_seen)
             .lines()
             .filter(|l| l.contains("addr="))
             .count();

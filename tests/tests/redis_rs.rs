@@ -8,34 +8,16 @@ use std::collections::HashMap;
 use redis::AsyncCommands;
 use tokio::runtime::Runtime;
 use twem_core::pool::Pool;
-use twem_tests::Redis;
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
+use twem_tests::{holders, pool_yaml, runtime, shard_servers, Redis};
 
 fn pool_over(shards: &[Redis]) -> String {
-    let mut yaml = String::from(
-        "alpha:\n  listen: 127.0.0.1:22121\n  redis: true\n  hash: murmur\n  hash_tag: \"{}\"\n  timeout: 2000\n  servers:\n",
-    );
-    for (i, s) in shards.iter().enumerate() {
-        yaml.push_str(&format!("   - {}:1 shard{i}\n", s.addr()));
-    }
-    yaml
+    let settings = "  redis: true\n  hash: murmur\n  hash_tag: \"{}\"\n  timeout: 2000\n";
+    pool_yaml("alpha", 22121, settings, &shard_servers(shards))
 }
 
 /// The shard (by index) that holds `key`, asked of the backends.
 fn holder(shards: &[Redis], key: &str) -> Option<usize> {
-    let found: Vec<usize> = shards
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.client().cmd(&[b"EXISTS", key.as_bytes()]) == b":1\r\n")
-        .map(|(i, _)| i)
-        .collect();
+    let found = holders(shards, key);
     assert!(found.len() <= 1, "{key} is on shards {found:?}");
     found.first().copied()
 }

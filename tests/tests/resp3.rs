@@ -14,9 +14,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
-use twem_tests::{free_port, key_on, pool_yaml, resp_cmd, ProxyProc, Redis};
+use twem_tests::{key_on, resp_cmd, test_socket, ProxyProc, Redis, Twem};
 
 /// A parsed RESP2/RESP3 reply, for the checks that look at shape only.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,26 +70,11 @@ fn parse(b: &[u8]) -> Option<(V, usize)> {
         b'(' => (V::BigNumber(head.to_string()), after),
         b'$' if num() < 0 => (V::Null(b'$'), after),
         b'*' if num() < 0 => (V::Null(b'*'), after),
-        b'$' => {
-            let (v, end) = blob(num())?;
-            (V::Bulk(v), end)
-        }
-        b'=' => {
-            let (v, end) = blob(num())?;
-            (V::Verbatim(v), end)
-        }
-        b'*' => {
-            let (v, end) = items(num())?;
-            (V::Array(v), end)
-        }
-        b'~' => {
-            let (v, end) = items(num())?;
-            (V::Set(v), end)
-        }
-        b'>' => {
-            let (v, end) = items(num())?;
-            (V::Push(v), end)
-        }
+        b'$' => blob(num()).map(|(v, end)| (V::Bulk(v), end))?,
+        b'=' => blob(num()).map(|(v, end)| (V::Verbatim(v), end))?,
+        b'*' => items(num()).map(|(v, end)| (V::Array(v), end))?,
+        b'~' => items(num()).map(|(v, end)| (V::Set(v), end))?,
+        b'>' => items(num()).map(|(v, end)| (V::Push(v), end))?,
         b'%' => {
             let (v, end) = items(2 * num())?;
             let mut it = v.into_iter();
@@ -120,12 +104,8 @@ struct Conn {
 
 impl Conn {
     fn connect(port: u16, what: &'static str) -> Conn {
-        let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        sock.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        sock.set_nodelay(true).expect("nodelay");
         Conn {
-            sock,
+            sock: test_socket(port),
             buf: Vec::new(),
             what,
         }
@@ -166,6 +146,14 @@ impl Conn {
     }
 
     /// Send `line`, read its reply.
+    /// `MULTI`, `cmds`, `EXEC`: every reply, in order.
+    fn transaction(&mut self, cmds: &[String]) -> Vec<Vec<u8>> {
+        let lines = std::iter::once("MULTI").chain(cmds.iter().map(String::as_str));
+        let mut replies: Vec<Vec<u8>> = lines.map(|l| self.cmd(l)).collect();
+        replies.push(self.cmd("EXEC"));
+        replies
+    }
+
     fn cmd(&mut self, line: &str) -> Vec<u8> {
         self.send(line);
         self.read()
@@ -220,14 +208,8 @@ fn pair() -> Pair {
             port,
         };
     }
-    let port = free_port();
-    let yaml = pool_yaml(
-        "r3",
-        port,
-        "  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{}\"\n  timeout: 5000\n",
-        &[(shard.addr(), "s0")],
-    );
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let (proxy, port) = Twem::start("r3", "  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{}\"\n  timeout: 5000\n",
+        &[(shard.addr(), "s0")]).parts();
     Pair {
         _shard: shard,
         reference,
@@ -264,15 +246,7 @@ impl Pair {
         let Some(proxy) = &self.proxy else {
             return "(direct mode: no twem)".to_string();
         };
-        let log = proxy.log();
-        let mut tail: Vec<&str> = log
-            .lines()
-            .rev()
-            .filter(|l| !l.contains("client connected") && !l.contains("client closed"))
-            .take(10)
-            .collect();
-        tail.reverse();
-        tail.join("\n")
+        proxy.log_tail(10)
     }
 }
 
@@ -687,17 +661,16 @@ fn transaction_across_servers_is_refused_whole() {
         return;
     }
     let shards = [Redis::start(), Redis::start()];
-    let port = free_port();
-    let yaml = pool_yaml(
+    let settings = "  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{}\"\n  timeout: 5000\n";
+    let t = Twem::start(
         "r3x",
-        port,
-        "  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{}\"\n  timeout: 5000\n",
+        settings,
         &[(shards[0].addr(), "s0"), (shards[1].addr(), "s1")],
     );
-    let on_a = key_on(&yaml, "s0", "r3x:a:");
-    let on_b = key_on(&yaml, "s1", "r3x:b:");
-    let also_a = key_on(&yaml, "s0", "r3x:c:");
-    let _proxy = ProxyProc::twem(&yaml, port, &[]);
+    let port = t.port;
+    let on_a = key_on(&t.yaml, "s0", "r3x:a:");
+    let on_b = key_on(&t.yaml, "s1", "r3x:b:");
+    let also_a = key_on(&t.yaml, "s0", "r3x:c:");
     let mut direct = [
         Conn::connect(shards[0].port, "s0"),
         Conn::connect(shards[1].port, "s1"),
@@ -708,13 +681,11 @@ fn transaction_across_servers_is_refused_whole() {
         if resp3 {
             assert_hello_shape(&c.value("HELLO 3"), 3, "twem");
         }
-        let replies = [
-            c.cmd("MULTI"),
-            c.cmd(&format!("SET {on_a} 1")),
-            c.cmd(&format!("SET {on_b} 1")),
-            c.cmd(&format!("INCR {on_a}")),
-            c.cmd("EXEC"),
-        ];
+        let replies = c.transaction(&[
+            format!("SET {on_a} 1"),
+            format!("SET {on_b} 1"),
+            format!("INCR {on_a}"),
+        ]);
         let all: Vec<String> = replies.iter().map(|r| show(r)).collect();
         assert_eq!(all[0], "+OK\\r\\n", "MULTI: {all:?}");
         assert_eq!(all[1], "+QUEUED\\r\\n", "first SET: {all:?}");
@@ -744,13 +715,11 @@ fn transaction_across_servers_is_refused_whole() {
         ("{r3x}:one".to_string(), "{r3x}:two".to_string(), None),
         (on_a.clone(), also_a.clone(), Some(0)),
     ] {
-        let replies = [
-            c.cmd("MULTI"),
-            c.cmd(&format!("SET {k1} 1")),
-            c.cmd(&format!("INCR {k2}")),
-            c.cmd(&format!("INCR {k2}")),
-            c.cmd("EXEC"),
-        ];
+        let replies = c.transaction(&[
+            format!("SET {k1} 1"),
+            format!("INCR {k2}"),
+            format!("INCR {k2}"),
+        ]);
         let all: Vec<String> = replies.iter().map(|r| show(r)).collect();
         assert_eq!(
             all,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
 };
-use twem_tests::{free_port, twemproxy_bin, wait_for_port, Proc, ProxyProc, TempDir};
+use twem_tests::{free_port, twemproxy_bin, wait_for_port, Proc, ProxyProc, TempDir, Twem};
 
 /// A test CA.
 struct Ca {
@@ -98,7 +98,7 @@ fn tls_redis(dir: &TempDir, server: &Files, client_ca: Option<&Path>) -> (Proc, 
 
 /// `redis-cli` on `port` running `args`; `tls`: (CA file, client
 /// certificate and key).
-fn cli(port: u16, tls: Option<(&Path, Option<(&Path, &Path)>)>, args: &[&str]) -> Output {
+fn cli_output(port: u16, tls: Option<(&Path, Option<(&Path, &Path)>)>, args: &[&str]) -> Output {
     let mut cmd = Command::new("redis-cli");
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
     if let Some((ca, client)) = tls {
@@ -109,6 +109,11 @@ fn cli(port: u16, tls: Option<(&Path, Option<(&Path, &Path)>)>, args: &[&str]) -
     }
     cmd.args(args).stdin(Stdio::null());
     cmd.output().expect("run redis-cli")
+}
+
+/// [`cli_output`]'s stdout and stderr, as text.
+fn cli(port: u16, tls: Option<(&Path, Option<(&Path, &Path)>)>, args: &[&str]) -> String {
+    text(&cli_output(port, tls, args))
 }
 
 fn text(o: &Output) -> String {
@@ -133,6 +138,60 @@ fn log_has(proxy: &ProxyProc, needle: &str) -> bool {
     }
 }
 
+/// `twemproxy -t -c conf`: whether it passed, and its stderr.
+fn test_conf(conf: &Path) -> (bool, String) {
+    let o = Command::new(twemproxy_bin())
+        .args(["-t", "-c"])
+        .arg(conf)
+        .output()
+        .expect("twemproxy -t");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The proxy's log has `needle` within 10 s; the log is the message if not.
+fn assert_logged(proxy: &ProxyProc, needle: &str) {
+    assert!(
+        log_has(proxy, needle),
+        "no {needle:?} in the log: {}",
+        proxy.log()
+    );
+}
+
+/// A temp dir named after `tag` and the test CA whose certificates
+/// ([`files`]) the tests put in it.
+fn pki(tag: &str) -> (TempDir, Ca) {
+    (TempDir::new(tag), Ca::new("twem test CA"))
+}
+
+/// The pool lines of a TLS listener serving `f`'s certificate.
+fn tls_listener(f: &Files) -> String {
+    format!("  tls_cert: {}\n  tls_key: {}\n", p(&f.cert), p(&f.key))
+}
+
+/// The pool lines of a pool reaching its servers over TLS, trusting `ca`.
+fn tls_servers(ca: &Path) -> String {
+    format!("  tls_servers: true\n  tls_ca: {}\n", p(ca))
+}
+
+/// twem in front of the redis-server on `rport`: pool `name` with
+/// `settings`.
+fn twem_on(name: &str, settings: &str, rport: u16) -> Twem {
+    Twem::start(name, settings, &[(format!("127.0.0.1:{rport}"), "")])
+}
+
+/// `program` (redis-cli, redis-benchmark) aimed at twem's TLS listener on
+/// `port`, trusting `ca`.
+fn tls_tool(program: &str, port: u16, ca: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["--tls", "--cacert"])
+        .arg(ca);
+    cmd
+}
+
 fn p(path: &Path) -> String {
     path.display().to_string()
 }
@@ -153,8 +212,7 @@ fn python() -> Option<PathBuf> {
 // client certificate refused by the server with an -ERR naming TLS.
 #[test]
 fn tls_both_sides_with_redis_cli_and_redis_py() {
-    let dir = TempDir::new("tls");
-    let ca = Ca::new("twem test CA");
+    let (dir, ca) = pki("tls");
     let server = files(dir.path(), "redis", &ca, false);
     let proxy_files = files(dir.path(), "proxy", &ca, false);
     let twem_client = files(dir.path(), "twem-client", &ca, false);
@@ -170,29 +228,28 @@ fn tls_both_sides_with_redis_cli_and_redis_py() {
         p(&twem_client.key)
     );
     let yaml = format!(
-        "tls:\n  listen: 127.0.0.1:{tls_port}\n  tls_cert: {}\n  tls_key: {}\n{client_cert}{backend}\
+        "tls:\n  listen: 127.0.0.1:{tls_port}\n{}{client_cert}{backend}\
          plain:\n  listen: 127.0.0.1:{plain_port}\n{client_cert}{backend}\
          nocert:\n  listen: 127.0.0.1:{nocert_port}\n{backend}",
-        p(&proxy_files.cert),
-        p(&proxy_files.key),
+        tls_listener(&proxy_files),
     );
     let _proxy = ProxyProc::twem(&yaml, tls_port, &[]);
 
     let ca_only = Some((proxy_files.ca.as_path(), None));
     let o = cli(tls_port, ca_only, &["SET", "tls:k", "v1"]);
-    assert_eq!(text(&o).trim(), "OK", "SET over TLS: {}", text(&o));
+    assert_eq!(o.trim(), "OK", "SET over TLS: {}", o);
     let o = cli(tls_port, ca_only, &["GET", "tls:k"]);
-    assert_eq!(text(&o).trim(), "v1", "GET over TLS: {}", text(&o));
+    assert_eq!(o.trim(), "v1", "GET over TLS: {}", o);
     // The plain pool beside it reaches the same TLS server.
     let o = cli(plain_port, None, &["GET", "tls:k"]);
-    assert_eq!(text(&o).trim(), "v1", "plain pool: {}", text(&o));
+    assert_eq!(o.trim(), "v1", "plain pool: {}", o);
     // A plain client on the TLS port gets no reply.
     let o = cli(tls_port, None, &["PING"]);
-    assert!(!text(&o).contains("PONG"), "{}", text(&o));
+    assert!(!o.contains("PONG"), "{}", o);
     // The server wants a client certificate: the pool without one is
     // refused, and says so.
     let o = cli(nocert_port, None, &["GET", "tls:k"]);
-    let out = text(&o);
+    let out = o;
     assert!(
         out.contains("TLS: the server refused the connection")
             && out.contains(&format!("127.0.0.1:{rport}")),
@@ -203,8 +260,8 @@ fn tls_both_sides_with_redis_cli_and_redis_py() {
     // in the TLS buffer (the reply to the last one must arrive).
     let big = "x".repeat(120_000);
     let o = cli(tls_port, ca_only, &["SET", "tls:big", &big]);
-    assert_eq!(text(&o).trim(), "OK");
-    let o = cli(tls_port, ca_only, &["GET", "tls:big"]);
+    assert_eq!(o.trim(), "OK");
+    let o = cli_output(tls_port, ca_only, &["GET", "tls:big"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim().len(), big.len());
 
     match python() {
@@ -238,47 +295,32 @@ fn tls_both_sides_with_redis_cli_and_redis_py() {
 // one from another CA, is refused, and the log says why.
 #[test]
 fn mutual_tls_clients_accepted_and_refused() {
-    let dir = TempDir::new("tls-mutual");
-    let ca = Ca::new("twem test CA");
+    let (dir, ca) = pki("tls-mutual");
     let other = Ca::new("another CA");
     let server = files(dir.path(), "redis", &ca, false);
     let proxy_files = files(dir.path(), "proxy", &ca, false);
     let good = files(dir.path(), "good-client", &ca, false);
     let bad = files(dir.path(), "bad-client", &other, false);
     let (_redis, rport) = tls_redis(&dir, &server, None);
-    let port = free_port();
-    let yaml = format!(
-        "mtls:\n  listen: 127.0.0.1:{port}\n  redis: true\n  tls_cert: {}\n  tls_key: {}\n  tls_client_ca: {}\n  tls_servers: true\n  tls_ca: {}\n  servers:\n   - 127.0.0.1:{rport}:1\n",
-        p(&proxy_files.cert),
-        p(&proxy_files.key),
+    let settings = format!(
+        "  redis: true\n{}  tls_client_ca: {}\n{}",
+        tls_listener(&proxy_files),
         p(&ca_file(dir.path(), &ca)),
-        p(&server.ca),
+        tls_servers(&server.ca),
     );
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let (proxy, port) = twem_on("mtls", &settings, rport).parts();
     let cafile = proxy_files.ca.as_path();
     let o = cli(
         port,
         Some((cafile, Some((&good.cert, &good.key)))),
         &["PING"],
     );
-    assert_eq!(text(&o).trim(), "PONG", "{}", text(&o));
+    assert_eq!(o.trim(), "PONG", "{}", o);
     let o = cli(port, Some((cafile, None)), &["PING"]);
-    assert!(
-        !text(&o).contains("PONG"),
-        "no certificate accepted: {}",
-        text(&o)
-    );
+    assert!(!o.contains("PONG"), "no certificate accepted: {}", o);
     let o = cli(port, Some((cafile, Some((&bad.cert, &bad.key)))), &["PING"]);
-    assert!(
-        !text(&o).contains("PONG"),
-        "foreign certificate accepted: {}",
-        text(&o)
-    );
-    assert!(
-        log_has(&proxy, "TLS handshake with the client failed"),
-        "{}",
-        proxy.log()
-    );
+    assert!(!o.contains("PONG"), "foreign certificate accepted: {}", o);
+    assert_logged(&proxy, "TLS handshake with the client failed");
 }
 
 fn ca_file(dir: &Path, ca: &Ca) -> PathBuf {
@@ -289,28 +331,22 @@ fn ca_file(dir: &Path, ca: &Ca) -> PathBuf {
 // naming TLS and the server, the log has rustls's reason.
 #[test]
 fn expired_server_certificate_refused() {
-    let dir = TempDir::new("tls-expired");
-    let ca = Ca::new("twem test CA");
+    let (dir, ca) = pki("tls-expired");
     let server = files(dir.path(), "redis", &ca, true);
     let (_redis, rport) = tls_redis(&dir, &server, None);
-    let port = free_port();
-    let yaml = format!(
-        "old:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 2000\n  tls_servers: true\n  tls_ca: {}\n  servers:\n   - 127.0.0.1:{rport}:1\n",
-        p(&server.ca),
+    let settings = format!(
+        "  redis: true\n  timeout: 2000\n{}",
+        tls_servers(&server.ca)
     );
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let (proxy, port) = twem_on("old", &settings, rport).parts();
     let o = cli(port, None, &["GET", "k"]);
-    let out = text(&o);
+    let out = o;
     assert!(
         out.contains("TLS: the server's certificate has expired")
             && out.contains(&format!("127.0.0.1:{rport}")),
         "{out}"
     );
-    assert!(
-        log_has(&proxy, "TLS handshake with the server failed"),
-        "{}",
-        proxy.log()
-    );
+    assert_logged(&proxy, "TLS handshake with the server failed");
     assert!(
         proxy.log().contains("xpired"),
         "the log does not say expired: {}",
@@ -344,25 +380,15 @@ fn sighup_rotates_the_listener_certificate() {
     );
     let redis_files = files(dir.path(), "redis", &ca_a, false);
     let (_redis, rport) = tls_redis(&dir, &redis_files, None);
-    let port = free_port();
-    let yaml = format!(
-        "rot:\n  listen: 127.0.0.1:{port}\n  redis: true\n  tls_cert: {}\n  tls_key: {}\n  tls_servers: true\n  tls_ca: {}\n  servers:\n   - 127.0.0.1:{rport}:1\n",
+    let settings = format!(
+        "  redis: true\n  tls_cert: {}\n  tls_key: {}\n{}",
         p(&live_cert),
         p(&live_key),
-        p(&redis_files.ca),
+        tls_servers(&redis_files.ca),
     );
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let (proxy, port) = twem_on("rot", &settings, rport).parts();
     // One connection, 300 INCRs 10 ms apart, across the reload.
-    let looping = Command::new("redis-cli")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "--tls",
-            "--cacert",
-        ])
-        .arg(&both)
+    let looping = tls_tool("redis-cli", port, &both)
         .args(["-r", "300", "-i", "0.01", "INCR", "rot:n"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -372,7 +398,7 @@ fn sighup_rotates_the_listener_certificate() {
     std::thread::sleep(Duration::from_millis(300));
     // Nothing changed: the pool is kept (a logrotate SIGHUP reconnects nothing).
     proxy.proc.signal(1);
-    assert!(log_has(&proxy, "configuration reloaded"), "{}", proxy.log());
+    assert_logged(&proxy, "configuration reloaded");
     assert!(
         proxy.log().contains("kept=1 changed=0"),
         "unchanged TLS files rebuilt the pool: {}",
@@ -382,7 +408,7 @@ fn sighup_rotates_the_listener_certificate() {
     std::fs::write(&live_cert, std::fs::read(&b.cert).expect("b")).expect("rotate");
     std::fs::write(&live_key, std::fs::read(&b.key).expect("b")).expect("rotate");
     proxy.proc.signal(1);
-    assert!(log_has(&proxy, "kept=0 changed=1"), "{}", proxy.log());
+    assert_logged(&proxy, "kept=0 changed=1");
     let o = looping.wait_with_output().expect("loop output");
     let out = text(&o);
     let replies: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -394,18 +420,14 @@ fn sighup_rotates_the_listener_certificate() {
     assert_eq!(replies.last().map(|l| l.trim()), Some("300"));
     // New connections see certificate B: CA B verifies it, CA A does not.
     let o = cli(port, Some((&b.ca, None)), &["GET", "rot:n"]);
-    assert_eq!(text(&o).trim(), "300", "{}", text(&o));
+    assert_eq!(o.trim(), "300", "{}", o);
     let o = cli(port, Some((&a.ca, None)), &["GET", "rot:n"]);
-    assert!(
-        !text(&o).contains("300"),
-        "old CA still verifies: {}",
-        text(&o)
-    );
+    assert!(!o.contains("300"), "old CA still verifies: {}", o);
     // A bad key is refused, naming the file and the problem; the running
     // certificate stays.
     std::fs::write(&live_key, "garbage\n").expect("break the key");
     proxy.proc.signal(1);
-    assert!(log_has(&proxy, "reload rejected"), "{}", proxy.log());
+    assert_logged(&proxy, "reload rejected");
     let log = proxy.log();
     let line = log
         .lines()
@@ -416,15 +438,14 @@ fn sighup_rotates_the_listener_certificate() {
         "{line}"
     );
     let o = cli(port, Some((&b.ca, None)), &["GET", "rot:n"]);
-    assert_eq!(text(&o).trim(), "300", "{}", text(&o));
+    assert_eq!(o.trim(), "300", "{}", o);
 }
 
 // Missing and bad TLS files are refused by -t (and so before any port is
 // bound at start and by reload), naming the pool, the key and the file.
 #[test]
 fn bad_tls_files_refused_by_test_conf() {
-    let dir = TempDir::new("tls-conf");
-    let ca = Ca::new("twem test CA");
+    let (dir, ca) = pki("tls-conf");
     let good = files(dir.path(), "good", &ca, false);
     let junk = write(dir.path(), "junk.pem", "not a certificate\n");
     let missing = dir.path().join("missing.pem");
@@ -449,13 +470,8 @@ fn bad_tls_files_refused_by_test_conf() {
                 "alpha:\n  listen: 127.0.0.1:{port}\n  tls_cert: {cert}\n  tls_key: {keyfile}\n  servers:\n   - 127.0.0.1:6379:1\n"
             ),
         );
-        let o = Command::new(twemproxy_bin())
-            .args(["-t", "-c"])
-            .arg(&conf)
-            .output()
-            .expect("twemproxy -t");
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "case {i} accepted: {err}");
+        let (ok, err) = test_conf(&conf);
+        assert!(!ok, "case {i} accepted: {err}");
         for n in ["pool \"alpha\"", key, needle] {
             assert!(
                 err.contains(n),
@@ -471,14 +487,9 @@ fn bad_tls_files_refused_by_test_conf() {
             p(&missing)
         ),
     );
-    let o = Command::new(twemproxy_bin())
-        .args(["-t", "-c"])
-        .arg(&conf)
-        .output()
-        .expect("twemproxy -t");
-    let err = String::from_utf8_lossy(&o.stderr);
+    let (ok, err) = test_conf(&conf);
     assert!(
-        !o.status.success() && err.contains("tls_ca") && err.contains("missing.pem"),
+        !ok && err.contains("tls_ca") && err.contains("missing.pem"),
         "{err}"
     );
 }
@@ -489,8 +500,7 @@ fn bad_tls_files_refused_by_test_conf() {
 fn embedded_pool_uses_backend_tls() {
     use twem_core::pool::Pool;
     use twem_proto::resp::{Reply, Request};
-    let dir = TempDir::new("tls-embedded");
-    let ca = Ca::new("twem test CA");
+    let (dir, ca) = pki("tls-embedded");
     let server = files(dir.path(), "redis", &ca, false);
     let client = files(dir.path(), "client", &ca, false);
     let (_redis, rport) = tls_redis(&dir, &server, Some(&server.ca));
@@ -524,7 +534,7 @@ fn embedded_pool_uses_backend_tls() {
         Some((&server.ca, Some((&client.cert, &client.key)))),
         &["-n", "2", "GET", "emb:k"],
     );
-    assert_eq!(text(&o).trim(), "v", "{}", text(&o));
+    assert_eq!(o.trim(), "v", "{}", o);
 }
 
 // Clients that connect and never finish their handshake cost bounded
@@ -532,14 +542,12 @@ fn embedded_pool_uses_backend_tls() {
 #[test]
 fn stalled_handshakes_time_out_with_bounded_memory() {
     use std::io::{Read, Write};
-    let dir = TempDir::new("tls-stall");
-    let ca = Ca::new("twem test CA");
+    let (dir, ca) = pki("tls-stall");
     let proxy_files = files(dir.path(), "proxy", &ca, false);
     let port = free_port();
     let yaml = format!(
-        "stall:\n  listen: 127.0.0.1:{port}\n  redis: true\n  tls_cert: {}\n  tls_key: {}\n  servers:\n   - 127.0.0.1:1:1\n",
-        p(&proxy_files.cert),
-        p(&proxy_files.key),
+        "stall:\n  listen: 127.0.0.1:{port}\n  redis: true\n{}  servers:\n   - 127.0.0.1:1:1\n",
+        tls_listener(&proxy_files),
     );
     let proxy = ProxyProc::twem(&yaml, port, &[]);
     let pid = proxy.proc.pid();
@@ -579,11 +587,7 @@ fn stalled_handshakes_time_out_with_bounded_memory() {
         took >= Duration::from_secs(9) && took < Duration::from_secs(14),
         "closed after {took:?}"
     );
-    assert!(
-        log_has(&proxy, "TLS handshake with the client timed out"),
-        "{}",
-        proxy.log()
-    );
+    assert_logged(&proxy, "TLS handshake with the client timed out");
 }
 
 // A memcached pool serves its clients with TLS the same way (the session
@@ -591,22 +595,15 @@ fn stalled_handshakes_time_out_with_bounded_memory() {
 // stays plain here. The client is Python's standard ssl module.
 #[test]
 fn memcached_pool_with_tls_listener() {
-    let Some(py) = which_python3() else {
-        eprintln!("no python3: memcached TLS listener test skipped");
+    let Some(py) = python3_or_skip("memcached TLS listener") else {
         return;
     };
-    let dir = TempDir::new("tls-mc");
-    let ca = Ca::new("twem test CA");
+    let (dir, ca) = pki("tls-mc");
     let proxy_files = files(dir.path(), "proxy", &ca, false);
     let mc = twem_tests::Memcached::start();
-    let port = free_port();
-    let yaml = format!(
-        "mc:\n  listen: 127.0.0.1:{port}\n  tls_cert: {}\n  tls_key: {}\n  servers:\n   - {}:1\n",
-        p(&proxy_files.cert),
-        p(&proxy_files.key),
-        mc.addr(),
-    );
-    let _proxy = ProxyProc::twem(&yaml, port, &[]);
+    let servers = [(mc.addr(), "")];
+    let t = Twem::start("mc", &tls_listener(&proxy_files), &servers);
+    let port = t.port;
     let script = format!(
         "import socket, ssl\n\
          ctx = ssl.create_default_context(cafile='{}')\n\
@@ -636,16 +633,10 @@ fn memcached_pool_with_tls_listener() {
 // it, and a terminator with another CA's certificate is refused.
 #[test]
 fn memcached_pool_with_tls_servers_through_a_terminator() {
-    let Some(py) = which_python3() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but python3 lacks ssl"
-        );
-        eprintln!("no python3: memcached backend TLS test skipped");
+    let Some(py) = python3_or_skip("memcached backend TLS") else {
         return;
     };
-    let dir = TempDir::new("tls-mc-backend");
-    let ca = Ca::new("twem test CA");
+    let (dir, ca) = pki("tls-mc-backend");
     let server = files(dir.path(), "terminator", &ca, false);
     let mc = twem_tests::Memcached::start();
     let tport = free_port();
@@ -720,7 +711,9 @@ fn memcached_pool_with_tls_servers_through_a_terminator() {
     );
 }
 
-fn which_python3() -> Option<PathBuf> {
+/// `python3` with its ssl module, or `None` after a skip notice naming
+/// `test`; under CI (which installs it) its absence fails the test.
+fn python3_or_skip(test: &str) -> Option<PathBuf> {
     let ok = Command::new("python3")
         .arg("-c")
         .arg("import ssl")
@@ -728,6 +721,13 @@ fn which_python3() -> Option<PathBuf> {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but python3 lacks ssl"
+        );
+        eprintln!("no python3: {test} test skipped");
+    }
     ok.then(|| PathBuf::from("python3"))
 }
 
@@ -735,8 +735,7 @@ fn which_python3() -> Option<PathBuf> {
 // an -ERR saying which key to look at.
 #[test]
 fn wrong_name_and_unknown_ca_named() {
-    let dir = TempDir::new("tls-names");
-    let ca = Ca::new("twem test CA");
+    let (dir, ca) = pki("tls-names");
     let other = Ca::new("another CA");
     let server = files(dir.path(), "redis", &ca, false);
     let other_ca = write(dir.path(), "other-ca.pem", &other.pem());
@@ -749,9 +748,9 @@ fn wrong_name_and_unknown_ca_named() {
         p(&other_ca),
     );
     let _proxy = ProxyProc::twem(&yaml, p1, &[]);
-    let out = text(&cli(p1, None, &["GET", "k"]));
+    let out = cli(p1, None, &["GET", "k"]);
     assert!(out.contains("does not name it (tls_server_name)"), "{out}");
-    let out = text(&cli(p2, None, &["GET", "k"]));
+    let out = cli(p2, None, &["GET", "k"]);
     assert!(out.contains("not signed by a trusted CA (tls_ca)"), "{out}");
 }
 
@@ -759,30 +758,18 @@ fn wrong_name_and_unknown_ca_named() {
 // arrives (a byte left in a TLS buffer would stall redis-benchmark).
 #[test]
 fn pipelined_load_through_tls_both_sides() {
-    let dir = TempDir::new("tls-load");
-    let ca = Ca::new("twem test CA");
+    let (dir, ca) = pki("tls-load");
     let server = files(dir.path(), "redis", &ca, false);
     let proxy_files = files(dir.path(), "proxy", &ca, false);
     let (_redis, rport) = tls_redis(&dir, &server, None);
-    let port = free_port();
-    let yaml = format!(
-        "load:\n  listen: 127.0.0.1:{port}\n  redis: true\n  tls_cert: {}\n  tls_key: {}\n  tls_servers: true\n  tls_ca: {}\n  servers:\n   - 127.0.0.1:{rport}:1\n",
-        p(&proxy_files.cert),
-        p(&proxy_files.key),
-        p(&server.ca),
+    let settings = format!(
+        "  redis: true\n{}{}",
+        tls_listener(&proxy_files),
+        tls_servers(&server.ca)
     );
-    let _proxy = ProxyProc::twem(&yaml, port, &[]);
+    let t = twem_on("load", &settings, rport);
     let start = Instant::now();
-    let o = Command::new("redis-benchmark")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "--tls",
-            "--cacert",
-        ])
-        .arg(&proxy_files.ca)
+    let o = tls_tool("redis-benchmark", t.port, &proxy_files.ca)
         .args([
             "-t", "set,get", "-n", "20000", "-c", "20", "-P", "16", "-d", "2000", "-q",
         ])

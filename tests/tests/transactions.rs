@@ -3,45 +3,11 @@
 //! at all (checked on the shards directly), WATCH on a pinned connection,
 //! the pinned-connection bound, a lost pinned connection, HELLO and CLIENT.
 
-use twem_tests::{bulk, free_port, key_on, Client, ProxyProc, Redis};
+use twem_tests::{bulk, free_port, Client, ProxyProc, Redis, Shards};
 
-struct Setup {
-    shards: Vec<Redis>,
-    _proxy: ProxyProc,
-    port: u16,
-    yaml: String,
-}
-
-fn setup(extra: &str) -> Setup {
-    let shards: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
-    let port = free_port();
-    let mut yaml = format!(
-        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{{}}\"\n  timeout: 3000\n{extra}  servers:\n"
-    );
-    for (i, s) in shards.iter().enumerate() {
-        yaml.push_str(&format!("   - {}:1 shard{i}\n", s.addr()));
-    }
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
-    Setup {
-        shards,
-        _proxy: proxy,
-        port,
-        yaml,
-    }
-}
-
-impl Setup {
-    fn client(&self) -> Client {
-        Client::connect(self.port)
-    }
-    /// A key named `tag<N>` that lives on shard `i`.
-    fn key(&self, i: usize, tag: &str) -> String {
-        key_on(&self.yaml, &format!("shard{i}"), tag)
-    }
-    /// `GET key` asked of shard `i` directly.
-    fn get_on(&self, i: usize, key: &str) -> Vec<u8> {
-        self.shards[i].client().cmd(&[b"GET", key.as_bytes()])
-    }
+/// Two shards behind twem (3 s timeout), with the pool lines `extra`.
+fn setup(extra: &str) -> Shards {
+    Shards::start(2, &format!("  timeout: 3000\n{extra}"))
 }
 
 fn s(b: &[u8]) -> String {
@@ -196,13 +162,8 @@ fn a_client_gone_mid_watch_leaves_no_state_behind() {
 fn pinned_connections_are_bounded_with_a_clear_error() {
     let t = setup("  pinned_connections: 2\n");
     let k = t.key(0, "p");
-    let mut held: Vec<Client> = (0..2)
-        .map(|_| {
-            let mut c = t.client();
-            assert_eq!(c.cmd(&[b"WATCH", k.as_bytes()]), b"+OK\r\n");
-            c
-        })
-        .collect();
+    let watch = |c: &mut Client| assert_eq!(c.cmd(&[b"WATCH", k.as_bytes()]), b"+OK\r\n");
+    let mut held = t.clients_holding(2, watch);
     let mut third = t.client();
     let refused = third.cmd(&[b"WATCH", k.as_bytes()]);
     assert!(

@@ -82,8 +82,8 @@ impl Codec {
     /// `SERVER_ERROR ...`), as nutcracker words it.
     pub fn error_reply(&self, e: &crate::pool::CallError) -> Bytes {
         match &self.inner {
-            Inner::Redis(_) => e.resp_reply(),
-            Inner::Memcache(_) => e.memcache_reply(),
+            Inner::Redis(_) => e.reply::<twem_proto::Resp>(),
+            Inner::Memcache(_) => e.reply::<twem_proto::Memcache>(),
         }
     }
 }

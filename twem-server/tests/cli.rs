@@ -16,9 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use twem_tests::{
-    free_port, pool_yaml, resp_cmd, wait_for_port, Client, ProxyProc, Redis, TempDir,
-};
+use twem_tests::{free_port, resp_cmd, wait_for_port, Client, ProxyProc, Redis, TempDir, Twem};
 
 /// What a finished run of the binary left behind.
 #[derive(Debug)]
@@ -842,17 +840,15 @@ fn num(v: &serde_json::Value, path: &[&str]) -> u64 {
 fn stats_after_traffic_match_what_was_sent() {
     let r1 = Redis::start();
     let r2 = Redis::start();
-    let port = free_port();
     // One named server, one unnamed: the stats key of the latter is host:port.
     // Modula over servers sorted by name (shorter first) places keys the same
     // whatever ports the backends got, and splits 40 keys over both.
-    let yaml = pool_yaml(
+    let (proxy, port) = Twem::start(
         "alpha",
-        port,
         "  redis: true\n  hash: fnv1a_64\n  distribution: modula\n",
         &[(r1.addr(), "first"), (r2.addr(), "")],
-    );
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    )
+    .parts();
     let names = [("first".to_string(), &r1), (r2.addr(), &r2)];
 
     let mut c = Client::connect(port);
@@ -1206,9 +1202,13 @@ fn log_len(path: &Path) -> u64 {
 #[test]
 fn log_file_levels_and_reopen() {
     let redis = Redis::start();
-    let port = free_port();
-    let yaml = pool_yaml("alpha", port, "  redis: true\n", &[(redis.addr(), "")]);
-    let mut proxy = ProxyProc::twem(&yaml, port, &["-v", "7"]);
+    let (mut proxy, port) = Twem::start_with(
+        "alpha",
+        "  redis: true\n",
+        &[(redis.addr(), "")],
+        &["-v", "7"],
+    )
+    .parts();
     let log = proxy.dir.path().join("proxy.log");
     let pid = proxy.proc.pid();
 
@@ -1292,9 +1292,12 @@ fn log_lines_ending(path: &Path, text: &str) -> usize {
 #[test]
 fn signal_log_lines_match_nutcracker() {
     let redis = Redis::start();
-    let port = free_port();
-    let yaml = pool_yaml("alpha", port, "  redis: true\n", &[(redis.addr(), "")]);
-    let mut proxy = ProxyProc::twem(&yaml, port, &["-v", "6"]);
+    let Twem { mut proxy, .. } = Twem::start_with(
+        "alpha",
+        "  redis: true\n",
+        &[(redis.addr(), "")],
+        &["-v", "6"],
+    );
     let log = proxy.dir.path().join("proxy.log");
     let steps: [(i32, &[&str]); 6] = [
         (
@@ -1340,9 +1343,7 @@ fn signal_log_lines_match_nutcracker() {
         "still running after SIGINT"
     );
 
-    let port = free_port();
-    let yaml = pool_yaml("alpha", port, "  redis: true\n", &[(redis.addr(), "")]);
-    let mut proxy = ProxyProc::twem(&yaml, port, &[]);
+    let Twem { mut proxy, .. } = Twem::start("alpha", "  redis: true\n", &[(redis.addr(), "")]);
     let log = proxy.dir.path().join("proxy.log");
     proxy.proc.signal(libc::SIGTERM);
     let line = "signal 15 (SIGTERM) received, exiting";

@@ -375,13 +375,7 @@ impl RedisClient {
     /// `MGET key...` across shards, values in key order.
     pub async fn mget<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>, CallError> {
         match self.pool.call(Self::with_keys(b"MGET", keys)).await? {
-            resp::Reply::Array(Some(items)) => Ok(items
-                .into_iter()
-                .map(|r| match r {
-                    resp::Reply::Bulk(v) => v,
-                    _ => None,
-                })
-                .collect()),
+            resp::Reply::Array(Some(items)) => Ok(bulk_items(items).collect()),
             other => Err(server_error(other)),
         }
     }
@@ -395,13 +389,7 @@ impl RedisClient {
             .call(req([Bytes::from_static(b"KEYS"), pattern.into()]))
             .await?
         {
-            resp::Reply::Array(Some(items)) => Ok(items
-                .into_iter()
-                .filter_map(|r| match r {
-                    resp::Reply::Bulk(k) => k,
-                    _ => None,
-                })
-                .collect()),
+            resp::Reply::Array(Some(items)) => Ok(bulk_items(items).flatten().collect()),
             other => Err(server_error(other)),
         }
     }
@@ -508,6 +496,33 @@ fn mc_unexpected(r: Option<mc::Reply>) -> CallError {
     }
 }
 
+/// The elements of an array reply as bulk strings: `None` for a nil or
+/// an element of another type (MGET's answer for a missing key).
+fn bulk_items(items: Vec<resp::Reply>) -> impl Iterator<Item = Option<Bytes>> {
+    items.into_iter().map(|r| match r {
+        resp::Reply::Bulk(v) => v,
+        _ => None,
+    })
+}
+
+/// Writes the storage methods without a cas unique (`set`, `add`,
+/// `replace`): they differ only in the request they send.
+macro_rules! store_methods {
+    ($($(#[$doc:meta])* $name:ident;)+) => {$(
+        $(#[$doc])*
+        pub async fn $name(
+            &self,
+            key: impl AsRef<[u8]>,
+            flags: u32,
+            exptime: i64,
+            value: impl AsRef<[u8]>,
+        ) -> Result<Stored, CallError> {
+            let r = mc::Request::$name(key, flags, exptime, value, false).map_err(bad_key)?;
+            self.store(r).await
+        }
+    )+};
+}
+
 impl MemcacheClient {
     /// `get` of several keys across shards: `(key, value)` for each hit, in key order.
     pub async fn get_multi<K: AsRef<[u8]>>(
@@ -548,22 +563,14 @@ impl MemcacheClient {
 
     /// `get key`.
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<McValue>, CallError> {
-        Ok(self
-            .get_multi(&[key.as_ref()])
-            .await?
-            .into_iter()
-            .next()
-            .map(|(_, v)| v))
+        let hits = self.get_multi(&[key.as_ref()]).await?;
+        Ok(hits.into_iter().next().map(|(_, v)| v))
     }
 
     /// `gets key`: the value with its cas unique.
     pub async fn gets(&self, key: impl AsRef<[u8]>) -> Result<Option<McValue>, CallError> {
-        Ok(self
-            .gets_multi(&[key.as_ref()])
-            .await?
-            .into_iter()
-            .next()
-            .map(|(_, v)| v))
+        let hits = self.gets_multi(&[key.as_ref()]).await?;
+        Ok(hits.into_iter().next().map(|(_, v)| v))
     }
 
     async fn store(&self, r: mc::Request) -> Result<Stored, CallError> {
@@ -576,40 +583,13 @@ impl MemcacheClient {
         }
     }
 
-    /// `set key flags exptime` with `value`.
-    pub async fn set(
-        &self,
-        key: impl AsRef<[u8]>,
-        flags: u32,
-        exptime: i64,
-        value: impl AsRef<[u8]>,
-    ) -> Result<Stored, CallError> {
-        self.store(mc::Request::set(key, flags, exptime, value, false).map_err(bad_key)?)
-            .await
-    }
-
-    /// `add`: store only if the key is missing.
-    pub async fn add(
-        &self,
-        key: impl AsRef<[u8]>,
-        flags: u32,
-        exptime: i64,
-        value: impl AsRef<[u8]>,
-    ) -> Result<Stored, CallError> {
-        self.store(mc::Request::add(key, flags, exptime, value, false).map_err(bad_key)?)
-            .await
-    }
-
-    /// `replace`: store only if the key exists.
-    pub async fn replace(
-        &self,
-        key: impl AsRef<[u8]>,
-        flags: u32,
-        exptime: i64,
-        value: impl AsRef<[u8]>,
-    ) -> Result<Stored, CallError> {
-        self.store(mc::Request::replace(key, flags, exptime, value, false).map_err(bad_key)?)
-            .await
+    store_methods! {
+        /// `set key flags exptime` with `value`.
+        set;
+        /// `add`: store only if the key is missing.
+        add;
+        /// `replace`: store only if the key exists.
+        replace;
     }
 
     /// `cas`: store only if the item's cas unique is still `cas`.

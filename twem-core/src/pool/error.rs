@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use twem_proto::command::CommandError;
 use twem_proto::memcache as mc;
+use twem_proto::{Memcache, Resp, Wire};
 
 /// Why a backend could not answer a request. Each kind maps to the words
 /// nutcracker puts in the error reply a client sees (`-ERR <words>` for Redis,
@@ -246,22 +247,29 @@ impl CallError {
         }
     }
 
-    /// The whole Redis error reply (`-<words>\r\n`).
-    pub fn resp_reply(&self) -> bytes::Bytes {
-        bytes::Bytes::from(format!("-{}\r\n", self.words()))
+    /// The whole error reply in protocol `W`: a failure on the way in
+    /// nutcracker's words (`-ERR ...`, `SERVER_ERROR ...`), a refused
+    /// request as refused (`-<CODE> ...`, `CLIENT_ERROR <CODE> ...`), a
+    /// server's own error as it came.
+    pub fn reply<W: Wire>(&self) -> Bytes {
+        match self {
+            CallError::Backend(b) => W::server_error(&b.reply_words()),
+            CallError::Request(r) => W::client_error(&r.words()),
+            CallError::Server(s) => W::relayed_error(&s.words()),
+            CallError::Closed(p) => W::server_error(&format!("pool {p} is closed")),
+        }
     }
 
-    /// The whole memcached error line: `SERVER_ERROR <nutcracker's words>`
-    /// for a backend failure, `CLIENT_ERROR ...` for a rejected request, a
-    /// server's own line as it came.
-    pub fn memcache_reply(&self) -> bytes::Bytes {
-        let line = match self {
-            CallError::Backend(b) => format!("SERVER_ERROR {}", b.reply_words()),
-            CallError::Request(r) => format!("CLIENT_ERROR {}", r.words()),
-            CallError::Server(s) => s.words(),
-            CallError::Closed(p) => format!("SERVER_ERROR pool {p} is closed"),
-        };
-        bytes::Bytes::from(line + "\r\n")
+    /// The whole Redis error reply (`-<words>\r\n`): [`CallError::reply`]
+    /// in RESP.
+    pub fn resp_reply(&self) -> Bytes {
+        self.reply::<Resp>()
+    }
+
+    /// The whole memcached error line: [`CallError::reply`] in memcached's
+    /// protocol.
+    pub fn memcache_reply(&self) -> Bytes {
+        self.reply::<Memcache>()
     }
 }
 
@@ -492,12 +500,14 @@ mod tests {
 
     // Every variant's Redis reply carries an error code, so clients that
     // parse `-CODE message` never see a bare message.
+    /// A backend failure of `kind` on server `server`.
+    fn backend(kind: BackendErrorKind, server: &str) -> CallError {
+        CallError::Backend(BackendError::new(kind, Arc::from(server)))
+    }
+
     #[test]
     fn replies_are_well_formed() {
-        let refused = CallError::Backend(BackendError::new(
-            BackendErrorKind::ConnectionRefused,
-            Arc::from("s"),
-        ));
+        let refused = backend(BackendErrorKind::ConnectionRefused, "s");
         assert_eq!(&refused.resp_reply()[..], b"-ERR Connection refused\r\n");
         assert_eq!(
             &refused.memcache_reply()[..],
@@ -586,10 +596,7 @@ mod tests {
             BackendErrorKind::from_io(&enfile),
             BackendErrorKind::ProxyFdLimit
         );
-        let fd = CallError::Backend(BackendError::new(
-            BackendErrorKind::ProxyFdLimit,
-            Arc::from("redis-1"),
-        ));
+        let fd = backend(BackendErrorKind::ProxyFdLimit, "redis-1");
         assert_eq!(
             &fd.resp_reply()[..],
             b"-ERR too many open files in proxy (server redis-1)\r\n"
@@ -598,18 +605,12 @@ mod tests {
             &fd.memcache_reply()[..],
             b"SERVER_ERROR too many open files in proxy (server redis-1)\r\n"
         );
-        let queued = CallError::Backend(BackendError::new(
-            BackendErrorKind::Backlogged,
-            Arc::from("a"),
-        ));
+        let queued = backend(BackendErrorKind::Backlogged, "a");
         assert_eq!(
             &queued.resp_reply()[..],
             b"-ERR too many request bytes queued for the server (server a)\r\n"
         );
-        let ejected = CallError::Backend(BackendError::new(
-            BackendErrorKind::AllEjected,
-            Arc::from(""),
-        ));
+        let ejected = backend(BackendErrorKind::AllEjected, "");
         assert_eq!(
             &ejected.resp_reply()[..],
             b"-ERR every server of the pool is ejected\r\n"

@@ -479,12 +479,13 @@ fn info(req: &InfoRequest, frames: &[Frame]) -> Bytes {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bytes::BytesMut;
     use tokio_util::codec::Decoder;
 
-    fn frame(reply: &resp::Reply) -> Frame {
+    /// `reply` as the backend's decoder frames it (shared with scan's tests).
+    pub(crate) fn frame(reply: &resp::Reply) -> Frame {
         let mut buf = BytesMut::from(&reply.to_bytes()[..]);
         let mut codec = resp::ReplyCodec::new(crate::pool::redis_reply_limits());
         match codec.decode(&mut buf) {
@@ -533,24 +534,27 @@ mod tests {
         assert_eq!(got.into_bytes(), want);
     }
 
+    /// An MGET merged from the part `[x]` and the part `b`, with `order`
+    /// (the part each key came from).
+    fn mget_x_and(b: resp::Reply, order: &[usize]) -> ReplyChunks {
+        let a = frame(&resp::Reply::Array(Some(vec![bulk(b"x")])));
+        combine(&MergePolicy::Mget, &[a, frame(&b)], order)
+    }
+
     #[test]
     fn small_mget_is_one_buffer() {
-        let a = frame(&resp::Reply::Array(Some(vec![bulk(b"x")])));
-        let b = frame(&resp::Reply::Array(Some(vec![resp::Reply::Bulk(None)])));
-        let got = combine(&MergePolicy::Mget, &[a, b], &[1, 0]);
+        let b = resp::Reply::Array(Some(vec![resp::Reply::Bulk(None)]));
         assert_eq!(
-            got,
+            mget_x_and(b, &[1, 0]),
             ReplyChunks::One(Bytes::from_static(b"*2\r\n$-1\r\n$1\r\nx\r\n"))
         );
     }
 
     #[test]
     fn an_error_part_is_the_reply() {
-        let a = frame(&resp::Reply::Array(Some(vec![bulk(b"x")])));
-        let b = frame(&resp::Reply::error("WRONGTYPE no"));
-        let got = combine(&MergePolicy::Mget, &[a, b], &[0, 1]);
+        let b = resp::Reply::error("WRONGTYPE no");
         assert_eq!(
-            got,
+            mget_x_and(b, &[0, 1]),
             ReplyChunks::One(Bytes::from_static(b"-WRONGTYPE no\r\n"))
         );
     }
@@ -700,6 +704,22 @@ mod tests {
         combine(policy, frames, &part_of).into_bytes()
     }
 
+    /// `replies` (each framed as a backend's reply) merge by `policy` into
+    /// the bytes of `want`.
+    fn assert_merges(policy: &MergePolicy, replies: &[&resp::Reply], want: &resp::Reply) {
+        assert_eq!(
+            merged_replies(policy, replies),
+            want.to_bytes(),
+            "{replies:?}"
+        );
+    }
+
+    /// [`merged`] of `replies`, each framed as a backend's reply.
+    fn merged_replies(policy: &MergePolicy, replies: &[&resp::Reply]) -> Bytes {
+        let frames: Vec<Frame> = replies.iter().map(|r| frame(r)).collect();
+        merged(policy, &frames)
+    }
+
     // SCRIPT LOAD on every server: the same sha is the reply; an error part
     // is the reply; different replies are an error.
     #[test]
@@ -751,37 +771,20 @@ mod tests {
         let a = resp::Reply::Array(Some(vec![bulk(b"a"), bulk(b"b")]));
         let b = resp::Reply::Array(Some(vec![]));
         let c = resp::Reply::Array(Some(vec![bulk(b"c")]));
-        assert_eq!(
-            merged(&MergePolicy::Concat, &[frame(&a), frame(&b), frame(&c)]),
-            resp::Reply::Array(Some(vec![bulk(b"a"), bulk(b"b"), bulk(b"c")])).to_bytes()
-        );
+        let abc = resp::Reply::Array(Some(vec![bulk(b"a"), bulk(b"b"), bulk(b"c")]));
+        assert_merges(&MergePolicy::Concat, &[&a, &b, &c], &abc);
         let err = resp::Reply::error("ERR x");
-        assert_eq!(
-            merged(&MergePolicy::Concat, &[frame(&a), frame(&err)]),
-            err.to_bytes()
-        );
+        assert_merges(&MergePolicy::Concat, &[&a, &err], &err);
     }
 
     #[test]
     fn first_key_is_null_only_when_every_server_is_empty() {
         let null = resp::Reply::Bulk(None);
         let k = bulk(b"k");
-        assert_eq!(
-            merged(
-                &MergePolicy::FirstKey,
-                &[frame(&null), frame(&k), frame(&null)]
-            ),
-            k.to_bytes()
-        );
-        assert_eq!(
-            merged(&MergePolicy::FirstKey, &[frame(&null), frame(&null)]),
-            null.to_bytes()
-        );
+        assert_merges(&MergePolicy::FirstKey, &[&null, &k, &null], &k);
+        assert_merges(&MergePolicy::FirstKey, &[&null, &null], &null);
         let err = resp::Reply::error("ERR x");
-        assert_eq!(
-            merged(&MergePolicy::FirstKey, &[frame(&k), frame(&err)]),
-            err.to_bytes()
-        );
+        assert_merges(&MergePolicy::FirstKey, &[&k, &err], &err);
     }
 
     #[test]
@@ -798,7 +801,7 @@ mod tests {
             server: 1,
             next: Some(2),
         };
-        assert_eq!(merged(&policy, &[frame(&page)]), want.to_bytes());
+        assert_merges(&policy, &[&page], &want);
     }
 
     #[test]

@@ -298,8 +298,7 @@ fn split_reply(reply: resp::Reply) -> Result<(u64, Vec<Bytes>), CallError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
-    use tokio_util::codec::Decoder;
+    use crate::pool::merge::tests::frame;
 
     #[test]
     fn cursor_round_trips() {
@@ -380,25 +379,9 @@ mod tests {
     fn cursor_arguments_parse_as_redis_does() {
         assert_eq!(parse_cursor(b"0"), Some(0));
         assert_eq!(parse_cursor(b"18446744073709551615"), Some(u64::MAX));
-        for bad in [
-            &b""[..],
-            b"-1",
-            b"+1",
-            b" 1",
-            b"1x",
-            b"abc",
-            b"18446744073709551616",
-        ] {
+        let bad = ["", "-1", "+1", " 1", "1x", "abc", "18446744073709551616"];
+        for bad in bad.map(str::as_bytes) {
             assert_eq!(parse_cursor(bad), None, "{bad:?}");
-        }
-    }
-
-    fn frame(reply: &resp::Reply) -> Frame {
-        let mut buf = BytesMut::from(&reply.to_bytes()[..]);
-        let mut codec = resp::ReplyCodec::new(crate::pool::redis_reply_limits());
-        match codec.decode(&mut buf) {
-            Ok(Some(f)) => Frame::Resp(f),
-            other => panic!("not a frame: {other:?}"),
         }
     }
 

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use tokio_util::codec::Decoder;
 
-use twem_proto::{memcache as mc, resp, ProtoError};
+use twem_proto::{memcache as mc, resp, Memcache, ProtoError, Resp, Wire};
 
 use crate::pool::{CallError, Inbox, Pool, ReplyFuture};
 
@@ -36,11 +36,17 @@ pub trait Frontend: Send + 'static {
         pool: &Pool,
         inbox: &mut Inbox,
     ) -> Step;
+    /// The protocol its clients speak: how a failure is worded to them.
+    type Wire: Wire;
     /// How a failed call is worded to this client.
-    fn error_reply(&self, e: &CallError) -> Bytes;
+    fn error_reply(&self, e: &CallError) -> Bytes {
+        e.reply::<Self::Wire>()
+    }
     /// What a client whose framing broke reads before the connection
     /// closes; `None` when it reads nothing.
-    fn protocol_error(&self, e: &ProtoError) -> Option<Bytes>;
+    fn protocol_error(&self, e: &ProtoError) -> Option<Bytes> {
+        Self::Wire::protocol_error(e)
+    }
     /// Whether output may come that answers no request (pub/sub messages):
     /// the session then also waits on [`Frontend::poll_push`].
     fn has_pushes(&self) -> bool {
@@ -126,6 +132,7 @@ impl Default for RedisFrontend {
 use super::redis::ready;
 
 impl Frontend for RedisFrontend {
+    type Wire = Resp;
     type Codec = resp::RequestCodec;
 
     fn codec(&self) -> resp::RequestCodec {
@@ -185,19 +192,6 @@ impl Frontend for RedisFrontend {
             return Step::Reply(ready(b"-NOAUTH Authentication required\r\n"));
         }
         self.session_command(name, &req, pool, inbox)
-    }
-
-    fn error_reply(&self, e: &CallError) -> Bytes {
-        e.resp_reply()
-    }
-
-    fn protocol_error(&self, e: &ProtoError) -> Option<Bytes> {
-        // Nothing for another protocol, as redis-server: whatever sent it
-        // (a browser) has no use for a RESP error.
-        if e.is_foreign_protocol() {
-            return None;
-        }
-        Some(Bytes::from(format!("-ERR {e}\r\n")))
     }
 
     fn has_pushes(&self) -> bool {
@@ -341,6 +335,7 @@ impl Default for MemcacheFrontend {
 }
 
 impl Frontend for MemcacheFrontend {
+    type Wire = Memcache;
     type Codec = mc::RequestCodec;
 
     fn codec(&self) -> mc::RequestCodec {
@@ -367,18 +362,5 @@ impl Frontend for MemcacheFrontend {
             Ok(req) if req.command() == mc::Command::Quit => Step::Close(ReplyFuture::no_reply()),
             Ok(req) => Step::Reply(pool.dispatch_memcache_in(&req, inbox)),
         }
-    }
-
-    fn error_reply(&self, e: &CallError) -> Bytes {
-        e.memcache_reply()
-    }
-
-    fn protocol_error(&self, e: &ProtoError) -> Option<Bytes> {
-        // Nothing for another protocol: a binary client would read a text
-        // line as garbage, and a browser has no use for one.
-        if e.is_foreign_protocol() {
-            return None;
-        }
-        Some(mc::protocol_error_reply(e))
     }
 }

@@ -541,27 +541,9 @@ impl ReplyDecoder {
                     "reply buffer shrank while a reply was being decoded",
                 ));
             };
-            let Some(nl) = memchr::memchr(b'\n', rest) else {
-                // +1 for the '\r' of a line exactly at the limit.
-                if rest.len() > limits.max_line_len + 1 {
-                    return Err(ProtoError::too_large(
-                        "reply line",
-                        rest.len(),
-                        limits.max_line_len,
-                    ));
-                }
+            let Some((line, nl)) = reply_line(rest, limits)? else {
                 return Ok(None);
             };
-            let Some(line) = rest.get(..nl).and_then(|l| l.strip_suffix(b"\r")) else {
-                return Err(ProtoError::protocol("reply line not ended by \\r\\n"));
-            };
-            if line.len() > limits.max_line_len {
-                return Err(ProtoError::too_large(
-                    "reply line",
-                    line.len(),
-                    limits.max_line_len,
-                ));
-            }
             let line_start = self.offset;
             let next = self.offset + nl + 1;
             let kind = if let Some(kind) = error_kind(line) {
@@ -624,6 +606,39 @@ impl ReplyDecoder {
     }
 }
 
+/// The first line of `rest` without its `\r\n`, and where its `\n` is;
+/// `None` until the whole line is in. A line longer than
+/// `limits.max_line_len` is refused as soon as that many bytes came
+/// without a `\n` (never buffered to its end).
+#[inline]
+fn reply_line<'a>(
+    rest: &'a [u8],
+    limits: &Limits,
+) -> Result<Option<(&'a [u8], usize)>, ProtoError> {
+    let Some(nl) = memchr::memchr(b'\n', rest) else {
+        // +1 for the '\r' of a line exactly at the limit.
+        if rest.len() > limits.max_line_len + 1 {
+            return Err(ProtoError::too_large(
+                "reply line",
+                rest.len(),
+                limits.max_line_len,
+            ));
+        }
+        return Ok(None);
+    };
+    let Some(line) = rest.get(..nl).and_then(|l| l.strip_suffix(b"\r")) else {
+        return Err(ProtoError::protocol("reply line not ended by \\r\\n"));
+    };
+    if line.len() > limits.max_line_len {
+        return Err(ProtoError::too_large(
+            "reply line",
+            line.len(),
+            limits.max_line_len,
+        ));
+    }
+    Ok(Some((line, nl)))
+}
+
 /// Whether `line` is a meta reply line: a two-letter upper-case code
 /// (`HD NS EX NF EN MN ME`), alone or followed by a blank and flags.
 fn is_meta_code(line: &[u8]) -> bool {
@@ -642,26 +657,9 @@ fn meta_reply(
     limits: &Limits,
     noop: bool,
 ) -> Result<Option<ReplyFrame>, ProtoError> {
-    let Some(nl) = memchr::memchr(b'\n', src) else {
-        if src.len() > limits.max_line_len + 1 {
-            return Err(ProtoError::too_large(
-                "reply line",
-                src.len(),
-                limits.max_line_len,
-            ));
-        }
+    let Some((line, nl)) = reply_line(src, limits)? else {
         return Ok(None);
     };
-    let Some(line) = src.get(..nl).and_then(|l| l.strip_suffix(b"\r")) else {
-        return Err(ProtoError::protocol("reply line not ended by \\r\\n"));
-    };
-    if line.len() > limits.max_line_len {
-        return Err(ProtoError::too_large(
-            "reply line",
-            line.len(),
-            limits.max_line_len,
-        ));
-    }
     if noop && line == b"MN" {
         // The server said nothing to the quiet request.
         let _ = src.split_to(nl + 1);
@@ -983,10 +981,7 @@ mod tests {
     // A VALUE over max_value_len is refused from its header.
     #[test]
     fn value_over_limit() {
-        let limits = Limits {
-            max_value_len: 10,
-            ..Limits::default()
-        };
+        let limits = crate::test_limits(|l: &mut Limits| l.max_value_len = 10);
         let mut buf = BytesMut::from(&b"VALUE a 0 11\r\n"[..]);
         let e = decode_reply(Command::Get, &mut buf, &limits).unwrap_err();
         assert!(matches!(
@@ -1002,10 +997,7 @@ mod tests {
     // More values than max_keys cannot be an answer to a valid get.
     #[test]
     fn too_many_values() {
-        let limits = Limits {
-            max_keys: 1,
-            ..Limits::default()
-        };
+        let limits = crate::test_limits(|l: &mut Limits| l.max_keys = 1);
         let mut buf = BytesMut::from(&b"VALUE a 0 1\r\nx\r\nVALUE a 0 1\r\nx\r\nEND\r\n"[..]);
         assert!(decode_reply(Command::Get, &mut buf, &limits).is_err());
     }
@@ -1013,10 +1005,7 @@ mod tests {
     // A long reply line without newline is a framing error.
     #[test]
     fn reply_line_too_long() {
-        let limits = Limits {
-            max_line_len: 8,
-            ..Limits::default()
-        };
+        let limits = crate::test_limits(|l: &mut Limits| l.max_line_len = 8);
         let mut buf = BytesMut::from(&b"SERVER_ERROR abcdef"[..]);
         assert!(decode_reply(Command::Set, &mut buf, &limits).is_err());
     }

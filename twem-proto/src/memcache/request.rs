@@ -293,17 +293,7 @@ impl Request {
     }
 
     fn bare(command: Command, wire: &'static [u8]) -> Request {
-        Request {
-            command,
-            keys: Keys::None,
-            wire: Bytes::from_static(wire),
-            value: None,
-            flags: 0,
-            exptime: 0,
-            number: 0,
-            noreply: false,
-            quiet: false,
-        }
+        Self::bare_with(command, Bytes::from_static(wire))
     }
 
     fn retrieval<K: AsRef<[u8]>>(command: Command, keys: &[K]) -> Result<Request, RequestError> {
@@ -1033,16 +1023,9 @@ impl RequestCodec {
             }
             return simple;
         };
-        let Some(data_len) = usize::try_from(data_len)
-            .ok()
-            .filter(|&n| n <= self.limits.max_value_len)
-        else {
-            return refuse(RequestError::ValueTooLarge {
-                command,
-                len: data_len,
-                limit: self.limits.max_value_len,
-                noreply: false,
-            });
+        let data_len = match self.block_len(command, data_len, false) {
+            Ok(n) => n,
+            Err(e) => return refuse(e),
         };
         Parsed::Storage(StorageHeader {
             command,
@@ -1094,16 +1077,9 @@ impl RequestCodec {
         } else {
             0
         };
-        let Some(data_len) = usize::try_from(data_len)
-            .ok()
-            .filter(|&n| n <= self.limits.max_value_len)
-        else {
-            return refuse(RequestError::ValueTooLarge {
-                command,
-                len: data_len,
-                limit: self.limits.max_value_len,
-                noreply,
-            });
+        let data_len = match self.block_len(command, data_len, noreply) {
+            Ok(n) => n,
+            Err(e) => return refuse(e),
         };
         Parsed::Storage(StorageHeader {
             command,
@@ -1117,6 +1093,22 @@ impl RequestCodec {
             quiet: false,
             decoded: None,
         })
+    }
+
+    /// The data block length `len` a storage command announced, as this
+    /// codec buffers it; past `max_value_len`, the refusal memcached gives
+    /// (`SERVER_ERROR object too large for cache`), its block skipped.
+    fn block_len(&self, command: Command, len: u64, noreply: bool) -> Result<usize, RequestError> {
+        let limit = self.limits.max_value_len;
+        usize::try_from(len)
+            .ok()
+            .filter(|&n| n <= limit)
+            .ok_or(RequestError::ValueTooLarge {
+                command,
+                len,
+                limit,
+                noreply,
+            })
     }
 
     /// Finishes a storage command once its whole data block is buffered.
@@ -1353,6 +1345,19 @@ mod tests {
                 Err(e) => return (out, Some(e)),
             }
         }
+    }
+
+    /// What each decoded item comes to: a request's command name, or the
+    /// error line a client is sent, as text.
+    fn outcomes(items: &[Result<Request, RequestError>]) -> Vec<String> {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        items
+            .iter()
+            .map(|i| match i {
+                Ok(r) => r.command().name().to_string(),
+                Err(e) => text(&e.reply()),
+            })
+            .collect()
     }
 
     fn one(input: &[u8]) -> Result<Request, RequestError> {
@@ -1672,10 +1677,7 @@ mod tests {
     // the buffer never holds more than one chunk of it.
     #[test]
     fn value_over_limit_skipped_unbuffered() {
-        let limits = Limits {
-            max_value_len: 100,
-            ..Limits::default()
-        };
+        let limits = crate::test_limits(|l: &mut Limits| l.max_value_len = 100);
         let mut codec = RequestCodec::new(limits);
         let mut buf = BytesMut::from(&b"set k 0 0 1000 noreply\r\n"[..]);
         let e = codec.decode(&mut buf).unwrap().unwrap().unwrap_err();
@@ -1697,10 +1699,7 @@ mod tests {
     // A value exactly at the limit is accepted.
     #[test]
     fn value_at_limit() {
-        let limits = Limits {
-            max_value_len: 4,
-            ..Limits::default()
-        };
+        let limits = crate::test_limits(|l: &mut Limits| l.max_value_len = 4);
         let (items, _) = decode_with(RequestCodec::new(limits), b"set k 0 0 4\r\nabcd\r\n");
         assert_eq!(items[0].as_ref().unwrap().value().unwrap().len(), 4);
     }
@@ -1721,10 +1720,7 @@ mod tests {
     // Too many keys in a get.
     #[test]
     fn too_many_keys() {
-        let limits = Limits {
-            max_keys: 2,
-            ..Limits::default()
-        };
+        let limits = crate::test_limits(|l: &mut Limits| l.max_keys = 2);
         let (items, _) = decode_with(RequestCodec::new(limits), b"get a b c\r\n");
         assert_eq!(
             items[0],
@@ -1890,24 +1886,18 @@ mod tests {
         while let Some(item) = codec.decode(&mut buf).unwrap() {
             items.push(item);
         }
-        let replies: Vec<Bytes> = items
-            .iter()
-            .map(|i| match i {
-                Err(e) => {
-                    assert!(!e.closes_connection() && !e.noreply());
-                    e.reply()
-                }
-                Ok(r) => Bytes::from(r.command().name()),
-            })
-            .collect();
+        let errors = items.iter().filter_map(|i| i.as_ref().err());
+        assert!(errors
+            .clone()
+            .all(|e| !e.closes_connection() && !e.noreply()));
         assert_eq!(
-            replies,
+            outcomes(&items),
             [
-                Bytes::from_static(b"ERROR\r\n"),
-                Bytes::from_static(b"CLIENT_ERROR error decoding key\r\n"),
-                Bytes::from_static(b"CLIENT_ERROR error decoding key\r\n"),
-                Bytes::from_static(b"CLIENT_ERROR bad command line format\r\n"),
-                Bytes::from_static(b"SERVER_ERROR object too large for cache\r\n"),
+                "ERROR\r\n",
+                "CLIENT_ERROR error decoding key\r\n",
+                "CLIENT_ERROR error decoding key\r\n",
+                "CLIENT_ERROR bad command line format\r\n",
+                "SERVER_ERROR object too large for cache\r\n",
             ]
         );
         // The 2000000-byte block has not arrived yet: still skipping.
@@ -1928,21 +1918,14 @@ mod tests {
         );
         for (items, err) in every_chunking(input.as_bytes()) {
             assert!(err.is_none());
-            let got: Vec<_> = items
-                .iter()
-                .map(|i| match i {
-                    Ok(r) => Bytes::from(r.command().name()),
-                    Err(e) => e.reply(),
-                })
-                .collect();
             assert_eq!(
-                got,
+                outcomes(&items),
                 [
-                    Bytes::from_static(b"CLIENT_ERROR options flags too long\r\n"),
-                    Bytes::from_static(b"ms"),
-                    Bytes::from_static(b"CLIENT_ERROR options flags are too long\r\n"),
-                    Bytes::from_static(b"md"),
-                    Bytes::from_static(b"version"),
+                    "CLIENT_ERROR options flags too long\r\n",
+                    "ms",
+                    "CLIENT_ERROR options flags are too long\r\n",
+                    "md",
+                    "version",
                 ]
             );
         }
@@ -2006,13 +1989,14 @@ mod tests {
     // what follows cannot be told from data.
     #[test]
     fn ms_without_valid_length_closes() {
-        for line in [
-            &b"ms k\r\n"[..],
-            b"ms\r\n",
-            b"ms k S13\r\n",
-            b"ms k -1\r\n",
-            b"ms k 2147483646\r\n",
-        ] {
+        let lines = [
+            "ms k\r\n",
+            "ms\r\n",
+            "ms k S13\r\n",
+            "ms k -1\r\n",
+            "ms k 2147483646\r\n",
+        ];
+        for line in lines.map(str::as_bytes) {
             let input = [line, b"delete victim\r\n"].concat();
             let (items, err) = decode_with(RequestCodec::default(), &input);
             assert_eq!(items, [Err(RequestError::MetaUndelimited { name: "ms" })]);
@@ -2120,10 +2104,7 @@ mod tests {
     // a get line may run longer.
     #[test]
     fn line_too_long() {
-        let limits = Limits {
-            max_line_len: 20,
-            ..Limits::default()
-        };
+        let limits = crate::test_limits(|l: &mut Limits| l.max_line_len = 20);
         let (_, err) = decode_with(RequestCodec::new(limits), &[b'x'; 30]);
         assert!(matches!(
             err,
@@ -2141,10 +2122,7 @@ mod tests {
     // A line exactly max_line_len long is fine, with its \r arriving first.
     #[test]
     fn line_at_limit() {
-        let limits = Limits {
-            max_line_len: 11,
-            ..Limits::default()
-        };
+        let limits = crate::test_limits(|l: &mut Limits| l.max_line_len = 11);
         let mut codec = RequestCodec::new(limits);
         let mut buf = BytesMut::from(&b"delete abcd\r"[..]);
         assert!(codec.decode(&mut buf).unwrap().is_none());

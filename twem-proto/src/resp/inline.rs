@@ -147,7 +147,9 @@ fn hex(b: u8) -> Option<u8> {
 mod tests {
     use tokio_util::codec::Decoder;
 
-    use super::super::testing::{args_of, protocol_msg, request_err, requests};
+    use super::super::testing::{
+        after_more, args_of, only_ping, protocol_msg, request_err, requests,
+    };
     use super::super::Limits;
     use super::*;
 
@@ -195,12 +197,8 @@ mod tests {
     // An unterminated quote is an error.
     #[test]
     fn inline_unbalanced_quotes() {
-        for input in [
-            &b"\"abc\r\n"[..],
-            b"'abc\r\n",
-            b"echo \"a\"b\r\n",
-            b"echo 'a'b\r\n",
-        ] {
+        let inputs = ["\"abc\r\n", "'abc\r\n", "echo \"a\"b\r\n", "echo 'a'b\r\n"];
+        for input in inputs.map(str::as_bytes) {
             assert_eq!(
                 request_err(input),
                 "unbalanced quotes in request",
@@ -212,32 +210,23 @@ mod tests {
     // Empty and blank lines are skipped without a request.
     #[test]
     fn inline_empty_lines_skipped() {
-        let reqs = requests(b"\r\n\n  \t \r\nPING\r\n").unwrap();
-        assert_eq!(reqs.len(), 1);
-        assert_eq!(reqs[0].name(), b"PING");
+        only_ping(b"\r\n\n  \t \r\nPING\r\n");
     }
 
     // A line longer than the limit without a newline is an error.
     #[test]
     fn inline_too_big() {
-        let mut codec = RequestCodec::new(Limits {
-            max_inline_len: 8,
-            ..Limits::default()
-        });
-        let mut buf = BytesMut::from(&b"PINGPING"[..]);
-        assert!(codec.decode(&mut buf).unwrap().is_none());
-        buf.extend_from_slice(b"P");
-        let err = codec.decode(&mut buf).unwrap_err();
+        let mut codec =
+            RequestCodec::new(crate::test_limits(|l: &mut Limits| l.max_inline_len = 8));
+        let err = after_more(&mut codec, b"PINGPING", b"P").unwrap_err();
         assert_eq!(protocol_msg(err), "too big inline request");
     }
 
     // A line of exactly the limit is accepted.
     #[test]
     fn inline_at_limit() {
-        let mut codec = RequestCodec::new(Limits {
-            max_inline_len: 8,
-            ..Limits::default()
-        });
+        let mut codec =
+            RequestCodec::new(crate::test_limits(|l: &mut Limits| l.max_inline_len = 8));
         let mut buf = BytesMut::from(&b"ECHO abc\n"[..]);
         let req = codec.decode(&mut buf).unwrap().unwrap();
         assert_eq!(args_of(&req), [&b"ECHO"[..], b"abc"]);

@@ -282,6 +282,30 @@ mod testing {
         (out, None, buf)
     }
 
+    /// `input` decodes to one request, a PING: all before it is skipped.
+    pub(super) fn only_ping(input: &[u8]) {
+        let reqs = requests(input).unwrap();
+        let names: Vec<&[u8]> = reqs.iter().map(Request::name).collect();
+        assert_eq!(names, [&b"PING"[..]], "{input:?}");
+    }
+
+    /// `codec` waits for more after `first` (nothing decoded); the result
+    /// once `more` came too.
+    pub(super) fn after_more<D: Decoder>(
+        codec: &mut D,
+        first: &[u8],
+        more: &[u8],
+    ) -> Result<Option<D::Item>, D::Error>
+    where
+        D::Item: std::fmt::Debug,
+        D::Error: std::fmt::Debug,
+    {
+        let mut buf = BytesMut::from(first);
+        assert!(codec.decode(&mut buf).unwrap().is_none(), "{first:?}");
+        buf.extend_from_slice(more);
+        codec.decode(&mut buf)
+    }
+
     pub(super) fn args_of(req: &Request) -> Vec<&[u8]> {
         req.args().iter().map(|a| &a[..]).collect()
     }

@@ -827,7 +827,7 @@ encoders!(ReplyCodec: Request);
 mod tests {
     use tokio_util::codec::Encoder;
 
-    use super::super::testing::{feed, reply, reply_err, requests, too_large};
+    use super::super::testing::{after_more, feed, reply, reply_err, requests, too_large};
     use super::*;
 
     // Status, error and integer replies.
@@ -1306,10 +1306,7 @@ mod tests {
     // A reply bulk over the limit is rejected from its header, unbuffered.
     #[test]
     fn reply_bulk_over_limit() {
-        let mut codec = ReplyCodec::new(Limits {
-            max_bulk_len: 10,
-            ..Limits::default()
-        });
+        let mut codec = ReplyCodec::new(crate::test_limits(|l: &mut Limits| l.max_bulk_len = 10));
         let mut buf = BytesMut::from(&b"$11\r\n"[..]);
         let cap = buf.capacity();
         let got = too_large(codec.decode(&mut buf));
@@ -1320,10 +1317,7 @@ mod tests {
     // A reply array over the limit is rejected from its header.
     #[test]
     fn reply_array_over_limit() {
-        let mut codec = ReplyCodec::new(Limits {
-            max_array_len: 2,
-            ..Limits::default()
-        });
+        let mut codec = ReplyCodec::new(crate::test_limits(|l: &mut Limits| l.max_array_len = 2));
         let mut buf = BytesMut::from(&b"*3\r\n"[..]);
         let (what, _, _) = too_large(codec.decode(&mut buf));
         assert_eq!(what, "multibulk length");
@@ -1332,10 +1326,7 @@ mod tests {
     // Nesting deeper than max_depth is rejected; max_depth itself is fine.
     #[test]
     fn reply_depth_limit() {
-        let limits = Limits {
-            max_depth: 3,
-            ..Limits::default()
-        };
+        let limits = crate::test_limits(|l: &mut Limits| l.max_depth = 3);
         let mut ok = BytesMut::from(&b"*1\r\n*1\r\n*1\r\n:1\r\n"[..]);
         assert!(ReplyCodec::new(limits).decode(&mut ok).unwrap().is_some());
         let mut deep = BytesMut::from(&b"*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n"[..]);
@@ -1347,14 +1338,8 @@ mod tests {
     // is buffered.
     #[test]
     fn reply_line_too_long() {
-        let mut codec = ReplyCodec::new(Limits {
-            max_inline_len: 4,
-            ..Limits::default()
-        });
-        let mut buf = BytesMut::from(&b"+OKOK"[..]);
-        assert!(codec.decode(&mut buf).unwrap().is_none());
-        buf.extend_from_slice(b"K");
-        let (what, _, _) = too_large(codec.decode(&mut buf));
+        let mut codec = ReplyCodec::new(crate::test_limits(|l: &mut Limits| l.max_inline_len = 4));
+        let (what, _, _) = too_large(after_more(&mut codec, b"+OKOK", b"K"));
         assert_eq!(what, "reply line");
     }
 

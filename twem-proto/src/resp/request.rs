@@ -314,7 +314,7 @@ encoders!(RequestCodec: Reply, ReplyFrame);
 mod tests {
     use tokio_util::codec::Encoder;
 
-    use super::super::testing::{args_of, feed, request_err, requests, too_large};
+    use super::super::testing::{args_of, feed, only_ping, request_err, requests, too_large};
     use super::*;
     use crate::error::foreign_seen;
 
@@ -476,9 +476,7 @@ mod tests {
     // `*0` and `*-1` carry no command and are skipped, as Redis does.
     #[test]
     fn empty_and_null_arrays_are_skipped() {
-        let reqs = requests(b"*0\r\n*-1\r\n*-5\r\n*1\r\n$4\r\nPING\r\n").unwrap();
-        assert_eq!(reqs.len(), 1);
-        assert_eq!(reqs[0].name(), b"PING");
+        only_ping(b"*0\r\n*-1\r\n*-5\r\n*1\r\n$4\r\nPING\r\n");
     }
 
     // A `$` length over the limit is rejected from the header alone, without
@@ -496,10 +494,7 @@ mod tests {
     // An argument count over the limit is rejected from the header alone.
     #[test]
     fn multibulk_over_limit_rejected() {
-        let mut codec = RequestCodec::new(Limits {
-            max_array_len: 3,
-            ..Limits::default()
-        });
+        let mut codec = RequestCodec::new(crate::test_limits(|l: &mut Limits| l.max_array_len = 3));
         let mut buf = BytesMut::from(&b"*4\r\n"[..]);
         let got = too_large(codec.decode(&mut buf));
         assert_eq!(got, ("multibulk length", 4, 3));
@@ -538,14 +533,10 @@ mod tests {
     // leading zero.
     #[test]
     fn malformed_lengths() {
-        for input in [
-            &b"*abc\r\n"[..],
-            b"*+1\r\n",
-            b"* 1\r\n",
-            b"*01\r\n",
-            b"*\r\n",
-            b"*1x\r\n",
-        ] {
+        let inputs = [
+            "*abc\r\n", "*+1\r\n", "* 1\r\n", "*01\r\n", "*\r\n", "*1x\r\n",
+        ];
+        for input in inputs.map(str::as_bytes) {
             assert_eq!(request_err(input), "invalid multibulk length", "{input:?}");
         }
         for input in [

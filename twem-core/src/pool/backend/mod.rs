@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 use tokio_util::codec::Decoder;
 
-use twem_proto::{memcache as mc, resp, ProtoError};
+use twem_proto::{memcache as mc, resp, Memcache, ProtoError, Resp, Wire};
 
 mod queue;
 
@@ -169,11 +169,12 @@ impl ReplyDecoder {
     fn new(protocol: Protocol) -> Self {
         match protocol {
             Protocol::Redis => {
-                ReplyDecoder::Resp(resp::ReplyCodec::new(super::redis_reply_limits()))
+                ReplyDecoder::Resp(Resp::reply_decoder(&super::redis_reply_limits()))
             }
-            Protocol::Memcache => {
-                ReplyDecoder::Mc(mc::ReplyDecoder::new(), super::memcache_limits())
-            }
+            Protocol::Memcache => ReplyDecoder::Mc(
+                Memcache::reply_decoder(&super::memcache_limits()),
+                super::memcache_limits(),
+            ),
         }
     }
 
