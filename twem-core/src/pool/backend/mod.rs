@@ -267,11 +267,23 @@ pub(crate) struct Switch {
     /// loop (boxed once, on the first turn of a Sentinel pool's
     /// connection): a `changed()` future made afresh on every turn cost
     /// every pool ~17 instructions a request (callgrind).
-    waiting: Option<Pin<Box<dyn std::future::Future<Output = (AddrRx, bool)> + Send>>>,
+    waiting: Option<AddrWait>,
 }
 
 /// A watch on a server's (or replica slot's) address.
 type AddrRx = tokio::sync::watch::Receiver<Option<Arc<ServerAddr>>>;
+
+/// The wait for the next change of an address: the receiver back, and
+/// whether the watch is still open.
+type AddrWait = Pin<Box<dyn std::future::Future<Output = (AddrRx, bool)> + Send>>;
+
+/// Wait on `rx` (its own receiver) for the next change.
+fn wait_next(mut rx: AddrRx) -> AddrWait {
+    Box::pin(async move {
+        let open = rx.changed().await.is_ok();
+        (rx, open)
+    })
+}
 
 impl Switch {
     fn new(shared: &PoolShared, idx: usize, lane: Lane) -> Switch {
@@ -295,25 +307,14 @@ impl Switch {
     /// (`false`: the watch ended, nothing will change any more). Its own
     /// copy of the receiver waits, so `rx` stays free for [`Switch::moved`].
     fn poll_changed(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
-        let waiting = self.waiting.get_or_insert_with(|| {
-            let mut rx = self.rx.clone();
-            Box::pin(async move {
-                let open = rx.changed().await.is_ok();
-                (rx, open)
-            })
-        });
-        let std::task::Poll::Ready((mut rx, open)) = waiting.as_mut().poll(cx) else {
+        let waiting = self
+            .waiting
+            .get_or_insert_with(|| wait_next(self.rx.clone()));
+        let std::task::Poll::Ready((rx, open)) = waiting.as_mut().poll(cx) else {
             return std::task::Poll::Pending;
         };
         // Wait for the change after this one next.
-        self.waiting = open.then(
-            || -> Pin<Box<dyn std::future::Future<Output = (AddrRx, bool)> + Send>> {
-                Box::pin(async move {
-                    let open = rx.changed().await.is_ok();
-                    (rx, open)
-                })
-            },
-        );
+        self.waiting = open.then(|| wait_next(rx));
         std::task::Poll::Ready(open)
     }
 
