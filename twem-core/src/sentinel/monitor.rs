@@ -17,8 +17,8 @@ use tokio_util::codec::Decoder;
 use twem_proto::resp::{self, Reply};
 
 use super::proto::{
-    decide, message_on, parse_master_addr, parse_master_info, parse_replicas, parse_switch_master,
-    Known, ReplyError, Report,
+    decide, is_confirmation, message_on, parse_master_addr, parse_master_info, parse_replicas,
+    parse_switch_master, Known, ReplyError, Report,
 };
 use crate::config::{ReadFrom, ServerAddr};
 use crate::pool::PoolShared;
@@ -369,12 +369,14 @@ impl Monitor {
     /// Stay subscribed to one sentinel's `+switch-master`, reconnecting
     /// after [`RECONNECT_DELAY`] when it fails.
     async fn subscribe_loop(self: Arc<Self>, sentinel: ServerAddr) {
+        // Said once when a subscription is lost or refused, once when one
+        // is confirmed again: not every retry.
         let mut failing = false;
         loop {
             if self.alive().is_none() {
                 return;
             }
-            match self.subscribed(&sentinel).await {
+            match self.subscribed(&sentinel, &mut failing).await {
                 Ok(()) => return,
                 Err(e) if !failing => {
                     failing = true;
@@ -386,25 +388,17 @@ impl Monitor {
                 }
             }
             tokio::time::sleep(RECONNECT_DELAY).await;
-            if failing {
-                if let Ok(()) = self.probe(&sentinel).await {
-                    failing = false;
-                    tracing::info!(pool = %self.pool_name, sentinel = %sentinel, "sentinel reachable again");
-                }
-            }
         }
     }
 
-    /// Whether a sentinel answers now (a connect and `AUTH`).
-    async fn probe(&self, sentinel: &ServerAddr) -> Result<(), SentinelError> {
-        SentinelConn::open(sentinel, self.auth.as_deref())
-            .await
-            .map(drop)
-    }
-
     /// One subscription: until the sentinel fails (`Err`) or the pool
-    /// ends (`Ok`).
-    async fn subscribed(&self, sentinel: &ServerAddr) -> Result<(), SentinelError> {
+    /// ends (`Ok`). `failing` is cleared (and said) once the sentinel
+    /// confirms the subscription.
+    async fn subscribed(
+        &self,
+        sentinel: &ServerAddr,
+        failing: &mut bool,
+    ) -> Result<(), SentinelError> {
         let mut conn = SentinelConn::open(sentinel, self.auth.as_deref()).await?;
         conn.send(&[b"SUBSCRIBE", SWITCH_CHANNEL]).await?;
         loop {
@@ -419,6 +413,11 @@ impl Monitor {
                 );
             }
             let Some(payload) = message_on(&reply, SWITCH_CHANNEL) else {
+                if *failing && is_confirmation(&reply) {
+                    *failing = false;
+                    tracing::info!(pool = %self.pool_name, sentinel = %sentinel,
+                        "sentinel reachable again; subscribed to +switch-master");
+                }
                 continue;
             };
             let Some(switch) = parse_switch_master(payload) else {
