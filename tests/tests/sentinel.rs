@@ -905,7 +905,7 @@ fn rejected(stats: &HashMap<String, (u64, u64)>, cmd: &str) -> u64 {
 #[test]
 fn prefer_replica_reads_reach_the_sentinels_replica() {
     let master = Redis::start();
-    let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let mut replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
     let sentinel = solo_sentinel(&master, "");
     let port = free_port();
     let yaml = format!(
@@ -970,6 +970,26 @@ fn prefer_replica_reads_reach_the_sentinels_replica() {
     assert_eq!(rejected(&r1, "set"), 0, "a write reached the replica");
     let st = proxy.stats_when(|st| st["reads"]["solo"]["replica_reads"] == N);
     assert_eq!(st["reads"]["solo"]["replica_reads"], N, "{st}");
+
+    // The replica dies: what was on its connection fails, then the reads
+    // go to the master (the failed connection takes it out at once).
+    replica.proc.kill();
+    let before = calls(&commandstats(master.port, None), "get");
+    let mut failed = 0;
+    for i in 0..N {
+        let reply = c.cmds(&format!("GET rk{i}"));
+        if reply.starts_with(b"-") {
+            failed += 1;
+        } else {
+            assert_eq!(reply, twem_tests::bulk(format!("v{i}").as_bytes()));
+        }
+    }
+    let to_master = calls(&commandstats(master.port, None), "get") - before;
+    println!("replica killed: {failed} of {N} GETs failed, {to_master} answered by the master");
+    assert!(failed <= 2, "{failed} reads failed after the replica died");
+    assert_eq!(to_master, N - failed);
+    let st = proxy.stats_when(|st| st["reads"]["solo"]["replicas_healthy"] == 0);
+    assert_eq!(st["reads"]["solo"]["replicas_healthy"], 0, "{st}");
 }
 
 // read_from replica with a static replicas list: reads only from a
