@@ -28,6 +28,8 @@ use crate::pool::PoolShared;
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How soon a master no sentinel named yet is asked for again.
 const DISCOVERY_RETRY: Duration = Duration::from_millis(100);
+/// The bound on asking one sentinel about every master, per poll round.
+const POLL_BOUND: Duration = Duration::from_secs(2);
 /// How long to wait before reconnecting to a sentinel that failed.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// The bound on connecting to a sentinel and on each of its replies
@@ -50,7 +52,7 @@ pub enum SentinelError {
         source: std::io::Error,
     },
     /// No answer in time.
-    #[error("sentinel {0}: no answer within {SENTINEL_TIMEOUT:?}")]
+    #[error("sentinel {0}: no answer in time")]
     TimedOut(String),
     /// The sentinel closed the connection, or sent what is not RESP.
     #[error("sentinel {0}: connection closed or invalid reply")]
@@ -284,7 +286,14 @@ impl Monitor {
             // yet; whether one is fit to read from is checked on it).
             let mut replicas: Vec<Option<Vec<ServerAddr>>> = vec![None; self.masters.len()];
             for (n, sentinel) in self.sentinels.iter().enumerate() {
-                match self.poll_one(sentinel, &mut replicas).await {
+                // A sentinel that accepts but answers slowly holds up the
+                // round at most this long.
+                let asked =
+                    tokio::time::timeout(POLL_BOUND, self.poll_one(sentinel, &mut replicas));
+                match asked
+                    .await
+                    .unwrap_or_else(|_| Err(SentinelError::TimedOut(sentinel.to_string())))
+                {
                     Ok(()) => failing[n] = false,
                     // Said once per outage of a sentinel, not every second.
                     Err(e) if !failing[n] => {
