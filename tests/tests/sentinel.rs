@@ -1105,3 +1105,37 @@ fn polling_alone_follows_a_failover() {
         "{log}"
     );
 }
+
+// A master no sentinel knows (a misspelt name): its requests fail after
+// the discovery wait, saying so, and the log says which master, once.
+#[test]
+fn unknown_master_is_said() {
+    let sentinel = Sentinel::start(&[], 1, false, "");
+    let port = free_port();
+    let yaml = format!(
+        "ghostly:\n  listen: 127.0.0.1:{port}\n  redis: true\n  sentinels:\n   - 127.0.0.1:{}\n  servers:\n   - ghost:1\n",
+        sentinel.port
+    );
+    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let mut c = Client::connect(port);
+    let asked = Instant::now();
+    assert_eq!(
+        c.cmds("GET k"),
+        b"-ERR no master address known from the sentinels (server ghost)\r\n"
+    );
+    let waited = asked.elapsed();
+    assert!(waited >= Duration::from_millis(1900), "{waited:?}");
+    wait_until("the log names the master", Duration::from_secs(10), || {
+        proxy
+            .log()
+            .contains("no sentinel named this master's address yet")
+    });
+    let log = proxy.log();
+    assert!(log.contains("master=ghost"), "{log}");
+    assert_eq!(
+        log.matches("no sentinel named this master's address yet")
+            .count(),
+        1,
+        "{log}"
+    );
+}

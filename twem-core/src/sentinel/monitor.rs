@@ -26,8 +26,11 @@ use crate::pool::PoolShared;
 /// How often every sentinel is asked where each master is, besides
 /// listening for `+switch-master`.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// How soon a master no sentinel named yet is asked for again.
+/// How soon a master no sentinel named yet is asked for again, during
+/// the first [`DISCOVERY_PHASE`]; every [`POLL_INTERVAL`] after.
 const DISCOVERY_RETRY: Duration = Duration::from_millis(100);
+/// How long after start masters not yet named are asked for quickly.
+const DISCOVERY_PHASE: Duration = Duration::from_secs(5);
 /// The bound on asking one sentinel about every master, per poll round.
 const POLL_BOUND: Duration = Duration::from_secs(2);
 /// How long to wait before reconnecting to a sentinel that failed.
@@ -277,6 +280,8 @@ impl Monitor {
     /// until each master is known, then every [`POLL_INTERVAL`].
     async fn poll_loop(self: Arc<Self>) {
         let mut failing = vec![false; self.sentinels.len()];
+        let started = tokio::time::Instant::now();
+        let mut told_unknown = vec![false; self.masters.len()];
         loop {
             if self.alive().is_none() {
                 return;
@@ -313,10 +318,20 @@ impl Monitor {
                 }
             }
             let all_known = (0..self.masters.len()).all(|i| self.is_known(i));
-            if !all_known && self.sentinels.len() == failing.iter().filter(|f| **f).count() {
-                tracing::debug!(pool = %self.pool_name, "no sentinel answered yet");
+            let discovering = started.elapsed() < DISCOVERY_PHASE;
+            if let Some(pool) = self.alive().filter(|_| !discovering) {
+                // Once per master: a misspelt master name, or sentinels
+                // that never answered; its requests fail meanwhile.
+                for (i, (idx, master)) in self.masters.iter().enumerate() {
+                    if !told_unknown[i] && !self.is_known(i) {
+                        told_unknown[i] = true;
+                        tracing::warn!(pool = %self.pool_name, server = %pool.servers[*idx].name,
+                            master = %master,
+                            "no sentinel named this master's address yet; its requests fail until one does");
+                    }
+                }
             }
-            tokio::time::sleep(if all_known {
+            tokio::time::sleep(if all_known || !discovering {
                 POLL_INTERVAL
             } else {
                 DISCOVERY_RETRY
