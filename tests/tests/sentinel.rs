@@ -116,8 +116,9 @@ struct Sentinel {
 
 impl Sentinel {
     /// A sentinel watching `masters` with quorum `quorum`; with
-    /// `secured`, its clients and the data nodes need passwords.
-    fn start(masters: &[(&str, u16)], quorum: u32, secured: bool) -> Sentinel {
+    /// `secured`, its clients and the data nodes need passwords; `extra`
+    /// lines end its config.
+    fn start(masters: &[(&str, u16)], quorum: u32, secured: bool, extra: &str) -> Sentinel {
         let dir = TempDir::new("sentinel");
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
@@ -138,6 +139,7 @@ impl Sentinel {
                 text.push_str(&format!("sentinel auth-pass {name} {DATA_PW}\n"));
             }
         }
+        text.push_str(extra);
         std::fs::write(&conf, text).expect("write sentinel.conf");
         let proc = Sentinel::spawn(&conf);
         wait_for_port(port, Duration::from_secs(10));
@@ -467,7 +469,9 @@ fn failover_is_followed_without_moving_keys() {
     let replica_a = data_node(&["--replicaof", "127.0.0.1", &master_a.port.to_string()]);
     let _replica_b = data_node(&["--replicaof", "127.0.0.1", &master_b.port.to_string()]);
     let masters = [("shard-a", master_a.port), ("shard-b", master_b.port)];
-    let mut sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(&masters, 2, true)).collect();
+    let mut sentinels: Vec<Sentinel> = (0..3)
+        .map(|_| Sentinel::start(&masters, 2, true, ""))
+        .collect();
     wait_sentinels_ready(&sentinels.iter().collect::<Vec<_>>(), 2);
     println!(
         "setup: 4 data nodes and 3 sentinels ready in {:?}",
@@ -776,7 +780,7 @@ fn failover_is_followed_without_moving_keys() {
 fn embedded_pool_follows_a_failover() {
     let mut master = Redis::start();
     let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
-    let sentinel = solo_sentinel(&master);
+    let sentinel = solo_sentinel(&master, "");
     let toml = format!(
         "[embedded]\nlisten = \"127.0.0.1:1\"\nredis = true\ntimeout = 2000\nsentinels = [\"127.0.0.1:{}\"]\nservers = [\"solo:1\"]\n",
         sentinel.port
@@ -837,9 +841,9 @@ fn embedded_pool_follows_a_failover() {
 }
 
 /// One sentinel (no passwords, quorum 1) watching `master` as `solo`,
-/// once it knows the master's replica.
-fn solo_sentinel(master: &Redis) -> Sentinel {
-    let sentinel = Sentinel::start(&[("solo", master.port)], 1, false);
+/// once it knows the master's replica; `extra` ends its config.
+fn solo_sentinel(master: &Redis, extra: &str) -> Sentinel {
+    let sentinel = Sentinel::start(&[("solo", master.port)], 1, false, extra);
     wait_until(
         "the sentinel knows the replica",
         Duration::from_secs(30),
@@ -901,8 +905,8 @@ fn rejected(stats: &HashMap<String, (u64, u64)>, cmd: &str) -> u64 {
 #[test]
 fn prefer_replica_reads_reach_the_sentinels_replica() {
     let master = Redis::start();
-    let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
-    let sentinel = solo_sentinel(&master);
+    let mut replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let sentinel = solo_sentinel(&master, "");
     let port = free_port();
     let yaml = format!(
         "reads:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 2000\n  read_from: prefer-replica\n  sentinels:\n   - 127.0.0.1:{}\n  servers:\n   - solo:1\n",
@@ -966,6 +970,26 @@ fn prefer_replica_reads_reach_the_sentinels_replica() {
     assert_eq!(rejected(&r1, "set"), 0, "a write reached the replica");
     let st = proxy.stats_when(|st| st["reads"]["solo"]["replica_reads"] == N);
     assert_eq!(st["reads"]["solo"]["replica_reads"], N, "{st}");
+
+    // The replica dies: what was on its connection fails, then the reads
+    // go to the master (the failed connection takes it out at once).
+    replica.proc.kill();
+    let before = calls(&commandstats(master.port, None), "get");
+    let mut failed = 0;
+    for i in 0..N {
+        let reply = c.cmds(&format!("GET rk{i}"));
+        if reply.starts_with(b"-") {
+            failed += 1;
+        } else {
+            assert_eq!(reply, twem_tests::bulk(format!("v{i}").as_bytes()));
+        }
+    }
+    let to_master = calls(&commandstats(master.port, None), "get") - before;
+    println!("replica killed: {failed} of {N} GETs failed, {to_master} answered by the master");
+    assert!(failed <= 2, "{failed} reads failed after the replica died");
+    assert_eq!(to_master, N - failed);
+    let st = proxy.stats_when(|st| st["reads"]["solo"]["replicas_healthy"] == 0);
+    assert_eq!(st["reads"]["solo"]["replicas_healthy"], 0, "{st}");
 }
 
 // read_from replica with a static replicas list: reads only from a
@@ -1025,4 +1049,93 @@ fn static_replica_that_lags_is_not_read_from() {
     let rs = commandstats(replica.port, None);
     assert_eq!(calls(&rs, "get"), 2);
     assert_eq!(rejected(&rs, "set"), 0, "a write reached the replica");
+}
+
+// The poll alone follows a failover: a sentinel that refuses SUBSCRIBE
+// (its ACL) still answers SENTINEL MASTER, and twem moves within a poll
+// interval of the sentinels' own answer changing.
+#[test]
+fn polling_alone_follows_a_failover() {
+    let mut master = Redis::start();
+    let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let sentinel = solo_sentinel(&master, "user default on nopass ~* &* +@all -subscribe\n");
+    let port = free_port();
+    let yaml = format!(
+        "polled:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 2000\n  sentinels:\n   - 127.0.0.1:{}\n  servers:\n   - solo:1\n",
+        sentinel.port
+    );
+    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let mut c = Client::connect(port);
+    assert_eq!(c.cmds("SET pk 1"), b"+OK\r\n");
+    master.proc.kill();
+    let killed = Instant::now();
+    let new_addr = format!("127.0.0.1:{}", replica.port);
+    let mut s = Client::connect(sentinel.port);
+    let answered = wait_until(
+        "the sentinel names the new master",
+        Duration::from_secs(30),
+        || {
+            V::parse(&s.cmd(&[b"SENTINEL", b"get-master-addr-by-name", b"solo"]))
+                == V::Arr(vec![
+                    V::Str("127.0.0.1".into()),
+                    V::Str(replica.port.to_string()),
+                ])
+        },
+    );
+    wait_until("twem follows by polling", Duration::from_secs(5), || {
+        proxy.stats()["polled"]["solo"]["address"] == new_addr.as_str()
+    });
+    let followed = killed.elapsed();
+    println!("polling only: the sentinel named the new master {answered:?} after the kill, twem followed after {followed:?}");
+    assert!(
+        followed <= answered + Duration::from_millis(1500),
+        "{followed:?} vs {answered:?}"
+    );
+    assert_eq!(c.cmds("SET pk 2"), b"+OK\r\n");
+    let log = proxy.log();
+    assert!(
+        log.contains("NOPERM"),
+        "the subscription was not refused?\n{log}"
+    );
+    assert!(log.contains("source=\"poll\""), "{log}");
+    // Refused again every 0.5 s, said once.
+    assert_eq!(
+        log.matches("subscription to a sentinel lost").count(),
+        1,
+        "{log}"
+    );
+}
+
+// A master no sentinel knows (a misspelt name): its requests fail after
+// the discovery wait, saying so, and the log says which master, once.
+#[test]
+fn unknown_master_is_said() {
+    let sentinel = Sentinel::start(&[], 1, false, "");
+    let port = free_port();
+    let yaml = format!(
+        "ghostly:\n  listen: 127.0.0.1:{port}\n  redis: true\n  sentinels:\n   - 127.0.0.1:{}\n  servers:\n   - ghost:1\n",
+        sentinel.port
+    );
+    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let mut c = Client::connect(port);
+    let asked = Instant::now();
+    assert_eq!(
+        c.cmds("GET k"),
+        b"-ERR no master address known from the sentinels (server ghost)\r\n"
+    );
+    let waited = asked.elapsed();
+    assert!(waited >= Duration::from_millis(1900), "{waited:?}");
+    wait_until("the log names the master", Duration::from_secs(10), || {
+        proxy
+            .log()
+            .contains("no sentinel named this master's address yet")
+    });
+    let log = proxy.log();
+    assert!(log.contains("master=ghost"), "{log}");
+    assert_eq!(
+        log.matches("no sentinel named this master's address yet")
+            .count(),
+        1,
+        "{log}"
+    );
 }

@@ -14,6 +14,9 @@
 //!   listeners) does.
 //! - [`Codec`]: the request codec of either protocol; [`codec`] re-exports the
 //!   RESP and memcached codecs of `twem-proto`.
+//! - [`sentinel`]: servers named by Redis Sentinel master, followed through
+//!   failovers without moving a key; with [`pool::replica`], read-only
+//!   commands to healthy replicas (`read_from`).
 //!
 //! Add it with `twem-core = "0.1"` (or `{ path = "twem-core" }` in this
 //! workspace) and a tokio runtime.

@@ -121,7 +121,7 @@ use crate::hash::{HashKind, HashTag};
 use crate::ring::{server_identity, Distribution, Ring, RingError, RingServer};
 
 mod tree;
-mod validate;
+pub(crate) mod validate;
 
 /// Default `hash`.
 pub const DEFAULT_HASH: HashKind = HashKind::Fnv1a_64;

@@ -1052,7 +1052,7 @@ pub(crate) fn parse_listen(text: &str) -> Result<Listen, String> {
 }
 
 /// Parses a `sentinels` entry: `host:port`, split at the last colon.
-fn parse_host_port(text: &str) -> Result<ServerAddr, String> {
+pub(crate) fn parse_host_port(text: &str) -> Result<ServerAddr, String> {
     let (host, port) = text
         .rsplit_once(':')
         .ok_or_else(|| format!("{text:?} is not host:port"))?;

@@ -14,7 +14,9 @@ use tokio_util::codec::Decoder;
 use twem_proto::{memcache as mc, resp};
 
 use super::{Answer, CallError, Frame, Pool, PoolError, Protocol, RequestError, ServerError};
-use crate::config::{Config, Format, Listen, PoolConfig, ServerConfig};
+use crate::config::{
+    Config, Format, Listen, PoolConfig, ReadFrom, SentinelConfig, ServerAddr, ServerConfig,
+};
 use crate::hash::{HashKind, HashTag};
 use crate::ring::Distribution;
 
@@ -255,6 +257,56 @@ impl PoolBuilder {
         self
     }
 
+    /// Ask this Redis Sentinel (`host:port`) where the masters are (the
+    /// `sentinels` key); servers are then added with [`PoolBuilder::master`].
+    pub fn sentinel(mut self, addr: &str) -> Self {
+        match crate::config::validate::parse_host_port(addr) {
+            Ok(a) => self
+                .config
+                .sentinel
+                .get_or_insert_with(SentinelConfig::default)
+                .addrs
+                .push(a),
+            Err(e) => self.problems.push(format!("sentinel {e}")),
+        }
+        self
+    }
+
+    /// The sentinels' password (`sentinel_auth`).
+    pub fn sentinel_auth(mut self, password: &str) -> Self {
+        self.config
+            .sentinel
+            .get_or_insert_with(SentinelConfig::default)
+            .auth = Some(password.to_string());
+        self
+    }
+
+    /// Add a server that is a Sentinel master, written as in the YAML of a
+    /// pool with `sentinels`: `master-name:weight [name]`.
+    pub fn master(mut self, entry: &str) -> Self {
+        match crate::config::validate::parse_sentinel_server(entry) {
+            Ok(s) => self.config.servers.push(s),
+            Err(e) => self.problems.push(format!("master {e}")),
+        }
+        self
+    }
+
+    /// Where read-only commands go (`read_from`; default the masters).
+    pub fn read_from(mut self, read_from: ReadFrom) -> Self {
+        self.config.read_from = read_from;
+        self
+    }
+
+    /// A replica of server `server` (its name) at `addr` (`host:port`),
+    /// for [`PoolBuilder::read_from`] in a pool without sentinels.
+    pub fn replica(mut self, server: &str, addr: &str) -> Self {
+        match crate::config::validate::parse_host_port(addr) {
+            Ok(a) => self.config.replicas.push((server.to_string(), a)),
+            Err(e) => self.problems.push(format!("replica {e}")),
+        }
+        self
+    }
+
     /// The configuration built so far.
     pub fn config(&self) -> &PoolConfig {
         &self.config
@@ -262,6 +314,7 @@ impl PoolBuilder {
 
     /// Start the pool. Must be called from within a tokio runtime.
     pub fn build(self) -> Result<Pool, PoolError> {
+        let sentinel_problems = self.sentinel_problems();
         let mut problems = self.problems;
         if self.config.servers.is_empty() {
             problems.push("a pool needs at least one server".into());
@@ -269,6 +322,7 @@ impl PoolBuilder {
         if self.config.server_connections == 0 {
             problems.push("server_connections must be at least 1".into());
         }
+        problems.extend(sentinel_problems);
         if !problems.is_empty() {
             return Err(PoolError::Invalid {
                 pool: self.config.name,
@@ -276,6 +330,71 @@ impl PoolBuilder {
             });
         }
         Pool::new(self.config)
+    }
+}
+
+impl PoolBuilder {
+    /// What is wrong with the Sentinel and replica settings, by the rules
+    /// `validate` applies to the config text.
+    fn sentinel_problems(&self) -> Vec<String> {
+        let c = &self.config;
+        let mut problems = Vec::new();
+        let masters = c
+            .servers
+            .iter()
+            .filter(|s| matches!(s.addr, ServerAddr::Sentinel { .. }))
+            .count();
+        match &c.sentinel {
+            Some(sc) => {
+                if sc.addrs.is_empty() {
+                    problems.push("sentinel_auth is only valid with sentinels".into());
+                }
+                if masters != c.servers.len() {
+                    problems.push(
+                        "a pool with sentinels takes masters (master()), not addresses (server())"
+                            .into(),
+                    );
+                }
+                if !c.redis {
+                    problems.push("sentinels is only valid for a redis pool (redis())".into());
+                }
+                if c.auto_eject_hosts {
+                    problems.push("sentinels and auto_eject_hosts exclude each other".into());
+                }
+                if !c.replicas.is_empty() {
+                    problems.push("replicas and sentinels exclude each other: a Sentinel pool learns its replicas from the sentinels".into());
+                }
+            }
+            None if masters > 0 => {
+                problems.push("masters (master()) need sentinels (sentinel())".into())
+            }
+            None => {}
+        }
+        if c.read_from != ReadFrom::Master && !c.redis {
+            problems.push("read_from is only valid for a redis pool (redis())".into());
+        }
+        if c.read_from != ReadFrom::Master && c.sentinel.is_none() && c.replicas.is_empty() {
+            problems.push(format!(
+                "read_from {} needs replicas (replica()) or sentinels (sentinel())",
+                c.read_from.name()
+            ));
+        }
+        for (server, _) in &c.replicas {
+            if c.server(server).is_none() {
+                problems.push(format!("replica of {server:?}: no such server in the pool"));
+            }
+        }
+        for server in &c.servers {
+            let name = server.name();
+            let n = c.replicas.iter().filter(|(s, _)| *s == name).count();
+            if n > crate::config::MAX_REPLICAS {
+                problems.push(format!(
+                    "server {name:?} has {n} replicas; at most {} are read from",
+                    crate::config::MAX_REPLICAS
+                ));
+            }
+        }
+        problems
     }
 }
 
@@ -649,5 +768,65 @@ impl MemcacheClient {
             Some(mc::Reply::NotFound) => Ok(false),
             other => Err(mc_unexpected(other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The builder takes Sentinel pools and replicas by validate's rules.
+    #[tokio::test]
+    async fn builder_sentinel_and_replicas() {
+        let pool = Pool::builder("ha")
+            .redis()
+            .sentinel("127.0.0.1:1")
+            .sentinel_auth("pw")
+            .master("shard-a:1")
+            .master("shard-b:1 b")
+            .read_from(ReadFrom::PreferReplica)
+            .build()
+            .expect("a Sentinel pool");
+        let c = pool.config();
+        assert_eq!(c.sentinel.as_ref().map(|s| s.addrs.len()), Some(1));
+        assert_eq!(c.servers[1].name(), "b");
+        let problems = |b: PoolBuilder| match b.build() {
+            Err(PoolError::Invalid { problems, .. }) => problems.join("; "),
+            other => panic!("built: {other:?}"),
+        };
+        let p = problems(
+            Pool::builder("x")
+                .redis()
+                .sentinel("127.0.0.1:1")
+                .server("127.0.0.1:6379:1"),
+        );
+        assert!(p.contains("takes masters (master()), not addresses"), "{p}");
+        let p = problems(Pool::builder("x").redis().master("m:1"));
+        assert!(p.contains("masters (master()) need sentinels"), "{p}");
+        let p = problems(Pool::builder("x").redis().sentinel("nope").master("m:1"));
+        assert!(p.contains("sentinel \"nope\" is not host:port"), "{p}");
+        let p = problems(
+            Pool::builder("x")
+                .redis()
+                .server("127.0.0.1:6379:1 a")
+                .read_from(ReadFrom::Replica),
+        );
+        assert!(p.contains("read_from replica needs replicas"), "{p}");
+        let p = problems(
+            Pool::builder("x")
+                .redis()
+                .server("127.0.0.1:6379:1 a")
+                .read_from(ReadFrom::Replica)
+                .replica("z", "127.0.0.1:7000"),
+        );
+        assert!(p.contains("replica of \"z\": no such server"), "{p}");
+        let ok = Pool::builder("x")
+            .redis()
+            .server("127.0.0.1:6379:1 a")
+            .read_from(ReadFrom::Replica)
+            .replica("a", "127.0.0.1:7000")
+            .build()
+            .expect("static replicas");
+        assert_eq!(ok.config().replicas.len(), 1);
     }
 }

@@ -17,8 +17,8 @@ use tokio_util::codec::Decoder;
 use twem_proto::resp::{self, Reply};
 
 use super::proto::{
-    decide, message_on, parse_master_addr, parse_master_info, parse_replicas, parse_switch_master,
-    Known, ReplyError, Report,
+    decide, is_confirmation, message_on, parse_master_addr, parse_master_info, parse_replicas,
+    parse_switch_master, Known, ReplyError, Report,
 };
 use crate::config::{ReadFrom, ServerAddr};
 use crate::pool::PoolShared;
@@ -26,8 +26,13 @@ use crate::pool::PoolShared;
 /// How often every sentinel is asked where each master is, besides
 /// listening for `+switch-master`.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// How soon a master no sentinel named yet is asked for again.
+/// How soon a master no sentinel named yet is asked for again, during
+/// the first [`DISCOVERY_PHASE`]; every [`POLL_INTERVAL`] after.
 const DISCOVERY_RETRY: Duration = Duration::from_millis(100);
+/// How long after start masters not yet named are asked for quickly.
+const DISCOVERY_PHASE: Duration = Duration::from_secs(5);
+/// The bound on asking one sentinel about every master, per poll round.
+const POLL_BOUND: Duration = Duration::from_secs(2);
 /// How long to wait before reconnecting to a sentinel that failed.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// The bound on connecting to a sentinel and on each of its replies
@@ -50,7 +55,7 @@ pub enum SentinelError {
         source: std::io::Error,
     },
     /// No answer in time.
-    #[error("sentinel {0}: no answer within {SENTINEL_TIMEOUT:?}")]
+    #[error("sentinel {0}: no answer in time")]
     TimedOut(String),
     /// The sentinel closed the connection, or sent what is not RESP.
     #[error("sentinel {0}: connection closed or invalid reply")]
@@ -275,6 +280,8 @@ impl Monitor {
     /// until each master is known, then every [`POLL_INTERVAL`].
     async fn poll_loop(self: Arc<Self>) {
         let mut failing = vec![false; self.sentinels.len()];
+        let started = tokio::time::Instant::now();
+        let mut told_unknown = vec![false; self.masters.len()];
         loop {
             if self.alive().is_none() {
                 return;
@@ -284,7 +291,14 @@ impl Monitor {
             // yet; whether one is fit to read from is checked on it).
             let mut replicas: Vec<Option<Vec<ServerAddr>>> = vec![None; self.masters.len()];
             for (n, sentinel) in self.sentinels.iter().enumerate() {
-                match self.poll_one(sentinel, &mut replicas).await {
+                // A sentinel that accepts but answers slowly holds up the
+                // round at most this long.
+                let asked =
+                    tokio::time::timeout(POLL_BOUND, self.poll_one(sentinel, &mut replicas));
+                match asked
+                    .await
+                    .unwrap_or_else(|_| Err(SentinelError::TimedOut(sentinel.to_string())))
+                {
                     Ok(()) => failing[n] = false,
                     // Said once per outage of a sentinel, not every second.
                     Err(e) if !failing[n] => {
@@ -304,10 +318,20 @@ impl Monitor {
                 }
             }
             let all_known = (0..self.masters.len()).all(|i| self.is_known(i));
-            if !all_known && self.sentinels.len() == failing.iter().filter(|f| **f).count() {
-                tracing::debug!(pool = %self.pool_name, "no sentinel answered yet");
+            let discovering = started.elapsed() < DISCOVERY_PHASE;
+            if let Some(pool) = self.alive().filter(|_| !discovering) {
+                // Once per master: a misspelt master name, or sentinels
+                // that never answered; its requests fail meanwhile.
+                for (i, (idx, master)) in self.masters.iter().enumerate() {
+                    if !told_unknown[i] && !self.is_known(i) {
+                        told_unknown[i] = true;
+                        tracing::warn!(pool = %self.pool_name, server = %pool.servers[*idx].name,
+                            master = %master,
+                            "no sentinel named this master's address yet; its requests fail until one does");
+                    }
+                }
             }
-            tokio::time::sleep(if all_known {
+            tokio::time::sleep(if all_known || !discovering {
                 POLL_INTERVAL
             } else {
                 DISCOVERY_RETRY
@@ -369,12 +393,14 @@ impl Monitor {
     /// Stay subscribed to one sentinel's `+switch-master`, reconnecting
     /// after [`RECONNECT_DELAY`] when it fails.
     async fn subscribe_loop(self: Arc<Self>, sentinel: ServerAddr) {
+        // Said once when a subscription is lost or refused, once when one
+        // is confirmed again: not every retry.
         let mut failing = false;
         loop {
             if self.alive().is_none() {
                 return;
             }
-            match self.subscribed(&sentinel).await {
+            match self.subscribed(&sentinel, &mut failing).await {
                 Ok(()) => return,
                 Err(e) if !failing => {
                     failing = true;
@@ -386,25 +412,17 @@ impl Monitor {
                 }
             }
             tokio::time::sleep(RECONNECT_DELAY).await;
-            if failing {
-                if let Ok(()) = self.probe(&sentinel).await {
-                    failing = false;
-                    tracing::info!(pool = %self.pool_name, sentinel = %sentinel, "sentinel reachable again");
-                }
-            }
         }
     }
 
-    /// Whether a sentinel answers now (a connect and `AUTH`).
-    async fn probe(&self, sentinel: &ServerAddr) -> Result<(), SentinelError> {
-        SentinelConn::open(sentinel, self.auth.as_deref())
-            .await
-            .map(drop)
-    }
-
     /// One subscription: until the sentinel fails (`Err`) or the pool
-    /// ends (`Ok`).
-    async fn subscribed(&self, sentinel: &ServerAddr) -> Result<(), SentinelError> {
+    /// ends (`Ok`). `failing` is cleared (and said) once the sentinel
+    /// confirms the subscription.
+    async fn subscribed(
+        &self,
+        sentinel: &ServerAddr,
+        failing: &mut bool,
+    ) -> Result<(), SentinelError> {
         let mut conn = SentinelConn::open(sentinel, self.auth.as_deref()).await?;
         conn.send(&[b"SUBSCRIBE", SWITCH_CHANNEL]).await?;
         loop {
@@ -419,6 +437,11 @@ impl Monitor {
                 );
             }
             let Some(payload) = message_on(&reply, SWITCH_CHANNEL) else {
+                if *failing && is_confirmation(&reply) {
+                    *failing = false;
+                    tracing::info!(pool = %self.pool_name, sentinel = %sentinel,
+                        "sentinel reachable again; subscribed to +switch-master");
+                }
                 continue;
             };
             let Some(switch) = parse_switch_master(payload) else {

@@ -141,6 +141,12 @@ pub fn message_on<'r>(reply: &'r Reply, channel: &[u8]) -> Option<&'r [u8]> {
     }
 }
 
+/// A `subscribe` confirmation (`["subscribe", channel, count]`).
+pub fn is_confirmation(reply: &Reply) -> bool {
+    matches!(reply, Reply::Array(Some(items)) | Reply::Push(items)
+        if matches!(items.first(), Some(Reply::Bulk(Some(kind))) if &kind[..] == b"subscribe"))
+}
+
 /// Why a sentinel's reply could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReplyError {
@@ -355,6 +361,9 @@ mod tests {
             Reply::Integer(1),
         ]));
         assert_eq!(message_on(&confirm, b"+switch-master"), None);
+        assert!(is_confirmation(&confirm));
+        assert!(!is_confirmation(&msg));
+        assert!(!is_confirmation(&Reply::error("NOPERM")));
     }
 
     #[test]
