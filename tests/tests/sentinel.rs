@@ -460,6 +460,16 @@ fn window(seen: &[Seen], from: Instant, to: Instant, switches: &[(Instant, Strin
     }
 }
 
+/// Wait (at most 30 s) until the stats show shard A at `127.0.0.1:port`,
+/// then 1.5 s more for every client to see it; how long the first took.
+fn follow_shard_a(proxy: &ProxyProc, port: u16, what: &str) -> Duration {
+    let at = wait_until(what, Duration::from_secs(30), || {
+        proxy.stats()["sentinel"]["shard-a"]["address"] == format!("127.0.0.1:{port}").as_str()
+    });
+    thread::sleep(Duration::from_millis(1500));
+    at
+}
+
 #[test]
 fn failover_is_followed_without_moving_keys() {
     let test_start = Instant::now();
@@ -568,16 +578,11 @@ fn failover_is_followed_without_moving_keys() {
     let killed_at = Instant::now();
     master_a.proc.kill();
     let new_port = replica_a.port;
-    let followed = wait_until(
+    let followed = follow_shard_a(
+        &proxy,
+        new_port,
         "twem follows shard A to its promoted replica",
-        Duration::from_secs(30),
-        || {
-            proxy.stats()["sentinel"]["shard-a"]["address"]
-                == format!("127.0.0.1:{new_port}").as_str()
-        },
     );
-    // Let every client see the new master before the next step.
-    thread::sleep(Duration::from_millis(1500));
     phase.store(2, Ordering::Relaxed);
     let kill_window_end = Instant::now();
 
@@ -655,15 +660,11 @@ fn failover_is_followed_without_moving_keys() {
         &["SENTINEL", "FAILOVER", "shard-a"],
     );
     assert_eq!(reply, Some(V::Str("OK".into())));
-    wait_until(
+    follow_shard_a(
+        &proxy,
+        old_port,
         "twem follows shard A back to its first address",
-        Duration::from_secs(30),
-        || {
-            proxy.stats()["sentinel"]["shard-a"]["address"]
-                == format!("127.0.0.1:{old_port}").as_str()
-        },
     );
-    thread::sleep(Duration::from_millis(1500));
     let failback_end = Instant::now();
     stop.store(true, Ordering::Relaxed);
     let seen: Vec<Seen> = workers
@@ -899,20 +900,48 @@ fn rejected(stats: &HashMap<String, (u64, u64)>, cmd: &str) -> u64 {
     stats.get(cmd).map_or(0, |s| s.1)
 }
 
+/// One master, its replica, one sentinel watching it as `solo`, and twem
+/// in front (pool `pool`, `settings` added, the sentinel's ACL lines
+/// `acl`).
+struct Solo {
+    master: Redis,
+    replica: Redis,
+    sentinel: Sentinel,
+    proxy: ProxyProc,
+    port: u16,
+}
+
+fn solo(pool: &str, settings: &str, acl: &str) -> Solo {
+    let master = Redis::start();
+    let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let sentinel = solo_sentinel(&master, acl);
+    let port = free_port();
+    let yaml = format!(
+        "{pool}:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 2000\n{settings}  sentinels:\n   - 127.0.0.1:{}\n  servers:\n   - solo:1\n",
+        sentinel.port
+    );
+    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    Solo {
+        master,
+        replica,
+        sentinel,
+        proxy,
+        port,
+    }
+}
+
 // read_from prefer-replica in a Sentinel pool: the replica comes from
 // SENTINEL REPLICAS; GETs reach it (its INFO commandstats), writes,
 // transactions and scripts never do; the stats count the replica reads.
 #[test]
 fn prefer_replica_reads_reach_the_sentinels_replica() {
-    let master = Redis::start();
-    let mut replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
-    let sentinel = solo_sentinel(&master, "");
-    let port = free_port();
-    let yaml = format!(
-        "reads:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 2000\n  read_from: prefer-replica\n  sentinels:\n   - 127.0.0.1:{}\n  servers:\n   - solo:1\n",
-        sentinel.port
-    );
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let Solo {
+        master,
+        mut replica,
+        sentinel: _sentinel,
+        proxy,
+        port,
+    } = solo("reads", "  read_from: prefer-replica\n", "");
     let healthy =
         |n: u64| move |st: &serde_json::Value| st["reads"]["solo"]["replicas_healthy"] == n;
     let st = proxy.stats_when(healthy(1));
@@ -1056,15 +1085,17 @@ fn static_replica_that_lags_is_not_read_from() {
 // interval of the sentinels' own answer changing.
 #[test]
 fn polling_alone_follows_a_failover() {
-    let mut master = Redis::start();
-    let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
-    let sentinel = solo_sentinel(&master, "user default on nopass ~* &* +@all -subscribe\n");
-    let port = free_port();
-    let yaml = format!(
-        "polled:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 2000\n  sentinels:\n   - 127.0.0.1:{}\n  servers:\n   - solo:1\n",
-        sentinel.port
+    let Solo {
+        mut master,
+        replica,
+        sentinel,
+        proxy,
+        port,
+    } = solo(
+        "polled",
+        "",
+        "user default on nopass ~* &* +@all -subscribe\n",
     );
-    let proxy = ProxyProc::twem(&yaml, port, &[]);
     let mut c = Client::connect(port);
     assert_eq!(c.cmds("SET pk 1"), b"+OK\r\n");
     master.proc.kill();

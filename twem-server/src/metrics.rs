@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use twem_core::pool::stats::{POOL_FIELD_DESCRIPTIONS, SERVER_FIELD_DESCRIPTIONS};
-use twem_core::pool::PoolSnapshot;
+use twem_core::pool::{PoolSnapshot, ServerPlace};
 
 use crate::admin::{self, Limiter, Snapshot};
 use crate::stats::{connection_counts, Globals};
@@ -172,44 +172,47 @@ fn sentinel_places(reg: &Registry, pools: &[PoolSnapshot]) {
     if placed().next().is_none() {
         return;
     }
-    if let Ok(c) = IntCounterVec::new(
-        Opts::new(
+    // One family per figure, the same labels: a counter, a counter, a gauge.
+    let figures: [(&str, &str, bool, fn(&ServerPlace) -> u64); 3] = [
+        (
             "twem_server_failovers_total",
             "Sentinel failovers seen: the server's master moved to another address",
+            true,
+            |p| p.failovers,
         ),
-        &["pool", "server"],
-    ) {
-        for (p, s, place) in placed() {
-            c.with_label_values(&[&p.name, &s.name])
-                .inc_by(place.failovers);
-        }
-        let _ = reg.register(Box::new(c));
-    }
-    if let Ok(c) = IntCounterVec::new(
-        Opts::new(
+        (
             "twem_server_replica_reads_total",
             "Reads sent to the server's replicas (read_from)",
+            true,
+            |p| p.replica_reads,
         ),
-        &["pool", "server"],
-    ) {
-        for (p, s, place) in placed() {
-            c.with_label_values(&[&p.name, &s.name])
-                .inc_by(place.replica_reads);
-        }
-        let _ = reg.register(Box::new(c));
-    }
-    if let Ok(g) = IntGaugeVec::new(
-        Opts::new(
+        (
             "twem_server_replicas_healthy",
             "The server's replicas reads may go to now (read_from)",
+            false,
+            |p| p.replicas_healthy,
         ),
-        &["pool", "server"],
-    ) {
-        for (p, s, place) in placed() {
-            g.with_label_values(&[&p.name, &s.name])
-                .set(i64::try_from(place.replicas_healthy).unwrap_or(i64::MAX));
-        }
-        let _ = reg.register(Box::new(g));
+    ];
+    for (name, help, counter, value) in figures {
+        let labels = ["pool", "server"];
+        let registered = if counter {
+            IntCounterVec::new(Opts::new(name, help), &labels).map(|c| {
+                for (p, s, place) in placed() {
+                    c.with_label_values(&[&p.name, &s.name])
+                        .inc_by(value(place));
+                }
+                reg.register(Box::new(c))
+            })
+        } else {
+            IntGaugeVec::new(Opts::new(name, help), &labels).map(|g| {
+                for (p, s, place) in placed() {
+                    g.with_label_values(&[&p.name, &s.name])
+                        .set(i64::try_from(value(place)).unwrap_or(i64::MAX));
+                }
+                reg.register(Box::new(g))
+            })
+        };
+        let _ = registered;
     }
     if let Ok(g) = IntGaugeVec::new(
         Opts::new(

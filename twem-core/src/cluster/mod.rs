@@ -140,27 +140,24 @@ mod tests {
 
     #[test]
     fn redirections_are_parsed() {
-        assert_eq!(
-            Redirect::parse(b"-MOVED 3999 127.0.0.1:6381\r\n"),
-            Some(Redirect::Moved {
-                slot: 3999,
-                addr: "127.0.0.1:6381".into()
-            })
-        );
-        assert_eq!(
-            Redirect::parse(b"-ASK 16383 [::1]:7000\r\n"),
-            Some(Redirect::Ask {
-                slot: 16383,
-                addr: "[::1]:7000".into()
-            })
-        );
-        assert_eq!(
-            Redirect::parse(b"-ASK 1 ::1:7000\r\n"),
-            Some(Redirect::Ask {
-                slot: 1,
-                addr: "[::1]:7000".into()
-            })
-        );
+        let moved = |slot, addr: &str| Redirect::Moved {
+            slot,
+            addr: addr.into(),
+        };
+        let ask = |slot, addr: &str| Redirect::Ask {
+            slot,
+            addr: addr.into(),
+        };
+        for (reply, want) in [
+            (
+                &b"-MOVED 3999 127.0.0.1:6381\r\n"[..],
+                moved(3999, "127.0.0.1:6381"),
+            ),
+            (b"-ASK 16383 [::1]:7000\r\n", ask(16383, "[::1]:7000")),
+            (b"-ASK 1 ::1:7000\r\n", ask(1, "[::1]:7000")),
+        ] {
+            assert_eq!(Redirect::parse(reply), Some(want));
+        }
         assert_eq!(
             Redirect::parse(b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n"),
             Some(Redirect::TryAgain)

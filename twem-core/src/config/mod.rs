@@ -649,6 +649,17 @@ pub enum ServerAddr {
     },
 }
 
+#[cfg(test)]
+impl ServerAddr {
+    /// `127.0.0.1:port`, for unit tests.
+    pub(crate) fn loopback(port: u16) -> ServerAddr {
+        ServerAddr::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+}
+
 impl fmt::Display for ServerAddr {
     /// `host:port`, the path, or the Sentinel master name.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

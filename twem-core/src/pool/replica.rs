@@ -263,10 +263,7 @@ mod tests {
     use super::*;
 
     fn addr(port: u16) -> ServerAddr {
-        ServerAddr::Tcp {
-            host: "127.0.0.1".into(),
-            port,
-        }
+        ServerAddr::loopback(port)
     }
 
     #[test]

@@ -277,9 +277,13 @@ mod tests {
     use bytes::Bytes;
 
     fn addr(port: u16) -> ServerAddr {
-        ServerAddr::Tcp {
-            host: "127.0.0.1".into(),
-            port,
+        ServerAddr::loopback(port)
+    }
+
+    fn report(port: u16, epoch: Option<u64>) -> Report {
+        Report {
+            addr: addr(port),
+            epoch,
         }
     }
 
@@ -292,23 +296,14 @@ mod tests {
     #[test]
     fn decisions() {
         let mut known = Known::default();
-        let r = Report {
-            addr: addr(1),
-            epoch: None,
-        };
+        let r = report(1, None);
         assert_eq!(known.apply(decide(&known, &r)), Some(addr(1)));
         assert_eq!(known.epoch, 0);
-        let polled = Report {
-            addr: addr(1),
-            epoch: Some(3),
-        };
+        let polled = report(1, Some(3));
         assert_eq!(decide(&known, &polled), Decision::Epoch(3));
         known.apply(decide(&known, &polled));
         // +switch-master: followed, and counted one epoch newer.
-        let switched = Report {
-            addr: addr(2),
-            epoch: None,
-        };
+        let switched = report(2, None);
         assert_eq!(known.apply(decide(&known, &switched)), Some(addr(2)));
         assert_eq!(known.epoch, 4);
         // The same message from the other sentinels changes nothing.
@@ -316,17 +311,11 @@ mod tests {
         // A sentinel that has not heard of it yet is not followed back.
         assert_eq!(decide(&known, &polled), Decision::Keep);
         // One that has (the failover's epoch) confirms it.
-        let confirmed = Report {
-            addr: addr(2),
-            epoch: Some(5),
-        };
+        let confirmed = report(2, Some(5));
         assert_eq!(decide(&known, &confirmed), Decision::Epoch(5));
         known.apply(decide(&known, &confirmed));
         // A failover seen only by polling (no message reached us).
-        let back = Report {
-            addr: addr(1),
-            epoch: Some(6),
-        };
+        let back = report(1, Some(6));
         assert_eq!(
             decide(&known, &back),
             Decision::Switch {
