@@ -157,6 +157,10 @@ pub fn render(pools: &[PoolSnapshot], globals: &Globals) -> String {
         .unwrap_or_default()
 }
 
+/// A per-server figure of a [`ServerPlace`]: metric name, help, whether a
+/// counter (else a gauge), and how to read it.
+type PlaceFigure = (&'static str, &'static str, bool, fn(&ServerPlace) -> u64);
+
 /// Where the servers of Sentinel pools (and of pools reading from
 /// replicas) are: failovers seen, replica reads, healthy replicas, and an
 /// info-style gauge (always 1) whose labels are the current address and
@@ -173,7 +177,7 @@ fn sentinel_places(reg: &Registry, pools: &[PoolSnapshot]) {
         return;
     }
     // One family per figure, the same labels: a counter, a counter, a gauge.
-    let figures: [(&str, &str, bool, fn(&ServerPlace) -> u64); 3] = [
+    let figures: [PlaceFigure; 3] = [
         (
             "twem_server_failovers_total",
             "Sentinel failovers seen: the server's master moved to another address",
