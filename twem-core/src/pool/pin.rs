@@ -94,6 +94,7 @@ impl super::PinSet {
     /// Mirror the count in the server's `dedicated_connections` gauge.
     fn show(&self, n: usize) {
         self.stats
+            .whole()
             .dedicated_connections
             .store(i64::try_from(n).unwrap_or(i64::MAX), Relaxed);
     }

@@ -72,6 +72,14 @@ impl Deref for ServerStats {
 }
 
 impl ServerStats {
+    /// The one copy that holds gauges set to a value rather than added to
+    /// (`dedicated_connections`, set from its own count under a lock): set
+    /// in the caller's copy, every copy that was ever set would add up.
+    pub fn whole(&self) -> &ServerCounters {
+        // `shards` is never empty (`sets()` is at least 1).
+        &self.shards[0]
+    }
+
     /// A counter summed over every copy.
     pub fn total_u64(&self, field: impl Fn(&ServerCounters) -> &AtomicU64) -> u64 {
         self.shards
