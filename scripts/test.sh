@@ -27,7 +27,7 @@ TWEM_TEST_ARGS="--threads 1" cargo test --locked -p twem-tests \
   --test chaos --test hostile --test malformed --test differential \
   --test hardening --test hostile_proto --test hardening_admin --test commands \
   --test transactions --test resp3 --test clients --test blocking --test auth \
-  --test pubsub --test dedicated --test fanout --test cluster
+  --test pubsub --test dedicated --test fanout --test cluster --test sentinel
 if [ -f scripts/examples.sh ]; then bash scripts/examples.sh; fi
 bash scripts/fuzz-smoke.sh
 # The Debian package: build, install, run as the unit would, reload, stop,
