@@ -454,7 +454,8 @@ impl Handles {
         reply: Option<ReplyTx>,
     ) -> Result<(), CallError> {
         let sh = &self.shared;
-        let stats = &sh.servers[idx].stats;
+        // This thread's copy of the counters, looked up once.
+        let stats: &ServerCounters = &sh.servers[idx].stats;
         let len = wire.len() as i64;
         stats.in_queue.fetch_add(1, Relaxed);
         stats.in_queue_bytes.fetch_add(len, Relaxed);

@@ -944,7 +944,8 @@ where
                 Err(_) => break,
             }
         }
-        let stats = &self.shared.servers[self.idx].stats;
+        // This thread's copy of the counters, looked up once.
+        let stats: &super::ServerCounters = &self.shared.servers[self.idx].stats;
         stats.requests.fetch_add(n, Relaxed);
         stats.request_bytes.fetch_add(bytes, Relaxed);
     }
