@@ -292,7 +292,7 @@ impl Pool {
         // Nodes with an open connection first: a dead master (the usual
         // reason to read the map) would cost a refused connect, or a
         // whole timeout when its host is gone.
-        order.sort_by_key(|&i| sh.servers[i].stats.server_connections.load(Relaxed) <= 0);
+        order.sort_by_key(|&i| !sh.servers[i].connected());
         for idx in order {
             let Some(topology) = self.ask_topology(idx).await else {
                 continue;
@@ -315,7 +315,7 @@ impl Pool {
             // A node the map no longer lists (removed, forgotten, failed)
             // keeps no connection; the node just asked is kept (a seed
             // named by another address than the cluster's).
-            let open = |i: usize| sh.servers[i].stats.server_connections.load(Relaxed) > 0;
+            let open = |i: usize| sh.servers[i].connected();
             for gone in (0..cluster.known()).filter(|&i| i != idx && !kept.contains(&i) && open(i))
             {
                 tracing::info!(pool = %sh.config.name, node = %sh.servers[gone].label(),

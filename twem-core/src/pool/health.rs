@@ -51,7 +51,10 @@ impl PoolShared {
             return;
         }
         self.stats.server_ejects.fetch_add(1, Relaxed);
-        s.stats.server_ejected_at.store(now_micros(), Relaxed);
+        s.stats
+            .local()
+            .server_ejected_at
+            .store(now_micros(), Relaxed);
         self.rebuild_ring();
         tracing::warn!(pool = %self.config.name, server = %s.name, failures = n,
             retry_ms = self.config.server_retry_timeout.as_millis() as u64, "server ejected");

@@ -159,6 +159,12 @@ impl ServerShared {
         Some(())
     }
 
+    /// Whether any connection to the server is open now, in any worker's
+    /// set (the gauge summed over every copy).
+    pub(crate) fn connected(&self) -> bool {
+        self.stats.total_i64(|c| &c.server_connections) > 0
+    }
+
     /// The server's name for stats and logs: a cluster node's `host:port`,
     /// else its configured name.
     pub(crate) fn label(&self) -> &str {
@@ -455,7 +461,7 @@ impl Handles {
     ) -> Result<(), CallError> {
         let sh = &self.shared;
         // This thread's copy of the counters, looked up once.
-        let stats: &ServerCounters = &sh.servers[idx].stats;
+        let stats: &ServerCounters = sh.servers[idx].stats.local();
         let len = wire.len() as i64;
         stats.in_queue.fetch_add(1, Relaxed);
         stats.in_queue_bytes.fetch_add(len, Relaxed);

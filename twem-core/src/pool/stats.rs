@@ -8,7 +8,6 @@
 //! copy, in its own cache lines, and readers sum them. One shared copy
 //! would bounce its cache line between the cores on every request.
 
-use std::ops::Deref;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// Per-pool counters, named as in nutcracker's stats JSON.
@@ -40,9 +39,11 @@ pub struct PoolStats {
 }
 
 /// Per-server counters, named as in nutcracker's stats JSON: one
-/// [`ServerCounters`] per connection set, summed when read. Dereferences to
-/// the calling thread's copy, which is what the request path writes;
-/// readers use [`ServerStats::fields`] and the `total_*` methods.
+/// [`ServerCounters`] per connection set, summed when read. The request
+/// path writes the calling thread's copy ([`ServerStats::local`]); readers
+/// use [`ServerStats::fields`] and the `total_*` methods. (No `Deref` to
+/// the local copy: a `.load()` through it read one copy of several, and a
+/// cluster pool's "is this node connected?" check was wrong by it.)
 #[derive(Debug)]
 pub struct ServerStats {
     shards: Box<[ServerCounters]>,
@@ -58,20 +59,18 @@ impl Default for ServerStats {
     }
 }
 
-impl Deref for ServerStats {
-    type Target = ServerCounters;
-
+impl ServerStats {
     /// The calling thread's copy (its worker's, or the one other threads
-    /// share).
+    /// share): what the request path adds to. Never read a figure from it
+    /// alone: another thread's copy holds the rest (use the `total_*`
+    /// methods or [`ServerStats::fields`]).
     #[inline]
-    fn deref(&self) -> &ServerCounters {
+    pub fn local(&self) -> &ServerCounters {
         let at = crate::worker::set_for(crate::worker::current(), self.shards.len());
         // `shards` is never empty (`sets()` is at least 1).
         &self.shards[at.min(self.shards.len() - 1)]
     }
-}
 
-impl ServerStats {
     /// The one copy that holds gauges set to a value rather than added to
     /// (`dedicated_connections`, set from its own count under a lock): set
     /// in the caller's copy, every copy that was ever set would add up.
@@ -325,7 +324,7 @@ mod tests {
     #[test]
     fn gauges_never_negative() {
         let s = ServerStats::default();
-        s.in_queue.fetch_sub(1, Relaxed);
+        s.local().in_queue.fetch_sub(1, Relaxed);
         let f = s.fields();
         assert_eq!(f.iter().find(|x| x.0 == "in_queue").map(|x| x.1), Some(0));
     }

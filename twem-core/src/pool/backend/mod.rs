@@ -441,7 +441,11 @@ impl ConnTask {
     /// Serve a connected socket; true when the task should end.
     async fn serve(&mut self, conn: Conn, first: Option<(BackendReq, Instant)>) -> bool {
         let server = &self.shared.servers[self.idx];
-        server.stats.server_connections.fetch_add(1, Relaxed);
+        server
+            .stats
+            .local()
+            .server_connections
+            .fetch_add(1, Relaxed);
         self.shared
             .stats
             .server_connections_opened
@@ -478,7 +482,11 @@ impl ConnTask {
                     .await
             }
         };
-        server.stats.server_connections.fetch_sub(1, Relaxed);
+        server
+            .stats
+            .local()
+            .server_connections
+            .fetch_sub(1, Relaxed);
         close
     }
 
@@ -502,7 +510,7 @@ impl ConnTask {
         } else {
             tracing::debug!(pool = %shared.config.name, server = %server.name,
                 error = kind.words(), failed, "connect failed");
-            server.stats.server_err.fetch_add(1, Relaxed);
+            server.stats.local().server_err.fetch_add(1, Relaxed);
             shared.record_failure_on(self.idx, self.lane);
         }
         close
@@ -522,6 +530,7 @@ impl ConnTask {
         let (_, close) = self.answer_queued(first, || Ok(reply.clone()));
         shared.servers[self.idx]
             .stats
+            .local()
             .server_err
             .fetch_add(1, Relaxed);
         close
@@ -558,7 +567,7 @@ impl ConnTask {
 /// Answers a request that was never forwarded with `answer`: an error, or
 /// the server's refusal of the connection handshake.
 fn fail_req(shared: &PoolShared, idx: usize, r: BackendReq, answer: Result<Frame, BackendError>) {
-    let stats = &shared.servers[idx].stats;
+    let stats = shared.servers[idx].stats.local();
     stats.in_queue.fetch_sub(1, Relaxed);
     stats.in_queue_bytes.fetch_sub(r.wire.len() as i64, Relaxed);
     shared.stats.forward_error.fetch_add(1, Relaxed);
@@ -945,7 +954,7 @@ where
             }
         }
         // This thread's copy of the counters, looked up once.
-        let stats: &super::ServerCounters = &self.shared.servers[self.idx].stats;
+        let stats: &super::ServerCounters = self.shared.servers[self.idx].stats.local();
         stats.requests.fetch_add(n, Relaxed);
         stats.request_bytes.fetch_add(bytes, Relaxed);
     }
@@ -1120,17 +1129,17 @@ where
             };
             match event {
                 Event::Read(Ok(0)) => {
-                    stats.server_eof.fetch_add(1, Relaxed);
+                    stats.local().server_eof.fetch_add(1, Relaxed);
                     break BackendErrorKind::Unknown.into();
                 }
                 Event::Read(Ok(_)) => {
                     if let Err(d) = self.on_read() {
-                        stats.server_err.fetch_add(1, Relaxed);
+                        stats.local().server_err.fetch_add(1, Relaxed);
                         break d;
                     }
                 }
                 Event::Read(Err(e)) | Event::Written(Err(e)) => {
-                    stats.server_err.fetch_add(1, Relaxed);
+                    stats.local().server_err.fetch_add(1, Relaxed);
                     let kind = BackendErrorKind::from_io(&e);
                     if matches!(kind, BackendErrorKind::Tls(_)) {
                         // TLS 1.3: a server that refuses our certificate (or
@@ -1176,7 +1185,7 @@ where
                     }
                 }
                 Event::Deadline => {
-                    stats.server_timedout.fetch_add(1, Relaxed);
+                    stats.local().server_timedout.fetch_add(1, Relaxed);
                     tracing::debug!(pool = %self.shared.config.name, server = %self.shared.servers[self.idx].name,
                         "request timed out; closing the connection");
                     break BackendErrorKind::TimedOut.into();

@@ -141,13 +141,15 @@ impl<'a> InFlightQueue<'a> {
                 tx.send(Ok(Frame::NoReply));
             }
         }
+        // This thread's copy, looked up once per written batch.
+        let stats = self.stats.local();
         if done > 0 {
-            self.stats.in_queue.fetch_sub(done, Relaxed);
-            self.stats.in_queue_bytes.fetch_sub(done_bytes, Relaxed);
+            stats.in_queue.fetch_sub(done, Relaxed);
+            stats.in_queue_bytes.fetch_sub(done_bytes, Relaxed);
         }
         if out > 0 {
-            self.stats.out_queue.fetch_add(out, Relaxed);
-            self.stats.out_queue_bytes.fetch_add(out_bytes, Relaxed);
+            stats.out_queue.fetch_add(out, Relaxed);
+            stats.out_queue_bytes.fetch_add(out_bytes, Relaxed);
         }
     }
 
@@ -162,7 +164,7 @@ impl<'a> InFlightQueue<'a> {
         if got == 0 {
             return;
         }
-        let stats = self.stats;
+        let stats = self.stats.local();
         stats.responses.fetch_add(got, Relaxed);
         stats.response_bytes.fetch_add(got_bytes, Relaxed);
         stats.out_queue.fetch_sub(got as i64, Relaxed);
@@ -173,7 +175,7 @@ impl<'a> InFlightQueue<'a> {
     /// `noreply` one silently), every gauge gives back what it counted.
     /// Returns how many requests failed.
     pub(super) fn fail_all(&mut self, err: &BackendError) -> usize {
-        let stats = self.stats;
+        let stats = self.stats.local();
         // In-flight requests are in write order, so the written ones (in
         // out_queue) are the first `inflight - unwritten-with-reply` of them.
         let unwritten_replies = self.unwritten.iter().filter(|r| r.wants_reply).count();
@@ -245,8 +247,11 @@ mod tests {
         let mut rxs = Vec::new();
         for (w, reply) in [(&b"abcd"[..], true), (b"ef", false), (b"ghij", true)] {
             let (r, rx) = req(w, reply);
-            stats.in_queue.fetch_add(1, Relaxed);
-            stats.in_queue_bytes.fetch_add(w.len() as i64, Relaxed);
+            stats.local().in_queue.fetch_add(1, Relaxed);
+            stats
+                .local()
+                .in_queue_bytes
+                .fetch_add(w.len() as i64, Relaxed);
             q.push(r, Instant::now());
             rxs.push(rx);
         }
