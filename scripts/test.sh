@@ -7,6 +7,21 @@
 # 127.0.0.1 ephemeral ports, so those must be installed (.ci/run does it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each test run has a bound: a test that hangs (a tool waiting forever, a
+# proxy that stopped answering) fails the run with its name in the output
+# instead of holding CI until its own limit. The tests bound their own waits;
+# this is the net under them. `timeout` signals the whole process group, so
+# the servers a test started go with it.
+bounded() {
+  local limit=$1
+  shift
+  local rc=0
+  timeout --kill-after=30 "$limit" "$@" || rc=$?
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    echo "test.sh: '$*' did not end within ${limit}s; the last test named above hung" >&2
+  fi
+  return "$rc"
+}
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 # twem-core without its default `metrics` feature (the no-op stand-ins).
@@ -19,10 +34,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --lock
 cargo publish --dry-run --workspace --locked --allow-dirty -q
 # The tests/ crate drives the real binary: build it first (same profile).
 cargo build --locked -p twem-server
-cargo test --workspace --locked
+bounded 1800 cargo test --workspace --locked
 # The end-to-end suites again on the current-thread runtime (`--threads 1`: what
 # bench/run.sh measures, and what a small machine shared with its load should run).
-TWEM_TEST_ARGS="--threads 1" cargo test --locked -p twem-tests \
+TWEM_TEST_ARGS="--threads 1" bounded 1200 cargo test --locked -p twem-tests \
   --test redis --test memcache --test memcache_meta --test failures --test operations \
   --test chaos --test hostile --test malformed --test differential \
   --test hardening --test hostile_proto --test hardening_admin --test commands \

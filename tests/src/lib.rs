@@ -100,6 +100,74 @@ pub fn wait_for_port(port: u16, limit: Duration) {
     panic!("nothing listening on 127.0.0.1:{port} after {limit:?}");
 }
 
+/// Run `cmd` to its end, at most `limit`: its output. A command still
+/// running then (a `redis-cli --cluster create` that waits forever for
+/// nodes to agree, a tool blocked on a server that stopped answering) is
+/// killed and the test fails, naming it and showing what it printed: a
+/// test run must end by itself.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    run_bounded_with_input(cmd, b"", limit)
+}
+
+/// [`run_bounded`] with `input` as the command's standard input.
+pub fn run_bounded_with_input(
+    cmd: &mut Command,
+    input: &[u8],
+    limit: Duration,
+) -> std::process::Output {
+    run_within(cmd, input, limit).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Run `cmd` with `input` as its standard input, at most `limit`: its
+/// output, or (killed when still running then) what it printed, as an
+/// error saying so. For a caller that can try again.
+pub fn run_within(
+    cmd: &mut Command,
+    input: &[u8],
+    limit: Duration,
+) -> Result<std::process::Output, String> {
+    let what = format!("{cmd:?}");
+    let dir = TempDir::new("cmd");
+    let in_path = dir.path().join("stdin");
+    std::fs::write(&in_path, input).expect("stdin file");
+    let in_file = std::fs::File::open(&in_path).expect("stdin file");
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    // Files, not pipes: a command that prints more than a pipe holds
+    // would otherwise block while this waits for it.
+    let out_file = std::fs::File::create(&out_path).expect("stdout file");
+    let err_file = std::fs::File::create(&err_path).expect("stderr file");
+    let mut child = cmd
+        .stdin(in_file)
+        .stdout(out_file)
+        .stderr(err_file)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start {what}: {e} (is it installed? .ci/run installs it)")
+        });
+    let start = Instant::now();
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break st;
+        }
+        if start.elapsed() >= limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{what} did not end within {limit:?}; it printed:\n{}\n{}",
+                String::from_utf8_lossy(&std::fs::read(&out_path).unwrap_or_default()),
+                String::from_utf8_lossy(&std::fs::read(&err_path).unwrap_or_default()),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap_or_default(),
+        stderr: std::fs::read(&err_path).unwrap_or_default(),
+    })
+}
+
 /// A child process killed (by its pid) when dropped.
 #[derive(Debug)]
 pub struct Proc {
@@ -462,8 +530,17 @@ impl ProxyProc {
     /// Read the stats document.
     pub fn stats(&self) -> serde_json::Value {
         let mut s = TcpStream::connect(("127.0.0.1", self.stats_port)).expect("stats port");
+        // A proxy that stopped serving its stats port fails the test, not
+        // hangs it.
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
         let mut text = String::new();
-        s.read_to_string(&mut text).expect("read stats");
+        s.read_to_string(&mut text).unwrap_or_else(|e| {
+            panic!(
+                "reading the stats port: {e} (got {text:?}); log:\n{}",
+                self.log_tail(40)
+            )
+        });
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("stats is not JSON ({e}): {text}"))
     }
 
@@ -540,6 +617,9 @@ pub fn test_socket(port: u16) -> TcpStream {
     let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     sock.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("read timeout");
+    // A proxy that stops reading fails the test within a bound too.
+    sock.set_write_timeout(Some(Duration::from_secs(30)))
+        .expect("write timeout");
     sock.set_nodelay(true).expect("nodelay");
     sock
 }

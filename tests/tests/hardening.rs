@@ -363,6 +363,8 @@ fn descriptor_flood_ejects_no_healthy_server() {
     drop(flood);
     thread::sleep(Duration::from_millis(300));
     let mut s = TcpStream::connect(("127.0.0.1", stats_port)).expect("stats");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("read timeout");
     let mut text = String::new();
     s.read_to_string(&mut text).expect("stats");
     let stats: serde_json::Value = serde_json::from_str(&text).expect("stats JSON");

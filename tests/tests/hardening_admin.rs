@@ -142,6 +142,8 @@ fn scrape_flood_does_not_stall_clients() {
                     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "scrape {n}");
                     if n % 20 == w {
                         let mut s = TcpStream::connect(("127.0.0.1", stats_port)).expect("stats");
+                        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                            .expect("read timeout");
                         let mut doc = String::new();
                         s.read_to_string(&mut doc).expect("stats doc");
                         assert!(doc.contains("\"flood\""), "{doc}");

@@ -77,6 +77,8 @@ fn foreign_counter(mport: u16, want: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut s = TcpStream::connect(("127.0.0.1", mport)).expect("metrics port");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("read timeout");
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             .expect("request");
         let mut text = String::new();

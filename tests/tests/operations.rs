@@ -318,6 +318,8 @@ fn prometheus_metrics_after_traffic() {
     let _ = c.cmds("NOSUCH x");
     let scrape = || {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", mport)).expect("metrics port");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("read timeout");
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             .expect("request");
         let mut out = String::new();
@@ -378,6 +380,8 @@ fn prometheus_metrics_after_traffic() {
     assert_eq!(st["service"], "nutcracker");
     assert!(st["mpool"]["mpool0"].is_object());
     let mut bad = std::net::TcpStream::connect(("127.0.0.1", mport)).expect("metrics port");
+    bad.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("read timeout");
     bad.write_all(b"GET /nope HTTP/1.1\r\n\r\n")
         .expect("request");
     let mut out = String::new();

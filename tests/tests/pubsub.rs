@@ -21,6 +21,8 @@ fn setup() -> Shards {
 fn scrape(t: &Shards) -> String {
     let mut s =
         TcpStream::connect(("127.0.0.1", t.metrics.expect("metrics port"))).expect("metrics");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("read timeout");
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .expect("send");
     let mut out = String::new();

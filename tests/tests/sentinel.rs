@@ -390,21 +390,14 @@ fn watch_switches(port: u16, stop: Arc<AtomicBool>) -> Arc<Mutex<Vec<(Instant, S
 }
 
 fn locate(proxy: &ProxyProc, keys: &str) -> String {
-    let mut child = Command::new(twem_tests::twemproxy_bin())
-        .arg("-c")
-        .arg(&proxy.conf)
-        .arg("--locate")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("twemproxy --locate");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(keys.as_bytes())
-        .expect("keys");
-    let out = child.wait_with_output().expect("locate output");
+    let out = twem_tests::run_bounded_with_input(
+        Command::new(twem_tests::twemproxy_bin())
+            .arg("-c")
+            .arg(&proxy.conf)
+            .arg("--locate"),
+        keys.as_bytes(),
+        Duration::from_secs(60),
+    );
     assert!(out.status.success(), "--locate failed");
     String::from_utf8(out.stdout).expect("utf-8")
 }
@@ -502,12 +495,13 @@ fn failover_is_followed_without_moving_keys() {
     let dir = TempDir::new("sentinel-t");
     let conf = dir.path().join("nutcracker.yml");
     std::fs::write(&conf, &yaml).expect("write");
-    let out = Command::new(twem_tests::twemproxy_bin())
-        .arg("-t")
-        .arg("-c")
-        .arg(&conf)
-        .output()
-        .expect("twemproxy -t");
+    let out = twem_tests::run_bounded(
+        Command::new(twem_tests::twemproxy_bin())
+            .arg("-t")
+            .arg("-c")
+            .arg(&conf),
+        Duration::from_secs(30),
+    );
     assert!(out.status.success(), "-t refused a sentinel pool: {out:?}");
     // And names what is wrong in a broken one.
     std::fs::write(
@@ -515,12 +509,13 @@ fn failover_is_followed_without_moving_keys() {
         yaml.replace("   - shard-b:1\n", "   - 127.0.0.1:6379:1\n"),
     )
     .expect("write");
-    let out = Command::new(twem_tests::twemproxy_bin())
-        .arg("-t")
-        .arg("-c")
-        .arg(&conf)
-        .output()
-        .expect("twemproxy -t");
+    let out = twem_tests::run_bounded(
+        Command::new(twem_tests::twemproxy_bin())
+            .arg("-t")
+            .arg("-c")
+            .arg(&conf),
+        Duration::from_secs(30),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -760,6 +755,8 @@ fn failover_is_followed_without_moving_keys() {
     );
     // /metrics shows the same.
     let mut m = TcpStream::connect(("127.0.0.1", metrics_port)).expect("metrics");
+    m.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("read timeout");
     m.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("get");
     let mut text = String::new();
     m.read_to_string(&mut text).expect("read");

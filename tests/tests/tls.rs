@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
 };
-use twem_tests::{free_port, twemproxy_bin, wait_for_port, Proc, ProxyProc, TempDir, Twem};
+use twem_tests::{
+    free_port, run_bounded, twemproxy_bin, wait_for_port, Proc, ProxyProc, TempDir, Twem,
+};
 
 /// A test CA.
 struct Ca {
@@ -107,8 +109,8 @@ fn cli_output(port: u16, tls: Option<(&Path, Option<(&Path, &Path)>)>, args: &[&
             cmd.arg("--cert").arg(c).arg("--key").arg(k);
         }
     }
-    cmd.args(args).stdin(Stdio::null());
-    cmd.output().expect("run redis-cli")
+    cmd.args(args);
+    run_bounded(&mut cmd, Duration::from_secs(30))
 }
 
 /// [`cli_output`]'s stdout and stderr, as text.
@@ -140,11 +142,10 @@ fn log_has(proxy: &ProxyProc, needle: &str) -> bool {
 
 /// `twemproxy -t -c conf`: whether it passed, and its stderr.
 fn test_conf(conf: &Path) -> (bool, String) {
-    let o = Command::new(twemproxy_bin())
-        .args(["-t", "-c"])
-        .arg(conf)
-        .output()
-        .expect("twemproxy -t");
+    let o = run_bounded(
+        Command::new(twemproxy_bin()).args(["-t", "-c"]).arg(conf),
+        Duration::from_secs(30),
+    );
     (
         o.status.success(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
@@ -281,11 +282,10 @@ fn tls_both_sides_with_redis_cli_and_redis_py() {
                  print('ok')\n",
                 p(&proxy_files.ca)
             );
-            let o = Command::new(py)
-                .arg("-c")
-                .arg(script)
-                .output()
-                .expect("python");
+            let o = run_bounded(
+                Command::new(py).arg("-c").arg(script),
+                Duration::from_secs(120),
+            );
             assert_eq!(text(&o).trim(), "ok", "redis-py over TLS: {}", text(&o));
         }
     }
@@ -621,11 +621,10 @@ fn memcached_pool_with_tls_listener() {
          print('ok' if got == want else repr(got))\n",
         p(&proxy_files.ca)
     );
-    let o = Command::new(py)
-        .arg("-c")
-        .arg(script)
-        .output()
-        .expect("python3");
+    let o = run_bounded(
+        Command::new(py).arg("-c").arg(script),
+        Duration::from_secs(120),
+    );
     assert_eq!(text(&o).trim(), "ok", "{}", text(&o));
 }
 
@@ -772,13 +771,12 @@ fn pipelined_load_through_tls_both_sides() {
     );
     let t = twem_on("load", &settings, rport);
     let start = Instant::now();
-    let o = tls_tool("redis-benchmark", t.port, &proxy_files.ca)
-        .args([
+    let o = run_bounded(
+        tls_tool("redis-benchmark", t.port, &proxy_files.ca).args([
             "-t", "set,get", "-n", "20000", "-c", "20", "-P", "16", "-d", "2000", "-q",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("redis-benchmark");
+        ]),
+        Duration::from_secs(180),
+    );
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert_eq!(out.matches("requests per second").count(), 2, "{out}");
