@@ -472,7 +472,8 @@ where
     pub async fn run(mut self, shutdown: CancellationToken) -> End {
         // Registered once: a fresh `cancelled()` per loop turn would lock the
         // token's waiter list twice per request, shared by every session.
-        let mut cancelled = std::pin::pin!(shutdown.cancelled());
+        let waiting = std::pin::pin!(shutdown.cancelled());
+        let mut cancelled = ShutdownSignal::new(&shutdown, waiting);
         loop {
             let need_more = self.decode_and_dispatch();
             self.collect_ready();
@@ -544,6 +545,61 @@ where
                 Event::FrontReady => {}
                 Event::Written(Ok(n)) => self.on_written(n),
                 Event::Shutdown => self.phase = Phase::Draining,
+            }
+        }
+    }
+}
+
+/// A shutdown token's `cancelled()` future, polled for real only until it
+/// has registered this task's waker: tokio's `Notify` takes the token's
+/// waiter lock on every poll of a waiting future, and the session loop polls
+/// it on every turn in which nothing else is ready. That lock is shared by
+/// every session of the process (~300 instructions a request at pipeline 1,
+/// and a cache line bounced between workers). After registration the flag
+/// alone is read; a cancel wakes the stored waker, and the next poll sees
+/// the flag.
+struct ShutdownSignal<'a, 'b> {
+    token: &'a CancellationToken,
+    fut: std::pin::Pin<&'b mut tokio_util::sync::WaitForCancellationFuture<'a>>,
+    /// The waker the inner future holds (polled again if the task's
+    /// waker ever changes).
+    registered: Option<Waker>,
+}
+
+impl<'a, 'b> ShutdownSignal<'a, 'b> {
+    /// `fut` is `token.cancelled()`, pinned by the caller (in its own
+    /// future: no allocation per session).
+    fn new(
+        token: &'a CancellationToken,
+        fut: std::pin::Pin<&'b mut tokio_util::sync::WaitForCancellationFuture<'a>>,
+    ) -> Self {
+        ShutdownSignal {
+            token,
+            fut,
+            registered: None,
+        }
+    }
+}
+
+impl Future for ShutdownSignal<'_, '_> {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.token.is_cancelled() {
+            return Poll::Ready(());
+        }
+        if self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        match self.fut.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(()),
+            Poll::Pending => {
+                self.registered = Some(cx.waker().clone());
+                Poll::Pending
             }
         }
     }
