@@ -21,7 +21,7 @@ pub use prometheus::{local::LocalHistogram, Histogram, IntCounter};
 #[cfg(feature = "metrics")]
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use twem_proto::command::Class;
@@ -182,11 +182,88 @@ struct ClassCounts {
     flushed: Mutex<[u64; MAX_CLASSES]>,
 }
 
+/// A client session's handle on its pool's latency histogram. Observations
+/// go into the calling thread's local copy of it, flushed by
+/// [`SessionLatency::flush`]: a session holds 16 bytes instead of a local
+/// histogram of its own (~200 bytes, most of them allocated, per client:
+/// the idle-connection memory bound has no room for them).
+#[derive(Debug, Clone)]
+// Read only with the `metrics` feature (the stand-in records nothing).
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub struct SessionLatency {
+    /// Which local copy (unique per [`PoolMetrics`]).
+    key: usize,
+    hist: Histogram,
+}
+
+#[cfg(feature = "metrics")]
+thread_local! {
+    /// This thread's local copies, by [`SessionLatency::key`]. A handful
+    /// (one per pool, and per reload generation until swept).
+    static LOCAL_LATENCY: std::cell::RefCell<Vec<(usize, LocalHistogram)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// More local copies than this on one thread (reloads that replaced pools)
+/// and they are all flushed and dropped: they stay few.
+#[cfg(feature = "metrics")]
+const MAX_LOCAL_LATENCY: usize = 64;
+
+impl SessionLatency {
+    /// Run `f` on this thread's local copy, made on first use.
+    #[cfg(feature = "metrics")]
+    #[inline]
+    fn with_local(&self, f: impl FnOnce(&LocalHistogram)) {
+        LOCAL_LATENCY.with(|cell| {
+            let Ok(mut locals) = cell.try_borrow_mut() else {
+                // Re-entered (cannot happen: `f` does not come back here);
+                // record straight into the shared histogram instead.
+                return f(&self.hist.local());
+            };
+            if let Some((_, h)) = locals.iter().find(|(k, _)| *k == self.key) {
+                return f(h);
+            }
+            if locals.len() >= MAX_LOCAL_LATENCY {
+                for (_, h) in locals.drain(..) {
+                    h.flush();
+                }
+            }
+            let h = self.hist.local();
+            f(&h);
+            locals.push((self.key, h));
+        });
+    }
+
+    /// Record one reply's latency, in seconds.
+    #[inline]
+    pub fn observe(&self, secs: f64) {
+        #[cfg(feature = "metrics")]
+        self.with_local(|h| h.observe(secs));
+        #[cfg(not(feature = "metrics"))]
+        let _ = secs;
+    }
+
+    /// Make what this thread observed visible in the shared histogram.
+    #[inline]
+    pub fn flush(&self) {
+        #[cfg(feature = "metrics")]
+        self.with_local(LocalHistogram::flush);
+    }
+}
+
+/// A key for a new [`PoolMetrics`]'s local latency copies.
+fn next_latency_key() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Relaxed)
+}
+
 /// One pool's labelled children, taken once at start.
 #[derive(Debug, Clone)]
 pub struct PoolMetrics {
     /// Client-side latency.
     pub latency: Histogram,
+    /// Identifies this instance's local latency copies ([`SessionLatency`]).
+    latency_key: usize,
     /// Requests per class, indexed by [`redis_class_index`] or
     /// [`memcache_class_index`]: up to date after [`PoolMetrics::flush`]
     /// (the pool's snapshot flushes, and the proxy's `/metrics` takes one
@@ -213,6 +290,7 @@ impl PoolMetrics {
         let m = metrics();
         PoolMetrics {
             latency: m.pool_latency.with_label_values(&[name]),
+            latency_key: next_latency_key(),
             classes: class_names(redis)
                 .iter()
                 .take(MAX_CLASSES)
@@ -228,8 +306,19 @@ impl PoolMetrics {
     pub fn new(_name: &str, redis: bool) -> PoolMetrics {
         PoolMetrics {
             latency: Histogram,
+            latency_key: next_latency_key(),
             classes: vec![IntCounter; class_names(redis).len().min(MAX_CLASSES)],
             counts: Arc::new(ClassCounts::new()),
+        }
+    }
+
+    /// A client session's handle on [`PoolMetrics::latency`].
+    // The stand-in `Histogram` (feature `metrics` off) is `Copy`.
+    #[allow(clippy::clone_on_copy)]
+    pub fn session_latency(&self) -> SessionLatency {
+        SessionLatency {
+            key: self.latency_key,
+            hist: self.latency.clone(),
         }
     }
 

@@ -111,8 +111,17 @@ pub fn redis_reply_limits() -> resp::Limits {
 /// connections) before new requests to it are refused with
 /// [`BackendErrorKind::Backlogged`]. Each client is held back by its own
 /// budget first (the proxy stops reading it); this bounds what many clients
-/// together can pin while a server is stalled.
+/// together can pin while a server is stalled. With worker event loops
+/// ([`crate::worker`]) each worker's connections hold an equal share: a
+/// worker checks its own count, not a sum over the others' cache lines on
+/// every request.
 pub const MAX_QUEUED_BYTES_PER_SERVER: i64 = 64 * 1024 * 1024;
+
+/// One connection set's share of [`MAX_QUEUED_BYTES_PER_SERVER`] with
+/// `workers` worker event loops (0: an embedder's threads, one set).
+fn queue_share(workers: usize) -> i64 {
+    MAX_QUEUED_BYTES_PER_SERVER / i64::try_from(workers.max(1)).unwrap_or(i64::MAX)
+}
 
 /// How long a re-admission probe may take when the pool has no `timeout`.
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -910,8 +919,9 @@ impl Pool {
     fn refuse_if_backlogged(&self, idx: usize) -> Result<(), CallError> {
         let sh = &self.inner.shared;
         let server = &sh.servers[idx];
-        let queued = server.stats.total_i64(|c| &c.in_queue_bytes);
-        if queued <= MAX_QUEUED_BYTES_PER_SERVER {
+        // This thread's connections to the server, against their share.
+        let queued = server.stats.local().in_queue_bytes.load(Relaxed);
+        if queued <= queue_share(crate::worker::count()) {
             return Ok(());
         }
         sh.stats.forward_error.fetch_add(1, Relaxed);
@@ -1661,6 +1671,19 @@ impl Future for ReplyFuture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The workers' shares add up to the bound, never past it; an embedder
+    // (no workers) has the whole of it.
+    #[test]
+    fn queue_shares_add_up_to_the_bound() {
+        assert_eq!(queue_share(0), MAX_QUEUED_BYTES_PER_SERVER);
+        assert_eq!(queue_share(1), MAX_QUEUED_BYTES_PER_SERVER);
+        for n in [2usize, 3, 8, 64] {
+            let total = queue_share(n) * i64::try_from(n).unwrap_or(i64::MAX);
+            assert!(total <= MAX_QUEUED_BYTES_PER_SERVER, "{n} workers");
+            assert!(total > MAX_QUEUED_BYTES_PER_SERVER - i64::try_from(n).unwrap_or(0));
+        }
+    }
 
     // Every request's future is moved into and through its session's
     // queue: callgrind counted ~75 instructions a request more when a

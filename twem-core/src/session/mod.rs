@@ -190,10 +190,10 @@ pub struct Session<F: Frontend, R, W> {
     window: usize,
     phase: Phase,
     /// The pool's latency histogram: the same child across reloads (same
-    /// name). Observed into this session-local copy and flushed when replies
+    /// name). Observed into the thread's local copy and flushed when replies
     /// complete: one atomic update per bucket hit per batch instead of
     /// several per reply.
-    latency: crate::pool::metrics::LocalHistogram,
+    latency: crate::pool::metrics::SessionLatency,
 }
 
 impl<F, R, W> Session<F, R, W>
@@ -204,7 +204,7 @@ where
 {
     /// A session for a client just accepted.
     pub fn new(fe: F, slot: Arc<ArcSwap<Pool>>, id: usize, rd: R, wr: W) -> Self {
-        let latency = slot.load().metrics().latency.local();
+        let latency = slot.load().metrics().session_latency();
         Session {
             codec: fe.codec(),
             fe,
@@ -551,13 +551,15 @@ where
 }
 
 /// A shutdown token's `cancelled()` future, polled for real only until it
-/// has registered this task's waker: tokio's `Notify` takes the token's
-/// waiter lock on every poll of a waiting future, and the session loop polls
-/// it on every turn in which nothing else is ready. That lock is shared by
-/// every session of the process (~300 instructions a request at pipeline 1,
-/// and a cache line bounced between workers). After registration the flag
-/// alone is read; a cancel wakes the stored waker, and the next poll sees
-/// the flag.
+/// has registered the task's waker. The session loop polls its shutdown
+/// branch on every turn in which nothing else is ready, and tokio's
+/// `Notify` takes the token's waiter lock on every poll of a waiting
+/// future, a lock shared by every session of the process (~100
+/// instructions a request at pipeline 1). After registration the token's
+/// flag is read instead; the cancel wakes the registered waker. (A waker
+/// of our own that notes the wake would save the flag's read too, but
+/// costs an allocation per client, which the idle-connection memory
+/// bound has no room for.)
 struct ShutdownSignal<'a, 'b> {
     token: &'a CancellationToken,
     fut: std::pin::Pin<&'b mut tokio_util::sync::WaitForCancellationFuture<'a>>,
@@ -568,7 +570,7 @@ struct ShutdownSignal<'a, 'b> {
 
 impl<'a, 'b> ShutdownSignal<'a, 'b> {
     /// `fut` is `token.cancelled()`, pinned by the caller (in its own
-    /// future: no allocation per session).
+    /// future: nothing allocated for it).
     fn new(
         token: &'a CancellationToken,
         fut: std::pin::Pin<&'b mut tokio_util::sync::WaitForCancellationFuture<'a>>,
@@ -800,6 +802,40 @@ mod tests {
             b"-NOAUTH Authentication required\r\n-ERR invalid password\r\n+OK\r\n+PONG\r\n"
         );
         assert_eq!(outcome(task).await, End::Eof);
+    }
+
+    /// Counts its wakes.
+    struct CountWaker(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for CountWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    // The shutdown branch stays pending without touching the token, wakes
+    // the task once the token fires, and is then ready; a token already
+    // fired is ready at the first poll.
+    #[test]
+    fn shutdown_signal_wakes_and_fires() {
+        let token = CancellationToken::new();
+        let count = Arc::new(CountWaker(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let waiting = std::pin::pin!(token.cancelled());
+        let mut signal = ShutdownSignal::new(&token, waiting);
+        for _ in 0..3 {
+            assert!(std::pin::Pin::new(&mut signal).poll(&mut cx).is_pending());
+        }
+        assert_eq!(count.0.load(Relaxed), 0);
+        token.cancel();
+        assert_eq!(count.0.load(Relaxed), 1, "the cancel woke the task");
+        assert!(std::pin::Pin::new(&mut signal).poll(&mut cx).is_ready());
+
+        let fired = CancellationToken::new();
+        fired.cancel();
+        let waiting = std::pin::pin!(fired.cancelled());
+        let mut signal = ShutdownSignal::new(&fired, waiting);
+        assert!(std::pin::Pin::new(&mut signal).poll(&mut cx).is_ready());
     }
 
     #[tokio::test]
