@@ -62,6 +62,7 @@ pub fn enter(index: usize) {
 }
 
 /// The calling thread's worker index, if it is a worker.
+#[inline]
 pub fn current() -> Option<usize> {
     let i = INDEX.with(Cell::get);
     (i != usize::MAX).then_some(i)
@@ -72,6 +73,7 @@ pub fn current() -> Option<usize> {
 /// threads. Each worker has its own set; the last is shared by every other
 /// thread (and by a worker index past the pool's sets: a pool built before
 /// the count grew).
+#[inline]
 pub(crate) fn set_for(worker: Option<usize>, sets: usize) -> usize {
     let last = sets.saturating_sub(1);
     match worker {

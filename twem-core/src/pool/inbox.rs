@@ -139,6 +139,7 @@ enum Slot {
 impl State {
     /// The slot of `seq`, created (waiting) if neither half touched it yet;
     /// `None` once it is finished and released.
+    #[inline]
     fn get(&mut self, seq: u64) -> Option<&mut Slot> {
         let idx = usize::try_from(seq.checked_sub(self.base)?).ok()?;
         while self.slots.len() <= idx {
@@ -165,6 +166,7 @@ pub(crate) struct SlotTx {
 
 impl SlotTx {
     /// Deliver the reply and wake whoever waits for it.
+    #[inline]
     pub(crate) fn send(mut self, outcome: Outcome) {
         if let Some(shared) = self.shared.take() {
             put(&shared, self.seq, outcome);

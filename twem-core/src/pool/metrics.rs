@@ -21,7 +21,7 @@ pub use prometheus::{local::LocalHistogram, Histogram, IntCounter};
 #[cfg(feature = "metrics")]
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use twem_proto::command::Class;
@@ -38,9 +38,6 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 #[cfg(feature = "metrics")]
 #[derive(Debug)]
 pub struct Metrics {
-    /// `twem_pool_request_duration_seconds{pool}`: from a request decoded to
-    /// its reply written to the client (recorded by the proxy's sessions).
-    pub pool_latency: HistogramVec,
     /// `twem_server_request_duration_seconds{pool,server}`: from a request
     /// handed to a backend connection to its reply parsed.
     pub server_latency: HistogramVec,
@@ -58,15 +55,15 @@ static METRICS: OnceLock<(Registry, Metrics)> = OnceLock::new();
 fn init() -> &'static (Registry, Metrics) {
     METRICS.get_or_init(|| {
         let registry = Registry::new();
-        let pool_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "twem_pool_request_duration_seconds",
-                "Time from a request decoded to its reply written to the client",
+        let pool_latency = PoolLatencyCollector {
+            desc: prometheus::core::Desc::new(
+                POOL_LATENCY_NAME.to_owned(),
+                POOL_LATENCY_HELP.to_owned(),
+                vec!["pool".to_owned()],
+                std::collections::HashMap::new(),
             )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["pool"],
-        )
-        .expect("static histogram options are valid");
+            .expect("static descriptor is valid"),
+        };
         let server_latency = HistogramVec::new(
             HistogramOpts::new(
                 "twem_server_request_duration_seconds",
@@ -82,13 +79,12 @@ fn init() -> &'static (Registry, Metrics) {
         )
         .expect("static counter options are valid");
         // Registering distinct names in a fresh registry cannot collide.
-        let _ = registry.register(Box::new(pool_latency.clone()));
+        let _ = registry.register(Box::new(pool_latency));
         let _ = registry.register(Box::new(server_latency.clone()));
         let _ = registry.register(Box::new(requests.clone()));
         (
             registry,
             Metrics {
-                pool_latency,
                 server_latency,
                 requests,
             },
@@ -182,88 +178,191 @@ struct ClassCounts {
     flushed: Mutex<[u64; MAX_CLASSES]>,
 }
 
-/// A client session's handle on its pool's latency histogram. Observations
-/// go into the calling thread's local copy of it, flushed by
-/// [`SessionLatency::flush`]: a session holds 16 bytes instead of a local
-/// histogram of its own (~200 bytes, most of them allocated, per client:
-/// the idle-connection memory bound has no room for them).
-#[derive(Debug, Clone)]
-// Read only with the `metrics` feature (the stand-in records nothing).
+/// `twem_pool_request_duration_seconds`: from a request decoded to its
+/// reply written, per pool, in [`LATENCY_BUCKETS`]. Every client session
+/// observes it once per reply, so it is kept in plain relaxed atomics, one
+/// copy per connection set ([`crate::worker`]): a worker adds to its own
+/// cache lines, and a scrape sums the copies. (The `prometheus` crate's
+/// histogram took two shared atomics and a sum loop per observation, and its
+/// local batching copy cost each client ~200 bytes or a thread-local
+/// lookup per reply.) The same one for a pool name across reloads.
+#[derive(Debug)]
+pub struct PoolLatency {
+    name: String,
+    sets: Box<[LatencyShard]>,
+}
+
+/// One connection set's copy of a [`PoolLatency`]: a count per bucket
+/// (the last for slower than every bound) and the sum, in nanoseconds.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct LatencyShard {
+    buckets: [AtomicU64; LATENCY_BUCKETS_NS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+/// [`LATENCY_BUCKETS`] in nanoseconds, for integer comparisons.
+const LATENCY_BUCKETS_NS: [u64; 17] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// The bucket of an observation of `ns`: the first bound it does not
+/// exceed (Prometheus's `le`), or the last bucket.
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-pub struct SessionLatency {
-    /// Which local copy (unique per [`PoolMetrics`]).
-    key: usize,
-    hist: Histogram,
+#[inline]
+fn bucket_of(ns: u64) -> usize {
+    LATENCY_BUCKETS_NS.partition_point(|&b| b < ns)
 }
 
-#[cfg(feature = "metrics")]
-thread_local! {
-    /// This thread's local copies, by [`SessionLatency::key`]. A handful
-    /// (one per pool, and per reload generation until swept).
-    static LOCAL_LATENCY: std::cell::RefCell<Vec<(usize, LocalHistogram)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
+impl PoolLatency {
+    fn new(name: &str) -> PoolLatency {
+        PoolLatency {
+            name: name.to_owned(),
+            sets: (0..crate::worker::sets())
+                .map(|_| LatencyShard::default())
+                .collect(),
+        }
+    }
 
-/// More local copies than this on one thread (reloads that replaced pools)
-/// and they are all flushed and dropped: they stay few.
-#[cfg(feature = "metrics")]
-const MAX_LOCAL_LATENCY: usize = 64;
+    /// Record one reply's latency, in the calling thread's copy (nothing
+    /// without the `metrics` feature).
+    #[inline]
+    pub fn observe(&self, took: std::time::Duration) {
+        #[cfg(feature = "metrics")]
+        self.record(took);
+        #[cfg(not(feature = "metrics"))]
+        let _ = took;
+    }
 
-impl SessionLatency {
-    /// Run `f` on this thread's local copy, made on first use.
     #[cfg(feature = "metrics")]
     #[inline]
-    fn with_local(&self, f: impl FnOnce(&LocalHistogram)) {
-        LOCAL_LATENCY.with(|cell| {
-            let Ok(mut locals) = cell.try_borrow_mut() else {
-                // Re-entered (cannot happen: `f` does not come back here);
-                // record straight into the shared histogram instead.
-                return f(&self.hist.local());
-            };
-            if let Some((_, h)) = locals.iter().find(|(k, _)| *k == self.key) {
-                return f(h);
-            }
-            if locals.len() >= MAX_LOCAL_LATENCY {
-                for (_, h) in locals.drain(..) {
-                    h.flush();
-                }
-            }
-            let h = self.hist.local();
-            f(&h);
-            locals.push((self.key, h));
-        });
+    fn record(&self, took: std::time::Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let at = crate::worker::set_for(crate::worker::current(), self.sets.len());
+        // `sets` is never empty (`sets()` is at least 1).
+        let shard = &self.sets[at.min(self.sets.len() - 1)];
+        if let Some(b) = shard.buckets.get(bucket_of(ns)) {
+            b.fetch_add(1, Relaxed);
+        }
+        shard.sum_ns.fetch_add(ns, Relaxed);
     }
 
-    /// Record one reply's latency, in seconds.
-    #[inline]
-    pub fn observe(&self, secs: f64) {
-        #[cfg(feature = "metrics")]
-        self.with_local(|h| h.observe(secs));
-        #[cfg(not(feature = "metrics"))]
-        let _ = secs;
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    /// Make what this thread observed visible in the shared histogram.
-    #[inline]
-    pub fn flush(&self) {
-        #[cfg(feature = "metrics")]
-        self.with_local(LocalHistogram::flush);
+    /// The counts per bucket (not cumulative; the last is past every
+    /// bound) and the sum in seconds, over every copy.
+    pub fn totals(&self) -> (Vec<u64>, f64) {
+        let mut counts = vec![0u64; LATENCY_BUCKETS_NS.len() + 1];
+        let mut sum_ns = 0u64;
+        for shard in self.sets.iter() {
+            for (c, b) in counts.iter_mut().zip(&shard.buckets) {
+                *c = c.wrapping_add(b.load(Relaxed));
+            }
+            sum_ns = sum_ns.wrapping_add(shard.sum_ns.load(Relaxed));
+        }
+        (counts, sum_ns as f64 / 1e9)
     }
 }
 
-/// A key for a new [`PoolMetrics`]'s local latency copies.
-fn next_latency_key() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    NEXT.fetch_add(1, Relaxed)
+/// Every pool's [`PoolLatency`], by name, for the collector.
+#[cfg(feature = "metrics")]
+static POOL_LATENCY: Mutex<Vec<Arc<PoolLatency>>> = Mutex::new(Vec::new());
+
+/// The [`PoolLatency`] of pool `name`: the same one across reloads.
+#[cfg(feature = "metrics")]
+fn pool_latency(name: &str) -> Arc<PoolLatency> {
+    let mut all = POOL_LATENCY.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(l) = all.iter().find(|l| l.name == name) {
+        return Arc::clone(l);
+    }
+    let l = Arc::new(PoolLatency::new(name));
+    all.push(Arc::clone(&l));
+    l
+}
+
+/// Exposes every [`PoolLatency`] as the histogram family
+/// `twem_pool_request_duration_seconds{pool}` in the [`registry`].
+#[cfg(feature = "metrics")]
+struct PoolLatencyCollector {
+    desc: prometheus::core::Desc,
+}
+
+#[cfg(feature = "metrics")]
+const POOL_LATENCY_NAME: &str = "twem_pool_request_duration_seconds";
+#[cfg(feature = "metrics")]
+const POOL_LATENCY_HELP: &str = "Time from a request decoded to its reply written to the client";
+
+#[cfg(feature = "metrics")]
+impl prometheus::core::Collector for PoolLatencyCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::proto;
+        let pools: Vec<Arc<PoolLatency>> = POOL_LATENCY
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut metrics = Vec::with_capacity(pools.len());
+        for pool in pools {
+            let (counts, sum) = pool.totals();
+            let mut cumulative = 0u64;
+            let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len());
+            for (bound, count) in LATENCY_BUCKETS.iter().zip(&counts) {
+                cumulative = cumulative.wrapping_add(*count);
+                let mut b = proto::Bucket::default();
+                b.set_upper_bound(*bound);
+                b.set_cumulative_count(cumulative);
+                buckets.push(b);
+            }
+            // The count includes the observations past every bound
+            // (`+Inf`), so it always equals the last cumulative bucket.
+            let total = counts.iter().fold(0u64, |a, c| a.wrapping_add(*c));
+            let mut h = proto::Histogram::default();
+            h.set_sample_count(total);
+            h.set_sample_sum(sum);
+            h.set_bucket(buckets);
+            let mut label = proto::LabelPair::default();
+            label.set_name("pool".to_owned());
+            label.set_value(pool.name.clone());
+            let mut m = proto::Metric::from_label(vec![label]);
+            m.set_histogram(h);
+            metrics.push(m);
+        }
+        let mut family = proto::MetricFamily::default();
+        family.set_name(POOL_LATENCY_NAME.to_owned());
+        family.set_help(POOL_LATENCY_HELP.to_owned());
+        family.set_field_type(proto::MetricType::HISTOGRAM);
+        family.set_metric(metrics);
+        vec![family]
+    }
 }
 
 /// One pool's labelled children, taken once at start.
 #[derive(Debug, Clone)]
 pub struct PoolMetrics {
-    /// Client-side latency.
-    pub latency: Histogram,
-    /// Identifies this instance's local latency copies ([`SessionLatency`]).
-    latency_key: usize,
+    /// Client-side latency (the same for a pool name across reloads).
+    pub latency: Arc<PoolLatency>,
     /// Requests per class, indexed by [`redis_class_index`] or
     /// [`memcache_class_index`]: up to date after [`PoolMetrics::flush`]
     /// (the pool's snapshot flushes, and the proxy's `/metrics` takes one
@@ -289,8 +388,7 @@ impl PoolMetrics {
     pub fn new(name: &str, redis: bool) -> PoolMetrics {
         let m = metrics();
         PoolMetrics {
-            latency: m.pool_latency.with_label_values(&[name]),
-            latency_key: next_latency_key(),
+            latency: pool_latency(name),
             classes: class_names(redis)
                 .iter()
                 .take(MAX_CLASSES)
@@ -303,22 +401,11 @@ impl PoolMetrics {
     /// The children for pool `name`, recording nothing (feature `metrics`
     /// is off).
     #[cfg(not(feature = "metrics"))]
-    pub fn new(_name: &str, redis: bool) -> PoolMetrics {
+    pub fn new(name: &str, redis: bool) -> PoolMetrics {
         PoolMetrics {
-            latency: Histogram,
-            latency_key: next_latency_key(),
+            latency: Arc::new(PoolLatency::new(name)),
             classes: vec![IntCounter; class_names(redis).len().min(MAX_CLASSES)],
             counts: Arc::new(ClassCounts::new()),
-        }
-    }
-
-    /// A client session's handle on [`PoolMetrics::latency`].
-    // The stand-in `Histogram` (feature `metrics` off) is `Copy`.
-    #[allow(clippy::clone_on_copy)]
-    pub fn session_latency(&self) -> SessionLatency {
-        SessionLatency {
-            key: self.latency_key,
-            hist: self.latency.clone(),
         }
     }
 
@@ -450,6 +537,71 @@ mod tests {
         for cmd in mc::Command::ALL {
             assert_eq!(mc::Command::ALL[memcache_class_index(cmd)], cmd);
         }
+    }
+
+    // The bucket bounds are LATENCY_BUCKETS, and an observation lands in
+    // the first bucket whose bound it does not exceed (Prometheus's `le`).
+    #[test]
+    fn pool_latency_buckets_follow_le() {
+        assert_eq!(LATENCY_BUCKETS_NS.len(), LATENCY_BUCKETS.len());
+        for (ns, secs) in LATENCY_BUCKETS_NS.iter().zip(LATENCY_BUCKETS) {
+            assert_eq!(*ns, (secs * 1e9).round() as u64);
+        }
+        assert_eq!(bucket_of(0), 0);
+        assert_eq!(bucket_of(50_000), 0);
+        assert_eq!(bucket_of(50_001), 1);
+        assert_eq!(bucket_of(10_000_000_000), LATENCY_BUCKETS_NS.len() - 1);
+        assert_eq!(bucket_of(10_000_000_001), LATENCY_BUCKETS_NS.len());
+        assert_eq!(bucket_of(u64::MAX), LATENCY_BUCKETS_NS.len());
+    }
+
+    // Observations from several threads are summed over the copies, and the
+    // exposition is cumulative with `_count` equal to the `+Inf` bucket.
+    #[test]
+    fn pool_latency_is_exposed_cumulative() {
+        use std::time::Duration;
+        let l = pool_latency("metrics-unit-latency");
+        assert!(
+            Arc::ptr_eq(&l, &pool_latency("metrics-unit-latency")),
+            "one per name"
+        );
+        l.observe(Duration::from_micros(30)); // le 0.00005
+        l.observe(Duration::from_millis(3)); // le 0.005
+        let other = Arc::clone(&l);
+        std::thread::spawn(move || other.observe(Duration::from_secs(20))) // +Inf only
+            .join()
+            .expect("thread");
+        let (counts, sum) = l.totals();
+        assert_eq!(counts.iter().sum::<u64>(), 3);
+        assert!((sum - 20.00303).abs() < 1e-9, "{sum}");
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry().gather())
+            .expect("encodes");
+        let line = |le: &str| {
+            format!("twem_pool_request_duration_seconds_bucket{{pool=\"metrics-unit-latency\",le=\"{le}\"}}")
+        };
+        for (le, n) in [
+            ("0.00005", 1),
+            ("0.0025", 1),
+            ("0.005", 2),
+            ("10", 2),
+            ("+Inf", 3),
+        ] {
+            assert!(
+                text.contains(&format!("{} {n}\n", line(le))),
+                "{le}: {text}"
+            );
+        }
+        assert!(
+            text.contains(
+                "twem_pool_request_duration_seconds_count{pool=\"metrics-unit-latency\"} 3\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE twem_pool_request_duration_seconds histogram"),
+            "{text}"
+        );
     }
 
     // Observations land in the registry's text exposition with their labels.

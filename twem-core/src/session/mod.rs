@@ -189,11 +189,10 @@ pub struct Session<F: Frontend, R, W> {
     /// recomputed when replies move it (not per decoded request).
     window: usize,
     phase: Phase,
-    /// The pool's latency histogram: the same child across reloads (same
-    /// name). Observed into the thread's local copy and flushed when replies
-    /// complete: one atomic update per bucket hit per batch instead of
-    /// several per reply.
-    latency: crate::pool::metrics::SessionLatency,
+    /// The pool's latency histogram: the same across reloads (same name).
+    /// Observed into the worker's own copy: nothing to flush, and a scrape
+    /// that follows a reply finds it counted.
+    latency: Arc<crate::pool::metrics::PoolLatency>,
 }
 
 impl<F, R, W> Session<F, R, W>
@@ -204,7 +203,7 @@ where
 {
     /// A session for a client just accepted.
     pub fn new(fe: F, slot: Arc<ArcSwap<Pool>>, id: usize, rd: R, wr: W) -> Self {
-        let latency = slot.load().metrics().session_latency();
+        let latency = Arc::clone(&slot.load().metrics().latency);
         Session {
             codec: fe.codec(),
             fe,
@@ -305,7 +304,6 @@ where
     /// Move every reply that is already there to the write queue, in order,
     /// while the unwritten bytes allow.
     pub fn collect_ready(&mut self) {
-        let mut noreply_done = false;
         let mut cx = Context::from_waker(Waker::noop());
         while self.wq_bytes < MAX_UNWRITTEN {
             let Some(front) = self.queue.front_mut() else {
@@ -341,17 +339,13 @@ where
                 // frontend's) has nothing to write either, and must not wait
                 // for a write that never comes.
                 _ => {
-                    self.latency.observe(start.elapsed().as_secs_f64());
-                    noreply_done = true;
+                    self.latency.observe(start.elapsed());
                 }
             }
             if close_after {
                 self.phase = Phase::CloseReady;
                 break;
             }
-        }
-        if noreply_done {
-            self.latency.flush();
         }
         self.window = window_for(self.avg_reply);
         self.collect_pushes(&mut cx);
@@ -455,15 +449,8 @@ where
             }
             n -= *left;
             let now = *now.get_or_insert_with(Instant::now);
-            self.latency
-                .observe(now.saturating_duration_since(*start).as_secs_f64());
+            self.latency.observe(now.saturating_duration_since(*start));
             self.unwritten.pop_front();
-        }
-        // Flushed only when something completed: most turns complete
-        // nothing, and an empty flush still cost ~60 instructions, four
-        // times per request at pipeline 1.
-        if now.is_some() {
-            self.latency.flush();
         }
     }
 

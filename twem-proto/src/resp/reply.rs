@@ -266,6 +266,7 @@ pub struct ReplyFrame {
 
 impl ReplyFrame {
     /// The exact bytes of the reply.
+    #[inline]
     pub fn raw(&self) -> &Bytes {
         &self.raw
     }
@@ -278,12 +279,14 @@ impl ReplyFrame {
     /// The first type byte: `+`, `-`, `:`, `$`, `*`, or a RESP3 type
     /// (`_ , # ! = ( % ~ > |`). For an attribute (`|`) the reply it
     /// annotates may be of another type: see [`ReplyFrame::value_kind`].
+    #[inline]
     pub fn kind(&self) -> u8 {
         self.raw.first().copied().unwrap_or(0)
     }
 
     /// The type byte of the reply itself, past any attributes (`|`) that
     /// annotate it; the same as [`ReplyFrame::kind`] for every other frame.
+    #[inline]
     pub fn value_kind(&self) -> u8 {
         self.raw
             .get(self.value_start())
@@ -294,10 +297,18 @@ impl ReplyFrame {
     /// Where the reply starts past its attributes. Attributes are rare
     /// (Redis 7 sends them for `DEBUG PROTOCOL attrib` only), so skipping
     /// them by parsing is fine.
+    #[inline]
     fn value_start(&self) -> usize {
         if self.kind() != b'|' {
             return 0;
         }
+        self.attributes_end()
+    }
+
+    /// [`ReplyFrame::value_start`] for a reply with attributes (kept out
+    /// of line: the common case is the inlined check above).
+    #[inline(never)]
+    fn attributes_end(&self) -> usize {
         let mut pos = 0;
         while self.raw.get(pos) == Some(&b'|') {
             if parse_attribute_pairs(&self.raw, &mut pos).is_none() {
@@ -309,6 +320,7 @@ impl ReplyFrame {
 
     /// True for an error reply: RESP2's `-...` or RESP3's blob error
     /// `!<len>`, also when annotated by an attribute.
+    #[inline]
     pub fn is_error(&self) -> bool {
         matches!(self.value_kind(), b'-' | b'!')
     }
@@ -316,6 +328,7 @@ impl ReplyFrame {
     /// True for a RESP3 push (`><n>`): out-of-band data (pub/sub, client
     /// tracking) that answers no request, so a backend connection must not
     /// match it with the request in flight.
+    #[inline]
     pub fn is_push(&self) -> bool {
         self.value_kind() == b'>'
     }

@@ -121,6 +121,7 @@ pub(crate) enum ReplyTx {
 
 impl ReplyTx {
     /// Hand over the reply; nobody waiting is not an error.
+    #[inline]
     pub(crate) fn send(self, r: Result<Frame, BackendError>) {
         match self {
             ReplyTx::Oneshot(tx) => {
@@ -180,6 +181,7 @@ impl ReplyDecoder {
 
     /// The next reply in `buf`, parsed as `expect`; the error says what was
     /// malformed (logged when the connection is dropped for it).
+    #[inline]
     fn decode(&mut self, expect: Expect, buf: &mut BytesMut) -> Result<Option<Frame>, ProtoError> {
         match (self, expect) {
             (ReplyDecoder::Resp(codec), _) => codec.decode(buf).map(|f| f.map(Frame::Resp)),
