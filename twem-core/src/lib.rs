@@ -98,6 +98,7 @@ pub mod pool;
 pub mod ring;
 pub mod sentinel;
 pub mod session;
+mod since;
 pub mod tls;
 pub mod worker;
 

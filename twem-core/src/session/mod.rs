@@ -441,15 +441,16 @@ where
     /// have their latency complete.
     pub fn on_written(&mut self, mut n: usize) {
         self.wq_bytes = self.wq_bytes.saturating_sub(n);
-        let mut now: Option<Instant> = None;
+        // One clock read for every reply this write completed.
+        let mut since: Option<crate::since::Since> = None;
         while let Some((left, start)) = self.unwritten.front_mut() {
             if n < *left {
                 *left -= n;
                 break;
             }
             n -= *left;
-            let now = *now.get_or_insert_with(Instant::now);
-            self.latency.observe(now.saturating_duration_since(*start));
+            let since = since.get_or_insert_with(|| crate::since::Since::new(Instant::now()));
+            self.latency.observe(since.of(*start));
             self.unwritten.pop_front();
         }
     }

@@ -1014,7 +1014,7 @@ where
         // Counted here and added to the shared counters once per read.
         let (mut got, mut got_bytes, mut sent_bytes) = (0u64, 0u64, 0i64);
         // One clock read for every reply this read completed: they arrived together.
-        let mut now: Option<Instant> = None;
+        let mut since: Option<crate::since::Since> = None;
         let outcome = loop {
             let Some(expect) = self.queue.front_expect() else {
                 if self.rbuf.is_empty() {
@@ -1047,9 +1047,10 @@ where
                     let Some(f) = self.queue.pop_answered() else {
                         break Ok(());
                     };
-                    let now = *now.get_or_insert_with(Instant::now);
+                    let since = since
+                        .get_or_insert_with(|| crate::since::Since::new(Instant::now().into_std()));
                     self.latency
-                        .observe(now.saturating_duration_since(f.start).as_secs_f64());
+                        .observe(since.of(f.start.into_std()).as_secs_f64());
                     got += 1;
                     got_bytes += frame.raw().len() as u64;
                     sent_bytes += f.bytes;
