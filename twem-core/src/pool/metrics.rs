@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 #[cfg(feature = "metrics")]
 pub use prometheus::{local::LocalHistogram, Histogram, IntCounter};
 #[cfg(feature = "metrics")]
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, Opts, Registry};
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -34,13 +34,11 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The process-wide metric families.
+/// The process-wide metric families (the latency histograms are
+/// [`Latency`] families, registered beside these).
 #[cfg(feature = "metrics")]
 #[derive(Debug)]
 pub struct Metrics {
-    /// `twem_server_request_duration_seconds{pool,server}`: from a request
-    /// handed to a backend connection to its reply parsed.
-    pub server_latency: HistogramVec,
     /// `twem_requests_total{pool,class}`: requests by command class.
     pub requests: IntCounterVec,
 }
@@ -55,40 +53,16 @@ static METRICS: OnceLock<(Registry, Metrics)> = OnceLock::new();
 fn init() -> &'static (Registry, Metrics) {
     METRICS.get_or_init(|| {
         let registry = Registry::new();
-        let pool_latency = PoolLatencyCollector {
-            desc: prometheus::core::Desc::new(
-                POOL_LATENCY_NAME.to_owned(),
-                POOL_LATENCY_HELP.to_owned(),
-                vec!["pool".to_owned()],
-                std::collections::HashMap::new(),
-            )
-            .expect("static descriptor is valid"),
-        };
-        let server_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "twem_server_request_duration_seconds",
-                "Time from a request queued for a backend connection to its reply parsed",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["pool", "server"],
-        )
-        .expect("static histogram options are valid");
         let requests = IntCounterVec::new(
             Opts::new("twem_requests_total", "Requests by command class"),
             &["pool", "class"],
         )
         .expect("static counter options are valid");
         // Registering distinct names in a fresh registry cannot collide.
-        let _ = registry.register(Box::new(pool_latency));
-        let _ = registry.register(Box::new(server_latency.clone()));
+        let _ = registry.register(Box::new(POOL_LATENCY.collector()));
+        let _ = registry.register(Box::new(SERVER_LATENCY.collector()));
         let _ = registry.register(Box::new(requests.clone()));
-        (
-            registry,
-            Metrics {
-                server_latency,
-                requests,
-            },
-        )
+        (registry, Metrics { requests })
     })
 }
 
@@ -178,22 +152,29 @@ struct ClassCounts {
     flushed: Mutex<[u64; MAX_CLASSES]>,
 }
 
-/// `twem_pool_request_duration_seconds`: from a request decoded to its
-/// reply written, per pool, in [`LATENCY_BUCKETS`]. Every client session
-/// observes it once per reply, so it is kept in plain relaxed atomics, one
-/// copy per connection set ([`crate::worker`]): a worker adds to its own
-/// cache lines, and a scrape sums the copies. (The `prometheus` crate's
-/// histogram took two shared atomics and a sum loop per observation, and its
-/// local batching copy cost each client ~200 bytes or a thread-local
-/// lookup per reply.) The same one for a pool name across reloads.
+/// A latency histogram in [`LATENCY_BUCKETS`]: a pool's
+/// (`twem_pool_request_duration_seconds{pool}`, observed by every client
+/// session once per reply) or a server's
+/// (`twem_server_request_duration_seconds{pool,server}`, observed by its
+/// connections once per reply). Kept in plain relaxed atomics, one copy per
+/// connection set ([`crate::worker`]): a worker adds to its own cache
+/// lines, and a scrape sums the copies. (The `prometheus` crate's histogram
+/// took shared atomics and a sum loop per observation, and its local
+/// batching copy a flush per batch and, per client, ~200 bytes or a
+/// thread-local lookup a reply.) One per label values, kept across reloads.
 #[derive(Debug)]
-pub struct PoolLatency {
-    name: String,
+pub struct Latency {
+    /// The label values, in the family's label order.
+    labels: Vec<String>,
     sets: Box<[LatencyShard]>,
 }
 
-/// One connection set's copy of a [`PoolLatency`]: a count per bucket
-/// (the last for slower than every bound) and the sum, in nanoseconds.
+/// The pool latency histogram (the name is historical: every latency
+/// histogram is a [`Latency`]).
+pub type PoolLatency = Latency;
+
+/// One connection set's copy of a [`Latency`]: a count per bucket (the
+/// last for slower than every bound) and the sum, in nanoseconds.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct LatencyShard {
@@ -230,10 +211,10 @@ fn bucket_of(ns: u64) -> usize {
     LATENCY_BUCKETS_NS.partition_point(|&b| b < ns)
 }
 
-impl PoolLatency {
-    fn new(name: &str) -> PoolLatency {
-        PoolLatency {
-            name: name.to_owned(),
+impl Latency {
+    fn new(labels: &[&str]) -> Latency {
+        Latency {
+            labels: labels.iter().map(|l| (*l).to_owned()).collect(),
             sets: (0..crate::worker::sets())
                 .map(|_| LatencyShard::default())
                 .collect(),
@@ -263,9 +244,9 @@ impl PoolLatency {
         shard.sum_ns.fetch_add(ns, Relaxed);
     }
 
-    /// The pool's name.
-    pub fn name(&self) -> &str {
-        &self.name
+    /// The label values (the pool's name; then the server's).
+    pub fn labels(&self) -> &[String] {
+        &self.labels
     }
 
     /// The counts per bucket (not cumulative; the last is past every
@@ -283,49 +264,93 @@ impl PoolLatency {
     }
 }
 
-/// Every pool's [`PoolLatency`], by name, for the collector.
+/// A histogram family: its name, help and label names, and every
+/// [`Latency`] made for it, by label values.
 #[cfg(feature = "metrics")]
-static POOL_LATENCY: Mutex<Vec<Arc<PoolLatency>>> = Mutex::new(Vec::new());
-
-/// The [`PoolLatency`] of pool `name`: the same one across reloads.
-#[cfg(feature = "metrics")]
-fn pool_latency(name: &str) -> Arc<PoolLatency> {
-    let mut all = POOL_LATENCY.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(l) = all.iter().find(|l| l.name == name) {
-        return Arc::clone(l);
-    }
-    let l = Arc::new(PoolLatency::new(name));
-    all.push(Arc::clone(&l));
-    l
+struct LatencyFamily {
+    name: &'static str,
+    help: &'static str,
+    label_names: &'static [&'static str],
+    all: Mutex<Vec<Arc<Latency>>>,
 }
 
-/// Exposes every [`PoolLatency`] as the histogram family
-/// `twem_pool_request_duration_seconds{pool}` in the [`registry`].
 #[cfg(feature = "metrics")]
-struct PoolLatencyCollector {
+static POOL_LATENCY: LatencyFamily = LatencyFamily {
+    name: "twem_pool_request_duration_seconds",
+    help: "Time from a request decoded to its reply written to the client",
+    label_names: &["pool"],
+    all: Mutex::new(Vec::new()),
+};
+
+#[cfg(feature = "metrics")]
+static SERVER_LATENCY: LatencyFamily = LatencyFamily {
+    name: "twem_server_request_duration_seconds",
+    help: "Time from a request queued for a backend connection to its reply parsed",
+    label_names: &["pool", "server"],
+    all: Mutex::new(Vec::new()),
+};
+
+#[cfg(feature = "metrics")]
+impl LatencyFamily {
+    /// The [`Latency`] for these label values: the same one every time.
+    fn get(&'static self, labels: &[&str]) -> Arc<Latency> {
+        let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = all.iter().find(|l| l.labels.iter().eq(labels.iter())) {
+            return Arc::clone(l);
+        }
+        let l = Arc::new(Latency::new(labels));
+        all.push(Arc::clone(&l));
+        l
+    }
+
+    /// Its collector for a registry.
+    // The options are constants: they either always build or never do,
+    // and the unit tests build them.
+    #[allow(clippy::expect_used)]
+    fn collector(&'static self) -> LatencyCollector {
+        LatencyCollector {
+            family: self,
+            desc: prometheus::core::Desc::new(
+                self.name.to_owned(),
+                self.help.to_owned(),
+                self.label_names.iter().map(|l| (*l).to_owned()).collect(),
+                std::collections::HashMap::new(),
+            )
+            .expect("static descriptor is valid"),
+        }
+    }
+}
+
+/// The [`Latency`] of pool `name`: the same one across reloads.
+#[cfg(feature = "metrics")]
+fn pool_latency(name: &str) -> Arc<Latency> {
+    POOL_LATENCY.get(&[name])
+}
+
+/// Exposes a [`LatencyFamily`] as a Prometheus histogram family.
+#[cfg(feature = "metrics")]
+struct LatencyCollector {
+    family: &'static LatencyFamily,
     desc: prometheus::core::Desc,
 }
 
 #[cfg(feature = "metrics")]
-const POOL_LATENCY_NAME: &str = "twem_pool_request_duration_seconds";
-#[cfg(feature = "metrics")]
-const POOL_LATENCY_HELP: &str = "Time from a request decoded to its reply written to the client";
-
-#[cfg(feature = "metrics")]
-impl prometheus::core::Collector for PoolLatencyCollector {
+impl prometheus::core::Collector for LatencyCollector {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
         vec![&self.desc]
     }
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
         use prometheus::proto;
-        let pools: Vec<Arc<PoolLatency>> = POOL_LATENCY
+        let all: Vec<Arc<Latency>> = self
+            .family
+            .all
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let mut metrics = Vec::with_capacity(pools.len());
-        for pool in pools {
-            let (counts, sum) = pool.totals();
+        let mut metrics = Vec::with_capacity(all.len());
+        for latency in all {
+            let (counts, sum) = latency.totals();
             let mut cumulative = 0u64;
             let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len());
             for (bound, count) in LATENCY_BUCKETS.iter().zip(&counts) {
@@ -342,16 +367,25 @@ impl prometheus::core::Collector for PoolLatencyCollector {
             h.set_sample_count(total);
             h.set_sample_sum(sum);
             h.set_bucket(buckets);
-            let mut label = proto::LabelPair::default();
-            label.set_name("pool".to_owned());
-            label.set_value(pool.name.clone());
-            let mut m = proto::Metric::from_label(vec![label]);
+            let labels = self
+                .family
+                .label_names
+                .iter()
+                .zip(&latency.labels)
+                .map(|(n, v)| {
+                    let mut label = proto::LabelPair::default();
+                    label.set_name((*n).to_owned());
+                    label.set_value(v.clone());
+                    label
+                })
+                .collect();
+            let mut m = proto::Metric::from_label(labels);
             m.set_histogram(h);
             metrics.push(m);
         }
         let mut family = proto::MetricFamily::default();
-        family.set_name(POOL_LATENCY_NAME.to_owned());
-        family.set_help(POOL_LATENCY_HELP.to_owned());
+        family.set_name(self.family.name.to_owned());
+        family.set_help(self.family.help.to_owned());
         family.set_field_type(proto::MetricType::HISTOGRAM);
         family.set_metric(metrics);
         vec![family]
@@ -403,7 +437,7 @@ impl PoolMetrics {
     #[cfg(not(feature = "metrics"))]
     pub fn new(name: &str, redis: bool) -> PoolMetrics {
         PoolMetrics {
-            latency: Arc::new(PoolLatency::new(name)),
+            latency: Arc::new(Latency::new(&[name])),
             classes: vec![IntCounter; class_names(redis).len().min(MAX_CLASSES)],
             counts: Arc::new(ClassCounts::new()),
         }
@@ -442,17 +476,18 @@ impl PoolMetrics {
     }
 }
 
-/// The latency histogram of server `server` in pool `pool`.
+/// The latency histogram of server `server` in pool `pool`: the same one
+/// across reloads.
 #[cfg(feature = "metrics")]
-pub fn server_latency(pool: &str, server: &str) -> Histogram {
-    metrics().server_latency.with_label_values(&[pool, server])
+pub fn server_latency(pool: &str, server: &str) -> Arc<Latency> {
+    SERVER_LATENCY.get(&[pool, server])
 }
 
 /// The latency histogram of server `server` in pool `pool` (recording
 /// nothing: feature `metrics` is off).
 #[cfg(not(feature = "metrics"))]
-pub fn server_latency(_pool: &str, _server: &str) -> Histogram {
-    Histogram
+pub fn server_latency(pool: &str, server: &str) -> Arc<Latency> {
+    Arc::new(Latency::new(&[pool, server]))
 }
 
 /// A histogram that records nothing (feature `metrics` is off).
@@ -608,7 +643,7 @@ mod tests {
     #[test]
     fn histograms_are_exposed() {
         let h = server_latency("metrics-unit-pool", "srv-a");
-        h.observe(0.003);
+        h.observe(std::time::Duration::from_millis(3));
         let families = registry().gather();
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&families)

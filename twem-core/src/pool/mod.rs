@@ -153,7 +153,7 @@ pub(crate) struct ServerShared {
     pub replicas: Box<[replica::ReplicaSlot]>,
     pub stats: Arc<ServerStats>,
     /// Reply latency of this server (Prometheus).
-    pub latency: metrics::Histogram,
+    pub latency: Arc<metrics::Latency>,
     failures: AtomicU32,
     ejected: AtomicBool,
     /// A cluster pool's node entry: its `host:port` and address, set once

@@ -869,10 +869,9 @@ struct Connection<'a, R, W> {
     timer: Pin<Box<Sleep>>,
     /// The deadline `timer` is armed for.
     armed: Option<Instant>,
-    /// Server latency, observed into this connection's own copy of the
-    /// histogram and flushed once per read: one atomic update per bucket hit
-    /// per read, not four per reply.
-    latency: crate::pool::metrics::LocalHistogram,
+    /// Server latency: two relaxed atomics of this worker's copy per reply
+    /// ([`crate::pool::metrics::Latency`]).
+    latency: Arc<crate::pool::metrics::Latency>,
 }
 
 /// Why a connection was dropped, for the log and the requests on it.
@@ -917,7 +916,7 @@ where
             reconnect: false,
             timer: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
             armed: None,
-            latency: server.latency.local(),
+            latency: Arc::clone(&server.latency),
         }
     }
 
@@ -1049,8 +1048,7 @@ where
                     };
                     let since = since
                         .get_or_insert_with(|| crate::since::Since::new(Instant::now().into_std()));
-                    self.latency
-                        .observe(since.of(f.start.into_std()).as_secs_f64());
+                    self.latency.observe(since.of(f.start.into_std()));
                     got += 1;
                     got_bytes += frame.raw().len() as u64;
                     sent_bytes += f.bytes;
@@ -1069,7 +1067,6 @@ where
         };
         self.queue.settle(got, got_bytes, sent_bytes);
         if got > 0 {
-            self.latency.flush();
             self.shared.record_success(self.idx);
         }
         if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_CHUNK {
