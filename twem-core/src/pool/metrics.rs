@@ -1,23 +1,25 @@
 //! Prometheus metrics that counters alone can't give: latency histograms per
 //! pool and per server, and request counts per command class.
 //!
-//! Recording is lock-free: the `prometheus` crate's histograms and counters
-//! are atomics, and each pool takes its labelled children once, at start, so
-//! the request path never looks a label up. Everything lives in one
-//! process-wide [`registry`]; the proxy's `/metrics` endpoint encodes it
+//! Recording is lock-free: the latency histograms are [`Latency`]s, relaxed
+//! atomics with one copy per worker, summed by a collector at scrape; the
+//! class counts are per-worker atomics added into the `prometheus` counters
+//! by [`PoolMetrics::flush`]; and each pool takes its labelled children once,
+//! at start, so the request path never looks a label up. Everything lives in
+//! one process-wide [`registry`]; the proxy's `/metrics` endpoint encodes it
 //! beside the stats-JSON counters, and an embedder can register it in its
 //! own exporter.
 //!
 //! Without the default feature `metrics` nothing is registered or recorded:
-//! [`Histogram`], [`LocalHistogram`] and [`IntCounter`] are then no-op
-//! stand-ins with the same methods, so an embedder with its own metrics
+//! [`IntCounter`] is then a no-op stand-in with the same methods and
+//! [`Latency::observe`] records nothing, so an embedder with its own metrics
 //! stack links no `prometheus` and owns no process-global registry.
 
 #[cfg(feature = "metrics")]
 use std::sync::OnceLock;
 
 #[cfg(feature = "metrics")]
-pub use prometheus::{local::LocalHistogram, Histogram, IntCounter};
+pub use prometheus::IntCounter;
 #[cfg(feature = "metrics")]
 use prometheus::{IntCounterVec, Opts, Registry};
 
@@ -488,36 +490,6 @@ pub fn server_latency(pool: &str, server: &str) -> Arc<Latency> {
 #[cfg(not(feature = "metrics"))]
 pub fn server_latency(pool: &str, server: &str) -> Arc<Latency> {
     Arc::new(Latency::new(&[pool, server]))
-}
-
-/// A histogram that records nothing (feature `metrics` is off).
-#[cfg(not(feature = "metrics"))]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Histogram;
-
-#[cfg(not(feature = "metrics"))]
-impl Histogram {
-    /// Records nothing.
-    pub fn observe(&self, _v: f64) {}
-
-    /// A thread-local view, recording nothing.
-    pub fn local(&self) -> LocalHistogram {
-        LocalHistogram
-    }
-}
-
-/// A thread-local histogram that records nothing (feature `metrics` is off).
-#[cfg(not(feature = "metrics"))]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LocalHistogram;
-
-#[cfg(not(feature = "metrics"))]
-impl LocalHistogram {
-    /// Records nothing.
-    pub fn observe(&self, _v: f64) {}
-
-    /// Nothing to flush.
-    pub fn flush(&self) {}
 }
 
 /// A counter that counts nothing (feature `metrics` is off).
