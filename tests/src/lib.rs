@@ -168,6 +168,29 @@ pub fn run_within(
     })
 }
 
+/// Send `request` (raw HTTP) to 127.0.0.1:`port` and read the whole
+/// response until the server closes (10 s read timeout: a proxy that stops
+/// answering fails the test, not hangs it).
+pub fn http_request(port: u16, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP port");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    s.write_all(request).expect("send the request");
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .unwrap_or_else(|e| panic!("reading the response: {e} (got {out:?})"));
+    out
+}
+
+/// `GET /metrics` from 127.0.0.1:`port` (`--metrics-addr`): the whole
+/// response, head and body.
+pub fn scrape_metrics(port: u16) -> String {
+    http_request(
+        port,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+}
+
 /// A child process killed (by its pid) when dropped.
 #[derive(Debug)]
 pub struct Proc {

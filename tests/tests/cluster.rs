@@ -968,18 +968,7 @@ fn redirections_are_bounded() {
     assert_eq!(st["c"]["cluster_redirect_failed"], 2, "{st}");
     assert_eq!(st["c"]["cluster_moved"], 10, "{st}");
     // The same counters in Prometheus, and the node by its address.
-    let scrape = || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics)).expect("metrics");
-        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .expect("read timeout");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .expect("send");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    };
-    let text = scrape();
+    let text = twem_tests::scrape_metrics(metrics);
     for line in [
         "twem_pool_cluster_moved_total{pool=\"c\"} 10".to_owned(),
         "twem_pool_cluster_redirect_failed_total{pool=\"c\"} 2".to_owned(),

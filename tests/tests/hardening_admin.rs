@@ -34,14 +34,7 @@ fn pool(name: &str, port: u16, r: &Redis, n: usize, extra: &str) -> String {
 
 /// `GET /metrics`, the whole response.
 fn scrape(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("request");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response");
-    out
+    twem_tests::scrape_metrics(port)
 }
 
 /// Whether the peer has closed `s` by `deadline` (EOF or reset; any bytes

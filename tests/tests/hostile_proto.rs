@@ -7,8 +7,6 @@
 //! behind the proxy's back, and the proxy must log a warning once per
 //! connection and count it in `twem_pool_client_foreign_protocol_total`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use twem_tests::{free_port, wait_for_port, Client, Memcached, ProxyProc, Redis};
@@ -76,13 +74,7 @@ fn send_and_expect_close(port: u16, payload: &[u8]) -> Vec<u8> {
 fn foreign_counter(mport: u16, want: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut s = TcpStream::connect(("127.0.0.1", mport)).expect("metrics port");
-        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .expect("read timeout");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .expect("request");
-        let mut text = String::new();
-        s.read_to_string(&mut text).expect("response");
+        let text = twem_tests::scrape_metrics(mport);
         let v = text
             .lines()
             .find(|l| l.starts_with("twem_pool_client_foreign_protocol_total{pool=\"p\"}"))

@@ -316,16 +316,7 @@ fn prometheus_metrics_after_traffic() {
     args.extend(mget.iter().map(|k| k.as_bytes()));
     let _ = c.cmd(&args);
     let _ = c.cmds("NOSUCH x");
-    let scrape = || {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", mport)).expect("metrics port");
-        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .expect("read timeout");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .expect("request");
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("response");
-        out
-    };
+    let scrape = || twem_tests::scrape_metrics(mport);
     let metric = |text: &str, needle: &str| -> Option<f64> {
         text.lines()
             .find(|l| l.starts_with(needle))
@@ -379,13 +370,7 @@ fn prometheus_metrics_after_traffic() {
     let st = proxy.stats();
     assert_eq!(st["service"], "nutcracker");
     assert!(st["mpool"]["mpool0"].is_object());
-    let mut bad = std::net::TcpStream::connect(("127.0.0.1", mport)).expect("metrics port");
-    bad.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .expect("read timeout");
-    bad.write_all(b"GET /nope HTTP/1.1\r\n\r\n")
-        .expect("request");
-    let mut out = String::new();
-    bad.read_to_string(&mut out).expect("response");
+    let out = twem_tests::http_request(mport, b"GET /nope HTTP/1.1\r\n\r\n");
     assert!(out.starts_with("HTTP/1.1 404"), "{out}");
 }
 

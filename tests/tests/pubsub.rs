@@ -5,8 +5,6 @@
 //! lost subscription connection ending the client's connection with an
 //! error, and no connection left behind by a subscriber that leaves.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,15 +17,7 @@ fn setup() -> Shards {
 
 /// twem's `/metrics` page, the whole response.
 fn scrape(t: &Shards) -> String {
-    let mut s =
-        TcpStream::connect(("127.0.0.1", t.metrics.expect("metrics port"))).expect("metrics");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .expect("read timeout");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .expect("send");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
+    twem_tests::scrape_metrics(t.metrics.expect("metrics port"))
 }
 
 /// A client of `t` that sent `cmd` (a SUBSCRIBE) and read one

@@ -495,13 +495,16 @@ fn failover_is_followed_without_moving_keys() {
     let dir = TempDir::new("sentinel-t");
     let conf = dir.path().join("nutcracker.yml");
     std::fs::write(&conf, &yaml).expect("write");
-    let out = twem_tests::run_bounded(
-        Command::new(twem_tests::twemproxy_bin())
-            .arg("-t")
-            .arg("-c")
-            .arg(&conf),
-        Duration::from_secs(30),
-    );
+    let test_conf = || {
+        twem_tests::run_bounded(
+            Command::new(twem_tests::twemproxy_bin())
+                .arg("-t")
+                .arg("-c")
+                .arg(&conf),
+            Duration::from_secs(30),
+        )
+    };
+    let out = test_conf();
     assert!(out.status.success(), "-t refused a sentinel pool: {out:?}");
     // And names what is wrong in a broken one.
     std::fs::write(
@@ -509,13 +512,7 @@ fn failover_is_followed_without_moving_keys() {
         yaml.replace("   - shard-b:1\n", "   - 127.0.0.1:6379:1\n"),
     )
     .expect("write");
-    let out = twem_tests::run_bounded(
-        Command::new(twem_tests::twemproxy_bin())
-            .arg("-t")
-            .arg("-c")
-            .arg(&conf),
-        Duration::from_secs(30),
-    );
+    let out = test_conf();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
