@@ -795,7 +795,10 @@ impl Client {
 
     /// Serve the client until its session ends. Both log lines name the
     /// client by id and peer, so that an operator can pair them.
-    async fn serve(self, conn: Conn) {
+    fn serve(self, conn: Conn) -> impl std::future::Future<Output = ()> {
+        // Taken apart here and captured field by field by an async block,
+        // not an `async fn`: its arguments would be kept in every client's
+        // task beside the locals they are moved into.
         let Client {
             slot,
             hint,
@@ -805,30 +808,34 @@ impl Client {
             _counted,
             on_worker: _on_worker,
         } = self;
-        tracing::info!(pool = %slot.load().name(), client = hint, peer = %peer, "client connected");
-        let end = match (conn, tls) {
-            (Conn::Tcp(s), tls) => {
-                match tls {
-                    // Boxed: a TLS session's future (rustls's state
-                    // inline) is larger, and every client's task would
-                    // otherwise be allocated at that size (measured:
-                    // idle plain clients 1.7 -> 3.7 KiB each).
-                    Some(tls) => Box::pin(serve_tls(&slot, hint, &peer, tls, s, stop)).await,
-                    None => {
-                        let (r, w) = s.into_split();
-                        serve_connection(Arc::clone(&slot), hint, r, w, stop).await
+        async move {
+            // Held for the session's life.
+            let _held = (_counted, _on_worker);
+            tracing::info!(pool = %slot.load().name(), client = hint, peer = %peer, "client connected");
+            let end = match (conn, tls) {
+                (Conn::Tcp(s), tls) => {
+                    match tls {
+                        // Boxed: a TLS session's future (rustls's state
+                        // inline) is larger, and every client's task would
+                        // otherwise be allocated at that size (measured:
+                        // idle plain clients 1.7 -> 3.7 KiB each).
+                        Some(tls) => Box::pin(serve_tls(&slot, hint, &peer, tls, s, stop)).await,
+                        None => {
+                            let (r, w) = s.into_split();
+                            serve_connection(Arc::clone(&slot), hint, r, w, stop).await
+                        }
                     }
                 }
-            }
-            (Conn::Unix(s), Some(tls)) => {
-                Box::pin(serve_tls(&slot, hint, &peer, tls, s, stop)).await
-            }
-            (Conn::Unix(s), None) => {
-                let (r, w) = s.into_split();
-                serve_connection(Arc::clone(&slot), hint, r, w, stop).await
-            }
-        };
-        tracing::info!(pool = %slot.load().name(), client = hint, peer = %peer, end = ?end, "client closed");
+                (Conn::Unix(s), Some(tls)) => {
+                    Box::pin(serve_tls(&slot, hint, &peer, tls, s, stop)).await
+                }
+                (Conn::Unix(s), None) => {
+                    let (r, w) = s.into_split();
+                    serve_connection(Arc::clone(&slot), hint, r, w, stop).await
+                }
+            };
+            tracing::info!(pool = %slot.load().name(), client = hint, peer = %peer, end = ?end, "client closed");
+        }
     }
 }
 

@@ -105,28 +105,34 @@ pub enum End {
 /// errs, or `shutdown` fires and its outstanding replies are written. `id`
 /// names the client in logs and keeps its requests to a server on one
 /// backend connection.
-pub async fn serve_connection<R, W>(
+// Not an `async fn` on purpose (see the body's first comment).
+#[allow(clippy::manual_async_fn)]
+pub fn serve_connection<R, W>(
     slot: Arc<ArcSwap<Pool>>,
     id: usize,
     rd: R,
     wr: W,
     shutdown: CancellationToken,
-) -> End
+) -> impl Future<Output = End>
 where
     R: ClientRead,
     W: AsyncWrite + Unpin,
 {
-    let protocol = slot.load().protocol();
-    match protocol {
-        Protocol::Redis => {
-            Session::new(RedisFrontend::new(), slot, id, rd, wr)
-                .run(shutdown)
-                .await
-        }
-        Protocol::Memcache => {
-            Session::new(MemcacheFrontend::new(), slot, id, rd, wr)
-                .run(shutdown)
-                .await
+    // An async block over its captures, not an `async fn` (whose arguments
+    // would be kept twice in every client's task; see `Session::run`).
+    async move {
+        let protocol = slot.load().protocol();
+        match protocol {
+            Protocol::Redis => {
+                Session::new(RedisFrontend::new(), slot, id, rd, wr)
+                    .run(shutdown)
+                    .await
+            }
+            Protocol::Memcache => {
+                Session::new(MemcacheFrontend::new(), slot, id, rd, wr)
+                    .run(shutdown)
+                    .await
+            }
         }
     }
 }
@@ -457,82 +463,106 @@ where
 
     /// Serve until the client leaves, errs, or `shutdown` fires and its
     /// outstanding replies are written.
-    pub async fn run(mut self, shutdown: CancellationToken) -> End {
-        // Registered once: a fresh `cancelled()` per loop turn would lock the
-        // token's waiter list twice per request, shared by every session.
-        let waiting = std::pin::pin!(shutdown.cancelled());
-        let mut cancelled = ShutdownSignal::new(&shutdown, waiting);
-        loop {
-            let need_more = self.decode_and_dispatch();
-            self.collect_ready();
-            // Decoding stopped at a bound and replies have since left the
-            // queue: decode on before deciding to wait. A burst of `noreply`
-            // requests empties the queue without writing anything, so
-            // progress is judged by what can be decoded, not by replies
-            // produced.
-            if !need_more && self.room() {
-                continue;
-            }
-            if let Some(end) = self.should_close() {
-                let _ = self.wr.shutdown().await;
-                return end;
-            }
-            self.release_if_idle();
+    pub fn run(self, shutdown: CancellationToken) -> impl Future<Output = End> {
+        // An async block that uses its captures in place, not an `async fn`:
+        // an async fn's arguments are kept in its future beside the locals
+        // they are moved into, so the session (400 bytes) was held twice in
+        // every client's task (measured: the future was 1,024 bytes).
+        let mut this = self;
+        async move {
+            // Registered once: a fresh `cancelled()` per loop turn would lock the
+            // token's waiter list twice per request, shared by every session.
+            let waiting = std::pin::pin!(shutdown.cancelled());
+            let mut cancelled = ShutdownSignal::new(&shutdown, waiting);
+            loop {
+                let need_more = this.decode_and_dispatch();
+                this.collect_ready();
+                // Decoding stopped at a bound and replies have since left the
+                // queue: decode on before deciding to wait. A burst of `noreply`
+                // requests empties the queue without writing anything, so
+                // progress is judged by what can be decoded, not by replies
+                // produced.
+                if !need_more && this.room() {
+                    continue;
+                }
+                if let Some(end) = this.should_close() {
+                    let _ = this.wr.shutdown().await;
+                    return end;
+                }
+                this.release_if_idle();
 
-            let can_read =
-                self.phase == Phase::Serving && need_more && self.wq_bytes < MAX_UNWRITTEN;
-            let wait_front = self.phase != Phase::CloseReady
-                && !self.queue.is_empty()
-                && self.wq_bytes < MAX_UNWRITTEN;
-            let can_write = !self.wq.is_empty();
-            let wait_push = self.fe.has_pushes()
-                && self.queue.is_empty()
-                && self.phase == Phase::Serving
-                && self.wq_bytes < MAX_UNWRITTEN;
-            if !can_read && !wait_front && !can_write && !wait_push {
-                // Unreachable by the rules above (a bound that stops decoding
-                // always leaves a reply to wait for); if it ever happens,
-                // say so instead of closing silently.
-                tracing::warn!(
-                    pool = self.slot.load().name(),
-                    client = self.inbox.hint(),
-                    "client session cannot make progress; closing it"
-                );
-                let _ = self.wr.shutdown().await;
-                return End::Closed;
-            }
-            let draining = self.phase == Phase::Draining;
-            let Session {
-                rd,
-                queue,
-                wr,
-                wq,
-                fe,
-                ..
-            } = &mut self;
-            let event = tokio::select! {
-                // Fixed order, no per-turn random pick: reads first, so a busy
-                // client's requests are batched before its replies are flushed.
-                biased;
-                res = std::future::poll_fn(|cx| rd.poll_read_ready(cx)), if can_read => Event::Readable(res),
-                // The front reply, or (none outstanding) pub/sub output: one
-                // branch, so a select of four stays as cheap as before pushes.
-                () = wait_for_front(queue, fe, wait_push), if wait_front || wait_push => Event::FrontReady,
-                res = crate::net::write_some(wr, wq), if can_write => Event::Written(res),
-                () = &mut cancelled, if !draining => Event::Shutdown,
-            };
-            match event {
-                Event::Readable(Ok(())) => {
-                    if let Err(end) = self.on_readable() {
-                        return end;
+                let can_read =
+                    this.phase == Phase::Serving && need_more && this.wq_bytes < MAX_UNWRITTEN;
+                let wait_front = this.phase != Phase::CloseReady
+                    && !this.queue.is_empty()
+                    && this.wq_bytes < MAX_UNWRITTEN;
+                let can_write = !this.wq.is_empty();
+                let wait_push = this.fe.has_pushes()
+                    && this.queue.is_empty()
+                    && this.phase == Phase::Serving
+                    && this.wq_bytes < MAX_UNWRITTEN;
+                if !can_read && !wait_front && !can_write && !wait_push {
+                    // Unreachable by the rules above (a bound that stops decoding
+                    // always leaves a reply to wait for); if it ever happens,
+                    // say so instead of closing silently.
+                    tracing::warn!(
+                        pool = this.slot.load().name(),
+                        client = this.inbox.hint(),
+                        "client session cannot make progress; closing it"
+                    );
+                    let _ = this.wr.shutdown().await;
+                    return End::Closed;
+                }
+                let draining = this.phase == Phase::Draining;
+                let Session {
+                    rd,
+                    queue,
+                    wr,
+                    wq,
+                    fe,
+                    ..
+                } = &mut this;
+                // One poll_fn that polls the enabled branches in a fixed order,
+                // not a `select!` of futures: the futures would be kept in this
+                // future, in every client's task, idle or not (the select's
+                // branch futures were ~500 bytes of a 1,040-byte session
+                // future). Reads first, so a busy client's requests are batched
+                // before its replies are flushed.
+                let event = std::future::poll_fn(|cx| {
+                    if can_read {
+                        if let Poll::Ready(res) = rd.poll_read_ready(cx) {
+                            return Poll::Ready(Event::Readable(res));
+                        }
                     }
+                    // The front reply, or (none outstanding) pub/sub output.
+                    if (wait_front || wait_push) && poll_front(cx, queue, fe, wait_push).is_ready()
+                    {
+                        return Poll::Ready(Event::FrontReady);
+                    }
+                    if can_write {
+                        if let Poll::Ready(res) = crate::net::poll_write_some(cx, wr, wq) {
+                            return Poll::Ready(Event::Written(res));
+                        }
+                    }
+                    if !draining && std::pin::Pin::new(&mut cancelled).poll(cx).is_ready() {
+                        return Poll::Ready(Event::Shutdown);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                match event {
+                    Event::Readable(Ok(())) => {
+                        if let Err(end) = this.on_readable() {
+                            return end;
+                        }
+                    }
+                    Event::Readable(Err(_)) | Event::Written(Err(_)) => {
+                        return this.on_socket_error();
+                    }
+                    Event::FrontReady => {}
+                    Event::Written(Ok(n)) => this.on_written(n),
+                    Event::Shutdown => this.phase = Phase::Draining,
                 }
-                Event::Readable(Err(_)) | Event::Written(Err(_)) => {
-                    return self.on_socket_error();
-                }
-                Event::FrontReady => {}
-                Event::Written(Ok(n)) => self.on_written(n),
-                Event::Shutdown => self.phase = Phase::Draining,
             }
         }
     }
@@ -603,32 +633,27 @@ enum Event {
     Shutdown,
 }
 
-/// Wait until the reply at the front of `queue` is there; the next turn
-/// takes it. The reply is kept in the future, resolved. With nothing
-/// outstanding and `pushes`, wait for the frontend's pub/sub output instead.
-///
-/// A `poll_fn`, not an `async fn`: the select builds it on every turn, and
-/// an async fn's state machine (made, polled through, dropped) cost ~80
-/// instructions a request at pipeline 1 (callgrind).
+/// Whether the reply at the front of `queue` is there (the next turn takes
+/// it; the reply is kept in the future, resolved). With nothing
+/// outstanding and `pushes`, whether the frontend has pub/sub output.
 #[inline]
-fn wait_for_front<'a, F: Frontend>(
-    queue: &'a mut VecDeque<Pending>,
-    fe: &'a mut F,
+fn poll_front<F: Frontend>(
+    cx: &mut Context<'_>,
+    queue: &mut VecDeque<Pending>,
+    fe: &mut F,
     pushes: bool,
-) -> impl Future<Output = ()> + 'a {
-    std::future::poll_fn(move |cx| {
-        if let Some(front) = queue.front_mut() {
-            front
-                .fut
-                .poll_answer(cx)
-                .map(|r| front.fut = ReplyFuture::resolved(r))
-        } else if pushes {
-            fe.poll_push(cx)
-        } else {
-            // Nothing to wait for (the branch is not selected then).
-            Poll::Ready(())
-        }
-    })
+) -> Poll<()> {
+    if let Some(front) = queue.front_mut() {
+        front
+            .fut
+            .poll_answer(cx)
+            .map(|r| front.fut = ReplyFuture::resolved(r))
+    } else if pushes {
+        fe.poll_push(cx)
+    } else {
+        // Nothing to wait for (the branch is not polled then).
+        Poll::Ready(())
+    }
 }
 
 /// One read of what the socket has, without waiting (`WouldBlock` if
