@@ -289,6 +289,11 @@ fn stats_are_summed_over_the_servers() {
         );
     }
     let mut c = Client::connect(port);
+    // The harness's readiness probe was a client too (it connected and
+    // left): wait until the proxy has seen it go, so that the count below
+    // is this client's alone (a loaded CI machine once read 2).
+    let st = p.stats_when(|s| s["mc"]["client_connections"] == 1);
+    assert_eq!(st["mc"]["client_connections"], 1, "{st}");
     c.send(b"stats\r\n");
     let reply = c.read_until(b"END\r\n");
     c.assert_nothing_pending("after END");
