@@ -168,6 +168,31 @@ pub fn run_within(
     })
 }
 
+/// Wait at most `limit` for `child` (spawned with piped output, less than a
+/// pipe holds: it is read only once the child has ended) to end, and
+/// collect its output; one still running then is killed and the test
+/// fails with what it printed. For a child that talks to the proxy while
+/// the test does something else (a proxy that stopped answering would
+/// otherwise leave the test waiting for ever).
+pub fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let out = child.wait_with_output().ok();
+                panic!(
+                    "a child process did not end within {limit:?}; it printed: {:?}",
+                    out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                );
+            }
+        }
+    }
+    child.wait_with_output().expect("the child's output")
+}
+
 /// Send `request` (raw HTTP) to 127.0.0.1:`port` and read the whole
 /// response until the server closes (10 s read timeout: a proxy that stops
 /// answering fails the test, not hangs it).

@@ -409,7 +409,8 @@ fn sighup_rotates_the_listener_certificate() {
     std::fs::write(&live_key, std::fs::read(&b.key).expect("b")).expect("rotate");
     proxy.proc.signal(1);
     assert_logged(&proxy, "kept=0 changed=1");
-    let o = looping.wait_with_output().expect("loop output");
+    // 300 x 10 ms: about 3 s plus the reloads; a minute is a hang.
+    let o = twem_tests::wait_bounded(looping, Duration::from_secs(60));
     let out = text(&o);
     let replies: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(replies.len(), 300, "{out}");
