@@ -75,6 +75,7 @@ pub fn current() -> Option<usize> {
 /// the count grew).
 #[inline]
 pub(crate) fn set_for(worker: Option<usize>, sets: usize) -> usize {
+    // (Below `sets` whenever `sets` > 0: what `local` indexes with.)
     let last = sets.saturating_sub(1);
     match worker {
         Some(i) if i < last => i,
@@ -82,9 +83,26 @@ pub(crate) fn set_for(worker: Option<usize>, sets: usize) -> usize {
     }
 }
 
+/// The calling thread's copy out of per-set `copies` (one per connection
+/// set, see [`set_for`]): the one place that picks it. `copies` is never
+/// empty: per-set arrays are made with [`sets`] entries, at least 1.
+#[inline]
+pub(crate) fn local<T>(copies: &[T]) -> &T {
+    &copies[set_for(current(), copies.len())]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A thread that is not a worker gets the last copy, the one shared by
+    // such threads.
+    #[test]
+    fn local_on_another_thread_is_the_shared_copy() {
+        let copies = [10, 20, 30];
+        let got = std::thread::spawn(move || *local(&copies)).join();
+        assert_eq!(got.ok(), Some(30));
+    }
 
     #[test]
     fn workers_get_their_own_set_and_others_share_the_last() {

@@ -237,9 +237,8 @@ impl Latency {
     #[inline]
     fn record(&self, took: std::time::Duration) {
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        let at = crate::worker::set_for(crate::worker::current(), self.sets.len());
         // `sets` is never empty (`sets()` is at least 1).
-        let shard = &self.sets[at.min(self.sets.len() - 1)];
+        let shard = crate::worker::local(&self.sets);
         if let Some(b) = shard.buckets.get(bucket_of(ns)) {
             b.fetch_add(1, Relaxed);
         }
@@ -448,9 +447,8 @@ impl PoolMetrics {
     /// Count one request of class `idx`, in the calling thread's copy.
     #[inline]
     pub fn count(&self, idx: usize) {
-        let shards = &self.counts.shards;
-        let at = crate::worker::set_for(crate::worker::current(), shards.len());
-        if let Some(c) = shards.get(at).and_then(|s| s.0.get(idx)) {
+        // `shards` is never empty (`sets()` is at least 1).
+        if let Some(c) = crate::worker::local(&self.counts.shards).0.get(idx) {
             c.fetch_add(1, Relaxed);
         }
     }

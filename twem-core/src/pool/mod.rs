@@ -374,9 +374,8 @@ impl Handles {
     /// shared by other threads), made on first use.
     #[inline]
     fn set(&self) -> &ConnSet {
-        let at = crate::worker::set_for(crate::worker::current(), self.sets.len());
         // `sets` is never empty (`Pool::replacing` makes at least one).
-        let cell = &self.sets[at.min(self.sets.len() - 1)];
+        let cell = crate::worker::local(&self.sets);
         cell.get_or_init(|| {
             // Replica slots only when the pool reads from replicas.
             let replicas = if self.shared.config.read_from == crate::config::ReadFrom::Master {

@@ -66,9 +66,8 @@ impl ServerStats {
     /// methods or [`ServerStats::fields`]).
     #[inline]
     pub fn local(&self) -> &ServerCounters {
-        let at = crate::worker::set_for(crate::worker::current(), self.shards.len());
         // `shards` is never empty (`sets()` is at least 1).
-        &self.shards[at.min(self.shards.len() - 1)]
+        crate::worker::local(&self.shards)
     }
 
     /// The one copy that holds gauges set to a value rather than added to
