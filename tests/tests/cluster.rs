@@ -14,6 +14,9 @@
 //!   every key answers again, and the errors in the window (only for the
 //!   dead master's slots) are printed.
 //!
+//! - TRYAGAIN and endless MOVED: a fake node shows that the waits and
+//!   redirections are followed and bounded.
+//!
 //! The three tests share the machine's two cores, so they run one at a
 //! time (a lock), each with its own cluster.
 
@@ -901,9 +904,13 @@ fn cluster_failover() {
     assert!(stats_field(&proxy, "cluster_refreshes") >= 2);
 }
 
-/// A fake cluster node: every `GET` is answered `-MOVED` to the node
-/// itself, anything else (`CLUSTER SHARDS`) with an error; counts GETs.
-fn moved_forever(listener: std::net::TcpListener, gets: Arc<AtomicU64>) {
+/// What a fake node answers a `GET`: given its arguments (upper-cased),
+/// how many GETs it saw before, and its own port.
+type Answer = fn(&[String], u64, u16) -> String;
+
+/// A fake cluster node: every `GET` is answered by `answer`, anything else
+/// (`CLUSTER SHARDS`) with an error; counts GETs.
+fn fake_node(listener: std::net::TcpListener, gets: Arc<AtomicU64>, answer: Answer) {
     use std::io::{BufRead, BufReader, Write};
     let port = listener.local_addr().expect("addr").port();
     for conn in listener.incoming() {
@@ -929,8 +936,8 @@ fn moved_forever(listener: std::net::TcpListener, gets: Arc<AtomicU64>) {
                     args.push(line.trim().to_uppercase());
                 }
                 let reply = if args.first().map(String::as_str) == Some("GET") {
-                    gets.fetch_add(1, Ordering::Relaxed);
-                    format!("-MOVED 1 127.0.0.1:{port}\r\n")
+                    let seen = gets.fetch_add(1, Ordering::Relaxed);
+                    answer(&args, seen, port)
                 } else {
                     "-ERR not a cluster here\r\n".to_owned()
                 };
@@ -942,21 +949,33 @@ fn moved_forever(listener: std::net::TcpListener, gets: Arc<AtomicU64>) {
     }
 }
 
+/// A fake node on a fresh port, answering GETs with `answer`; its port
+/// and its GET count.
+fn start_fake_node(answer: Answer) -> (u16, Arc<AtomicU64>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let node = listener.local_addr().expect("addr").port();
+    let gets = Arc::new(AtomicU64::new(0));
+    let g = Arc::clone(&gets);
+    thread::spawn(move || fake_node(listener, g, answer));
+    (node, gets)
+}
+
+/// A cluster pool whose one seed is `node`.
+fn fake_cluster_yaml(port: u16, node: u16) -> String {
+    format!(
+        "c:\n  listen: 127.0.0.1:{port}\n  redis: true\n  cluster: true\n  timeout: 2000\n  servers:\n   - 127.0.0.1:{node}:1\n"
+    )
+}
+
 // A slot that redirects for ever: the request is sent 1 + 5 times, then
 // the last -MOVED goes to the client (and is counted), the connection and
 // the next request unharmed.
 #[test]
 fn redirections_are_bounded() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let node = listener.local_addr().expect("addr").port();
-    let gets = Arc::new(AtomicU64::new(0));
-    let g = Arc::clone(&gets);
-    thread::spawn(move || moved_forever(listener, g));
+    // Every GET is redirected to the node itself.
+    let (node, gets) = start_fake_node(|_, _, port| format!("-MOVED 1 127.0.0.1:{port}\r\n"));
     let port = free_port();
-    let yaml = format!(
-        "c:\n  listen: 127.0.0.1:{port}\n  redis: true\n  cluster: true\n  timeout: 2000\n  servers:\n   - 127.0.0.1:{node}:1\n"
-    );
-    let (proxy, metrics) = ProxyProc::twem_with_metrics(&yaml, port, &[]);
+    let (proxy, metrics) = ProxyProc::twem_with_metrics(&fake_cluster_yaml(port, node), port, &[]);
     let mut c = Client::connect(port);
     let want = format!("-MOVED 1 127.0.0.1:{node}\r\n").into_bytes();
     assert_eq!(c.cmd(&[b"GET", b"k"]), want);
@@ -976,4 +995,42 @@ fn redirections_are_bounded() {
     ] {
         assert!(text.contains(&line), "no {line} in:\n{text}");
     }
+}
+
+const TRYAGAIN: &str = "-TRYAGAIN Multiple keys request during rehashing of slot\r\n";
+
+// `-TRYAGAIN` (a multi-key command while its slot migrates) is waited out
+// and the request sent again, its reply in the request's place; a slot that
+// never settles gives the client the last `-TRYAGAIN` after 1 + 5 sends.
+#[test]
+fn tryagain_is_waited_out() {
+    // Key "K": two TRYAGAINs, then its value, in turn; key "STUCK": always TRYAGAIN.
+    let (node, gets) = start_fake_node(|args, seen, _| {
+        if args.get(1).map(String::as_str) == Some("STUCK") || seen % 3 < 2 {
+            TRYAGAIN.to_owned()
+        } else {
+            "$5\r\nvalue\r\n".to_owned()
+        }
+    });
+    let port = free_port();
+    let (proxy, metrics) = ProxyProc::twem_with_metrics(&fake_cluster_yaml(port, node), port, &[]);
+    let mut c = Client::connect(port);
+    assert_eq!(c.cmd(&[b"GET", b"k"]), b"$5\r\nvalue\r\n");
+    assert_eq!(gets.load(Ordering::Relaxed), 3);
+    // Pipelined behind a retried request, a PING keeps its place.
+    let mut both = resp_cmd(&[b"GET", b"k"]);
+    both.extend_from_slice(&resp_cmd(&[b"PING"]));
+    c.send(&both);
+    assert_eq!(c.read_resp(), b"$5\r\nvalue\r\n");
+    assert_eq!(c.read_resp(), b"+PONG\r\n");
+    assert_eq!(gets.load(Ordering::Relaxed), 6);
+    assert_eq!(c.cmd(&[b"GET", b"stuck"]), TRYAGAIN.as_bytes());
+    assert_eq!(gets.load(Ordering::Relaxed), 12);
+    let st = proxy.stats_when(|s| s["c"]["cluster_redirect_failed"] == 1);
+    assert_eq!(st["c"]["cluster_tryagain"], 4 + 5, "{st}");
+    assert_eq!(st["c"]["cluster_redirect_failed"], 1, "{st}");
+    assert_eq!(st["c"]["cluster_moved"], 0, "{st}");
+    let text = twem_tests::scrape_metrics(metrics);
+    let line = "twem_pool_cluster_tryagain_total{pool=\"c\"} 9";
+    assert!(text.contains(line), "no {line} in:\n{text}");
 }
