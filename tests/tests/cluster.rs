@@ -12,13 +12,15 @@
 //!   readable afterwards, and the redirections were followed (counted);
 //! - failover: a master SIGKILLed, its replica promoted: the time until
 //!   every key answers again, and the errors in the window (only for the
-//!   dead master's slots) are printed.
+//!   dead master's slots) are printed;
+//! - transactions: a slot moved or migrating under a transaction, which
+//!   twem sends again whole, or refuses with nothing applied.
 //!
-//! - TRYAGAIN and endless MOVED: a fake node shows that the waits and
-//!   redirections are followed and bounded.
+//! TRYAGAIN and endless MOVED: a fake node shows that the waits and
+//! redirections are followed and bounded.
 //!
-//! The three tests share the machine's two cores, so they run one at a
-//! time (a lock), each with its own cluster.
+//! The tests with a real cluster share the machine's two cores, so they
+//! run one at a time (a lock), each with its own cluster.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -168,8 +170,14 @@ impl Cluster {
 
     /// twem in front, seeded with the first two nodes.
     fn twem(&self, port: u16) -> ProxyProc {
+        self.twem_refreshing(port, 1000)
+    }
+
+    /// twem in front, reading the slot map every `refresh_ms` (and after
+    /// a `-MOVED`).
+    fn twem_refreshing(&self, port: u16, refresh_ms: u64) -> ProxyProc {
         let yaml = format!(
-            "c:\n  listen: 127.0.0.1:{port}\n  redis: true\n  cluster: true\n  cluster_refresh: 1000\n  timeout: 3000\n  servers:\n   - 127.0.0.1:{}:1\n   - 127.0.0.1:{}:1\n",
+            "c:\n  listen: 127.0.0.1:{port}\n  redis: true\n  cluster: true\n  cluster_refresh: {refresh_ms}\n  timeout: 3000\n  servers:\n   - 127.0.0.1:{}:1\n   - 127.0.0.1:{}:1\n",
             self.nodes[0].port, self.nodes[1].port
         );
         ProxyProc::twem(&yaml, port, &[])
@@ -668,6 +676,118 @@ fn cluster_correctness() {
         assert!(reqs > 0, "{name}: {st}");
     }
     assert!(stats_field(&proxy, "cluster_refreshes") >= 1, "{st}");
+}
+
+/// `MULTI` ... `EXEC` for `cmds` on `c`: the `+OK`/`+QUEUED` replies
+/// checked, `EXEC`'s reply returned.
+fn transaction(c: &mut Client, cmds: &[&[&[u8]]]) -> Vec<u8> {
+    assert_eq!(c.cmd(&[b"MULTI"]), b"+OK\r\n");
+    for cmd in cmds {
+        assert_eq!(c.cmd(cmd), b"+QUEUED\r\n", "{cmd:?}");
+    }
+    c.cmd(&[b"EXEC"])
+}
+
+// A transaction (no WATCH) whose slot moved or is migrating is sent again
+// where the cluster points: Redis aborted its EXEC, so nothing was applied
+// and the client sees one transaction that ran. twem's map is made stale on
+// purpose (read every 10 minutes). Keys split by a migration are refused,
+// with nothing applied on either node.
+#[test]
+fn cluster_transactions_follow_their_slot() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start();
+    let masters = cluster.masters();
+    let slot = key_slot(b"txk");
+    let from = masters
+        .iter()
+        .find(|m| in_ranges(slot, &m.ranges))
+        .expect("owner");
+    let to = masters
+        .iter()
+        .find(|m| m.id != from.id)
+        .expect("another master");
+    let port = free_port();
+    let proxy = cluster.twem_refreshing(port, 600_000);
+    proxy.stats_when(|s| s["c"]["cluster_refreshes"].as_i64().unwrap_or(0) >= 1);
+    let mut c = Client::connect(port);
+    assert_eq!(
+        transaction(&mut c, &[&[b"SET", b"{txk}a", b"1"], &[b"INCR", b"{txk}b"]]),
+        b"*2\r\n+OK\r\n:1\r\n"
+    );
+    let mut src = Client::connect(from.port);
+    assert_eq!(src.cmd(&[b"SET", b"{txk}c", b"5"]), b"+OK\r\n");
+
+    // The slot half-migrated by hand: {txk}a and {txk}b moved, {txk}c not.
+    let s = slot.to_string();
+    let to_port = to.port.to_string();
+    assert_eq!(
+        cli(to.port, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from.id]).trim(),
+        "OK"
+    );
+    assert_eq!(
+        cli(from.port, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to.id]).trim(),
+        "OK"
+    );
+    let migrate = |keys: &[&str]| {
+        let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+        args.extend_from_slice(keys);
+        assert_eq!(cli(from.port, &args).trim(), "OK");
+    };
+    migrate(&["{txk}a", "{txk}b"]);
+    // Every key it uses moved: the old owner answers -ASK, twem sends
+    // ASKING, MULTI, the commands and EXEC to the importing node.
+    assert_eq!(
+        transaction(&mut c, &[&[b"INCR", b"{txk}b"], &[b"GET", b"{txk}a"]]),
+        b"*2\r\n:2\r\n$1\r\n1\r\n"
+    );
+    let st = proxy.stats_when(|s| s["c"]["cluster_ask"].as_i64().unwrap_or(0) >= 1);
+    assert!(st["c"]["cluster_ask"].as_i64().unwrap_or(0) >= 1, "{st}");
+    // Keys on both sides: no node can run it; refused after the waits,
+    // and neither INCR was applied.
+    let refused = transaction(&mut c, &[&[b"INCR", b"{txk}c"], &[b"INCR", b"{txk}b"]]);
+    let text = String::from_utf8_lossy(&refused);
+    assert!(
+        text.starts_with("-EXECABORT") && text.contains("ASK"),
+        "{text}"
+    );
+    assert_eq!(src.cmd(&[b"GET", b"{txk}c"]), bulk("5"));
+    let mut dst = Client::connect(to.port);
+    assert_eq!(dst.cmd(&[b"ASKING"]), b"+OK\r\n");
+    assert_eq!(dst.cmd(&[b"GET", b"{txk}b"]), bulk("2"));
+    let st = proxy.stats_when(|s| s["c"]["cluster_redirect_failed"].as_i64().unwrap_or(0) >= 1);
+    assert!(
+        st["c"]["cluster_redirect_failed"].as_i64().unwrap_or(0) >= 1,
+        "{st}"
+    );
+
+    // The migration finished: the old owner answers -MOVED, twem follows
+    // it with the whole transaction (and its map learns the slot).
+    migrate(&["{txk}c"]);
+    for m in &masters {
+        assert_eq!(
+            cli(m.port, &["CLUSTER", "SETSLOT", &s, "NODE", &to.id]).trim(),
+            "OK"
+        );
+    }
+    let moved_before = proxy.stats_after_refresh()["c"]["cluster_moved"]
+        .as_i64()
+        .unwrap_or(0);
+    assert_eq!(
+        transaction(
+            &mut c,
+            &[&[b"INCR", b"{txk}c"], &[b"INCR", b"{txk}b"], &[b"PING"]]
+        ),
+        b"*3\r\n:6\r\n:3\r\n+PONG\r\n"
+    );
+    let st = proxy.stats_when(|s| s["c"]["cluster_moved"].as_i64().unwrap_or(0) > moved_before);
+    assert!(
+        st["c"]["cluster_moved"].as_i64().unwrap_or(0) > moved_before,
+        "{st}"
+    );
+    assert_eq!(dst.cmd(&[b"GET", b"{txk}c"]), bulk("6"));
+    // A plain command after it goes straight to the new owner.
+    assert_eq!(c.cmd(&[b"GET", b"{txk}a"]), bulk("1"));
 }
 
 /// What one pipelining client saw.

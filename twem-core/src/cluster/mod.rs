@@ -96,6 +96,44 @@ impl Redirect {
             _ => None,
         }
     }
+
+    /// What the replies to a transaction's queued commands ask of the
+    /// transaction as a whole. Each reply comes with whether its command
+    /// has keys, and the redirection it is, if any. A refused queued
+    /// command makes Redis abort `EXEC` (nothing applied), so the whole
+    /// transaction can be sent again:
+    /// - a `-MOVED` anywhere: the slot lives elsewhere now, go there;
+    /// - a `-TRYAGAIN`: wait, send again to the same node;
+    /// - `-ASK` for every command that has keys: none of its keys are on
+    ///   the old owner any more, so the importing node (after `ASKING`,
+    ///   which Redis keeps for a whole `MULTI`) has all of them;
+    /// - `-ASK` for some keyed commands only: the keys are split by the
+    ///   migration and no node can run the transaction now: wait, as for
+    ///   `-TRYAGAIN`, until the slot has moved.
+    ///
+    /// `None`: no redirection, the transaction ran (or failed on its own).
+    pub fn for_transaction<I>(replies: I) -> Option<Redirect>
+    where
+        I: IntoIterator<Item = (bool, Option<Redirect>)>,
+    {
+        let mut ask = None;
+        let mut every_keyed_asked = true;
+        let mut wait = false;
+        for (keyed, redirect) in replies {
+            match redirect {
+                Some(moved @ Redirect::Moved { .. }) => return Some(moved),
+                Some(Redirect::TryAgain) => wait = true,
+                Some(a @ Redirect::Ask { .. }) => {
+                    ask.get_or_insert(a);
+                }
+                None => every_keyed_asked &= !keyed,
+            }
+        }
+        if wait || (ask.is_some() && !every_keyed_asked) {
+            return Some(Redirect::TryAgain);
+        }
+        ask
+    }
 }
 
 /// `host:port` with a port that is a number, IPv6 hosts in brackets
@@ -136,6 +174,37 @@ mod tests {
         assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
         assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
         assert_eq!(key_slot(b"foo{bar}{zap}"), key_slot(b"bar"));
+    }
+
+    #[test]
+    fn a_transaction_follows_what_its_replies_agree_on() {
+        let moved = Some(Redirect::Moved {
+            slot: 7,
+            addr: "127.0.0.1:7001".into(),
+        });
+        let ask = Some(Redirect::Ask {
+            slot: 7,
+            addr: "127.0.0.1:7002".into(),
+        });
+        let again = Some(Redirect::TryAgain);
+        let t = |r: &[(bool, Option<Redirect>)]| Redirect::for_transaction(r.iter().cloned());
+        // Nothing redirected: the transaction ran.
+        assert_eq!(t(&[]), None);
+        assert_eq!(t(&[(true, None), (false, None)]), None);
+        // MOVED wins over everything, wherever it is.
+        assert_eq!(t(&[(true, None), (true, moved.clone())]), moved);
+        assert_eq!(t(&[(true, ask.clone()), (true, moved.clone())]), moved);
+        assert_eq!(t(&[(true, again.clone()), (true, moved.clone())]), moved);
+        // Every keyed command asked (keyless ones queued): follow the ASK.
+        assert_eq!(
+            t(&[(false, None), (true, ask.clone()), (true, ask.clone())]),
+            ask
+        );
+        // Keys on both sides of a migration, or a TRYAGAIN: wait.
+        assert_eq!(t(&[(true, None), (true, ask.clone())]), again);
+        assert_eq!(t(&[(true, ask.clone()), (true, None)]), again);
+        assert_eq!(t(&[(true, ask), (true, again.clone())]), again);
+        assert_eq!(t(&[(true, again.clone())]), again);
     }
 
     #[test]

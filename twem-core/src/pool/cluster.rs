@@ -20,7 +20,8 @@
 //! a short wait for `-TRYAGAIN`) with the same reply channel, so the
 //! retried reply fills the original request's place in its client's reply
 //! order. At most [`MAX_REDIRECTS`] times; then the error goes to the
-//! client.
+//! client. Transactions follow redirections whole (see
+//! `transaction.rs`), through the same [`Pool::next_hop`].
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -40,9 +41,9 @@ use crate::cluster::{Redirect, SlotMap, Topology, TopologyError, MAX_REDIRECTS};
 use crate::config::ServerAddr;
 
 /// `ASKING`, sent before a command that follows an `-ASK`.
-const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+pub(super) const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 /// How long a `-TRYAGAIN` request waits before it is sent again.
-const TRYAGAIN_WAIT: Duration = Duration::from_millis(25);
+pub(super) const TRYAGAIN_WAIT: Duration = Duration::from_millis(25);
 /// The least time between two reads of the slot map: a burst of
 /// `-MOVED` replies (a resharding) or failures asks for one read.
 const MIN_REFRESH_GAP: Duration = Duration::from_millis(100);
@@ -158,15 +159,26 @@ impl Retry {
             return self.inner.send(r);
         };
         let pool = Pool { inner: handles };
-        let Some(cluster) = pool.inner.shared.cluster.as_deref() else {
-            return self.inner.send(r);
-        };
-        if self.attempts >= MAX_REDIRECTS {
-            cluster.counters.redirect_failed.fetch_add(1, Relaxed);
-            return self.inner.send(r);
-        }
-        pool.follow(self, redirect, r);
+        let hop = pool.next_hop(redirect, self.attempts);
+        pool.follow(self, hop, r);
     }
+}
+
+/// Where a redirection sends a request next (see [`Pool::next_hop`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Hop {
+    /// To server `idx`, after `ASKING` when `asking`.
+    Node {
+        /// The node's server index.
+        idx: usize,
+        /// Whether `ASKING` goes first (an `-ASK`).
+        asking: bool,
+    },
+    /// To the same node again, after [`TRYAGAIN_WAIT`].
+    Wait,
+    /// Not followed: the bound is reached, or the node named has no entry
+    /// left; the reply goes to the client as it is.
+    GiveUp,
 }
 
 impl Pool {
@@ -189,56 +201,74 @@ impl Pool {
         }))
     }
 
-    /// Follow `redirect` for `retry` (`original` is the reply that said
-    /// it, delivered instead when the node named cannot be taken).
-    fn follow(
-        &self,
-        mut retry: Box<Retry>,
-        redirect: Redirect,
-        original: Result<Frame, BackendError>,
-    ) {
+    /// Where `redirect` leads a request that followed `attempts`
+    /// redirections already, counted; a `-MOVED` also updates the slot map
+    /// for every client and asks for a fresh read of it. The one place
+    /// that decides, for shared requests ([`Retry`]) and transactions
+    /// alike.
+    pub(super) fn next_hop(&self, redirect: Redirect, attempts: u8) -> Hop {
         let sh = &self.inner.shared;
         let Some(cluster) = sh.cluster.as_deref() else {
-            return retry.inner.send(original);
+            return Hop::GiveUp;
         };
         let c = &cluster.counters;
-        retry.attempts += 1;
-        match redirect {
+        if attempts >= MAX_REDIRECTS {
+            c.redirect_failed.fetch_add(1, Relaxed);
+            return Hop::GiveUp;
+        }
+        // `moved`: the slot that lives elsewhere for good (not for an ASK).
+        let (addr, moved) = match redirect {
+            Redirect::TryAgain => {
+                c.tryagain.fetch_add(1, Relaxed);
+                return Hop::Wait;
+            }
             Redirect::Moved { slot, addr } => {
                 c.moved.fetch_add(1, Relaxed);
-                let Some(idx) = cluster.index_of(&addr, &sh.servers) else {
-                    c.redirect_failed.fetch_add(1, Relaxed);
-                    table_full(sh, &addr);
-                    return retry.inner.send(original);
-                };
-                // The slot is there now for every client, and the rest of
-                // the map is likely stale too (a resharding or failover).
-                let map = cluster.map.load();
-                if let Some(next) = map.with_moved(slot, idx) {
-                    cluster.map.store(Arc::new(next));
-                }
-                cluster.refresh_soon();
-                retry.idx = usize::from(idx);
-                self.resend(retry, false);
+                (addr, Some(slot))
             }
             Redirect::Ask { addr, .. } => {
                 c.ask.fetch_add(1, Relaxed);
-                let Some(idx) = cluster.index_of(&addr, &sh.servers) else {
-                    c.redirect_failed.fetch_add(1, Relaxed);
-                    table_full(sh, &addr);
-                    return retry.inner.send(original);
-                };
-                retry.idx = usize::from(idx);
-                self.resend(retry, true);
+                (addr, None)
             }
-            Redirect::TryAgain => {
-                c.tryagain.fetch_add(1, Relaxed);
+        };
+        let Some(idx) = cluster.index_of(&addr, &sh.servers) else {
+            c.redirect_failed.fetch_add(1, Relaxed);
+            table_full(sh, &addr);
+            return Hop::GiveUp;
+        };
+        let asking = moved.is_none();
+        if let Some(slot) = moved {
+            // The slot is there now for every client, and the rest of the
+            // map is likely stale too (a resharding or failover).
+            let map = cluster.map.load();
+            if let Some(next) = map.with_moved(slot, idx) {
+                cluster.map.store(Arc::new(next));
+            }
+            cluster.refresh_soon();
+        }
+        Hop::Node {
+            idx: usize::from(idx),
+            asking,
+        }
+    }
+
+    /// Take `hop` for `retry` (`original` is the reply that asked for it,
+    /// delivered as it is when the hop is [`Hop::GiveUp`]).
+    fn follow(&self, mut retry: Box<Retry>, hop: Hop, original: Result<Frame, BackendError>) {
+        retry.attempts += 1;
+        match hop {
+            Hop::Node { idx, asking } => {
+                retry.idx = idx;
+                self.resend(retry, asking);
+            }
+            Hop::Wait => {
                 let pool = self.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(TRYAGAIN_WAIT).await;
                     pool.resend(retry, false);
                 });
             }
+            Hop::GiveUp => retry.inner.send(original),
         }
     }
 

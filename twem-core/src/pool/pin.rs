@@ -377,6 +377,19 @@ impl ReplyFuture {
     }
 }
 
+impl ReplyFuture {
+    /// [`from_future`](ReplyFuture::from_future) for a reply that comes
+    /// as chunks (a server's frame passed on as it is).
+    pub(crate) fn from_chunks_future<F>(f: F) -> ReplyFuture
+    where
+        F: std::future::Future<Output = Result<super::ReplyChunks, CallError>> + Send + 'static,
+    {
+        ReplyFuture {
+            inner: Inner::Boxed(Box::pin(f)),
+        }
+    }
+}
+
 impl Pool {
     /// Run one blocking command (`BLPOP`, `XREAD BLOCK`, ...) on a
     /// connection of server `server` borrowed for it, so that the shared

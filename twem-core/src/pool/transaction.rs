@@ -17,8 +17,12 @@ use bytes::Bytes;
 use twem_proto::command::Class;
 use twem_proto::resp;
 
+use super::cluster::{Hop, ASKING, TRYAGAIN_WAIT};
 use super::route::{Failure, Plan};
-use super::{Answer, CallError, Frame, Inbox, Pinned, Pool, ReplyFuture, RequestError};
+use super::{
+    Answer, CallError, Frame, Inbox, Pinned, Pool, ReplyChunks, ReplyFuture, RequestError,
+};
+use crate::cluster::Redirect;
 
 /// Request bytes a transaction may queue: the same bound as a proxy
 /// client's requests in flight.
@@ -51,8 +55,10 @@ pub struct Transaction {
     server: Option<usize>,
     /// The connection `WATCH` pinned.
     pin: Option<Pinned>,
-    /// The queued commands' bytes.
-    queued: Vec<Bytes>,
+    /// The queued commands' bytes, each with whether it has keys (a
+    /// cluster pool's redirections are judged by them, see
+    /// [`Redirect::for_transaction`]).
+    queued: Vec<(Bytes, bool)>,
     queued_bytes: usize,
 }
 
@@ -124,7 +130,9 @@ impl Transaction {
     /// command is not queued; the caller decides whether to go on (the
     /// proxy's sessions abort at `EXEC`, as Redis does).
     pub fn queue(&mut self, req: &resp::Request) -> Result<(), CallError> {
-        let server = match (self.target_of(req)?, self.server) {
+        let target = self.target_of(req)?;
+        let keyed = target != Target::Any;
+        let server = match (target, self.server) {
             (Target::Server(s), Some(prev)) if s != prev => return Err(crossslot()),
             (Target::Server(s), _) => Some(s),
             (Target::Any, _) => None,
@@ -142,7 +150,7 @@ impl Transaction {
         if server.is_some() {
             self.server = server;
         }
-        self.queued.push(req.wire().clone());
+        self.queued.push((req.wire().clone(), keyed));
         self.queued_bytes += len;
         Ok(())
     }
@@ -207,6 +215,9 @@ impl Transaction {
         let Some(server) = server else {
             return ReplyFuture::ready(Err(this.pool.failure_error(Failure::AllEjected)));
         };
+        if this.pin.is_none() && this.pool.inner.shared.cluster.is_some() {
+            return this.exec_on_cluster(server, resp3);
+        }
         let pin = match this.pin.take() {
             Some(p) => p,
             None => match this.pool.pin(server, resp3) {
@@ -216,7 +227,7 @@ impl Transaction {
         };
         let pool = &this.pool;
         pool.send_pinned_quietly(&pin, Bytes::from_static(MULTI));
-        for wire in std::mem::take(&mut this.queued) {
+        for (wire, _) in std::mem::take(&mut this.queued) {
             pool.send_pinned_quietly(&pin, wire);
         }
         let reply = pool.send_pinned(&pin, Bytes::from_static(EXEC), inbox);
@@ -225,6 +236,44 @@ impl Transaction {
         // this EXEC.
         pin.release();
         reply
+    }
+
+    /// [`exec_in`](Transaction::exec_in) on a cluster pool, without a
+    /// `WATCH`: sent at once like any transaction, but the queued
+    /// commands' replies are read, and when they say the slot moved
+    /// (`-MOVED`), is migrating (`-ASK`) or must wait (`-TRYAGAIN`), the
+    /// whole transaction is sent again where they point (Redis aborted
+    /// the `EXEC`, so nothing was applied), at most
+    /// [`MAX_REDIRECTS`](crate::cluster::MAX_REDIRECTS) times, counted like
+    /// any redirection. With a `WATCH` it is not sent again: the watch
+    /// was on the old node, so the client gets the error.
+    fn exec_on_cluster(self, server: usize, resp3: bool) -> ReplyFuture {
+        let Transaction { pool, queued, .. } = self;
+        let first = match Attempt::send(&pool, server, resp3, false, &queued) {
+            Ok(a) => a,
+            Err(e) => return ReplyFuture::ready(Err(e)),
+        };
+        ReplyFuture::from_chunks_future(async move {
+            let mut attempt = first;
+            let mut redirects = 0u8;
+            loop {
+                let sent_to = attempt.server;
+                let (exec, redirect) = attempt.outcome().await?;
+                let Some((redirect, said)) = redirect else {
+                    return Ok(exec);
+                };
+                let (server, asking) = match pool.next_hop(redirect, redirects) {
+                    Hop::Node { idx, asking } => (idx, asking),
+                    Hop::Wait => {
+                        tokio::time::sleep(TRYAGAIN_WAIT).await;
+                        (sent_to, false)
+                    }
+                    Hop::GiveUp => return Err(not_followed(&said)),
+                };
+                redirects += 1;
+                attempt = Attempt::send(&pool, server, resp3, asking, &queued)?;
+            }
+        })
     }
 
     /// Run the transaction for an embedder: the results of its commands in
@@ -275,6 +324,94 @@ impl Transaction {
             pin.release();
         }
     }
+}
+
+/// One sending of a cluster transaction: the replies it waits for.
+struct Attempt {
+    /// Where it went.
+    server: usize,
+    /// The queued commands' replies, each with whether it has keys.
+    queued: Vec<(bool, ReplyFuture)>,
+    exec: ReplyFuture,
+}
+
+impl Attempt {
+    /// Send `ASKING` (if `asking`), `MULTI`, the `queued` commands and
+    /// `EXEC` on a connection pinned to `server`, given back at once (the
+    /// `EXEC` ends the transaction on it).
+    fn send(
+        pool: &Pool,
+        server: usize,
+        resp3: bool,
+        asking: bool,
+        queued: &[(Bytes, bool)],
+    ) -> Result<Attempt, CallError> {
+        let pin = pool.pin(server, resp3)?;
+        if asking {
+            pool.send_pinned_quietly(&pin, Bytes::from_static(ASKING));
+        }
+        pool.send_pinned_quietly(&pin, Bytes::from_static(MULTI));
+        let queued = queued
+            .iter()
+            .map(|(wire, keyed)| (*keyed, pool.send_pinned(&pin, wire.clone(), None)))
+            .collect();
+        let exec = pool.send_pinned(&pin, Bytes::from_static(EXEC), None);
+        pin.release();
+        Ok(Attempt {
+            server,
+            queued,
+            exec,
+        })
+    }
+
+    /// `EXEC`'s reply, and the redirection the queued commands' replies
+    /// ask for (with the error line that said it), if any.
+    async fn outcome(self) -> Result<(ReplyChunks, Option<(Redirect, Bytes)>), CallError> {
+        let mut replies = Vec::with_capacity(self.queued.len());
+        let mut said = None;
+        for (keyed, reply) in self.queued {
+            // A lost connection fails EXEC too; that error is the answer.
+            let redirect = match reply.answer().await {
+                Ok(Answer::Frame(Frame::Resp(f))) if f.is_error() => {
+                    let r = Redirect::parse(f.raw());
+                    if r.is_some() && said.is_none() {
+                        said = Some(f.raw().clone());
+                    }
+                    r
+                }
+                _ => None,
+            };
+            replies.push((keyed, redirect));
+        }
+        let exec = self.exec.answer().await?;
+        let exec = exec
+            .into_chunks()
+            .unwrap_or_else(|| ReplyChunks::One(Bytes::new()));
+        eprintln!(
+            "DEBUG server {} replies {:?} exec {:?}",
+            self.server,
+            replies,
+            exec.len()
+        );
+        let redirect = Redirect::for_transaction(replies);
+        Ok((exec, redirect.map(|r| (r, said.unwrap_or_default()))))
+    }
+}
+
+/// A cluster transaction whose redirection was not followed (the bound
+/// reached, or no entry for the node): aborted as Redis aborted it, with
+/// the redirection that could not be followed.
+fn not_followed(said: &Bytes) -> CallError {
+    let line = said.strip_suffix(b"\r\n").unwrap_or(said);
+    let line = line.strip_prefix(b"-").unwrap_or(line);
+    CallError::Request(RequestError::new(
+        "EXECABORT",
+        format!(
+            "Transaction discarded because of previous errors: {} \
+             (twem: the redirection was not followed; nothing was applied)",
+            String::from_utf8_lossy(line)
+        ),
+    ))
 }
 
 /// `+OK`, or the error it was instead.
