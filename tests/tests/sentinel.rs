@@ -24,6 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use twem_core::config::Config;
+use twem_core::sentinel::monitor::POLL_INTERVAL;
 use twem_tests::{free_port, wait_for_port, Client, Proc, ProxyProc, Redis, TempDir};
 
 const DATA_PW: &str = "data-secret";
@@ -1162,5 +1163,43 @@ fn unknown_master_is_said() {
             .count(),
         1,
         "{log}"
+    );
+}
+
+/// The ids of the sentinel's clients whose last command was one of the
+/// poll's (`SENTINEL MASTER`, `get-master-addr-by-name`, `REPLICAS`).
+fn poll_connections(sentinel_port: u16) -> Vec<String> {
+    let mut c = Client::connect(sentinel_port);
+    let V::Str(list) = V::parse(&c.cmd(&[b"CLIENT", b"LIST"])) else {
+        panic!("CLIENT LIST");
+    };
+    list.lines()
+        .filter(|l| l.contains(" cmd=sentinel|"))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+        .collect()
+}
+
+// The poll asks each sentinel every second on one connection kept from
+// round to round, not a new connection a round; a sentinel restarted
+// under it is asked on a new one (the failover test restarts one too).
+#[test]
+fn the_poll_keeps_its_connection() {
+    let Solo {
+        sentinel, proxy, ..
+    } = solo("kept", "", "");
+    wait_until(
+        "the poll reached the sentinel",
+        Duration::from_secs(10),
+        || poll_connections(sentinel.port).len() == 1,
+    );
+    let first = poll_connections(sentinel.port);
+    // Three poll rounds later: the same connection, still the only one.
+    thread::sleep(POLL_INTERVAL * 3);
+    assert_eq!(poll_connections(sentinel.port), first);
+    assert!(
+        proxy.stats()["kept"]["solo"]["address"].is_string(),
+        "{}",
+        proxy.stats()
     );
 }

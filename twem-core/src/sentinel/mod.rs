@@ -7,7 +7,8 @@
 //! belongs to. At start the sentinels are asked
 //! (`SENTINEL get-master-addr-by-name`); a task per sentinel stays
 //! subscribed to `+switch-master` (reconnecting when its sentinel dies),
-//! and every sentinel is polled each second (`SENTINEL MASTER`, whose
+//! and every sentinel is polled each second, on a connection kept from
+//! poll to poll (`SENTINEL MASTER`, whose
 //! `config-epoch` keeps a sentinel that has not caught up from moving a
 //! server back). On a switch, every connection of the server fails what it
 //! has in flight ([`BackendErrorKind::Failover`](crate::pool::BackendErrorKind::Failover),

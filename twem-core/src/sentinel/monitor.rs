@@ -280,6 +280,12 @@ impl Monitor {
     /// until each master is known, then every [`POLL_INTERVAL`].
     async fn poll_loop(self: Arc<Self>) {
         let mut failing = vec![false; self.sentinels.len()];
+        // One connection per sentinel, kept from round to round (a
+        // connection a second per sentinel and pool was churn for the
+        // sentinels' logs and ephemeral ports); dropped on any failure.
+        let mut conns: Vec<Option<SentinelConn>> = std::iter::repeat_with(|| None)
+            .take(self.sentinels.len())
+            .collect();
         let started = tokio::time::Instant::now();
         let mut told_unknown = vec![false; self.masters.len()];
         loop {
@@ -290,11 +296,11 @@ impl Monitor {
             // round (a sentinel that just restarted may not know them
             // yet; whether one is fit to read from is checked on it).
             let mut replicas: Vec<Option<Vec<ServerAddr>>> = vec![None; self.masters.len()];
-            for (n, sentinel) in self.sentinels.iter().enumerate() {
+            for ((n, sentinel), conn) in self.sentinels.iter().enumerate().zip(&mut conns) {
                 // A sentinel that accepts but answers slowly holds up the
                 // round at most this long.
                 let asked =
-                    tokio::time::timeout(POLL_BOUND, self.poll_one(sentinel, &mut replicas));
+                    tokio::time::timeout(POLL_BOUND, self.poll_one(sentinel, conn, &mut replicas));
                 match asked
                     .await
                     .unwrap_or_else(|_| Err(SentinelError::TimedOut(sentinel.to_string())))
@@ -342,13 +348,38 @@ impl Monitor {
 
     /// Ask one sentinel about every master: `get-master-addr-by-name` for
     /// a master not known yet, `SENTINEL MASTER` (which carries the
-    /// configuration epoch) after that.
+    /// configuration epoch) after that. On `kept` (opened when empty),
+    /// which is put back only when every answer came: a connection that
+    /// failed or timed out mid-round (a reply may still be on its way) is
+    /// dropped and the next round opens a new one.
     async fn poll_one(
         &self,
         sentinel: &ServerAddr,
+        kept: &mut Option<SentinelConn>,
         replicas: &mut [Option<Vec<ServerAddr>>],
     ) -> Result<(), SentinelError> {
-        let mut conn = SentinelConn::open(sentinel, self.auth.as_deref()).await?;
+        // A kept connection may have died with its sentinel since the last
+        // round (a restart): then once more on a new one, so a sentinel
+        // that is back is not reported as failing.
+        if let Some(conn) = kept.take() {
+            if let Ok(conn) = self.ask_all(sentinel, conn, replicas).await {
+                *kept = Some(conn);
+                return Ok(());
+            }
+        }
+        let conn = SentinelConn::open(sentinel, self.auth.as_deref()).await?;
+        *kept = Some(self.ask_all(sentinel, conn, replicas).await?);
+        Ok(())
+    }
+
+    /// [`poll_one`](Self::poll_one)'s questions on `conn`, given back when
+    /// every answer came.
+    async fn ask_all(
+        &self,
+        sentinel: &ServerAddr,
+        mut conn: SentinelConn,
+        replicas: &mut [Option<Vec<ServerAddr>>],
+    ) -> Result<SentinelConn, SentinelError> {
         for (i, (_, master)) in self.masters.iter().enumerate() {
             if self.replicas {
                 let reply = conn
@@ -387,7 +418,7 @@ impl Monitor {
                 Err(e) => return Err(conn.reply_error(e)),
             }
         }
-        Ok(())
+        Ok(conn)
     }
 
     /// Stay subscribed to one sentinel's `+switch-master`, reconnecting
