@@ -692,7 +692,8 @@ fn transaction(c: &mut Client, cmds: &[&[&[u8]]]) -> Vec<u8> {
 // where the cluster points: Redis aborted its EXEC, so nothing was applied
 // and the client sees one transaction that ran. twem's map is made stale on
 // purpose (read every 10 minutes). Keys split by a migration are refused,
-// with nothing applied on either node.
+// with nothing applied on either node. A blocking command whose slot moved
+// follows the -MOVED as well.
 #[test]
 fn cluster_transactions_follow_their_slot() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -788,6 +789,67 @@ fn cluster_transactions_follow_their_slot() {
     assert_eq!(dst.cmd(&[b"GET", b"{txk}c"]), bulk("6"));
     // A plain command after it goes straight to the new owner.
     assert_eq!(c.cmd(&[b"GET", b"{txk}a"]), bulk("1"));
+
+    // A blocking command on a borrowed connection follows -MOVED too: a
+    // list's slot moved (with the list) behind twem's back; BLPOP gets
+    // its element from the new owner.
+    let bslot = key_slot(b"blk");
+    let bfrom = masters
+        .iter()
+        .find(|m| in_ranges(bslot, &m.ranges))
+        .expect("owner");
+    let bto = masters
+        .iter()
+        .find(|m| m.id != bfrom.id)
+        .expect("another master");
+    let mut owner = Client::connect(bfrom.port);
+    assert_eq!(owner.cmd(&[b"RPUSH", b"{blk}q", b"job"]), b":1\r\n");
+    let bs = bslot.to_string();
+    assert_eq!(
+        cli(
+            bto.port,
+            &["CLUSTER", "SETSLOT", &bs, "IMPORTING", &bfrom.id]
+        )
+        .trim(),
+        "OK"
+    );
+    assert_eq!(
+        cli(
+            bfrom.port,
+            &["CLUSTER", "SETSLOT", &bs, "MIGRATING", &bto.id]
+        )
+        .trim(),
+        "OK"
+    );
+    let bto_port = bto.port.to_string();
+    assert_eq!(
+        cli(
+            bfrom.port,
+            &["MIGRATE", "127.0.0.1", &bto_port, "{blk}q", "0", "5000"]
+        )
+        .trim(),
+        "OK"
+    );
+    for m in &masters {
+        assert_eq!(
+            cli(m.port, &["CLUSTER", "SETSLOT", &bs, "NODE", &bto.id]).trim(),
+            "OK"
+        );
+    }
+    let moved_before = proxy.stats_after_refresh()["c"]["cluster_moved"]
+        .as_i64()
+        .unwrap_or(0);
+    assert_eq!(
+        c.cmd(&[b"BLPOP", b"{blk}q", b"5"]),
+        b"*2\r\n$6\r\n{blk}q\r\n$3\r\njob\r\n"
+    );
+    let mut new_owner = Client::connect(bto.port);
+    assert_eq!(new_owner.cmd(&[b"LLEN", b"{blk}q"]), b":0\r\n");
+    let st = proxy.stats_when(|s| s["c"]["cluster_moved"].as_i64().unwrap_or(0) > moved_before);
+    assert!(
+        st["c"]["cluster_moved"].as_i64().unwrap_or(0) > moved_before,
+        "{st}"
+    );
 }
 
 /// What one pipelining client saw.

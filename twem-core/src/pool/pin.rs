@@ -20,9 +20,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::backend::{Expect, Lane, Msg, ReplyTx};
+use super::cluster::{Hop, ASKING, TRYAGAIN_WAIT};
 use super::error::{CallError, RequestError};
 use super::inbox::Inbox;
 use super::{Handles, Inner, Pool, ReplyFuture};
+use crate::cluster::Redirect;
 
 /// A backend connection held by one client; see the module docs.
 #[derive(Debug)]
@@ -417,30 +419,62 @@ impl Pool {
             Ok(p) => p,
             Err(e) => return ReplyFuture::ready(Err(e)),
         };
-        let fut = self.send_pinned(&pin, wire, None);
+        let fut = self.send_pinned(&pin, wire.clone(), None);
         let margin = self
             .config()
             .timeout
             .unwrap_or(std::time::Duration::from_secs(1));
-        let name = Arc::clone(&self.inner.shared.servers[server].name);
+        // A cluster pool follows a redirection of the command (its slot
+        // moved or is migrating) as a shared request's would be.
+        let cluster = self.inner.shared.cluster.is_some().then(|| self.clone());
+        let mut name = Arc::clone(&self.inner.shared.servers[server].name);
         let fut = async move {
-            let r = match wait {
-                Some(w) => match tokio::time::timeout(w.saturating_add(margin), fut).await {
-                    Ok(r) => r,
-                    // `pin` is dropped: the connection closes.
-                    Err(_) => {
-                        return Err(CallError::Backend(super::BackendError::new(
-                            super::BackendErrorKind::TimedOut,
-                            name,
-                        )))
-                    }
-                },
-                None => fut.await,
-            };
-            if r.is_ok() {
+            let (mut pin, mut fut, mut server, mut redirects) = (pin, fut, server, 0u8);
+            loop {
+                let r = match wait {
+                    Some(w) => match tokio::time::timeout(w.saturating_add(margin), fut).await {
+                        Ok(r) => r,
+                        // `pin` is dropped: the connection closes.
+                        Err(_) => {
+                            return Err(CallError::Backend(super::BackendError::new(
+                                super::BackendErrorKind::TimedOut,
+                                name,
+                            )))
+                        }
+                    },
+                    None => fut.await,
+                };
+                // On an error `pin` is dropped: the connection closes.
+                let reply = r?;
                 pin.release();
+                let redirect = match &cluster {
+                    Some(pool) if reply.first() == Some(&b'-') => {
+                        Redirect::parse(&reply).map(|r| (pool, r))
+                    }
+                    _ => None,
+                };
+                let Some((pool, redirect)) = redirect else {
+                    return Ok(super::ReplyChunks::One(reply));
+                };
+                let asking = match pool.next_hop(redirect, redirects) {
+                    Hop::Node { idx, asking } => {
+                        server = idx;
+                        asking
+                    }
+                    Hop::Wait => {
+                        tokio::time::sleep(TRYAGAIN_WAIT).await;
+                        false
+                    }
+                    Hop::GiveUp => return Ok(super::ReplyChunks::One(reply)),
+                };
+                redirects += 1;
+                pin = pool.pin_lane(server, lane)?;
+                if asking {
+                    pool.send_pinned_quietly(&pin, Bytes::from_static(ASKING));
+                }
+                fut = pool.send_pinned(&pin, wire.clone(), None);
+                name = Arc::clone(&pool.inner.shared.servers[server].name);
             }
-            r.map(super::ReplyChunks::One)
         };
         ReplyFuture {
             inner: Inner::Blocking(Box::pin(fut)),
