@@ -1,8 +1,7 @@
 //! Which event loop the caller runs on, so that a pool can give each loop
 //! its own backend connections.
 //!
-//! The proxy runs one single-threaded event loop per worker (thread-per-core
-//! style, `--threads`; by default one per two cores):
+//! The proxy runs one single-threaded event loop per core (thread-per-core):
 //! a client, its requests and the backend connections that serve them stay
 //! on one thread, so a request never wakes another thread. For that, a
 //! [`Pool`](crate::pool::Pool) keeps one set of shared backend connections

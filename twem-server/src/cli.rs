@@ -99,8 +99,7 @@ pub struct Cli {
     /// twem: serve Prometheus metrics on `GET /metrics` at this address.
     #[arg(long = "metrics-addr", value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
-    /// twem: worker threads (default: one per two cores, at least one), each
-    /// its own event loop
+    /// twem: worker threads (default: one per core), each its own event loop
     /// with its own backend connections (`server_connections` counts per
     /// worker); 1 runs a single event loop on the main thread, as nutcracker
     /// does.

@@ -109,9 +109,7 @@ pub fn run(cli: Cli) -> i32 {
     // a worker, whose thread also runs the backend connections its clients
     // use: a request never wakes another thread.
     let threads = cli.threads.unwrap_or_else(|| {
-        workers::default_count(
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-        )
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let workers = if threads > 1 {
         match workers::Workers::start(threads) {

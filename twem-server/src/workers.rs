@@ -1,6 +1,5 @@
-//! The worker event loops: `--threads` threads (by default one per two
-//! cores, see [`default_count`]), each a single-threaded tokio runtime,
-//! and no work stealing on the request path.
+//! The worker event loops: one thread per core, each a single-threaded
+//! tokio runtime, and no work stealing on the request path.
 //!
 //! Why: on tokio's work-stealing runtime a client's session ran on one
 //! thread and the backend connection it wrote to on another, so every
@@ -33,24 +32,6 @@ struct Worker {
     clients: Arc<AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
-}
-
-/// How many workers `--threads` means when it is not given, on a machine
-/// with `cores` cores: one per two cores, at least one.
-///
-/// Why not one per core: about half of the CPU a proxied request costs is
-/// the kernel's (socket reads and writes, the loopback or NIC stack: 51-53%
-/// of twem's and predixy's samples in `bench/profile.sh`), and a proxy
-/// shares its host with that work and usually with more (the clients, a
-/// co-located Redis, a sidecar's application). On the 2-core machine of
-/// `bench/run.sh` two workers cost 1.05-1.25x the CPU per request of one in
-/// 8 of 10 scenarios and lost 9-11% of the throughput at pipeline 1
-/// (fewer requests per backend write, more sleeps and wake-ups); they won
-/// 0-10% at pipeline 16. One per two cores keeps a core free per worker
-/// for the kernel's share and still scales with the machine (8 workers on
-/// 16 cores); `--threads` sets it exactly.
-pub fn default_count(cores: usize) -> usize {
-    (cores / 2).max(1)
 }
 
 /// The running worker event loops.
@@ -205,16 +186,6 @@ fn least_busy(counts: impl Iterator<Item = usize>) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_worker_per_two_cores_by_default() {
-        assert_eq!(default_count(0), 1);
-        assert_eq!(default_count(1), 1);
-        assert_eq!(default_count(2), 1);
-        assert_eq!(default_count(3), 1);
-        assert_eq!(default_count(4), 2);
-        assert_eq!(default_count(16), 8);
-    }
 
     #[test]
     fn clients_go_to_the_least_busy_worker() {
