@@ -14,7 +14,9 @@
 //!   every key answers again, and the errors in the window (only for the
 //!   dead master's slots) are printed;
 //! - transactions: a slot moved or migrating under a transaction, which
-//!   twem sends again whole, or refuses with nothing applied.
+//!   twem sends again whole, or refuses with nothing applied;
+//! - node churn: nodes replaced by new ones (new addresses) twice under a
+//!   full `cluster_max_nodes` table, whose entries the new nodes take.
 //!
 //! TRYAGAIN and endless MOVED: a fake node shows that the waits and
 //! redirections are followed and bounded.
@@ -1215,4 +1217,207 @@ fn tryagain_is_waited_out() {
     let text = twem_tests::scrape_metrics(metrics);
     let line = "twem_pool_cluster_tryagain_total{pool=\"c\"} 9";
     assert!(text.contains(line), "no {line} in:\n{text}");
+}
+
+/// A cluster-enabled redis-server on its own bus port.
+fn cluster_node() -> Redis {
+    let bus = free_port().to_string();
+    Redis::start_with(&[
+        "--cluster-port",
+        &bus,
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "1000",
+        "--cluster-require-full-coverage",
+        "no",
+    ])
+}
+
+/// `CLUSTER MEET` from node `at` to node `port`, on its bus port (its own,
+/// not port + 10000: see [`cluster_node`]).
+fn meet(at: u16, port: u16) {
+    let nodes = cli(port, &["CLUSTER", "NODES"]);
+    let bus = nodes
+        .lines()
+        .find(|l| l.contains("myself"))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|a| a.split('@').nth(1))
+        .and_then(|b| b.split(',').next())
+        .unwrap_or_else(|| panic!("no bus port in {nodes}"))
+        .to_owned();
+    assert_eq!(
+        cli(
+            at,
+            &["CLUSTER", "MEET", "127.0.0.1", &port.to_string(), &bus]
+        )
+        .trim(),
+        "OK"
+    );
+}
+
+/// Wait until every node of `ports` says the cluster is ok and knows
+/// `known` nodes.
+fn wait_cluster_ok(ports: &[u16], known: usize) {
+    let start = Instant::now();
+    let want = format!("cluster_known_nodes:{known}");
+    loop {
+        let ok = ports.iter().all(|&p| {
+            let info = cli(p, &["CLUSTER", "INFO"]);
+            info.contains("cluster_state:ok") && info.contains(&want)
+        });
+        if ok {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "cluster not ok: {:?}",
+            ports
+                .iter()
+                .map(|&p| cli(p, &["CLUSTER", "NODES"]))
+                .collect::<Vec<_>>()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Move every slot of `slots` from node `from` to node `to` (keys and
+/// all), tell every node in `all`, then make the cluster forget `from`.
+fn hand_over(slots: &[u16], from: &Redis, to: &Redis, all: &[u16]) {
+    let id = |p: u16| cli(p, &["CLUSTER", "MYID"]).trim().to_owned();
+    let (from_id, to_id) = (id(from.port), id(to.port));
+    let to_port = to.port.to_string();
+    for slot in slots {
+        let s = slot.to_string();
+        assert_eq!(
+            cli(to.port, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]).trim(),
+            "OK"
+        );
+        assert_eq!(
+            cli(from.port, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]).trim(),
+            "OK"
+        );
+        let keys = cli(from.port, &["CLUSTER", "GETKEYSINSLOT", &s, "1000"]);
+        let keys: Vec<&str> = keys
+            .lines()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .collect();
+        if !keys.is_empty() {
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+            args.extend_from_slice(&keys);
+            assert_eq!(cli(from.port, &args).trim(), "OK");
+        }
+        // The old owner first: once the others tell it (by gossip) that it
+        // lost its last slot, it turns replica and refuses SETSLOT.
+        for &p in std::iter::once(&from.port).chain(all) {
+            assert_eq!(
+                cli(p, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]).trim(),
+                "OK"
+            );
+        }
+    }
+    for &p in all {
+        assert_eq!(cli(p, &["CLUSTER", "FORGET", &from_id]).trim(), "OK");
+    }
+}
+
+// A node whose address changes (a restarted pod with a new IP) is a new
+// node to twem. With every entry of `cluster_max_nodes` taken, a new node
+// takes the entry of one that left the cluster, so the churn does not use
+// the table up: twice here, each time with the keys readable through twem
+// on the new node, and the stats naming it instead of the old one.
+#[test]
+fn node_entries_are_reused_when_nodes_leave() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let a = cluster_node();
+    let b = cluster_node();
+    let mut c = cluster_node();
+    // A and B hold almost everything; C the last four slots.
+    for (n, range) in [
+        (&a, ("0", "8191")),
+        (&b, ("8192", "16379")),
+        (&c, ("16380", "16383")),
+    ] {
+        assert_eq!(
+            cli(n.port, &["CLUSTER", "ADDSLOTSRANGE", range.0, range.1]).trim(),
+            "OK"
+        );
+    }
+    for n in [&b, &c] {
+        meet(a.port, n.port);
+    }
+    wait_cluster_ok(&[a.port, b.port, c.port], 3);
+    let slots: Vec<u16> = (16380..=16383).collect();
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("k{i}"))
+        .filter(|k| slots.contains(&key_slot(k.as_bytes())))
+        .take(8)
+        .collect();
+
+    let port = free_port();
+    let yaml = format!(
+        "c:\n  listen: 127.0.0.1:{port}\n  redis: true\n  cluster: true\n  cluster_refresh: 200\n  cluster_max_nodes: 3\n  timeout: 2000\n  servers:\n   - 127.0.0.1:{}:1\n",
+        a.port
+    );
+    let proxy = ProxyProc::twem(&yaml, port, &[]);
+    let mut client = Client::connect(port);
+    for k in &keys {
+        assert_eq!(
+            client.cmd(&[b"SET", k.as_bytes(), k.as_bytes()]),
+            b"+OK\r\n"
+        );
+    }
+    let st = proxy.stats_when(|s| s["c"]["cluster_nodes"] == 3);
+    assert_eq!(st["c"]["cluster_nodes"], 3, "{st}");
+
+    let mut leaving = c.port;
+    let mut others = vec![a.port, b.port];
+    let mut last = None;
+    for round in 0..2 {
+        let next = cluster_node();
+        meet(a.port, next.port);
+        let mut all = others.clone();
+        all.push(leaving);
+        all.push(next.port);
+        wait_cluster_ok(&all, 4);
+        let old: &mut Redis = last.as_mut().unwrap_or(&mut c);
+        let mut stay = others.clone();
+        stay.push(next.port);
+        hand_over(&slots, old, &next, &stay);
+        old.proc.kill();
+        wait_cluster_ok(&stay, 3);
+        // Every key answers from the new node through twem once it has
+        // taken the old node's entry (two map reads without the old one).
+        let start = Instant::now();
+        for k in &keys {
+            loop {
+                let got = client.cmd(&[b"GET", k.as_bytes()]);
+                if got == bulk(k) {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(15),
+                    "round {round}: {k} answered {} through twem; stats {}\nlog:\n{}",
+                    String::from_utf8_lossy(&got),
+                    proxy.stats(),
+                    proxy.log_tail(20)
+                );
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let new_name = format!("127.0.0.1:{}", next.port);
+        let old_name = format!("127.0.0.1:{leaving}");
+        let st =
+            proxy.stats_when(|s| s["c"][&new_name].is_object() && !s["c"][&old_name].is_object());
+        assert!(st["c"][&new_name].is_object(), "round {round}: {st}");
+        assert!(!st["c"][&old_name].is_object(), "round {round}: {st}");
+        assert_eq!(st["c"]["cluster_nodes"], 3, "{st}");
+        assert!(proxy.log().contains("cluster node entry reused"));
+        leaving = next.port;
+        others = vec![a.port, b.port];
+        last = Some(next);
+    }
 }

@@ -58,7 +58,7 @@
 //! | `replicas` | list of `server-name host:port` entries, only without `sentinels` and `cluster`: each server's replicas for `read_from`; twem-only | none |
 //! | `cluster` | `true` or `false`, only with `redis: true`: the servers are seed nodes of a Redis Cluster (or Valkey cluster); keys are placed by the cluster's slot map (CRC16 hash slots, `{tag}` hash tags), not by `hash`/`distribution`; twem-only | `false` |
 //! | `cluster_refresh` | milliseconds, only with `cluster: true`: how often the slot map is read again (it is also read again after a `-MOVED` or a failed node) | 10000 |
-//! | `cluster_max_nodes` | integer, 1 to [`MAX_SERVER_CONNECTIONS`], only with `cluster: true`: distinct node addresses (masters and replicas, seeds included) the pool may ever know | 64 |
+//! | `cluster_max_nodes` | integer, 1 to [`MAX_SERVER_CONNECTIONS`], only with `cluster: true`: distinct node addresses (masters and replicas, seeds included) the pool may know at once (a new node takes the entry of one that left the cluster) | 64 |
 //! | `servers` | non-empty list of server entries | required |
 //!
 //! Values are judged by their text, as nutcracker judges them: `redis: "true"`
@@ -396,7 +396,7 @@ pub struct PoolConfig {
 pub struct ClusterConfig {
     /// `cluster_refresh`: how often the slot map is read again.
     pub refresh: Duration,
-    /// `cluster_max_nodes`: node addresses the pool may ever know.
+    /// `cluster_max_nodes`: node addresses the pool may know at once.
     pub max_nodes: u32,
 }
 

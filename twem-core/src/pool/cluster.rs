@@ -6,12 +6,17 @@
 //! Nodes and server indexes: the pool is built with `cluster_max_nodes`
 //! server entries (stats, connection slots, pinned sets). The seeds take
 //! the first ones; a node learned later (from the map or a `-MOVED`) takes
-//! the next free entry, once, keyed by its `host:port`, and keeps it for
-//! the pool's life. So an index never changes meaning while a request or a
-//! map snapshot holds it, and the per-server machinery (lazy connection
-//! slots, counters) needs no locking to grow. A node that leaves the map
-//! has its shared connections closed ([`Msg::Disconnect`]); they reconnect
-//! if it comes back.
+//! the next free entry, keyed by its `host:port`, so the per-server
+//! machinery (lazy connection slots, counters) needs no locking to grow. A
+//! node that leaves the map has its shared connections closed
+//! ([`Msg::Disconnect`]); they reconnect if it comes back. When every
+//! entry is taken, a new node takes the entry of one that left: absent
+//! from [`REUSE_AFTER_READS`] map reads in a row, with no connection open
+//! (nodes whose address changes on every restart, as in Kubernetes, would
+//! otherwise use the table up). A request or map snapshot that still holds
+//! the old index reaches the new node, which answers `-MOVED` for a slot it
+//! does not serve, followed as any redirection; a connection still open to
+//! the old address closes when the entry's address changes.
 //!
 //! Redirections: for a cluster pool every shared-connection request that
 //! expects a reply carries a [`Retry`] around its reply channel. A
@@ -44,6 +49,9 @@ use crate::config::ServerAddr;
 pub(super) const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 /// How long a `-TRYAGAIN` request waits before it is sent again.
 pub(super) const TRYAGAIN_WAIT: Duration = Duration::from_millis(25);
+/// Map reads in a row that a node must be absent from (and hold no
+/// connection) before a new node may take its entry.
+pub(crate) const REUSE_AFTER_READS: u8 = 2;
 /// The least time between two reads of the slot map: a burst of
 /// `-MOVED` replies (a resharding) or failures asks for one read.
 const MIN_REFRESH_GAP: Duration = Duration::from_millis(100);
@@ -56,8 +64,13 @@ const REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) struct ClusterState {
     /// The slot map now; swapped, never locked, by routing.
     pub map: ArcSwap<SlotMap>,
-    /// `host:port` -> server index, for every node ever known.
+    /// `host:port` -> server index, for every node that holds an entry.
     nodes: Mutex<HashMap<String, u16>>,
+    /// Per entry: the map reads in a row its node was absent from (0:
+    /// listed by the last read). Locked after `nodes` when both are.
+    absent: Mutex<Vec<u8>>,
+    /// The seeds' entries (the first ones) are never given to another node.
+    seeds: usize,
     /// Asks the refresh task for a read of the map now.
     refresh_now: Notify,
     /// Counters (the stats port's `cluster_*` fields).
@@ -94,6 +107,8 @@ impl ClusterState {
         ClusterState {
             map: ArcSwap::from_pointee(SlotMap::all_on(0, entries)),
             nodes: Mutex::new(nodes),
+            absent: Mutex::new(vec![0; entries]),
+            seeds: seeds.len(),
             refresh_now: Notify::new(),
             counters: ClusterCounters::default(),
         }
@@ -105,13 +120,26 @@ impl ClusterState {
     }
 
     /// The server index of node `addr`, taking a free entry of `servers`
-    /// for a node not seen before; `None` when the table is full.
+    /// for a node not seen before, or the entry of a node that left (see
+    /// the module docs); `None` when there is neither.
     fn index_of(&self, addr: &str, servers: &[ServerShared]) -> Option<u16> {
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(&i) = nodes.get(addr) {
             return Some(i);
         }
-        let next = nodes.len();
+        let next = if nodes.len() < servers.len() {
+            nodes.len()
+        } else {
+            let absent = self.absent.lock().unwrap_or_else(|p| p.into_inner());
+            let left = reusable_entry(&absent, self.seeds, |i| {
+                servers.get(i).is_some_and(ServerShared::connected)
+            })?;
+            let i = u16::try_from(left).ok()?;
+            nodes.retain(|_, v| *v != i);
+            tracing::info!(entry = left, old = %servers[left].label(), new = addr,
+                "cluster node entry reused: its node left the cluster");
+            left
+        };
         let entry = servers.get(next)?;
         let (host, port) = addr.rsplit_once(':')?;
         let port: u16 = port.parse().ok()?;
@@ -120,11 +148,42 @@ impl ClusterState {
             host: host.to_owned(),
             port,
         };
-        // Set once: an entry never changes address (see the module doc).
-        entry.set_node(addr, at)?;
         let i = u16::try_from(next).ok()?;
+        entry.set_node(addr, at);
         nodes.insert(addr.to_owned(), i);
+        if let Some(a) = self
+            .absent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(next)
+        {
+            *a = 0;
+        }
         Some(i)
+    }
+
+    /// The entries of the nodes at `listed` (those that hold one) are
+    /// present: not to be taken by a new node.
+    fn keep_listed<'a>(&self, listed: impl Iterator<Item = &'a String>) {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut absent = self.absent.lock().unwrap_or_else(|p| p.into_inner());
+        for addr in listed {
+            if let Some(a) = nodes
+                .get(addr.as_str())
+                .and_then(|&i| absent.get_mut(usize::from(i)))
+            {
+                *a = 0;
+            }
+        }
+    }
+
+    /// After a map read: the entries of the first `known` whose nodes it
+    /// listed (`listed`) are present, the others absent one read more.
+    fn count_absent(&self, known: usize, listed: impl Fn(usize) -> bool) {
+        let mut absent = self.absent.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, a) in absent.iter_mut().enumerate().take(known) {
+            *a = if listed(i) { 0 } else { a.saturating_add(1) };
+        }
     }
 
     /// How many entries are taken.
@@ -179,6 +238,18 @@ pub(super) enum Hop {
     /// Not followed: the bound is reached, or the node named has no entry
     /// left; the reply goes to the client as it is.
     GiveUp,
+}
+
+/// The entry a new node may take when every entry is held: the first past
+/// the `seeds` whose node was absent from at least [`REUSE_AFTER_READS`]
+/// map reads in a row and has no connection open (`connected`).
+fn reusable_entry(absent: &[u8], seeds: usize, connected: impl Fn(usize) -> bool) -> Option<usize> {
+    absent
+        .iter()
+        .enumerate()
+        .skip(seeds)
+        .find(|&(i, &a)| a >= REUSE_AFTER_READS && !connected(i))
+        .map(|(i, _)| i)
 }
 
 impl Pool {
@@ -332,6 +403,14 @@ impl Pool {
             }
             let entries = sh.servers.len();
             let read_from = sh.config.read_from;
+            // Nodes listed again are present before any new node looks
+            // for an entry to take (one that came back keeps its own).
+            cluster.keep_listed(
+                topology
+                    .shards
+                    .iter()
+                    .flat_map(|s| std::iter::once(&s.master).chain(&s.replicas)),
+            );
             let map = SlotMap::from_topology(&topology, entries, read_from, |addr| {
                 cluster.index_of(addr, &sh.servers)
             });
@@ -342,6 +421,7 @@ impl Pool {
                 .filter_map(|a| cluster.index_of(a, &sh.servers))
                 .map(usize::from)
                 .collect();
+            cluster.count_absent(cluster.known(), |i| i == idx || kept.contains(&i));
             // A node the map no longer lists (removed, forgotten, failed)
             // keeps no connection; the node just asked is kept (a seed
             // named by another address than the cluster's).
@@ -432,7 +512,7 @@ impl Pool {
             .shared
             .servers
             .get(idx)
-            .map_or_else(|| idx.to_string(), |s| s.label().to_owned())
+            .map_or_else(|| idx.to_string(), |s| s.label().to_string())
     }
 
     /// Counters of a cluster pool (`None` for a static pool).
@@ -451,7 +531,7 @@ impl Pool {
             .load()
             .owner(slot)
             .and_then(|i| self.inner.shared.servers.get(i))
-            .map(|s| s.label().to_owned());
+            .map(|s| s.label().to_string());
         Some((slot, node))
     }
 
@@ -533,4 +613,24 @@ pub(super) fn fields(cluster: Option<&ClusterState>) -> Vec<(&'static str, i64)>
         ("cluster_refresh_failed", n(&k.refresh_failed)),
         ("cluster_nodes", c.known() as i64),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_node_takes_the_entry_of_one_that_left() {
+        let none = |_: usize| false;
+        // Entries 0-1 are seeds; 2 was absent from two reads, 3 from one.
+        let absent = [5, 5, 2, 1];
+        assert_eq!(reusable_entry(&absent, 2, none), Some(2));
+        // A seed is never given away, however long it was absent.
+        assert_eq!(reusable_entry(&absent, 3, none), None);
+        // Not while a connection to it is open.
+        assert_eq!(reusable_entry(&absent, 2, |i| i == 2), None);
+        // Present, or absent once: kept.
+        assert_eq!(reusable_entry(&[0, 0, 0, 1], 1, none), None);
+        assert_eq!(reusable_entry(&[0, REUSE_AFTER_READS, 0], 1, none), Some(1));
+    }
 }

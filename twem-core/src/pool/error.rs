@@ -55,6 +55,9 @@ pub enum BackendErrorKind {
     /// The replica a read was on left the server's replicas (the sentinels
     /// no longer list it) while the read was in flight.
     ReplicaGone,
+    /// A cluster pool's node entry was given to another node (its own left
+    /// the cluster) while the request was on a connection to the old one.
+    NodeReplaced,
 }
 
 /// Why TLS with a server failed, as a client's error reply says it.
@@ -134,6 +137,9 @@ impl BackendErrorKind {
             BackendErrorKind::ReplicaGone => {
                 "the replica was removed or moved while the read was in flight"
             }
+            BackendErrorKind::NodeReplaced => {
+                "the cluster node left the cluster while the request was in flight"
+            }
         }
     }
 
@@ -204,6 +210,7 @@ impl BackendError {
                     | BackendErrorKind::NoMaster
                     | BackendErrorKind::NoReplica
                     | BackendErrorKind::ReplicaGone
+                    | BackendErrorKind::NodeReplaced
             ))
             && !self.server.is_empty()
         {

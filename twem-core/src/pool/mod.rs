@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
@@ -156,21 +156,22 @@ pub(crate) struct ServerShared {
     pub latency: Arc<metrics::Latency>,
     failures: AtomicU32,
     ejected: AtomicBool,
-    /// A cluster pool's node entry: its `host:port` and address, set once
-    /// when the node is first known (see `pool/cluster.rs`; `addr` then
-    /// holds the same address). Empty for a static or Sentinel pool's
+    /// A cluster pool's node entry: its `host:port` and address, set when
+    /// a node takes the entry (see `pool/cluster.rs`; `addr` then holds the
+    /// same address; an entry whose node left the cluster may be taken
+    /// again by another node). Empty for a static or Sentinel pool's
     /// servers.
-    pub node: OnceLock<(Arc<str>, ServerAddr)>,
+    pub node: ArcSwapOption<(Arc<str>, ServerAddr)>,
 }
 
 impl ServerShared {
-    /// A cluster pool's entry becomes node `name` at `addr` (once): its
-    /// connections go there from now on. `None` if the entry was already a
-    /// node.
-    pub(crate) fn set_node(&self, name: &str, addr: ServerAddr) -> Option<()> {
-        self.node.set((Arc::from(name), addr.clone())).ok()?;
+    /// A cluster pool's entry becomes node `name` at `addr`: its
+    /// connections go there from now on (a connection still open to a node
+    /// that had the entry before sees the address change and closes).
+    pub(crate) fn set_node(&self, name: &str, addr: ServerAddr) {
+        self.node
+            .store(Some(Arc::new((Arc::from(name), addr.clone()))));
         self.addr.send_replace(Some(Arc::new(addr)));
-        Some(())
     }
 
     /// Whether any connection to the server is open now, in any worker's
@@ -181,8 +182,11 @@ impl ServerShared {
 
     /// The server's name for stats and logs: a cluster node's `host:port`,
     /// else its configured name.
-    pub(crate) fn label(&self) -> &str {
-        self.node.get().map_or(&*self.name, |(n, _)| n)
+    pub(crate) fn label(&self) -> Arc<str> {
+        self.node
+            .load()
+            .as_ref()
+            .map_or_else(|| Arc::clone(&self.name), |n| Arc::clone(&n.0))
     }
 }
 
@@ -1407,7 +1411,7 @@ fn server_shared(
         latency: metrics::server_latency(&config.name, name),
         failures: AtomicU32::new(0),
         ejected: AtomicBool::new(false),
-        node: OnceLock::new(),
+        node: ArcSwapOption::empty(),
     }
 }
 
@@ -1440,7 +1444,7 @@ fn cluster_servers(
             ServerAddr::Sentinel { .. } => sc.addr.to_string(),
         };
         let entry = server_shared(config, &name, None, prev);
-        let _ = entry.set_node(&name, sc.addr.clone());
+        entry.set_node(&name, sc.addr.clone());
         seeds.push(name);
         servers.push(entry);
     }

@@ -311,8 +311,11 @@ impl Switch {
                 Some(slot) => slot.addr.subscribe(),
                 None => server.addr.subscribe(),
             },
-            // A replica slot changes hands when the sentinels say so.
-            active: shared.config.sentinel.is_some() || replica.is_some(),
+            // A replica slot changes hands when the sentinels say so, a
+            // cluster node entry when a new node takes it.
+            active: shared.config.sentinel.is_some()
+                || shared.cluster.is_some()
+                || replica.is_some(),
             at: None,
             waiting: None,
         }
@@ -1177,6 +1180,8 @@ where
                         break Dropped {
                             kind: if self.lane.replica.is_some() {
                                 BackendErrorKind::ReplicaGone
+                            } else if self.shared.cluster.is_some() {
+                                BackendErrorKind::NodeReplaced
                             } else {
                                 BackendErrorKind::Failover
                             },
@@ -1209,7 +1214,9 @@ where
             if !kind.is_local()
                 && !matches!(
                     kind,
-                    BackendErrorKind::Failover | BackendErrorKind::ReplicaGone
+                    BackendErrorKind::Failover
+                        | BackendErrorKind::ReplicaGone
+                        | BackendErrorKind::NodeReplaced
                 )
             {
                 shared.record_failure_on(self.idx, self.lane);
@@ -1220,7 +1227,9 @@ where
             Some(detail)
                 if matches!(
                     kind,
-                    BackendErrorKind::Failover | BackendErrorKind::ReplicaGone
+                    BackendErrorKind::Failover
+                        | BackendErrorKind::ReplicaGone
+                        | BackendErrorKind::NodeReplaced
                 ) =>
             {
                 tracing::debug!(pool = %shared.config.name,
