@@ -795,49 +795,9 @@ fn cluster_transactions_follow_their_slot() {
     // A blocking command on a borrowed connection follows -MOVED too: a
     // list's slot moved (with the list) behind twem's back; BLPOP gets
     // its element from the new owner.
-    let bslot = key_slot(b"blk");
-    let bfrom = masters
-        .iter()
-        .find(|m| in_ranges(bslot, &m.ranges))
-        .expect("owner");
-    let bto = masters
-        .iter()
-        .find(|m| m.id != bfrom.id)
-        .expect("another master");
-    let mut owner = Client::connect(bfrom.port);
+    let mut owner = Client::connect(owner_of(&masters, b"blk").port);
     assert_eq!(owner.cmd(&[b"RPUSH", b"{blk}q", b"job"]), b":1\r\n");
-    let bs = bslot.to_string();
-    assert_eq!(
-        cli(
-            bto.port,
-            &["CLUSTER", "SETSLOT", &bs, "IMPORTING", &bfrom.id]
-        )
-        .trim(),
-        "OK"
-    );
-    assert_eq!(
-        cli(
-            bfrom.port,
-            &["CLUSTER", "SETSLOT", &bs, "MIGRATING", &bto.id]
-        )
-        .trim(),
-        "OK"
-    );
-    let bto_port = bto.port.to_string();
-    assert_eq!(
-        cli(
-            bfrom.port,
-            &["MIGRATE", "127.0.0.1", &bto_port, "{blk}q", "0", "5000"]
-        )
-        .trim(),
-        "OK"
-    );
-    for m in &masters {
-        assert_eq!(
-            cli(m.port, &["CLUSTER", "SETSLOT", &bs, "NODE", &bto.id]).trim(),
-            "OK"
-        );
-    }
+    let bto = move_slot_by_hand(&masters, b"blk", &["{blk}q"]);
     let moved_before = proxy.stats_after_refresh()["c"]["cluster_moved"]
         .as_i64()
         .unwrap_or(0);
@@ -852,6 +812,67 @@ fn cluster_transactions_follow_their_slot() {
         st["c"]["cluster_moved"].as_i64().unwrap_or(0) > moved_before,
         "{st}"
     );
+
+    // WATCH on a moved slot: its connection is the transaction's, so the
+    // -MOVED goes to the client, but the map learns the move: after
+    // UNWATCH the next try reaches the new owner and commits.
+    let mut owner = Client::connect(owner_of(&masters, b"wk").port);
+    assert_eq!(owner.cmd(&[b"SET", b"{wk}x", b"old"]), b"+OK\r\n");
+    let wto = move_slot_by_hand(&masters, b"wk", &["{wk}x"]);
+    let refused = c.cmd(&[b"WATCH", b"{wk}x"]);
+    assert!(
+        refused.starts_with(b"-MOVED "),
+        "{}",
+        String::from_utf8_lossy(&refused)
+    );
+    assert_eq!(c.cmd(&[b"UNWATCH"]), b"+OK\r\n");
+    assert_eq!(c.cmd(&[b"WATCH", b"{wk}x"]), b"+OK\r\n");
+    assert_eq!(
+        transaction(&mut c, &[&[b"SET", b"{wk}x", b"new"]]),
+        b"*1\r\n+OK\r\n"
+    );
+    let mut new_owner = Client::connect(wto.port);
+    assert_eq!(new_owner.cmd(&[b"GET", b"{wk}x"]), bulk("new"));
+}
+
+/// The master serving the slot of `tag`.
+fn owner_of<'a>(masters: &'a [Master], tag: &[u8]) -> &'a Master {
+    let slot = key_slot(tag);
+    masters
+        .iter()
+        .find(|m| in_ranges(slot, &m.ranges))
+        .expect("owner")
+}
+
+/// Move the slot of `tag` from its master (by `masters`, as they were at
+/// the start) to another, with `keys`, and tell every master; the new
+/// owner.
+fn move_slot_by_hand<'a>(masters: &'a [Master], tag: &[u8], keys: &[&str]) -> &'a Master {
+    let from = owner_of(masters, tag);
+    let to = masters
+        .iter()
+        .find(|m| m.id != from.id)
+        .expect("another master");
+    let s = key_slot(tag).to_string();
+    assert_eq!(
+        cli(to.port, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from.id]).trim(),
+        "OK"
+    );
+    assert_eq!(
+        cli(from.port, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to.id]).trim(),
+        "OK"
+    );
+    let to_port = to.port.to_string();
+    let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+    args.extend_from_slice(keys);
+    assert_eq!(cli(from.port, &args).trim(), "OK");
+    for m in masters {
+        assert_eq!(
+            cli(m.port, &["CLUSTER", "SETSLOT", &s, "NODE", &to.id]).trim(),
+            "OK"
+        );
+    }
+    to
 }
 
 /// What one pipelining client saw.

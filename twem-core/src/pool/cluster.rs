@@ -323,6 +323,27 @@ impl Pool {
         }
     }
 
+    /// A redirection that is not followed but passed to the client (the
+    /// reply to a `WATCH`, whose connection is the transaction's): counted
+    /// as not followed, and for a `-MOVED` the slot map learns the slot's
+    /// new owner at once, so the client's next try goes there.
+    pub(super) fn redirect_not_followed(&self, redirect: &Redirect) {
+        let sh = &self.inner.shared;
+        let Some(cluster) = sh.cluster.as_deref() else {
+            return;
+        };
+        cluster.counters.redirect_failed.fetch_add(1, Relaxed);
+        if let Redirect::Moved { slot, addr } = redirect {
+            if let Some(idx) = cluster.index_of(addr, &sh.servers) {
+                let map = cluster.map.load();
+                if let Some(next) = map.with_moved(*slot, idx) {
+                    cluster.map.store(Arc::new(next));
+                }
+            }
+            cluster.refresh_soon();
+        }
+    }
+
     /// Take `hop` for `retry` (`original` is the reply that asked for it,
     /// delivered as it is when the hop is [`Hop::GiveUp`]).
     fn follow(&self, mut retry: Box<Retry>, hop: Hop, original: Result<Frame, BackendError>) {

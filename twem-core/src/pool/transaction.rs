@@ -185,9 +185,29 @@ impl Transaction {
             },
         };
         self.server = Some(server);
-        let reply = self.pool.send_pinned(&pin, req.wire().clone(), inbox);
+        if self.pool.inner.shared.cluster.is_none() {
+            let reply = self.pool.send_pinned(&pin, req.wire().clone(), inbox);
+            self.pin = Some(pin);
+            return reply;
+        }
+        // A cluster pool: a WATCH redirected (its slot moved) goes to the
+        // client as it is (the connection is the transaction's and cannot
+        // follow), but the map learns the move, so the client's next try
+        // (after UNWATCH, or in a new transaction) reaches the new owner.
+        let reply = self.pool.send_pinned(&pin, req.wire().clone(), None);
         self.pin = Some(pin);
-        reply
+        let pool = self.pool.clone();
+        ReplyFuture::from_chunks_future(async move {
+            let answer = reply.answer().await?;
+            if let Answer::Frame(Frame::Resp(f)) = &answer {
+                if let Some(redirect) = f.is_error().then(|| Redirect::parse(f.raw())).flatten() {
+                    pool.redirect_not_followed(&redirect);
+                }
+            }
+            Ok(answer
+                .into_chunks()
+                .unwrap_or_else(|| ReplyChunks::One(Bytes::new())))
+        })
     }
 
     /// `WATCH keys` for an embedder: `Ok` once the server watches them.
