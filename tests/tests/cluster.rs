@@ -71,29 +71,7 @@ impl Cluster {
     }
 
     fn try_start() -> Result<Cluster, String> {
-        let nodes: Vec<Redis> = (0..6)
-            .map(|_| {
-                // The bus port on a free port of its own: the default
-                // (port + 10000) may be in the ephemeral range, where an
-                // outgoing connection's TIME-WAIT blocks the bind.
-                let bus = free_port().to_string();
-                Redis::start_with(&[
-                    "--cluster-port",
-                    &bus,
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "1000",
-                    // The other masters' slots stay served while one
-                    // master is down: errors in a failover are then
-                    // only the dead master's.
-                    "--cluster-require-full-coverage",
-                    "no",
-                ])
-            })
-            .collect();
+        let nodes: Vec<Redis> = (0..6).map(|_| cluster_node()).collect();
         let addrs: Vec<String> = nodes.iter().map(Redis::addr).collect();
         let mut create = Command::new("redis-cli");
         create.args(["--cluster", "create"]).args(&addrs).args([
@@ -1240,7 +1218,11 @@ fn tryagain_is_waited_out() {
     assert!(text.contains(line), "no {line} in:\n{text}");
 }
 
-/// A cluster-enabled redis-server on its own bus port.
+/// A cluster-enabled redis-server. The bus port on a free port of its
+/// own: the default (port + 10000) may be in the ephemeral range, where an
+/// outgoing connection's TIME-WAIT blocks the bind. `cluster-require-full-
+/// coverage no`: the other masters' slots stay served while one master is
+/// down, so errors in a failover are only the dead master's.
 fn cluster_node() -> Redis {
     let bus = free_port().to_string();
     Redis::start_with(&[
