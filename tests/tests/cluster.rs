@@ -377,23 +377,10 @@ fn cluster_correctness() {
     // -ASK: a slot half-migrated by hand; a key not on its old owner is
     // on the importing node, and twem sends ASKING and the command there.
     let slot = key_slot(b"askkey");
-    let from = masters
-        .iter()
-        .find(|m| in_ranges(slot, &m.ranges))
-        .expect("owner");
-    let to = masters
-        .iter()
-        .find(|m| m.id != from.id)
-        .expect("another master");
+    let from = owner_of(&masters, b"askkey");
+    let to = other_master(&masters, from);
     let s = slot.to_string();
-    assert_eq!(
-        cli(to.port, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from.id]).trim(),
-        "OK"
-    );
-    assert_eq!(
-        cli(from.port, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to.id]).trim(),
-        "OK"
-    );
+    start_migration(&s, from, to);
     assert_eq!(c.cmd(&[b"SET", b"askkey", b"there"]), b"+OK\r\n");
     assert_eq!(c.cmd(&[b"GET", b"askkey"]), bulk("there"));
     let mut direct = Client::connect(to.port);
@@ -680,14 +667,8 @@ fn cluster_transactions_follow_their_slot() {
     let cluster = Cluster::start();
     let masters = cluster.masters();
     let slot = key_slot(b"txk");
-    let from = masters
-        .iter()
-        .find(|m| in_ranges(slot, &m.ranges))
-        .expect("owner");
-    let to = masters
-        .iter()
-        .find(|m| m.id != from.id)
-        .expect("another master");
+    let from = owner_of(&masters, b"txk");
+    let to = other_master(&masters, from);
     let port = free_port();
     let proxy = cluster.twem_refreshing(port, 600_000);
     proxy.stats_when(|s| s["c"]["cluster_refreshes"].as_i64().unwrap_or(0) >= 1);
@@ -702,14 +683,7 @@ fn cluster_transactions_follow_their_slot() {
     // The slot half-migrated by hand: {txk}a and {txk}b moved, {txk}c not.
     let s = slot.to_string();
     let to_port = to.port.to_string();
-    assert_eq!(
-        cli(to.port, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from.id]).trim(),
-        "OK"
-    );
-    assert_eq!(
-        cli(from.port, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to.id]).trim(),
-        "OK"
-    );
+    start_migration(&s, from, to);
     let migrate = |keys: &[&str]| {
         let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
         args.extend_from_slice(keys);
@@ -822,24 +796,35 @@ fn owner_of<'a>(masters: &'a [Master], tag: &[u8]) -> &'a Master {
         .expect("owner")
 }
 
+/// Mark slot `s` as migrating from `from` to `to` on both nodes (keys
+/// are moved by the caller, with MIGRATE).
+fn start_migration(s: &str, from: &Master, to: &Master) {
+    assert_eq!(
+        cli(to.port, &["CLUSTER", "SETSLOT", s, "IMPORTING", &from.id]).trim(),
+        "OK"
+    );
+    assert_eq!(
+        cli(from.port, &["CLUSTER", "SETSLOT", s, "MIGRATING", &to.id]).trim(),
+        "OK"
+    );
+}
+
+/// A master other than `than`.
+fn other_master<'a>(masters: &'a [Master], than: &Master) -> &'a Master {
+    masters
+        .iter()
+        .find(|m| m.id != than.id)
+        .expect("another master")
+}
+
 /// Move the slot of `tag` from its master (by `masters`, as they were at
 /// the start) to another, with `keys`, and tell every master; the new
 /// owner.
 fn move_slot_by_hand<'a>(masters: &'a [Master], tag: &[u8], keys: &[&str]) -> &'a Master {
     let from = owner_of(masters, tag);
-    let to = masters
-        .iter()
-        .find(|m| m.id != from.id)
-        .expect("another master");
+    let to = other_master(masters, from);
     let s = key_slot(tag).to_string();
-    assert_eq!(
-        cli(to.port, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from.id]).trim(),
-        "OK"
-    );
-    assert_eq!(
-        cli(from.port, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to.id]).trim(),
-        "OK"
-    );
+    start_migration(&s, from, to);
     let to_port = to.port.to_string();
     let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
     args.extend_from_slice(keys);

@@ -162,28 +162,36 @@ impl ClusterState {
         Some(i)
     }
 
-    /// The entries of the nodes at `listed` (those that hold one) are
-    /// present: not to be taken by a new node.
-    fn keep_listed<'a>(&self, listed: impl Iterator<Item = &'a String>) {
+    /// A map read listed the nodes at `listed`: their entries are
+    /// present, every other taken entry absent one read more. Called
+    /// before the read's new nodes look for an entry, so a node that came
+    /// back keeps its own.
+    fn count_absent<'a>(&self, listed: impl Iterator<Item = &'a String>) {
         let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         let mut absent = self.absent.lock().unwrap_or_else(|p| p.into_inner());
-        for addr in listed {
-            if let Some(a) = nodes
-                .get(addr.as_str())
-                .and_then(|&i| absent.get_mut(usize::from(i)))
-            {
-                *a = 0;
+        let listed: Vec<u16> = listed
+            .filter_map(|a| nodes.get(a.as_str()).copied())
+            .collect();
+        for &i in nodes.values() {
+            if let Some(a) = absent.get_mut(usize::from(i)) {
+                *a = if listed.contains(&i) {
+                    0
+                } else {
+                    a.saturating_add(1)
+                };
             }
         }
     }
 
-    /// After a map read: the entries of the first `known` whose nodes it
-    /// listed (`listed`) are present, the others absent one read more.
-    fn count_absent(&self, known: usize, listed: impl Fn(usize) -> bool) {
-        let mut absent = self.absent.lock().unwrap_or_else(|p| p.into_inner());
-        for (i, a) in absent.iter_mut().enumerate().take(known) {
-            *a = if listed(i) { 0 } else { a.saturating_add(1) };
+    /// Slot `slot` is served by entry `idx` now (a `-MOVED`): for every
+    /// client at once, and the rest of the map is likely stale too (a
+    /// resharding or failover), so it is read again soon.
+    fn learn_moved(&self, slot: u16, idx: u16) {
+        let map = self.map.load();
+        if let Some(next) = map.with_moved(slot, idx) {
+            self.map.store(Arc::new(next));
         }
+        self.refresh_soon();
     }
 
     /// How many entries are taken.
@@ -309,13 +317,7 @@ impl Pool {
         };
         let asking = moved.is_none();
         if let Some(slot) = moved {
-            // The slot is there now for every client, and the rest of the
-            // map is likely stale too (a resharding or failover).
-            let map = cluster.map.load();
-            if let Some(next) = map.with_moved(slot, idx) {
-                cluster.map.store(Arc::new(next));
-            }
-            cluster.refresh_soon();
+            cluster.learn_moved(slot, idx);
         }
         Hop::Node {
             idx: usize::from(idx),
@@ -334,13 +336,10 @@ impl Pool {
         };
         cluster.counters.redirect_failed.fetch_add(1, Relaxed);
         if let Redirect::Moved { slot, addr } = redirect {
-            if let Some(idx) = cluster.index_of(addr, &sh.servers) {
-                let map = cluster.map.load();
-                if let Some(next) = map.with_moved(*slot, idx) {
-                    cluster.map.store(Arc::new(next));
-                }
+            match cluster.index_of(addr, &sh.servers) {
+                Some(idx) => cluster.learn_moved(*slot, idx),
+                None => cluster.refresh_soon(),
             }
-            cluster.refresh_soon();
         }
     }
 
@@ -424,9 +423,7 @@ impl Pool {
             }
             let entries = sh.servers.len();
             let read_from = sh.config.read_from;
-            // Nodes listed again are present before any new node looks
-            // for an entry to take (one that came back keeps its own).
-            cluster.keep_listed(
+            cluster.count_absent(
                 topology
                     .shards
                     .iter()
@@ -442,7 +439,6 @@ impl Pool {
                 .filter_map(|a| cluster.index_of(a, &sh.servers))
                 .map(usize::from)
                 .collect();
-            cluster.count_absent(cluster.known(), |i| i == idx || kept.contains(&i));
             // A node the map no longer lists (removed, forgotten, failed)
             // keeps no connection; the node just asked is kept (a seed
             // named by another address than the cluster's).
